@@ -1,0 +1,438 @@
+//! The `hanoi247` command line: its arguments and the client commands, which talk to a running
+//! node through the desk API exactly as an agency system would.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+use tokio_stream::StreamExt;
+
+use crate::config::ClientConfig;
+use crate::desk_client::{self, DeskClient};
+use crate::identity::NodeCode;
+use crate::proto::{
+    AcknowledgeRequest, CancelRequest, GetRequest, HandlingCode, ListInboxRequest, ListOutboxRequest,
+    Message, Precedence, PreservationRequest, RequestType, RespondRequest, SubmitRequest, WatchRequest,
+};
+use crate::render;
+
+/// hanoi247: a node of the 24/7 network of the UN Convention against Cybercrime.
+#[derive(Debug, Parser)]
+#[command(name = "hanoi247", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a three-node network (VN, FR, DE) on loopback and tell one request's story; exits 0.
+    Demo,
+    /// Make a network CA, node and client certificates and ready configs for a loopback network.
+    Init(InitArgs),
+    /// Run a node in the foreground (logs to stderr; Ctrl-C or SIGTERM stops it gracefully).
+    Node {
+        /// The node's config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Send a request to another node.
+    Send(SendArgs),
+    /// Requests received from other nodes, newest first.
+    Inbox(ListArgs),
+    /// Envelopes this node sent or will send, newest first.
+    Outbox(ListArgs),
+    /// One message with its fields, timeline and replies.
+    Show(IdArgs),
+    /// Acknowledge a received request (a person has taken it).
+    Ack {
+        /// Message and client options.
+        #[command(flatten)]
+        id: IdArgs,
+        /// Words for the origin.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Answer a received request.
+    Respond {
+        /// Message and client options.
+        #[command(flatten)]
+        id: IdArgs,
+        /// The answer.
+        #[arg(long)]
+        text: String,
+    },
+    /// Withdraw a request this node sent.
+    Cancel {
+        /// Message and client options.
+        #[command(flatten)]
+        id: IdArgs,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Follow the node's lifecycle events as they happen.
+    Watch(ClientArgs),
+}
+
+/// `init` options.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Network name (in every certificate's identity).
+    #[arg(long, default_value = "hanoi247-dev")]
+    pub network: String,
+    /// Node codes, comma separated, e.g. VN,FR,DE.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<NodeCode>,
+    /// Desk clients as NODE:NAME, comma separated; a node without any gets `officer`.
+    #[arg(long, value_delimiter = ',')]
+    pub clients: Vec<String>,
+    /// The i-th node listens on peer P+10i, desk P+10i+1 (metrics +2, console +3 reserved).
+    #[arg(long, default_value_t = 7247)]
+    pub base_port: u16,
+}
+
+/// Options every client command takes.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The client config (`<name>.client.toml` from `init`).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A message id and the client options.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The message id.
+    pub id: String,
+    /// Client options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Listing options.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Client options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+/// `send` options.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Client options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Destination node code.
+    #[arg(long)]
+    pub to: String,
+    /// Request type.
+    #[arg(long = "type", value_enum)]
+    pub request_type: RequestTypeArg,
+    /// Precedence.
+    #[arg(long, value_enum)]
+    pub precedence: PrecedenceArg,
+    /// One line for the receiving officer.
+    #[arg(long)]
+    pub subject: String,
+    /// The body text.
+    #[arg(long, conflicts_with = "body_file")]
+    pub body: Option<String>,
+    /// Read the body from a file.
+    #[arg(long)]
+    pub body_file: Option<PathBuf>,
+    /// Case reference (made by the node when omitted).
+    #[arg(long, default_value = "")]
+    pub case: String,
+    /// Language (BCP 47).
+    #[arg(long, default_value = "en")]
+    pub language: String,
+    /// The id of the request this one continues.
+    #[arg(long, default_value = "")]
+    pub in_reply_to: String,
+    /// Handling code.
+    #[arg(long, value_enum, default_value_t = HandlingArg::H0)]
+    pub handling: HandlingArg,
+    /// The restrictions in words (required with --handling h3).
+    #[arg(long, default_value = "")]
+    pub restrictions: String,
+    /// Typed fields as key=value, e.g. for preservation: requesting_authority=…, offence=…,
+    /// facts=…, data_to_preserve=…, link_to_offence=…, custodian_or_location=…, necessity=…,
+    /// mutual_legal_assistance_to_follow=true, preservation_days=90.
+    #[arg(long = "field", value_name = "KEY=VALUE")]
+    pub fields: Vec<String>,
+}
+
+/// Request types on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[allow(missing_docs)]
+pub enum RequestTypeArg {
+    Preservation,
+    TrafficDataDisclosure,
+    TechnicalAdvice,
+    LegalInformation,
+    EvidenceCollection,
+    LocatePerson,
+    Other,
+}
+
+/// Precedences on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[allow(missing_docs)]
+pub enum PrecedenceArg {
+    Flash,
+    Immediate,
+    Priority,
+    Routine,
+}
+
+/// Handling codes on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[allow(missing_docs)]
+pub enum HandlingArg {
+    H0,
+    H1,
+    H2,
+    H3,
+}
+
+/// A client command failed; the message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// The config could not be used.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// TLS files could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The node refused or could not be reached.
+    #[error("{}", describe_status(.0))]
+    Status(#[from] tonic::Status),
+    /// A local file could not be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn describe_status(status: &tonic::Status) -> String {
+    crate::delivery::describe(status)
+}
+
+fn client(args: &ClientArgs) -> Result<DeskClient, CliError> {
+    Ok(desk_client::connect(&ClientConfig::load(&args.config)?)?)
+}
+
+fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn print_message(message: &Message, json: bool) {
+    if json {
+        print_json(&render::message_json(message));
+    } else {
+        print!("{}", render::message_details(message, &[]));
+    }
+}
+
+/// Builds the preservation fields from `--field key=value` pairs.
+pub fn preservation_from_fields(fields: &[String]) -> Result<Option<PreservationRequest>, CliError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let mut p = PreservationRequest::default();
+    for field in fields {
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--field {field}: expected key=value")))?;
+        let value = value.to_owned();
+        match key {
+            "requesting_authority" => p.requesting_authority = value,
+            "offence" => p.offence = value,
+            "facts" => p.facts = value,
+            "data_to_preserve" => p.data_to_preserve = value,
+            "link_to_offence" => p.link_to_offence = value,
+            "custodian_or_location" => p.custodian_or_location = value,
+            "necessity" => p.necessity = value,
+            "mutual_legal_assistance_to_follow" => {
+                p.mutual_legal_assistance_to_follow = value
+                    .parse()
+                    .map_err(|_| CliError::Usage(format!("--field {key}: expected true or false")))?;
+            }
+            "preservation_days" => {
+                p.preservation_days = value
+                    .parse()
+                    .map_err(|_| CliError::Usage(format!("--field {key}: expected a number of days")))?;
+            }
+            other => return Err(CliError::Usage(format!("--field {other}: unknown field"))),
+        }
+    }
+    Ok(Some(p))
+}
+
+/// Runs a client command.
+pub async fn run_client(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Send(args) => send(args).await,
+        Command::Inbox(args) => {
+            let list =
+                client(&args.client)?.list_inbox(ListInboxRequest { limit: args.limit }).await?.into_inner();
+            print_list(&list.messages, args.client.json);
+            Ok(())
+        }
+        Command::Outbox(args) => {
+            let list = client(&args.client)?
+                .list_outbox(ListOutboxRequest { limit: args.limit })
+                .await?
+                .into_inner();
+            print_list(&list.messages, args.client.json);
+            Ok(())
+        }
+        Command::Show(args) => {
+            let got = client(&args.client)?.get(GetRequest { id: args.id }).await?.into_inner();
+            let message = got.message.unwrap_or_default();
+            if args.client.json {
+                let mut value = render::message_json(&message);
+                value["replies"] = got.replies.iter().map(render::message_json).collect();
+                print_json(&value);
+            } else {
+                print!("{}", render::message_details(&message, &got.replies));
+            }
+            Ok(())
+        }
+        Command::Ack { id, note } => {
+            let response = client(&id.client)?.acknowledge(AcknowledgeRequest { id: id.id, note }).await?;
+            print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
+            Ok(())
+        }
+        Command::Respond { id, text } => {
+            let response = client(&id.client)?.respond(RespondRequest { id: id.id, text }).await?;
+            print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
+            Ok(())
+        }
+        Command::Cancel { id, reason } => {
+            let response = client(&id.client)?.cancel(CancelRequest { id: id.id, reason }).await?;
+            print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
+            Ok(())
+        }
+        Command::Watch(args) => {
+            let mut events = client(&args)?.watch(WatchRequest {}).await?.into_inner();
+            while let Some(event) = events.next().await {
+                let event = event?;
+                if args.json {
+                    println!("{}", render::event_json(&event));
+                } else {
+                    println!(
+                        "{}  {:<13} {}  {}  {}",
+                        event.at.as_ref().map(crate::timestamp::rfc3339).unwrap_or_default(),
+                        crate::lifecycle::state_name(event.state()),
+                        event.message_id,
+                        event.peer,
+                        event.note
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Demo | Command::Init(_) | Command::Node { .. } => {
+            Err(CliError::Usage("not a client command".into()))
+        }
+    }
+}
+
+fn print_list(messages: &[Message], json: bool) {
+    if json {
+        print_json(&Value::Array(messages.iter().map(render::message_json).collect()));
+    } else {
+        print!("{}", render::message_table(messages));
+    }
+}
+
+async fn send(args: SendArgs) -> Result<(), CliError> {
+    let body = match (&args.body, &args.body_file) {
+        (Some(body), _) => body.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)?,
+        (None, None) => String::new(),
+    };
+    let request = SubmitRequest {
+        destination: args.to.clone(),
+        request_type: request_type(args.request_type) as i32,
+        precedence: precedence(args.precedence) as i32,
+        case_reference: args.case.clone(),
+        subject: args.subject.clone(),
+        body,
+        language: args.language.clone(),
+        expires_at: None,
+        in_reply_to: args.in_reply_to.clone(),
+        attachments: Vec::new(),
+        handling_code: handling(args.handling) as i32,
+        handling_restrictions: args.restrictions.clone(),
+        preservation: preservation_from_fields(&args.fields)?,
+    };
+    let response = client(&args.client)?.submit(request).await?.into_inner();
+    let message = response.message.unwrap_or_default();
+    if args.client.json {
+        print_json(&render::message_json(&message));
+    } else {
+        let envelope = message.envelope.unwrap_or_default();
+        println!("{}  QUEUED for {} (case {})", envelope.id, envelope.destination, envelope.case_reference);
+    }
+    Ok(())
+}
+
+/// The proto request type of a command-line one.
+pub fn request_type(arg: RequestTypeArg) -> RequestType {
+    match arg {
+        RequestTypeArg::Preservation => RequestType::Preservation,
+        RequestTypeArg::TrafficDataDisclosure => RequestType::TrafficDataDisclosure,
+        RequestTypeArg::TechnicalAdvice => RequestType::TechnicalAdvice,
+        RequestTypeArg::LegalInformation => RequestType::LegalInformation,
+        RequestTypeArg::EvidenceCollection => RequestType::EvidenceCollection,
+        RequestTypeArg::LocatePerson => RequestType::LocatePerson,
+        RequestTypeArg::Other => RequestType::Other,
+    }
+}
+
+/// The proto precedence of a command-line one.
+pub fn precedence(arg: PrecedenceArg) -> Precedence {
+    match arg {
+        PrecedenceArg::Flash => Precedence::Flash,
+        PrecedenceArg::Immediate => Precedence::Immediate,
+        PrecedenceArg::Priority => Precedence::Priority,
+        PrecedenceArg::Routine => Precedence::Routine,
+    }
+}
+
+fn handling(arg: HandlingArg) -> HandlingCode {
+    match arg {
+        HandlingArg::H0 => HandlingCode::H0,
+        HandlingArg::H1 => HandlingCode::H1,
+        HandlingArg::H2 => HandlingCode::H2,
+        HandlingArg::H3 => HandlingCode::H3,
+    }
+}

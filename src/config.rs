@@ -1,0 +1,341 @@
+//! Node and desk-client configuration files (TOML), with their defaults and path resolution.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::NodeCode;
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown keys are named here).
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml said, naming the key.
+        message: String,
+    },
+    /// A value is well-formed but not usable.
+    #[error("invalid config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+}
+
+/// A node's configuration: `hanoi247 node --config FILE`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's code; must match the code in its certificate.
+    pub code: NodeCode,
+    /// The network name, as in every certificate's `spiffe://<network>/...` URI.
+    pub network: String,
+    /// Where the sled store lives (relative paths are relative to the config file).
+    pub data_dir: PathBuf,
+    /// Listener addresses.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// Certificates and keys.
+    pub tls: TlsConfig,
+    /// Delivery tuning.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// The other members of the network this node may talk to.
+    #[serde(default)]
+    pub directory: Vec<DirectoryEntry>,
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// The peer listener (other nodes), default `0.0.0.0:7247`.
+    #[serde(default = "default_peer_listen")]
+    pub peer: SocketAddr,
+    /// The desk listener (officers, operators, agencies), default `127.0.0.1:7248`.
+    #[serde(default = "default_desk_listen")]
+    pub desk: SocketAddr,
+}
+
+fn default_peer_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7247))
+}
+
+fn default_desk_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7248))
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self { peer: default_peer_listen(), desk: default_desk_listen() }
+    }
+}
+
+/// Certificate and key files (PEM). Relative paths are relative to the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The network CA: peers' certificates must chain to it.
+    pub network_ca: PathBuf,
+    /// This node's certificate, issued by the network CA (peer listener and outgoing calls).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// This node's local CA: desk clients' certificates must chain to it.
+    pub local_ca: PathBuf,
+    /// The desk listener's server certificate, issued by the local CA.
+    pub desk_cert: PathBuf,
+    /// Its private key.
+    pub desk_key: PathBuf,
+}
+
+/// How the delivery tasks send and retry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Upper bound of the first retry delay (full jitter: the delay is random below it).
+    #[serde(default = "default_retry_initial", with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Upper bound of any retry delay.
+    #[serde(default = "default_retry_max", with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Envelopes per `Deliver` call.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Lifetime of a request submitted without `expires_at`.
+    #[serde(default = "default_expiry", with = "humantime_serde")]
+    pub default_expiry: Duration,
+    /// Deadline of one `Deliver` or `Hello` call, so a hung peer is given up on.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Deadline of a TCP connect plus TLS handshake to a peer.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+fn default_retry_initial() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_batch_size() -> usize {
+    64
+}
+fn default_expiry() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            retry_initial: default_retry_initial(),
+            retry_max: default_retry_max(),
+            batch_size: default_batch_size(),
+            default_expiry: default_expiry(),
+            request_timeout: default_request_timeout(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+/// One member of the network, as this node knows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryEntry {
+    /// The member's node code.
+    pub code: NodeCode,
+    /// The authority's name, e.g. "Cybercrime 24/7 point of contact, France".
+    #[serde(default)]
+    pub name: String,
+    /// Its peer listener as `host:port`; `host` must be in its certificate.
+    pub endpoint: String,
+    /// Working languages (BCP 47).
+    #[serde(default)]
+    pub languages: Vec<String>,
+    /// Request types it accepts (as in the proto, e.g. "PRESERVATION"); empty means all.
+    #[serde(default)]
+    pub request_types: Vec<String>,
+    /// Its time zone (IANA name), for people reading times.
+    #[serde(default)]
+    pub time_zone: String,
+    /// A human phone fallback.
+    #[serde(default)]
+    pub phone: String,
+}
+
+impl DirectoryEntry {
+    /// The host part of `endpoint`, which the peer's certificate must name.
+    pub fn host(&self) -> &str {
+        endpoint_host(&self.endpoint)
+    }
+}
+
+/// The host of a `host:port` endpoint (brackets of an IPv6 literal removed).
+pub fn endpoint_host(endpoint: &str) -> &str {
+    let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+impl NodeConfig {
+    /// Read and check a node config; relative paths become relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config: NodeConfig = read_toml(path)?;
+        let base = base_dir(path);
+        config.data_dir = base.join(&config.data_dir);
+        for file in [
+            &mut config.tls.network_ca,
+            &mut config.tls.cert,
+            &mut config.tls.key,
+            &mut config.tls.local_ca,
+            &mut config.tls.desk_cert,
+            &mut config.tls.desk_key,
+        ] {
+            *file = base.join(&*file);
+        }
+        config.check().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        crate::identity::validate_network_name(&self.network).map_err(|e| format!("network: {e}"))?;
+        let d = &self.delivery;
+        if d.batch_size == 0 {
+            return Err("delivery.batch_size: must be at least 1".into());
+        }
+        if d.retry_initial.is_zero() || d.retry_max < d.retry_initial {
+            return Err("delivery.retry_initial/retry_max: need 0 < retry_initial <= retry_max".into());
+        }
+        for (i, entry) in self.directory.iter().enumerate() {
+            if entry.code == self.code {
+                return Err(format!("directory[{i}]: lists this node itself ({})", entry.code));
+            }
+            if entry.endpoint.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
+                return Err(format!("directory[{i}].endpoint: '{}' is not host:port", entry.endpoint));
+            }
+            if self.directory[..i].iter().any(|e| e.code == entry.code) {
+                return Err(format!("directory[{i}]: {} is listed twice", entry.code));
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory entry for `code`, if it is a member this node may talk to.
+    pub fn peer(&self, code: NodeCode) -> Option<&DirectoryEntry> {
+        self.directory.iter().find(|e| e.code == code)
+    }
+}
+
+/// A desk client's configuration: how the CLI (or any agency system) reaches a node's desk API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The desk listener as `host:port`; `host` must be in the desk certificate.
+    pub endpoint: String,
+    /// The node's local CA, which issued the desk server certificate.
+    pub ca: PathBuf,
+    /// This client's certificate, issued by the local CA.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+impl ClientConfig {
+    /// Read a client config; relative paths become relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config: ClientConfig = read_toml(path)?;
+        let base = base_dir(path);
+        for file in [&mut config.ca, &mut config.cert, &mut config.key] {
+            *file = base.join(&*file);
+        }
+        Ok(config)
+    }
+}
+
+fn base_dir(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_owned).unwrap_or_default()
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+code = "VN"
+network = "hanoi247-dev"
+data_dir = "data"
+[tls]
+network_ca = "../network-ca.pem"
+cert = "node.pem"
+key = "node.key"
+local_ca = "local-ca.pem"
+desk_cert = "desk.pem"
+desk_key = "desk.key"
+"#;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(config.listen.desk, default_desk_listen());
+        assert_eq!(config.delivery.retry_initial, Duration::from_secs(1));
+        assert_eq!(config.delivery.retry_max, Duration::from_secs(60));
+        assert_eq!(config.data_dir, dir.path().join("data"));
+        assert_eq!(config.tls.network_ca, dir.path().join("../network-ca.pem"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{MINIMAL}\n[delivery]\nretry_fast = \"1s\"\n");
+        let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
+        assert!(err.contains("retry_fast"), "{err}");
+    }
+
+    #[test]
+    fn bad_endpoint_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{MINIMAL}\n[[directory]]\ncode = \"FR\"\nendpoint = \"localhost\"\n");
+        let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
+        assert!(err.contains("directory[0].endpoint"), "{err}");
+    }
+
+    #[test]
+    fn endpoint_host_strips_port_and_brackets() {
+        assert_eq!(endpoint_host("localhost:7247"), "localhost");
+        assert_eq!(endpoint_host("[::1]:7247"), "::1");
+    }
+}

@@ -1,0 +1,323 @@
+//! One delivery task per directory peer: sends that peer's outbox in order (precedence, then
+//! submission), retries with exponential backoff and full jitter, and records receipts.
+//!
+//! Invariants: a message leaves the outbox only when the peer's receipt for it has been stored
+//! (or it expired or was cancelled), so a crash at any moment at most causes a resend, which the
+//! receiver deduplicates. Each peer has its own task and channel: a dead peer slows nobody else.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::ClientConfig;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::DirectoryEntry;
+use crate::identity::Identity;
+use crate::lifecycle::{self, Happening};
+use crate::node::{NodeContext, NodeError};
+use crate::proto::delivery_result::Outcome;
+use crate::proto::peer_service_client::PeerServiceClient;
+use crate::proto::{DeliverRequest, Message, MessageState};
+use crate::store::{StoreError, view};
+use crate::store_proto::StoredMessage;
+use crate::timestamp;
+use crate::tls::{self, Dial};
+
+/// Never retry sooner than this, so full jitter cannot turn into a busy loop.
+const MIN_RETRY: Duration = Duration::from_millis(50);
+/// How far ahead of the batch the task looks for expired messages.
+const SCAN_FACTOR: usize = 4;
+
+/// The delivery task for one peer.
+pub struct PeerDelivery {
+    context: Arc<NodeContext>,
+    peer: DirectoryEntry,
+    client: PeerServiceClient<tonic::transport::Channel>,
+    waker: Arc<Notify>,
+    /// Consecutive failed attempts to reach the peer.
+    failures: u32,
+}
+
+/// What one pass over the outbox found.
+enum Pass {
+    /// Sent a batch; look again at once.
+    Sent,
+    /// The peer could not be reached; wait this long.
+    Failed(Duration),
+    /// Nothing due; wait for new work or until this time (the next message-level retry).
+    Idle(Option<SystemTime>),
+}
+
+impl PeerDelivery {
+    /// A delivery task for `peer`, over a channel that checks the peer's certificate identity.
+    pub fn new(
+        context: Arc<NodeContext>,
+        peer: DirectoryEntry,
+        tls: Arc<ClientConfig>,
+        waker: Arc<Notify>,
+    ) -> Result<Self, NodeError> {
+        let delivery = &context.config.delivery;
+        let dial = Dial {
+            endpoint: peer.endpoint.clone(),
+            expect: Some(Identity::Node { network: context.config.network.clone(), code: peer.code }),
+            connect_timeout: delivery.connect_timeout,
+            request_timeout: Some(delivery.request_timeout),
+        };
+        let client = PeerServiceClient::new(tls::channel(dial, tls)?);
+        Ok(Self { context, peer, client, waker, failures: 0 })
+    }
+
+    /// Runs until `stop`; picks up whatever the outbox holds (also after a restart).
+    pub async fn run(mut self, stop: CancellationToken) {
+        loop {
+            let pass = tokio::select! {
+                () = stop.cancelled() => return,
+                pass = self.pass() => pass,
+            };
+            let backing_off = matches!(pass, Ok(Pass::Failed(_)));
+            let wait = match pass {
+                Ok(Pass::Sent) => continue,
+                Ok(Pass::Failed(delay)) => Some(delay),
+                Ok(Pass::Idle(until)) => {
+                    until.map(|t| t.duration_since(SystemTime::now()).unwrap_or_default().max(MIN_RETRY))
+                }
+                Err(error) => {
+                    // The store failed; the messages are still queued. Try again shortly.
+                    tracing::error!(peer = %self.peer.code, %error, "delivery cannot read or write the store");
+                    Some(self.context.config.delivery.retry_max)
+                }
+            };
+            let woken = self.waker.notified();
+            match wait {
+                Some(delay) => tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                    // New work cuts an idle wait short but not a backoff: the peer is still down.
+                    () = woken, if !backing_off => {}
+                },
+                None => tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = woken => {}
+                },
+            }
+        }
+    }
+
+    async fn pass(&mut self) -> Result<Pass, StoreError> {
+        let batch_size = self.context.config.delivery.batch_size;
+        let candidates = self.context.store.outbox_for(self.peer.code, batch_size * SCAN_FACTOR)?;
+        let now = SystemTime::now();
+        let mut expired = Vec::new();
+        let mut due = Vec::new();
+        let mut next_retry: Option<SystemTime> = None;
+        for stored in candidates {
+            let message = view(&stored);
+            let envelope = message.envelope.clone().unwrap_or_default();
+            if envelope.expires_at.as_ref().is_some_and(|at| timestamp::to_system(at) <= now) {
+                expired.push(stored);
+            } else if let Some(at) = message.next_attempt_at.as_ref().map(timestamp::to_system)
+                && at > now
+            {
+                next_retry = Some(next_retry.map_or(at, |t| t.min(at)));
+            } else if due.len() < batch_size {
+                due.push(stored);
+            }
+        }
+        if !expired.is_empty() {
+            self.expire(expired).await?;
+        }
+        if due.is_empty() {
+            return Ok(Pass::Idle(next_retry));
+        }
+        let envelopes = due.iter().filter_map(|s| view(s).envelope).collect::<Vec<_>>();
+        let count = envelopes.len();
+        match self.client.deliver(DeliverRequest { envelopes }).await {
+            Ok(response) => {
+                self.failures = 0;
+                let results = response.into_inner().results;
+                if results.len() != count {
+                    let error = format!(
+                        "{} answered {} results for {count} envelopes",
+                        self.peer.code,
+                        results.len()
+                    );
+                    self.record_failures(due, &error, self.retry_delay(1)).await?;
+                    return Ok(Pass::Sent);
+                }
+                self.record_results(due, results).await?;
+                Ok(Pass::Sent)
+            }
+            Err(status) => {
+                self.failures = self.failures.saturating_add(1);
+                let delay = self.retry_delay(self.failures);
+                let error = describe(&status);
+                tracing::warn!(peer = %self.peer.code, %error, attempt = self.failures, retry_in = ?delay, "delivery failed");
+                self.record_failures(due, &error, delay).await?;
+                Ok(Pass::Failed(delay))
+            }
+        }
+    }
+
+    /// Exponential backoff with full jitter: random in [0, min(cap, initial·2^(n-1))].
+    fn retry_delay(&self, attempt: u32) -> Duration {
+        let delivery = &self.context.config.delivery;
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+        let bound = delivery.retry_initial.saturating_mul(factor).min(delivery.retry_max);
+        bound.mul_f64(fastrand::f64()).max(MIN_RETRY)
+    }
+
+    async fn record_results(
+        &self,
+        due: Vec<StoredMessage>,
+        results: Vec<crate::proto::DeliveryResult>,
+    ) -> Result<(), StoreError> {
+        let peer = self.peer.code;
+        let changed = self.context.store.write(|changes| {
+            let mut changed = Vec::new();
+            for (stored, result) in due.into_iter().zip(results) {
+                let id = message_id(&stored);
+                // Re-read: a desk call may have changed it since the batch was picked.
+                let Some(mut current) = changes.get(id)? else { continue };
+                let message = current.message.get_or_insert_default();
+                let changed_now = match result.outcome {
+                    Some(Outcome::Receipt(receipt)) => {
+                        message.received_at = receipt.received_at;
+                        message.next_attempt_at = None;
+                        let note = if receipt.duplicate {
+                            format!("receipt from {peer} (duplicate)")
+                        } else {
+                            format!("receipt from {peer}")
+                        };
+                        apply_logged(message, Happening::ReceiptArrived, note)
+                    }
+                    Some(Outcome::Refusal(refusal)) => {
+                        let error = format!("refused by {peer}: {}", refusal.message);
+                        fail(message, &error, self.retry_delay(message.attempts + 1))
+                    }
+                    None => fail(
+                        message,
+                        &format!("{peer} returned an empty result"),
+                        self.retry_delay(message.attempts + 1),
+                    ),
+                };
+                if changed_now {
+                    changed.push(message.clone());
+                }
+                changes.put(current)?;
+            }
+            Ok::<_, StoreError>(changed)
+        })?;
+        // Receipts need no flush of their own: losing one in a crash means a resend, which the
+        // receiver answers with the same receipt.
+        for message in &changed {
+            if let Some(envelope) = &message.envelope {
+                tracing::info!(message_id = %envelope.id, peer = %peer, precedence = envelope.precedence().as_str_name(), state = message.state().as_str_name(), "delivery result");
+            }
+            self.context.events.publish(message);
+        }
+        Ok(())
+    }
+
+    async fn record_failures(
+        &self,
+        due: Vec<StoredMessage>,
+        error: &str,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
+        let changed = self.context.store.write(|changes| {
+            let mut changed = Vec::new();
+            for stored in due {
+                let Some(mut current) = changes.get(message_id(&stored))? else { continue };
+                let message = current.message.get_or_insert_default();
+                if fail(message, error, delay) {
+                    changed.push(message.clone());
+                }
+                changes.put(current)?;
+            }
+            Ok::<_, StoreError>(changed)
+        })?;
+        for message in &changed {
+            self.context.events.publish(message);
+        }
+        Ok(())
+    }
+
+    async fn expire(&self, expired: Vec<StoredMessage>) -> Result<(), StoreError> {
+        let changed = self.context.store.write(|changes| {
+            let mut changed = Vec::new();
+            for stored in expired {
+                let Some(mut current) = changes.get(message_id(&stored))? else { continue };
+                let message = current.message.get_or_insert_default();
+                let note = match message.last_error.as_str() {
+                    "" => "expired before delivery".to_owned(),
+                    error => format!("expired before delivery; last error: {error}"),
+                };
+                if apply_logged(message, Happening::DeadlinePassed, note) {
+                    message.next_attempt_at = None;
+                    changed.push(message.clone());
+                }
+                changes.put(current)?;
+            }
+            Ok::<_, StoreError>(changed)
+        })?;
+        // Expiry is an operator-visible end state: make it durable before announcing it.
+        self.context.store.persist().await?;
+        for message in &changed {
+            tracing::warn!(message_id = %message.envelope.as_ref().map(|e| e.id.as_str()).unwrap_or_default(), peer = %self.peer.code, "message expired undelivered");
+            self.context.events.publish(message);
+        }
+        Ok(())
+    }
+}
+
+/// Records a failed attempt on a message still waiting; returns whether its state changed.
+fn fail(message: &mut Message, error: &str, delay: Duration) -> bool {
+    if !matches!(message.state(), MessageState::Queued | MessageState::WaitingRetry) {
+        return false;
+    }
+    message.attempts = message.attempts.saturating_add(1);
+    message.last_error = error.to_owned();
+    message.next_attempt_at = Some(timestamp::after(delay));
+    apply_logged(message, Happening::SendFailed, format!("{error} (attempt {})", message.attempts))
+}
+
+fn apply_logged(message: &mut Message, happening: Happening, note: String) -> bool {
+    match lifecycle::apply(message, happening, timestamp::now(), note) {
+        Ok(changed) => changed,
+        Err(error) => {
+            tracing::warn!(%error, ?happening, "delivery outcome does not apply");
+            false
+        }
+    }
+}
+
+fn message_id(stored: &StoredMessage) -> Uuid {
+    stored
+        .message
+        .as_ref()
+        .and_then(|m| m.envelope.as_ref())
+        .and_then(|e| Uuid::parse_str(&e.id).ok())
+        .unwrap_or_default()
+}
+
+/// A delivery error as operators read it: the status and its causes, e.g. "UNAVAILABLE: transport
+/// error: connection refused".
+pub fn describe(status: &tonic::Status) -> String {
+    use std::error::Error as _;
+    // tonic repeats the innermost cause in its message and in the chain: keep each text once.
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = status.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    if !status.message().is_empty() && !parts.iter().any(|p| p.contains(status.message())) {
+        parts.insert(0, status.message().to_owned());
+    }
+    format!("{:?}: {}", status.code(), parts.join(": "))
+}

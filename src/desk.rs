@@ -1,0 +1,444 @@
+//! The desk API (`DeskService`): what focal points, operators and agency systems do at their own
+//! node. Every change is stored and flushed before the call returns.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::identity::{Identity, NodeCode};
+use crate::lifecycle::{self, Happening, LifecycleError};
+use crate::node::NodeContext;
+use crate::proto::desk_service_server::DeskService;
+use crate::proto::{
+    AcknowledgeRequest, AcknowledgeResponse, CancelRequest, CancelResponse, Direction, Envelope,
+    EnvelopeKind, Event, GetRequest, GetResponse, HandlingCode, ListInboxRequest, ListInboxResponse,
+    ListOutboxRequest, ListOutboxResponse, Message, MessageState, RespondRequest, RespondResponse,
+    SubmitRequest, SubmitResponse, WatchRequest,
+};
+use crate::store::{Changes, Listing, StoreError, view};
+use crate::store_proto::StoredMessage;
+use crate::timestamp;
+use crate::validation::{FieldError, MAX_SUBJECT_CHARS, check_envelope};
+
+/// Listings return this many when the caller does not say.
+const DEFAULT_LIST_LIMIT: usize = 100;
+/// And never more than this.
+const MAX_LIST_LIMIT: usize = 10_000;
+
+/// Why a desk call was refused. Mapped to a gRPC status in `status.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum DeskError {
+    /// A field of the request is wrong.
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// No message has this id.
+    #[error("no message with id {0}")]
+    NotFound(String),
+    /// The message's state does not allow the call.
+    #[error("{id}: {error}")]
+    Lifecycle {
+        /// The message.
+        id: Uuid,
+        /// Why not.
+        error: LifecycleError,
+    },
+    /// The call needs a different kind of message (e.g. acknowledging one this node sent).
+    #[error("{0}")]
+    WrongMessage(String),
+    /// The caller's certificate does not name a desk client of this node.
+    #[error("{0}")]
+    NotAClient(String),
+    /// The store could not be read or written; nothing was changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The desk service of one node.
+pub struct DeskApi {
+    context: Arc<NodeContext>,
+    stop: CancellationToken,
+}
+
+impl DeskApi {
+    /// The desk service over a node's shared state; `stop` ends `Watch` streams at shutdown.
+    pub fn new(context: Arc<NodeContext>, stop: CancellationToken) -> Self {
+        Self { context, stop }
+    }
+
+    /// The desk client making the call, by its certificate.
+    fn caller<T>(&self, request: &Request<T>) -> Result<String, DeskError> {
+        let me = self.context.code();
+        match crate::tls::caller_identity(request) {
+            Some(Identity::Client { network, node, name })
+                if network == self.context.config.network && node == me =>
+            {
+                Ok(name)
+            }
+            Some(other) => Err(DeskError::NotAClient(format!("{other} is not a desk client of node {me}"))),
+            None => Err(DeskError::NotAClient("no client certificate identity".into())),
+        }
+    }
+
+    fn submit_envelope(&self, request: SubmitRequest) -> Result<Envelope, DeskError> {
+        let config = &self.context.config;
+        let destination: NodeCode =
+            request.destination.parse().map_err(|e| FieldError::new("destination", format!("{e}")))?;
+        if destination == config.code {
+            return Err(FieldError::new("destination", format!("{destination} is this node")).into());
+        }
+        if config.peer(destination).is_none() {
+            let known: Vec<String> = config.directory.iter().map(|e| e.code.to_string()).collect();
+            return Err(FieldError::new(
+                "destination",
+                format!("{destination} is not in this node's directory (known: {})", known.join(", ")),
+            )
+            .into());
+        }
+        let parent = match request.in_reply_to.as_str() {
+            "" => None,
+            id => Some(self.load(parse_id_field("in_reply_to", id)?).map_err(|e| match e {
+                DeskError::NotFound(id) => {
+                    FieldError::new("in_reply_to", format!("no message with id {id}")).into()
+                }
+                other => other,
+            })?),
+        };
+        let case_reference = match (request.case_reference.trim(), &parent) {
+            ("", Some(parent)) => {
+                parent.envelope.as_ref().map(|e| e.case_reference.clone()).unwrap_or_default()
+            }
+            ("", None) => new_case_reference(config.code),
+            (given, _) => given.to_owned(),
+        };
+        let now = timestamp::now();
+        if let Some(expires_at) = &request.expires_at
+            && timestamp::to_system(expires_at) <= timestamp::to_system(&now)
+        {
+            return Err(FieldError::new("expires_at", "must be in the future").into());
+        }
+        let handling_code = match request.handling_code() {
+            HandlingCode::Unspecified => HandlingCode::H0 as i32,
+            _ => request.handling_code,
+        };
+        let envelope = Envelope {
+            id: Uuid::now_v7().to_string(),
+            origin: config.code.to_string(),
+            destination: destination.to_string(),
+            kind: EnvelopeKind::Request as i32,
+            request_type: request.request_type,
+            precedence: request.precedence,
+            case_reference,
+            subject: request.subject,
+            body: request.body,
+            language: if request.language.is_empty() { "en".into() } else { request.language },
+            created_at: Some(now),
+            expires_at: Some(
+                request.expires_at.unwrap_or_else(|| timestamp::after(config.delivery.default_expiry)),
+            ),
+            in_reply_to: request.in_reply_to,
+            attachments: request.attachments,
+            handling_code,
+            handling_restrictions: request.handling_restrictions,
+            preservation: request.preservation,
+        };
+        check_envelope(&envelope)?;
+        Ok(envelope)
+    }
+
+    fn load(&self, id: Uuid) -> Result<Message, DeskError> {
+        self.context
+            .store
+            .get(id)?
+            .map(|stored| view(&stored))
+            .ok_or_else(|| DeskError::NotFound(id.to_string()))
+    }
+
+    /// Persists, then tells watchers and delivery tasks: in that order, so nobody hears of a
+    /// change that a crash could still undo.
+    async fn announce(&self, changed: &[Message]) -> Result<(), DeskError> {
+        self.context.store.persist().await?;
+        for message in changed {
+            self.context.events.publish(message);
+            if message.direction() == Direction::Outbound
+                && message.state() == MessageState::Queued
+                && let Some(code) = message.envelope.as_ref().and_then(|e| e.destination.parse().ok())
+            {
+                self.context.wake(code);
+            }
+        }
+        Ok(())
+    }
+
+    /// A reply to `request` from this node to `to`, carrying `body`.
+    fn reply(&self, request: &Envelope, kind: EnvelopeKind, to: &str, body: String) -> Envelope {
+        let label = match kind {
+            EnvelopeKind::Acknowledgement => "Acknowledged",
+            EnvelopeKind::Response => "Response",
+            EnvelopeKind::Cancellation => "Cancelled",
+            _ => "Re",
+        };
+        let subject: String =
+            format!("{label}: {}", request.subject).chars().take(MAX_SUBJECT_CHARS).collect();
+        Envelope {
+            id: Uuid::now_v7().to_string(),
+            origin: self.context.code().to_string(),
+            destination: to.to_owned(),
+            kind: kind as i32,
+            request_type: request.request_type,
+            precedence: request.precedence,
+            case_reference: request.case_reference.clone(),
+            subject,
+            body,
+            language: request.language.clone(),
+            created_at: Some(timestamp::now()),
+            expires_at: Some(timestamp::after(self.context.config.delivery.default_expiry)),
+            in_reply_to: request.id.clone(),
+            attachments: Vec::new(),
+            handling_code: request.handling_code,
+            handling_restrictions: request.handling_restrictions.clone(),
+            preservation: None,
+        }
+    }
+}
+
+/// Stores a new outbound envelope, QUEUED.
+fn queue(changes: &mut Changes<'_>, envelope: Envelope, note: String) -> Result<Message, StoreError> {
+    let mut message =
+        Message { envelope: Some(envelope), direction: Direction::Outbound as i32, ..Default::default() };
+    lifecycle::enter(&mut message, MessageState::Queued, timestamp::now(), note);
+    changes.put(StoredMessage { message: Some(message.clone()), seq: changes.next_seq()? })?;
+    Ok(message)
+}
+
+/// Applies `happening` to a stored message and stores the result.
+fn change(
+    changes: &mut Changes<'_>,
+    mut stored: StoredMessage,
+    id: Uuid,
+    happening: Happening,
+    note: String,
+) -> Result<(StoredMessage, Message), DeskError> {
+    let message = stored.message.get_or_insert_default();
+    lifecycle::apply(message, happening, timestamp::now(), note)
+        .map_err(|error| DeskError::Lifecycle { id, error })?;
+    let message = message.clone();
+    changes.put(stored.clone())?;
+    Ok((stored, message))
+}
+
+fn parse_id_field(field: &str, id: &str) -> Result<Uuid, FieldError> {
+    Uuid::parse_str(id.trim())
+        .map_err(|_| FieldError::new(field, format!("'{id}' is not a message id (UUID)")))
+}
+
+fn new_case_reference(origin: NodeCode) -> String {
+    let year = humantime::format_rfc3339(std::time::SystemTime::now()).to_string();
+    format!("{origin}-{}-{:08x}", &year[..4], fastrand::u32(..))
+}
+
+fn list_limit(limit: u32) -> usize {
+    match limit {
+        0 => DEFAULT_LIST_LIMIT,
+        n => (n as usize).min(MAX_LIST_LIMIT),
+    }
+}
+
+fn stored_for(changes: &Changes<'_>, id: Uuid) -> Result<StoredMessage, DeskError> {
+    changes.get(id)?.ok_or_else(|| DeskError::NotFound(id.to_string()))
+}
+
+/// The received request `id`, checked to be one.
+fn inbound_request(changes: &Changes<'_>, id: Uuid) -> Result<(StoredMessage, Envelope), DeskError> {
+    let stored = stored_for(changes, id)?;
+    let message = view(&stored);
+    let envelope = message.envelope.clone().unwrap_or_default();
+    if message.direction() != Direction::Inbound || envelope.kind() != EnvelopeKind::Request {
+        return Err(DeskError::WrongMessage(format!("{id} is not a request this node received")));
+    }
+    Ok((stored, envelope))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DeskService for DeskApi {
+    async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
+        let client = self.caller(&request)?;
+        let envelope = self.submit_envelope(request.into_inner())?;
+        let (id, destination, precedence) =
+            (envelope.id.clone(), envelope.destination.clone(), envelope.precedence().as_str_name());
+        let message = self.context.store.write(|changes| {
+            queue(changes, envelope, format!("submitted by {client}")).map_err(DeskError::from)
+        })?;
+        self.announce(std::slice::from_ref(&message)).await?;
+        tracing::info!(message_id = %id, peer = %destination, precedence, %client, "request submitted");
+        Ok(Response::new(SubmitResponse { message: Some(message) }))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        self.caller(&request)?;
+        let id = parse_id_field("id", &request.get_ref().id).map_err(DeskError::from)?;
+        let message = self.load(id)?;
+        let replies =
+            self.context.store.replies(id).map_err(DeskError::from)?.iter().map(view).collect::<Vec<_>>();
+        Ok(Response::new(GetResponse { message: Some(message), replies }))
+    }
+
+    async fn list_inbox(
+        &self,
+        request: Request<ListInboxRequest>,
+    ) -> Result<Response<ListInboxResponse>, Status> {
+        self.caller(&request)?;
+        let stored = self
+            .context
+            .store
+            .list(Listing::Inbox, list_limit(request.get_ref().limit))
+            .map_err(DeskError::from)?;
+        Ok(Response::new(ListInboxResponse { messages: stored.iter().map(view).collect() }))
+    }
+
+    async fn list_outbox(
+        &self,
+        request: Request<ListOutboxRequest>,
+    ) -> Result<Response<ListOutboxResponse>, Status> {
+        self.caller(&request)?;
+        let stored = self
+            .context
+            .store
+            .list(Listing::Outbox, list_limit(request.get_ref().limit))
+            .map_err(DeskError::from)?;
+        Ok(Response::new(ListOutboxResponse { messages: stored.iter().map(view).collect() }))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<AcknowledgeRequest>,
+    ) -> Result<Response<AcknowledgeResponse>, Status> {
+        let client = self.caller(&request)?;
+        let AcknowledgeRequest { id, note } = request.into_inner();
+        let id = parse_id_field("id", &id).map_err(DeskError::from)?;
+        let (request_message, ack) = self.context.store.write(|changes| {
+            let (stored, envelope) = inbound_request(changes, id)?;
+            let (_, updated) = change(
+                changes,
+                stored,
+                id,
+                Happening::AcknowledgedHere,
+                format!("acknowledged by {client}"),
+            )?;
+            let ack = self.reply(&envelope, EnvelopeKind::Acknowledgement, &envelope.origin, note);
+            let ack = queue(changes, ack, format!("acknowledgement of {id}"))?;
+            Ok::<_, DeskError>((updated, ack))
+        })?;
+        self.announce(&[request_message.clone(), ack]).await?;
+        Ok(Response::new(AcknowledgeResponse { message: Some(request_message) }))
+    }
+
+    async fn respond(&self, request: Request<RespondRequest>) -> Result<Response<RespondResponse>, Status> {
+        let client = self.caller(&request)?;
+        let RespondRequest { id, text } = request.into_inner();
+        let id = parse_id_field("id", &id).map_err(DeskError::from)?;
+        if text.trim().is_empty() {
+            return Err(DeskError::from(FieldError::new("text", "required: the answer")).into());
+        }
+        let changed = self.context.store.write(|changes| {
+            let (mut stored, envelope) = inbound_request(changes, id)?;
+            let mut changed = Vec::new();
+            if view(&stored).state() == MessageState::Received {
+                let (after, updated) = change(
+                    changes,
+                    stored,
+                    id,
+                    Happening::AcknowledgedHere,
+                    format!("acknowledged by {client} (with the response)"),
+                )?;
+                stored = after;
+                changed.push(updated);
+                let ack =
+                    self.reply(&envelope, EnvelopeKind::Acknowledgement, &envelope.origin, String::new());
+                changed.push(queue(changes, ack, format!("acknowledgement of {id}"))?);
+            }
+            let (_, updated) =
+                change(changes, stored, id, Happening::AnsweredHere, format!("answered by {client}"))?;
+            changed.push(updated);
+            let response = self.reply(&envelope, EnvelopeKind::Response, &envelope.origin, text);
+            changed.push(queue(changes, response, format!("response to {id}"))?);
+            Ok::<_, DeskError>(changed)
+        })?;
+        self.announce(&changed).await?;
+        let request_message = changed.into_iter().rev().find(|m| m.direction() == Direction::Inbound);
+        Ok(Response::new(RespondResponse { message: request_message }))
+    }
+
+    async fn cancel(&self, request: Request<CancelRequest>) -> Result<Response<CancelResponse>, Status> {
+        let client = self.caller(&request)?;
+        let CancelRequest { id, reason } = request.into_inner();
+        let id = parse_id_field("id", &id).map_err(DeskError::from)?;
+        if reason.trim().is_empty() {
+            return Err(
+                DeskError::from(FieldError::new("reason", "required: why the request is withdrawn")).into()
+            );
+        }
+        let changed = self.context.store.write(|changes| {
+            let stored = stored_for(changes, id)?;
+            let before = view(&stored);
+            let envelope = before.envelope.clone().unwrap_or_default();
+            if before.direction() != Direction::Outbound || envelope.kind() != EnvelopeKind::Request {
+                return Err(DeskError::WrongMessage(format!("{id} is not a request this node sent")));
+            }
+            let was_sent = !matches!(before.state(), MessageState::Queued | MessageState::WaitingRetry);
+            let (_, updated) = change(
+                changes,
+                stored,
+                id,
+                Happening::CancelledHere,
+                format!("cancelled by {client}: {reason}"),
+            )?;
+            let mut changed = vec![updated];
+            if was_sent {
+                let cancellation =
+                    self.reply(&envelope, EnvelopeKind::Cancellation, &envelope.destination, reason);
+                changed.push(queue(changes, cancellation, format!("cancellation of {id}"))?);
+            }
+            Ok(changed)
+        })?;
+        self.announce(&changed).await?;
+        Ok(Response::new(CancelResponse { message: changed.into_iter().next() }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        self.caller(&request)?;
+        let mut events = BroadcastStream::new(self.context.events.subscribe());
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let stop = self.stop.clone();
+        // Forward until the watcher goes away or the node stops, so shutdown never waits on a
+        // watcher.
+        tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = sender.closed() => break,
+                    item = events.next() => item,
+                };
+                let Some(item) = item else { break };
+                let item = item.map_err(|lagged| {
+                    Status::data_loss(format!(
+                        "{lagged}: this watcher fell behind; call Watch again and re-read the lists"
+                    ))
+                });
+                let fatal = item.is_err();
+                if sender.send(item).await.is_err() || fatal {
+                    break;
+                }
+            }
+        });
+        let stream: WatchStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
+        Ok(Response::new(stream))
+    }
+}

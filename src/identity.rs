@@ -1,0 +1,265 @@
+//! Who a certificate names: node codes and the SPIFFE-style identities in URI SANs
+//! (`spiffe://<network>/node/<CC>` for nodes, `.../node/<CC>/client/<name>` for desk clients).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// A certificate or name that does not identify anyone we know how to trust.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// Not a two-letter code.
+    #[error("'{0}' is not a node code: expected two letters such as VN")]
+    BadCode(String),
+    /// Not a usable network name.
+    #[error(
+        "'{0}' is not a network name: 1 to 63 characters of a-z, 0-9, '-' and '.', not starting or ending with '-' or '.'"
+    )]
+    BadNetwork(String),
+    /// Not a usable client name.
+    #[error("'{0}' is not a client name: 1 to 32 characters of a-z, 0-9, '_' and '-'")]
+    BadClientName(String),
+    /// A URI that is not one of our identities.
+    #[error("'{0}' is not a hanoi247 identity (spiffe://<network>/node/<CC>[/client/<name>])")]
+    BadUri(String),
+    /// The certificate could not be parsed.
+    #[error("certificate cannot be parsed: {0}")]
+    BadCertificate(String),
+    /// The certificate carries no identity, or more than one.
+    #[error("certificate must carry exactly one spiffe:// URI SAN, found {0}")]
+    UriCount(usize),
+}
+
+/// A node's code (ISO 3166-1 alpha-2 style): two uppercase ASCII letters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeCode([u8; 2]);
+
+impl NodeCode {
+    /// The code as text, e.g. "VN".
+    pub fn as_str(&self) -> &str {
+        // Both bytes are ASCII uppercase letters by construction, hence valid UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+impl FromStr for NodeCode {
+    type Err = IdentityError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Ok(Self([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+            }
+            _ => Err(IdentityError::BadCode(text.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for NodeCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for NodeCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for NodeCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Who a certificate says its holder is.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Identity {
+    /// A node of a network (peer certificates, issued by the network CA).
+    Node {
+        /// The network.
+        network: String,
+        /// The node.
+        code: NodeCode,
+    },
+    /// A desk client of a node (issued by the node's local CA).
+    Client {
+        /// The network.
+        network: String,
+        /// The node it belongs to.
+        node: NodeCode,
+        /// Its name, e.g. "alice".
+        name: String,
+    },
+}
+
+impl Identity {
+    /// Parses `spiffe://<network>/node/<CC>` or `spiffe://<network>/node/<CC>/client/<name>`.
+    pub fn parse_uri(uri: &str) -> Result<Identity, IdentityError> {
+        let bad = || IdentityError::BadUri(uri.to_owned());
+        let rest = uri.strip_prefix("spiffe://").ok_or_else(bad)?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let (network, node) = match parts.as_slice() {
+            [network, "node", code] | [network, "node", code, "client", _] => (*network, *code),
+            _ => return Err(bad()),
+        };
+        validate_network_name(network).map_err(|_| bad())?;
+        // Codes in identities are canonical uppercase; "vn" would be another name.
+        if node.bytes().any(|b| !b.is_ascii_uppercase()) {
+            return Err(bad());
+        }
+        let code: NodeCode = node.parse().map_err(|_| bad())?;
+        match parts.as_slice() {
+            [_, _, _, _, name] => {
+                validate_client_name(name).map_err(|_| bad())?;
+                Ok(Identity::Client { network: network.to_owned(), node: code, name: (*name).to_owned() })
+            }
+            _ => Ok(Identity::Node { network: network.to_owned(), code }),
+        }
+    }
+
+    /// The URI form.
+    pub fn uri(&self) -> String {
+        match self {
+            Identity::Node { network, code } => node_uri(network, *code),
+            Identity::Client { network, node, name } => client_uri(network, *node, name),
+        }
+    }
+
+    /// The network this identity belongs to.
+    pub fn network(&self) -> &str {
+        match self {
+            Identity::Node { network, .. } | Identity::Client { network, .. } => network,
+        }
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.uri())
+    }
+}
+
+/// `spiffe://<network>/node/<CC>`.
+pub fn node_uri(network: &str, code: NodeCode) -> String {
+    format!("spiffe://{network}/node/{code}")
+}
+
+/// `spiffe://<network>/node/<CC>/client/<name>`.
+pub fn client_uri(network: &str, node: NodeCode, name: &str) -> String {
+    format!("spiffe://{network}/node/{node}/client/{name}")
+}
+
+/// A network name fit for a URI authority.
+pub fn validate_network_name(name: &str) -> Result<(), IdentityError> {
+    let chars_ok =
+        name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let ends_ok = !name.starts_with(['-', '.']) && !name.ends_with(['-', '.']);
+    if (1..=63).contains(&name.len()) && chars_ok && ends_ok {
+        Ok(())
+    } else {
+        Err(IdentityError::BadNetwork(name.to_owned()))
+    }
+}
+
+/// A client name fit for a URI path segment and a file name.
+pub fn validate_client_name(name: &str) -> Result<(), IdentityError> {
+    let chars_ok =
+        name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if (1..=32).contains(&name.len()) && chars_ok {
+        Ok(())
+    } else {
+        Err(IdentityError::BadClientName(name.to_owned()))
+    }
+}
+
+fn parse(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, IdentityError> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, cert)| cert)
+        .map_err(|e| IdentityError::BadCertificate(e.to_string()))
+}
+
+/// The identity in a DER certificate's URI SAN: exactly one spiffe:// URI must be present.
+pub fn identity_of_cert(der: &[u8]) -> Result<Identity, IdentityError> {
+    let cert = parse(der)?;
+    let sans = cert.subject_alternative_name().map_err(|e| IdentityError::BadCertificate(e.to_string()))?;
+    let uris: Vec<&str> = sans
+        .map(|ext| ext.value.general_names.iter())
+        .into_iter()
+        .flatten()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some(*uri),
+            _ => None,
+        })
+        .collect();
+    match uris.as_slice() {
+        [uri] => Identity::parse_uri(uri),
+        other => Err(IdentityError::UriCount(other.len())),
+    }
+}
+
+/// When a DER certificate stops being valid.
+pub fn cert_not_after(der: &[u8]) -> Result<SystemTime, IdentityError> {
+    let cert = parse(der)?;
+    let seconds = cert.validity().not_after.timestamp();
+    let seconds =
+        u64::try_from(seconds).map_err(|_| IdentityError::BadCertificate("expiry before 1970".into()))?;
+    Ok(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+
+    #[test]
+    fn codes_parse_and_print_uppercase() {
+        let code: NodeCode = "vn".parse().unwrap();
+        assert_eq!(code.to_string(), "VN");
+        for bad in ["", "V", "VNM", "V1", "ñ"] {
+            assert!(bad.parse::<NodeCode>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn uris_round_trip() {
+        for uri in ["spiffe://hanoi247-dev/node/VN", "spiffe://net.example/node/FR/client/alice"] {
+            assert_eq!(Identity::parse_uri(uri).unwrap().uri(), uri);
+        }
+        for bad in [
+            "https://x/node/VN",
+            "spiffe://net/node/vn",
+            "spiffe://net/node/VN/client/",
+            "spiffe://net/node/VN/client/Alice",
+            "spiffe://net/nodes/VN",
+            "spiffe://-net/node/VN",
+        ] {
+            assert!(Identity::parse_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn identity_and_expiry_of_an_issued_certificate() {
+        let ca = crate::pki::CertificateAuthority::generate("test CA", 30).unwrap();
+        let code: NodeCode = "FR".parse().unwrap();
+        let issued = ca.issue_client("net", code, "bob", 30).unwrap();
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+        assert_eq!(
+            identity_of_cert(&der).unwrap(),
+            Identity::Client { network: "net".into(), node: code, name: "bob".into() }
+        );
+        let expiry = cert_not_after(&der).unwrap();
+        let days = expiry.duration_since(SystemTime::now()).unwrap().as_secs() / 86_400;
+        assert!((29..=30).contains(&days), "{days}");
+    }
+}

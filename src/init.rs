@@ -1,0 +1,288 @@
+//! `hanoi247 init`: a ready loopback network — the network CA, per node its certificate, local
+//! CA, desk certificate, client certificates and ready `node.toml` / `<name>.client.toml` files.
+//!
+//! Layout (see `certs/README.md`):
+//!
+//! ```text
+//! DIR/network-ca.pem, network-ca.key        the network CA (signs node certificates)
+//! DIR/<cc>/node.toml                         the node's config
+//! DIR/<cc>/node.pem, node.key                its peer identity spiffe://<network>/node/<CC>
+//! DIR/<cc>/local-ca.pem, local-ca.key        its local CA (signs desk certificates)
+//! DIR/<cc>/desk.pem, desk.key                its desk listener's server certificate
+//! DIR/<cc>/<name>.pem, <name>.key            a desk client spiffe://<network>/node/<CC>/client/<name>
+//! DIR/<cc>/<name>.client.toml                that client's config for the CLI
+//! ```
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::identity::{self, NodeCode};
+use crate::pki::{self, CertificateAuthority, PkiError};
+
+/// Lifetime of the certificates `init` makes.
+pub const VALIDITY_DAYS: u32 = 365;
+/// Names every certificate carries, so clients on this machine can reach the listeners.
+const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// What `init` could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A certificate could not be made or written.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The options do not describe a network.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One node to make, with its ports on 127.0.0.1.
+#[derive(Debug, Clone)]
+pub struct NodePlan {
+    /// Its code.
+    pub code: NodeCode,
+    /// Its peer listener port.
+    pub peer_port: u16,
+    /// Its desk listener port.
+    pub desk_port: u16,
+}
+
+/// Everything `init` needs.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// The output directory.
+    pub out: PathBuf,
+    /// The network name.
+    pub network: String,
+    /// The nodes, in order.
+    pub nodes: Vec<NodePlan>,
+    /// Desk clients as (node, name); a node with none gets one named `officer`.
+    pub clients: Vec<(NodeCode, String)>,
+}
+
+impl InitOptions {
+    /// The ports of `init --base-port P`: the i-th node gets peer P+10i and desk P+10i+1.
+    pub fn with_base_port(
+        out: PathBuf,
+        network: String,
+        codes: &[NodeCode],
+        base_port: u16,
+    ) -> Result<Self, InitError> {
+        let nodes = codes
+            .iter()
+            .enumerate()
+            .map(|(i, &code)| {
+                let peer_port = u16::try_from(i * 10)
+                    .ok()
+                    .and_then(|offset| base_port.checked_add(offset))
+                    .filter(|p| p.checked_add(3).is_some())
+                    .ok_or_else(|| {
+                        InitError::Invalid(format!(
+                            "--base-port {base_port}: ports for node {code} exceed 65535"
+                        ))
+                    })?;
+                Ok(NodePlan { code, peer_port, desk_port: peer_port + 1 })
+            })
+            .collect::<Result<_, InitError>>()?;
+        Ok(Self { out, network, nodes, clients: Vec::new() })
+    }
+}
+
+/// What `init` made.
+#[derive(Debug, Clone)]
+pub struct InitReport {
+    /// Each node's code and config file.
+    pub node_configs: Vec<(NodeCode, PathBuf)>,
+    /// Each client's node, name and config file.
+    pub client_configs: Vec<(NodeCode, String, PathBuf)>,
+}
+
+impl InitReport {
+    /// The config file of node `code`.
+    pub fn node_config(&self, code: NodeCode) -> Option<&Path> {
+        self.node_configs.iter().find(|(c, _)| *c == code).map(|(_, p)| p.as_path())
+    }
+
+    /// The config file of the first client of node `code`.
+    pub fn client_config(&self, code: NodeCode) -> Option<&Path> {
+        self.client_configs.iter().find(|(c, _, _)| *c == code).map(|(_, _, p)| p.as_path())
+    }
+}
+
+/// Makes the network. Refuses to overwrite an existing network CA.
+pub fn init_network(options: &InitOptions) -> Result<InitReport, InitError> {
+    identity::validate_network_name(&options.network)
+        .map_err(|e| InitError::Invalid(format!("--network: {e}")))?;
+    if options.nodes.is_empty() {
+        return Err(InitError::Invalid("--nodes: at least one node".into()));
+    }
+    for (i, node) in options.nodes.iter().enumerate() {
+        if options.nodes[..i].iter().any(|n| n.code == node.code) {
+            return Err(InitError::Invalid(format!("--nodes: {} is listed twice", node.code)));
+        }
+    }
+    for (node, name) in &options.clients {
+        identity::validate_client_name(name).map_err(|e| InitError::Invalid(format!("--clients: {e}")))?;
+        if !options.nodes.iter().any(|n| n.code == *node) {
+            return Err(InitError::Invalid(format!("--clients: {node}:{name} names a node not in --nodes")));
+        }
+    }
+    let out = &options.out;
+    if out.join("network-ca.key").exists() {
+        return Err(InitError::Invalid(format!(
+            "{} already holds a network CA; choose another --out (init never overwrites keys)",
+            out.display()
+        )));
+    }
+    create_dir(out)?;
+    let hosts: Vec<String> = LOOPBACK_HOSTS.iter().map(|h| (*h).to_owned()).collect();
+    let network_ca =
+        CertificateAuthority::generate(&format!("hanoi247 network CA {}", options.network), VALIDITY_DAYS)?;
+    pki::write_certificate(&out.join("network-ca.pem"), network_ca.cert_pem())?;
+    pki::write_private_key(&out.join("network-ca.key"), network_ca.key_pem())?;
+
+    let mut report = InitReport { node_configs: Vec::new(), client_configs: Vec::new() };
+    for node in &options.nodes {
+        let dir = out.join(node.code.as_str().to_ascii_lowercase());
+        create_dir(&dir)?;
+        let certified = network_ca.issue_node(&options.network, node.code, &hosts, VALIDITY_DAYS)?;
+        pki::write_certificate(&dir.join("node.pem"), &certified.cert_pem)?;
+        pki::write_private_key(&dir.join("node.key"), &certified.key_pem)?;
+
+        let local_ca =
+            CertificateAuthority::generate(&format!("hanoi247 local CA {}", node.code), VALIDITY_DAYS)?;
+        pki::write_certificate(&dir.join("local-ca.pem"), local_ca.cert_pem())?;
+        pki::write_private_key(&dir.join("local-ca.key"), local_ca.key_pem())?;
+        let desk = local_ca.issue_desk_server(&options.network, node.code, &hosts, VALIDITY_DAYS)?;
+        pki::write_certificate(&dir.join("desk.pem"), &desk.cert_pem)?;
+        pki::write_private_key(&dir.join("desk.key"), &desk.key_pem)?;
+
+        let mut names: Vec<&str> =
+            options.clients.iter().filter(|(code, _)| *code == node.code).map(|(_, n)| n.as_str()).collect();
+        if names.is_empty() {
+            names.push("officer");
+        }
+        for name in names {
+            let client = local_ca.issue_client(&options.network, node.code, name, VALIDITY_DAYS)?;
+            pki::write_certificate(&dir.join(format!("{name}.pem")), &client.cert_pem)?;
+            pki::write_private_key(&dir.join(format!("{name}.key")), &client.key_pem)?;
+            let path = dir.join(format!("{name}.client.toml"));
+            write_file(&path, &client_toml(node, name))?;
+            report.client_configs.push((node.code, name.to_owned(), path));
+        }
+        let path = dir.join("node.toml");
+        write_file(&path, &node_toml(&options.network, node, &options.nodes))?;
+        report.node_configs.push((node.code, path));
+    }
+    Ok(report)
+}
+
+fn node_toml(network: &str, node: &NodePlan, all: &[NodePlan]) -> String {
+    let mut text = format!(
+        r#"# hanoi247 node {code}: made by `hanoi247 init` for a loopback network.
+# Run it with: hanoi247 node --config {lower}/node.toml
+# Relative paths are relative to this file.
+
+code = "{code}"
+network = "{network}"
+# The sled store; created on first start.
+data_dir = "data"
+
+[listen]
+# Other nodes connect here (network CA client certificates).
+peer = "127.0.0.1:{peer}"
+# Desk officers, operators and agency systems connect here (local CA client certificates).
+desk = "127.0.0.1:{desk}"
+
+[tls]
+network_ca = "../network-ca.pem"
+cert = "node.pem"
+key = "node.key"
+local_ca = "local-ca.pem"
+desk_cert = "desk.pem"
+desk_key = "desk.key"
+
+[delivery]
+# First retry within this (full jitter), doubling up to retry_max.
+retry_initial = "1s"
+retry_max = "60s"
+# Envelopes per Deliver call.
+batch_size = 64
+# Lifetime of a request submitted without expires_at.
+default_expiry = "7days"
+# A peer that does not answer a call within this is treated as failed.
+request_timeout = "10s"
+connect_timeout = "5s"
+"#,
+        code = node.code,
+        lower = node.code.as_str().to_ascii_lowercase(),
+        peer = node.peer_port,
+        desk = node.desk_port,
+    );
+    for other in all.iter().filter(|n| n.code != node.code) {
+        let _ = write!(
+            text,
+            "\n[[directory]]\ncode = \"{code}\"\nname = \"24/7 point of contact {code}\"\nendpoint = \"127.0.0.1:{port}\"\nlanguages = [\"en\"]\n",
+            code = other.code,
+            port = other.peer_port
+        );
+    }
+    text
+}
+
+fn client_toml(node: &NodePlan, name: &str) -> String {
+    format!(
+        r#"# Desk client "{name}" of node {code}: use with `hanoi247 <command> --config` this file.
+endpoint = "127.0.0.1:{desk}"
+# The node's local CA (it issued the desk listener's certificate).
+ca = "local-ca.pem"
+cert = "{name}.pem"
+key = "{name}.key"
+"#,
+        code = node.code,
+        desk = node.desk_port,
+    )
+}
+
+fn create_dir(path: &Path) -> Result<(), InitError> {
+    std::fs::create_dir_all(path).map_err(|source| InitError::Io { path: path.to_owned(), source })
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), InitError> {
+    std::fs::write(path, text).map_err(|source| InitError::Io { path: path.to_owned(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClientConfig, NodeConfig};
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn makes_loadable_configs_and_private_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let codes: Vec<NodeCode> = ["VN", "FR"].iter().map(|c| c.parse().unwrap()).collect();
+        let mut options =
+            InitOptions::with_base_port(dir.path().join("net"), "test-net".into(), &codes, 20000).unwrap();
+        options.clients.push((codes[1], "bob".into()));
+        let report = init_network(&options).unwrap();
+        let vn = NodeConfig::load(report.node_config(codes[0]).unwrap()).unwrap();
+        assert_eq!(vn.listen.peer.port(), 20000);
+        assert_eq!(vn.listen.desk.port(), 20001);
+        assert_eq!(vn.directory.len(), 1);
+        assert_eq!(vn.directory[0].endpoint, "127.0.0.1:20010");
+        let bob = ClientConfig::load(report.client_config(codes[1]).unwrap()).unwrap();
+        assert!(bob.cert.ends_with("fr/bob.pem"));
+        assert_eq!(report.client_configs.len(), 2, "VN gets the default officer, FR gets bob");
+        let mode = std::fs::metadata(dir.path().join("net/fr/bob.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(init_network(&options).is_err(), "never overwrites an existing CA");
+    }
+}

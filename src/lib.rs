@@ -1,0 +1,43 @@
+//! hanoi247: a node of the 24/7 network of the UN Convention against Cybercrime.
+//!
+//! See `ARCHITECTURE.md` for the map of modules and `../proto` for the wire contract.
+
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod desk;
+pub mod desk_client;
+pub mod events;
+pub mod identity;
+pub mod init;
+pub mod lifecycle;
+pub mod node;
+pub mod peer_service;
+pub mod pki;
+pub mod render;
+pub mod status;
+pub mod store;
+pub mod timestamp;
+pub mod tls;
+pub mod validation;
+
+/// Code generated from `proto/`, nested like the proto packages so cross-package paths resolve.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+mod generated {
+    pub mod hanoi247 {
+        pub mod v1 {
+            tonic::include_proto!("hanoi247.v1");
+        }
+        pub mod store {
+            pub mod v1 {
+                tonic::include_proto!("hanoi247.store.v1");
+            }
+        }
+    }
+}
+
+/// The store's internal record format (`proto/hanoi247/store/v1`).
+pub use generated::hanoi247::store::v1 as store_proto;
+/// Wire types and gRPC stubs of `proto/hanoi247/v1` (envelope, peer and desk services).
+pub use generated::hanoi247::v1 as proto;

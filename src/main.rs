@@ -1,0 +1,88 @@
+//! The `hanoi247` binary: parses the command line and runs the command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hanoi247::cli::{Cli, Command, LogFormat};
+use hanoi247::config::NodeConfig;
+use hanoi247::identity::NodeCode;
+use hanoi247::init::{InitOptions, init_network};
+use hanoi247::node::RunningNode;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo => {
+            // The story is on stdout; the nodes' own warnings (a stopped peer) would only repeat it.
+            init_logging(cli.log_format, "error");
+            hanoi247::demo::run().await?;
+        }
+        Command::Init(args) => {
+            init_logging(cli.log_format, "warn");
+            let mut options =
+                InitOptions::with_base_port(args.out, args.network, &args.nodes, args.base_port)?;
+            for client in &args.clients {
+                let (node, name) = client.split_once(':').ok_or_else(|| {
+                    anyhow::anyhow!("--clients {client}: expected NODE:NAME, e.g. VN:alice")
+                })?;
+                options.clients.push((node.parse::<NodeCode>()?, name.to_owned()));
+            }
+            let report = init_network(&options)?;
+            for (code, path) in &report.node_configs {
+                println!("node {code}: hanoi247 node --config {}", path.display());
+            }
+            for (code, name, path) in &report.client_configs {
+                println!("client {name}@{code}: --config {}", path.display());
+            }
+        }
+        Command::Node { config } => {
+            init_logging(cli.log_format, "info");
+            let config = NodeConfig::load(&config)?;
+            let node = RunningNode::start(config).await?;
+            shutdown_signal().await?;
+            tracing::info!("shutting down");
+            node.shutdown().await?;
+        }
+        command => {
+            init_logging(cli.log_format, "warn");
+            hanoi247::cli::run_client(command).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! One running node: opens the store, serves the peer and desk listeners, runs one delivery task
+//! per directory peer, and shuts all of it down gracefully.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+
+use crate::config::NodeConfig;
+use crate::events::Events;
+use crate::identity::NodeCode;
+use crate::proto::desk_service_server::DeskServiceServer;
+use crate::proto::peer_service_server::PeerServiceServer;
+use crate::store::{Store, StoreError};
+use crate::tls::{self, TlsError};
+
+/// This software's version as peers and operators see it.
+pub const SOFTWARE_VERSION: &str = concat!("hanoi247 ", env!("CARGO_PKG_VERSION"));
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A node could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The store could not be opened or flushed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Certificates or keys could not be loaded.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    /// A listener could not be bound or served.
+    #[error("listener {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The node's own certificate does not name this node.
+    #[error("certificate {path}: {message}")]
+    Identity {
+        /// The certificate file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// What every part of a running node shares.
+pub struct NodeContext {
+    /// The configuration the node started with.
+    pub config: NodeConfig,
+    /// The durable state.
+    pub store: Store,
+    /// The live lifecycle stream.
+    pub events: Events,
+    /// One wake-up per peer delivery task: notified when something is queued for that peer.
+    wakers: HashMap<NodeCode, Arc<Notify>>,
+}
+
+impl NodeContext {
+    /// This node's code.
+    pub fn code(&self) -> NodeCode {
+        self.config.code
+    }
+
+    /// Tells `peer`'s delivery task that its outbox has something new.
+    pub fn wake(&self, peer: NodeCode) {
+        if let Some(waker) = self.wakers.get(&peer) {
+            waker.notify_one();
+        }
+    }
+}
+
+/// A node that is serving; dropping it does not stop it, [`RunningNode::shutdown`] does.
+pub struct RunningNode {
+    /// Where the peer listener accepts.
+    pub peer_addr: SocketAddr,
+    /// Where the desk listener accepts.
+    pub desk_addr: SocketAddr,
+    /// The shared state (for tests and the demo to look at).
+    pub context: Arc<NodeContext>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl RunningNode {
+    /// Binds the configured listeners and starts.
+    pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        let peer = bind(config.listen.peer).await?;
+        let desk = bind(config.listen.desk).await?;
+        Self::start_on(config, peer, desk).await
+    }
+
+    /// Starts on listeners the caller bound (the demo and tests bind port 0).
+    pub async fn start_on(
+        config: NodeConfig,
+        peer: TcpListener,
+        desk: TcpListener,
+    ) -> Result<Self, NodeError> {
+        check_own_certificate(&config)?;
+        let peer_tls = tls::server_config(&config.tls.network_ca, &config.tls.cert, &config.tls.key)?;
+        let desk_tls = tls::server_config(&config.tls.local_ca, &config.tls.desk_cert, &config.tls.desk_key)?;
+        let client_tls = tls::client_config(&config.tls.network_ca, &config.tls.cert, &config.tls.key)?;
+        let store = Store::open(&config.data_dir)?;
+        let addr = |listener: &TcpListener, address| {
+            listener.local_addr().map_err(|source| NodeError::Listen { address, source })
+        };
+        let (peer_addr, desk_addr) = (addr(&peer, config.listen.peer)?, addr(&desk, config.listen.desk)?);
+
+        let wakers = config.directory.iter().map(|entry| (entry.code, Arc::new(Notify::new()))).collect();
+        let context = Arc::new(NodeContext { config, store, events: Events::default(), wakers });
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        let peer_service = PeerServiceServer::new(crate::peer_service::PeerApi::new(Arc::clone(&context)));
+        let peer_incoming = tls::incoming(peer, peer_tls, HANDSHAKE_TIMEOUT, stop.clone());
+        let peer_server = Server::builder()
+            .add_service(peer_service)
+            .serve_with_incoming_shutdown(peer_incoming, stop.clone().cancelled_owned());
+        tasks.spawn(serve("peer", peer_addr, stop.clone(), peer_server));
+
+        let desk_service =
+            DeskServiceServer::new(crate::desk::DeskApi::new(Arc::clone(&context), stop.clone()));
+        let desk_incoming = tls::incoming(desk, desk_tls, HANDSHAKE_TIMEOUT, stop.clone());
+        let desk_server = Server::builder()
+            .add_service(desk_service)
+            .serve_with_incoming_shutdown(desk_incoming, stop.clone().cancelled_owned());
+        tasks.spawn(serve("desk", desk_addr, stop.clone(), desk_server));
+
+        for entry in &context.config.directory {
+            let waker = Arc::clone(&context.wakers[&entry.code]);
+            let task = crate::delivery::PeerDelivery::new(
+                Arc::clone(&context),
+                entry.clone(),
+                Arc::clone(&client_tls),
+                waker,
+            )?;
+            tasks.spawn(task.run(stop.clone()));
+        }
+        tracing::info!(node = %context.code(), %peer_addr, %desk_addr, "node started");
+        Ok(Self { peer_addr, desk_addr, context, stop, tasks })
+    }
+
+    /// Stops accepting, lets in-flight calls and writes finish, and flushes the store.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.context.store.persist().await?;
+        tracing::info!(node = %self.context.code(), "node stopped");
+        Ok(())
+    }
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(address).await.map_err(|source| NodeError::Listen { address, source })
+}
+
+/// Runs one gRPC server until shutdown; a server that fails stops the whole node, since a node
+/// that cannot receive must not look healthy.
+async fn serve(
+    name: &'static str,
+    address: SocketAddr,
+    stop: CancellationToken,
+    server: impl Future<Output = Result<(), tonic::transport::Error>>,
+) {
+    if let Err(error) = server.await {
+        tracing::error!(listener = name, %address, %error, "listener failed; stopping the node");
+        stop.cancel();
+    }
+}
+
+/// Refuses to start with a certificate that names another node or network: the peers would
+/// refuse everything it sends.
+fn check_own_certificate(config: &NodeConfig) -> Result<(), NodeError> {
+    let path = config.tls.cert.display().to_string();
+    let certs = tls::load_certs(&config.tls.cert)?;
+    // load_certs refuses an empty file, so the first certificate exists.
+    let leaf = certs.first().map(|c| c.as_ref()).unwrap_or_default();
+    let identity = crate::identity::identity_of_cert(leaf)
+        .map_err(|e| NodeError::Identity { path: path.clone(), message: e.to_string() })?;
+    let expected = crate::identity::Identity::Node { network: config.network.clone(), code: config.code };
+    if identity != expected {
+        return Err(NodeError::Identity {
+            path,
+            message: format!("names {identity}, but this node is {expected}"),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The peer service (`PeerService`): receiving envelopes from other nodes. A receipt is returned
+//! only after the envelope is flushed to this node's disk; a duplicate gets its original receipt.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::identity::{Identity, NodeCode};
+use crate::lifecycle::{self, Happening};
+use crate::node::{NodeContext, SOFTWARE_VERSION};
+use crate::proto::delivery_result::Outcome;
+use crate::proto::peer_service_server::PeerService;
+use crate::proto::{
+    DeliverRequest, DeliverResponse, DeliveryResult, Direction, Envelope, EnvelopeKind, HelloRequest,
+    HelloResponse, Message, MessageState, Receipt, Refusal,
+};
+use crate::store::{Changes, StoreError, view};
+use crate::store_proto::StoredMessage;
+use crate::timestamp;
+use crate::validation::{FieldError, check_envelope};
+
+/// Why a whole `Deliver` call was refused. Mapped to a gRPC status in `status.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The caller's certificate does not name a node of this network.
+    #[error("{0}")]
+    NotAPeer(String),
+    /// An envelope claims another origin than the caller's certificate.
+    #[error("envelope {id}: origin '{claimed}' is not the caller, whose certificate says {certificate}")]
+    OriginMismatch {
+        /// The envelope.
+        id: String,
+        /// Its `origin` field.
+        claimed: String,
+        /// The caller's node code.
+        certificate: NodeCode,
+    },
+    /// Nothing to deliver.
+    #[error("envelopes: the batch is empty")]
+    EmptyBatch,
+    /// The store could not be written; nothing was stored.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The peer service of one node.
+pub struct PeerApi {
+    context: Arc<NodeContext>,
+}
+
+impl PeerApi {
+    /// The peer service over a node's shared state.
+    pub fn new(context: Arc<NodeContext>) -> Self {
+        Self { context }
+    }
+
+    fn caller<T>(&self, request: &Request<T>) -> Result<NodeCode, PeerError> {
+        match crate::tls::caller_identity(request) {
+            Some(Identity::Node { network, code }) if network == self.context.config.network => Ok(code),
+            Some(other) => Err(PeerError::NotAPeer(format!(
+                "{other} is not a node of network {}",
+                self.context.config.network
+            ))),
+            None => Err(PeerError::NotAPeer("no peer certificate identity".into())),
+        }
+    }
+
+    /// Checks an envelope from `sender` against this node; the refusal names the field.
+    fn check(&self, envelope: &Envelope) -> Result<Uuid, FieldError> {
+        check_envelope(envelope)?;
+        if envelope.destination != self.context.code().as_str() {
+            return Err(FieldError::new(
+                "destination",
+                format!("this node is {}, not {}", self.context.code(), envelope.destination),
+            ));
+        }
+        Uuid::parse_str(&envelope.id).map_err(|_| FieldError::new("id", "must be a UUID"))
+    }
+}
+
+/// Stores one new inbound envelope and applies it to the message it answers. Returns the changed
+/// messages (for events).
+fn receive(
+    changes: &mut Changes<'_>,
+    sender: NodeCode,
+    envelope: Envelope,
+) -> Result<Vec<Message>, StoreError> {
+    let now = timestamp::now();
+    let mut changed = Vec::new();
+    let kind = envelope.kind();
+    let parent_id = Uuid::parse_str(&envelope.in_reply_to).ok();
+    let body = envelope.body.clone();
+    let mut message = Message {
+        envelope: Some(envelope),
+        direction: Direction::Inbound as i32,
+        received_at: Some(now),
+        ..Default::default()
+    };
+    lifecycle::enter(&mut message, MessageState::Received, now, format!("received from {sender}"));
+    changes.put(StoredMessage { message: Some(message.clone()), seq: changes.next_seq()? })?;
+    changed.push(message);
+
+    let happening = match kind {
+        EnvelopeKind::Acknowledgement => Some((Happening::AcknowledgementArrived, "acknowledged")),
+        EnvelopeKind::Response => Some((Happening::ResponseArrived, "answered")),
+        EnvelopeKind::Cancellation => Some((Happening::CancellationArrived, "withdrawn")),
+        _ => None,
+    };
+    if let (Some((happening, verb)), Some(parent_id)) = (happening, parent_id)
+        && let Some(mut parent) = changes.get(parent_id)?
+    {
+        let target = parent.message.get_or_insert_default();
+        let parent_envelope = target.envelope.clone().unwrap_or_default();
+        // Only the node the request concerns may move it: the destination acknowledges and
+        // answers our requests, the origin withdraws the ones we received.
+        let concerned = match target.direction() {
+            Direction::Outbound => parent_envelope.destination == sender.as_str(),
+            _ => parent_envelope.origin == sender.as_str(),
+        };
+        let note = if body.is_empty() {
+            format!("{verb} by {sender}")
+        } else {
+            format!("{verb} by {sender}: {body}")
+        };
+        if concerned {
+            match lifecycle::apply(target, happening, now, note) {
+                Ok(true) => {
+                    changed.push(target.clone());
+                    changes.put(parent)?;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(message_id = %parent_id, peer = %sender, %error, "reply does not apply")
+                }
+            }
+        } else {
+            tracing::warn!(message_id = %parent_id, peer = %sender, "reply from a node the request does not concern");
+        }
+    }
+    Ok(changed)
+}
+
+#[tonic::async_trait]
+impl PeerService for PeerApi {
+    async fn deliver(&self, request: Request<DeliverRequest>) -> Result<Response<DeliverResponse>, Status> {
+        let sender = self.caller(&request)?;
+        let envelopes = request.into_inner().envelopes;
+        if envelopes.is_empty() {
+            return Err(PeerError::EmptyBatch.into());
+        }
+        // The whole call is refused before anything is stored if any envelope lies about its origin.
+        if let Some(bad) = envelopes.iter().find(|e| e.origin != sender.as_str()) {
+            return Err(PeerError::OriginMismatch {
+                id: bad.id.clone(),
+                claimed: bad.origin.clone(),
+                certificate: sender,
+            }
+            .into());
+        }
+        let me = self.context.code().to_string();
+        let (results, changed) = self.context.store.write(|changes| {
+            let mut results = Vec::with_capacity(envelopes.len());
+            let mut changed = Vec::new();
+            for envelope in envelopes {
+                let envelope_id = envelope.id.clone();
+                let id = match self.check(&envelope) {
+                    Ok(id) => id,
+                    Err(field) => {
+                        tracing::warn!(message_id = %envelope_id, peer = %sender, %field, "envelope refused");
+                        let refusal = Refusal {
+                            envelope_id,
+                            code: crate::status::field_code(&field) as i32,
+                            message: field.to_string(),
+                        };
+                        results.push(DeliveryResult { outcome: Some(Outcome::Refusal(refusal)) });
+                        continue;
+                    }
+                };
+                let (received_at, duplicate) = match changes.get(id)? {
+                    Some(existing) => (view(&existing).received_at, true),
+                    None => {
+                        let mut new = receive(changes, sender, envelope)?;
+                        let received_at = new.first().and_then(|m| m.received_at);
+                        changed.append(&mut new);
+                        (received_at, false)
+                    }
+                };
+                let receipt = Receipt { envelope_id, receiver: me.clone(), received_at, duplicate };
+                results.push(DeliveryResult { outcome: Some(Outcome::Receipt(receipt)) });
+            }
+            Ok::<_, PeerError>((results, changed))
+        })?;
+        self.context.store.persist().await.map_err(PeerError::from)?;
+        for message in &changed {
+            if let Some(envelope) = &message.envelope {
+                tracing::info!(message_id = %envelope.id, peer = %sender, precedence = envelope.precedence().as_str_name(), state = message.state().as_str_name(), "stored from peer");
+            }
+            self.context.events.publish(message);
+        }
+        Ok(Response::new(DeliverResponse { results }))
+    }
+
+    async fn hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+        self.caller(&request)?;
+        Ok(Response::new(HelloResponse {
+            node: self.context.code().to_string(),
+            software_version: SOFTWARE_VERSION.to_owned(),
+            time: Some(timestamp::now()),
+        }))
+    }
+}

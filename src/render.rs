@@ -1,0 +1,186 @@
+//! How the CLI shows messages: a human view (tables, timelines) and a JSON view for scripts.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::lifecycle::state_name;
+use crate::proto::{Envelope, Event, Message, MessageState};
+use crate::timestamp::{age, rfc3339};
+
+fn enum_name(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_owned()
+}
+
+fn time(t: Option<&prost_types::Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(rfc3339(t)))
+}
+
+/// An envelope as JSON, enum values by name.
+pub fn envelope_json(e: &Envelope) -> Value {
+    json!({
+        "id": e.id,
+        "origin": e.origin,
+        "destination": e.destination,
+        "kind": enum_name(e.kind().as_str_name(), "ENVELOPE_KIND_"),
+        "request_type": enum_name(e.request_type().as_str_name(), "REQUEST_TYPE_"),
+        "precedence": enum_name(e.precedence().as_str_name(), "PRECEDENCE_"),
+        "case_reference": e.case_reference,
+        "subject": e.subject,
+        "body": e.body,
+        "language": e.language,
+        "created_at": time(e.created_at.as_ref()),
+        "expires_at": time(e.expires_at.as_ref()),
+        "in_reply_to": e.in_reply_to,
+        "attachments": e.attachments.iter().map(|a| json!({
+            "name": a.name, "media_type": a.media_type, "size_bytes": a.size_bytes,
+            "sha256": a.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        })).collect::<Vec<_>>(),
+        "handling_code": enum_name(e.handling_code().as_str_name(), "HANDLING_CODE_"),
+        "handling_restrictions": e.handling_restrictions,
+        "preservation": e.preservation.as_ref().map(|p| json!({
+            "requesting_authority": p.requesting_authority,
+            "offence": p.offence,
+            "facts": p.facts,
+            "data_to_preserve": p.data_to_preserve,
+            "link_to_offence": p.link_to_offence,
+            "custodian_or_location": p.custodian_or_location,
+            "necessity": p.necessity,
+            "mutual_legal_assistance_to_follow": p.mutual_legal_assistance_to_follow,
+            "preservation_days": p.preservation_days,
+        })),
+    })
+}
+
+/// A message (envelope and lifecycle) as JSON.
+pub fn message_json(m: &Message) -> Value {
+    json!({
+        "envelope": m.envelope.as_ref().map(envelope_json),
+        "direction": enum_name(m.direction().as_str_name(), "DIRECTION_"),
+        "state": state_name(m.state()),
+        "timeline": m.timeline.iter().map(|t| json!({
+            "at": time(t.at.as_ref()),
+            "state": state_name(t.state()),
+            "note": t.note,
+        })).collect::<Vec<_>>(),
+        "last_error": m.last_error,
+        "attempts": m.attempts,
+        "next_attempt_at": time(m.next_attempt_at.as_ref()),
+        "received_at": time(m.received_at.as_ref()),
+    })
+}
+
+/// An event as JSON.
+pub fn event_json(e: &Event) -> Value {
+    json!({
+        "sequence": e.sequence,
+        "at": time(e.at.as_ref()),
+        "message_id": e.message_id,
+        "state": state_name(e.state()),
+        "peer": e.peer,
+        "precedence": enum_name(e.precedence().as_str_name(), "PRECEDENCE_"),
+        "note": e.note,
+    })
+}
+
+/// One line per message: id, peer, precedence, state, age, subject.
+pub fn message_table(messages: &[Message]) -> String {
+    let mut out =
+        format!("{:<36}  {:<4} {:<9} {:<13} {:>8}  {}\n", "ID", "PEER", "PREC", "STATE", "AGE", "SUBJECT");
+    for m in messages {
+        let e = m.envelope.clone().unwrap_or_default();
+        let peer = if m.direction() == crate::proto::Direction::Inbound { &e.origin } else { &e.destination };
+        let created = m.timeline.first().and_then(|t| t.at);
+        let _ = writeln!(
+            out,
+            "{:<36}  {:<4} {:<9} {:<13} {:>8}  {}",
+            e.id,
+            peer,
+            enum_name(e.precedence().as_str_name(), "PRECEDENCE_"),
+            state_name(m.state()),
+            created.as_ref().map(age).unwrap_or_default(),
+            e.subject
+        );
+    }
+    out
+}
+
+/// A message with its fields, timeline and replies, for `show`.
+pub fn message_details(m: &Message, replies: &[Message]) -> String {
+    let e = m.envelope.clone().unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(out, "{}  {}", e.id, state_name(m.state()));
+    let rows = [
+        ("kind", enum_name(e.kind().as_str_name(), "ENVELOPE_KIND_")),
+        ("from → to", format!("{} → {}", e.origin, e.destination)),
+        ("type", enum_name(e.request_type().as_str_name(), "REQUEST_TYPE_")),
+        ("precedence", enum_name(e.precedence().as_str_name(), "PRECEDENCE_")),
+        ("case", e.case_reference.clone()),
+        ("subject", e.subject.clone()),
+        ("language", e.language.clone()),
+        ("handling", enum_name(e.handling_code().as_str_name(), "HANDLING_CODE_")),
+        ("created", e.created_at.as_ref().map(rfc3339).unwrap_or_default()),
+        ("expires", e.expires_at.as_ref().map(rfc3339).unwrap_or_default()),
+        ("in reply to", e.in_reply_to.clone()),
+        ("last error", m.last_error.clone()),
+    ];
+    for (label, value) in rows.iter().filter(|(_, v)| !v.is_empty()) {
+        let _ = writeln!(out, "  {label:<12} {value}");
+    }
+    if !e.body.is_empty() {
+        let _ = writeln!(out, "  body\n    {}", e.body.replace('\n', "\n    "));
+    }
+    if let Some(p) = &e.preservation {
+        let _ = writeln!(out, "  preservation");
+        for (label, value) in [
+            ("requesting authority", p.requesting_authority.as_str()),
+            ("offence", &p.offence),
+            ("facts", &p.facts),
+            ("data to preserve", &p.data_to_preserve),
+            ("link to offence", &p.link_to_offence),
+            ("custodian/location", &p.custodian_or_location),
+            ("necessity", &p.necessity),
+        ] {
+            let _ = writeln!(out, "    {label:<21} {value}");
+        }
+        let _ = writeln!(
+            out,
+            "    {:<21} {}",
+            "MLA request to follow",
+            if p.mutual_legal_assistance_to_follow { "yes" } else { "no" }
+        );
+        let _ = writeln!(out, "    {:<21} {} days", "period", p.preservation_days);
+    }
+    let _ = writeln!(out, "  timeline");
+    for t in &m.timeline {
+        let _ = writeln!(
+            out,
+            "    {}  {:<13} {}",
+            t.at.as_ref().map(rfc3339).unwrap_or_default(),
+            state_name(t.state()),
+            t.note
+        );
+    }
+    if !replies.is_empty() {
+        let _ = writeln!(out, "  replies");
+        for r in replies {
+            let re = r.envelope.clone().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    {}  {:<16} {} → {}  {:<10} {}",
+                re.created_at.as_ref().map(rfc3339).unwrap_or_default(),
+                enum_name(re.kind().as_str_name(), "ENVELOPE_KIND_"),
+                re.origin,
+                re.destination,
+                state_name(r.state()),
+                if re.body.is_empty() { re.subject } else { re.body }
+            );
+        }
+    }
+    out
+}
+
+/// Whether a state is final for a request at its origin.
+pub fn is_settled(state: MessageState) -> bool {
+    matches!(state, MessageState::Answered | MessageState::Expired | MessageState::Cancelled)
+}

@@ -1,0 +1,48 @@
+//! The one place where errors become gRPC statuses, each with a message a person can act on.
+
+use tonic::{Code, Status};
+
+use crate::desk::DeskError;
+use crate::peer_service::PeerError;
+use crate::store::StoreError;
+use crate::validation::FieldError;
+
+fn store_status(error: &StoreError) -> Status {
+    match error {
+        StoreError::Sled(_) | StoreError::Io(_) => Status::unavailable(format!(
+            "the node cannot write its store right now; nothing was stored, retry later ({error})"
+        )),
+        StoreError::Corrupt { .. } | StoreError::Malformed(_) => Status::internal(error.to_string()),
+    }
+}
+
+/// The status code for a field refusal, also used in per-envelope `Refusal`s.
+pub fn field_code(_: &FieldError) -> Code {
+    Code::InvalidArgument
+}
+
+impl From<DeskError> for Status {
+    fn from(error: DeskError) -> Self {
+        match &error {
+            DeskError::Invalid(field) => Status::new(field_code(field), field.to_string()),
+            DeskError::NotFound(_) => Status::not_found(error.to_string()),
+            DeskError::Lifecycle { .. } | DeskError::WrongMessage(_) => {
+                Status::failed_precondition(error.to_string())
+            }
+            DeskError::NotAClient(_) => Status::permission_denied(error.to_string()),
+            DeskError::Store(store) => store_status(store),
+        }
+    }
+}
+
+impl From<PeerError> for Status {
+    fn from(error: PeerError) -> Self {
+        match &error {
+            PeerError::NotAPeer(_) | PeerError::OriginMismatch { .. } => {
+                Status::permission_denied(error.to_string())
+            }
+            PeerError::EmptyBatch => Status::invalid_argument(error.to_string()),
+            PeerError::Store(store) => store_status(store),
+        }
+    }
+}

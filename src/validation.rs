@@ -1,0 +1,258 @@
+//! What makes an envelope acceptable, checked the same way whether it comes from this node's
+//! desk (`Submit`) or from a peer (`Deliver`). Every refusal names the field at fault.
+
+use uuid::Uuid;
+
+use crate::proto::{Envelope, EnvelopeKind, HandlingCode, Precedence, PreservationRequest, RequestType};
+
+/// Longest subject, in characters.
+pub const MAX_SUBJECT_CHARS: usize = 200;
+/// Longest case reference, in characters.
+pub const MAX_CASE_REFERENCE_CHARS: usize = 64;
+/// Shortest preservation period the Convention's requests ask for, in days.
+pub const MIN_PRESERVATION_DAYS: u32 = 60;
+
+/// A field's value is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The field's name as in the proto, e.g. `preservation.offence`.
+    pub field: String,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A refusal of `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// Checks everything an envelope must satisfy on its own (not against a store or directory).
+pub fn check_envelope(envelope: &Envelope) -> Result<(), FieldError> {
+    Uuid::parse_str(&envelope.id).map_err(|_| FieldError::new("id", "must be a UUID"))?;
+    for (field, code) in [("origin", &envelope.origin), ("destination", &envelope.destination)] {
+        code.parse::<crate::identity::NodeCode>().map_err(|e| FieldError::new(field, e.to_string()))?;
+    }
+    let kind = EnvelopeKind::try_from(envelope.kind).unwrap_or(EnvelopeKind::Unspecified);
+    if kind == EnvelopeKind::Unspecified {
+        return Err(FieldError::new("kind", "required"));
+    }
+    if RequestType::try_from(envelope.request_type).unwrap_or(RequestType::Unspecified)
+        == RequestType::Unspecified
+    {
+        return Err(FieldError::new(
+            "request_type",
+            "required: one of PRESERVATION, TRAFFIC_DATA_DISCLOSURE, TECHNICAL_ADVICE, LEGAL_INFORMATION, EVIDENCE_COLLECTION, LOCATE_PERSON, OTHER",
+        ));
+    }
+    if Precedence::try_from(envelope.precedence).unwrap_or(Precedence::Unspecified) == Precedence::Unspecified
+    {
+        return Err(FieldError::new("precedence", "required: one of FLASH, IMMEDIATE, PRIORITY, ROUTINE"));
+    }
+    if envelope.case_reference.trim().is_empty() {
+        return Err(FieldError::new("case_reference", "required"));
+    }
+    if envelope.case_reference.chars().count() > MAX_CASE_REFERENCE_CHARS {
+        return Err(FieldError::new(
+            "case_reference",
+            format!("at most {MAX_CASE_REFERENCE_CHARS} characters"),
+        ));
+    }
+    if envelope.subject.trim().is_empty() {
+        return Err(FieldError::new("subject", "required: one line a desk officer reads first"));
+    }
+    if envelope.subject.chars().count() > MAX_SUBJECT_CHARS {
+        return Err(FieldError::new("subject", format!("at most {MAX_SUBJECT_CHARS} characters")));
+    }
+    if envelope.subject.contains(['\n', '\r']) {
+        return Err(FieldError::new("subject", "must be one line"));
+    }
+    check_language(&envelope.language)?;
+    if envelope.created_at.is_none() {
+        return Err(FieldError::new("created_at", "required"));
+    }
+    if envelope.expires_at.is_none() {
+        return Err(FieldError::new("expires_at", "required"));
+    }
+    if kind == EnvelopeKind::Request {
+        if !envelope.in_reply_to.is_empty() {
+            Uuid::parse_str(&envelope.in_reply_to)
+                .map_err(|_| FieldError::new("in_reply_to", "must be a UUID"))?;
+        }
+    } else {
+        Uuid::parse_str(&envelope.in_reply_to)
+            .map_err(|_| FieldError::new("in_reply_to", "required on replies: the UUID of the request"))?;
+    }
+    for (i, attachment) in envelope.attachments.iter().enumerate() {
+        if attachment.name.trim().is_empty() {
+            return Err(FieldError::new(format!("attachments[{i}].name"), "required"));
+        }
+        if attachment.media_type.trim().is_empty() {
+            return Err(FieldError::new(format!("attachments[{i}].media_type"), "required, e.g. text/csv"));
+        }
+        if attachment.sha256.len() != 32 {
+            return Err(FieldError::new(format!("attachments[{i}].sha256"), "must be exactly 32 bytes"));
+        }
+    }
+    let handling = HandlingCode::try_from(envelope.handling_code).unwrap_or(HandlingCode::Unspecified);
+    if handling == HandlingCode::Unspecified {
+        return Err(FieldError::new("handling_code", "required: H0, H1, H2 or H3"));
+    }
+    if handling == HandlingCode::H3 && envelope.handling_restrictions.trim().is_empty() {
+        return Err(FieldError::new("handling_restrictions", "required when handling_code is H3"));
+    }
+    let preservation_type = envelope.request_type == RequestType::Preservation as i32;
+    match &envelope.preservation {
+        Some(preservation) if preservation_type => check_preservation(preservation)?,
+        Some(_) => return Err(FieldError::new("preservation", "only for PRESERVATION requests")),
+        None if preservation_type && kind == EnvelopeKind::Request && envelope.in_reply_to.is_empty() => {
+            return Err(FieldError::new(
+                "preservation",
+                "required for a PRESERVATION request that starts a chain (requesting_authority, offence, facts, data_to_preserve, link_to_offence, custodian_or_location, necessity, mutual_legal_assistance_to_follow, preservation_days)",
+            ));
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// The typed fields of a preservation request: every one required.
+pub fn check_preservation(p: &PreservationRequest) -> Result<(), FieldError> {
+    for (name, value) in [
+        ("requesting_authority", &p.requesting_authority),
+        ("offence", &p.offence),
+        ("facts", &p.facts),
+        ("data_to_preserve", &p.data_to_preserve),
+        ("link_to_offence", &p.link_to_offence),
+        ("custodian_or_location", &p.custodian_or_location),
+        ("necessity", &p.necessity),
+    ] {
+        if value.trim().is_empty() {
+            return Err(FieldError::new(format!("preservation.{name}"), "required"));
+        }
+    }
+    if !p.mutual_legal_assistance_to_follow {
+        return Err(FieldError::new(
+            "preservation.mutual_legal_assistance_to_follow",
+            "must be true: preservation is granted pending a mutual legal assistance request",
+        ));
+    }
+    if p.preservation_days < MIN_PRESERVATION_DAYS {
+        return Err(FieldError::new(
+            "preservation.preservation_days",
+            format!("at least {MIN_PRESERVATION_DAYS} days, was {}", p.preservation_days),
+        ));
+    }
+    Ok(())
+}
+
+/// A BCP 47 tag in its common shape: a 2–3 letter language, then subtags of 1–8 letters/digits.
+fn check_language(tag: &str) -> Result<(), FieldError> {
+    let mut parts = tag.split('-');
+    let language_ok = parts
+        .next()
+        .is_some_and(|l| (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphabetic()));
+    let rest_ok = parts.all(|s| (1..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if language_ok && rest_ok {
+        Ok(())
+    } else {
+        Err(FieldError::new("language", format!("'{tag}' is not a BCP 47 tag such as en, fr or vi")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::Timestamp;
+
+    fn preservation() -> PreservationRequest {
+        PreservationRequest {
+            requesting_authority: "A05".into(),
+            offence: "fraud".into(),
+            facts: "phishing".into(),
+            data_to_preserve: "mailbox".into(),
+            link_to_offence: "used by suspect".into(),
+            custodian_or_location: "provider X".into(),
+            necessity: "deletion in 30 days".into(),
+            mutual_legal_assistance_to_follow: true,
+            preservation_days: 90,
+        }
+    }
+
+    fn valid() -> Envelope {
+        Envelope {
+            id: Uuid::now_v7().to_string(),
+            origin: "VN".into(),
+            destination: "FR".into(),
+            kind: EnvelopeKind::Request as i32,
+            request_type: RequestType::Preservation as i32,
+            precedence: Precedence::Flash as i32,
+            case_reference: "VN-2026-1".into(),
+            subject: "Preserve mailbox".into(),
+            language: "en".into(),
+            created_at: Some(Timestamp::default()),
+            expires_at: Some(Timestamp::default()),
+            handling_code: HandlingCode::H0 as i32,
+            preservation: Some(preservation()),
+            ..Default::default()
+        }
+    }
+
+    fn field_of(change: impl FnOnce(&mut Envelope)) -> String {
+        let mut envelope = valid();
+        change(&mut envelope);
+        check_envelope(&envelope).unwrap_err().field
+    }
+
+    #[test]
+    fn valid_envelope_passes() {
+        check_envelope(&valid()).unwrap();
+    }
+
+    #[test]
+    fn each_refusal_names_its_field() {
+        assert_eq!(field_of(|e| e.id = "x".into()), "id");
+        assert_eq!(field_of(|e| e.destination = "FRA".into()), "destination");
+        assert_eq!(field_of(|e| e.subject = "  ".into()), "subject");
+        assert_eq!(field_of(|e| e.subject = "x".repeat(201)), "subject");
+        assert_eq!(field_of(|e| e.language = "english language".into()), "language");
+        assert_eq!(field_of(|e| e.precedence = 0), "precedence");
+        assert_eq!(field_of(|e| e.preservation = None), "preservation");
+        assert_eq!(field_of(|e| e.preservation.as_mut().unwrap().offence.clear()), "preservation.offence");
+        assert_eq!(
+            field_of(|e| e.preservation.as_mut().unwrap().preservation_days = 59),
+            "preservation.preservation_days"
+        );
+        assert_eq!(
+            field_of(|e| e.preservation.as_mut().unwrap().mutual_legal_assistance_to_follow = false),
+            "preservation.mutual_legal_assistance_to_follow"
+        );
+        assert_eq!(field_of(|e| e.handling_code = HandlingCode::H3 as i32), "handling_restrictions");
+        assert_eq!(
+            field_of(|e| e.attachments.push(crate::proto::Attachment {
+                name: "a".into(),
+                media_type: "text/csv".into(),
+                size_bytes: 1,
+                sha256: vec![0; 31]
+            })),
+            "attachments[0].sha256"
+        );
+        assert_eq!(
+            field_of(|e| {
+                e.kind = EnvelopeKind::Acknowledgement as i32;
+                e.preservation = None;
+            }),
+            "in_reply_to"
+        );
+    }
+
+    #[test]
+    fn a_continuation_needs_no_preservation_fields() {
+        let mut envelope = valid();
+        envelope.preservation = None;
+        envelope.in_reply_to = Uuid::now_v7().to_string();
+        check_envelope(&envelope).unwrap();
+    }
+}

@@ -1,0 +1,256 @@
+//! A test network: certificates from our own `init`, real sled stores in a temp dir, real mTLS
+//! listeners on 127.0.0.1 with ports from the OS; nodes in-process or as child processes.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hanoi247::config::{ClientConfig, NodeConfig};
+use hanoi247::desk_client::{self, DeskClient, wait_for_state};
+use hanoi247::identity::{Identity, NodeCode};
+use hanoi247::init::{InitOptions, InitReport, NodePlan, init_network};
+use hanoi247::node::RunningNode;
+use hanoi247::proto::peer_service_client::PeerServiceClient;
+use hanoi247::proto::{
+    HandlingCode, ListInboxRequest, ListOutboxRequest, Message, MessageState, Precedence,
+    PreservationRequest, RequestType, SubmitRequest,
+};
+use hanoi247::tls::{self, Dial};
+use tokio::net::TcpListener;
+
+/// Every wait in the tests ends by this deadline.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn code(text: &str) -> NodeCode {
+    text.parse().unwrap()
+}
+
+/// A network made by `init` in a temp dir.
+pub struct Network {
+    pub dir: tempfile::TempDir,
+    pub report: InitReport,
+    pub plans: Vec<NodePlan>,
+    pub network: String,
+    running: HashMap<NodeCode, RunningNode>,
+}
+
+impl Network {
+    /// Certificates and configs for `codes`, retries shortened so tests are quick.
+    pub async fn new(codes: &[&str]) -> Self {
+        Self::named(codes, "hanoi247-test").await
+    }
+
+    pub async fn named(codes: &[&str], network: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut plans = Vec::new();
+        for text in codes {
+            plans.push(NodePlan {
+                code: code(text),
+                peer_port: free_port().await,
+                desk_port: free_port().await,
+            });
+        }
+        let options = InitOptions {
+            out: dir.path().join("net"),
+            network: network.into(),
+            nodes: plans.clone(),
+            clients: Vec::new(),
+        };
+        let report = init_network(&options).unwrap();
+        for (_, path) in &report.node_configs {
+            let text = std::fs::read_to_string(path)
+                .unwrap()
+                .replace("retry_initial = \"1s\"", "retry_initial = \"100ms\"")
+                .replace("retry_max = \"60s\"", "retry_max = \"500ms\"");
+            std::fs::write(path, text).unwrap();
+        }
+        Self { dir, report, plans, network: network.into(), running: HashMap::new() }
+    }
+
+    pub fn config_path(&self, node: &str) -> PathBuf {
+        self.report.node_config(code(node)).unwrap().to_owned()
+    }
+
+    pub fn config(&self, node: &str) -> NodeConfig {
+        NodeConfig::load(&self.config_path(node)).unwrap()
+    }
+
+    pub fn client_config_path(&self, node: &str) -> PathBuf {
+        self.report.client_config(code(node)).unwrap().to_owned()
+    }
+
+    /// Starts `node` in this process on its planned ports.
+    pub async fn start(&mut self, node: &str) {
+        let config = self.config(node);
+        let peer = TcpListener::bind(config.listen.peer).await.unwrap();
+        let desk = TcpListener::bind(config.listen.desk).await.unwrap();
+        let running = RunningNode::start_on(config, peer, desk).await.unwrap();
+        self.running.insert(code(node), running);
+    }
+
+    /// Stops an in-process node gracefully.
+    pub async fn stop(&mut self, node: &str) {
+        let running = self.running.remove(&code(node)).expect("node is running");
+        running.shutdown().await.unwrap();
+    }
+
+    /// Runs `node` as a child process of the real binary and waits until its desk answers.
+    pub async fn spawn(&self, node: &str) -> ChildNode {
+        let log = std::fs::File::create(self.dir.path().join(format!("{node}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hanoi247"))
+            .args(["node", "--config"])
+            .arg(self.config_path(node))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut child = ChildNode { child };
+        let mut desk = self.desk(node);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if desk.list_inbox(ListInboxRequest { limit: 1 }).await.is_ok() {
+                return child;
+            }
+            if let Some(status) = child.child.try_wait().unwrap() {
+                panic!("{node} exited with {status} before it was ready");
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{node} not ready within {DEADLINE:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A desk client of `node` (its default `officer`).
+    pub fn desk(&self, node: &str) -> DeskClient {
+        desk_client::connect(&ClientConfig::load(&self.client_config_path(node)).unwrap()).unwrap()
+    }
+
+    /// A peer-service client that presents `as_node`'s certificate to `to_node`.
+    pub fn peer_client(&self, as_node: &str, to_node: &str) -> PeerServiceClient<tonic::transport::Channel> {
+        let me = self.config(as_node);
+        let target = self.config(to_node);
+        let tls = tls::client_config(&me.tls.network_ca, &me.tls.cert, &me.tls.key).unwrap();
+        let dial = Dial {
+            endpoint: format!("127.0.0.1:{}", target.listen.peer.port()),
+            expect: Some(Identity::Node { network: self.network.clone(), code: code(to_node) }),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Some(Duration::from_secs(10)),
+        };
+        PeerServiceClient::new(tls::channel(dial, tls).unwrap())
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        // In-process nodes stop with the test's runtime; nothing to flush for a temp dir.
+        self.running.clear();
+    }
+}
+
+/// A node running as a child process; killed when dropped.
+pub struct ChildNode {
+    pub child: Child,
+}
+
+impl ChildNode {
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status (within the deadline).
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node did not stop on SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nobody listens on right now (bound and released).
+pub async fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port()
+}
+
+/// A complete FLASH preservation request to `destination`.
+pub fn preservation_request(destination: &str) -> SubmitRequest {
+    SubmitRequest {
+        destination: destination.into(),
+        request_type: RequestType::Preservation as i32,
+        precedence: Precedence::Flash as i32,
+        subject: "Preserve mailbox".into(),
+        body: "Deletion announced".into(),
+        handling_code: HandlingCode::H0 as i32,
+        preservation: Some(PreservationRequest {
+            requesting_authority: "A05".into(),
+            offence: "fraud".into(),
+            facts: "phishing campaign".into(),
+            data_to_preserve: "mailbox and IP logs".into(),
+            link_to_offence: "sent the phishing mails".into(),
+            custodian_or_location: "provider X".into(),
+            necessity: "deleted in 24h".into(),
+            mutual_legal_assistance_to_follow: true,
+            preservation_days: 90,
+        }),
+        ..Default::default()
+    }
+}
+
+/// A simple request of the given precedence.
+pub fn advice_request(destination: &str, precedence: Precedence, subject: &str) -> SubmitRequest {
+    SubmitRequest {
+        destination: destination.into(),
+        request_type: RequestType::TechnicalAdvice as i32,
+        precedence: precedence as i32,
+        subject: subject.into(),
+        ..Default::default()
+    }
+}
+
+/// Submits and returns the new message's id.
+pub async fn submit(desk: &mut DeskClient, request: SubmitRequest) -> String {
+    let message = desk.submit(request).await.unwrap().into_inner().message.unwrap();
+    assert_eq!(message.state(), MessageState::Queued);
+    message.envelope.unwrap().id
+}
+
+pub async fn wait_state(desk: &mut DeskClient, id: &str, state: MessageState) -> Message {
+    wait_for_state(desk, id, state, DEADLINE).await.unwrap()
+}
+
+pub async fn inbox(desk: &mut DeskClient) -> Vec<Message> {
+    desk.list_inbox(ListInboxRequest { limit: 1000 }).await.unwrap().into_inner().messages
+}
+
+pub async fn outbox(desk: &mut DeskClient) -> Vec<Message> {
+    desk.list_outbox(ListOutboxRequest { limit: 1000 }).await.unwrap().into_inner().messages
+}
+
+pub fn ids(messages: &[Message]) -> Vec<String> {
+    messages.iter().map(|m| m.envelope.as_ref().unwrap().id.clone()).collect()
+}
+
+pub fn states(message: &Message) -> Vec<MessageState> {
+    message.timeline.iter().map(|t| t.state()).collect()
+}
