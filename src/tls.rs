@@ -135,7 +135,7 @@ pub fn incoming(
                     Ok(Ok(stream)) => {
                         let _ = sender.send(Ok(stream)).await;
                     }
-                    Ok(Err(error)) => tracing::info!(%remote, %error, "TLS handshake refused"),
+                    Ok(Err(error)) => tracing::warn!(%remote, %error, "TLS handshake refused"),
                     Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
                 }
             });
