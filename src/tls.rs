@@ -131,17 +131,34 @@ pub fn incoming(
             let acceptor = acceptor.clone();
             let sender = sender.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp).into_fallible()).await {
                     Ok(Ok(stream)) => {
                         let _ = sender.send(Ok(stream)).await;
                     }
-                    Ok(Err(error)) => tracing::warn!(%remote, %error, "TLS handshake refused"),
+                    Ok(Err((error, tcp))) => {
+                        tracing::warn!(%remote, %error, "TLS handshake refused");
+                        close_after_alert(tcp).await;
+                    }
                     Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
                 }
             });
         }
     });
     ReceiverStream::new(receiver)
+}
+
+/// Closes a refused connection so that the client reads our TLS alert ("certificate required",
+/// "unknown CA") instead of a reset: in TLS 1.3 the client has usually sent its first request
+/// already, and closing a socket with unread data makes the kernel send RST, which can overtake
+/// the alert. So: send FIN, then drain what the client sends for a moment.
+async fn close_after_alert(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(1..) = tcp.read(&mut sink).await {}
+    })
+    .await;
 }
 
 /// The identity in the certificate the caller of a gRPC request presented.

@@ -2,8 +2,11 @@
 
 mod support;
 
+mod agency_python;
 mod bad_input;
+mod chaos;
 mod delivery;
 mod demo;
 mod identity_checks;
 mod lifecycle;
+mod local_network;
