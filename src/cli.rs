@@ -11,8 +11,9 @@ use crate::config::ClientConfig;
 use crate::desk_client::{self, DeskClient};
 use crate::identity::NodeCode;
 use crate::proto::{
-    AcknowledgeRequest, CancelRequest, GetRequest, HandlingCode, ListInboxRequest, ListOutboxRequest,
-    Message, Precedence, PreservationRequest, RequestType, RespondRequest, SubmitRequest, WatchRequest,
+    AcknowledgeRequest, CancelRequest, GetQueueRequest, GetRequest, HandlingCode, ListInboxRequest,
+    ListOutboxRequest, ListPeersRequest, Message, Precedence, PreservationRequest, RequestType,
+    RespondRequest, SubmitRequest, WatchRequest,
 };
 use crate::render;
 
@@ -85,8 +86,20 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
-    /// Follow the node's lifecycle events as they happen.
-    Watch(ClientArgs),
+    /// Follow the node's lifecycle events as they happen; reconnects and resumes if the node
+    /// restarts, without gaps or repeats.
+    Watch {
+        /// Client options.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Start after this event sequence number (replaying stored events after it).
+        #[arg(long)]
+        after: Option<u64>,
+    },
+    /// Per peer: queued messages by precedence, oldest age, next retry, failures, last error.
+    Queue(ClientArgs),
+    /// Every directory member: reachability, last contact, round trip, version, certificate expiry.
+    Peers(ClientArgs),
 }
 
 /// `init` options.
@@ -139,6 +152,61 @@ pub struct ListArgs {
     /// At most this many.
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
+    /// Only these states (repeat or comma-separate).
+    #[arg(long = "state", value_enum, value_delimiter = ',')]
+    pub states: Vec<StateArg>,
+    /// Only these precedences.
+    #[arg(long = "precedence", value_enum, value_delimiter = ',')]
+    pub precedences: Vec<PrecedenceArg>,
+    /// Only overdue requests.
+    #[arg(long)]
+    pub overdue: bool,
+    /// Only from (inbox) or to (outbox) this node.
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// Only created within this long ago ("2h", "3days").
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+}
+
+impl ListArgs {
+    fn states(&self) -> Vec<i32> {
+        self.states.iter().map(|s| state(*s) as i32).collect()
+    }
+    fn precedences(&self) -> Vec<i32> {
+        self.precedences.iter().map(|p| precedence(*p) as i32).collect()
+    }
+    fn since(&self) -> Option<prost_types::Timestamp> {
+        self.since.map(|ago| crate::timestamp::from_system(std::time::SystemTime::now() - ago))
+    }
+}
+
+/// Message states on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[allow(missing_docs)]
+pub enum StateArg {
+    Queued,
+    WaitingRetry,
+    Delivered,
+    Acknowledged,
+    Answered,
+    Expired,
+    Cancelled,
+    Received,
+}
+
+fn state(arg: StateArg) -> crate::proto::MessageState {
+    use crate::proto::MessageState as S;
+    match arg {
+        StateArg::Queued => S::Queued,
+        StateArg::WaitingRetry => S::WaitingRetry,
+        StateArg::Delivered => S::Delivered,
+        StateArg::Acknowledged => S::Acknowledged,
+        StateArg::Answered => S::Answered,
+        StateArg::Expired => S::Expired,
+        StateArg::Cancelled => S::Cancelled,
+        StateArg::Received => S::Received,
+    }
 }
 
 /// `send` options.
@@ -300,17 +368,47 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
     match command {
         Command::Send(args) => send(args).await,
         Command::Inbox(args) => {
-            let list =
-                client(&args.client)?.list_inbox(ListInboxRequest { limit: args.limit }).await?.into_inner();
+            let request = ListInboxRequest {
+                limit: args.limit,
+                states: args.states(),
+                precedences: args.precedences(),
+                overdue_only: args.overdue,
+                peer: args.peer.clone().unwrap_or_default(),
+                since: args.since(),
+            };
+            let list = client(&args.client)?.list_inbox(request).await?.into_inner();
             print_list(&list.messages, args.client.json);
             Ok(())
         }
         Command::Outbox(args) => {
-            let list = client(&args.client)?
-                .list_outbox(ListOutboxRequest { limit: args.limit })
-                .await?
-                .into_inner();
+            let request = ListOutboxRequest {
+                limit: args.limit,
+                states: args.states(),
+                precedences: args.precedences(),
+                overdue_only: args.overdue,
+                peer: args.peer.clone().unwrap_or_default(),
+                since: args.since(),
+            };
+            let list = client(&args.client)?.list_outbox(request).await?.into_inner();
             print_list(&list.messages, args.client.json);
+            Ok(())
+        }
+        Command::Queue(args) => {
+            let queue = client(&args)?.get_queue(GetQueueRequest {}).await?.into_inner();
+            if args.json {
+                print_json(&Value::Array(queue.peers.iter().map(render::queue_json).collect()));
+            } else {
+                print!("{}", render::queue_table(&queue.peers));
+            }
+            Ok(())
+        }
+        Command::Peers(args) => {
+            let peers = client(&args)?.list_peers(ListPeersRequest {}).await?.into_inner();
+            if args.json {
+                print_json(&render::peers_json(&peers));
+            } else {
+                print!("{}", render::peers_table(&peers));
+            }
             Ok(())
         }
         Command::Show(args) => {
@@ -340,28 +438,58 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
             Ok(())
         }
-        Command::Watch(args) => {
-            let mut events = client(&args)?.watch(WatchRequest {}).await?.into_inner();
-            while let Some(event) = events.next().await {
-                let event = event?;
-                if args.json {
-                    println!("{}", render::event_json(&event));
-                } else {
-                    println!(
-                        "{}  {:<13} {}  {}  {}",
-                        event.at.as_ref().map(crate::timestamp::rfc3339).unwrap_or_default(),
-                        crate::lifecycle::state_name(event.state()),
-                        event.message_id,
-                        event.peer,
-                        event.note
-                    );
-                }
-            }
-            Ok(())
-        }
+        Command::Watch { client: args, after } => watch(&args, after).await,
         Command::Demo | Command::Init(_) | Command::Node { .. } => {
             Err(CliError::Usage("not a client command".into()))
         }
+    }
+}
+
+/// Follows `Watch`, reconnecting after the node goes away and resuming after the last event seen.
+async fn watch(args: &ClientArgs, mut after: Option<u64>) -> Result<(), CliError> {
+    let mut desk = client(args)?;
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        let lost = match desk.watch(WatchRequest { after_sequence: after }).await {
+            Ok(stream) => {
+                let start = stream.metadata().get(crate::desk::WATCH_AFTER_HEADER);
+                let start = start.and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+                after = after.or(start);
+                let mut events = stream.into_inner();
+                loop {
+                    match events.next().await {
+                        Some(Ok(event)) => {
+                            after = Some(event.sequence);
+                            backoff = std::time::Duration::from_millis(200);
+                            print_event(&event, args.json);
+                        }
+                        Some(Err(status)) => break describe_status(&status),
+                        None => break "the node ended the stream".to_owned(),
+                    }
+                }
+            }
+            Err(status) => describe_status(&status),
+        };
+        eprintln!("watch: {lost}; reconnecting in {backoff:?} (resuming after event {})", after.unwrap_or(0));
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+fn print_event(event: &crate::proto::Event, json: bool) {
+    if json {
+        println!("{}", render::event_json(event));
+    } else {
+        println!(
+            "{:>6}  {}  {:<13}{} {}  {}  {}",
+            event.sequence,
+            event.at.as_ref().map(crate::timestamp::rfc3339).unwrap_or_default(),
+            crate::lifecycle::state_name(event.state()),
+            if event.overdue { " OVERDUE" } else { "" },
+            event.message_id,
+            event.peer,
+            event.note
+        );
     }
 }
 

@@ -55,6 +55,12 @@ pub struct NodeConfig {
     /// Delivery tuning.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// Acknowledgement deadlines per precedence.
+    #[serde(default)]
+    pub deadlines: DeadlinesConfig,
+    /// The metrics and health listener.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The other members of the network this node may talk to.
     #[serde(default)]
     pub directory: Vec<DirectoryEntry>,
@@ -157,6 +163,92 @@ impl Default for DeliveryConfig {
             request_timeout: default_request_timeout(),
             connect_timeout: default_connect_timeout(),
         }
+    }
+}
+
+/// How long a request may wait for a person at its destination to acknowledge it, counted from
+/// its `created_at`. Past it, the request is OVERDUE at both ends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadlinesConfig {
+    /// FLASH: life or evidence at immediate risk.
+    #[serde(default = "default_flash_deadline", with = "humantime_serde")]
+    pub flash: Duration,
+    /// IMMEDIATE: within the hour.
+    #[serde(default = "default_immediate_deadline", with = "humantime_serde")]
+    pub immediate: Duration,
+    /// PRIORITY: within hours.
+    #[serde(default = "default_priority_deadline", with = "humantime_serde")]
+    pub priority: Duration,
+    /// ROUTINE: within a day.
+    #[serde(default = "default_routine_deadline", with = "humantime_serde")]
+    pub routine: Duration,
+}
+
+fn default_flash_deadline() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_immediate_deadline() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_priority_deadline() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+fn default_routine_deadline() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl Default for DeadlinesConfig {
+    fn default() -> Self {
+        Self {
+            flash: default_flash_deadline(),
+            immediate: default_immediate_deadline(),
+            priority: default_priority_deadline(),
+            routine: default_routine_deadline(),
+        }
+    }
+}
+
+impl DeadlinesConfig {
+    /// The acknowledgement deadline of a precedence (ROUTINE's when unspecified).
+    pub fn for_precedence(&self, precedence: crate::proto::Precedence) -> Duration {
+        use crate::proto::Precedence;
+        match precedence {
+            Precedence::Flash => self.flash,
+            Precedence::Immediate => self.immediate,
+            Precedence::Priority => self.priority,
+            Precedence::Routine | Precedence::Unspecified => self.routine,
+        }
+    }
+}
+
+impl DeadlinesConfig {
+    /// By when a request must be acknowledged (`None` for envelopes that are not requests).
+    pub fn ack_deadline(&self, envelope: &crate::proto::Envelope) -> Option<prost_types::Timestamp> {
+        if envelope.kind() != crate::proto::EnvelopeKind::Request {
+            return None;
+        }
+        let created = crate::timestamp::to_system(envelope.created_at.as_ref()?);
+        Some(crate::timestamp::from_system(created + self.for_precedence(envelope.precedence())))
+    }
+}
+
+/// The plain-HTTP listener for Prometheus (`/metrics`) and probes (`/healthz`, `/readyz`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address, default `127.0.0.1:9247`; loopback by default because it has no authentication.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9247))
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: default_metrics_listen() }
     }
 }
 

@@ -16,10 +16,10 @@ use uuid::Uuid;
 use crate::config::DirectoryEntry;
 use crate::identity::Identity;
 use crate::lifecycle::{self, Happening};
-use crate::node::{NodeContext, NodeError};
+use crate::node::{NodeContext, NodeError, SOFTWARE_VERSION};
 use crate::proto::delivery_result::Outcome;
 use crate::proto::peer_service_client::PeerServiceClient;
-use crate::proto::{DeliverRequest, Message, MessageState};
+use crate::proto::{ConnectionState, DeliverRequest, HelloRequest, Message, MessageState};
 use crate::store::{StoreError, view};
 use crate::store_proto::StoredMessage;
 use crate::timestamp;
@@ -29,6 +29,8 @@ use crate::tls::{self, Dial};
 const MIN_RETRY: Duration = Duration::from_millis(50);
 /// How far ahead of the batch the task looks for expired messages.
 const SCAN_FACTOR: usize = 4;
+/// How often an idle task says `Hello` (round-trip time, version, certificate for operators).
+const HELLO_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The delivery task for one peer.
 pub struct PeerDelivery {
@@ -38,6 +40,8 @@ pub struct PeerDelivery {
     waker: Arc<Notify>,
     /// Consecutive failed attempts to reach the peer.
     failures: u32,
+    /// When the last `Hello` was sent.
+    last_hello: Option<std::time::Instant>,
 }
 
 /// What one pass over the outbox found.
@@ -59,14 +63,20 @@ impl PeerDelivery {
         waker: Arc<Notify>,
     ) -> Result<Self, NodeError> {
         let delivery = &context.config.delivery;
+        let observer = Arc::clone(&context);
+        let code = peer.code;
         let dial = Dial {
             endpoint: peer.endpoint.clone(),
             expect: Some(Identity::Node { network: context.config.network.clone(), code: peer.code }),
             connect_timeout: delivery.connect_timeout,
             request_timeout: Some(delivery.request_timeout),
+            observe: Some(Arc::new(move |cert| {
+                let expiry = crate::identity::cert_not_after(cert).ok();
+                observer.peers.update(code, |status| status.certificate_expires_at = expiry);
+            })),
         };
         let client = PeerServiceClient::new(tls::channel(dial, tls)?);
-        Ok(Self { context, peer, client, waker, failures: 0 })
+        Ok(Self { context, peer, client, waker, failures: 0, last_hello: None })
     }
 
     /// Runs until `stop`; picks up whatever the outbox holds (also after a restart).
@@ -129,13 +139,25 @@ impl PeerDelivery {
             self.expire(expired).await?;
         }
         if due.is_empty() {
-            return Ok(Pass::Idle(next_retry));
+            if self.failures == 0 && self.last_hello.is_none_or(|at| at.elapsed() >= HELLO_INTERVAL) {
+                self.hello().await;
+            }
+            let next = next_retry
+                .map_or(SystemTime::now() + HELLO_INTERVAL, |t| t.min(SystemTime::now() + HELLO_INTERVAL));
+            return Ok(Pass::Idle(Some(next)));
         }
         let envelopes = due.iter().filter_map(|s| view(s).envelope).collect::<Vec<_>>();
         let count = envelopes.len();
         match self.client.deliver(DeliverRequest { envelopes }).await {
             Ok(response) => {
                 self.failures = 0;
+                self.context.peers.update(self.peer.code, |status| {
+                    status.connection = ConnectionState::Connected;
+                    status.failures = 0;
+                    status.next_attempt_at = None;
+                    status.last_contact_at = Some(SystemTime::now());
+                    status.delivered += count as u64;
+                });
                 let results = response.into_inner().results;
                 if results.len() != count {
                     let error = format!(
@@ -154,10 +176,49 @@ impl PeerDelivery {
                 let delay = self.retry_delay(self.failures);
                 let error = describe(&status);
                 tracing::warn!(peer = %self.peer.code, %error, attempt = self.failures, retry_in = ?delay, "delivery failed");
+                self.record_peer_failure(&error, delay);
                 self.record_failures(due, &error, delay).await?;
                 Ok(Pass::Failed(delay))
             }
         }
+    }
+
+    fn record_peer_failure(&self, error: &str, delay: Duration) {
+        let failures = self.failures;
+        self.context.peers.update(self.peer.code, |status| {
+            status.connection = ConnectionState::Failing;
+            status.failures = failures;
+            status.failed_calls += 1;
+            status.last_error = error.to_owned();
+            status.next_attempt_at = Some(SystemTime::now() + delay);
+        });
+    }
+
+    /// `Hello`: the peer's version and the round-trip time, for operators. A failure here only
+    /// shows in the status; delivery finds out for itself.
+    async fn hello(&mut self) {
+        self.last_hello = Some(std::time::Instant::now());
+        let request = HelloRequest {
+            node: self.context.code().to_string(),
+            software_version: SOFTWARE_VERSION.to_owned(),
+            time: Some(timestamp::now()),
+        };
+        let started = std::time::Instant::now();
+        let result = self.client.hello(request).await;
+        let round_trip = started.elapsed();
+        self.context.peers.update(self.peer.code, |status| match result {
+            Ok(response) => {
+                let response = response.into_inner();
+                status.connection = ConnectionState::Connected;
+                status.last_contact_at = Some(SystemTime::now());
+                status.round_trip = Some(round_trip);
+                status.software_version = response.software_version;
+            }
+            Err(error) => {
+                status.connection = ConnectionState::Failing;
+                status.last_error = describe(&error);
+            }
+        });
     }
 
     /// Exponential backoff with full jitter: random in [0, min(cap, initial·2^(n-1))].
@@ -209,13 +270,13 @@ impl PeerDelivery {
             }
             Ok::<_, StoreError>(changed)
         })?;
-        // Receipts need no flush of their own: losing one in a crash means a resend, which the
-        // receiver answers with the same receipt.
+        // Persisting makes the new states' events visible to watchers (a lost receipt alone would
+        // only cost a resend, answered with the same receipt).
+        self.context.store.persist().await?;
         for message in &changed {
             if let Some(envelope) = &message.envelope {
                 tracing::info!(message_id = %envelope.id, peer = %peer, precedence = envelope.precedence().as_str_name(), state = message.state().as_str_name(), "delivery result");
             }
-            self.context.events.publish(message);
         }
         Ok(())
     }
@@ -238,8 +299,8 @@ impl PeerDelivery {
             }
             Ok::<_, StoreError>(changed)
         })?;
-        for message in &changed {
-            self.context.events.publish(message);
+        if !changed.is_empty() {
+            self.context.store.persist().await?;
         }
         Ok(())
     }
@@ -265,8 +326,8 @@ impl PeerDelivery {
         // Expiry is an operator-visible end state: make it durable before announcing it.
         self.context.store.persist().await?;
         for message in &changed {
-            tracing::warn!(message_id = %message.envelope.as_ref().map(|e| e.id.as_str()).unwrap_or_default(), peer = %self.peer.code, "message expired undelivered");
-            self.context.events.publish(message);
+            let envelope = message.envelope.clone().unwrap_or_default();
+            tracing::warn!(message_id = %envelope.id, peer = %self.peer.code, precedence = envelope.precedence().as_str_name(), "message expired undelivered");
         }
         Ok(())
     }

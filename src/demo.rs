@@ -129,7 +129,12 @@ pub async fn run() -> Result<(), DemoError> {
     let received_at = delivered.received_at.as_ref().map(crate::timestamp::rfc3339).unwrap_or_default();
     story.say(format!("FR's receipt: stored on FR's disk at {received_at}; VN shows DELIVERED"));
 
-    let inbox = fr_desk.list_inbox(ListInboxRequest { limit: 10 }).await.map_err(fail)?.into_inner().messages;
+    let inbox = fr_desk
+        .list_inbox(ListInboxRequest { limit: 10, ..Default::default() })
+        .await
+        .map_err(fail)?
+        .into_inner()
+        .messages;
     if !inbox.iter().any(|m| m.envelope.as_ref().is_some_and(|e| e.id == id)) {
         return Err(fail("the request is not in FR's inbox"));
     }

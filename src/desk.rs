@@ -4,25 +4,31 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
+use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::config::DeadlinesConfig;
 use crate::identity::{Identity, NodeCode};
 use crate::lifecycle::{self, Happening, LifecycleError};
 use crate::node::NodeContext;
+use crate::operator_view::{self, ListFilter};
 use crate::proto::desk_service_server::DeskService;
 use crate::proto::{
     AcknowledgeRequest, AcknowledgeResponse, CancelRequest, CancelResponse, Direction, Envelope,
-    EnvelopeKind, Event, GetRequest, GetResponse, HandlingCode, ListInboxRequest, ListInboxResponse,
-    ListOutboxRequest, ListOutboxResponse, Message, MessageState, RespondRequest, RespondResponse,
-    SubmitRequest, SubmitResponse, WatchRequest,
+    EnvelopeKind, Event, GetQueueRequest, GetQueueResponse, GetRequest, GetResponse, HandlingCode,
+    ListInboxRequest, ListInboxResponse, ListOutboxRequest, ListOutboxResponse, ListPeersRequest,
+    ListPeersResponse, Message, MessageState, RespondRequest, RespondResponse, SubmitRequest, SubmitResponse,
+    WatchRequest,
 };
 use crate::store::{Changes, Listing, StoreError, view};
 use crate::store_proto::StoredMessage;
 use crate::timestamp;
 use crate::validation::{FieldError, MAX_SUBJECT_CHARS, check_envelope};
+
+/// Response header of `Watch`: the sequence number the stream starts after.
+pub const WATCH_AFTER_HEADER: &str = "hanoi247-watch-after";
 
 /// Listings return this many when the caller does not say.
 const DEFAULT_LIST_LIMIT: usize = 100;
@@ -157,12 +163,11 @@ impl DeskApi {
             .ok_or_else(|| DeskError::NotFound(id.to_string()))
     }
 
-    /// Persists, then tells watchers and delivery tasks: in that order, so nobody hears of a
-    /// change that a crash could still undo.
+    /// Persists (which also releases the changes' events to watchers), then wakes the delivery
+    /// tasks: in that order, so nobody hears of a change that a crash could still undo.
     async fn announce(&self, changed: &[Message]) -> Result<(), DeskError> {
         self.context.store.persist().await?;
         for message in changed {
-            self.context.events.publish(message);
             if message.direction() == Direction::Outbound
                 && message.state() == MessageState::Queued
                 && let Some(code) = message.envelope.as_ref().and_then(|e| e.destination.parse().ok())
@@ -206,11 +211,25 @@ impl DeskApi {
 }
 
 /// Stores a new outbound envelope, QUEUED.
-fn queue(changes: &mut Changes<'_>, envelope: Envelope, note: String) -> Result<Message, StoreError> {
-    let mut message =
-        Message { envelope: Some(envelope), direction: Direction::Outbound as i32, ..Default::default() };
+fn queue(
+    changes: &mut Changes<'_>,
+    deadlines: &DeadlinesConfig,
+    envelope: Envelope,
+    note: String,
+) -> Result<Message, StoreError> {
+    let ack_deadline = deadlines.ack_deadline(&envelope);
+    let mut message = Message {
+        envelope: Some(envelope),
+        direction: Direction::Outbound as i32,
+        ack_deadline,
+        ..Default::default()
+    };
     lifecycle::enter(&mut message, MessageState::Queued, timestamp::now(), note);
-    changes.put(StoredMessage { message: Some(message.clone()), seq: changes.next_seq()? })?;
+    changes.put(StoredMessage {
+        message: Some(message.clone()),
+        seq: changes.next_seq()?,
+        overdue_announced: false,
+    })?;
     Ok(message)
 }
 
@@ -272,7 +291,8 @@ impl DeskService for DeskApi {
         let (id, destination, precedence) =
             (envelope.id.clone(), envelope.destination.clone(), envelope.precedence().as_str_name());
         let message = self.context.store.write(|changes| {
-            queue(changes, envelope, format!("submitted by {client}")).map_err(DeskError::from)
+            queue(changes, &self.context.config.deadlines, envelope, format!("submitted by {client}"))
+                .map_err(DeskError::from)
         })?;
         self.announce(std::slice::from_ref(&message)).await?;
         tracing::info!(message_id = %id, peer = %destination, precedence, %client, "request submitted");
@@ -293,12 +313,11 @@ impl DeskService for DeskApi {
         request: Request<ListInboxRequest>,
     ) -> Result<Response<ListInboxResponse>, Status> {
         self.caller(&request)?;
-        let stored = self
-            .context
-            .store
-            .list(Listing::Inbox, list_limit(request.get_ref().limit))
-            .map_err(DeskError::from)?;
-        Ok(Response::new(ListInboxResponse { messages: stored.iter().map(view).collect() }))
+        let filter = ListFilter::inbox(request.get_ref()).map_err(DeskError::from)?;
+        let limit = list_limit(request.get_ref().limit);
+        let messages =
+            operator_view::list(&self.context, Listing::Inbox, &filter, limit).map_err(DeskError::from)?;
+        Ok(Response::new(ListInboxResponse { messages }))
     }
 
     async fn list_outbox(
@@ -306,12 +325,28 @@ impl DeskService for DeskApi {
         request: Request<ListOutboxRequest>,
     ) -> Result<Response<ListOutboxResponse>, Status> {
         self.caller(&request)?;
-        let stored = self
-            .context
-            .store
-            .list(Listing::Outbox, list_limit(request.get_ref().limit))
-            .map_err(DeskError::from)?;
-        Ok(Response::new(ListOutboxResponse { messages: stored.iter().map(view).collect() }))
+        let filter = ListFilter::outbox(request.get_ref()).map_err(DeskError::from)?;
+        let limit = list_limit(request.get_ref().limit);
+        let messages =
+            operator_view::list(&self.context, Listing::Outbox, &filter, limit).map_err(DeskError::from)?;
+        Ok(Response::new(ListOutboxResponse { messages }))
+    }
+
+    async fn get_queue(
+        &self,
+        request: Request<GetQueueRequest>,
+    ) -> Result<Response<GetQueueResponse>, Status> {
+        self.caller(&request)?;
+        let peers = operator_view::queue(&self.context).map_err(DeskError::from)?;
+        Ok(Response::new(GetQueueResponse { peers }))
+    }
+
+    async fn list_peers(
+        &self,
+        request: Request<ListPeersRequest>,
+    ) -> Result<Response<ListPeersResponse>, Status> {
+        self.caller(&request)?;
+        Ok(Response::new(operator_view::peers(&self.context)))
     }
 
     async fn acknowledge(
@@ -331,7 +366,8 @@ impl DeskService for DeskApi {
                 format!("acknowledged by {client}"),
             )?;
             let ack = self.reply(&envelope, EnvelopeKind::Acknowledgement, &envelope.origin, note);
-            let ack = queue(changes, ack, format!("acknowledgement of {id}"))?;
+            let ack =
+                queue(changes, &self.context.config.deadlines, ack, format!("acknowledgement of {id}"))?;
             Ok::<_, DeskError>((updated, ack))
         })?;
         self.announce(&[request_message.clone(), ack]).await?;
@@ -360,13 +396,23 @@ impl DeskService for DeskApi {
                 changed.push(updated);
                 let ack =
                     self.reply(&envelope, EnvelopeKind::Acknowledgement, &envelope.origin, String::new());
-                changed.push(queue(changes, ack, format!("acknowledgement of {id}"))?);
+                changed.push(queue(
+                    changes,
+                    &self.context.config.deadlines,
+                    ack,
+                    format!("acknowledgement of {id}"),
+                )?);
             }
             let (_, updated) =
                 change(changes, stored, id, Happening::AnsweredHere, format!("answered by {client}"))?;
             changed.push(updated);
             let response = self.reply(&envelope, EnvelopeKind::Response, &envelope.origin, text);
-            changed.push(queue(changes, response, format!("response to {id}"))?);
+            changed.push(queue(
+                changes,
+                &self.context.config.deadlines,
+                response,
+                format!("response to {id}"),
+            )?);
             Ok::<_, DeskError>(changed)
         })?;
         self.announce(&changed).await?;
@@ -402,7 +448,12 @@ impl DeskService for DeskApi {
             if was_sent {
                 let cancellation =
                     self.reply(&envelope, EnvelopeKind::Cancellation, &envelope.destination, reason);
-                changed.push(queue(changes, cancellation, format!("cancellation of {id}"))?);
+                changed.push(queue(
+                    changes,
+                    &self.context.config.deadlines,
+                    cancellation,
+                    format!("cancellation of {id}"),
+                )?);
             }
             Ok(changed)
         })?;
@@ -414,31 +465,14 @@ impl DeskService for DeskApi {
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         self.caller(&request)?;
-        let mut events = BroadcastStream::new(self.context.events.subscribe());
-        let (sender, receiver) = tokio::sync::mpsc::channel(64);
-        let stop = self.stop.clone();
-        // Forward until the watcher goes away or the node stops, so shutdown never waits on a
-        // watcher.
-        tokio::spawn(async move {
-            loop {
-                let item = tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = sender.closed() => break,
-                    item = events.next() => item,
-                };
-                let Some(item) = item else { break };
-                let item = item.map_err(|lagged| {
-                    Status::data_loss(format!(
-                        "{lagged}: this watcher fell behind; call Watch again and re-read the lists"
-                    ))
-                });
-                let fatal = item.is_err();
-                if sender.send(item).await.is_err() || fatal {
-                    break;
-                }
-            }
-        });
-        let stream: WatchStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
-        Ok(Response::new(stream))
+        let after =
+            request.into_inner().after_sequence.unwrap_or_else(|| crate::events::latest(&self.context.store));
+        let events = crate::events::follow(self.context.store.clone(), after, self.stop.clone());
+        let stream: WatchStream =
+            Box::pin(events.map(|item| item.map_err(|e| Status::from(DeskError::from(e)))));
+        let mut response = Response::new(stream);
+        // Tells a watcher that asked for "from now" where now is, so it can resume without a gap.
+        response.metadata_mut().insert(WATCH_AFTER_HEADER, after.into());
+        Ok(response)
     }
 }

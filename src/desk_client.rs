@@ -20,6 +20,7 @@ pub fn connect(config: &ClientConfig) -> Result<DeskClient, TlsError> {
         expect: None,
         connect_timeout: Duration::from_secs(5),
         request_timeout: None,
+        observe: None,
     };
     Ok(DeskServiceClient::new(tls::channel(dial, tls)?))
 }

@@ -1,50 +1,57 @@
-//! The node's live stream of lifecycle events, fanned out to every `Watch` caller.
+//! Following the node's lifecycle events: replay the stored events after a given one, then follow
+//! new ones as they become durable. Events themselves are recorded by `store` in the same atomic
+//! write as the change they report, so a watcher sees every event once, in order, without gaps,
+//! across restarts of the node and of the watcher.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
-use tokio::sync::broadcast;
+use crate::proto::Event;
+use crate::store::{Store, StoreError};
 
-use crate::proto::{Direction, Event, Message};
+/// Events read from the store per step, so a long replay does not hold much memory.
+const REPLAY_CHUNK: usize = 1000;
 
-/// How many events a slow watcher may fall behind before it misses some (it is told).
-const BACKLOG: usize = 4096;
-
-/// Publishes lifecycle events in the order they happen.
-pub struct Events {
-    sender: broadcast::Sender<Event>,
-    sequence: AtomicU64,
+/// The sequence number of the last event watchers can see now: "from now on" means after it.
+pub fn latest(store: &Store) -> u64 {
+    *store.durable_events().borrow()
 }
 
-impl Default for Events {
-    fn default() -> Self {
-        Self { sender: broadcast::channel(BACKLOG).0, sequence: AtomicU64::new(0) }
-    }
-}
-
-impl Events {
-    /// Announces the latest timeline entry of `message` (call after the change is persisted).
-    pub fn publish(&self, message: &Message) {
-        let Some(envelope) = &message.envelope else { return };
-        let Some(entry) = message.timeline.last() else { return };
-        let peer = match message.direction() {
-            Direction::Inbound => envelope.origin.clone(),
-            _ => envelope.destination.clone(),
-        };
-        let event = Event {
-            sequence: self.sequence.fetch_add(1, Ordering::Relaxed) + 1,
-            at: entry.at,
-            message_id: envelope.id.clone(),
-            state: entry.state,
-            peer,
-            precedence: envelope.precedence,
-            note: entry.note.clone(),
-        };
-        // No watcher is not an error: events are for whoever is listening now.
-        let _ = self.sender.send(event);
-    }
-
-    /// A new watcher, seeing events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.sender.subscribe()
-    }
+/// The events after `after`, until `stop` or the receiver goes away.
+pub fn follow(
+    store: Store,
+    after: u64,
+    stop: CancellationToken,
+) -> ReceiverStream<Result<Event, StoreError>> {
+    let (sender, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut durable = store.durable_events();
+        let mut last = after;
+        loop {
+            let upto = *durable.borrow_and_update();
+            while last < upto {
+                let events = match store.events_between(last, upto, REPLAY_CHUNK) {
+                    Ok(events) if !events.is_empty() => events,
+                    Ok(_) => break,
+                    Err(error) => {
+                        let _ = sender.send(Err(error)).await;
+                        return;
+                    }
+                };
+                for event in events {
+                    last = event.sequence;
+                    if sender.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = sender.closed() => return,
+                changed = durable.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+    ReceiverStream::new(receiver)
 }

@@ -22,14 +22,24 @@ pub enum IdentityError {
     #[error("'{0}' is not a client name: 1 to 32 characters of a-z, 0-9, '_' and '-'")]
     BadClientName(String),
     /// A URI that is not one of our identities.
-    #[error("'{0}' is not a hanoi247 identity (spiffe://<network>/node/<CC>[/client/<name>])")]
-    BadUri(String),
+    #[error(
+        "'{uri}' is not a hanoi247 identity: {reason} (expected spiffe://<network>/node/<CC>[/client/<name>])"
+    )]
+    BadUri {
+        /// The URI as given.
+        uri: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The certificate could not be parsed.
     #[error("certificate cannot be parsed: {0}")]
     BadCertificate(String),
-    /// The certificate carries no identity, or more than one.
-    #[error("certificate must carry exactly one spiffe:// URI SAN, found {0}")]
-    UriCount(usize),
+    /// The certificate carries no identity.
+    #[error("certificate has no spiffe:// URI SAN: it was not issued for a hanoi247 node or desk client")]
+    NoUri,
+    /// The certificate carries several identities, so none can be trusted.
+    #[error("certificate has {0} spiffe:// URI SANs: exactly one is allowed")]
+    ManyUris(usize),
 }
 
 /// A node's code (ISO 3166-1 alpha-2 style): two uppercase ASCII letters.
@@ -106,25 +116,27 @@ pub enum Identity {
 impl Identity {
     /// Parses `spiffe://<network>/node/<CC>` or `spiffe://<network>/node/<CC>/client/<name>`.
     pub fn parse_uri(uri: &str) -> Result<Identity, IdentityError> {
-        let bad = || IdentityError::BadUri(uri.to_owned());
-        let rest = uri.strip_prefix("spiffe://").ok_or_else(bad)?;
+        let bad = |reason: String| IdentityError::BadUri { uri: uri.to_owned(), reason };
+        let rest =
+            uri.strip_prefix("spiffe://").ok_or_else(|| bad("it does not start with spiffe://".into()))?;
         let parts: Vec<&str> = rest.split('/').collect();
-        let (network, node) = match parts.as_slice() {
-            [network, "node", code] | [network, "node", code, "client", _] => (*network, *code),
-            _ => return Err(bad()),
+        let (network, node, client) = match parts.as_slice() {
+            [network, "node", code] => (*network, *code, None),
+            [network, "node", code, "client", name] => (*network, *code, Some(*name)),
+            _ => return Err(bad("the path is neither /node/<CC> nor /node/<CC>/client/<name>".into())),
         };
-        validate_network_name(network).map_err(|_| bad())?;
-        // Codes in identities are canonical uppercase; "vn" would be another name.
+        validate_network_name(network).map_err(|e| bad(e.to_string()))?;
+        // Codes in identities are canonical uppercase: accepting "vn" would give one node two names.
         if node.bytes().any(|b| !b.is_ascii_uppercase()) {
-            return Err(bad());
+            return Err(bad(format!("node code '{node}' must be two uppercase letters such as VN")));
         }
-        let code: NodeCode = node.parse().map_err(|_| bad())?;
-        match parts.as_slice() {
-            [_, _, _, _, name] => {
-                validate_client_name(name).map_err(|_| bad())?;
-                Ok(Identity::Client { network: network.to_owned(), node: code, name: (*name).to_owned() })
+        let code: NodeCode = node.parse().map_err(|e: IdentityError| bad(e.to_string()))?;
+        match client {
+            Some(name) => {
+                validate_client_name(name).map_err(|e| bad(e.to_string()))?;
+                Ok(Identity::Client { network: network.to_owned(), node: code, name: name.to_owned() })
             }
-            _ => Ok(Identity::Node { network: network.to_owned(), code }),
+            None => Ok(Identity::Node { network: network.to_owned(), code }),
         }
     }
 
@@ -204,7 +216,8 @@ pub fn identity_of_cert(der: &[u8]) -> Result<Identity, IdentityError> {
         .collect();
     match uris.as_slice() {
         [uri] => Identity::parse_uri(uri),
-        other => Err(IdentityError::UriCount(other.len())),
+        [] => Err(IdentityError::NoUri),
+        many => Err(IdentityError::ManyUris(many.len())),
     }
 }
 
@@ -220,31 +233,92 @@ pub fn cert_not_after(der: &[u8]) -> Result<SystemTime, IdentityError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
+
+    fn der(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    }
 
     #[test]
     fn codes_parse_and_print_uppercase() {
         let code: NodeCode = "vn".parse().unwrap();
+        assert_eq!(code, "VN".parse().unwrap());
         assert_eq!(code.to_string(), "VN");
-        for bad in ["", "V", "VNM", "V1", "ñ"] {
-            assert!(bad.parse::<NodeCode>().is_err(), "{bad}");
+        assert_eq!(format!("{code:?}"), "VN");
+        for bad in ["", "V", "VNM", "V1", " VN", "ñ", "é1"] {
+            let err = bad.parse::<NodeCode>().unwrap_err();
+            assert!(err.to_string().contains(&format!("'{bad}'")), "{err}");
         }
+        assert_eq!(
+            "V1".parse::<NodeCode>().unwrap_err().to_string(),
+            "'V1' is not a node code: expected two letters such as VN"
+        );
+    }
+
+    #[test]
+    fn codes_serialize_as_strings() {
+        let code: NodeCode = "fr".parse().unwrap();
+        assert_eq!(serde_json::to_string(&code).unwrap(), "\"FR\"");
+        assert_eq!(serde_json::from_str::<NodeCode>("\"de\"").unwrap().as_str(), "DE");
+        let err = serde_json::from_str::<NodeCode>("\"D3\"").unwrap_err();
+        assert!(err.to_string().contains("'D3' is not a node code"), "{err}");
     }
 
     #[test]
     fn uris_round_trip() {
-        for uri in ["spiffe://hanoi247-dev/node/VN", "spiffe://net.example/node/FR/client/alice"] {
+        let vn: NodeCode = "VN".parse().unwrap();
+        let node = Identity::parse_uri("spiffe://hanoi247-dev/node/VN").unwrap();
+        assert_eq!(node, Identity::Node { network: "hanoi247-dev".into(), code: vn });
+        assert_eq!(node.network(), "hanoi247-dev");
+        assert_eq!(node.to_string(), node_uri("hanoi247-dev", vn));
+        for uri in [
+            "spiffe://hanoi247-dev/node/VN",
+            "spiffe://net.example/node/FR/client/alice",
+            "spiffe://n/node/DE/client/desk_2-b",
+        ] {
             assert_eq!(Identity::parse_uri(uri).unwrap().uri(), uri);
         }
-        for bad in [
-            "https://x/node/VN",
-            "spiffe://net/node/vn",
-            "spiffe://net/node/VN/client/",
-            "spiffe://net/node/VN/client/Alice",
-            "spiffe://net/nodes/VN",
-            "spiffe://-net/node/VN",
+        let client = Identity::Client { network: "net".into(), node: vn, name: "bob".into() };
+        assert_eq!(Identity::parse_uri(&client.uri()).unwrap(), client);
+        assert_eq!(client.uri(), client_uri("net", vn, "bob"));
+    }
+
+    #[test]
+    fn bad_uris_are_refused_with_a_reason() {
+        for (bad, reason) in [
+            ("https://x/node/VN", "spiffe://"),
+            ("spiffe://net/node/vn", "uppercase"),
+            ("spiffe://net/node/V1", "uppercase"),
+            ("spiffe://net/node/VNM", "not a node code"),
+            ("spiffe://net/node/VN/", "path"),
+            ("spiffe://net/node/VN/client/", "client name"),
+            ("spiffe://net/node/VN/client/Alice", "client name"),
+            ("spiffe://net/node/VN/client/a/b", "path"),
+            ("spiffe://net/nodes/VN", "path"),
+            ("spiffe://-net/node/VN", "network name"),
+            ("spiffe://Net/node/VN", "network name"),
+            ("spiffe:///node/VN", "network name"),
         ] {
-            assert!(Identity::parse_uri(bad).is_err(), "{bad}");
+            let err = Identity::parse_uri(bad).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("'{bad}' is not a hanoi247 identity")), "{err}");
+            assert!(err.contains(reason), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn network_and_client_names() {
+        for good in ["a", "hanoi247-dev", "net.example", "0", &"a".repeat(63)] {
+            validate_network_name(good).unwrap();
+        }
+        for bad in ["", "-a", "a-", ".a", "a.", "A", "a_b", "a/b", "a b", &"a".repeat(64)] {
+            assert!(validate_network_name(bad).is_err(), "{bad}");
+        }
+        for good in ["a", "alice", "desk_2-b", &"z".repeat(32)] {
+            validate_client_name(good).unwrap();
+        }
+        for bad in ["", "Alice", "a.b", "a b", "a/b", &"z".repeat(33)] {
+            assert!(validate_client_name(bad).is_err(), "{bad}");
         }
     }
 
@@ -253,13 +327,48 @@ mod tests {
         let ca = crate::pki::CertificateAuthority::generate("test CA", 30).unwrap();
         let code: NodeCode = "FR".parse().unwrap();
         let issued = ca.issue_client("net", code, "bob", 30).unwrap();
-        let der = rustls::pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+        let client_der = der(&issued.cert_pem);
         assert_eq!(
-            identity_of_cert(&der).unwrap(),
+            identity_of_cert(&client_der).unwrap(),
             Identity::Client { network: "net".into(), node: code, name: "bob".into() }
         );
-        let expiry = cert_not_after(&der).unwrap();
+        let expiry = cert_not_after(&client_der).unwrap();
         let days = expiry.duration_since(SystemTime::now()).unwrap().as_secs() / 86_400;
         assert!((29..=30).contains(&days), "{days}");
+
+        let node = ca.issue_node("net", code, &["localhost".into()], 1).unwrap();
+        assert_eq!(
+            identity_of_cert(&der(&node.cert_pem)).unwrap(),
+            Identity::Node { network: "net".into(), code }
+        );
+    }
+
+    /// A certificate with the given URI SANs, made directly so that it can break our rules.
+    fn cert_with_uris(uris: &[&str]) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        for uri in uris {
+            params.subject_alt_names.push(rcgen::SanType::URI((*uri).try_into().unwrap()));
+        }
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn certificates_must_name_exactly_one_identity() {
+        let none = cert_with_uris(&["https://example.org/"]);
+        assert_eq!(
+            identity_of_cert(&none).unwrap_err().to_string(),
+            "certificate has no spiffe:// URI SAN: it was not issued for a hanoi247 node or desk client"
+        );
+        let two = cert_with_uris(&["spiffe://net/node/VN", "spiffe://net/node/FR"]);
+        assert!(matches!(identity_of_cert(&two), Err(IdentityError::ManyUris(2))));
+        let other = cert_with_uris(&["https://example.org/", "spiffe://net/node/VN"]);
+        assert_eq!(identity_of_cert(&other).unwrap().uri(), "spiffe://net/node/VN");
+        assert!(matches!(
+            identity_of_cert(&cert_with_uris(&["spiffe://net/node/vn"])),
+            Err(IdentityError::BadUri { .. })
+        ));
+        assert!(matches!(identity_of_cert(b"not a certificate"), Err(IdentityError::BadCertificate(_))));
+        assert!(matches!(cert_not_after(b"not a certificate"), Err(IdentityError::BadCertificate(_))));
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod deadlines;
 pub mod delivery;
 pub mod demo;
 pub mod desk;
@@ -13,7 +14,9 @@ pub mod identity;
 pub mod init;
 pub mod lifecycle;
 pub mod node;
+pub mod operator_view;
 pub mod peer_service;
+pub mod peer_status;
 pub mod pki;
 pub mod render;
 pub mod status;

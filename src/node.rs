@@ -13,7 +13,6 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 
 use crate::config::NodeConfig;
-use crate::events::Events;
 use crate::identity::NodeCode;
 use crate::proto::desk_service_server::DeskServiceServer;
 use crate::proto::peer_service_server::PeerServiceServer;
@@ -59,8 +58,8 @@ pub struct NodeContext {
     pub config: NodeConfig,
     /// The durable state.
     pub store: Store,
-    /// The live lifecycle stream.
-    pub events: Events,
+    /// What the delivery tasks know about each peer.
+    pub peers: crate::peer_status::PeerBoard,
     /// One wake-up per peer delivery task: notified when something is queued for that peer.
     wakers: HashMap<NodeCode, Arc<Notify>>,
 }
@@ -116,7 +115,7 @@ impl RunningNode {
         let (peer_addr, desk_addr) = (addr(&peer, config.listen.peer)?, addr(&desk, config.listen.desk)?);
 
         let wakers = config.directory.iter().map(|entry| (entry.code, Arc::new(Notify::new()))).collect();
-        let context = Arc::new(NodeContext { config, store, events: Events::default(), wakers });
+        let context = Arc::new(NodeContext { config, store, peers: Default::default(), wakers });
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
 
@@ -145,6 +144,7 @@ impl RunningNode {
             )?;
             tasks.spawn(task.run(stop.clone()));
         }
+        tasks.spawn(crate::deadlines::run(Arc::clone(&context), stop.clone()));
         tracing::info!(node = %context.code(), %peer_addr, %desk_addr, "node started");
         Ok(Self { peer_addr, desk_addr, context, stop, tasks })
     }

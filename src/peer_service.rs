@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::config::DeadlinesConfig;
 use crate::identity::{Identity, NodeCode};
 use crate::lifecycle::{self, Happening};
 use crate::node::{NodeContext, SOFTWARE_VERSION};
@@ -83,6 +84,7 @@ impl PeerApi {
 /// messages (for events).
 fn receive(
     changes: &mut Changes<'_>,
+    deadlines: &DeadlinesConfig,
     sender: NodeCode,
     envelope: Envelope,
 ) -> Result<Vec<Message>, StoreError> {
@@ -92,13 +94,18 @@ fn receive(
     let parent_id = Uuid::parse_str(&envelope.in_reply_to).ok();
     let body = envelope.body.clone();
     let mut message = Message {
+        ack_deadline: deadlines.ack_deadline(&envelope),
         envelope: Some(envelope),
         direction: Direction::Inbound as i32,
         received_at: Some(now),
         ..Default::default()
     };
     lifecycle::enter(&mut message, MessageState::Received, now, format!("received from {sender}"));
-    changes.put(StoredMessage { message: Some(message.clone()), seq: changes.next_seq()? })?;
+    changes.put(StoredMessage {
+        message: Some(message.clone()),
+        seq: changes.next_seq()?,
+        overdue_announced: false,
+    })?;
     changed.push(message);
 
     let happening = match kind {
@@ -180,7 +187,7 @@ impl PeerService for PeerApi {
                 let (received_at, duplicate) = match changes.get(id)? {
                     Some(existing) => (view(&existing).received_at, true),
                     None => {
-                        let mut new = receive(changes, sender, envelope)?;
+                        let mut new = receive(changes, &self.context.config.deadlines, sender, envelope)?;
                         let received_at = new.first().and_then(|m| m.received_at);
                         changed.append(&mut new);
                         (received_at, false)
@@ -196,7 +203,6 @@ impl PeerService for PeerApi {
             if let Some(envelope) = &message.envelope {
                 tracing::info!(message_id = %envelope.id, peer = %sender, precedence = envelope.precedence().as_str_name(), state = message.state().as_str_name(), "stored from peer");
             }
-            self.context.events.publish(message);
         }
         Ok(Response::new(DeliverResponse { results }))
     }

@@ -10,6 +10,8 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
 
 use crate::identity::{IdentityError, NodeCode, client_uri, node_uri};
@@ -31,6 +33,9 @@ pub enum PkiError {
     /// A name is not a valid identity part.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// An existing CA could not be loaded from its PEM files.
+    #[error("cannot load the CA: {0}")]
+    BadCa(String),
 }
 
 /// A PEM certificate and its PEM private key.
@@ -86,8 +91,27 @@ impl CertificateAuthority {
 
     /// Loads an existing CA from its PEM certificate and key.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
-        let key = KeyPair::from_pem(key_pem)?;
-        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
+        let bad = |what: String| PkiError::BadCa(what);
+        let key = KeyPair::from_pem(key_pem).map_err(|e| bad(format!("private key: {e}")))?;
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| bad(format!("certificate is not PEM: {e}")))?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(&der).map_err(|e| bad(format!("certificate: {e}")))?;
+        // rcgen takes any certificate and key on trust; a mismatch would only show later, as
+        // certificates that no peer can verify.
+        if !cert.is_ca() {
+            return Err(bad(format!(
+                "certificate of '{}' is not a CA (no BasicConstraints CA)",
+                cert.subject()
+            )));
+        }
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(bad(format!(
+                "the private key does not belong to the certificate of '{}'",
+                cert.subject()
+            )));
+        }
+        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| bad(format!("certificate: {e}")))?;
         Ok(Self { issuer, cert_pem: cert_pem.to_owned(), key_pem: key_pem.to_owned() })
     }
 
@@ -166,23 +190,34 @@ impl CertificateAuthority {
     }
 }
 
-/// Writes `contents` atomically with `mode` from the moment the file exists: a temp file in the
-/// same directory, synced, then renamed over `path`.
+/// Writes `contents` atomically with `mode` from the moment the file exists: a fresh temp file in
+/// the same directory (so the rename stays on one file system), synced, renamed over `path`, then
+/// the directory synced so the rename survives a crash.
 fn write_atomically(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
     let io = |source| PkiError::Io { path: path.to_owned(), source };
+    let file_name = path.file_name().ok_or_else(|| {
+        io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path does not name a file"))
+    })?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
+    // A random name and create_new: an existing file (a leftover, or another writer's) would keep
+    // its own, possibly wider, mode, and a private key must never be readable by others.
+    let temp = dir.join(format!(".{}.{:016x}.tmp", file_name.to_string_lossy(), fastrand::u64(..)));
+    let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&temp)
-        .map_err(io)?;
-    file.write_all(contents.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&temp, path).map_err(io)
+        .and_then(|mut file| {
+            file.write_all(contents.as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(source) = written {
+        // Best effort: the temp file may not exist, and the write error is the one to report.
+        let _ = std::fs::remove_file(&temp);
+        return Err(io(source));
+    }
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
 /// Writes a private key PEM readable by its owner only (0600).
@@ -199,50 +234,181 @@ pub fn write_certificate(path: &Path, pem: &str) -> Result<(), PkiError> {
 mod tests {
     use super::*;
     use crate::identity::{Identity, identity_of_cert};
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
     use std::os::unix::fs::PermissionsExt;
+    use x509_parser::certificate::X509Certificate;
+    use x509_parser::extensions::GeneralName;
 
     fn der(pem: &str) -> CertificateDer<'static> {
         CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
     }
 
+    fn parse(der: &[u8]) -> X509Certificate<'_> {
+        x509_parser::parse_x509_certificate(der).unwrap().1
+    }
+
+    fn common_name_of(cert: &X509Certificate<'_>) -> String {
+        cert.subject().iter_common_name().next().unwrap().as_str().unwrap().to_owned()
+    }
+
+    /// (serverAuth, clientAuth)
+    fn eku(cert: &X509Certificate<'_>) -> (bool, bool) {
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        (eku.server_auth, eku.client_auth)
+    }
+
+    fn vn() -> NodeCode {
+        "VN".parse().unwrap()
+    }
+
+    #[test]
+    fn a_new_ca_is_a_p256_ca_for_end_entities_only() {
+        let ca = CertificateAuthority::generate("network CA", 10).unwrap();
+        let ca_der = der(ca.cert_pem());
+        let cert = parse(&ca_der);
+        assert_eq!(common_name_of(&cert), "network CA");
+        assert_eq!(cert.issuer(), cert.subject());
+        let constraints = cert.basic_constraints().unwrap().unwrap().value;
+        assert!(constraints.ca);
+        assert_eq!(constraints.path_len_constraint, Some(0));
+        let usage = cert.key_usage().unwrap().unwrap().value;
+        assert!(usage.key_cert_sign() && usage.crl_sign() && usage.digital_signature());
+        assert_eq!(
+            cert.public_key().algorithm.algorithm,
+            x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY
+        );
+        assert!(ca.key_pem().starts_with("-----BEGIN PRIVATE KEY-----"));
+
+        // Valid from an hour back (clock skew) for the requested number of days.
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let validity = cert.validity();
+        let back = now - validity.not_before.timestamp();
+        assert!((3_590..=3_610).contains(&back), "{back}");
+        let ahead = validity.not_after.timestamp() - now;
+        assert!((10 * 86_400 - 10..=10 * 86_400).contains(&ahead), "{ahead}");
+    }
+
     #[test]
     fn node_certificates_chain_to_their_ca_and_carry_the_identity() {
         let ca = CertificateAuthority::generate("network CA", 10).unwrap();
-        let code: NodeCode = "VN".parse().unwrap();
-        let node = ca.issue_node("net", code, &["localhost".into(), "127.0.0.1".into()], 10).unwrap();
+        let hosts = ["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        let node = ca.issue_node("net", vn(), &hosts, 10).unwrap();
         let node_der = der(&node.cert_pem);
-        assert_eq!(identity_of_cert(&node_der).unwrap(), Identity::Node { network: "net".into(), code });
-        let (_, parsed) = x509_parser::parse_x509_certificate(&node_der).unwrap();
+        assert_eq!(
+            identity_of_cert(&node_der).unwrap(),
+            Identity::Node { network: "net".into(), code: vn() }
+        );
+        let parsed = parse(&node_der);
         let ca_der = der(ca.cert_pem());
-        let (_, ca_parsed) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        let ca_parsed = parse(&ca_der);
         assert_eq!(parsed.issuer(), ca_parsed.subject());
         parsed.verify_signature(Some(ca_parsed.public_key())).unwrap();
+        assert_eq!(common_name_of(&parsed), "hanoi247 node VN");
+        assert_eq!(eku(&parsed), (true, true));
+        assert!(!parsed.is_ca());
+        let sans = &parsed.subject_alternative_name().unwrap().unwrap().value.general_names;
+        assert!(sans.contains(&GeneralName::URI("spiffe://net/node/VN")));
+        assert!(sans.contains(&GeneralName::DNSName("localhost")));
+        assert!(sans.contains(&GeneralName::IPAddress(&[127, 0, 0, 1])));
+        assert!(sans.contains(&GeneralName::IPAddress(&std::net::Ipv6Addr::LOCALHOST.octets())));
+        // The key handed back is the one the certificate certifies.
+        let key = KeyPair::from_pem(&node.key_pem).unwrap();
+        assert_eq!(parsed.public_key().subject_public_key.data.as_ref(), key.public_key_raw());
+    }
 
+    #[test]
+    fn desk_certificates_come_from_a_reloaded_local_ca() {
+        let local = CertificateAuthority::generate("local CA VN", 10).unwrap();
         // A CA loaded back from its files signs certificates that verify the same way.
-        let reloaded = CertificateAuthority::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
-        let client = reloaded.issue_client("net", code, "alice", 10).unwrap();
+        let reloaded = CertificateAuthority::from_pem(local.cert_pem(), local.key_pem()).unwrap();
+        assert_eq!(reloaded.cert_pem(), local.cert_pem());
+        let local_der = der(local.cert_pem());
+        let local_parsed = parse(&local_der);
+
+        let server = reloaded.issue_desk_server("net", vn(), &["desk.example".into()], 10).unwrap();
+        let server_der = der(&server.cert_pem);
+        let server_parsed = parse(&server_der);
+        server_parsed.verify_signature(Some(local_parsed.public_key())).unwrap();
+        assert_eq!(server_parsed.issuer(), local_parsed.subject());
+        assert_eq!(
+            identity_of_cert(&server_der).unwrap(),
+            Identity::Node { network: "net".into(), code: vn() }
+        );
+        assert_eq!(eku(&server_parsed), (true, false));
+
+        let client = reloaded.issue_client("net", vn(), "alice", 10).unwrap();
         let client_der = der(&client.cert_pem);
-        let (_, client_parsed) = x509_parser::parse_x509_certificate(&client_der).unwrap();
-        client_parsed.verify_signature(Some(ca_parsed.public_key())).unwrap();
+        let client_parsed = parse(&client_der);
+        client_parsed.verify_signature(Some(local_parsed.public_key())).unwrap();
+        assert_eq!(client_parsed.issuer(), local_parsed.subject());
+        assert_eq!(
+            identity_of_cert(&client_der).unwrap(),
+            Identity::Client { network: "net".into(), node: vn(), name: "alice".into() }
+        );
+        assert_eq!(common_name_of(&client_parsed), "hanoi247 client alice@VN");
+        assert_eq!(eku(&client_parsed), (false, true));
+    }
+
+    #[test]
+    fn a_ca_is_not_loaded_from_mismatched_or_wrong_files() {
+        let ca = CertificateAuthority::generate("CA", 10).unwrap();
+        let other = CertificateAuthority::generate("other CA", 10).unwrap();
+        let err = CertificateAuthority::from_pem(ca.cert_pem(), other.key_pem()).err().unwrap();
+        assert!(err.to_string().contains("does not belong"), "{err}");
+
+        let leaf = ca.issue_node("net", vn(), &[], 10).unwrap();
+        let err = CertificateAuthority::from_pem(&leaf.cert_pem, &leaf.key_pem).err().unwrap();
+        assert!(err.to_string().contains("not a CA"), "{err}");
+
+        assert!(matches!(CertificateAuthority::from_pem("junk", ca.key_pem()), Err(PkiError::BadCa(_))));
+        assert!(matches!(CertificateAuthority::from_pem(ca.cert_pem(), "junk"), Err(PkiError::BadCa(_))));
     }
 
     #[test]
     fn bad_names_are_refused() {
         let ca = CertificateAuthority::generate("CA", 10).unwrap();
-        let code: NodeCode = "VN".parse().unwrap();
-        assert!(ca.issue_client("net", code, "Alice Smith", 10).is_err());
-        assert!(ca.issue_node("Net!", code, &[], 10).is_err());
+        assert!(matches!(ca.issue_client("net", vn(), "Alice Smith", 10), Err(PkiError::Identity(_))));
+        assert!(matches!(ca.issue_node("Net!", vn(), &[], 10), Err(PkiError::Identity(_))));
+        assert!(matches!(ca.issue_desk_server("", vn(), &[], 10), Err(PkiError::Identity(_))));
     }
 
     #[test]
-    fn private_keys_are_written_0600() {
+    fn private_keys_are_written_0600_and_certificates_0644() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.key");
-        write_private_key(&path, "secret").unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "secret");
+        let key = dir.path().join("k.key");
+        // An existing world-readable file must not lend its mode to the key replacing it.
+        std::fs::write(&key, "old").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private_key(&key, "secret").unwrap();
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "secret");
+
+        let cert = dir.path().join("c.pem");
+        write_certificate(&cert, "public").unwrap();
+        write_certificate(&cert, "public again").unwrap();
+        // The process umask may narrow 0644, never widen it.
+        assert_eq!(std::fs::metadata(&cert).unwrap().permissions().mode() & 0o133, 0);
+        assert_eq!(std::fs::read_to_string(&cert).unwrap(), "public again");
+
+        // No temp files are left behind.
+        let mut names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["c.pem", "k.key"]);
+    }
+
+    #[test]
+    fn failed_writes_name_the_path_and_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir").join("k.key");
+        let err = write_private_key(&missing, "secret").unwrap_err();
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
+
+        // Renaming over a directory fails after the temp file was written: it is removed.
+        let taken = dir.path().join("taken");
+        std::fs::create_dir_all(taken.join("inside")).unwrap();
+        assert!(matches!(write_certificate(&taken, "pem"), Err(PkiError::Io { .. })));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        assert!(matches!(write_private_key(Path::new("/"), "secret"), Err(PkiError::Io { .. })));
     }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::lifecycle::state_name;
-use crate::proto::{Envelope, Event, Message, MessageState};
+use crate::proto::{Envelope, Event, Message};
 use crate::timestamp::{age, rfc3339};
 
 fn enum_name(name: &str, prefix: &str) -> String {
@@ -67,6 +67,8 @@ pub fn message_json(m: &Message) -> Value {
         "attempts": m.attempts,
         "next_attempt_at": time(m.next_attempt_at.as_ref()),
         "received_at": time(m.received_at.as_ref()),
+        "ack_deadline": time(m.ack_deadline.as_ref()),
+        "overdue": m.overdue,
     })
 }
 
@@ -80,6 +82,7 @@ pub fn event_json(e: &Event) -> Value {
         "peer": e.peer,
         "precedence": enum_name(e.precedence().as_str_name(), "PRECEDENCE_"),
         "note": e.note,
+        "overdue": e.overdue,
     })
 }
 
@@ -93,11 +96,12 @@ pub fn message_table(messages: &[Message]) -> String {
         let created = m.timeline.first().and_then(|t| t.at);
         let _ = writeln!(
             out,
-            "{:<36}  {:<4} {:<9} {:<13} {:>8}  {}",
+            "{:<36}  {:<4} {:<9} {:<13} {:<7} {:>8}  {}",
             e.id,
             peer,
             enum_name(e.precedence().as_str_name(), "PRECEDENCE_"),
             state_name(m.state()),
+            if m.overdue { "OVERDUE" } else { "" },
             created.as_ref().map(age).unwrap_or_default(),
             e.subject
         );
@@ -122,6 +126,8 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
         ("created", e.created_at.as_ref().map(rfc3339).unwrap_or_default()),
         ("expires", e.expires_at.as_ref().map(rfc3339).unwrap_or_default()),
         ("in reply to", e.in_reply_to.clone()),
+        ("ack by", m.ack_deadline.as_ref().map(rfc3339).unwrap_or_default()),
+        ("overdue", if m.overdue { "YES: not acknowledged by its deadline".into() } else { String::new() }),
         ("last error", m.last_error.clone()),
     ];
     for (label, value) in rows.iter().filter(|(_, v)| !v.is_empty()) {
@@ -180,7 +186,121 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
     out
 }
 
-/// Whether a state is final for a request at its origin.
-pub fn is_settled(state: MessageState) -> bool {
-    matches!(state, MessageState::Answered | MessageState::Expired | MessageState::Cancelled)
+fn connection_name(state: crate::proto::ConnectionState) -> String {
+    enum_name(state.as_str_name(), "CONNECTION_STATE_")
+}
+
+/// One peer's queue as JSON.
+pub fn queue_json(q: &crate::proto::PeerQueue) -> Value {
+    json!({
+        "peer": q.peer,
+        "queued": { "FLASH": q.flash, "IMMEDIATE": q.immediate, "PRIORITY": q.priority, "ROUTINE": q.routine },
+        "oldest_created_at": time(q.oldest_created_at.as_ref()),
+        "next_attempt_at": time(q.next_attempt_at.as_ref()),
+        "failures": q.failures,
+        "last_error": q.last_error,
+        "connection": connection_name(q.connection()),
+    })
+}
+
+/// The queue view as a table.
+pub fn queue_table(peers: &[crate::proto::PeerQueue]) -> String {
+    let mut out = format!(
+        "{:<4} {:>5} {:>5} {:>5} {:>5} {:>8} {:>10} {:>8} {:<10} {}\n",
+        "PEER",
+        "FLASH",
+        "IMMED",
+        "PRIOR",
+        "ROUT",
+        "OLDEST",
+        "NEXT TRY",
+        "FAILURES",
+        "CONNECTION",
+        "LAST ERROR"
+    );
+    for q in peers {
+        let next = q.next_attempt_at.as_ref().map(until).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<4} {:>5} {:>5} {:>5} {:>5} {:>8} {:>10} {:>8} {:<10} {}",
+            q.peer,
+            q.flash,
+            q.immediate,
+            q.priority,
+            q.routine,
+            q.oldest_created_at.as_ref().map(age).unwrap_or_else(|| "-".into()),
+            next,
+            q.failures,
+            connection_name(q.connection()),
+            q.last_error
+        );
+    }
+    out
+}
+
+/// "in 3s" for a future time, "now" for a past one.
+fn until(at: &prost_types::Timestamp) -> String {
+    let at = crate::timestamp::to_system(at);
+    match at.duration_since(std::time::SystemTime::now()) {
+        Ok(left) => format!(
+            "in {}",
+            humantime::format_duration(std::time::Duration::from_secs(left.as_secs().max(1)))
+        ),
+        Err(_) => "now".into(),
+    }
+}
+
+/// The peers view as JSON.
+pub fn peers_json(p: &crate::proto::ListPeersResponse) -> Value {
+    json!({
+        "peers": p.peers.iter().map(|i| json!({
+            "peer": i.peer,
+            "name": i.name,
+            "endpoint": i.endpoint,
+            "connection": connection_name(i.connection()),
+            "last_contact_at": time(i.last_contact_at.as_ref()),
+            "round_trip_ms": i.round_trip_ms,
+            "software_version": i.software_version,
+            "certificate_expires_at": time(i.certificate_expires_at.as_ref()),
+            "last_error": i.last_error,
+        })).collect::<Vec<_>>(),
+        "own_certificate_expires_at": time(p.own_certificate_expires_at.as_ref()),
+        "network_ca_expires_at": time(p.network_ca_expires_at.as_ref()),
+        "local_ca_expires_at": time(p.local_ca_expires_at.as_ref()),
+        "warnings": p.warnings,
+    })
+}
+
+/// The peers view as a table, warnings first.
+pub fn peers_table(p: &crate::proto::ListPeersResponse) -> String {
+    let mut out = String::new();
+    for warning in &p.warnings {
+        let _ = writeln!(out, "WARNING: {warning}");
+    }
+    let _ = writeln!(
+        out,
+        "{:<4} {:<10} {:>12} {:>8} {:<16} {:<10} {:<21} NAME",
+        "PEER", "CONNECTION", "LAST CONTACT", "RTT", "VERSION", "CERT DAYS", "ENDPOINT"
+    );
+    for i in &p.peers {
+        let days = i.certificate_expires_at.as_ref().map_or("-".into(), |at| {
+            let left = crate::timestamp::to_system(at).duration_since(std::time::SystemTime::now());
+            left.map_or("expired".into(), |d| (d.as_secs() / 86_400).to_string())
+        });
+        let _ = writeln!(
+            out,
+            "{:<4} {:<10} {:>12} {:>8} {:<16} {:<10} {:<21} {}",
+            i.peer,
+            connection_name(i.connection()),
+            i.last_contact_at.as_ref().map(|t| format!("{} ago", age(t))).unwrap_or_else(|| "never".into()),
+            if i.round_trip_ms > 0.0 { format!("{:.1}ms", i.round_trip_ms) } else { "-".into() },
+            if i.software_version.is_empty() { "-" } else { &i.software_version },
+            days,
+            i.endpoint,
+            i.name
+        );
+    }
+    let own = p.own_certificate_expires_at.as_ref().map(rfc3339).unwrap_or_default();
+    let _ = writeln!(out, "this node's certificate expires {own}");
+    out
 }

@@ -10,22 +10,34 @@
 //! | `i` seq(8) | id — inbound requests (the inbox listing) |
 //! | `s` seq(8) | id — outbound envelopes (the outbox listing) |
 //! | `r` parent-id(16) seq(8) | id — envelopes that answer or continue `parent` |
+//! | `a` ack-deadline-seconds(8) id(16) | empty — requests waiting for an acknowledgement |
+//! | `e` event-seq(8) | `Event` — the lifecycle events, gap-free |
+//! | `c` "events" | the last event sequence number |
 //!
-//! Invariants: an outbound message has an `o` key exactly while it is QUEUED or WAITING_RETRY;
-//! every change of a message and its keys is applied in one atomic sled batch; nobody is told
-//! that something is stored before [`Store::persist`] has returned after the change.
+//! Invariants: an outbound message has an `o` key exactly while it is QUEUED or WAITING_RETRY; a
+//! request has an `a` key exactly while it waits for an acknowledgement; every new timeline entry
+//! and every overdue announcement is recorded as an event in the same batch as the change; every
+//! change of a message, its keys and its events is applied in one atomic sled batch; nobody is
+//! told that something is stored (and no event is visible to watchers) before
+//! [`Store::persist`] has returned after the change.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use prost::Message as _;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::identity::NodeCode;
-use crate::proto::{Direction, EnvelopeKind, Message, MessageState, Precedence};
+use crate::proto::{Direction, EnvelopeKind, Event, Message, MessageState, Precedence};
 use crate::store_proto::StoredMessage;
+use crate::timestamp;
+
+const EVENT_COUNTER_KEY: &[u8] = b"cevents";
 
 /// A store operation failed; nothing of that operation was applied.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +70,10 @@ pub struct Store {
     db_file: Arc<File>,
     /// Serialises read-modify-write operations so each sees the effects of the one before.
     writer: Arc<Mutex<()>>,
+    /// The sequence number of the last event applied (durable or not).
+    last_event: Arc<AtomicU64>,
+    /// The sequence number of the last event known to be on the device: watchers read up to it.
+    durable_events: Arc<watch::Sender<u64>>,
 }
 
 /// Which listing.
@@ -84,17 +100,81 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         let db = sled::Config::new().path(dir).open()?;
         let db_file = Arc::new(File::open(dir.join("db"))?);
-        Ok(Self { db, db_file, writer: Arc::new(Mutex::new(())) })
+        let last_event = match db.get(EVENT_COUNTER_KEY)? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt { key: "event counter".into(), reason: "not 8 bytes".into() }
+            })?),
+            None => 0,
+        };
+        Ok(Self {
+            db,
+            db_file,
+            writer: Arc::new(Mutex::new(())),
+            last_event: Arc::new(AtomicU64::new(last_event)),
+            // What survived a restart is what was on the device.
+            durable_events: Arc::new(watch::Sender::new(last_event)),
+        })
     }
 
-    /// Makes every change applied so far durable on the device.
+    /// Makes every change applied so far durable on the device, then lets watchers see the
+    /// events those changes recorded.
     pub async fn persist(&self) -> Result<(), StoreError> {
+        let covered = self.last_event.load(Ordering::Acquire);
         self.db.flush_async().await?;
         let file = Arc::clone(&self.db_file);
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        self.durable_events.send_if_modified(|durable| {
+            let advanced = covered > *durable;
+            *durable = (*durable).max(covered);
+            advanced
+        });
         Ok(())
+    }
+
+    /// The sequence number of the last durable event, updated after every [`Store::persist`].
+    pub fn durable_events(&self) -> watch::Receiver<u64> {
+        self.durable_events.subscribe()
+    }
+
+    /// Stored events with sequence numbers in `(after, upto]`, oldest first, at most `limit`.
+    pub fn events_between(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        let start = prefixed(b'e', &(after + 1).to_be_bytes());
+        let end = prefixed(b'e', &upto.to_be_bytes());
+        let mut events = Vec::new();
+        for item in self.db.range(start..=end).take(limit) {
+            let (key, bytes) = item?;
+            events.push(
+                Event::decode(bytes.as_ref())
+                    .map_err(|e| StoreError::Corrupt { key: format!("{key:02x?}"), reason: e.to_string() })?,
+            );
+        }
+        Ok(events)
+    }
+
+    /// Requests whose acknowledgement deadline is at or before `now` and that are still not
+    /// acknowledged, oldest deadline first.
+    pub fn overdue(&self, now: SystemTime) -> Result<Vec<StoredMessage>, StoreError> {
+        let limit = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let ids = self
+            .db
+            .scan_prefix([b'a'])
+            .take_while(|kv| {
+                kv.as_ref().map_or(true, |(key, _)| {
+                    key.get(1..9).is_some_and(|s| s <= limit.to_be_bytes().as_slice())
+                })
+            })
+            .map(|kv| kv.map(|(key, _)| sled::IVec::from(key.get(9..).unwrap_or_default())));
+        self.ids_to_messages(ids)
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
     }
 
     /// Runs a read-modify-write operation: `operation` reads through and writes into a
@@ -106,9 +186,16 @@ impl Store {
     {
         // A poisoned lock only means another writer panicked; sled's batch was then not applied.
         let _guard = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut changes = Changes { store: self, batch: sled::Batch::default(), pending: HashMap::new() };
+        let last_event = self.last_event.load(Ordering::Acquire);
+        let mut changes =
+            Changes { store: self, batch: sled::Batch::default(), pending: HashMap::new(), last_event };
         let result = operation(&mut changes)?;
-        self.db.apply_batch(changes.batch).map_err(StoreError::from)?;
+        let Changes { mut batch, last_event: new_last_event, .. } = changes;
+        if new_last_event != last_event {
+            batch.insert(EVENT_COUNTER_KEY, new_last_event.to_be_bytes().as_slice());
+        }
+        self.db.apply_batch(batch).map_err(StoreError::from)?;
+        self.last_event.store(new_last_event, Ordering::Release);
         Ok(result)
     }
 
@@ -125,10 +212,23 @@ impl Store {
         self.ids_to_messages(self.db.scan_prefix(prefix).map(|kv| kv.map(|(_, id)| id)))
     }
 
-    /// The newest `limit` entries of a listing, newest first.
-    pub fn list(&self, listing: Listing, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
-        let ids = self.db.scan_prefix([listing.prefix()]).rev().take(limit).map(|kv| kv.map(|(_, id)| id));
-        self.ids_to_messages(ids)
+    /// The newest `limit` entries of a listing that `keep` accepts, newest first.
+    pub fn list(
+        &self,
+        listing: Listing,
+        limit: usize,
+        keep: impl Fn(&StoredMessage) -> bool,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut kept = Vec::new();
+        for item in self.db.scan_prefix([listing.prefix()]).rev() {
+            if kept.len() >= limit {
+                break;
+            }
+            let (_, id) = item?;
+            let message = self.ids_to_messages(std::iter::once(Ok(id)))?;
+            kept.extend(message.into_iter().filter(|m| keep(m)));
+        }
+        Ok(kept)
     }
 
     /// The first `limit` messages waiting for `destination`, in sending order (precedence, then
@@ -171,6 +271,7 @@ pub struct Changes<'a> {
     store: &'a Store,
     batch: sled::Batch,
     pending: HashMap<Uuid, StoredMessage>,
+    last_event: u64,
 }
 
 impl Changes<'_> {
@@ -187,11 +288,13 @@ impl Changes<'_> {
         Ok(self.store.db.generate_id()?)
     }
 
-    /// Stores a message and keeps its index keys true to its state.
+    /// Stores a message, keeps its index keys true to its state, and records an event for each
+    /// new timeline entry and for a new overdue announcement.
     pub fn put(&mut self, stored: StoredMessage) -> Result<(), StoreError> {
         let message = stored.message.as_ref().ok_or(StoreError::Malformed("no message"))?;
         let envelope = message.envelope.as_ref().ok_or(StoreError::Malformed("no envelope"))?;
         let id = Uuid::parse_str(&envelope.id).map_err(|_| StoreError::Malformed("id is not a UUID"))?;
+        let before = self.get(id)?;
         let seq = stored.seq.to_be_bytes();
         match message.direction() {
             Direction::Outbound => {
@@ -220,10 +323,89 @@ impl Changes<'_> {
             key.extend_from_slice(&seq);
             self.batch.insert(key, id.as_bytes().as_slice());
         }
+        let old_ack_key = before.as_ref().and_then(|b| b.message.as_ref()).and_then(|m| ack_key(m, id));
+        let new_ack_key = ack_key(message, id);
+        if let Some(old) = old_ack_key.filter(|old| Some(old) != new_ack_key.as_ref()) {
+            self.batch.remove(old);
+        }
+        if let Some(new) = new_ack_key {
+            self.batch.insert(new, &[] as &[u8]);
+        }
+
+        let old_timeline = before.as_ref().and_then(|b| b.message.as_ref()).map_or(0, |m| m.timeline.len());
+        for entry in message.timeline.iter().skip(old_timeline) {
+            let event = Event {
+                sequence: 0,
+                at: entry.at,
+                message_id: envelope.id.clone(),
+                state: entry.state,
+                peer: peer_of(message).to_owned(),
+                precedence: envelope.precedence,
+                note: entry.note.clone(),
+                overdue: false,
+            };
+            self.record_event(event);
+        }
+        if stored.overdue_announced && !before.as_ref().is_some_and(|b| b.overdue_announced) {
+            let deadline = message.ack_deadline.as_ref().map(timestamp::rfc3339).unwrap_or_default();
+            let event = Event {
+                sequence: 0,
+                at: Some(timestamp::now()),
+                message_id: envelope.id.clone(),
+                state: message.state,
+                peer: peer_of(message).to_owned(),
+                precedence: envelope.precedence,
+                note: format!("OVERDUE: not acknowledged by its deadline {deadline}"),
+                overdue: true,
+            };
+            self.record_event(event);
+        }
         self.batch.insert(message_key(id).as_slice(), stored.encode_to_vec());
         self.pending.insert(id, stored);
         Ok(())
     }
+
+    fn record_event(&mut self, mut event: Event) {
+        self.last_event += 1;
+        event.sequence = self.last_event;
+        self.batch.insert(prefixed(b'e', &self.last_event.to_be_bytes()), event.encode_to_vec());
+    }
+}
+
+/// The other node concerned: the destination of an outbound message, the origin of an inbound one.
+pub fn peer_of(message: &Message) -> &str {
+    let envelope = message.envelope.as_ref();
+    match message.direction() {
+        Direction::Inbound => envelope.map_or("", |e| e.origin.as_str()),
+        _ => envelope.map_or("", |e| e.destination.as_str()),
+    }
+}
+
+/// Whether a request still waits for a person at its destination to take it.
+pub fn awaits_acknowledgement(message: &Message) -> bool {
+    let is_request = message.envelope.as_ref().is_some_and(|e| e.kind() == EnvelopeKind::Request);
+    is_request
+        && match message.direction() {
+            Direction::Outbound => {
+                matches!(
+                    message.state(),
+                    MessageState::Queued | MessageState::WaitingRetry | MessageState::Delivered
+                )
+            }
+            Direction::Inbound => message.state() == MessageState::Received,
+            Direction::Unspecified => false,
+        }
+}
+
+fn ack_key(message: &Message, id: Uuid) -> Option<Vec<u8>> {
+    let deadline = message.ack_deadline.as_ref()?;
+    if !awaits_acknowledgement(message) {
+        return None;
+    }
+    let seconds = u64::try_from(deadline.seconds).unwrap_or(0);
+    let mut key = prefixed(b'a', &seconds.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    Some(key)
 }
 
 /// FLASH sorts first.
@@ -254,9 +436,12 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<StoredMessage, StoreError> {
         .map_err(|e| StoreError::Corrupt { key: format!("{key:02x?}"), reason: e.to_string() })
 }
 
-/// Convenience: the stored message's desk view.
+/// The stored message as the desk API shows it, with `overdue` worked out for this moment.
 pub fn view(stored: &StoredMessage) -> Message {
-    stored.message.clone().unwrap_or_default()
+    let mut message = stored.message.clone().unwrap_or_default();
+    message.overdue = awaits_acknowledgement(&message)
+        && message.ack_deadline.as_ref().is_some_and(|d| timestamp::to_system(d) <= SystemTime::now());
+    message
 }
 
 #[cfg(test)]
@@ -281,7 +466,7 @@ mod tests {
                     state: MessageState::Queued as i32,
                     ..Default::default()
                 };
-                changes.put(StoredMessage { message: Some(message), seq })
+                changes.put(StoredMessage { message: Some(message), seq, overdue_announced: false })
             })
             .unwrap();
         id
@@ -306,7 +491,10 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let fr: NodeCode = "FR".parse().unwrap();
         assert_eq!(ids(&store.outbox_for(fr, 10).unwrap()), vec![flash, routine1, routine2]);
-        assert_eq!(ids(&store.list(Listing::Outbox, 10).unwrap()), vec![other, routine2, flash, routine1]);
+        assert_eq!(
+            ids(&store.list(Listing::Outbox, 10, |_| true).unwrap()),
+            vec![other, routine2, flash, routine1]
+        );
         assert_eq!(store.outbox_len(fr), 3);
     }
 

@@ -167,8 +167,11 @@ pub fn caller_identity<T>(request: &tonic::Request<T>) -> Option<Identity> {
     identity_of_cert(certs.first()?).ok()
 }
 
+/// Told the server's leaf certificate after each successful handshake.
+pub type CertificateObserver = Arc<dyn Fn(&CertificateDer<'_>) + Send + Sync>;
+
 /// How a channel reaches its server.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Dial {
     /// `host:port` to connect to.
     pub endpoint: String,
@@ -178,6 +181,8 @@ pub struct Dial {
     pub connect_timeout: Duration,
     /// Deadline of each call on the channel.
     pub request_timeout: Option<Duration>,
+    /// Told the server's certificate after each handshake (for expiry warnings).
+    pub observe: Option<CertificateObserver>,
 }
 
 /// A lazily connecting gRPC channel over our TLS: reconnects by itself after failures.
@@ -196,10 +201,10 @@ pub fn channel(dial: Dial, config: Arc<ClientConfig>) -> Result<Channel, TlsErro
         endpoint = endpoint.timeout(timeout);
     }
     let connector = TlsConnector::from(config);
-    let Dial { endpoint: address, expect, connect_timeout, .. } = dial;
+    let Dial { endpoint: address, expect, connect_timeout, observe, .. } = dial;
     let connect = tower::service_fn(move |_: http::Uri| {
-        let (connector, server_name, address, expect) =
-            (connector.clone(), server_name.clone(), address.clone(), expect.clone());
+        let (connector, server_name, address, expect, observe) =
+            (connector.clone(), server_name.clone(), address.clone(), expect.clone(), observe.clone());
         async move {
             let attempt = async {
                 let tcp = TcpStream::connect(&address).await?;
@@ -221,6 +226,11 @@ pub fn channel(dial: Dial, config: Arc<ClientConfig>) -> Result<Channel, TlsErro
                         }
                         _ => return Err(std::io::Error::other(format!("{address} presented no identity"))),
                     }
+                }
+                if let (Some(observe), Some(leaf)) =
+                    (&observe, stream.get_ref().1.peer_certificates().and_then(|c| c.first()))
+                {
+                    observe(leaf);
                 }
                 Ok::<_, std::io::Error>(TokioIo::new(stream))
             };

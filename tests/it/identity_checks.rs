@@ -54,6 +54,7 @@ async fn a_desk_client_without_certificate_is_refused() {
         expect: None,
         connect_timeout: Duration::from_secs(5),
         request_timeout: Some(Duration::from_secs(10)),
+        observe: None,
     };
     let config = Arc::new(config);
     let port = net.config("VN").listen.desk.port();
@@ -106,6 +107,7 @@ async fn certificates_of_another_network_are_refused_on_both_listeners() {
         expect: None,
         connect_timeout: Duration::from_secs(5),
         request_timeout: Some(Duration::from_secs(10)),
+        observe: None,
     };
     let mut foreign_peer =
         hanoi247::proto::peer_service_client::PeerServiceClient::new(tls::channel(dial, tls_config).unwrap());
@@ -156,6 +158,7 @@ async fn a_peer_claiming_another_origin_is_permission_denied() {
         expect: None,
         connect_timeout: Duration::from_secs(5),
         request_timeout: Some(Duration::from_secs(10)),
+        observe: None,
     };
     let alert = handshake_alert(Arc::clone(&tls_config), fr_config.listen.peer.port()).await;
     assert!(alert.contains("UnknownCA"), "{alert}");

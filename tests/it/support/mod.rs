@@ -113,7 +113,7 @@ impl Network {
         let mut desk = self.desk(node);
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            if desk.list_inbox(ListInboxRequest { limit: 1 }).await.is_ok() {
+            if desk.list_inbox(ListInboxRequest { limit: 1, ..Default::default() }).await.is_ok() {
                 return child;
             }
             if let Some(status) = child.child.try_wait().unwrap() {
@@ -139,6 +139,7 @@ impl Network {
             expect: Some(Identity::Node { network: self.network.clone(), code: code(to_node) }),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Some(Duration::from_secs(10)),
+            observe: None,
         };
         PeerServiceClient::new(tls::channel(dial, tls).unwrap())
     }
@@ -242,11 +243,19 @@ pub async fn wait_state(desk: &mut DeskClient, id: &str, state: MessageState) ->
 }
 
 pub async fn inbox(desk: &mut DeskClient) -> Vec<Message> {
-    desk.list_inbox(ListInboxRequest { limit: 1000 }).await.unwrap().into_inner().messages
+    desk.list_inbox(ListInboxRequest { limit: 1000, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages
 }
 
 pub async fn outbox(desk: &mut DeskClient) -> Vec<Message> {
-    desk.list_outbox(ListOutboxRequest { limit: 1000 }).await.unwrap().into_inner().messages
+    desk.list_outbox(ListOutboxRequest { limit: 1000, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages
 }
 
 pub fn ids(messages: &[Message]) -> Vec<String> {
