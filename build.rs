@@ -9,7 +9,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/hanoi247/store/v1/record.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
-    let descriptors = protox::compile(protos, ["proto"])?;
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler.include_imports(true).include_source_info(true).open_files(protos)?;
+    // Server reflection serves these descriptors, comments included, to grpcurl and friends.
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("hanoi247_descriptor.bin"), compiler.encode_file_descriptor_set())?;
+    let descriptors = compiler.file_descriptor_set();
     tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
     Ok(())
 }

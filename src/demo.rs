@@ -66,7 +66,13 @@ pub async fn run() -> Result<(), DemoError> {
     for node in [vn, fr, de] {
         let (peer, desk) = (listener().await?, listener().await?);
         let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).map_err(fail);
-        nodes.push(NodePlan { code: node, peer_port: port(&peer)?, desk_port: port(&desk)? });
+        // Metrics on a port the OS picks when the node starts.
+        nodes.push(NodePlan {
+            code: node,
+            peer_port: port(&peer)?,
+            desk_port: port(&desk)?,
+            metrics_port: 0,
+        });
         listeners.push((peer, desk));
     }
     let options = InitOptions {
@@ -168,7 +174,8 @@ pub async fn run() -> Result<(), DemoError> {
 
     // 2. DE is down; VN's request waits and is delivered when DE is back.
     let de_node = running.pop().ok_or_else(|| fail("DE is not running"))?;
-    let de_config = de_node.context.config.clone();
+    let mut de_config = de_node.context.config.clone();
+    de_config.metrics.listen = de_node.metrics_addr;
     let (de_peer, de_desk) = (de_node.peer_addr, de_node.desk_addr);
     de_node.shutdown().await.map_err(fail)?;
     story.say("DE is stopped");

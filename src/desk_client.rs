@@ -14,6 +14,12 @@ pub type DeskClient = DeskServiceClient<Channel>;
 
 /// A client for the node that `config` points at. Connects lazily: the first call connects.
 pub fn connect(config: &ClientConfig) -> Result<DeskClient, TlsError> {
+    Ok(DeskServiceClient::new(channel(config)?))
+}
+
+/// A channel to the desk listener that `config` points at, for any service served there
+/// (the desk API, `grpc.health.v1`, reflection).
+pub fn channel(config: &ClientConfig) -> Result<Channel, TlsError> {
     let tls = tls::client_config(&config.ca, &config.cert, &config.key)?;
     let dial = Dial {
         endpoint: config.endpoint.clone(),
@@ -22,7 +28,7 @@ pub fn connect(config: &ClientConfig) -> Result<DeskClient, TlsError> {
         request_timeout: None,
         observe: None,
     };
-    Ok(DeskServiceClient::new(tls::channel(dial, tls)?))
+    tls::channel(dial, tls)
 }
 
 /// Why waiting for a state ended without it.

@@ -52,6 +52,8 @@ pub struct NodePlan {
     pub peer_port: u16,
     /// Its desk listener port.
     pub desk_port: u16,
+    /// Its metrics listener port.
+    pub metrics_port: u16,
 }
 
 /// Everything `init` needs.
@@ -68,7 +70,7 @@ pub struct InitOptions {
 }
 
 impl InitOptions {
-    /// The ports of `init --base-port P`: the i-th node gets peer P+10i and desk P+10i+1.
+    /// The ports of `init --base-port P`: the i-th node gets peer P+10i, desk P+10i+1 and metrics P+10i+2.
     pub fn with_base_port(
         out: PathBuf,
         network: String,
@@ -88,7 +90,7 @@ impl InitOptions {
                             "--base-port {base_port}: ports for node {code} exceed 65535"
                         ))
                     })?;
-                Ok(NodePlan { code, peer_port, desk_port: peer_port + 1 })
+                Ok(NodePlan { code, peer_port, desk_port: peer_port + 1, metrics_port: peer_port + 2 })
             })
             .collect::<Result<_, InitError>>()?;
         Ok(Self { out, network, nodes, clients: Vec::new() })
@@ -201,6 +203,17 @@ peer = "127.0.0.1:{peer}"
 # Desk officers, operators and agency systems connect here (local CA client certificates).
 desk = "127.0.0.1:{desk}"
 
+[metrics]
+# Prometheus /metrics, /healthz and /readyz (plain HTTP: keep it on loopback or a private network).
+listen = "127.0.0.1:{metrics}"
+
+[deadlines]
+# A request not acknowledged this long after its creation is OVERDUE at both ends.
+flash = "15m"
+immediate = "1h"
+priority = "4h"
+routine = "24h"
+
 [tls]
 network_ca = "../network-ca.pem"
 cert = "node.pem"
@@ -225,6 +238,7 @@ connect_timeout = "5s"
         lower = node.code.as_str().to_ascii_lowercase(),
         peer = node.peer_port,
         desk = node.desk_port,
+        metrics = node.metrics_port,
     );
     for other in all.iter().filter(|n| n.code != node.code) {
         let _ = write!(

@@ -13,6 +13,7 @@ pub mod events;
 pub mod identity;
 pub mod init;
 pub mod lifecycle;
+pub mod metrics;
 pub mod node;
 pub mod operator_view;
 pub mod peer_service;
@@ -39,6 +40,9 @@ mod generated {
         }
     }
 }
+
+/// Encoded descriptors of every proto, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hanoi247_descriptor.bin"));
 
 /// The store's internal record format (`proto/hanoi247/store/v1`).
 pub use generated::hanoi247::store::v1 as store_proto;

@@ -42,6 +42,9 @@ pub enum NodeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Server reflection could not be set up from the compiled descriptors.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
     /// The node's own certificate does not name this node.
     #[error("certificate {path}: {message}")]
     Identity {
@@ -60,6 +63,8 @@ pub struct NodeContext {
     pub store: Store,
     /// What the delivery tasks know about each peer.
     pub peers: crate::peer_status::PeerBoard,
+    /// What is counted as it happens.
+    pub metrics: crate::metrics::Metrics,
     /// One wake-up per peer delivery task: notified when something is queued for that peer.
     wakers: HashMap<NodeCode, Arc<Notify>>,
 }
@@ -84,6 +89,8 @@ pub struct RunningNode {
     pub peer_addr: SocketAddr,
     /// Where the desk listener accepts.
     pub desk_addr: SocketAddr,
+    /// Where the metrics listener accepts.
+    pub metrics_addr: SocketAddr,
     /// The shared state (for tests and the demo to look at).
     pub context: Arc<NodeContext>,
     stop: CancellationToken,
@@ -113,15 +120,34 @@ impl RunningNode {
             listener.local_addr().map_err(|source| NodeError::Listen { address, source })
         };
         let (peer_addr, desk_addr) = (addr(&peer, config.listen.peer)?, addr(&desk, config.listen.desk)?);
+        let metrics = bind(config.metrics.listen).await?;
+        let metrics_addr = addr(&metrics, config.metrics.listen)?;
 
         let wakers = config.directory.iter().map(|entry| (entry.code, Arc::new(Notify::new()))).collect();
-        let context = Arc::new(NodeContext { config, store, peers: Default::default(), wakers });
+        let context = Arc::new(NodeContext {
+            config,
+            store,
+            peers: Default::default(),
+            metrics: Default::default(),
+            wakers,
+        });
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
 
         let peer_service = PeerServiceServer::new(crate::peer_service::PeerApi::new(Arc::clone(&context)));
         let peer_incoming = tls::incoming(peer, peer_tls, HANDSHAKE_TIMEOUT, stop.clone());
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<PeerServiceServer<crate::peer_service::PeerApi>>().await;
+        health.set_serving::<DeskServiceServer<crate::desk::DeskApi>>().await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+        };
         let peer_server = Server::builder()
+            .add_service(health_service.clone())
+            .add_service(reflection()?)
             .add_service(peer_service)
             .serve_with_incoming_shutdown(peer_incoming, stop.clone().cancelled_owned());
         tasks.spawn(serve("peer", peer_addr, stop.clone(), peer_server));
@@ -130,6 +156,8 @@ impl RunningNode {
             DeskServiceServer::new(crate::desk::DeskApi::new(Arc::clone(&context), stop.clone()));
         let desk_incoming = tls::incoming(desk, desk_tls, HANDSHAKE_TIMEOUT, stop.clone());
         let desk_server = Server::builder()
+            .add_service(health_service)
+            .add_service(reflection()?)
             .add_service(desk_service)
             .serve_with_incoming_shutdown(desk_incoming, stop.clone().cancelled_owned());
         tasks.spawn(serve("desk", desk_addr, stop.clone(), desk_server));
@@ -145,8 +173,16 @@ impl RunningNode {
             tasks.spawn(task.run(stop.clone()));
         }
         tasks.spawn(crate::deadlines::run(Arc::clone(&context), stop.clone()));
-        tracing::info!(node = %context.code(), %peer_addr, %desk_addr, "node started");
-        Ok(Self { peer_addr, desk_addr, context, stop, tasks })
+        let metrics_server = crate::metrics::serve(metrics, Arc::clone(&context), stop.clone());
+        let metrics_stop = stop.clone();
+        tasks.spawn(async move {
+            if let Err(error) = metrics_server.await {
+                tracing::error!(%error, "metrics listener failed; stopping the node");
+                metrics_stop.cancel();
+            }
+        });
+        tracing::info!(node = %context.code(), %peer_addr, %desk_addr, %metrics_addr, "node started");
+        Ok(Self { peer_addr, desk_addr, metrics_addr, context, stop, tasks })
     }
 
     /// Stops accepting, lets in-flight calls and writes finish, and flushes the store.

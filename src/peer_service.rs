@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::config::DeadlinesConfig;
 use crate::identity::{Identity, NodeCode};
 use crate::lifecycle::{self, Happening};
+use crate::metrics::labels;
 use crate::node::{NodeContext, SOFTWARE_VERSION};
 use crate::proto::delivery_result::Outcome;
 use crate::proto::peer_service_server::PeerService;
@@ -64,6 +65,37 @@ impl PeerApi {
                 self.context.config.network
             ))),
             None => Err(PeerError::NotAPeer("no peer certificate identity".into())),
+        }
+    }
+
+    /// Counts what a `Deliver` call stored, once it is durable.
+    fn count(&self, sender: NodeCode, changed: &[Message], results: &[DeliveryResult]) {
+        let metrics = &self.context.metrics;
+        let peer = sender.to_string();
+        for message in changed {
+            let envelope = message.envelope.clone().unwrap_or_default();
+            if message.direction() == Direction::Inbound {
+                let kind = envelope.kind().as_str_name().trim_start_matches("ENVELOPE_KIND_");
+                metrics.envelopes_received.get_or_create(&labels(&[("peer", &peer), ("kind", kind)])).inc();
+            } else if message.state() == MessageState::Acknowledged {
+                // One of our requests was just acknowledged: how long did it take?
+                let created = envelope.created_at.as_ref().map(timestamp::to_system);
+                let lead = created.and_then(|c| std::time::SystemTime::now().duration_since(c).ok());
+                let precedence = envelope.precedence().as_str_name().trim_start_matches("PRECEDENCE_");
+                if let Some(lead) = lead {
+                    metrics
+                        .ack_lead_time
+                        .get_or_create(&labels(&[("precedence", precedence)]))
+                        .observe(lead.as_secs_f64());
+                }
+            }
+        }
+        let duplicates = results
+            .iter()
+            .filter(|r| matches!(&r.outcome, Some(Outcome::Receipt(receipt)) if receipt.duplicate))
+            .count();
+        if duplicates > 0 {
+            metrics.duplicates_received.get_or_create(&labels(&[("peer", &peer)])).inc_by(duplicates as u64);
         }
     }
 
@@ -199,6 +231,7 @@ impl PeerService for PeerApi {
             Ok::<_, PeerError>((results, changed))
         })?;
         self.context.store.persist().await.map_err(PeerError::from)?;
+        self.count(sender, &changed, &results);
         for message in &changed {
             if let Some(envelope) = &message.envelope {
                 tracing::info!(message_id = %envelope.id, peer = %sender, precedence = envelope.precedence().as_str_name(), state = message.state().as_str_name(), "stored from peer");

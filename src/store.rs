@@ -402,7 +402,8 @@ fn ack_key(message: &Message, id: Uuid) -> Option<Vec<u8>> {
     if !awaits_acknowledgement(message) {
         return None;
     }
-    let seconds = u64::try_from(deadline.seconds).unwrap_or(0);
+    // Rounded up, so that "deadline second <= now second" in `overdue` implies the deadline passed.
+    let seconds = u64::try_from(deadline.seconds).unwrap_or(0) + u64::from(deadline.nanos > 0);
     let mut key = prefixed(b'a', &seconds.to_be_bytes());
     key.extend_from_slice(id.as_bytes());
     Some(key)

@@ -10,3 +10,4 @@ mod demo;
 mod identity_checks;
 mod lifecycle;
 mod local_network;
+mod operator_view;

@@ -53,6 +53,7 @@ impl Network {
                 code: code(text),
                 peer_port: free_port().await,
                 desk_port: free_port().await,
+                metrics_port: free_port().await,
             });
         }
         let options = InitOptions {
@@ -131,6 +132,11 @@ impl Network {
 
     /// A peer-service client that presents `as_node`'s certificate to `to_node`.
     pub fn peer_client(&self, as_node: &str, to_node: &str) -> PeerServiceClient<tonic::transport::Channel> {
+        PeerServiceClient::new(self.peer_channel(as_node, to_node))
+    }
+
+    /// A channel to `to_node`'s peer listener presenting `as_node`'s certificate.
+    pub fn peer_channel(&self, as_node: &str, to_node: &str) -> tonic::transport::Channel {
         let me = self.config(as_node);
         let target = self.config(to_node);
         let tls = tls::client_config(&me.tls.network_ca, &me.tls.cert, &me.tls.key).unwrap();
@@ -141,7 +147,15 @@ impl Network {
             request_timeout: Some(Duration::from_secs(10)),
             observe: None,
         };
-        PeerServiceClient::new(tls::channel(dial, tls).unwrap())
+        tls::channel(dial, tls).unwrap()
+    }
+
+    /// Changes a node's config file: replaces `from` (which must be there) with `to`.
+    pub fn edit_config(&self, node: &str, from: &str, to: &str) {
+        let path = self.config_path(node);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from} not in {}", path.display());
+        std::fs::write(&path, text.replace(from, to)).unwrap();
     }
 
     pub fn dir(&self) -> &Path {

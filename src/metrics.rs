@@ -1,0 +1,281 @@
+//! The metrics listener: Prometheus text at `/metrics`, `/healthz` (the process is alive) and
+//! `/readyz` (store open, listeners serving, not shutting down). Plain HTTP, loopback by default.
+//!
+//! Most figures are read at scrape time from the store and the peer board, so they cannot drift
+//! from what the desk API shows; only what happens in passing (envelopes received, acknowledgement
+//! lead time) is counted as it happens, in [`Metrics`].
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::node::NodeContext;
+use crate::proto::{ConnectionState, Direction, Precedence};
+use crate::store::view;
+
+type Labels = Vec<(String, String)>;
+
+/// What is counted as it happens.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Envelopes stored from peers, by peer and kind.
+    pub envelopes_received: Family<Labels, Counter>,
+    /// Envelopes a peer sent again (answered with the original receipt), by peer.
+    pub duplicates_received: Family<Labels, Counter>,
+    /// Seconds from a request's creation to its acknowledgement arriving here, by precedence.
+    pub ack_lead_time: Family<Labels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            envelopes_received: Family::default(),
+            duplicates_received: Family::default(),
+            // 1 s to about 36 hours.
+            ack_lead_time: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 18))),
+        }
+    }
+}
+
+/// Label helper.
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn precedence_label(precedence: Precedence) -> &'static str {
+    precedence.as_str_name().trim_start_matches("PRECEDENCE_")
+}
+
+/// Serves the metrics listener until `stop`.
+pub async fn serve(
+    listener: TcpListener,
+    context: Arc<NodeContext>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let state = (context, stop.clone());
+    let router = Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(state);
+    axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
+}
+
+type AppState = (Arc<NodeContext>, CancellationToken);
+
+async fn ready(State((context, stop)): State<AppState>) -> impl IntoResponse {
+    if stop.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned());
+    }
+    match context.store.size_on_disk() {
+        Ok(_) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {error}\n")),
+    }
+}
+
+async fn scrape(State((context, _)): State<AppState>) -> impl IntoResponse {
+    let mut registry = Registry::with_prefix("hanoi247");
+    let metrics = &context.metrics;
+    registry.register(
+        "envelopes_received",
+        "Envelopes stored from peers",
+        metrics.envelopes_received.clone(),
+    );
+    registry.register(
+        "duplicates_received",
+        "Envelopes a peer sent again, answered with the original receipt",
+        metrics.duplicates_received.clone(),
+    );
+    registry.register(
+        "ack_lead_time_seconds",
+        "Seconds from a request's creation to its acknowledgement arriving at the origin",
+        metrics.ack_lead_time.clone(),
+    );
+    registry.register_collector(Box::new(NodeCollector(Arc::clone(&context))));
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            "encoding failed\n".into(),
+        ),
+    }
+}
+
+/// The figures read at scrape time.
+struct NodeCollector(Arc<NodeContext>);
+
+impl std::fmt::Debug for NodeCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeCollector({})", self.0.code())
+    }
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&prometheus_client::registry::Unit>,
+    values: &[(Labels, f64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        encoder.encode_descriptor(name, help, unit, prometheus_client::metrics::MetricType::Gauge)?;
+    for (labels, value) in values {
+        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+    for (labels, value) in values {
+        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn seconds_since_epoch(time: SystemTime) -> f64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let context = &self.0;
+        let now = SystemTime::now();
+        let mut depth = Vec::new();
+        let mut oldest = Vec::new();
+        let (mut delivered, mut calls_failed, mut up, mut last_contact) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut expiry = Vec::new();
+        for entry in &context.config.directory {
+            let peer = entry.code.to_string();
+            let waiting = context.store.outbox_for(entry.code, usize::MAX).unwrap_or_default();
+            for precedence in
+                [Precedence::Flash, Precedence::Immediate, Precedence::Priority, Precedence::Routine]
+            {
+                let of_precedence: Vec<_> = waiting
+                    .iter()
+                    .filter_map(|s| view(s).envelope)
+                    .filter(|e| e.precedence() == precedence)
+                    .collect();
+                let label = labels(&[("peer", &peer), ("precedence", precedence_label(precedence))]);
+                let age = of_precedence
+                    .iter()
+                    .filter_map(|e| e.created_at.as_ref().map(crate::timestamp::to_system))
+                    .min()
+                    .map_or(0.0, |created| now.duration_since(created).unwrap_or_default().as_secs_f64());
+                depth.push((label.clone(), of_precedence.len() as f64));
+                oldest.push((label, age));
+            }
+            let status = context.peers.get(entry.code);
+            let peer_label = labels(&[("peer", &peer)]);
+            delivered.push((peer_label.clone(), status.delivered));
+            calls_failed.push((peer_label.clone(), status.failed_calls));
+            up.push((
+                peer_label.clone(),
+                if status.connection == ConnectionState::Connected { 1.0 } else { 0.0 },
+            ));
+            last_contact.push((peer_label, status.last_contact_at.map_or(0.0, seconds_since_epoch)));
+            if let Some(at) = status.certificate_expires_at {
+                expiry.push((labels(&[("certificate", &format!("peer {peer}"))]), seconds_since_epoch(at)));
+            }
+        }
+        let tls = &context.config.tls;
+        for (name, path) in [("own", &tls.cert), ("network_ca", &tls.network_ca), ("local_ca", &tls.local_ca)]
+        {
+            let at = crate::tls::load_certs(path)
+                .ok()
+                .and_then(|certs| certs.first().and_then(|c| crate::identity::cert_not_after(c).ok()));
+            if let Some(at) = at {
+                expiry.push((labels(&[("certificate", name)]), seconds_since_epoch(at)));
+            }
+        }
+        let overdue = context.store.overdue(now).unwrap_or_default();
+        let count = |direction| {
+            overdue.iter().map(view).filter(|m| m.overdue && m.direction() == direction).count() as f64
+        };
+        let overdue_counts = vec![
+            (labels(&[("side", "receiver")]), count(Direction::Inbound)),
+            (labels(&[("side", "sender")]), count(Direction::Outbound)),
+        ];
+        let store_size = context.store.size_on_disk().unwrap_or(0) as f64;
+
+        gauge(
+            &mut encoder,
+            "queue_depth",
+            "Messages waiting to be sent, by peer and precedence",
+            None,
+            &depth,
+        )?;
+        gauge(
+            &mut encoder,
+            "queue_oldest_age_seconds",
+            "Age of the oldest waiting message, by peer and precedence",
+            None,
+            &oldest,
+        )?;
+        counter(
+            &mut encoder,
+            "envelopes_delivered",
+            "Envelopes receipted by the peer since start",
+            &delivered,
+        )?;
+        counter(
+            &mut encoder,
+            "delivery_failures",
+            "Failed Deliver calls since start (each is retried)",
+            &calls_failed,
+        )?;
+        gauge(&mut encoder, "peer_up", "1 when the last call to the peer succeeded", None, &up)?;
+        gauge(
+            &mut encoder,
+            "peer_last_contact_timestamp_seconds",
+            "When a call to the peer last succeeded",
+            None,
+            &last_contact,
+        )?;
+        gauge(
+            &mut encoder,
+            "overdue_requests",
+            "Requests past their acknowledgement deadline, not acknowledged",
+            None,
+            &overdue_counts,
+        )?;
+        gauge(
+            &mut encoder,
+            "certificate_expiry_timestamp_seconds",
+            "When each certificate expires",
+            None,
+            &expiry,
+        )?;
+        gauge(
+            &mut encoder,
+            "store_size_bytes",
+            "Bytes the sled store takes on disk",
+            None,
+            &[(Vec::new(), store_size)],
+        )?;
+        Ok(())
+    }
+}
