@@ -254,6 +254,7 @@ impl PeerDelivery {
                         apply_logged(message, Happening::ReceiptArrived, note)
                     }
                     Some(Outcome::Refusal(refusal)) => {
+                        self.context.peers.update(peer, |status| status.retries += 1);
                         let error = format!("refused by {peer}: {}", refusal.message);
                         fail(message, &error, self.retry_delay(message.attempts + 1))
                     }
@@ -287,6 +288,7 @@ impl PeerDelivery {
         error: &str,
         delay: Duration,
     ) -> Result<(), StoreError> {
+        self.context.peers.update(self.peer.code, |status| status.retries += due.len() as u64);
         let changed = self.context.store.write(|changes| {
             let mut changed = Vec::new();
             for stored in due {

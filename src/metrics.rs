@@ -168,6 +168,7 @@ impl Collector for NodeCollector {
         let (mut delivered, mut calls_failed, mut up, mut last_contact) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut expiry = Vec::new();
+        let mut retries = Vec::new();
         for entry in &context.config.directory {
             let peer = entry.code.to_string();
             let waiting = context.store.outbox_for(entry.code, usize::MAX).unwrap_or_default();
@@ -192,6 +193,7 @@ impl Collector for NodeCollector {
             let peer_label = labels(&[("peer", &peer)]);
             delivered.push((peer_label.clone(), status.delivered));
             calls_failed.push((peer_label.clone(), status.failed_calls));
+            retries.push((peer_label.clone(), status.retries));
             up.push((
                 peer_label.clone(),
                 if status.connection == ConnectionState::Connected { 1.0 } else { 0.0 },
@@ -247,6 +249,7 @@ impl Collector for NodeCollector {
             "Failed Deliver calls since start (each is retried)",
             &calls_failed,
         )?;
+        counter(&mut encoder, "retries", "Envelopes scheduled for another attempt since start", &retries)?;
         gauge(&mut encoder, "peer_up", "1 when the last call to the peer succeeded", None, &up)?;
         gauge(
             &mut encoder,

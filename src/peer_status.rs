@@ -33,6 +33,8 @@ pub struct PeerStatus {
     pub delivered: u64,
     /// Failed calls since start.
     pub failed_calls: u64,
+    /// Envelopes scheduled for another attempt since start (after a failed call or a refusal).
+    pub retries: u64,
 }
 
 impl Default for PeerStatus {
@@ -48,6 +50,7 @@ impl Default for PeerStatus {
             certificate_expires_at: None,
             delivered: 0,
             failed_calls: 0,
+            retries: 0,
         }
     }
 }

@@ -88,8 +88,10 @@ pub fn event_json(e: &Event) -> Value {
 
 /// One line per message: id, peer, precedence, state, age, subject.
 pub fn message_table(messages: &[Message]) -> String {
-    let mut out =
-        format!("{:<36}  {:<4} {:<9} {:<13} {:<7} {:>8}  SUBJECT\n", "ID", "PEER", "PREC", "STATE", "OVERDUE", "AGE");
+    let mut out = format!(
+        "{:<36}  {:<4} {:<9} {:<13} {:<7} {:>8}  SUBJECT\n",
+        "ID", "PEER", "PREC", "STATE", "OVERDUE", "AGE"
+    );
     for m in messages {
         let e = m.envelope.clone().unwrap_or_default();
         let peer = if m.direction() == crate::proto::Direction::Inbound { &e.origin } else { &e.destination };
