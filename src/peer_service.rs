@@ -206,7 +206,8 @@ impl PeerService for PeerApi {
                 let id = match self.check(&envelope) {
                     Ok(id) => id,
                     Err(field) => {
-                        tracing::warn!(message_id = %envelope_id, peer = %sender, %field, "envelope refused");
+                        let precedence = envelope.precedence.to_string();
+                        tracing::warn!(message_id = %envelope_id, peer = %sender, %precedence, %field, "envelope refused");
                         let refusal = Refusal {
                             envelope_id,
                             code: crate::status::field_code(&field) as i32,
