@@ -206,7 +206,7 @@ impl PeerService for PeerApi {
                 let id = match self.check(&envelope) {
                     Ok(id) => id,
                     Err(field) => {
-                        let precedence = envelope.precedence.to_string();
+                        let precedence = envelope.precedence().as_str_name();
                         tracing::warn!(message_id = %envelope_id, peer = %sender, %precedence, %field, "envelope refused");
                         let refusal = Refusal {
                             envelope_id,
