@@ -13,7 +13,7 @@ use crate::identity::NodeCode;
 use crate::proto::{
     AcknowledgeRequest, CancelRequest, GetQueueRequest, GetRequest, HandlingCode, ListInboxRequest,
     ListOutboxRequest, ListPeersRequest, Message, Precedence, PreservationRequest, RequestType,
-    RespondRequest, SubmitRequest, WatchRequest,
+    RequeueRequest, RespondRequest, SubmitRequest, WatchRequest,
 };
 use crate::render;
 
@@ -85,6 +85,15 @@ pub enum Command {
         /// Why.
         #[arg(long)]
         reason: String,
+    },
+    /// Queue an EXPIRED request again with a new expiry.
+    Requeue {
+        /// Message and client options.
+        #[command(flatten)]
+        id: IdArgs,
+        /// The new lifetime from now ("2days"); the node's default when omitted.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
     },
     /// Follow the node's lifecycle events as they happen; reconnects and resumes if the node
     /// restarts, without gaps or repeats.
@@ -435,6 +444,12 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
         }
         Command::Cancel { id, reason } => {
             let response = client(&id.client)?.cancel(CancelRequest { id: id.id, reason }).await?;
+            print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
+            Ok(())
+        }
+        Command::Requeue { id, expires_in } => {
+            let expires_at = expires_in.map(crate::timestamp::after);
+            let response = client(&id.client)?.requeue(RequeueRequest { id: id.id, expires_at }).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
             Ok(())
         }

@@ -139,12 +139,15 @@ impl PeerDelivery {
             self.expire(expired).await?;
         }
         if due.is_empty() {
-            if self.failures == 0 && self.last_hello.is_none_or(|at| at.elapsed() >= HELLO_INTERVAL) {
+            // Idle: say Hello now and then, and while the peer is failing probe it with the
+            // backoff delay, so its status recovers without waiting for new work.
+            let probe_every =
+                if self.failures > 0 { self.retry_delay(self.failures) } else { HELLO_INTERVAL };
+            if self.last_hello.is_none_or(|at| at.elapsed() >= probe_every) {
                 self.hello().await;
             }
-            let next = next_retry
-                .map_or(SystemTime::now() + HELLO_INTERVAL, |t| t.min(SystemTime::now() + HELLO_INTERVAL));
-            return Ok(Pass::Idle(Some(next)));
+            let probe_at = SystemTime::now() + probe_every;
+            return Ok(Pass::Idle(Some(next_retry.map_or(probe_at, |t| t.min(probe_at)))));
         }
         let envelopes = due.iter().filter_map(|s| view(s).envelope).collect::<Vec<_>>();
         let count = envelopes.len();
@@ -206,10 +209,15 @@ impl PeerDelivery {
         let started = std::time::Instant::now();
         let result = self.client.hello(request).await;
         let round_trip = started.elapsed();
+        if result.is_ok() {
+            self.failures = 0;
+        }
         self.context.peers.update(self.peer.code, |status| match result {
             Ok(response) => {
                 let response = response.into_inner();
                 status.connection = ConnectionState::Connected;
+                status.failures = 0;
+                status.next_attempt_at = None;
                 status.last_contact_at = Some(SystemTime::now());
                 status.round_trip = Some(round_trip);
                 status.software_version = response.software_version;

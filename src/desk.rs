@@ -19,8 +19,8 @@ use crate::proto::{
     AcknowledgeRequest, AcknowledgeResponse, CancelRequest, CancelResponse, Direction, Envelope,
     EnvelopeKind, Event, GetQueueRequest, GetQueueResponse, GetRequest, GetResponse, HandlingCode,
     ListInboxRequest, ListInboxResponse, ListOutboxRequest, ListOutboxResponse, ListPeersRequest,
-    ListPeersResponse, Message, MessageState, RespondRequest, RespondResponse, SubmitRequest, SubmitResponse,
-    WatchRequest,
+    ListPeersResponse, Message, MessageState, RequeueRequest, RequeueResponse, RespondRequest,
+    RespondResponse, SubmitRequest, SubmitResponse, WatchRequest,
 };
 use crate::store::{Changes, Listing, StoreError, view};
 use crate::store_proto::StoredMessage;
@@ -459,6 +459,36 @@ impl DeskService for DeskApi {
         })?;
         self.announce(&changed).await?;
         Ok(Response::new(CancelResponse { message: changed.into_iter().next() }))
+    }
+
+    async fn requeue(&self, request: Request<RequeueRequest>) -> Result<Response<RequeueResponse>, Status> {
+        let client = self.caller(&request)?;
+        let RequeueRequest { id, expires_at } = request.into_inner();
+        let id = parse_id_field("id", &id).map_err(DeskError::from)?;
+        let expires_at =
+            expires_at.unwrap_or_else(|| timestamp::after(self.context.config.delivery.default_expiry));
+        if timestamp::to_system(&expires_at) <= std::time::SystemTime::now() {
+            return Err(DeskError::from(FieldError::new("expires_at", "must be in the future")).into());
+        }
+        let message = self.context.store.write(|changes| {
+            let mut stored = stored_for(changes, id)?;
+            if view(&stored).direction() != Direction::Outbound {
+                return Err(DeskError::WrongMessage(format!("{id} is not a message this node sent")));
+            }
+            let message = stored.message.get_or_insert_default();
+            let note = format!("requeued by {client}, expires {}", timestamp::rfc3339(&expires_at));
+            lifecycle::apply(message, Happening::RequeuedHere, timestamp::now(), note)
+                .map_err(|error| DeskError::Lifecycle { id, error })?;
+            message.next_attempt_at = None;
+            if let Some(envelope) = message.envelope.as_mut() {
+                envelope.expires_at = Some(expires_at);
+            }
+            let message = message.clone();
+            changes.put(stored)?;
+            Ok::<_, DeskError>(message)
+        })?;
+        self.announce(std::slice::from_ref(&message)).await?;
+        Ok(Response::new(RequeueResponse { message: Some(message) }))
     }
 
     type WatchStream = WatchStream;

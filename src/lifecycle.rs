@@ -24,6 +24,8 @@ pub enum Happening {
     DeadlinePassed,
     /// This node's desk withdrew a request it sent.
     CancelledHere,
+    /// An operator queued an expired request again, with a new expiry.
+    RequeuedHere,
     /// The origin withdrew a request this node received.
     CancellationArrived,
     /// This node's desk took a received request.
@@ -95,6 +97,8 @@ pub fn next(
             (S::Answered, H::CancelledHere) => refuse("it was already answered"),
             (S::Expired, H::CancelledHere) => refuse("it expired undelivered and will never be sent"),
             (_, H::CancelledHere) => refuse("it cannot be cancelled"),
+            (S::Expired, H::RequeuedHere) => Ok(Enter(S::Queued)),
+            (_, H::RequeuedHere) => refuse("only an EXPIRED message can be requeued"),
             (_, H::CancellationArrived | H::AcknowledgedHere | H::AnsweredHere) => {
                 refuse("this node sent it; only its destination can acknowledge or answer it")
             }
@@ -169,6 +173,7 @@ mod tests {
             (S::Queued, H::CancelledHere, Some(S::Cancelled)),
             (S::Delivered, H::CancelledHere, Some(S::Cancelled)),
             (S::Cancelled, H::ReceiptArrived, None),
+            (S::Expired, H::RequeuedHere, Some(S::Queued)),
         ];
         for (from, happening, to) in cases {
             let got = next(Direction::Outbound, true, from, happening).unwrap();
@@ -184,6 +189,8 @@ mod tests {
             (S::Cancelled, H::CancelledHere),
             (S::Expired, H::CancelledHere),
             (S::Queued, H::AcknowledgedHere),
+            (S::Delivered, H::RequeuedHere),
+            (S::Cancelled, H::RequeuedHere),
         ] {
             assert!(next(Direction::Outbound, true, from, happening).is_err(), "{from:?} + {happening:?}");
         }
