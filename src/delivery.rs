@@ -29,6 +29,8 @@ use crate::tls::{self, Dial};
 const MIN_RETRY: Duration = Duration::from_millis(50);
 /// How far ahead of the batch the task looks for expired messages.
 const SCAN_FACTOR: usize = 4;
+/// How long to wait after the store failed before looking at the outbox again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
 /// How often an idle task says `Hello` (round-trip time, version, certificate for operators).
 const HELLO_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -94,9 +96,10 @@ impl PeerDelivery {
                     until.map(|t| t.duration_since(SystemTime::now()).unwrap_or_default().max(MIN_RETRY))
                 }
                 Err(error) => {
-                    // The store failed; the messages are still queued. Try again shortly.
+                    // The store failed; the messages are still queued. Try again shortly (the
+                    // node reopens a broken store within a second or so).
                     tracing::error!(peer = %self.peer.code, %error, "delivery cannot read or write the store");
-                    Some(self.context.config.delivery.retry_max)
+                    Some(STORE_RETRY)
                 }
             };
             let woken = self.waker.notified();

@@ -81,6 +81,9 @@ async fn ready(State((context, stop)): State<AppState>) -> impl IntoResponse {
     if stop.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned());
     }
+    if let Some(why) = context.store.broken() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("store cannot write: {why}\n"));
+    }
     match context.store.size_on_disk() {
         Ok(_) => (StatusCode::OK, "ready\n".to_owned()),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {error}\n")),

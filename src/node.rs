@@ -173,6 +173,7 @@ impl RunningNode {
             tasks.spawn(task.run(stop.clone()));
         }
         tasks.spawn(crate::deadlines::run(Arc::clone(&context), stop.clone()));
+        tasks.spawn(recover_store(context.store.clone(), stop.clone()));
         let metrics_server = crate::metrics::serve(metrics, Arc::clone(&context), stop.clone());
         let metrics_stop = stop.clone();
         tasks.spawn(async move {
@@ -193,6 +194,23 @@ impl RunningNode {
         self.context.store.persist().await?;
         tracing::info!(node = %self.context.code(), "node stopped");
         Ok(())
+    }
+}
+
+/// Reopens the store after a write failure (disk full, I/O error), once a second, so the node
+/// recovers by itself once writing works again.
+async fn recover_store(store: crate::store::Store, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if store.broken().is_some() {
+            let store = store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.recover()).await;
+        }
     }
 }
 

@@ -9,8 +9,9 @@ use crate::validation::FieldError;
 
 fn store_status(error: &StoreError) -> Status {
     match error {
-        StoreError::Sled(_) | StoreError::Io(_) => Status::unavailable(format!(
-            "the node cannot write its store right now; nothing was stored, retry later ({error})"
+        StoreError::Sled(_) | StoreError::Io(_) | StoreError::Recovering(_) => Status::unavailable(format!(
+            "the node cannot write its store right now ({error}); this call was not confirmed as stored: \
+             retry later (after a Submit, check the outbox first: the store keeps whole messages or nothing)"
         )),
         StoreError::Corrupt { .. } | StoreError::Malformed(_) => Status::internal(error.to_string()),
     }

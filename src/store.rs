@@ -59,15 +59,31 @@ pub enum StoreError {
     /// A message lacks what every stored message has (an envelope with a UUID id).
     #[error("message cannot be stored: {0}")]
     Malformed(&'static str),
+    /// The store failed to write and is being reopened; nothing was changed.
+    #[error("the store is recovering from a write failure ({0})")]
+    Recovering(String),
 }
 
-/// The node's sled database.
-#[derive(Clone)]
-pub struct Store {
+/// The open sled database and a handle on its data file.
+struct Opened {
     db: sled::Db,
     /// sled's own flush ends in `sync_file_range`, which survives a crash but not a power cut;
     /// `sync_data` on this handle makes "stored" mean "on the device".
     db_file: Arc<File>,
+}
+
+/// The node's sled database.
+///
+/// After a write or sync fails (disk full, I/O error), sled refuses every later operation, so
+/// the store is marked broken and [`Store::recover`] reopens it: what was flushed is there, what
+/// was not is not (sled recovers its log to the last complete batch).
+#[derive(Clone)]
+pub struct Store {
+    dir: Arc<std::path::PathBuf>,
+    /// `None` only while being reopened.
+    opened: Arc<std::sync::RwLock<Option<Opened>>>,
+    /// Why the store is broken (empty when it is healthy).
+    broken: Arc<Mutex<String>>,
     /// Serialises read-modify-write operations so each sees the effects of the one before.
     writer: Arc<Mutex<()>>,
     /// The sequence number of the last event applied (durable or not).
@@ -98,17 +114,12 @@ impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).open()?;
-        let db_file = Arc::new(File::open(dir.join("db"))?);
-        let last_event = match db.get(EVENT_COUNTER_KEY)? {
-            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
-                StoreError::Corrupt { key: "event counter".into(), reason: "not 8 bytes".into() }
-            })?),
-            None => 0,
-        };
+        let opened = open_db(dir)?;
+        let last_event = event_counter(&opened.db)?;
         Ok(Self {
-            db,
-            db_file,
+            dir: Arc::new(dir.to_owned()),
+            opened: Arc::new(std::sync::RwLock::new(Some(opened))),
+            broken: Arc::new(Mutex::new(String::new())),
             writer: Arc::new(Mutex::new(())),
             last_event: Arc::new(AtomicU64::new(last_event)),
             // What survived a restart is what was on the device.
@@ -116,15 +127,83 @@ impl Store {
         })
     }
 
+    /// The database, for one operation (sled handles are cheap clones).
+    fn db(&self) -> Result<sled::Db, StoreError> {
+        let opened = self.opened.read().unwrap_or_else(|p| p.into_inner());
+        opened.as_ref().map(|o| o.db.clone()).ok_or_else(|| StoreError::Recovering("reopening".into()))
+    }
+
+    /// Why the store is broken, if it is.
+    pub fn broken(&self) -> Option<String> {
+        let broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        (!broken.is_empty()).then(|| broken.clone())
+    }
+
+    /// Notes a failure that sled will not recover from by itself, and returns it.
+    fn broke(&self, error: StoreError) -> StoreError {
+        if matches!(error, StoreError::Sled(_) | StoreError::Io(_)) {
+            let mut broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+            if broken.is_empty() {
+                tracing::error!(%error, "store write failed; refusing writes until it is reopened");
+                *broken = error.to_string();
+            }
+        }
+        error
+    }
+
+    /// Reopens a broken store. Returns whether it is healthy afterwards; on failure it stays
+    /// broken and the caller tries again later.
+    pub fn recover(&self) -> bool {
+        if self.broken().is_none() {
+            return true;
+        }
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut opened = self.opened.write().unwrap_or_else(|p| p.into_inner());
+        // sled's directory lock is released when the last handle goes; readers hold clones only
+        // for one operation, so a later attempt succeeds if this one finds it still held.
+        drop(opened.take());
+        match open_db(&self.dir).and_then(|o| Ok((event_counter(&o.db)?, o))) {
+            Ok((last_event, reopened)) => {
+                *opened = Some(reopened);
+                self.last_event.store(last_event, Ordering::Release);
+                self.durable_events.send_if_modified(|durable| {
+                    let advanced = last_event > *durable;
+                    *durable = (*durable).max(last_event);
+                    advanced
+                });
+                self.broken.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                tracing::info!("store reopened; writes accepted again");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "store still cannot be reopened");
+                false
+            }
+        }
+    }
+
     /// Makes every change applied so far durable on the device, then lets watchers see the
     /// events those changes recorded.
     pub async fn persist(&self) -> Result<(), StoreError> {
+        if let Some(why) = self.broken() {
+            return Err(StoreError::Recovering(why));
+        }
         let covered = self.last_event.load(Ordering::Acquire);
-        self.db.flush_async().await?;
-        let file = Arc::clone(&self.db_file);
-        tokio::task::spawn_blocking(move || file.sync_data())
+        let (db, file) = {
+            let opened = self.opened.read().unwrap_or_else(|p| p.into_inner());
+            let opened = opened.as_ref().ok_or_else(|| StoreError::Recovering("reopening".into()))?;
+            (opened.db.clone(), Arc::clone(&opened.db_file))
+        };
+        if let Err(error) = db.flush_async().await {
+            return Err(self.broke(error.into()));
+        }
+        let synced = tokio::task::spawn_blocking(move || file.sync_data())
             .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))
+            .and_then(|r| r.map_err(StoreError::Io));
+        if let Err(error) = synced {
+            return Err(self.broke(error));
+        }
         self.durable_events.send_if_modified(|durable| {
             let advanced = covered > *durable;
             *durable = (*durable).max(covered);
@@ -146,7 +225,7 @@ impl Store {
         let start = prefixed(b'e', &(after + 1).to_be_bytes());
         let end = prefixed(b'e', &upto.to_be_bytes());
         let mut events = Vec::new();
-        for item in self.db.range(start..=end).take(limit) {
+        for item in self.db()?.range(start..=end).take(limit) {
             let (key, bytes) = item?;
             events.push(
                 Event::decode(bytes.as_ref())
@@ -161,7 +240,7 @@ impl Store {
     pub fn overdue(&self, now: SystemTime) -> Result<Vec<StoredMessage>, StoreError> {
         let limit = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
         let ids = self
-            .db
+            .db()?
             .scan_prefix([b'a'])
             .take_while(|kv| {
                 kv.as_ref().map_or(true, |(key, _)| {
@@ -174,7 +253,7 @@ impl Store {
 
     /// Bytes the store takes on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db()?.size_on_disk()?)
     }
 
     /// Runs a read-modify-write operation: `operation` reads through and writes into a
@@ -194,7 +273,12 @@ impl Store {
         if new_last_event != last_event {
             batch.insert(EVENT_COUNTER_KEY, new_last_event.to_be_bytes().as_slice());
         }
-        self.db.apply_batch(batch).map_err(StoreError::from)?;
+        if let Some(why) = self.broken() {
+            return Err(StoreError::Recovering(why).into());
+        }
+        if let Err(error) = self.db()?.apply_batch(batch) {
+            return Err(self.broke(error.into()).into());
+        }
         self.last_event.store(new_last_event, Ordering::Release);
         Ok(result)
     }
@@ -202,14 +286,14 @@ impl Store {
     /// One message by id.
     pub fn get(&self, id: Uuid) -> Result<Option<StoredMessage>, StoreError> {
         let key = message_key(id);
-        self.db.get(key)?.map(|bytes| decode(&key, &bytes)).transpose()
+        self.db()?.get(key)?.map(|bytes| decode(&key, &bytes)).transpose()
     }
 
     /// The envelopes that answer or continue `parent`, in the order they were stored.
     pub fn replies(&self, parent: Uuid) -> Result<Vec<StoredMessage>, StoreError> {
         let mut prefix = vec![b'r'];
         prefix.extend_from_slice(parent.as_bytes());
-        self.ids_to_messages(self.db.scan_prefix(prefix).map(|kv| kv.map(|(_, id)| id)))
+        self.ids_to_messages(self.db()?.scan_prefix(prefix).map(|kv| kv.map(|(_, id)| id)))
     }
 
     /// The newest `limit` entries of a listing that `keep` accepts, newest first.
@@ -220,7 +304,7 @@ impl Store {
         keep: impl Fn(&StoredMessage) -> bool,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let mut kept = Vec::new();
-        for item in self.db.scan_prefix([listing.prefix()]).rev() {
+        for item in self.db()?.scan_prefix([listing.prefix()]).rev() {
             if kept.len() >= limit {
                 break;
             }
@@ -236,14 +320,14 @@ impl Store {
     pub fn outbox_for(&self, destination: NodeCode, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
         let mut prefix = vec![b'o'];
         prefix.extend_from_slice(destination.as_str().as_bytes());
-        self.ids_to_messages(self.db.scan_prefix(prefix).take(limit).map(|kv| kv.map(|(_, id)| id)))
+        self.ids_to_messages(self.db()?.scan_prefix(prefix).take(limit).map(|kv| kv.map(|(_, id)| id)))
     }
 
     /// How many messages wait for `destination`.
-    pub fn outbox_len(&self, destination: NodeCode) -> usize {
+    pub fn outbox_len(&self, destination: NodeCode) -> Result<usize, StoreError> {
         let mut prefix = vec![b'o'];
         prefix.extend_from_slice(destination.as_str().as_bytes());
-        self.db.scan_prefix(prefix).count()
+        Ok(self.db()?.scan_prefix(prefix).count())
     }
 
     fn ids_to_messages(
@@ -285,7 +369,7 @@ impl Changes<'_> {
 
     /// A new sequence number, greater than every one handed out before (also across restarts).
     pub fn next_seq(&self) -> Result<u64, StoreError> {
-        Ok(self.store.db.generate_id()?)
+        Ok(self.store.db()?.generate_id()?)
     }
 
     /// Stores a message, keeps its index keys true to its state, and records an event for each
@@ -419,6 +503,21 @@ fn precedence_rank(precedence: Precedence) -> u8 {
     }
 }
 
+fn open_db(dir: &Path) -> Result<Opened, StoreError> {
+    let db = sled::Config::new().path(dir).open()?;
+    let db_file = Arc::new(File::open(dir.join("db"))?);
+    Ok(Opened { db, db_file })
+}
+
+fn event_counter(db: &sled::Db) -> Result<u64, StoreError> {
+    match db.get(EVENT_COUNTER_KEY)? {
+        Some(bytes) => Ok(u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
+            StoreError::Corrupt { key: "event counter".into(), reason: "not 8 bytes".into() }
+        })?)),
+        None => Ok(0),
+    }
+}
+
 fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + rest.len());
     key.push(prefix);
@@ -496,7 +595,7 @@ mod tests {
             ids(&store.list(Listing::Outbox, 10, |_| true).unwrap()),
             vec![other, routine2, flash, routine1]
         );
-        assert_eq!(store.outbox_len(fr), 3);
+        assert_eq!(store.outbox_len(fr).unwrap(), 3);
     }
 
     #[test]
@@ -512,7 +611,7 @@ mod tests {
             Err(StoreError::Malformed("abandoned"))
         });
         assert!(result.is_err());
-        assert_eq!(store.outbox_len(fr), 1, "an abandoned operation must not apply");
+        assert_eq!(store.outbox_len(fr).unwrap(), 1, "an abandoned operation must not apply");
         store
             .write(|changes| {
                 let mut stored = changes.get(id)?.unwrap();
@@ -520,7 +619,7 @@ mod tests {
                 changes.put(stored)
             })
             .unwrap();
-        assert_eq!(store.outbox_len(fr), 0);
+        assert_eq!(store.outbox_len(fr).unwrap(), 0);
         assert_eq!(view(&store.get(id).unwrap().unwrap()).state(), MessageState::Delivered);
     }
 }

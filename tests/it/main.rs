@@ -12,3 +12,4 @@ mod identity_checks;
 mod lifecycle;
 mod local_network;
 mod operator_view;
+mod storage_failure;

@@ -111,18 +111,8 @@ impl Network {
             .spawn()
             .unwrap();
         let mut child = ChildNode { child };
-        let mut desk = self.desk(node);
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if desk.list_inbox(ListInboxRequest { limit: 1, ..Default::default() }).await.is_ok() {
-                return child;
-            }
-            if let Some(status) = child.child.try_wait().unwrap() {
-                panic!("{node} exited with {status} before it was ready");
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{node} not ready within {DEADLINE:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_ready(node, &mut child).await;
+        child
     }
 
     /// A desk client of `node` (its default `officer`).
@@ -278,4 +268,50 @@ pub fn ids(messages: &[Message]) -> Vec<String> {
 
 pub fn states(message: &Message) -> Vec<MessageState> {
     message.timeline.iter().map(|t| t.state()).collect()
+}
+
+impl Network {
+    /// Runs `node` as a child process whose files may not grow past `max_file_kib` (a soft
+    /// RLIMIT_FSIZE; SIGXFSZ ignored so writes fail with EFBIG instead of killing it): a disk
+    /// that fills up, without root. [`ChildNode::lift_file_limit`] empties the "disk" again.
+    pub async fn spawn_with_file_limit(&self, node: &str, max_file_kib: u64) -> ChildNode {
+        let log = std::fs::File::create(self.dir.path().join(format!("{node}.log"))).unwrap();
+        let script = format!("trap '' XFSZ; ulimit -S -f {max_file_kib}; exec \"$0\" node --config \"$1\"");
+        let child = Command::new("bash")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_hanoi247")])
+            .arg(self.config_path(node))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut child = ChildNode { child };
+        self.wait_ready(node, &mut child).await;
+        child
+    }
+
+    async fn wait_ready(&self, node: &str, child: &mut ChildNode) {
+        let mut desk = self.desk(node);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if desk.list_inbox(ListInboxRequest { limit: 1, ..Default::default() }).await.is_ok() {
+                return;
+            }
+            if let Some(status) = child.child.try_wait().unwrap() {
+                panic!("{node} exited with {status} before it was ready");
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{node} not ready within {DEADLINE:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl ChildNode {
+    /// Lifts the file size limit set by [`Network::spawn_with_file_limit`].
+    pub fn lift_file_limit(&self) {
+        let status = Command::new("prlimit")
+            .args(["--pid", &self.child.id().to_string(), "--fsize=unlimited"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "prlimit failed");
+    }
 }
