@@ -123,7 +123,8 @@ pub struct InitArgs {
     /// Node codes, comma separated, e.g. VN,FR,DE.
     #[arg(long, value_delimiter = ',', required = true)]
     pub nodes: Vec<NodeCode>,
-    /// Desk clients as NODE:NAME, comma separated; a node without any gets `officer`.
+    /// Desk clients as NODE:NAME[:ROLE] (role officer, operator, agency or auditor; officer when
+    /// omitted), comma separated; a node without any gets `officer` and `operator`.
     #[arg(long, value_delimiter = ',')]
     pub clients: Vec<String>,
     /// The i-th node listens on peer P+10i, desk P+10i+1 (metrics +2, console +3 reserved).

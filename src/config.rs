@@ -61,9 +61,22 @@ pub struct NodeConfig {
     /// The metrics and health listener.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The desk clients and their roles; a client not listed here is refused.
+    #[serde(default)]
+    pub clients: Vec<ClientEntry>,
     /// The other members of the network this node may talk to.
     #[serde(default)]
     pub directory: Vec<DirectoryEntry>,
+}
+
+/// A desk client of this node and its role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// The name in its certificate (`spiffe://<network>/node/<CC>/client/<name>`).
+    pub name: String,
+    /// `officer`, `operator`, `agency` or `auditor`.
+    pub role: crate::access::Role,
 }
 
 /// Listener addresses.
@@ -319,6 +332,13 @@ impl NodeConfig {
         if d.retry_initial.is_zero() || d.retry_max < d.retry_initial {
             return Err("delivery.retry_initial/retry_max: need 0 < retry_initial <= retry_max".into());
         }
+        for (i, client) in self.clients.iter().enumerate() {
+            crate::identity::validate_client_name(&client.name)
+                .map_err(|e| format!("clients[{i}].name: {e}"))?;
+            if self.clients[..i].iter().any(|c| c.name == client.name) {
+                return Err(format!("clients[{i}]: {} is listed twice", client.name));
+            }
+        }
         for (i, entry) in self.directory.iter().enumerate() {
             if entry.code == self.code {
                 return Err(format!("directory[{i}]: lists this node itself ({})", entry.code));
@@ -331,6 +351,11 @@ impl NodeConfig {
             }
         }
         Ok(())
+    }
+
+    /// The role of desk client `name`, if it has one here.
+    pub fn role_of(&self, name: &str) -> Option<crate::access::Role> {
+        self.clients.iter().find(|c| c.name == name).map(|c| c.role)
     }
 
     /// The directory entry for `code`, if it is a member this node may talk to.

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::access::{self, Action, Caller};
 use crate::config::DeadlinesConfig;
 use crate::identity::{Identity, NodeCode};
 use crate::lifecycle::{self, Happening, LifecycleError};
@@ -75,17 +76,41 @@ impl DeskApi {
         Self { context, stop }
     }
 
-    /// The desk client making the call, by its certificate.
-    fn caller<T>(&self, request: &Request<T>) -> Result<String, DeskError> {
+    /// The desk client making the call, by its certificate, with its role from the config; refused
+    /// unless its role may make `action` (the access table in `access`).
+    fn authorize<T>(&self, request: &Request<T>, action: Action) -> Result<Caller, DeskError> {
         let me = self.context.code();
-        match crate::tls::caller_identity(request) {
+        let name = match crate::tls::caller_identity(request) {
             Some(Identity::Client { network, node, name })
                 if network == self.context.config.network && node == me =>
             {
-                Ok(name)
+                name
             }
-            Some(other) => Err(DeskError::NotAClient(format!("{other} is not a desk client of node {me}"))),
-            None => Err(DeskError::NotAClient("no client certificate identity".into())),
+            Some(other) => {
+                return Err(DeskError::NotAClient(format!("{other} is not a desk client of node {me}")));
+            }
+            None => return Err(DeskError::NotAClient("no client certificate identity".into())),
+        };
+        let Some(role) = self.context.config.role_of(&name) else {
+            return Err(DeskError::NotAClient(format!(
+                "client '{name}' has no role on node {me}: add it under [[clients]] in the node config"
+            )));
+        };
+        let Some(scope) = access::scope(role, action) else {
+            return Err(DeskError::NotAClient(format!(
+                "client '{name}' ({}) may not call {action:?}",
+                role.name()
+            )));
+        };
+        Ok(Caller { name, role, scope })
+    }
+
+    /// Refuses a message the caller may not see.
+    fn check_visible(caller: &Caller, id: Uuid, stored: &StoredMessage) -> Result<(), DeskError> {
+        if caller.may_see(&stored.submitted_by) {
+            Ok(())
+        } else {
+            Err(DeskError::NotAClient(format!("client '{}' did not submit {id}", caller.name)))
         }
     }
 
@@ -216,6 +241,7 @@ fn queue(
     deadlines: &DeadlinesConfig,
     envelope: Envelope,
     note: String,
+    submitted_by: String,
 ) -> Result<Message, StoreError> {
     let ack_deadline = deadlines.ack_deadline(&envelope);
     let mut message = Message {
@@ -229,6 +255,7 @@ fn queue(
         message: Some(message.clone()),
         seq: changes.next_seq()?,
         overdue_announced: false,
+        submitted_by,
     })?;
     Ok(message)
 }
@@ -286,37 +313,45 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
 #[tonic::async_trait]
 impl DeskService for DeskApi {
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
-        let client = self.caller(&request)?;
+        let client = self.authorize(&request, Action::Submit)?;
         let envelope = self.submit_envelope(request.into_inner())?;
         let (id, destination, precedence) =
             (envelope.id.clone(), envelope.destination.clone(), envelope.precedence().as_str_name());
         let message = self.context.store.write(|changes| {
-            queue(changes, &self.context.config.deadlines, envelope, format!("submitted by {client}"))
-                .map_err(DeskError::from)
+            queue(
+                changes,
+                &self.context.config.deadlines,
+                envelope,
+                format!("submitted by {}", client.name),
+                client.name.clone(),
+            )
+            .map_err(DeskError::from)
         })?;
         self.announce(std::slice::from_ref(&message)).await?;
-        tracing::info!(message_id = %id, peer = %destination, precedence, %client, "request submitted");
+        tracing::info!(message_id = %id, peer = %destination, precedence, client = %client.name, "request submitted");
         Ok(Response::new(SubmitResponse { message: Some(message) }))
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        self.caller(&request)?;
+        let caller = self.authorize(&request, Action::Get)?;
         let id = parse_id_field("id", &request.get_ref().id).map_err(DeskError::from)?;
-        let message = self.load(id)?;
-        let replies =
-            self.context.store.replies(id).map_err(DeskError::from)?.iter().map(view).collect::<Vec<_>>();
-        Ok(Response::new(GetResponse { message: Some(message), replies }))
+        let stored = self.context.store.get(id).map_err(DeskError::from)?;
+        let stored = stored.ok_or_else(|| DeskError::NotFound(id.to_string()))?;
+        Self::check_visible(&caller, id, &stored)?;
+        let replies = self.context.store.replies(id).map_err(DeskError::from)?;
+        let replies = replies.iter().filter(|r| caller.may_see(&r.submitted_by)).map(view).collect();
+        Ok(Response::new(GetResponse { message: Some(view(&stored)), replies }))
     }
 
     async fn list_inbox(
         &self,
         request: Request<ListInboxRequest>,
     ) -> Result<Response<ListInboxResponse>, Status> {
-        self.caller(&request)?;
+        let caller = self.authorize(&request, Action::ListInbox)?;
         let filter = ListFilter::inbox(request.get_ref()).map_err(DeskError::from)?;
         let limit = list_limit(request.get_ref().limit);
-        let messages =
-            operator_view::list(&self.context, Listing::Inbox, &filter, limit).map_err(DeskError::from)?;
+        let messages = operator_view::list(&self.context, Listing::Inbox, &filter, &caller, limit)
+            .map_err(DeskError::from)?;
         Ok(Response::new(ListInboxResponse { messages }))
     }
 
@@ -324,11 +359,11 @@ impl DeskService for DeskApi {
         &self,
         request: Request<ListOutboxRequest>,
     ) -> Result<Response<ListOutboxResponse>, Status> {
-        self.caller(&request)?;
+        let caller = self.authorize(&request, Action::ListOutbox)?;
         let filter = ListFilter::outbox(request.get_ref()).map_err(DeskError::from)?;
         let limit = list_limit(request.get_ref().limit);
-        let messages =
-            operator_view::list(&self.context, Listing::Outbox, &filter, limit).map_err(DeskError::from)?;
+        let messages = operator_view::list(&self.context, Listing::Outbox, &filter, &caller, limit)
+            .map_err(DeskError::from)?;
         Ok(Response::new(ListOutboxResponse { messages }))
     }
 
@@ -336,7 +371,7 @@ impl DeskService for DeskApi {
         &self,
         request: Request<GetQueueRequest>,
     ) -> Result<Response<GetQueueResponse>, Status> {
-        self.caller(&request)?;
+        self.authorize(&request, Action::GetQueue)?;
         let peers = operator_view::queue(&self.context).map_err(DeskError::from)?;
         Ok(Response::new(GetQueueResponse { peers }))
     }
@@ -345,7 +380,7 @@ impl DeskService for DeskApi {
         &self,
         request: Request<ListPeersRequest>,
     ) -> Result<Response<ListPeersResponse>, Status> {
-        self.caller(&request)?;
+        self.authorize(&request, Action::ListPeers)?;
         Ok(Response::new(operator_view::peers(&self.context)))
     }
 
@@ -353,7 +388,7 @@ impl DeskService for DeskApi {
         &self,
         request: Request<AcknowledgeRequest>,
     ) -> Result<Response<AcknowledgeResponse>, Status> {
-        let client = self.caller(&request)?;
+        let client = self.authorize(&request, Action::Acknowledge)?;
         let AcknowledgeRequest { id, note } = request.into_inner();
         let id = parse_id_field("id", &id).map_err(DeskError::from)?;
         let (request_message, ack) = self.context.store.write(|changes| {
@@ -363,11 +398,16 @@ impl DeskService for DeskApi {
                 stored,
                 id,
                 Happening::AcknowledgedHere,
-                format!("acknowledged by {client}"),
+                format!("acknowledged by {}", client.name),
             )?;
             let ack = self.reply(&envelope, EnvelopeKind::Acknowledgement, &envelope.origin, note);
-            let ack =
-                queue(changes, &self.context.config.deadlines, ack, format!("acknowledgement of {id}"))?;
+            let ack = queue(
+                changes,
+                &self.context.config.deadlines,
+                ack,
+                format!("acknowledgement of {id}"),
+                String::new(),
+            )?;
             Ok::<_, DeskError>((updated, ack))
         })?;
         self.announce(&[request_message.clone(), ack]).await?;
@@ -375,7 +415,7 @@ impl DeskService for DeskApi {
     }
 
     async fn respond(&self, request: Request<RespondRequest>) -> Result<Response<RespondResponse>, Status> {
-        let client = self.caller(&request)?;
+        let client = self.authorize(&request, Action::Respond)?;
         let RespondRequest { id, text } = request.into_inner();
         let id = parse_id_field("id", &id).map_err(DeskError::from)?;
         if text.trim().is_empty() {
@@ -390,7 +430,7 @@ impl DeskService for DeskApi {
                     stored,
                     id,
                     Happening::AcknowledgedHere,
-                    format!("acknowledged by {client} (with the response)"),
+                    format!("acknowledged by {} (with the response)", client.name),
                 )?;
                 stored = after;
                 changed.push(updated);
@@ -401,10 +441,11 @@ impl DeskService for DeskApi {
                     &self.context.config.deadlines,
                     ack,
                     format!("acknowledgement of {id}"),
+                    String::new(),
                 )?);
             }
             let (_, updated) =
-                change(changes, stored, id, Happening::AnsweredHere, format!("answered by {client}"))?;
+                change(changes, stored, id, Happening::AnsweredHere, format!("answered by {}", client.name))?;
             changed.push(updated);
             let response = self.reply(&envelope, EnvelopeKind::Response, &envelope.origin, text);
             changed.push(queue(
@@ -412,6 +453,7 @@ impl DeskService for DeskApi {
                 &self.context.config.deadlines,
                 response,
                 format!("response to {id}"),
+                String::new(),
             )?);
             Ok::<_, DeskError>(changed)
         })?;
@@ -421,7 +463,7 @@ impl DeskService for DeskApi {
     }
 
     async fn cancel(&self, request: Request<CancelRequest>) -> Result<Response<CancelResponse>, Status> {
-        let client = self.caller(&request)?;
+        let client = self.authorize(&request, Action::Cancel)?;
         let CancelRequest { id, reason } = request.into_inner();
         let id = parse_id_field("id", &id).map_err(DeskError::from)?;
         if reason.trim().is_empty() {
@@ -437,12 +479,13 @@ impl DeskService for DeskApi {
                 return Err(DeskError::WrongMessage(format!("{id} is not a request this node sent")));
             }
             let was_sent = !matches!(before.state(), MessageState::Queued | MessageState::WaitingRetry);
+            let owner = stored.submitted_by.clone();
             let (_, updated) = change(
                 changes,
                 stored,
                 id,
                 Happening::CancelledHere,
-                format!("cancelled by {client}: {reason}"),
+                format!("cancelled by {}: {reason}", client.name),
             )?;
             let mut changed = vec![updated];
             if was_sent {
@@ -453,6 +496,7 @@ impl DeskService for DeskApi {
                     &self.context.config.deadlines,
                     cancellation,
                     format!("cancellation of {id}"),
+                    owner,
                 )?);
             }
             Ok(changed)
@@ -462,7 +506,7 @@ impl DeskService for DeskApi {
     }
 
     async fn requeue(&self, request: Request<RequeueRequest>) -> Result<Response<RequeueResponse>, Status> {
-        let client = self.caller(&request)?;
+        let client = self.authorize(&request, Action::Requeue)?;
         let RequeueRequest { id, expires_at } = request.into_inner();
         let id = parse_id_field("id", &id).map_err(DeskError::from)?;
         let expires_at =
@@ -476,7 +520,7 @@ impl DeskService for DeskApi {
                 return Err(DeskError::WrongMessage(format!("{id} is not a message this node sent")));
             }
             let message = stored.message.get_or_insert_default();
-            let note = format!("requeued by {client}, expires {}", timestamp::rfc3339(&expires_at));
+            let note = format!("requeued by {}, expires {}", client.name, timestamp::rfc3339(&expires_at));
             lifecycle::apply(message, Happening::RequeuedHere, timestamp::now(), note)
                 .map_err(|error| DeskError::Lifecycle { id, error })?;
             message.next_attempt_at = None;
@@ -494,12 +538,26 @@ impl DeskService for DeskApi {
     type WatchStream = WatchStream;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        self.caller(&request)?;
+        let caller = self.authorize(&request, Action::Watch)?;
         let after =
             request.into_inner().after_sequence.unwrap_or_else(|| crate::events::latest(&self.context.store));
         let events = crate::events::follow(self.context.store.clone(), after, self.stop.clone());
-        let stream: WatchStream =
-            Box::pin(events.map(|item| item.map_err(|e| Status::from(DeskError::from(e)))));
+        let store = self.context.store.clone();
+        // An agency follows only its own messages' events.
+        let visible = move |event: &Event| {
+            caller.scope == access::Scope::All
+                || event
+                    .message_id
+                    .parse()
+                    .ok()
+                    .and_then(|id| store.get(id).ok().flatten())
+                    .is_some_and(|stored| caller.may_see(&stored.submitted_by))
+        };
+        let stream: WatchStream = Box::pin(
+            events
+                .filter(move |item| item.as_ref().map_or(true, &visible))
+                .map(|item| item.map_err(|e| Status::from(DeskError::from(e)))),
+        );
         let mut response = Response::new(stream);
         // Tells a watcher that asked for "from now" where now is, so it can resume without a gap.
         response.metadata_mut().insert(WATCH_AFTER_HEADER, after.into());

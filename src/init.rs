@@ -16,6 +16,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::access::Role;
 use crate::identity::{self, NodeCode};
 use crate::pki::{self, CertificateAuthority, PkiError};
 
@@ -65,8 +66,9 @@ pub struct InitOptions {
     pub network: String,
     /// The nodes, in order.
     pub nodes: Vec<NodePlan>,
-    /// Desk clients as (node, name); a node with none gets one named `officer`.
-    pub clients: Vec<(NodeCode, String)>,
+    /// Desk clients as (node, name, role); a node with none gets `officer` (officer) and
+    /// `operator` (operator).
+    pub clients: Vec<(NodeCode, String, Role)>,
 }
 
 impl InitOptions {
@@ -112,6 +114,11 @@ impl InitReport {
         self.node_configs.iter().find(|(c, _)| *c == code).map(|(_, p)| p.as_path())
     }
 
+    /// The config file of client `name` of node `code`.
+    pub fn client_config_named(&self, code: NodeCode, name: &str) -> Option<&Path> {
+        self.client_configs.iter().find(|(c, n, _)| *c == code && n == name).map(|(_, _, p)| p.as_path())
+    }
+
     /// The config file of the first client of node `code`.
     pub fn client_config(&self, code: NodeCode) -> Option<&Path> {
         self.client_configs.iter().find(|(c, _, _)| *c == code).map(|(_, _, p)| p.as_path())
@@ -130,7 +137,7 @@ pub fn init_network(options: &InitOptions) -> Result<InitReport, InitError> {
             return Err(InitError::Invalid(format!("--nodes: {} is listed twice", node.code)));
         }
     }
-    for (node, name) in &options.clients {
+    for (node, name, _) in &options.clients {
         identity::validate_client_name(name).map_err(|e| InitError::Invalid(format!("--clients: {e}")))?;
         if !options.nodes.iter().any(|n| n.code == *node) {
             return Err(InitError::Invalid(format!("--clients: {node}:{name} names a node not in --nodes")));
@@ -166,12 +173,16 @@ pub fn init_network(options: &InitOptions) -> Result<InitReport, InitError> {
         pki::write_certificate(&dir.join("desk.pem"), &desk.cert_pem)?;
         pki::write_private_key(&dir.join("desk.key"), &desk.key_pem)?;
 
-        let mut names: Vec<&str> =
-            options.clients.iter().filter(|(code, _)| *code == node.code).map(|(_, n)| n.as_str()).collect();
-        if names.is_empty() {
-            names.push("officer");
+        let mut clients: Vec<(&str, Role)> = options
+            .clients
+            .iter()
+            .filter(|(code, _, _)| *code == node.code)
+            .map(|(_, name, role)| (name.as_str(), *role))
+            .collect();
+        if clients.is_empty() {
+            clients = vec![("officer", Role::Officer), ("operator", Role::Operator)];
         }
-        for name in names {
+        for &(name, _) in &clients {
             let client = local_ca.issue_client(&options.network, node.code, name, VALIDITY_DAYS)?;
             pki::write_certificate(&dir.join(format!("{name}.pem")), &client.cert_pem)?;
             pki::write_private_key(&dir.join(format!("{name}.key")), &client.key_pem)?;
@@ -180,13 +191,13 @@ pub fn init_network(options: &InitOptions) -> Result<InitReport, InitError> {
             report.client_configs.push((node.code, name.to_owned(), path));
         }
         let path = dir.join("node.toml");
-        write_file(&path, &node_toml(&options.network, node, &options.nodes))?;
+        write_file(&path, &node_toml(&options.network, node, &options.nodes, &clients))?;
         report.node_configs.push((node.code, path));
     }
     Ok(report)
 }
 
-fn node_toml(network: &str, node: &NodePlan, all: &[NodePlan]) -> String {
+fn node_toml(network: &str, node: &NodePlan, all: &[NodePlan], clients: &[(&str, Role)]) -> String {
     let mut text = format!(
         r#"# hanoi247 node {code}: made by `hanoi247 init` for a loopback network.
 # Run it with: hanoi247 node --config {lower}/node.toml
@@ -240,6 +251,10 @@ connect_timeout = "5s"
         desk = node.desk_port,
         metrics = node.metrics_port,
     );
+    text.push_str("\n# Desk clients (the name in their certificate) and their roles:\n# officer, operator, agency or auditor. A client not listed here is refused.\n");
+    for (name, role) in clients {
+        let _ = write!(text, "[[clients]]\nname = \"{name}\"\nrole = \"{}\"\n", role.name());
+    }
     for other in all.iter().filter(|n| n.code != node.code) {
         let _ = write!(
             text,
@@ -285,7 +300,7 @@ mod tests {
         let codes: Vec<NodeCode> = ["VN", "FR"].iter().map(|c| c.parse().unwrap()).collect();
         let mut options =
             InitOptions::with_base_port(dir.path().join("net"), "test-net".into(), &codes, 20000).unwrap();
-        options.clients.push((codes[1], "bob".into()));
+        options.clients.push((codes[1], "bob".into(), Role::Agency));
         let report = init_network(&options).unwrap();
         let vn = NodeConfig::load(report.node_config(codes[0]).unwrap()).unwrap();
         assert_eq!(vn.listen.peer.port(), 20000);
@@ -294,7 +309,12 @@ mod tests {
         assert_eq!(vn.directory[0].endpoint, "127.0.0.1:20010");
         let bob = ClientConfig::load(report.client_config(codes[1]).unwrap()).unwrap();
         assert!(bob.cert.ends_with("fr/bob.pem"));
-        assert_eq!(report.client_configs.len(), 2, "VN gets the default officer, FR gets bob");
+        assert_eq!(report.client_configs.len(), 3, "VN gets the default officer and operator, FR gets bob");
+        assert_eq!(
+            NodeConfig::load(report.node_config(codes[1]).unwrap()).unwrap().role_of("bob"),
+            Some(Role::Agency)
+        );
+        assert_eq!(vn.role_of("operator"), Some(Role::Operator));
         let mode = std::fs::metadata(dir.path().join("net/fr/bob.key")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(init_network(&options).is_err(), "never overwrites an existing CA");

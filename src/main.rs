@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use hanoi247::access::Role;
 use hanoi247::cli::{Cli, Command, LogFormat};
 use hanoi247::config::NodeConfig;
 use hanoi247::identity::NodeCode;
@@ -31,10 +32,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut options =
                 InitOptions::with_base_port(args.out, args.network, &args.nodes, args.base_port)?;
             for client in &args.clients {
-                let (node, name) = client.split_once(':').ok_or_else(|| {
-                    anyhow::anyhow!("--clients {client}: expected NODE:NAME, e.g. VN:alice")
-                })?;
-                options.clients.push((node.parse::<NodeCode>()?, name.to_owned()));
+                let mut parts = client.split(':');
+                let (Some(node), Some(name), role, None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    anyhow::bail!(
+                        "--clients {client}: expected NODE:NAME or NODE:NAME:ROLE, e.g. VN:alice or FR:cert:agency"
+                    );
+                };
+                let role = match role.unwrap_or("officer") {
+                    "officer" => Role::Officer,
+                    "operator" => Role::Operator,
+                    "agency" => Role::Agency,
+                    "auditor" => Role::Auditor,
+                    other => anyhow::bail!(
+                        "--clients {client}: '{other}' is not a role (officer, operator, agency, auditor)"
+                    ),
+                };
+                options.clients.push((node.parse::<NodeCode>()?, name.to_owned(), role));
             }
             let report = init_network(&options)?;
             for (code, path) in &report.node_configs {

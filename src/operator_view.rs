@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use prost_types::Timestamp;
 
+use crate::access::Caller;
 use crate::identity::NodeCode;
 use crate::node::NodeContext;
 use crate::proto::{
@@ -96,6 +97,7 @@ pub fn list(
     context: &NodeContext,
     listing: Listing,
     filter: &ListFilter,
+    caller: &Caller,
     limit: usize,
 ) -> Result<Vec<Message>, StoreError> {
     let direction = match listing {
@@ -106,6 +108,7 @@ pub fn list(
         .store
         .overdue(SystemTime::now())?
         .iter()
+        .filter(|stored| caller.may_see(&stored.submitted_by))
         .map(view)
         .filter(|m| m.direction() == direction && m.overdue && filter.matches(m))
         .take(limit)
@@ -116,7 +119,9 @@ pub fn list(
         let rest = context.store.list(listing, limit - shown.len(), |stored| {
             let message = view(stored);
             let id = message.envelope.as_ref().map(|e| e.id.as_str()).unwrap_or_default();
-            filter.matches(&message) && !overdue_ids.iter().any(|o| o == id)
+            caller.may_see(&stored.submitted_by)
+                && filter.matches(&message)
+                && !overdue_ids.iter().any(|o| o == id)
         })?;
         shown.extend(rest.iter().map(view));
     }

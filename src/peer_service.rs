@@ -125,6 +125,10 @@ fn receive(
     let kind = envelope.kind();
     let parent_id = Uuid::parse_str(&envelope.in_reply_to).ok();
     let body = envelope.body.clone();
+    let owner = match parent_id {
+        Some(parent) => changes.get(parent)?.map(|p| p.submitted_by).unwrap_or_default(),
+        None => String::new(),
+    };
     let mut message = Message {
         ack_deadline: deadlines.ack_deadline(&envelope),
         envelope: Some(envelope),
@@ -137,6 +141,8 @@ fn receive(
         message: Some(message.clone()),
         seq: changes.next_seq()?,
         overdue_announced: false,
+        // A reply belongs to whoever owns the request it answers.
+        submitted_by: owner,
     })?;
     changed.push(message);
 

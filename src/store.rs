@@ -566,7 +566,12 @@ mod tests {
                     state: MessageState::Queued as i32,
                     ..Default::default()
                 };
-                changes.put(StoredMessage { message: Some(message), seq, overdue_announced: false })
+                changes.put(StoredMessage {
+                    message: Some(message),
+                    seq,
+                    overdue_announced: false,
+                    submitted_by: String::new(),
+                })
             })
             .unwrap();
         id

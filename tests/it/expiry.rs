@@ -12,6 +12,7 @@ async fn an_undeliverable_message_expires_and_can_be_requeued() {
     let mut net = Network::new(&["VN", "FR"]).await;
     net.start("VN").await;
     let mut vn = net.desk("VN");
+    let mut vn_operator = net.desk_as("VN", "operator");
     let mut request = advice_request("FR", Precedence::Immediate, "expires soon");
     request.expires_at = Some(hanoi247::timestamp::after(Duration::from_secs(2)));
     let id = submit(&mut vn, request).await;
@@ -27,7 +28,7 @@ async fn an_undeliverable_message_expires_and_can_be_requeued() {
     net.start("FR").await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let peers = vn.list_peers(ListPeersRequest {}).await.unwrap().into_inner().peers;
+        let peers = vn_operator.list_peers(ListPeersRequest {}).await.unwrap().into_inner().peers;
         if peers.iter().any(|p| p.peer == "FR" && p.last_contact_at.is_some()) {
             break;
         }
@@ -44,11 +45,11 @@ async fn an_undeliverable_message_expires_and_can_be_requeued() {
         id: id.clone(),
         expires_at: Some(hanoi247::timestamp::from_system(std::time::UNIX_EPOCH)),
     };
-    let refused = vn.requeue(past).await.unwrap_err();
+    let refused = vn_operator.requeue(past).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     assert!(refused.message().starts_with("expires_at"));
     let requeued =
-        vn.requeue(RequeueRequest { id: id.clone(), expires_at: None }).await.unwrap().into_inner();
+        vn_operator.requeue(RequeueRequest { id: id.clone(), expires_at: None }).await.unwrap().into_inner();
     assert_eq!(requeued.message.unwrap().state(), MessageState::Queued);
     let delivered = wait_state(&mut vn, &id, MessageState::Delivered).await;
     assert_eq!(
@@ -62,7 +63,7 @@ async fn an_undeliverable_message_expires_and_can_be_requeued() {
         ]
     );
     assert_eq!(ids(&inbox(&mut fr).await), vec![id.clone()]);
-    let again = vn.requeue(RequeueRequest { id, expires_at: None }).await.unwrap_err();
+    let again = vn_operator.requeue(RequeueRequest { id, expires_at: None }).await.unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition, "only EXPIRED can be requeued");
     net.stop("VN").await;
     net.stop("FR").await;

@@ -79,8 +79,11 @@ async fn respond_acknowledges_first_and_cancel_follows_a_delivered_request() {
 
     let withdrawn = submit(&mut vn, advice_request("FR", Precedence::Routine, "never mind")).await;
     wait_state(&mut vn, &withdrawn, MessageState::Delivered).await;
-    let cancelled =
-        vn.cancel(CancelRequest { id: withdrawn.clone(), reason: "suspect arrested".into() }).await.unwrap();
+    let mut vn_operator = net.desk_as("VN", "operator");
+    let cancelled = vn_operator
+        .cancel(CancelRequest { id: withdrawn.clone(), reason: "suspect arrested".into() })
+        .await
+        .unwrap();
     assert_eq!(cancelled.into_inner().message.unwrap().state(), MessageState::Cancelled);
     let at_fr = wait_state(&mut fr, &withdrawn, MessageState::Cancelled).await;
     assert!(at_fr.timeline.last().unwrap().note.contains("suspect arrested"));

@@ -12,4 +12,5 @@ mod identity_checks;
 mod lifecycle;
 mod local_network;
 mod operator_view;
+mod roles;
 mod storage_failure;

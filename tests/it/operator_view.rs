@@ -239,7 +239,8 @@ async fn queue_and_peers_show_a_down_peer_and_a_live_one() {
     let delivered = submit(&mut vn, advice_request("DE", Precedence::Immediate, "to the live peer")).await;
     wait_state(&mut vn, &delivered, MessageState::Delivered).await;
 
-    let queue = vn.get_queue(GetQueueRequest {}).await.unwrap().into_inner().peers;
+    let mut vn_operator = net.desk_as("VN", "operator");
+    let queue = vn_operator.get_queue(GetQueueRequest {}).await.unwrap().into_inner().peers;
     let fr = queue.iter().find(|q| q.peer == "FR").unwrap();
     assert_eq!((fr.flash, fr.immediate, fr.priority, fr.routine), (1, 0, 0, 1));
     assert!(fr.failures >= 1 && !fr.last_error.is_empty(), "{fr:?}");
@@ -249,13 +250,13 @@ async fn queue_and_peers_show_a_down_peer_and_a_live_one() {
     assert_eq!((de.flash, de.immediate, de.priority, de.routine), (0, 0, 0, 0));
     assert_eq!(de.connection(), hanoi247::proto::ConnectionState::Connected);
 
-    let peers = vn.list_peers(ListPeersRequest {}).await.unwrap().into_inner();
+    let peers = vn_operator.list_peers(ListPeersRequest {}).await.unwrap().into_inner();
     let de = peers.peers.iter().find(|p| p.peer == "DE").unwrap();
     assert!(de.certificate_expires_at.is_some() && de.last_contact_at.is_some(), "{de:?}");
     assert!(peers.own_certificate_expires_at.is_some());
     assert!(peers.warnings.is_empty(), "certificates from init last a year: {:?}", peers.warnings);
 
-    let client = net.client_config_path("VN");
+    let client = net.client_config_path_of("VN", "operator");
     let json = cli_json(&["queue", "--config", client.to_str().unwrap(), "--json"]);
     let fr_json = json.as_array().unwrap().iter().find(|q| q["peer"] == "FR").unwrap();
     assert_eq!(fr_json["queued"]["FLASH"], 1);

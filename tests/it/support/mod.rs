@@ -46,6 +46,22 @@ impl Network {
     }
 
     pub async fn named(codes: &[&str], network: &str) -> Self {
+        Self::build(codes, network, Vec::new()).await
+    }
+
+    /// A network whose desk clients are `clients` as (node, name, role); nodes without any get
+    /// `officer` and `operator`.
+    pub async fn with_clients(codes: &[&str], clients: &[(&str, &str, hanoi247::access::Role)]) -> Self {
+        let clients =
+            clients.iter().map(|(node, name, role)| (code(node), (*name).to_owned(), *role)).collect();
+        Self::build(codes, "hanoi247-test", clients).await
+    }
+
+    async fn build(
+        codes: &[&str],
+        network: &str,
+        clients: Vec<(NodeCode, String, hanoi247::access::Role)>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut plans = Vec::new();
         for text in codes {
@@ -60,7 +76,7 @@ impl Network {
             out: dir.path().join("net"),
             network: network.into(),
             nodes: plans.clone(),
-            clients: Vec::new(),
+            clients,
         };
         let report = init_network(&options).unwrap();
         for (_, path) in &report.node_configs {
@@ -113,6 +129,16 @@ impl Network {
         let mut child = ChildNode { child };
         self.wait_ready(node, &mut child).await;
         child
+    }
+
+    /// The config file of `node`'s client `name` (`officer` and `operator` exist by default).
+    pub fn client_config_path_of(&self, node: &str, name: &str) -> PathBuf {
+        self.report.client_config_named(code(node), name).unwrap().to_owned()
+    }
+
+    /// A desk client of `node` with the client `name`.
+    pub fn desk_as(&self, node: &str, name: &str) -> DeskClient {
+        desk_client::connect(&ClientConfig::load(&self.client_config_path_of(node, name)).unwrap()).unwrap()
     }
 
     /// A desk client of `node` (its default `officer`).
