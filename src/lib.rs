@@ -11,6 +11,7 @@ pub mod demo;
 pub mod desk;
 pub mod desk_client;
 pub mod events;
+pub mod group_commit;
 pub mod identity;
 pub mod init;
 pub mod lifecycle;

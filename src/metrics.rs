@@ -225,6 +225,7 @@ impl Collector for NodeCollector {
             (labels(&[("side", "sender")]), count(Direction::Outbound)),
         ];
         let store_size = context.store.size_on_disk().unwrap_or(0) as f64;
+        let flushes = vec![(Vec::new(), context.store.flushes())];
 
         gauge(
             &mut encoder,
@@ -281,6 +282,12 @@ impl Collector for NodeCollector {
             "Bytes the sled store takes on disk",
             None,
             &[(Vec::new(), store_size)],
+        )?;
+        counter(
+            &mut encoder,
+            "store_flushes",
+            "Store flushes (flush + sync) since start; shared by concurrent writes",
+            &flushes,
         )?;
         Ok(())
     }

@@ -84,6 +84,8 @@ pub struct Store {
     opened: Arc<std::sync::RwLock<Option<Opened>>>,
     /// Why the store is broken (empty when it is healthy).
     broken: Arc<Mutex<String>>,
+    /// Shares flushes between concurrent writers.
+    commit: Arc<crate::group_commit::GroupCommit>,
     /// Serialises read-modify-write operations so each sees the effects of the one before.
     writer: Arc<Mutex<()>>,
     /// The sequence number of the last event applied (durable or not).
@@ -116,10 +118,24 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         let opened = open_db(dir)?;
         let last_event = event_counter(&opened.db)?;
+        let opened = Arc::new(std::sync::RwLock::new(Some(opened)));
+        let flushed = Arc::downgrade(&opened);
+        // The flusher holds the database weakly: dropping the last `Store` closes it.
+        let commit = crate::group_commit::GroupCommit::start(move || {
+            let opened = flushed.upgrade().ok_or("the store is closed")?;
+            let (db, file) = {
+                let opened = opened.read().unwrap_or_else(|p| p.into_inner());
+                let opened = opened.as_ref().ok_or("the store is reopening")?;
+                (opened.db.clone(), Arc::clone(&opened.db_file))
+            };
+            db.flush().map_err(|e| e.to_string())?;
+            file.sync_data().map_err(|e| e.to_string())
+        })?;
         Ok(Self {
             dir: Arc::new(dir.to_owned()),
-            opened: Arc::new(std::sync::RwLock::new(Some(opened))),
+            opened,
             broken: Arc::new(Mutex::new(String::new())),
+            commit: Arc::new(commit),
             writer: Arc::new(Mutex::new(())),
             last_event: Arc::new(AtomicU64::new(last_event)),
             // What survived a restart is what was on the device.
@@ -189,20 +205,9 @@ impl Store {
             return Err(StoreError::Recovering(why));
         }
         let covered = self.last_event.load(Ordering::Acquire);
-        let (db, file) = {
-            let opened = self.opened.read().unwrap_or_else(|p| p.into_inner());
-            let opened = opened.as_ref().ok_or_else(|| StoreError::Recovering("reopening".into()))?;
-            (opened.db.clone(), Arc::clone(&opened.db_file))
-        };
-        if let Err(error) = db.flush_async().await {
-            return Err(self.broke(error.into()));
-        }
-        let synced = tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))
-            .and_then(|r| r.map_err(StoreError::Io));
-        if let Err(error) = synced {
-            return Err(self.broke(error));
+        let generation = self.commit.last_applied();
+        if let Err(error) = self.commit.wait_durable(generation).await {
+            return Err(self.broke(StoreError::Io(std::io::Error::other(error))));
         }
         self.durable_events.send_if_modified(|durable| {
             let advanced = covered > *durable;
@@ -251,6 +256,11 @@ impl Store {
         self.ids_to_messages(ids)
     }
 
+    /// How many flushes (flush + sync) the store has made since it opened.
+    pub fn flushes(&self) -> u64 {
+        self.commit.flushes()
+    }
+
     /// Bytes the store takes on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db()?.size_on_disk()?)
@@ -280,6 +290,7 @@ impl Store {
             return Err(self.broke(error.into()).into());
         }
         self.last_event.store(new_last_event, Ordering::Release);
+        self.commit.applied();
         Ok(result)
     }
 

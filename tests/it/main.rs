@@ -7,6 +7,7 @@ mod bad_input;
 mod chaos;
 mod delivery;
 mod demo;
+mod durability;
 mod expiry;
 mod identity_checks;
 mod lifecycle;
