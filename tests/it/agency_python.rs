@@ -1,1 +1,331 @@
-//! (being written)
+//! The Python agency example (`examples/agency-python`) against real nodes: a virtualenv with the
+//! pinned grpcio from PyPI (cached under the target directory, keyed by `requirements.txt`), stubs
+//! generated from our protos by `generate.py`, and `agency.py` submitting a preservation request
+//! through VN's desk API and following `Watch` while this test acts as FR's desk officer.
+//!
+//! When PyPI cannot be reached the test prints `SKIPPED: PyPI unreachable: <reason>` and returns;
+//! any other failure to build the virtualenv fails the test.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use hanoi247::access::Role;
+use hanoi247::proto::{
+    AcknowledgeRequest, HandlingCode, Message, MessageState, Precedence, RequestType, RespondRequest,
+};
+
+use crate::support::*;
+
+/// Creating the virtualenv (no network).
+const VENV_DEADLINE: Duration = Duration::from_secs(120);
+/// Installing the requirements from PyPI on a fresh machine.
+const INSTALL_DEADLINE: Duration = Duration::from_secs(600);
+/// Generating the stubs.
+const GENERATE_DEADLINE: Duration = Duration::from_secs(60);
+/// `agency.py --timeout`: how long it follows `Watch`; the test waits a little longer for it.
+const AGENCY_TIMEOUT_SECS: u64 = 60;
+
+fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agency-python")
+}
+
+/// Where the virtualenv lives between runs: `<target>/tmp/agency-venv`.
+fn venv_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("agency-venv")
+}
+
+/// The file inside the virtualenv that records which requirements it was built from.
+const MARKER: &str = "hanoi247-requirements.txt";
+
+enum Venv {
+    /// The virtualenv's python.
+    Ready(PathBuf),
+    /// pip could not reach the package index; the line that says why.
+    PypiUnreachable(String),
+}
+
+/// What a finished command did: its exit status and its stdout and stderr together.
+struct Ran {
+    status: ExitStatus,
+    output: String,
+}
+
+/// Runs `command` with stdout and stderr into one log file, killing it at the deadline.
+fn run_with_deadline(command: &mut Command, log: &Path, within: Duration) -> Ran {
+    let file = File::create(log).unwrap();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let status = wait_child(&mut child, within).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{command:?} did not finish within {within:?}:\n{}", read(log))
+    });
+    Ran { status, output: read(log) }
+}
+
+/// Polls the child until it exits or the deadline passes (`None`).
+fn wait_child(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn read(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
+/// The line of a failed pip run that shows the package index could not be reached at all, if
+/// any. Other failures (a pinned version that does not exist, a build error) are not this.
+fn pypi_unreachable(pip_output: &str) -> Option<String> {
+    const MARKERS: [&str; 10] = [
+        "Failed to establish a new connection",
+        "NewConnectionError",
+        "Temporary failure in name resolution",
+        "Name or service not known",
+        "Network is unreachable",
+        "Connection refused",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ProxyError",
+        "Could not fetch URL",
+    ];
+    pip_output
+        .lines()
+        .find(|line| MARKERS.iter().any(|m| line.contains(m)))
+        .map(|line| line.trim().to_owned())
+}
+
+/// The cached virtualenv, (re)built when `requirements.txt` changed. Built beside the cache and
+/// renamed into place, so an interrupted install never leaves a half-built cache behind.
+fn agency_venv() -> Venv {
+    let requirements_path = example_dir().join("requirements.txt");
+    let requirements = std::fs::read_to_string(&requirements_path).unwrap();
+    let venv = venv_dir();
+    let python = |dir: &Path| dir.join("bin/python");
+    if std::fs::read_to_string(venv.join(MARKER)).is_ok_and(|m| m == requirements) && python(&venv).exists() {
+        return Venv::Ready(python(&venv));
+    }
+
+    let check = Command::new("python3")
+        .args(["-c", "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)"])
+        .status()
+        .unwrap_or_else(|e| panic!("python3 is needed for the agency example: {e}"));
+    assert!(check.success(), "agency.py needs Python 3.11 or later (tomllib)");
+
+    let building = venv.with_file_name(format!("agency-venv.building-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&building);
+    std::fs::create_dir_all(building.parent().unwrap()).unwrap();
+    let log = venv.with_file_name(format!("agency-venv.building-{}.log", std::process::id()));
+    let made =
+        run_with_deadline(Command::new("python3").args(["-m", "venv"]).arg(&building), &log, VENV_DEADLINE);
+    assert!(made.status.success(), "python3 -m venv failed ({}):\n{}", made.status, made.output);
+
+    let pip = run_with_deadline(
+        Command::new(python(&building))
+            .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input"])
+            .args(["--retries", "2", "--timeout", "30", "-r"])
+            .arg(&requirements_path),
+        &log,
+        INSTALL_DEADLINE,
+    );
+    if !pip.status.success() {
+        let _ = std::fs::remove_dir_all(&building);
+        if let Some(reason) = pypi_unreachable(&pip.output) {
+            let _ = std::fs::remove_file(&log);
+            return Venv::PypiUnreachable(reason);
+        }
+        panic!("pip install -r {} failed ({}):\n{}", requirements_path.display(), pip.status, pip.output);
+    }
+    std::fs::write(building.join(MARKER), &requirements).unwrap();
+    let _ = std::fs::remove_dir_all(&venv);
+    std::fs::rename(&building, &venv).unwrap();
+    let _ = std::fs::remove_file(&log);
+    Venv::Ready(python(&venv))
+}
+
+#[test]
+fn pip_failures_are_told_apart() {
+    let refused = "WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) \
+        after connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPConnection object \
+        at 0x7f678dcf4cd0>: Failed to establish a new connection: [Errno 111] Connection refused')': /simple/grpcio/\n\
+        ERROR: Could not find a version that satisfies the requirement grpcio==1.85.1 (from versions: none)\n\
+        ERROR: No matching distribution found for grpcio==1.85.1\n";
+    let reason = pypi_unreachable(refused).expect("a refused connection is unreachability");
+    assert!(reason.contains("Connection refused"), "{reason}");
+    let bad_pin = "ERROR: Could not find a version that satisfies the requirement grpcio==0.0.1 \
+        (from versions: 1.85.0, 1.85.1)\nERROR: No matching distribution found for grpcio==0.0.1\n";
+    assert_eq!(pypi_unreachable(bad_pin), None, "a wrong pin must fail the test, not skip it");
+}
+
+/// A child process that is killed if the test fails before it exits.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The preservation request from VN in FR's inbox, once it is there.
+async fn wait_for_request(
+    fr: &mut hanoi247::desk_client::DeskClient,
+    agency: &mut Child,
+    log: &Path,
+) -> Message {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let found = inbox(fr).await.into_iter().find(|m| {
+            let envelope = m.envelope.as_ref().unwrap();
+            envelope.origin == "VN" && envelope.request_type() == RequestType::Preservation
+        });
+        if let Some(message) = found {
+            return message;
+        }
+        if let Some(status) = agency.try_wait().unwrap() {
+            panic!("agency.py exited ({status}) before its request reached FR:\n{}", read(log));
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no request from agency.py in FR's inbox within {DEADLINE:?}:\n{}",
+            read(log)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_agency_submits_preservation_and_follows_it_until_answered() {
+    let started = Instant::now();
+    let python = match tokio::task::spawn_blocking(agency_venv).await.unwrap() {
+        Venv::Ready(python) => python,
+        Venv::PypiUnreachable(reason) => {
+            // Straight to stderr, past the test harness's capture, so every run shows it.
+            let _ = writeln!(std::io::stderr(), "SKIPPED: PyPI unreachable: {reason}");
+            return;
+        }
+    };
+    eprintln!("agency venv ready in {:?}", started.elapsed());
+
+    // VN's only desk client is the agency's system (role agency: it may submit, and see only what
+    // it submitted); FR gets init's default officer, played by this test.
+    let mut net = Network::with_clients(&["VN", "FR"], &[("VN", "police-a05", Role::Agency)]).await;
+    net.start("VN").await;
+    net.start("FR").await;
+    let work = net.dir().to_owned();
+
+    // Stubs from our protos, as an agency would make them, outside the source tree.
+    let stubs = work.join("stubs");
+    let generated = tokio::task::spawn_blocking({
+        let (python, stubs, log) = (python.clone(), stubs.clone(), work.join("generate.log"));
+        move || {
+            run_with_deadline(
+                Command::new(python)
+                    .arg(example_dir().join("generate.py"))
+                    .arg("--out")
+                    .arg(stubs)
+                    .env("PYTHONDONTWRITEBYTECODE", "1"),
+                &log,
+                GENERATE_DEADLINE,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(generated.status.success(), "generate.py failed:\n{}", generated.output);
+    for stub in ["desk_pb2.py", "desk_pb2_grpc.py", "envelope_pb2.py"] {
+        assert!(stubs.join("hanoi247/v1").join(stub).is_file(), "generate.py did not write {stub}");
+    }
+
+    let log = work.join("agency.log");
+    let log_file = File::create(&log).unwrap();
+    let mut agency = KillOnDrop(
+        Command::new(&python)
+            .arg(example_dir().join("agency.py"))
+            .arg("--config")
+            .arg(net.client_config_path_of("VN", "police-a05"))
+            .args(["--to", "FR", "--timeout", &AGENCY_TIMEOUT_SECS.to_string(), "--stubs"])
+            .arg(&stubs)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap(),
+    );
+
+    // This test is FR's desk officer: take the request and answer it.
+    let mut fr = net.desk("FR");
+    let request = wait_for_request(&mut fr, &mut agency.0, &log).await;
+    let envelope = request.envelope.as_ref().unwrap();
+    let id = envelope.id.clone();
+    assert_eq!(envelope.precedence(), Precedence::Flash);
+    assert_eq!(envelope.handling_code(), HandlingCode::H2);
+    let preservation = envelope.preservation.as_ref().expect("preservation fields travelled");
+    for (field, value) in [
+        ("requesting_authority", &preservation.requesting_authority),
+        ("offence", &preservation.offence),
+        ("facts", &preservation.facts),
+        ("data_to_preserve", &preservation.data_to_preserve),
+        ("link_to_offence", &preservation.link_to_offence),
+        ("custodian_or_location", &preservation.custodian_or_location),
+        ("necessity", &preservation.necessity),
+    ] {
+        assert!(!value.is_empty(), "preservation.{field} is empty at FR");
+    }
+    assert!(preservation.mutual_legal_assistance_to_follow);
+    assert_eq!(preservation.preservation_days, 90);
+
+    fr.acknowledge(AcknowledgeRequest { id: id.clone(), note: "duty officer has it".into() }).await.unwrap();
+    let answer = "Preserved for 90 days under reference FR-PRES-0042";
+    fr.respond(RespondRequest { id: id.clone(), text: answer.into() }).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(AGENCY_TIMEOUT_SECS + 30);
+    let status = loop {
+        if let Some(status) = agency.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agency.py still running after the answer:\n{}",
+            read(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let output = read(&log);
+    assert!(status.success(), "agency.py exited {status}:\n{output}");
+
+    assert!(output.contains(&format!("submitted {id}")), "agency.py submitted another id:\n{output}");
+    assert!(output.contains(&format!("ANSWERED by FR: {answer}")), "no answer printed:\n{output}");
+    // Every step arrived on Watch, in order, for this request.
+    let position = |state: &str| {
+        output
+            .lines()
+            .position(|l| l.starts_with("event") && l.contains(&format!(" {state} ")))
+            .unwrap_or_else(|| panic!("no {state} event printed:\n{output}"))
+    };
+    assert!(position("DELIVERED") < position("ACKNOWLEDGED"), "{output}");
+    assert!(position("ACKNOWLEDGED") < position("ANSWERED"), "{output}");
+
+    let mut vn = net.desk_as("VN", "police-a05");
+    let done = wait_state(&mut vn, &id, MessageState::Answered).await;
+    assert_eq!(done.envelope.unwrap().destination, "FR");
+    net.stop("VN").await;
+    net.stop("FR").await;
+    eprintln!("agency example passed in {:?}", started.elapsed());
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Prepare the output of `hanoi247 init` for deploy/compose.yaml (development networks only).
+#
+#   deploy/compose-prepare.sh [NET_DIR]          # default: ./net
+#
+# `hanoi247 init` makes a loopback network: listeners on 127.0.0.1, directory endpoints
+# 127.0.0.1:PORT, node certificates naming only localhost, 127.0.0.1 and ::1. In containers each
+# node has its own address and reaches the others by service name (vn, fr, de), and a node checks
+# that the host of a peer's endpoint is in the peer's certificate. So for every NET_DIR/<cc>/ this
+# script writes NET_DIR/compose/<cc>/ with:
+#
+#   node.pem, node.key   a NEW node certificate from init's network CA (NET_DIR/network-ca.key),
+#                        made with openssl as in certs/README.md ("With an external CA"), whose
+#                        SANs are spiffe://<network>/node/<CC>, DNS:<cc> (the service name),
+#                        DNS:localhost, IP:127.0.0.1 and IP:::1
+#   node.toml            init's node.toml with listeners on 0.0.0.0, data_dir /var/lib/hanoi247
+#                        (the container's data volume), network_ca in the same directory and every
+#                        directory endpoint host replaced by the peer's service name
+#   network-ca.pem, local-ca.pem, desk.pem, desk.key    copied from init's output
+#
+# The desk certificate is kept: desk clients on the host reach the published desk port on
+# 127.0.0.1, which it names, so init's <name>.client.toml files work unchanged.
+#
+# DEVELOPMENT ONLY: the private keys in NET_DIR/compose/ are made readable by everyone (0644) so
+# that the image's non-root user (uid 65532) can read the bind-mounted files whatever uid ran
+# this script. For a real node, give the keys to the container's user (chown 65532, mode 0400) or
+# use your orchestrator's secrets, and never put the network CA's key on a node.
+# Needs: bash, openssl, awk.
+set -euo pipefail
+
+net=${1:-net}
+if [[ ! -f $net/network-ca.pem || ! -f $net/network-ca.key ]]; then
+    echo "$net has no network CA (network-ca.pem and .key): make it with 'hanoi247 init --out $net ...'" >&2
+    exit 1
+fi
+command -v openssl >/dev/null || { echo "openssl is needed" >&2; exit 1; }
+
+# The quoted value of a top-level key of a node.toml.
+top_value() {
+    awk -v key="$2" '/^[[:space:]]*\[/ { exit } $0 ~ "^" key "[[:space:]]*=" {
+        sub(/^[^=]*=[[:space:]]*"/, ""); sub(/".*$/, ""); print; exit }' "$1"
+}
+
+found=0
+for config in "$net"/*/node.toml; do
+    [[ -f $config ]] || continue
+    found=1
+    dir=$(dirname "$config")
+    cc=$(basename "$dir")
+    code=$(top_value "$config" code)
+    network=$(top_value "$config" network)
+    out=$net/compose/$cc
+    mkdir -p "$out"
+
+    # A new node key and certificate, signed by the network CA (certs/README.md).
+    openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out "$out/node.key"
+    openssl req -new -key "$out/node.key" -subj "/CN=hanoi247 node $code" -out "$out/node.csr"
+    cat >"$out/node.ext" <<EXT
+subjectAltName = URI:spiffe://$network/node/$code, DNS:$cc, DNS:localhost, IP:127.0.0.1, IP:::1
+extendedKeyUsage = serverAuth, clientAuth
+keyUsage = critical, digitalSignature
+basicConstraints = critical, CA:FALSE
+EXT
+    openssl x509 -req -in "$out/node.csr" -CA "$net/network-ca.pem" -CAkey "$net/network-ca.key" \
+        -CAcreateserial -CAserial "$net/compose/network-ca.srl" -days 365 -extfile "$out/node.ext" \
+        -out "$out/node.pem" 2>/dev/null
+    rm -f "$out/node.csr" "$out/node.ext"
+
+    cp "$net/network-ca.pem" "$dir/local-ca.pem" "$dir/desk.pem" "$dir/desk.key" "$out/"
+
+    # The container's node.toml: listeners on every interface, the data volume, service names.
+    {
+        echo "# Made by deploy/compose-prepare.sh from init's node.toml, for deploy/compose.yaml."
+        awk '
+        /^[[:space:]]*\[/ { section = $0 }
+        /^data_dir[[:space:]]*=/ { print "data_dir = \"/var/lib/hanoi247\""; next }
+        /^network_ca[[:space:]]*=/ { print "network_ca = \"network-ca.pem\""; next }
+        /^(peer|desk|listen)[[:space:]]*=[[:space:]]*"127\.0\.0\.1:/ { sub(/"127\.0\.0\.1:/, "\"0.0.0.0:"); print; next }
+        /^code[[:space:]]*=/ && section ~ /directory/ { peer = $0; sub(/^[^"]*"/, "", peer); sub(/".*$/, "", peer) }
+        /^endpoint[[:space:]]*=/ { port = $0; sub(/^.*:/, "", port); sub(/".*$/, "", port)
+            print "endpoint = \"" tolower(peer) ":" port "\""; next }
+        { print }
+        ' "$config"
+    } >"$out/node.toml"
+
+    chmod 0644 "$out"/*.key "$out"/*.pem "$out/node.toml"
+    echo "$code: $out (node certificate names $cc, localhost, 127.0.0.1, ::1)"
+done
+if ((!found)); then
+    echo "no */node.toml in $net" >&2
+    exit 1
+fi

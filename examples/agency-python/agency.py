@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""A partner agency's integration with its State's hanoi247 node, written from the protos alone.
+
+Submits an expedited PRESERVATION request to another State's node through this node's desk API,
+then follows the node's `Watch` stream and prints every lifecycle event of that request until the
+destination has ANSWERED it (or the timeout passes).
+
+    python agency.py --config net/vn/police-a05.client.toml --to FR [--timeout 600]
+
+The client config is the TOML file `hanoi247 init` writes per desk client (paths are relative to
+the file); the node lists the client under [[clients]] with role "agency" (or "officer"):
+
+    endpoint = "127.0.0.1:7248"   # the node's desk listener
+    ca = "local-ca.pem"           # the node's local CA: it issued the desk listener's certificate
+    cert = "police-a05.pem"       # this client's certificate, issued by the same local CA
+    key = "police-a05.key"        # and its private key
+
+Exit status: 0 answered; 1 the request ended without an answer (EXPIRED or CANCELLED); 2 the
+timeout passed; 3 the node could not be reached or refused the call.
+"""
+
+import argparse
+import pathlib
+import sys
+import time
+import tomllib
+
+import grpc
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+# `Watch` answers with this header: the sequence number its live stream starts after. It is only
+# used to resume after a reconnect; everything else here comes from desk.proto.
+WATCH_AFTER_HEADER = "hanoi247-watch-after"
+
+EXIT_ANSWERED, EXIT_ENDED, EXIT_TIMEOUT, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def import_stubs(stubs: pathlib.Path):
+    """The generated modules; generates them first when `stubs` holds none."""
+    if not (stubs / "hanoi247" / "v1" / "desk_pb2_grpc.py").is_file():
+        import generate  # next to this file
+
+        generate.generate(stubs)
+    sys.path.insert(0, str(stubs))
+    from hanoi247.v1 import desk_pb2, desk_pb2_grpc, envelope_pb2
+
+    return desk_pb2, desk_pb2_grpc, envelope_pb2
+
+
+def load_client_config(path: pathlib.Path) -> dict:
+    """Reads a `<name>.client.toml`: the endpoint and the PEM bytes of CA, certificate and key."""
+    with path.open("rb") as file:
+        config = tomllib.load(file)
+    missing = [key for key in ("endpoint", "ca", "cert", "key") if key not in config]
+    if missing:
+        raise SystemExit(f"{path}: missing {', '.join(missing)}")
+    base = path.resolve().parent
+    loaded = {"endpoint": config["endpoint"]}
+    for key in ("ca", "cert", "key"):
+        loaded[key] = (base / config[key]).read_bytes()
+    return loaded
+
+
+def connect(config: dict, server_name: str | None) -> grpc.Channel:
+    """A channel to the desk listener over TLS with this client's certificate.
+
+    The desk listener's certificate names localhost, 127.0.0.1 and ::1 when `hanoi247 init` made
+    it, so an endpoint of 127.0.0.1:PORT verifies as it is. When the endpoint's host is not in the
+    certificate (a tunnel, a container), `--server-name` names the host to check instead.
+    """
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=config["ca"],
+        private_key=config["key"],
+        certificate_chain=config["cert"],
+    )
+    options = []
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.secure_channel(config["endpoint"], credentials, options=options)
+
+
+def preservation_request(desk_pb2, envelope_pb2, args) -> object:
+    """An expedited preservation request with every field the Convention asks for."""
+    return desk_pb2.SubmitRequest(
+        destination=args.to,
+        request_type=envelope_pb2.REQUEST_TYPE_PRESERVATION,
+        precedence=envelope_pb2.Precedence.Value(f"PRECEDENCE_{args.precedence.upper()}"),
+        subject=args.subject,
+        body="The provider announced that inactive accounts are deleted within 24 hours.",
+        language="en",
+        handling_code=envelope_pb2.HANDLING_CODE_H2,
+        preservation=envelope_pb2.PreservationRequest(
+            requesting_authority="Cybercrime Police Department, Agency A05",
+            offence="Fraud committed by means of a computer system (phishing)",
+            facts="Since March, e-mails impersonating a national bank collected credentials of "
+            "about 2,000 customers; the stolen credentials were used for transfers abroad.",
+            data_to_preserve="Subscriber information, login IP addresses with timestamps, and the "
+            "stored content of mailbox phish-sender@example.net",
+            link_to_offence="The mailbox sent the phishing e-mails and received the stolen credentials.",
+            custodian_or_location="Example Mail Ltd., mail provider established in the destination State",
+            necessity="The provider deletes inactive accounts and their logs after 24 hours.",
+            mutual_legal_assistance_to_follow=True,
+            preservation_days=args.days,
+        ),
+    )
+
+
+def state_name(desk_pb2, state: int) -> str:
+    return desk_pb2.MessageState.Name(state).removeprefix("MESSAGE_STATE_")
+
+
+def print_event(desk_pb2, event) -> None:
+    what = "OVERDUE (not yet acknowledged)" if event.overdue else state_name(desk_pb2, event.state)
+    note = f"  {event.note}" if event.note else ""
+    at = event.at.ToDatetime().strftime("%H:%M:%S")
+    say(f"event {event.sequence:>6} {at} {what:<14} peer={event.peer}{note}")
+
+
+def answer_text(desk_pb2, envelope_pb2, stub, message_id: str, timeout: float) -> str:
+    got = stub.Get(desk_pb2.GetRequest(id=message_id), timeout=timeout)
+    answers = [
+        reply.envelope.body
+        for reply in got.replies
+        if reply.envelope.kind == envelope_pb2.ENVELOPE_KIND_RESPONSE
+    ]
+    return answers[-1] if answers else ""
+
+
+def run(args) -> int:
+    desk_pb2, desk_pb2_grpc, envelope_pb2 = import_stubs(args.stubs.resolve())
+    config = load_client_config(args.config)
+    deadline = time.monotonic() + args.timeout
+
+    def remaining() -> float:
+        return max(0.1, deadline - time.monotonic())
+
+    with connect(config, args.server_name) as channel:
+        stub = desk_pb2_grpc.DeskServiceStub(channel)
+
+        # Watch first: once the node has sent the stream's headers it reports every event after
+        # that point, so nothing about the request submitted next can be missed.
+        watch = stub.Watch(desk_pb2.WatchRequest(), timeout=remaining())
+        headers = dict(watch.initial_metadata() or ())
+        if watch.done() and watch.code() != grpc.StatusCode.OK:
+            say(f"cannot watch {config['endpoint']}: {watch.code().name}: {watch.details()}")
+            return EXIT_UNREACHABLE
+        last_sequence = int(headers[WATCH_AFTER_HEADER]) if WATCH_AFTER_HEADER in headers else None
+
+        try:
+            submitted = stub.Submit(preservation_request(desk_pb2, envelope_pb2, args), timeout=30)
+        except grpc.RpcError as error:
+            say(f"submit refused: {error.code().name}: {error.details()}")
+            watch.cancel()
+            return EXIT_UNREACHABLE
+        envelope = submitted.message.envelope
+        message_id = envelope.id
+        say(f"submitted {message_id} case {envelope.case_reference} to {envelope.destination}: "
+            f"{state_name(desk_pb2, submitted.message.state)}")
+
+        while True:
+            try:
+                for event in watch:
+                    last_sequence = event.sequence
+                    if event.message_id != message_id:
+                        continue
+                    print_event(desk_pb2, event)
+                    if event.overdue:
+                        continue
+                    if event.state == desk_pb2.MESSAGE_STATE_ANSWERED:
+                        text = answer_text(desk_pb2, envelope_pb2, stub, message_id, remaining())
+                        say(f"ANSWERED by {envelope.destination}: {text}")
+                        watch.cancel()
+                        return EXIT_ANSWERED
+                    if event.state in (desk_pb2.MESSAGE_STATE_EXPIRED, desk_pb2.MESSAGE_STATE_CANCELLED):
+                        say(f"ended {state_name(desk_pb2, event.state)} without an answer")
+                        watch.cancel()
+                        return EXIT_ENDED
+                reason = "the node ended the stream (shutting down)"
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    current = stub.Get(desk_pb2.GetRequest(id=message_id), timeout=10).message.state
+                    say(f"timeout after {args.timeout}s: {message_id} is {state_name(desk_pb2, current)}")
+                    return EXIT_TIMEOUT
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    say(f"watch failed: {error.code().name}: {error.details()}")
+                    return EXIT_UNREACHABLE
+                reason = f"{error.code().name}: {error.details()}"
+            if time.monotonic() >= deadline:
+                say(f"timeout after {args.timeout}s while reconnecting")
+                return EXIT_TIMEOUT
+            # The node restarted or the connection broke: resume after the last event seen, so
+            # nothing is missed and nothing is printed twice. (A pause between attempts, not a wait
+            # for anything in particular.)
+            say(f"watch interrupted ({reason}); resuming after event {last_sequence}")
+            time.sleep(min(1.0, remaining()))
+            request = desk_pb2.WatchRequest()
+            if last_sequence is not None:
+                request.after_sequence = last_sequence
+            watch = stub.Watch(request, timeout=remaining())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Submit a preservation request and follow it until ANSWERED.")
+    parser.add_argument("--config", type=pathlib.Path, required=True, help="a <name>.client.toml from hanoi247 init")
+    parser.add_argument("--to", required=True, help="destination node code, e.g. FR")
+    parser.add_argument("--precedence", default="flash", choices=["flash", "immediate", "priority", "routine"])
+    parser.add_argument("--subject", default="Preserve mailbox used in a phishing campaign")
+    parser.add_argument("--days", type=int, default=90, help="preservation period asked (at least 60)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the answer")
+    parser.add_argument("--stubs", type=pathlib.Path, default=HERE / "generated", help="generated stubs directory")
+    parser.add_argument("--server-name", help="host name to check in the desk certificate instead of the endpoint's")
+    args = parser.parse_args()
+    try:
+        return run(args)
+    except grpc.RpcError as error:
+        say(f"node refused the call: {error.code().name}: {error.details()}")
+        return EXIT_UNREACHABLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
