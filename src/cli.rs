@@ -43,6 +43,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run a three-node network (VN, FR, DE) on loopback and tell one request's story; exits 0.
     Demo,
+    /// Measure durable latency and throughput over real mTLS: two nodes on loopback.
+    Bench(BenchArgs),
     /// Make a network CA, node and client certificates and ready configs for a loopback network.
     Init(InitArgs),
     /// Run a node in the foreground (logs to stderr; Ctrl-C or SIGTERM stops it gracefully).
@@ -109,6 +111,29 @@ pub enum Command {
     Queue(ClientArgs),
     /// Every directory member: reachability, last contact, round trip, version, certificate expiry.
     Peers(ClientArgs),
+}
+
+/// `bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Messages per throughput phase (and the backlog the receiver drains).
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
+    /// Concurrent Submit calls in the throughput phases.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Precedence of every message.
+    #[arg(long, value_enum, default_value_t = PrecedenceArg::Routine)]
+    pub precedence: PrecedenceArg,
+    /// Messages in each concurrency-1 latency phase.
+    #[arg(long, default_value_t = 1000)]
+    pub latency_samples: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `init` options.
@@ -455,7 +480,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Watch { client: args, after } => watch(&args, after).await,
-        Command::Demo | Command::Init(_) | Command::Node { .. } => {
+        Command::Demo | Command::Init(_) | Command::Node { .. } | Command::Bench(_) => {
             Err(CliError::Usage("not a client command".into()))
         }
     }

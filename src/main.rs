@@ -27,6 +27,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(cli.log_format, "error");
             hanoi247::demo::run().await?;
         }
+        Command::Bench(args) => {
+            init_logging(cli.log_format, "error");
+            let options = hanoi247::bench::BenchOptions {
+                messages: args.messages,
+                concurrency: args.concurrency.max(1),
+                size: args.size,
+                precedence: hanoi247::cli::precedence(args.precedence),
+                latency_samples: args.latency_samples.max(1),
+            };
+            let report = hanoi247::bench::run(options).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", hanoi247::bench::table(&report));
+            }
+        }
         Command::Init(args) => {
             init_logging(cli.log_format, "warn");
             let mut options =
