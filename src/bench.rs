@@ -196,14 +196,15 @@ async fn drained(operator: &mut DeskClient) -> Result<Duration, BenchError> {
 /// Store flushes so far, from a node's metrics listener.
 fn flushes(metrics_port: u16) -> f64 {
     use std::io::Read as _;
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", metrics_port)) else { return 0.0 };
-    let _ = write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", metrics_port)) else { return f64::NAN };
+    let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
+    // The sample line reads `hanoi247_store_flushes_total{} 51`.
     text.lines()
-        .find_map(|l| l.strip_prefix("hanoi247_store_flushes_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+        .find_map(|l| l.strip_prefix("hanoi247_store_flushes_total"))
+        .and_then(|v| v.trim_start_matches("{}").trim().parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 async fn free_port() -> Result<u16, BenchError> {
