@@ -321,6 +321,8 @@ pub async fn run(options: BenchOptions) -> Result<Value, BenchError> {
         progress.inc(1);
     }
     progress.finish_and_clear();
+    // Stop watching: an unread stream would only fill buffers during the next phase.
+    drop(events);
     let receipt_latency = percentiles(&mut receipt);
 
     // 6. Sustained end-to-end: submit N at concurrency C with FR up, until all are delivered.

@@ -41,8 +41,10 @@ pub fn follow(
                 };
                 for event in events {
                     last = event.sequence;
-                    if sender.send(Ok(event)).await.is_err() {
-                        return;
+                    // A watcher that stops reading must not keep the node from shutting down.
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        sent = sender.send(Ok(event)) => if sent.is_err() { return },
                     }
                 }
             }

@@ -174,22 +174,13 @@ impl Collector for NodeCollector {
         let mut retries = Vec::new();
         for entry in &context.config.directory {
             let peer = entry.code.to_string();
-            let waiting = context.store.outbox_for(entry.code, usize::MAX).unwrap_or_default();
-            for precedence in
-                [Precedence::Flash, Precedence::Immediate, Precedence::Priority, Precedence::Routine]
-            {
-                let of_precedence: Vec<_> = waiting
-                    .iter()
-                    .filter_map(|s| view(s).envelope)
-                    .filter(|e| e.precedence() == precedence)
-                    .collect();
+            for (precedence, count, first) in context.store.outbox_summary(entry.code).unwrap_or_default() {
                 let label = labels(&[("peer", &peer), ("precedence", precedence_label(precedence))]);
-                let age = of_precedence
-                    .iter()
-                    .filter_map(|e| e.created_at.as_ref().map(crate::timestamp::to_system))
-                    .min()
+                let created = first.and_then(|f| view(&f).envelope).and_then(|e| e.created_at);
+                let age = created
+                    .map(|c| crate::timestamp::to_system(&c))
                     .map_or(0.0, |created| now.duration_since(created).unwrap_or_default().as_secs_f64());
-                depth.push((label.clone(), of_precedence.len() as f64));
+                depth.push((label.clone(), count as f64));
                 oldest.push((label, age));
             }
             let status = context.peers.get(entry.code);

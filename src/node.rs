@@ -22,6 +22,9 @@ use crate::tls::{self, TlsError};
 /// This software's version as peers and operators see it.
 pub const SOFTWARE_VERSION: &str = concat!("hanoi247 ", env!("CARGO_PKG_VERSION"));
 
+/// How long in-flight calls may take to finish once shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -190,7 +193,11 @@ impl RunningNode {
     pub async fn shutdown(self) -> Result<(), NodeError> {
         self.stop.cancel();
         self.tasks.close();
-        self.tasks.wait().await;
+        // In-flight calls get a grace period; a client that never reads its stream (a stalled
+        // Watch) must not hold the node up forever.
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait()).await.is_err() {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "some connections did not finish in time; stopping anyway");
+        }
         self.context.store.persist().await?;
         tracing::info!(node = %self.context.code(), "node stopped");
         Ok(())

@@ -132,7 +132,6 @@ pub fn list(
 pub fn queue(context: &NodeContext) -> Result<Vec<PeerQueue>, StoreError> {
     let mut peers = Vec::new();
     for entry in &context.config.directory {
-        let waiting = context.store.outbox_for(entry.code, usize::MAX)?;
         let status = context.peers.get(entry.code);
         let mut queue = PeerQueue {
             peer: entry.code.to_string(),
@@ -142,15 +141,18 @@ pub fn queue(context: &NodeContext) -> Result<Vec<PeerQueue>, StoreError> {
             next_attempt_at: status.next_attempt_at.map(timestamp::from_system),
             ..Default::default()
         };
-        for stored in &waiting {
-            let envelope = view(stored).envelope.unwrap_or_default();
-            match envelope.precedence() {
-                Precedence::Flash => queue.flash += 1,
-                Precedence::Immediate => queue.immediate += 1,
-                Precedence::Priority => queue.priority += 1,
-                Precedence::Routine | Precedence::Unspecified => queue.routine += 1,
+        for (precedence, count, first) in context.store.outbox_summary(entry.code)? {
+            let count = u32::try_from(count).unwrap_or(u32::MAX);
+            match precedence {
+                Precedence::Flash => queue.flash = count,
+                Precedence::Immediate => queue.immediate = count,
+                Precedence::Priority => queue.priority = count,
+                Precedence::Routine | Precedence::Unspecified => queue.routine = count,
             }
-            let created = envelope.created_at.as_ref().map(timestamp::to_system);
+            let created = first
+                .and_then(|f| view(&f).envelope)
+                .and_then(|e| e.created_at)
+                .map(|t| timestamp::to_system(&t));
             let oldest = queue.oldest_created_at.as_ref().map(timestamp::to_system);
             if let Some(created) = created
                 && oldest.is_none_or(|oldest| created < oldest)

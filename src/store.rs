@@ -334,6 +334,34 @@ impl Store {
         self.ids_to_messages(self.db()?.scan_prefix(prefix).take(limit).map(|kv| kv.map(|(_, id)| id)))
     }
 
+    /// Per precedence: how many messages wait for `destination`, and the first of them (the
+    /// oldest of that precedence). Reads keys only, plus one message per precedence.
+    pub fn outbox_summary(
+        &self,
+        destination: NodeCode,
+    ) -> Result<Vec<(Precedence, usize, Option<StoredMessage>)>, StoreError> {
+        let mut prefix = vec![b'o'];
+        prefix.extend_from_slice(destination.as_str().as_bytes());
+        let mut summary = Vec::new();
+        for precedence in
+            [Precedence::Flash, Precedence::Immediate, Precedence::Priority, Precedence::Routine]
+        {
+            let mut ranked = prefix.clone();
+            ranked.push(precedence_rank(precedence));
+            let mut count = 0;
+            let mut first = None;
+            for item in self.db()?.scan_prefix(&ranked) {
+                let (_, id) = item?;
+                if count == 0 {
+                    first = self.ids_to_messages(std::iter::once(Ok(id)))?.pop();
+                }
+                count += 1;
+            }
+            summary.push((precedence, count, first));
+        }
+        Ok(summary)
+    }
+
     /// How many messages wait for `destination`.
     pub fn outbox_len(&self, destination: NodeCode) -> Result<usize, StoreError> {
         let mut prefix = vec![b'o'];
@@ -514,8 +542,22 @@ fn precedence_rank(precedence: Precedence) -> u8 {
     }
 }
 
+/// sled's page cache. Its default (1 GiB) would let a busy node grow far past the 200 MiB a
+/// node should need; 64 MiB holds the hot part of the store (queues, recent messages, indexes).
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// sled's own background flush. Durability does not rely on it (every acknowledged write waits
+/// for a group-committed flush + sync); it only bounds how much unacknowledged bookkeeping
+/// (receipts, retry times) a crash can lose, and all of that is recovered by resending.
+const BACKGROUND_FLUSH_MS: u64 = 1000;
+
 fn open_db(dir: &Path) -> Result<Opened, StoreError> {
-    let db = sled::Config::new().path(dir).open()?;
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(CACHE_BYTES)
+        .flush_every_ms(Some(BACKGROUND_FLUSH_MS))
+        // Writes come in bursts of small records; favour throughput over file compactness.
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
     let db_file = Arc::new(File::open(dir.join("db"))?);
     Ok(Opened { db, db_file })
 }
