@@ -264,3 +264,20 @@ async fn queue_and_peers_show_a_down_peer_and_a_live_one() {
     net.stop("VN").await;
     net.stop("DE").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_does_not_keep_the_node_from_stopping() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.start("VN").await;
+    let mut vn = net.desk("VN");
+    // Opened and never read again: its buffers fill up while the node keeps working.
+    let stalled = vn.watch(WatchRequest { after_sequence: Some(0) }).await.unwrap().into_inner();
+    for i in 0..1500 {
+        let mut request = advice_request("FR", Precedence::Routine, &format!("event {i}"));
+        request.body = "x".repeat(512);
+        submit(&mut vn, request).await;
+    }
+    let stopped = tokio::time::timeout(DEADLINE, net.stop("VN")).await;
+    assert!(stopped.is_ok(), "the node did not stop within {DEADLINE:?}");
+    drop(stalled);
+}
