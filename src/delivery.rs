@@ -27,6 +27,8 @@ use crate::tls::{self, Dial};
 
 /// Never retry sooner than this, so full jitter cannot turn into a busy loop.
 const MIN_RETRY: Duration = Duration::from_millis(50);
+/// Largest `Deliver` batch, encoded: receivers refuse larger calls (their decode limit).
+pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// How far ahead of the batch the task looks for expired messages.
 const SCAN_FACTOR: usize = 4;
 /// How long to wait after the store failed before looking at the outbox again.
@@ -124,6 +126,8 @@ impl PeerDelivery {
         let now = SystemTime::now();
         let mut expired = Vec::new();
         let mut due = Vec::new();
+        let mut due_bytes = 0;
+        let mut full = false;
         let mut next_retry: Option<SystemTime> = None;
         for stored in candidates {
             let message = view(&stored);
@@ -134,8 +138,15 @@ impl PeerDelivery {
                 && at > now
             {
                 next_retry = Some(next_retry.map_or(at, |t| t.min(at)));
-            } else if due.len() < batch_size {
-                due.push(stored);
+            } else if !full {
+                // Stop at the first envelope that does not fit, so the batch keeps queue order.
+                let size = stored_bytes(&stored);
+                if due.len() < batch_size && due_bytes + size <= MAX_BATCH_BYTES {
+                    due_bytes += size;
+                    due.push(stored);
+                } else {
+                    full = true;
+                }
             }
         }
         if !expired.is_empty() {
@@ -365,6 +376,10 @@ fn apply_logged(message: &mut Message, happening: Happening, note: String) -> bo
             false
         }
     }
+}
+
+fn stored_bytes(stored: &StoredMessage) -> usize {
+    stored.message.as_ref().and_then(|m| m.envelope.as_ref()).map_or(0, prost::Message::encoded_len)
 }
 
 fn message_id(stored: &StoredMessage) -> Uuid {

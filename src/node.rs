@@ -22,6 +22,10 @@ use crate::tls::{self, TlsError};
 /// This software's version as peers and operators see it.
 pub const SOFTWARE_VERSION: &str = concat!("hanoi247 ", env!("CARGO_PKG_VERSION"));
 
+/// Room for the request around the envelopes, so that the decode limit refuses only what
+/// validation would refuse anyway (and validation gives the clearer message).
+const MESSAGE_SLACK: usize = 64 * 1024;
+
 /// How long in-flight calls may take to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -137,7 +141,8 @@ impl RunningNode {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
 
-        let peer_service = PeerServiceServer::new(crate::peer_service::PeerApi::new(Arc::clone(&context)));
+        let peer_service = PeerServiceServer::new(crate::peer_service::PeerApi::new(Arc::clone(&context)))
+            .max_decoding_message_size(crate::delivery::MAX_BATCH_BYTES + MESSAGE_SLACK);
         let peer_incoming = tls::incoming(peer, peer_tls, HANDSHAKE_TIMEOUT, stop.clone());
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<PeerServiceServer<crate::peer_service::PeerApi>>().await;

@@ -18,8 +18,8 @@ fn store_status(error: &StoreError) -> Status {
 }
 
 /// The status code for a field refusal, also used in per-envelope `Refusal`s.
-pub fn field_code(_: &FieldError) -> Code {
-    Code::InvalidArgument
+pub fn field_code(error: &FieldError) -> Code {
+    if error.over_limit { Code::ResourceExhausted } else { Code::InvalidArgument }
 }
 
 impl From<DeskError> for Status {

@@ -11,6 +11,13 @@ pub const MAX_SUBJECT_CHARS: usize = 200;
 pub const MAX_CASE_REFERENCE_CHARS: usize = 64;
 /// Shortest preservation period the Convention's requests ask for, in days.
 pub const MIN_PRESERVATION_DAYS: u32 = 60;
+/// Largest envelope, encoded. Content travels out of band (attachments are digests), so a
+/// request is text: 1 MiB is generous and keeps every store write and batch small.
+pub const MAX_ENVELOPE_BYTES: usize = 1024 * 1024;
+/// Most attachments one envelope may list.
+pub const MAX_ATTACHMENTS: usize = 64;
+/// Longest short text field (names, media types, languages, each preservation field's line).
+const MAX_NAME_CHARS: usize = 256;
 
 /// A field's value is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,17 +27,47 @@ pub struct FieldError {
     pub field: String,
     /// What is wrong and what would be right.
     pub message: String,
+    /// The value is well-formed but over a size limit (RESOURCE_EXHAUSTED rather than
+    /// INVALID_ARGUMENT).
+    pub over_limit: bool,
 }
 
 impl FieldError {
     /// A refusal of `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self { field: field.into(), message: message.into(), over_limit: false }
+    }
+
+    /// `field` is over a size limit.
+    pub fn over_limit(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into(), over_limit: true }
     }
 }
 
 /// Checks everything an envelope must satisfy on its own (not against a store or directory).
 pub fn check_envelope(envelope: &Envelope) -> Result<(), FieldError> {
+    let size = prost::Message::encoded_len(envelope);
+    if size > MAX_ENVELOPE_BYTES {
+        return Err(FieldError::over_limit(
+            "envelope",
+            format!(
+                "{size} bytes encoded, at most {MAX_ENVELOPE_BYTES}: send large content out of band as an attachment digest"
+            ),
+        ));
+    }
+    if envelope.attachments.len() > MAX_ATTACHMENTS {
+        return Err(FieldError::over_limit(
+            "attachments",
+            format!("{} attachments, at most {MAX_ATTACHMENTS}", envelope.attachments.len()),
+        ));
+    }
+    for (field, value) in
+        [("language", &envelope.language), ("handling_restrictions", &envelope.handling_restrictions)]
+    {
+        if value.chars().count() > MAX_NAME_CHARS * 8 {
+            return Err(FieldError::new(field, format!("at most {} characters", MAX_NAME_CHARS * 8)));
+        }
+    }
     Uuid::parse_str(&envelope.id).map_err(|_| FieldError::new("id", "must be a UUID"))?;
     for (field, code) in [("origin", &envelope.origin), ("destination", &envelope.destination)] {
         code.parse::<crate::identity::NodeCode>().map_err(|e| FieldError::new(field, e.to_string()))?;
@@ -88,6 +125,14 @@ pub fn check_envelope(envelope: &Envelope) -> Result<(), FieldError> {
     for (i, attachment) in envelope.attachments.iter().enumerate() {
         if attachment.name.trim().is_empty() {
             return Err(FieldError::new(format!("attachments[{i}].name"), "required"));
+        }
+        for (name, value) in [("name", &attachment.name), ("media_type", &attachment.media_type)] {
+            if value.chars().count() > MAX_NAME_CHARS {
+                return Err(FieldError::new(
+                    format!("attachments[{i}].{name}"),
+                    format!("at most {MAX_NAME_CHARS} characters"),
+                ));
+            }
         }
         if attachment.media_type.trim().is_empty() {
             return Err(FieldError::new(format!("attachments[{i}].media_type"), "required, e.g. text/csv"));
@@ -246,6 +291,25 @@ mod tests {
             }),
             "in_reply_to"
         );
+    }
+
+    #[test]
+    fn limits_are_over_limit_refusals_naming_the_limit() {
+        let mut envelope = valid();
+        envelope.body = "x".repeat(MAX_ENVELOPE_BYTES);
+        let error = check_envelope(&envelope).unwrap_err();
+        assert_eq!(error.field, "envelope");
+        assert!(error.over_limit && error.message.contains("at most 1048576"), "{error}");
+        let mut envelope = valid();
+        let attachment = crate::proto::Attachment {
+            name: "a".into(),
+            media_type: "text/plain".into(),
+            size_bytes: 1,
+            sha256: vec![0; 32],
+        };
+        envelope.attachments = vec![attachment; MAX_ATTACHMENTS + 1];
+        let error = check_envelope(&envelope).unwrap_err();
+        assert_eq!((error.field.as_str(), error.over_limit), ("attachments", true));
     }
 
     #[test]

@@ -55,3 +55,51 @@ async fn bad_submissions_name_the_field_and_store_nothing() {
     assert!(bad_id.message().starts_with("id"), "{}", bad_id.message());
     net.stop("VN").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_envelopes_are_refused_naming_the_limit_and_store_nothing() {
+    use hanoi247::proto::DeliverRequest;
+    use hanoi247::proto::delivery_result::Outcome;
+
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.start("VN").await;
+    let mut vn = net.desk("VN");
+
+    // Over the envelope limit: refused by validation, naming the limit.
+    let mut big = advice_request("FR", Precedence::Flash, "too big");
+    big.body = "x".repeat(1024 * 1024 + 1);
+    let status = vn.submit(big).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().starts_with("envelope:") && status.message().contains("at most 1048576"),
+        "{}",
+        status.message()
+    );
+    // Far over it: refused by the gRPC decode limit before anything is read.
+    let mut huge = advice_request("FR", Precedence::Flash, "far too big");
+    huge.body = "x".repeat(3 * 1024 * 1024);
+    let status = vn.submit(huge).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(outbox(&mut vn).await.is_empty(), "nothing stored");
+
+    // A peer sending an oversized envelope gets a per-envelope refusal; the receiver stores nothing.
+    let id = submit(&mut vn, advice_request("FR", Precedence::Routine, "will be inflated")).await;
+    let mut envelope =
+        vn.get(GetRequest { id }).await.unwrap().into_inner().message.unwrap().envelope.unwrap();
+    net.stop("VN").await;
+    net.start("FR").await;
+    envelope.body = "y".repeat(1024 * 1024 + 1);
+    let mut as_vn = net.peer_client("VN", "FR");
+    let results =
+        as_vn.deliver(DeliverRequest { envelopes: vec![envelope] }).await.unwrap().into_inner().results;
+    match &results[0].outcome {
+        Some(Outcome::Refusal(refusal)) => {
+            assert_eq!(refusal.code, tonic::Code::ResourceExhausted as i32);
+            assert!(refusal.message.starts_with("envelope:"), "{}", refusal.message);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let mut fr = net.desk("FR");
+    assert!(inbox(&mut fr).await.is_empty(), "nothing stored");
+    net.stop("FR").await;
+}
