@@ -56,9 +56,9 @@ pub enum DeskError {
     /// The call needs a different kind of message (e.g. acknowledging one this node sent).
     #[error("{0}")]
     WrongMessage(String),
-    /// The caller's certificate does not name a desk client of this node.
+    /// The caller may not make this call or see this message (certificate, role or ownership).
     #[error("{0}")]
-    NotAClient(String),
+    Forbidden(String),
     /// The store could not be read or written; nothing was changed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -87,17 +87,17 @@ impl DeskApi {
                 name
             }
             Some(other) => {
-                return Err(DeskError::NotAClient(format!("{other} is not a desk client of node {me}")));
+                return Err(DeskError::Forbidden(format!("{other} is not a desk client of node {me}")));
             }
-            None => return Err(DeskError::NotAClient("no client certificate identity".into())),
+            None => return Err(DeskError::Forbidden("no client certificate identity".into())),
         };
         let Some(role) = self.context.config.role_of(&name) else {
-            return Err(DeskError::NotAClient(format!(
+            return Err(DeskError::Forbidden(format!(
                 "client '{name}' has no role on node {me}: add it under [[clients]] in the node config"
             )));
         };
         let Some(scope) = access::scope(role, action) else {
-            return Err(DeskError::NotAClient(format!(
+            return Err(DeskError::Forbidden(format!(
                 "client '{name}' ({}) may not call {action:?}",
                 role.name()
             )));
@@ -110,7 +110,7 @@ impl DeskApi {
         if caller.may_see(&stored.submitted_by) {
             Ok(())
         } else {
-            Err(DeskError::NotAClient(format!("client '{}' did not submit {id}", caller.name)))
+            Err(DeskError::Forbidden(format!("client '{}' did not submit {id}", caller.name)))
         }
     }
 

@@ -30,7 +30,7 @@ impl From<DeskError> for Status {
             DeskError::Lifecycle { .. } | DeskError::WrongMessage(_) => {
                 Status::failed_precondition(error.to_string())
             }
-            DeskError::NotAClient(_) => Status::permission_denied(error.to_string()),
+            DeskError::Forbidden(_) => Status::permission_denied(error.to_string()),
             DeskError::Store(store) => store_status(store),
         }
     }
