@@ -134,7 +134,7 @@ impl PeerDelivery {
             let envelope = message.envelope.clone().unwrap_or_default();
             if envelope.expires_at.as_ref().is_some_and(|at| timestamp::to_system(at) <= now) {
                 expired.push(stored);
-            } else if let Some(at) = message.next_attempt_at.as_ref().map(timestamp::to_system)
+            } else if let Some(at) = stored.hold_until.as_ref().map(timestamp::to_system)
                 && at > now
             {
                 next_retry = Some(next_retry.map_or(at, |t| t.min(at)));
@@ -263,6 +263,11 @@ impl PeerDelivery {
                 let id = message_id(&stored);
                 // Re-read: a desk call may have changed it since the batch was picked.
                 let Some(mut current) = changes.get(id)? else { continue };
+                let refused_delay = self.retry_delay(current.message.as_ref().map_or(0, |m| m.attempts) + 1);
+                current.hold_until = match &result.outcome {
+                    Some(Outcome::Receipt(_)) => None,
+                    _ => Some(timestamp::after(refused_delay)),
+                };
                 let message = current.message.get_or_insert_default();
                 let changed_now = match result.outcome {
                     Some(Outcome::Receipt(receipt)) => {
@@ -278,13 +283,9 @@ impl PeerDelivery {
                     Some(Outcome::Refusal(refusal)) => {
                         self.context.peers.update(peer, |status| status.retries += 1);
                         let error = format!("refused by {peer}: {}", refusal.message);
-                        fail(message, &error, self.retry_delay(message.attempts + 1))
+                        fail(message, &error, refused_delay)
                     }
-                    None => fail(
-                        message,
-                        &format!("{peer} returned an empty result"),
-                        self.retry_delay(message.attempts + 1),
-                    ),
+                    None => fail(message, &format!("{peer} returned an empty result"), refused_delay),
                 };
                 if changed_now {
                     changed.push(message.clone());

@@ -255,6 +255,7 @@ fn queue(
         message: Some(message.clone()),
         seq: changes.next_seq()?,
         overdue_announced: false,
+        hold_until: None,
         submitted_by,
     })?;
     Ok(message)

@@ -141,6 +141,7 @@ fn receive(
         message: Some(message.clone()),
         seq: changes.next_seq()?,
         overdue_announced: false,
+        hold_until: None,
         // A reply belongs to whoever owns the request it answers.
         submitted_by: owner,
     })?;

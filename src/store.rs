@@ -623,6 +623,7 @@ mod tests {
                     message: Some(message),
                     seq,
                     overdue_announced: false,
+                    hold_until: None,
                     submitted_by: String::new(),
                 })
             })
