@@ -10,6 +10,7 @@ mod demo;
 mod durability;
 mod expiry;
 mod identity_checks;
+mod in_flight;
 mod lifecycle;
 mod local_network;
 mod operator_view;
