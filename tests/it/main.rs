@@ -9,6 +9,7 @@ mod delivery;
 mod demo;
 mod durability;
 mod expiry;
+mod faults;
 mod identity_checks;
 mod in_flight;
 mod lifecycle;
