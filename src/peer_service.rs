@@ -59,7 +59,16 @@ impl PeerApi {
 
     fn caller<T>(&self, request: &Request<T>) -> Result<NodeCode, PeerError> {
         match crate::tls::caller_identity(request) {
-            Some(Identity::Node { network, code }) if network == self.context.config.network => Ok(code),
+            Some(Identity::Node { network, code }) if network == self.context.config.network => {
+                // A certificate from the network CA is not enough: only directory members talk here.
+                if self.context.config.peer(code).is_none() {
+                    return Err(PeerError::NotAPeer(format!(
+                        "node {code} is not in the directory of node {}",
+                        self.context.code()
+                    )));
+                }
+                Ok(code)
+            }
             Some(other) => Err(PeerError::NotAPeer(format!(
                 "{other} is not a node of network {}",
                 self.context.config.network

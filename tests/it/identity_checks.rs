@@ -171,3 +171,23 @@ async fn a_peer_claiming_another_origin_is_permission_denied() {
     );
     net.stop("FR").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_missing_from_the_directory_is_refused() {
+    let mut net = Network::new(&["VN", "FR", "DE"]).await;
+    // FR's directory no longer lists DE (its certificate is still from the network CA).
+    let path = net.config_path("FR");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("[[directory]]\ncode = \"DE\"").expect("DE listed");
+    let end = text[start + 1..].find("[[directory]]").map_or(text.len(), |i| start + 1 + i);
+    std::fs::write(&path, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    net.start("FR").await;
+
+    let mut as_de = net.peer_client("DE", "FR");
+    let status = as_de.hello(hanoi247::proto::HelloRequest::default()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("not in the directory"), "{}", status.message());
+    let mut as_vn = net.peer_client("VN", "FR");
+    as_vn.hello(hanoi247::proto::HelloRequest::default()).await.expect("a listed node is welcome");
+    net.stop("FR").await;
+}
