@@ -38,6 +38,11 @@ use crate::store_proto::StoredMessage;
 use crate::timestamp;
 
 const EVENT_COUNTER_KEY: &[u8] = b"cevents";
+const SCHEMA_KEY: &[u8] = b"cschema";
+
+/// The layout version this code reads and writes (the table above). A store written by a newer
+/// version is refused; an older one is migrated on open (none exists yet: 1 is the first).
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// A store operation failed; nothing of that operation was applied.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +64,16 @@ pub enum StoreError {
     /// A message lacks what every stored message has (an envelope with a UUID id).
     #[error("message cannot be stored: {0}")]
     Malformed(&'static str),
+    /// The store was written by a newer hanoi247 with a layout this version does not know.
+    #[error(
+        "the store has schema version {found}, this hanoi247 reads up to {supported}: run the newer version, or restore a backup made by this one"
+    )]
+    NewerSchema {
+        /// The version found.
+        found: u32,
+        /// The newest this code knows.
+        supported: u32,
+    },
     /// The store failed to write and is being reopened; nothing was changed.
     #[error("the store is recovering from a write failure ({0})")]
     Recovering(String),
@@ -117,6 +132,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let opened = open_db(dir)?;
+        check_schema(&opened.db)?;
         let last_event = event_counter(&opened.db)?;
         let opened = Arc::new(std::sync::RwLock::new(Some(opened)));
         let flushed = Arc::downgrade(&opened);
@@ -562,6 +578,29 @@ fn open_db(dir: &Path) -> Result<Opened, StoreError> {
     Ok(Opened { db, db_file })
 }
 
+/// Refuses a newer layout, records the current one in a new store (or in one made before the
+/// version key existed, whose layout is version 1).
+fn check_schema(db: &sled::Db) -> Result<(), StoreError> {
+    match db.get(SCHEMA_KEY)? {
+        None => {
+            db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes().as_slice())?;
+            db.flush()?;
+            Ok(())
+        }
+        Some(bytes) => {
+            let found = u32::from_be_bytes(bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                key: "schema version".into(),
+                reason: "not 4 bytes".into(),
+            })?);
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::NewerSchema { found, supported: SCHEMA_VERSION });
+            }
+            // found < SCHEMA_VERSION: migrations go here, oldest first, each in one batch.
+            Ok(())
+        }
+    }
+}
+
 fn event_counter(db: &sled::Db) -> Result<u64, StoreError> {
     match db.get(EVENT_COUNTER_KEY)? {
         Some(bytes) => Ok(u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
@@ -655,6 +694,25 @@ mod tests {
             vec![other, routine2, flash, routine1]
         );
         assert_eq!(store.outbox_len(fr).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_store_of_this_version_reopens_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let store = Store::open(dir.path()).expect("a store made by this version opens");
+        drop(store);
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.insert(SCHEMA_KEY, (SCHEMA_VERSION + 1).to_be_bytes().as_slice()).unwrap();
+            db.flush().unwrap();
+        }
+        let error = Store::open(dir.path()).err().expect("a newer store is refused");
+        assert!(
+            matches!(error, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+            "{error}"
+        );
+        assert!(error.to_string().contains("run the newer version"), "{error}");
     }
 
     #[test]
