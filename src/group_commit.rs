@@ -74,13 +74,23 @@ impl GroupCommit {
                     state.applied
                 };
                 let result = flush();
-                flusher.progress.send_modify(|progress| match result {
-                    Ok(()) => progress.flushed = progress.flushed.max(target),
+                // Publish under the state lock, so a waiter registers either before the outcome
+                // (and sees it) or after the reset below (and gets a flush of its own).
+                let mut state = flusher.state.lock().unwrap_or_else(|p| p.into_inner());
+                match result {
+                    Ok(()) => flusher
+                        .progress
+                        .send_modify(|progress| progress.flushed = progress.flushed.max(target)),
                     Err(error) => {
-                        progress.failures += 1;
-                        progress.last_error = error;
+                        flusher.progress.send_modify(|progress| {
+                            progress.failures += 1;
+                            progress.last_error = error;
+                        });
+                        // The waiters have their error; wait for the next request instead of
+                        // retrying a broken device in a tight loop.
+                        state.requested = flusher.progress.borrow().flushed;
                     }
-                });
+                }
             }
         })?;
         Ok(Self { shared })
@@ -179,9 +189,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_flush_fails_its_waiters() {
+    async fn a_failed_flush_fails_its_waiters_without_retrying_in_a_loop() {
         let commit = GroupCommit::start(|| Err("disk full".into())).unwrap();
         let generation = commit.applied();
         assert_eq!(commit.wait_durable(generation).await.unwrap_err(), "disk full");
+        let flushes = commit.flushes();
+        // Nobody waits any more: the flusher must be idle, not spinning on the broken device.
+        let second = commit.applied();
+        assert_eq!(commit.wait_durable(second).await.unwrap_err(), "disk full");
+        assert!(commit.flushes() <= flushes + 2, "{} flushes for two requests", commit.flushes());
     }
 }
