@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use hanoi247::config::ClientConfig;
 use hanoi247::desk_client;
-use hanoi247::proto::desk_service_client::DeskServiceClient;
 use hanoi247::proto::{DeliverRequest, GetRequest, ListInboxRequest};
 use hanoi247::tls::{self, Dial};
 
@@ -20,17 +19,6 @@ fn assert_refused(result: Result<impl std::fmt::Debug, tonic::Status>, what: &st
     let text = hanoi247::delivery::describe(&status);
     let ok = reasons.iter().any(|r| text.contains(r)) || text.contains("connection closed");
     assert!(ok, "{what}: unexpected refusal {text}");
-}
-
-/// What a bare TLS client with `config` reads from `port` after its handshake: the node's alert.
-async fn handshake_alert(config: Arc<rustls::ClientConfig>, port: u16) -> String {
-    use tokio::io::AsyncReadExt;
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await.expect("the node answers");
-    read.expect_err("the node refuses the handshake").to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,18 +37,10 @@ async fn a_desk_client_without_certificate_is_refused() {
             .with_root_certificates(roots)
             .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let dial = Dial {
-        endpoint: client.endpoint.clone(),
-        expect: None,
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Some(Duration::from_secs(10)),
-        observe: None,
-    };
-    let config = Arc::new(config);
     let port = net.config("VN").listen.desk.port();
-    let alert = handshake_alert(Arc::clone(&config), port).await;
+    let alert = handshake_alert(Arc::new(config.clone()), port).await;
     assert!(alert.contains("CertificateRequired"), "{alert}");
-    let mut anonymous = DeskServiceClient::new(tls::channel(dial, config).unwrap());
+    let mut anonymous = desk_with_tls(&client, config);
     assert_refused(
         anonymous.submit(preservation_request("FR")).await,
         "submit without a certificate",

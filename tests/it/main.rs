@@ -17,3 +17,4 @@ mod local_network;
 mod operator_view;
 mod roles;
 mod storage_failure;
+mod tls_policy;

@@ -341,3 +341,37 @@ impl ChildNode {
         assert!(status.success(), "prlimit failed");
     }
 }
+
+/// The alert a node answers a bare TLS client with `config` on `port`: during the handshake
+/// (no common protocol version) or on the first read after it (a client certificate refused).
+pub async fn handshake_alert(config: std::sync::Arc<rustls::ClientConfig>, port: u16) -> String {
+    use tokio::io::AsyncReadExt;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = match tokio_rustls::TlsConnector::from(config).connect(name, tcp).await {
+        Ok(stream) => stream,
+        Err(error) => return error.to_string(),
+    };
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await.expect("the node answers");
+    read.expect_err("the node refuses the handshake").to_string()
+}
+
+/// A desk client of the node `client` points at, over a hand-made TLS configuration (a missing,
+/// foreign, expired or TLS 1.2 client certificate).
+pub fn desk_with_tls(
+    client: &ClientConfig,
+    mut config: rustls::ClientConfig,
+) -> hanoi247::proto::desk_service_client::DeskServiceClient<tonic::transport::Channel> {
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let dial = Dial {
+        endpoint: client.endpoint.clone(),
+        expect: None,
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: Some(Duration::from_secs(10)),
+        observe: None,
+    };
+    hanoi247::proto::desk_service_client::DeskServiceClient::new(
+        tls::channel(dial, std::sync::Arc::new(config)).unwrap(),
+    )
+}
