@@ -345,10 +345,8 @@ async fn forward(
         };
         match end {
             End::Eof => {}
-            End::Cut => {
-                ProxyStats::bump(&stats.cut_after_bytes);
-                return;
-            }
+            // Counted in `pump`, before the client could see the close.
+            End::Cut => return,
             End::Changed => {
                 ProxyStats::bump(&stats.cut_by_change);
                 return;
@@ -416,6 +414,9 @@ async fn pump(
         passed += chunk.len();
         counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         if cut {
+            // Count before returning: returning drops `to`, which closes the client's side, and a
+            // test may read the counters as soon as it sees that close.
+            ProxyStats::bump(&stats.cut_after_bytes);
             return End::Cut;
         }
     }
