@@ -136,6 +136,9 @@ pub struct DeliveryConfig {
     /// Envelopes per `Deliver` call.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// `Deliver` calls in flight per peer at once (the receiver stores them in the order sent).
+    #[serde(default = "default_batches_in_flight")]
+    pub batches_in_flight: usize,
     /// Lifetime of a request submitted without `expires_at`.
     #[serde(default = "default_expiry", with = "humantime_serde")]
     pub default_expiry: Duration,
@@ -156,6 +159,9 @@ fn default_retry_max() -> Duration {
 fn default_batch_size() -> usize {
     64
 }
+fn default_batches_in_flight() -> usize {
+    4
+}
 fn default_expiry() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
 }
@@ -172,6 +178,7 @@ impl Default for DeliveryConfig {
             retry_initial: default_retry_initial(),
             retry_max: default_retry_max(),
             batch_size: default_batch_size(),
+            batches_in_flight: default_batches_in_flight(),
             default_expiry: default_expiry(),
             request_timeout: default_request_timeout(),
             connect_timeout: default_connect_timeout(),
@@ -328,6 +335,9 @@ impl NodeConfig {
         let d = &self.delivery;
         if d.batch_size == 0 {
             return Err("delivery.batch_size: must be at least 1".into());
+        }
+        if d.batches_in_flight == 0 {
+            return Err("delivery.batches_in_flight: must be at least 1".into());
         }
         if d.retry_initial.is_zero() || d.retry_max < d.retry_initial {
             return Err("delivery.retry_initial/retry_max: need 0 < retry_initial <= retry_max".into());

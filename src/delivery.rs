@@ -1,15 +1,19 @@
 //! One delivery task per directory peer: sends that peer's outbox in order (precedence, then
-//! submission), retries with exponential backoff and full jitter, and records receipts.
+//! submission), up to `batches_in_flight` batches at once (numbered within a session, so the
+//! receiver stores them in the order sent: see `batch_order`), retries with exponential backoff
+//! and full jitter, and records receipts.
 //!
 //! Invariants: a message leaves the outbox only when the peer's receipt for it has been stored
 //! (or it expired or was cancelled), so a crash at any moment at most causes a resend, which the
 //! receiver deduplicates. Each peer has its own task and channel: a dead peer slows nobody else.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls::ClientConfig;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -19,7 +23,7 @@ use crate::lifecycle::{self, Happening};
 use crate::node::{NodeContext, NodeError, SOFTWARE_VERSION};
 use crate::proto::delivery_result::Outcome;
 use crate::proto::peer_service_client::PeerServiceClient;
-use crate::proto::{ConnectionState, DeliverRequest, HelloRequest, Message, MessageState};
+use crate::proto::{ConnectionState, DeliverRequest, DeliverResponse, HelloRequest, Message, MessageState};
 use crate::store::{StoreError, view};
 use crate::store_proto::StoredMessage;
 use crate::timestamp;
@@ -46,16 +50,42 @@ pub struct PeerDelivery {
     failures: u32,
     /// When the last `Hello` was sent.
     last_hello: Option<std::time::Instant>,
+    /// `Deliver` calls sent and not yet answered.
+    in_flight: JoinSet<Answer>,
+    /// The messages of those calls: never picked again until their call is answered.
+    sending: HashSet<Uuid>,
+    /// The current run of in-order batches (see `batch_order`); a new one after every failure.
+    session: Uuid,
+    /// The number of the last batch sent in `session`.
+    batch_number: u64,
+    /// After a failure, no new batch before this.
+    backoff_until: Option<Instant>,
+    /// After a failure, no new batch until every call of the failed session is answered: one of
+    /// them may still be refused, and its messages must not be overtaken by the new session.
+    resuming: bool,
 }
 
-/// What one pass over the outbox found.
-enum Pass {
-    /// Sent a batch; look again at once.
-    Sent,
-    /// The peer could not be reached; wait this long.
-    Failed(Duration),
-    /// Nothing due; wait for new work or until this time (the next message-level retry).
-    Idle(Option<SystemTime>),
+/// What came back for one `Deliver` call.
+struct Answer {
+    session: Uuid,
+    batch: Vec<StoredMessage>,
+    result: Result<DeliverResponse, tonic::Status>,
+}
+
+/// What one look at the outbox found.
+enum Pick {
+    /// The next batch in queue order, not yet in flight.
+    Batch(Vec<StoredMessage>),
+    /// Nothing to send now; the next message-level retry is at this time, if any.
+    Nothing(Option<SystemTime>),
+}
+
+/// What the task waits for after sending what it could.
+struct Wait {
+    /// Wake up at the latest after this long.
+    delay: Option<Duration>,
+    /// Whether newly queued work wakes it (not during a backoff: the peer is still down).
+    on_new_work: bool,
 }
 
 impl PeerDelivery {
@@ -80,49 +110,118 @@ impl PeerDelivery {
             })),
         };
         let client = PeerServiceClient::new(tls::channel(dial, tls)?);
-        Ok(Self { context, peer, client, waker, failures: 0, last_hello: None })
+        Ok(Self {
+            context,
+            peer,
+            client,
+            waker,
+            failures: 0,
+            last_hello: None,
+            in_flight: JoinSet::new(),
+            sending: HashSet::new(),
+            session: Uuid::now_v7(),
+            batch_number: 0,
+            backoff_until: None,
+            resuming: false,
+        })
     }
 
-    /// Runs until `stop`; picks up whatever the outbox holds (also after a restart).
+    /// Runs until `stop`; picks up whatever the outbox holds (also after a restart). Calls still
+    /// in flight at `stop` are abandoned: their messages stay queued and are sent again later.
     pub async fn run(mut self, stop: CancellationToken) {
         loop {
-            let pass = tokio::select! {
+            let wait = tokio::select! {
                 () = stop.cancelled() => return,
-                pass = self.pass() => pass,
+                wait = self.send_what_is_due() => wait,
             };
-            let backing_off = matches!(pass, Ok(Pass::Failed(_)));
-            let wait = match pass {
-                Ok(Pass::Sent) => continue,
-                Ok(Pass::Failed(delay)) => Some(delay),
-                Ok(Pass::Idle(until)) => {
-                    until.map(|t| t.duration_since(SystemTime::now()).unwrap_or_default().max(MIN_RETRY))
-                }
-                Err(error) => {
-                    // The store failed; the messages are still queued. Try again shortly (the
-                    // node reopens a broken store within a second or so).
-                    tracing::error!(peer = %self.peer.code, %error, "delivery cannot read or write the store");
-                    Some(STORE_RETRY)
-                }
-            };
+            let wait = wait.unwrap_or_else(|error| {
+                // The store failed; the messages are still queued. Try again shortly (the node
+                // reopens a broken store within a second or so).
+                tracing::error!(peer = %self.peer.code, %error, "delivery cannot read or write the store");
+                Wait { delay: Some(STORE_RETRY), on_new_work: false }
+            });
             let woken = self.waker.notified();
-            match wait {
-                Some(delay) => tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                    // New work cuts an idle wait short but not a backoff: the peer is still down.
-                    () = woken, if !backing_off => {}
-                },
-                None => tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = woken => {}
-                },
+            let sleep = async {
+                match wait.delay {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                Some(joined) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    let completed = match joined {
+                        Ok(answer) => self.complete(answer).await,
+                        // Only a panic in the call (tasks are aborted only when the set drops).
+                        Err(error) => {
+                            tracing::error!(peer = %self.peer.code, %error, "a delivery call failed unexpectedly");
+                            self.sending.clear();
+                            self.in_flight.abort_all();
+                            self.session = Uuid::now_v7();
+                            self.batch_number = 0;
+                            Ok(())
+                        }
+                    };
+                    if let Err(error) = completed {
+                        tracing::error!(peer = %self.peer.code, %error, "delivery cannot record a result");
+                    }
+                }
+                () = sleep => {}
+                () = woken, if wait.on_new_work => {}
             }
         }
     }
 
-    async fn pass(&mut self) -> Result<Pass, StoreError> {
+    /// Sends batches in queue order until `batches_in_flight` are out or nothing is due, and says
+    /// what to wait for next.
+    async fn send_what_is_due(&mut self) -> Result<Wait, StoreError> {
+        let most = self.context.config.delivery.batches_in_flight;
+        loop {
+            if let Some(until) = self.backoff_until {
+                let now = Instant::now();
+                if now < until {
+                    return Ok(Wait { delay: Some(until - now), on_new_work: false });
+                }
+                self.backoff_until = None;
+            }
+            if self.resuming {
+                if !self.in_flight.is_empty() {
+                    return Ok(Wait { delay: None, on_new_work: false });
+                }
+                self.resuming = false;
+            }
+            if self.in_flight.len() >= most {
+                return Ok(Wait { delay: None, on_new_work: false });
+            }
+            match self.pick().await? {
+                Pick::Batch(batch) => self.send(batch),
+                Pick::Nothing(next_retry) => {
+                    let mut wake_at = next_retry;
+                    if self.in_flight.is_empty() {
+                        // Idle: say Hello now and then, and while the peer is failing probe it
+                        // with the backoff delay, so its status recovers without new work.
+                        let probe_every =
+                            if self.failures > 0 { self.retry_delay(self.failures) } else { HELLO_INTERVAL };
+                        if self.last_hello.is_none_or(|at| at.elapsed() >= probe_every) {
+                            self.hello().await;
+                        }
+                        let probe_at = SystemTime::now() + probe_every;
+                        wake_at = Some(wake_at.map_or(probe_at, |t| t.min(probe_at)));
+                    }
+                    let delay = wake_at
+                        .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default().max(MIN_RETRY));
+                    return Ok(Wait { delay, on_new_work: true });
+                }
+            }
+        }
+    }
+
+    /// The next batch: queued messages in queue order that are not in flight, not held after a
+    /// refusal, and fit the batch limits. Expires what is past its `expires_at` on the way.
+    async fn pick(&mut self) -> Result<Pick, StoreError> {
         let batch_size = self.context.config.delivery.batch_size;
-        let candidates = self.context.store.outbox_for(self.peer.code, batch_size * SCAN_FACTOR)?;
+        let candidates =
+            self.context.store.outbox_for(self.peer.code, self.sending.len() + batch_size * SCAN_FACTOR)?;
         let now = SystemTime::now();
         let mut expired = Vec::new();
         let mut due = Vec::new();
@@ -130,6 +229,9 @@ impl PeerDelivery {
         let mut full = false;
         let mut next_retry: Option<SystemTime> = None;
         for stored in candidates {
+            if self.sending.contains(&message_id(&stored)) {
+                continue;
+            }
             let message = view(&stored);
             let envelope = message.envelope.clone().unwrap_or_default();
             if envelope.expires_at.as_ref().is_some_and(|at| timestamp::to_system(at) <= now) {
@@ -152,20 +254,36 @@ impl PeerDelivery {
         if !expired.is_empty() {
             self.expire(expired).await?;
         }
-        if due.is_empty() {
-            // Idle: say Hello now and then, and while the peer is failing probe it with the
-            // backoff delay, so its status recovers without waiting for new work.
-            let probe_every =
-                if self.failures > 0 { self.retry_delay(self.failures) } else { HELLO_INTERVAL };
-            if self.last_hello.is_none_or(|at| at.elapsed() >= probe_every) {
-                self.hello().await;
-            }
-            let probe_at = SystemTime::now() + probe_every;
-            return Ok(Pass::Idle(Some(next_retry.map_or(probe_at, |t| t.min(probe_at)))));
+        Ok(if due.is_empty() { Pick::Nothing(next_retry) } else { Pick::Batch(due) })
+    }
+
+    /// Sends one batch as the next of the current session, without waiting for the answer.
+    fn send(&mut self, batch: Vec<StoredMessage>) {
+        self.batch_number += 1;
+        let request = DeliverRequest {
+            envelopes: batch.iter().filter_map(|s| view(s).envelope).collect(),
+            sender_session: self.session.to_string(),
+            batch_number: self.batch_number,
+        };
+        self.sending.extend(batch.iter().map(message_id));
+        let mut client = self.client.clone();
+        let session = self.session;
+        self.in_flight.spawn(async move {
+            let result = client.deliver(request).await.map(tonic::Response::into_inner);
+            Answer { session, batch, result }
+        });
+    }
+
+    /// Records the answer to one call. The first failure of a session starts the backoff and a
+    /// new session; later failures of the same session follow from it (the receiver refuses
+    /// what comes after a missing batch) and only release their messages for resending.
+    async fn complete(&mut self, answer: Answer) -> Result<(), StoreError> {
+        let Answer { session, batch, result } = answer;
+        for stored in &batch {
+            self.sending.remove(&message_id(stored));
         }
-        let envelopes = due.iter().filter_map(|s| view(s).envelope).collect::<Vec<_>>();
-        let count = envelopes.len();
-        match self.client.deliver(DeliverRequest { envelopes }).await {
+        let count = batch.len();
+        match result {
             Ok(response) => {
                 self.failures = 0;
                 self.context.peers.update(self.peer.code, |status| {
@@ -175,27 +293,31 @@ impl PeerDelivery {
                     status.last_contact_at = Some(SystemTime::now());
                     status.delivered += count as u64;
                 });
-                let results = response.into_inner().results;
-                if results.len() != count {
+                if response.results.len() != count {
                     let error = format!(
                         "{} answered {} results for {count} envelopes",
                         self.peer.code,
-                        results.len()
+                        response.results.len()
                     );
-                    self.record_failures(due, &error, self.retry_delay(1)).await?;
-                    return Ok(Pass::Sent);
+                    return self.record_failures(batch, &error, self.retry_delay(1)).await;
                 }
-                self.record_results(due, results).await?;
-                Ok(Pass::Sent)
+                self.record_results(batch, response.results).await
             }
-            Err(status) => {
+            Err(status) if session == self.session => {
                 self.failures = self.failures.saturating_add(1);
                 let delay = self.retry_delay(self.failures);
+                self.backoff_until = Some(Instant::now() + delay);
+                self.session = Uuid::now_v7();
+                self.batch_number = 0;
+                self.resuming = true;
                 let error = describe(&status);
                 tracing::warn!(peer = %self.peer.code, %error, attempt = self.failures, retry_in = ?delay, "delivery failed");
                 self.record_peer_failure(&error, delay);
-                self.record_failures(due, &error, delay).await?;
-                Ok(Pass::Failed(delay))
+                self.record_failures(batch, &error, delay).await
+            }
+            Err(status) => {
+                tracing::debug!(peer = %self.peer.code, error = %describe(&status), "batch of an abandoned session failed; resending");
+                Ok(())
             }
         }
     }

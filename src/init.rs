@@ -237,8 +237,9 @@ desk_key = "desk.key"
 # First retry within this (full jitter), doubling up to retry_max.
 retry_initial = "1s"
 retry_max = "60s"
-# Envelopes per Deliver call.
+# Envelopes per Deliver call, and calls in flight per peer (stored in the order sent).
 batch_size = 64
+batches_in_flight = 4
 # Lifetime of a request submitted without expires_at.
 default_expiry = "7days"
 # A peer that does not answer a call within this is treated as failed.

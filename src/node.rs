@@ -72,6 +72,8 @@ pub struct NodeContext {
     pub peers: crate::peer_status::PeerBoard,
     /// What is counted as it happens.
     pub metrics: crate::metrics::Metrics,
+    /// The order in which pipelined batches from each peer are stored.
+    pub batch_order: crate::batch_order::BatchOrder,
     /// One wake-up per peer delivery task: notified when something is queued for that peer.
     wakers: HashMap<NodeCode, Arc<Notify>>,
 }
@@ -137,6 +139,7 @@ impl RunningNode {
             peers: Default::default(),
             metrics: Default::default(),
             wakers,
+            batch_order: crate::batch_order::BatchOrder::default(),
         });
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();

@@ -41,6 +41,9 @@ pub enum PeerError {
     /// Nothing to deliver.
     #[error("envelopes: the batch is empty")]
     EmptyBatch,
+    /// A pipelined batch cannot be stored in its sender's order; nothing was stored.
+    #[error(transparent)]
+    OutOfOrder(#[from] crate::batch_order::OrderError),
     /// The store could not be written; nothing was stored.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -200,7 +203,7 @@ fn receive(
 impl PeerService for PeerApi {
     async fn deliver(&self, request: Request<DeliverRequest>) -> Result<Response<DeliverResponse>, Status> {
         let sender = self.caller(&request)?;
-        let envelopes = request.into_inner().envelopes;
+        let DeliverRequest { envelopes, sender_session, batch_number } = request.into_inner();
         if envelopes.is_empty() {
             return Err(PeerError::EmptyBatch.into());
         }
@@ -214,6 +217,12 @@ impl PeerService for PeerApi {
             .into());
         }
         let me = self.context.code().to_string();
+        let turn = self
+            .context
+            .batch_order
+            .admit(sender, &sender_session, batch_number, crate::batch_order::PREDECESSOR_WAIT)
+            .await
+            .map_err(PeerError::from)?;
         let (results, changed) = self.context.store.write(|changes| {
             let mut results = Vec::with_capacity(envelopes.len());
             let mut changed = Vec::new();
@@ -247,6 +256,8 @@ impl PeerService for PeerApi {
             }
             Ok::<_, PeerError>((results, changed))
         })?;
+        // Written in order; the flush below covers this batch and every earlier one.
+        turn.stored();
         self.context.store.persist().await.map_err(PeerError::from)?;
         self.count(sender, &changed, &results);
         for message in &changed {

@@ -45,6 +45,10 @@ impl From<PeerError> for Status {
                 Status::permission_denied(error.to_string())
             }
             PeerError::EmptyBatch => Status::invalid_argument(error.to_string()),
+            PeerError::OutOfOrder(crate::batch_order::OrderError::BadSession(_)) => {
+                Status::invalid_argument(error.to_string())
+            }
+            PeerError::OutOfOrder(_) => Status::aborted(error.to_string()),
             PeerError::Store(store) => store_status(store),
         }
     }

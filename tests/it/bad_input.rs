@@ -90,8 +90,12 @@ async fn oversized_envelopes_are_refused_naming_the_limit_and_store_nothing() {
     net.start("FR").await;
     envelope.body = "y".repeat(1024 * 1024 + 1);
     let mut as_vn = net.peer_client("VN", "FR");
-    let results =
-        as_vn.deliver(DeliverRequest { envelopes: vec![envelope] }).await.unwrap().into_inner().results;
+    let results = as_vn
+        .deliver(DeliverRequest { envelopes: vec![envelope], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
     match &results[0].outcome {
         Some(Outcome::Refusal(refusal)) => {
             assert_eq!(refusal.code, tonic::Code::ResourceExhausted as i32);

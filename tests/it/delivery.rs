@@ -45,8 +45,11 @@ async fn a_duplicate_delivery_is_stored_once_and_receipted_twice() {
     let mut as_vn = net.peer_client("VN", "FR");
     let mut receipts = Vec::new();
     for _ in 0..2 {
-        let response =
-            as_vn.deliver(DeliverRequest { envelopes: vec![envelope.clone()] }).await.unwrap().into_inner();
+        let response = as_vn
+            .deliver(DeliverRequest { envelopes: vec![envelope.clone()], ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(response.results.len(), 1);
         match response.results[0].outcome.clone() {
             Some(Outcome::Receipt(receipt)) => receipts.push(receipt),

@@ -99,7 +99,7 @@ async fn certificates_of_another_network_are_refused_on_both_listeners() {
     let mut fr = net.desk("FR");
     let before = inbox(&mut fr).await.len();
     assert_refused(
-        foreign_peer.deliver(DeliverRequest { envelopes: vec![envelope] }).await,
+        foreign_peer.deliver(DeliverRequest { envelopes: vec![envelope], ..Default::default() }).await,
         "peer from another CA",
         &["DecryptError", "UnknownCA", "BadCertificate"],
     );
@@ -119,7 +119,8 @@ async fn a_peer_claiming_another_origin_is_permission_denied() {
 
     // DE's genuine certificate, but the envelope says it comes from VN.
     let mut as_de = net.peer_client("DE", "FR");
-    let status = as_de.deliver(DeliverRequest { envelopes: vec![envelope] }).await.unwrap_err();
+    let status =
+        as_de.deliver(DeliverRequest { envelopes: vec![envelope], ..Default::default() }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(
         status.message().contains("origin 'VN'") && status.message().contains("DE"),

@@ -15,6 +15,7 @@ mod in_flight;
 mod lifecycle;
 mod local_network;
 mod operator_view;
+mod pipelining;
 mod roles;
 mod storage_failure;
 mod tls_policy;
