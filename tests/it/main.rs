@@ -7,6 +7,7 @@ mod bad_input;
 mod chaos;
 mod delivery;
 mod demo;
+mod deploy_files;
 mod durability;
 mod expiry;
 mod faults;
