@@ -13,7 +13,7 @@ pub enum Role {
     Operator,
     /// A partner agency's system: submit, and read only what it submitted.
     Agency,
-    /// An auditor: reads the audit log (not yet served); no desk calls.
+    /// An auditor: reads the audit log (`ListAudit`); no other desk calls.
     Auditor,
 }
 
@@ -44,6 +44,7 @@ pub enum Action {
     Watch,
     GetQueue,
     ListPeers,
+    ListAudit,
 }
 
 /// What a caller may see when it may call at all.
@@ -75,6 +76,8 @@ pub fn scope(role: Role, action: Action) -> Option<Scope> {
             | A::ListPeers,
         ) => Some(Scope::All),
         (Role::Agency, A::Submit | A::Get | A::ListOutbox | A::Watch) => Some(Scope::OwnSubmissions),
+        // Only the auditor: whoever runs the node (the operator) is among those it checks.
+        (Role::Auditor, A::ListAudit) => Some(Scope::All),
         _ => None,
     }
 }
@@ -120,12 +123,14 @@ mod tests {
             A::Watch,
             A::GetQueue,
             A::ListPeers,
+            A::ListAudit,
         ];
         let allowed = |role| every.iter().filter(|a| scope(role, **a).is_some()).count();
         assert_eq!(allowed(Role::Officer), 7);
         assert_eq!(allowed(Role::Operator), 8);
         assert_eq!(allowed(Role::Agency), 4);
-        assert_eq!(allowed(Role::Auditor), 0);
+        assert_eq!(allowed(Role::Auditor), 1);
+        assert_eq!(scope(Role::Operator, A::ListAudit), None);
         assert_eq!(scope(Role::Agency, A::Get), Some(Scope::OwnSubmissions));
         assert_eq!(scope(Role::Operator, A::Submit), None);
         assert_eq!(scope(Role::Officer, A::Cancel), None);

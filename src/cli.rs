@@ -7,9 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 use tokio_stream::StreamExt;
 
+use crate::audit::ChainHead;
 use crate::config::ClientConfig;
 use crate::desk_client::{self, DeskClient};
 use crate::identity::NodeCode;
+use crate::proto::ListAuditRequest;
 use crate::proto::{
     AcknowledgeRequest, CancelRequest, GetQueueRequest, GetRequest, HandlingCode, ListInboxRequest,
     ListOutboxRequest, ListPeersRequest, Message, Precedence, PreservationRequest, RequestType,
@@ -111,6 +113,34 @@ pub enum Command {
     Queue(ClientArgs),
     /// Every directory member: reachability, last contact, round trip, version, certificate expiry.
     Peers(ClientArgs),
+    /// The node's tamper-evident audit log (role `auditor`).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Fetch the whole hash chain and verify it here: exits non-zero naming the first broken
+    /// link (a changed, deleted, damaged or reordered record).
+    Verify {
+        /// Client options.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Also check that record SEQ still has the hash noted earlier ("SEQ:HASH", as printed
+        /// by an earlier `audit verify`), which catches a rewritten chain.
+        #[arg(long)]
+        anchor: Option<String>,
+    },
+    /// Show the audit log, oldest first.
+    List {
+        /// Client options.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only the records about this message.
+        #[arg(long)]
+        message: Option<String>,
+    },
 }
 
 /// `bench` options.
@@ -341,6 +371,9 @@ pub enum CliError {
     /// A local file could not be read.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// `audit verify` found a broken link.
+    #[error("the audit log is broken: {0}")]
+    AuditBroken(#[from] crate::audit::BrokenLink),
 }
 
 fn describe_status(status: &tonic::Status) -> String {
@@ -480,6 +513,12 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Watch { client: args, after } => watch(&args, after).await,
+        Command::Audit(AuditCommand::Verify { client: args, anchor }) => {
+            audit_verify(&args, anchor.as_deref()).await
+        }
+        Command::Audit(AuditCommand::List { client: args, message }) => {
+            audit_list(&args, message.as_deref()).await
+        }
         Command::Demo | Command::Init(_) | Command::Node { .. } | Command::Bench(_) => {
             Err(CliError::Usage("not a client command".into()))
         }
@@ -604,4 +643,91 @@ fn handling(arg: HandlingArg) -> HandlingCode {
         HandlingArg::H2 => HandlingCode::H2,
         HandlingArg::H3 => HandlingCode::H3,
     }
+}
+
+/// The chain head the node reported in the `ListAudit` response header.
+fn reported_head<T>(response: &tonic::Response<T>) -> Result<Option<ChainHead>, CliError> {
+    response
+        .metadata()
+        .get(crate::audit::AUDIT_HEAD_HEADER)
+        .map(|value| {
+            let text = value.to_str().unwrap_or_default();
+            ChainHead::parse(text)
+                .map_err(|e| CliError::Usage(format!("the node reported a bad audit head: {e}")))
+        })
+        .transpose()
+}
+
+/// `audit verify`: fetches the whole chain and verifies it here, record by record.
+async fn audit_verify(args: &ClientArgs, anchor: Option<&str>) -> Result<(), CliError> {
+    let anchor =
+        anchor.map(ChainHead::parse).transpose().map_err(|e| CliError::Usage(format!("--anchor {e}")))?;
+    let response = client(args)?.list_audit(ListAuditRequest::default()).await?;
+    let reported = reported_head(&response)?;
+    let mut records = response.into_inner();
+    let mut verifier = crate::audit::Verifier::new();
+    let mut anchor_found = false;
+    let outcome = loop {
+        match records.next().await {
+            Some(Ok(record)) => {
+                if let Err(broken) = verifier.push(&record) {
+                    break Err(broken);
+                }
+                if let Some(checked) = anchor.as_ref().and_then(|a| crate::audit::check_anchor(a, &record)) {
+                    anchor_found = true;
+                    if let Err(broken) = checked {
+                        break Err(broken);
+                    }
+                }
+            }
+            Some(Err(status)) => return Err(status.into()),
+            None => break verifier.finish(reported.as_ref()),
+        }
+    };
+    let outcome = outcome.and_then(|head| match anchor {
+        Some(anchor) if !anchor_found => Err(crate::audit::BrokenLink::AnchorMismatch {
+            sequence: anchor.sequence,
+            reason: format!("the chain ends at record {}", head.sequence),
+        }),
+        _ => Ok(head),
+    });
+    match outcome {
+        Ok(head) => {
+            if args.json {
+                print_json(
+                    &serde_json::json!({ "intact": true, "records": head.sequence, "head": head.to_text() }),
+                );
+            } else {
+                println!("audit log intact: {} records; head {}", head.sequence, head.to_text());
+                println!("(note the head somewhere else and check it later with --anchor)");
+            }
+            Ok(())
+        }
+        Err(broken) => {
+            if args.json {
+                print_json(&serde_json::json!({
+                    "intact": false,
+                    "verified_up_to": verifier.head().sequence,
+                    "broken": broken.to_string(),
+                }));
+            }
+            Err(broken.into())
+        }
+    }
+}
+
+/// `audit list`: the records as the node streams them, oldest first.
+async fn audit_list(args: &ClientArgs, message: Option<&str>) -> Result<(), CliError> {
+    let request = ListAuditRequest { message_id: message.unwrap_or_default().to_owned() };
+    let mut stream = client(args)?.list_audit(request).await?.into_inner();
+    let mut records = Vec::new();
+    while let Some(record) = stream.next().await {
+        records.push(record?);
+    }
+    if args.json {
+        print_json(&Value::Array(records.iter().map(render::audit_json).collect()));
+    } else {
+        print!("{}", render::audit_table(&records));
+    }
+    Ok(())
 }

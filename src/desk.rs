@@ -23,6 +23,7 @@ use crate::proto::{
     ListPeersResponse, Message, MessageState, RequeueRequest, RequeueResponse, RespondRequest,
     RespondResponse, SubmitRequest, SubmitResponse, WatchRequest,
 };
+use crate::proto::{AuditRecord, ListAuditRequest};
 use crate::store::{Changes, Listing, StoreError, view};
 use crate::store_proto::StoredMessage;
 use crate::timestamp;
@@ -319,6 +320,7 @@ impl DeskService for DeskApi {
         let (id, destination, precedence) =
             (envelope.id.clone(), envelope.destination.clone(), envelope.precedence().as_str_name());
         let message = self.context.store.write(|changes| {
+            audit_call(changes, &client, Action::Submit, &id, &format!("to {destination}, {precedence}"));
             queue(
                 changes,
                 &self.context.config.deadlines,
@@ -340,7 +342,10 @@ impl DeskService for DeskApi {
         let stored = stored.ok_or_else(|| DeskError::NotFound(id.to_string()))?;
         Self::check_visible(&caller, id, &stored)?;
         let replies = self.context.store.replies(id).map_err(DeskError::from)?;
-        let replies = replies.iter().filter(|r| caller.may_see(&r.submitted_by)).map(view).collect();
+        let replies: Vec<Message> =
+            replies.iter().filter(|r| caller.may_see(&r.submitted_by)).map(view).collect();
+        let details = format!("with {} replies", replies.len());
+        self.audit_read(&caller, Action::Get, &id.to_string(), &details).await?;
         Ok(Response::new(GetResponse { message: Some(view(&stored)), replies }))
     }
 
@@ -353,6 +358,7 @@ impl DeskService for DeskApi {
         let limit = list_limit(request.get_ref().limit);
         let messages = operator_view::list(&self.context, Listing::Inbox, &filter, &caller, limit)
             .map_err(DeskError::from)?;
+        self.audit_read(&caller, Action::ListInbox, "", &format!("{} messages", messages.len())).await?;
         Ok(Response::new(ListInboxResponse { messages }))
     }
 
@@ -365,6 +371,7 @@ impl DeskService for DeskApi {
         let limit = list_limit(request.get_ref().limit);
         let messages = operator_view::list(&self.context, Listing::Outbox, &filter, &caller, limit)
             .map_err(DeskError::from)?;
+        self.audit_read(&caller, Action::ListOutbox, "", &format!("{} messages", messages.len())).await?;
         Ok(Response::new(ListOutboxResponse { messages }))
     }
 
@@ -372,8 +379,9 @@ impl DeskService for DeskApi {
         &self,
         request: Request<GetQueueRequest>,
     ) -> Result<Response<GetQueueResponse>, Status> {
-        self.authorize(&request, Action::GetQueue)?;
+        let caller = self.authorize(&request, Action::GetQueue)?;
         let peers = operator_view::queue(&self.context).map_err(DeskError::from)?;
+        self.audit_read(&caller, Action::GetQueue, "", &format!("{} peers", peers.len())).await?;
         Ok(Response::new(GetQueueResponse { peers }))
     }
 
@@ -393,6 +401,7 @@ impl DeskService for DeskApi {
         let AcknowledgeRequest { id, note } = request.into_inner();
         let id = parse_id_field("id", &id).map_err(DeskError::from)?;
         let (request_message, ack) = self.context.store.write(|changes| {
+            audit_call(changes, &client, Action::Acknowledge, &id.to_string(), &note);
             let (stored, envelope) = inbound_request(changes, id)?;
             let (_, updated) = change(
                 changes,
@@ -423,6 +432,8 @@ impl DeskService for DeskApi {
             return Err(DeskError::from(FieldError::new("text", "required: the answer")).into());
         }
         let changed = self.context.store.write(|changes| {
+            let details = format!("an answer of {} characters", text.chars().count());
+            audit_call(changes, &client, Action::Respond, &id.to_string(), &details);
             let (mut stored, envelope) = inbound_request(changes, id)?;
             let mut changed = Vec::new();
             if view(&stored).state() == MessageState::Received {
@@ -473,6 +484,7 @@ impl DeskService for DeskApi {
             );
         }
         let changed = self.context.store.write(|changes| {
+            audit_call(changes, &client, Action::Cancel, &id.to_string(), &reason);
             let stored = stored_for(changes, id)?;
             let before = view(&stored);
             let envelope = before.envelope.clone().unwrap_or_default();
@@ -516,6 +528,8 @@ impl DeskService for DeskApi {
             return Err(DeskError::from(FieldError::new("expires_at", "must be in the future")).into());
         }
         let message = self.context.store.write(|changes| {
+            let details = format!("expires {}", timestamp::rfc3339(&expires_at));
+            audit_call(changes, &client, Action::Requeue, &id.to_string(), &details);
             let mut stored = stored_for(changes, id)?;
             if view(&stored).direction() != Direction::Outbound {
                 return Err(DeskError::WrongMessage(format!("{id} is not a message this node sent")));
@@ -542,6 +556,7 @@ impl DeskService for DeskApi {
         let caller = self.authorize(&request, Action::Watch)?;
         let after =
             request.into_inner().after_sequence.unwrap_or_else(|| crate::events::latest(&self.context.store));
+        self.audit_read(&caller, Action::Watch, "", &format!("events after {after}")).await?;
         let events = crate::events::follow(self.context.store.clone(), after, self.stop.clone());
         let store = self.context.store.clone();
         // An agency follows only its own messages' events.
@@ -564,4 +579,104 @@ impl DeskService for DeskApi {
         response.metadata_mut().insert(WATCH_AFTER_HEADER, after.into());
         Ok(response)
     }
+
+    type ListAuditStream = AuditStream;
+
+    async fn list_audit(
+        &self,
+        request: Request<ListAuditRequest>,
+    ) -> Result<Response<Self::ListAuditStream>, Status> {
+        let caller = self.authorize(&request, Action::ListAudit)?;
+        let filter = match request.get_ref().message_id.trim() {
+            "" => None,
+            id => Some(parse_id_field("message_id", id).map_err(DeskError::from)?.to_string()),
+        };
+        let details = filter.as_ref().map(|id| format!("records of {id}")).unwrap_or_default();
+        let head = self.audit_read(&caller, Action::ListAudit, "", &details).await?;
+        let records = stream_audit(self.context.store.clone(), head.sequence, filter, self.stop.clone());
+        let mut response = Response::new(records);
+        let header =
+            head.to_text().parse().map_err(|_| Status::internal("audit head is not a header value"))?;
+        response.metadata_mut().insert(crate::audit::AUDIT_HEAD_HEADER, header);
+        Ok(response)
+    }
+}
+
+/// Who a desk caller is in the audit log: "<name> (<role>)".
+fn audit_who(caller: &Caller) -> String {
+    format!("{} ({})", caller.name, caller.role.name())
+}
+
+/// Names the caller in this operation's audit records and records the call itself (before the
+/// state changes it causes, which `Changes::put` records).
+fn audit_call(changes: &mut Changes<'_>, caller: &Caller, action: Action, id: &str, details: &str) {
+    changes.act_as(audit_who(caller));
+    changes.audit(&format!("{action:?}"), id, details);
+}
+
+impl DeskApi {
+    /// Records a read in the audit log and makes the record durable before anything is handed
+    /// out: a read that cannot be recorded is refused (UNAVAILABLE while the store recovers).
+    /// Returns the chain head that includes the record.
+    async fn audit_read(
+        &self,
+        caller: &Caller,
+        action: Action,
+        id: &str,
+        details: &str,
+    ) -> Result<crate::audit::ChainHead, DeskError> {
+        let head = self.context.store.write(|changes| {
+            audit_call(changes, caller, action, id, details);
+            Ok::<_, DeskError>(changes.audit_head())
+        })?;
+        self.context.store.persist().await?;
+        Ok(head)
+    }
+}
+
+type AuditStream = Pin<Box<dyn Stream<Item = Result<AuditRecord, Status>> + Send>>;
+
+/// Audit records read per store access while streaming.
+const AUDIT_PAGE: usize = 512;
+
+/// Streams the audit records up to `upto` (durable when the call began), only those about
+/// `message_id` if given (damaged records always, so they are seen). Pages are read as the
+/// client takes them, so a long chain is never held in memory whole.
+fn stream_audit(
+    store: crate::store::Store,
+    upto: u64,
+    message_id: Option<String>,
+    stop: CancellationToken,
+) -> AuditStream {
+    let (sender, receiver) = tokio::sync::mpsc::channel(AUDIT_PAGE);
+    tokio::spawn(async move {
+        let mut after = 0;
+        while after < upto {
+            let page = match store.audit_records(after, upto, AUDIT_PAGE) {
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = sender.send(Err(Status::from(DeskError::from(error)))).await;
+                    return;
+                }
+            };
+            // Paged by the keys' sequence numbers, not the records' own (which may be forged).
+            let Some(&(last, _)) = page.last() else { return };
+            after = last;
+            for (_, record) in page {
+                if message_id.as_ref().is_some_and(|id| *id != record.message_id && record.damaged.is_empty())
+                {
+                    continue;
+                }
+                tokio::select! {
+                    sent = sender.send(Ok(record)) => {
+                        if sent.is_err() {
+                            return;
+                        }
+                    }
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
 }

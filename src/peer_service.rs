@@ -224,6 +224,7 @@ impl PeerService for PeerApi {
             .await
             .map_err(PeerError::from)?;
         let (results, changed) = self.context.store.write(|changes| {
+            changes.act_as(format!("peer:{sender}"));
             let mut results = Vec::with_capacity(envelopes.len());
             let mut changed = Vec::new();
             for envelope in envelopes {

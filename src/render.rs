@@ -306,3 +306,48 @@ pub fn peers_table(p: &crate::proto::ListPeersResponse) -> String {
     let _ = writeln!(out, "this node's certificate expires {own}");
     out
 }
+
+/// An audit record as JSON (hashes in hex).
+pub fn audit_json(r: &crate::proto::AuditRecord) -> Value {
+    let mut value = json!({
+        "sequence": r.sequence,
+        "at": time(r.at.as_ref()),
+        "who": r.who,
+        "action": r.action,
+        "message_id": r.message_id,
+        "details": r.details,
+        "prev_hash": crate::audit::hex(&r.prev_hash),
+        "hash": crate::audit::hex(&r.hash),
+    });
+    if !r.damaged.is_empty() {
+        value["damaged"] = Value::String(r.damaged.clone());
+    }
+    value
+}
+
+/// One line per audit record: sequence, time, who, action, message, details, start of the hash.
+pub fn audit_table(records: &[crate::proto::AuditRecord]) -> String {
+    let mut out = format!(
+        "{:>6}  {:<24}  {:<24} {:<13} {:<36}  {:<12}  DETAILS\n",
+        "SEQ", "TIME", "WHO", "ACTION", "MESSAGE", "HASH"
+    );
+    for r in records {
+        if !r.damaged.is_empty() {
+            let _ = writeln!(out, "{:>6}  DAMAGED: {}", r.sequence, r.damaged);
+            continue;
+        }
+        let hash = crate::audit::hex(&r.hash);
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<24}  {:<24} {:<13} {:<36}  {:<12}  {}",
+            r.sequence,
+            r.at.as_ref().map(rfc3339).unwrap_or_default(),
+            r.who,
+            r.action,
+            r.message_id,
+            hash.get(..12).unwrap_or_default(),
+            r.details
+        );
+    }
+    out
+}

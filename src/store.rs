@@ -13,13 +13,17 @@
 //! | `a` ack-deadline-seconds(8) id(16) | empty — requests waiting for an acknowledgement |
 //! | `e` event-seq(8) | `Event` — the lifecycle events, gap-free |
 //! | `c` "events" | the last event sequence number |
+//! | `h` audit-seq(8) | `AuditRecord` — the audit log's hash chain, gap-free (see `audit`) |
+//! | `c` "audit" | the chain head: last audit sequence number(8) and its hash(32) |
 //!
 //! Invariants: an outbound message has an `o` key exactly while it is QUEUED or WAITING_RETRY; a
 //! request has an `a` key exactly while it waits for an acknowledgement; every new timeline entry
 //! and every overdue announcement is recorded as an event in the same batch as the change; every
 //! change of a message, its keys and its events is applied in one atomic sled batch; nobody is
 //! told that something is stored (and no event is visible to watchers) before
-//! [`Store::persist`] has returned after the change.
+//! [`Store::persist`] has returned after the change. Every new timeline entry and overdue
+//! announcement also appends an audit record in the same batch, and the audit chain head is
+//! written in the batch that appends to it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -32,13 +36,15 @@ use prost::Message as _;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::audit::ChainHead;
 use crate::identity::NodeCode;
-use crate::proto::{Direction, EnvelopeKind, Event, Message, MessageState, Precedence};
+use crate::proto::{AuditRecord, Direction, EnvelopeKind, Event, Message, MessageState, Precedence};
 use crate::store_proto::StoredMessage;
 use crate::timestamp;
 
 const EVENT_COUNTER_KEY: &[u8] = b"cevents";
 const SCHEMA_KEY: &[u8] = b"cschema";
+const AUDIT_HEAD_KEY: &[u8] = b"caudit";
 
 /// The layout version this code reads and writes (the table above). A store written by a newer
 /// version is refused; an older one is migrated on open (none exists yet: 1 is the first).
@@ -107,6 +113,8 @@ pub struct Store {
     last_event: Arc<AtomicU64>,
     /// The sequence number of the last event known to be on the device: watchers read up to it.
     durable_events: Arc<watch::Sender<u64>>,
+    /// The end of the audit chain as applied (durable or not).
+    audit_head: Arc<Mutex<ChainHead>>,
 }
 
 /// Which listing.
@@ -134,6 +142,7 @@ impl Store {
         let opened = open_db(dir)?;
         check_schema(&opened.db)?;
         let last_event = event_counter(&opened.db)?;
+        let audit_head = read_audit_head(&opened.db)?;
         let opened = Arc::new(std::sync::RwLock::new(Some(opened)));
         let flushed = Arc::downgrade(&opened);
         // The flusher holds the database weakly: dropping the last `Store` closes it.
@@ -156,6 +165,7 @@ impl Store {
             last_event: Arc::new(AtomicU64::new(last_event)),
             // What survived a restart is what was on the device.
             durable_events: Arc::new(watch::Sender::new(last_event)),
+            audit_head: Arc::new(Mutex::new(audit_head)),
         })
     }
 
@@ -196,6 +206,13 @@ impl Store {
         drop(opened.take());
         match open_db(&self.dir).and_then(|o| Ok((event_counter(&o.db)?, o))) {
             Ok((last_event, reopened)) => {
+                match read_audit_head(&reopened.db) {
+                    Ok(head) => *self.audit_head.lock().unwrap_or_else(|p| p.into_inner()) = head,
+                    Err(error) => {
+                        tracing::warn!(%error, "store reopened but its audit chain head cannot be read");
+                        return false;
+                    }
+                }
                 *opened = Some(reopened);
                 self.last_event.store(last_event, Ordering::Release);
                 self.durable_events.send_if_modified(|durable| {
@@ -292,12 +309,22 @@ impl Store {
         // A poisoned lock only means another writer panicked; sled's batch was then not applied.
         let _guard = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let last_event = self.last_event.load(Ordering::Acquire);
-        let mut changes =
-            Changes { store: self, batch: sled::Batch::default(), pending: HashMap::new(), last_event };
+        let audit_head = *self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changes = Changes {
+            store: self,
+            batch: sled::Batch::default(),
+            pending: HashMap::new(),
+            last_event,
+            actor: NODE_ACTOR.to_owned(),
+            audit_head,
+        };
         let result = operation(&mut changes)?;
-        let Changes { mut batch, last_event: new_last_event, .. } = changes;
+        let Changes { mut batch, last_event: new_last_event, audit_head: new_audit_head, .. } = changes;
         if new_last_event != last_event {
             batch.insert(EVENT_COUNTER_KEY, new_last_event.to_be_bytes().as_slice());
+        }
+        if new_audit_head != audit_head {
+            batch.insert(AUDIT_HEAD_KEY, new_audit_head.to_bytes().as_slice());
         }
         if let Some(why) = self.broken() {
             return Err(StoreError::Recovering(why).into());
@@ -306,6 +333,7 @@ impl Store {
             return Err(self.broke(error.into()).into());
         }
         self.last_event.store(new_last_event, Ordering::Release);
+        *self.audit_head.lock().unwrap_or_else(|p| p.into_inner()) = new_audit_head;
         self.commit.applied();
         Ok(result)
     }
@@ -411,6 +439,10 @@ pub struct Changes<'a> {
     batch: sled::Batch,
     pending: HashMap<Uuid, StoredMessage>,
     last_event: u64,
+    /// Who the audit records of this operation name.
+    actor: String,
+    /// The end of the audit chain including this operation's records.
+    audit_head: ChainHead,
 }
 
 impl Changes<'_> {
@@ -484,6 +516,8 @@ impl Changes<'_> {
                 overdue: false,
             };
             self.record_event(event);
+            let state = crate::lifecycle::state_name(entry.state());
+            self.audit(state, &envelope.id, &entry.note);
         }
         if stored.overdue_announced && !before.as_ref().is_some_and(|b| b.overdue_announced) {
             let deadline = message.ack_deadline.as_ref().map(timestamp::rfc3339).unwrap_or_default();
@@ -497,6 +531,7 @@ impl Changes<'_> {
                 note: format!("OVERDUE: not acknowledged by its deadline {deadline}"),
                 overdue: true,
             };
+            self.audit("OVERDUE", &envelope.id, &event.note);
             self.record_event(event);
         }
         self.batch.insert(message_key(id).as_slice(), stored.encode_to_vec());
@@ -508,6 +543,88 @@ impl Changes<'_> {
         self.last_event += 1;
         event.sequence = self.last_event;
         self.batch.insert(prefixed(b'e', &self.last_event.to_be_bytes()), event.encode_to_vec());
+    }
+}
+
+/// Who audit records name when nobody else acted: delivery, retries, expiry, overdue.
+pub const NODE_ACTOR: &str = "node";
+
+impl Changes<'_> {
+    /// Names who the audit records of this operation are about: a desk client, a peer
+    /// (`peer:<CC>`); [`NODE_ACTOR`] until set.
+    pub fn act_as(&mut self, who: impl Into<String>) {
+        self.actor = who.into();
+    }
+
+    /// The end of the audit chain including this operation's records so far.
+    pub fn audit_head(&self) -> ChainHead {
+        self.audit_head
+    }
+
+    /// Appends an audit record (who: the actor, `action`, the message concerned or "", short
+    /// `details`) to the hash chain, in this operation's batch.
+    pub fn audit(&mut self, action: &str, message_id: &str, details: &str) {
+        let mut record = AuditRecord {
+            at: Some(timestamp::now()),
+            who: self.actor.clone(),
+            action: action.to_owned(),
+            message_id: message_id.to_owned(),
+            details: details.to_owned(),
+            ..Default::default()
+        };
+        self.audit_head = crate::audit::seal(&self.audit_head, &mut record);
+        self.batch.insert(audit_record_key(record.sequence), record.encode_to_vec());
+    }
+}
+
+impl Store {
+    /// The end of the audit chain as applied so far (durable after the next [`Store::persist`]).
+    pub fn audit_head(&self) -> ChainHead {
+        *self.audit_head.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Audit records stored under sequence numbers in `(after, upto]`, in order, at most `limit`,
+    /// each with the sequence number of its key. A record whose bytes do not decode comes back
+    /// with only `sequence` (from its key) and `damaged` set, so that a verifier can name it
+    /// rather than the read failing.
+    pub fn audit_records(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        let range = audit_record_key(after + 1)..=audit_record_key(upto);
+        let mut records = Vec::new();
+        for item in self.db()?.range(range).take(limit) {
+            let (key, bytes) = item?;
+            let sequence = key.get(1..9).and_then(|s| s.try_into().ok()).map_or(0, u64::from_be_bytes);
+            let record = AuditRecord::decode(bytes.as_ref()).unwrap_or_else(|error| AuditRecord {
+                sequence,
+                damaged: error.to_string(),
+                ..Default::default()
+            });
+            records.push((sequence, record));
+        }
+        Ok(records)
+    }
+}
+
+/// The key of audit record `sequence` (`h` sequence(8)); public so that tests can tamper with
+/// the chain the way an intruder with access to the files would.
+pub fn audit_record_key(sequence: u64) -> Vec<u8> {
+    prefixed(b'h', &sequence.to_be_bytes())
+}
+
+fn read_audit_head(db: &sled::Db) -> Result<ChainHead, StoreError> {
+    match db.get(AUDIT_HEAD_KEY)? {
+        Some(bytes) => ChainHead::from_bytes(&bytes).ok_or_else(|| StoreError::Corrupt {
+            key: "audit chain head".into(),
+            reason: "not 40 bytes".into(),
+        }),
+        None => Ok(ChainHead::default()),
     }
 }
 
@@ -738,5 +855,60 @@ mod tests {
             .unwrap();
         assert_eq!(store.outbox_len(fr).unwrap(), 0);
         assert_eq!(view(&store.get(id).unwrap().unwrap()).state(), MessageState::Delivered);
+    }
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use super::*;
+    use crate::proto::Envelope;
+
+    fn queued(id: Uuid) -> StoredMessage {
+        let mut message = Message {
+            envelope: Some(Envelope {
+                id: id.to_string(),
+                destination: "FR".into(),
+                kind: EnvelopeKind::Request as i32,
+                ..Default::default()
+            }),
+            direction: Direction::Outbound as i32,
+            ..Default::default()
+        };
+        crate::lifecycle::enter(&mut message, MessageState::Queued, timestamp::now(), "submitted".into());
+        StoredMessage { message: Some(message), seq: 1, ..Default::default() }
+    }
+
+    #[test]
+    fn state_changes_and_calls_extend_one_chain_that_survives_reopen_and_abandoned_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::now_v7();
+        let head = {
+            let store = Store::open(dir.path()).unwrap();
+            store.write(|changes| changes.put(queued(id))).unwrap();
+            let abandoned: Result<(), StoreError> = store.write(|changes| {
+                changes.audit("Get", "", "");
+                Err(StoreError::Malformed("abandoned"))
+            });
+            assert!(abandoned.is_err());
+            assert_eq!(store.audit_head().sequence, 1, "an abandoned write appends nothing");
+            store.audit_head()
+        };
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.audit_head(), head, "the head is stored with the records");
+        store
+            .write(|changes| {
+                changes.act_as("alice (officer)");
+                changes.audit("Get", &id.to_string(), "with 0 replies");
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let records: Vec<AuditRecord> =
+            store.audit_records(0, 10, 10).unwrap().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(records.len(), 2);
+        assert_eq!((records[0].who.as_str(), records[0].action.as_str()), ("node", "QUEUED"));
+        assert_eq!(records[0].message_id, id.to_string());
+        assert_eq!((records[1].who.as_str(), records[1].action.as_str()), ("alice (officer)", "Get"));
+        assert_eq!(crate::audit::verify(&records, Some(&store.audit_head())), Ok(store.audit_head()));
+        assert_eq!(store.audit_records(1, 10, 10).unwrap().len(), 1, "after 1, up to the head");
     }
 }

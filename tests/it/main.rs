@@ -3,6 +3,7 @@
 mod support;
 
 mod agency_python;
+mod audit;
 mod bad_input;
 mod chaos;
 mod delivery;
