@@ -320,7 +320,8 @@ impl DeskService for DeskApi {
         let (id, destination, precedence) =
             (envelope.id.clone(), envelope.destination.clone(), envelope.precedence().as_str_name());
         let message = self.context.store.write(|changes| {
-            audit_call(changes, &client, Action::Submit, &id, &format!("to {destination}, {precedence}"));
+            let details = format!("to {destination}, {}", precedence.trim_start_matches("PRECEDENCE_"));
+            audit_call(changes, &client, Action::Submit, &id, &details);
             queue(
                 changes,
                 &self.context.config.deadlines,
@@ -344,7 +345,7 @@ impl DeskService for DeskApi {
         let replies = self.context.store.replies(id).map_err(DeskError::from)?;
         let replies: Vec<Message> =
             replies.iter().filter(|r| caller.may_see(&r.submitted_by)).map(view).collect();
-        let details = format!("with {} replies", replies.len());
+        let details = format!("replies: {}", replies.len());
         self.audit_read(&caller, Action::Get, &id.to_string(), &details).await?;
         Ok(Response::new(GetResponse { message: Some(view(&stored)), replies }))
     }
