@@ -6,7 +6,10 @@
 use std::process::Command;
 
 use hanoi247::access::Role;
-use hanoi247::proto::{AcknowledgeRequest, AuditRecord, GetRequest, ListAuditRequest, MessageState};
+use hanoi247::proto::{
+    AcknowledgeRequest, AuditRecord, CancelRequest, GetRequest, ListAuditRequest, MessageState, Precedence,
+    RespondRequest,
+};
 use prost::Message as _;
 use tokio_stream::StreamExt;
 
@@ -45,6 +48,7 @@ async fn the_chain_records_who_did_what_and_names_an_edited_or_deleted_record() 
         ("VN", "duty", Role::Officer),
         ("VN", "ops", Role::Operator),
         ("VN", "audit", Role::Auditor),
+        ("VN", "police", Role::Agency),
         ("FR", "duty", Role::Officer),
         ("FR", "audit", Role::Auditor),
     ];
@@ -62,6 +66,9 @@ async fn the_chain_records_who_did_what_and_names_an_edited_or_deleted_record() 
     fr_desk.acknowledge(AcknowledgeRequest { id: id.clone(), note: "taken".into() }).await.unwrap();
     wait_state(&mut duty, &id, MessageState::Acknowledged).await;
     ops.get(GetRequest { id: id.clone() }).await.unwrap();
+    fr_desk.respond(RespondRequest { id: id.clone(), text: "preserved".into() }).await.unwrap();
+    let withdrawn = submit(&mut duty, advice_request("FR", Precedence::Routine, "withdrawn")).await;
+    ops.cancel(CancelRequest { id: withdrawn.clone(), reason: "sent in error".into() }).await.unwrap();
 
     let vn_log = audit_log(&mut vn_audit, &id).await;
     for (who, action) in [
@@ -75,10 +82,17 @@ async fn the_chain_records_who_did_what_and_names_an_edited_or_deleted_record() 
         assert!(has(&vn_log, who, action, &id), "VN: {who} {action} missing from {vn_log:#?}");
     }
     assert!(vn_log.iter().all(|r| r.message_id == id), "the filter keeps only {id}");
+    let cancelled = audit_log(&mut vn_audit, &withdrawn).await;
+    assert!(has(&cancelled, "ops (operator)", "Cancel", &withdrawn), "{cancelled:#?}");
+    assert!(has(&cancelled, "ops (operator)", "CANCELLED", &withdrawn), "{cancelled:#?}");
     let fr_log = audit_log(&mut fr_audit, &id).await;
-    for (who, action) in
-        [("peer:VN", "RECEIVED"), ("duty (officer)", "Acknowledge"), ("duty (officer)", "ACKNOWLEDGED")]
-    {
+    for (who, action) in [
+        ("peer:VN", "RECEIVED"),
+        ("duty (officer)", "Acknowledge"),
+        ("duty (officer)", "ACKNOWLEDGED"),
+        ("duty (officer)", "Respond"),
+        ("duty (officer)", "ANSWERED"),
+    ] {
         assert!(has(&fr_log, who, action, &id), "FR: {who} {action} missing from {fr_log:#?}");
     }
     // The whole chain: gap-free from 1, each record linked to the one before; reading it is
@@ -91,12 +105,15 @@ async fn the_chain_records_who_did_what_and_names_an_edited_or_deleted_record() 
     assert!(has(&whole, "audit (auditor)", "ListAudit", ""), "{whole:#?}");
     hanoi247::audit::verify(&whole, None).unwrap();
 
-    // Only the auditor reads the audit log.
-    for (desk, who) in [(&mut duty, "officer"), (&mut ops, "operator")] {
+    // Only the auditor reads the audit log, and nothing else.
+    let mut police = net.desk_as("VN", "police");
+    for (desk, who) in [(&mut duty, "officer"), (&mut ops, "operator"), (&mut police, "agency")] {
         let status = desk.list_audit(ListAuditRequest::default()).await.expect_err(who);
         assert_eq!(status.code(), tonic::Code::PermissionDenied, "{who}: {status:?}");
         assert!(status.message().contains("ListAudit"), "{status:?}");
     }
+    let status = vn_audit.get(GetRequest { id: id.clone() }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "the auditor reads no messages: {status:?}");
     // A bad filter names the field.
     let status = vn_audit.list_audit(ListAuditRequest { message_id: "nope".into() }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
