@@ -79,7 +79,7 @@ impl DeskApi {
 
     /// The desk client making the call, by its certificate, with its role from the config; refused
     /// unless its role may make `action` (the access table in `access`).
-    fn authorize<T>(&self, request: &Request<T>, action: Action) -> Result<Caller, DeskError> {
+    fn authorize_caller<T>(&self, request: &Request<T>, action: Action) -> Result<Caller, DeskError> {
         let me = self.context.code();
         let name = match crate::tls::caller_identity(request) {
             Some(Identity::Client { network, node, name })
@@ -341,7 +341,10 @@ impl DeskService for DeskApi {
         let id = parse_id_field("id", &request.get_ref().id).map_err(DeskError::from)?;
         let stored = self.context.store.get(id).map_err(DeskError::from)?;
         let stored = stored.ok_or_else(|| DeskError::NotFound(id.to_string()))?;
-        Self::check_visible(&caller, id, &stored)?;
+        if let Err(error) = Self::check_visible(&caller, id, &stored) {
+            self.audit_refusal(audit_who(&caller), Action::Get, &id.to_string(), &error);
+            return Err(error.into());
+        }
         let replies = self.context.store.replies(id).map_err(DeskError::from)?;
         let replies: Vec<Message> =
             replies.iter().filter(|r| caller.may_see(&r.submitted_by)).map(view).collect();
@@ -616,6 +619,34 @@ fn audit_call(changes: &mut Changes<'_>, caller: &Caller, action: Action, id: &s
 }
 
 impl DeskApi {
+    /// [`DeskApi::authorize_caller`], recording a refusal in the audit log.
+    fn authorize<T>(&self, request: &Request<T>, action: Action) -> Result<Caller, DeskError> {
+        self.authorize_caller(request, action).inspect_err(|error| {
+            let who = match crate::tls::caller_identity(request) {
+                Some(Identity::Client { name, .. }) => {
+                    let role = self.context.config.role_of(&name).map_or("no role", |role| role.name());
+                    format!("{name} ({role})")
+                }
+                Some(other) => other.to_string(),
+                None => "no identity".to_owned(),
+            };
+            self.audit_refusal(who, action, "", error);
+        })
+    }
+
+    /// Records a refused call. Not waited for: nobody is told anything stored, and the record
+    /// becomes durable with the next flush (the next change, or sled's own within a second).
+    fn audit_refusal(&self, who: String, action: Action, id: &str, error: &DeskError) {
+        let recorded = self.context.store.write(|changes| {
+            changes.act_as(who);
+            changes.audit(&format!("{action:?}"), id, &format!("REFUSED: {error}"));
+            Ok::<_, StoreError>(())
+        });
+        if let Err(error) = recorded {
+            tracing::warn!(%error, "a refused desk call could not be recorded in the audit log");
+        }
+    }
+
     /// Records a read in the audit log and makes the record durable before anything is handed
     /// out: a read that cannot be recorded is refused (UNAVAILABLE while the store recovers).
     /// Returns the chain head that includes the record.

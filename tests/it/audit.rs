@@ -114,6 +114,21 @@ async fn the_chain_records_who_did_what_and_names_an_edited_or_deleted_record() 
     }
     let status = vn_audit.get(GetRequest { id: id.clone() }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "the auditor reads no messages: {status:?}");
+    let status = police.get(GetRequest { id: id.clone() }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "another's request: {status:?}");
+    // Refusals are recorded too, with who tried what.
+    let refusals = audit_log(&mut vn_audit, "").await;
+    let refused = |who: &str, action: &str, message_id: &str| {
+        refusals.iter().any(|r| {
+            r.who == who
+                && r.action == action
+                && r.message_id == message_id
+                && r.details.starts_with("REFUSED: ")
+        })
+    };
+    assert!(refused("duty (officer)", "ListAudit", ""), "{refusals:#?}");
+    assert!(refused("audit (auditor)", "Get", ""), "{refusals:#?}");
+    assert!(refused("police (agency)", "Get", &id), "{refusals:#?}");
     // A bad filter names the field.
     let status = vn_audit.list_audit(ListAuditRequest { message_id: "nope".into() }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
