@@ -646,16 +646,16 @@ fn handling(arg: HandlingArg) -> HandlingCode {
 }
 
 /// The chain head the node reported in the `ListAudit` response header.
-fn reported_head<T>(response: &tonic::Response<T>) -> Result<Option<ChainHead>, CliError> {
-    response
-        .metadata()
-        .get(crate::audit::AUDIT_HEAD_HEADER)
-        .map(|value| {
-            let text = value.to_str().unwrap_or_default();
-            ChainHead::parse(text)
-                .map_err(|e| CliError::Usage(format!("the node reported a bad audit head: {e}")))
-        })
-        .transpose()
+/// Without it a verifier could not tell a chain cut short from a whole one, so it is required.
+fn reported_head<T>(response: &tonic::Response<T>) -> Result<ChainHead, CliError> {
+    let value = response.metadata().get(crate::audit::AUDIT_HEAD_HEADER).ok_or_else(|| {
+        CliError::Usage(format!(
+            "the node did not report its audit head ({})",
+            crate::audit::AUDIT_HEAD_HEADER
+        ))
+    })?;
+    let text = value.to_str().unwrap_or_default();
+    ChainHead::parse(text).map_err(|e| CliError::Usage(format!("the node reported a bad audit head: {e}")))
 }
 
 /// `audit verify`: fetches the whole chain and verifies it here, record by record.
@@ -681,7 +681,7 @@ async fn audit_verify(args: &ClientArgs, anchor: Option<&str>) -> Result<(), Cli
                 }
             }
             Some(Err(status)) => return Err(status.into()),
-            None => break verifier.finish(reported.as_ref()),
+            None => break verifier.finish(Some(&reported)),
         }
     };
     let outcome = outcome.and_then(|head| match anchor {
