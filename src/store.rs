@@ -618,14 +618,36 @@ pub fn audit_record_key(sequence: u64) -> Vec<u8> {
     prefixed(b'h', &sequence.to_be_bytes())
 }
 
+/// The audit chain head as stored; but never behind the newest stored record, so that a head
+/// that was deleted or rolled back cannot make the node overwrite records (it appends after the
+/// newest one, and `audit verify` shows whatever was done to the chain).
 fn read_audit_head(db: &sled::Db) -> Result<ChainHead, StoreError> {
-    match db.get(AUDIT_HEAD_KEY)? {
+    let stored = match db.get(AUDIT_HEAD_KEY)? {
         Some(bytes) => ChainHead::from_bytes(&bytes).ok_or_else(|| StoreError::Corrupt {
             key: "audit chain head".into(),
             reason: "not 40 bytes".into(),
-        }),
-        None => Ok(ChainHead::default()),
+        })?,
+        None => ChainHead::default(),
+    };
+    let Some((key, bytes)) = db.scan_prefix([b'h']).next_back().transpose()? else {
+        return Ok(stored);
+    };
+    let sequence = key.get(1..9).and_then(|s| s.try_into().ok()).map_or(0, u64::from_be_bytes);
+    if sequence <= stored.sequence {
+        return Ok(stored);
     }
+    tracing::warn!(
+        stored = stored.sequence,
+        newest = sequence,
+        "the audit chain head is behind its newest record; appending after the record"
+    );
+    // A damaged newest record has no hash to link to: the next record's link then breaks
+    // visibly, after the damaged one.
+    let hash = AuditRecord::decode(bytes.as_ref())
+        .ok()
+        .and_then(|record| <[u8; 32]>::try_from(record.hash).ok())
+        .unwrap_or(crate::audit::GENESIS_HASH);
+    Ok(ChainHead { sequence, hash })
 }
 
 /// The other node concerned: the destination of an outbound message, the origin of an inbound one.
@@ -910,5 +932,43 @@ mod audit_tests {
         assert_eq!((records[1].who.as_str(), records[1].action.as_str()), ("alice (officer)", "Get"));
         assert_eq!(crate::audit::verify(&records, Some(&store.audit_head())), Ok(store.audit_head()));
         assert_eq!(store.audit_records(1, 10, 10).unwrap().len(), 1, "after 1, up to the head");
+    }
+
+    #[test]
+    fn a_deleted_or_rolled_back_head_never_makes_the_node_overwrite_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let store = Store::open(dir.path()).unwrap();
+            for action in ["Get", "ListInbox"] {
+                store
+                    .write(|changes| {
+                        changes.audit(action, "", "");
+                        Ok::<_, StoreError>(())
+                    })
+                    .unwrap();
+            }
+            store.audit_records(0, 1, 1).unwrap().remove(0).1
+        };
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.remove(AUDIT_HEAD_KEY).unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.audit_head().sequence, 2);
+        store
+            .write(|changes| {
+                changes.audit("Watch", "", "");
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let records: Vec<AuditRecord> =
+            store.audit_records(0, 10, 10).unwrap().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(records[0], first, "record 1 is untouched");
+        assert_eq!(
+            records.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+            ["Get", "ListInbox", "Watch"]
+        );
+        assert!(crate::audit::verify(&records, Some(&store.audit_head())).is_ok());
     }
 }

@@ -230,4 +230,7 @@ async fn a_damaged_record_and_a_deleted_last_record_are_named() {
     let _vn_process = net.spawn("VN").await;
     let (ok, _, stderr) = audit_cli(&auditor, &["verify"]);
     assert!(!ok && stderr.contains(&format!("record {last} is missing (deleted)")), "{stderr}");
+    // A malformed anchor is refused by name.
+    let (ok, _, stderr) = audit_cli(&auditor, &["verify", "--anchor", "12:zz"]);
+    assert!(!ok && stderr.contains("--anchor") && stderr.contains("64 digits"), "{stderr}");
 }
