@@ -172,9 +172,9 @@ impl Collector for NodeCollector {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut expiry = Vec::new();
         let mut retries = Vec::new();
-        for entry in &context.config.directory {
-            let peer = entry.code.to_string();
-            for (precedence, count, first) in context.store.outbox_summary(entry.code).unwrap_or_default() {
+        for code in context.peers_with_queues() {
+            let peer = code.to_string();
+            for (precedence, count, first) in context.store.outbox_summary(code).unwrap_or_default() {
                 let label = labels(&[("peer", &peer), ("precedence", precedence_label(precedence))]);
                 let created = first.and_then(|f| view(&f).envelope).and_then(|e| e.created_at);
                 let age = created
@@ -183,7 +183,7 @@ impl Collector for NodeCollector {
                 depth.push((label.clone(), count as f64));
                 oldest.push((label, age));
             }
-            let status = context.peers.get(entry.code);
+            let status = context.peers.get(code);
             let peer_label = labels(&[("peer", &peer)]);
             delivered.push((peer_label.clone(), status.delivered));
             calls_failed.push((peer_label.clone(), status.failed_calls));
