@@ -109,7 +109,8 @@ impl PeerDelivery {
                 observer.peers.update(code, |status| status.certificate_expires_at = expiry);
             })),
         };
-        let client = PeerServiceClient::new(tls::channel(dial, tls)?);
+        let pin = Some(peer.certificate_sha256.clone()).filter(|pin| !pin.is_empty());
+        let client = PeerServiceClient::new(tls::channel_pinned(dial, tls, pin)?);
         Ok(Self {
             context,
             peer,

@@ -280,6 +280,26 @@ impl Collector for NodeCollector {
             "Store flushes (flush + sync) since start; shared by concurrent writes",
             &flushes,
         )?;
+        encode_directory_versions(&mut encoder, context)?;
         Ok(())
     }
+}
+
+/// The directory version in use here (`node=""`) and each peer's from its last `Hello`, so an
+/// alert can find a peer on an older directory.
+fn encode_directory_versions(encoder: &mut DescriptorEncoder, context: &NodeContext) -> Result<(), std::fmt::Error> {
+    let mut versions = vec![(labels(&[("peer", "")]), context.directory.current().version as f64)];
+    for member in context.peers_listed() {
+        let version = context.peers.get(member.code).directory_version;
+        if version > 0 {
+            versions.push((labels(&[("peer", member.code.as_str())]), version as f64));
+        }
+    }
+    gauge(
+        encoder,
+        "directory_version",
+        "Version of the signed directory in use: this node's (peer=\"\") and each peer's from Hello",
+        None,
+        &versions,
+    )
 }

@@ -116,6 +116,27 @@ async fn a_peer_missing_from_the_directory_or_with_another_certificate_is_refuse
     net.stop("FR").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_presenting_another_certificate_than_the_directory_pins_is_not_called() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.edit_directory("VN", |directory| {
+        let fr = directory.members.iter_mut().find(|m| m.code == code("FR")).unwrap();
+        fr.certificate_sha256 = hanoi247::directory::fingerprint(b"another certificate");
+    });
+    net.start("FR").await;
+    net.start("VN").await;
+    let mut vn_desk = net.desk("VN");
+    let id = submit(&mut vn_desk, preservation_request("FR")).await;
+    eventually("VN refuses FR's certificate", async || {
+        let got = vn_desk.get(hanoi247::proto::GetRequest { id: id.clone() }).await.unwrap().into_inner();
+        got.message.unwrap().last_error.contains("the directory pins")
+    })
+    .await;
+    assert!(inbox(&mut net.desk("FR")).await.is_empty(), "nothing reached FR");
+    net.stop("VN").await;
+    net.stop("FR").await;
+}
+
 /// VN runs on a directory without DE; a signed update adding DE reaches it: VN accepts
 /// requests for DE and delivers them. `reload` makes the running VN read the file again.
 async fn a_member_added_while_running_is_served(net: &mut Network, reload: impl AsyncFnOnce()) {
@@ -235,6 +256,67 @@ async fn hello_shows_each_peers_directory_version() {
     let table = hanoi247::render::peers_table(&peers);
     assert!(table.contains("1 (old)"), "{table}");
     assert!(table.contains("this node's directory is version 2"), "{table}");
+
+    // And Prometheus can alert on it.
+    let port = net.config("FR").metrics.listen.port();
+    let metric = |sample: &str| crate::operator_view::metric(port, sample);
+    assert_eq!(metric("hanoi247_directory_version{peer=\"\"}"), Some(2.0));
+    assert_eq!(metric("hanoi247_directory_version{peer=\"VN\"}"), Some(1.0));
     net.stop("VN").await;
     net.stop("FR").await;
+}
+
+/// Runs the real binary; returns (success, stdout, stderr).
+fn hanoi247(args: &[&str], dir: &std::path::Path) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_hanoi247")).args(args).current_dir(dir).output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secretariat_makes_adds_signs_and_verifies_with_the_cli() {
+    let net = Network::new(&["VN", "FR"]).await;
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let (ok, out, err) = hanoi247(&["directory", "init", "--network", "hanoi247-test"], dir);
+    assert!(ok, "{err}");
+    assert!(out.contains("version 1"), "{out}");
+    let (ok, _, err) = hanoi247(&["directory", "init", "--network", "hanoi247-test"], dir);
+    assert!(!ok && err.contains("already exists"), "init never overwrites: {err}");
+
+    let fr_cert = net.config("FR").tls.cert;
+    let add = |code: &str, endpoint: &str| {
+        hanoi247(
+            &[
+                "directory", "add", "--code", code, "--name", "24/7 point of contact", "--endpoint", endpoint,
+                "--cert", fr_cert.to_str().unwrap(), "--languages", "fr,en", "--request-types",
+                "PRESERVATION,TECHNICAL_ADVICE", "--time-zone", "Europe/Paris", "--phone", "+33 1",
+            ],
+            dir,
+        )
+    };
+    let (ok, _, err) = add("FR", "fr.example:7247");
+    assert!(ok, "{err}");
+    let (ok, _, err) = add("DE", "no-port");
+    assert!(!ok && err.contains("endpoint"), "{err}");
+    // Added but not signed yet: nobody accepts it.
+    let (ok, _, err) = hanoi247(&["directory", "verify", "--public-key", "secretariat.pub"], dir);
+    assert!(!ok && err.contains("not signed"), "{err}");
+
+    let (ok, out, err) = hanoi247(&["directory", "sign"], dir);
+    assert!(ok && out.contains("version 2"), "{out}{err}");
+    let (ok, out, err) = hanoi247(&["directory", "verify", "--public-key", "secretariat.pub"], dir);
+    assert!(ok, "{err}");
+    assert!(out.contains("version 2") && out.contains("fr.example:7247"), "{out}");
+    let (ok, out, _) = hanoi247(&["directory", "verify", "--public-key", "secretariat.pub", "--json"], dir);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok);
+    assert_eq!(json["members"][0]["certificate_sha256"], hanoi247::directory::fingerprint_of_file(&fr_cert).unwrap());
+
+    // One changed byte of a value: the signature no longer verifies.
+    let path = dir.join("directory.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("fr.example:7247", "fr.example:7248")).unwrap();
+    let (ok, _, err) = hanoi247(&["directory", "verify", "--public-key", "secretariat.pub"], dir);
+    assert!(!ok && err.contains("bad signature"), "{err}");
 }
