@@ -463,15 +463,24 @@ pub fn run_directory(command: DirectoryCommand) -> Result<(), crate::directory::
             let replaced = directory.member(entry.code).is_some();
             directory.upsert(entry);
             directory.signature.clear();
-            directory.check().map_err(|message| DirectoryError::Invalid { path: args.file.clone(), message })?;
+            directory
+                .check()
+                .map_err(|message| DirectoryError::Invalid { path: args.file.clone(), message })?;
             directory.write(&args.file)?;
             let done = if replaced { "replaced" } else { "added" };
-            println!("{} {done}; {} is unsigned until `hanoi247 directory sign`", args.code, args.file.display());
+            println!(
+                "{} {done}; {} is unsigned until `hanoi247 directory sign`",
+                args.code,
+                args.file.display()
+            );
         }
         DirectoryCommand::Remove { file, code } => {
             let mut directory = Directory::read(&file)?;
             if directory.member(code).is_none() {
-                return Err(DirectoryError::Invalid { path: file, message: format!("{code} is not a member") });
+                return Err(DirectoryError::Invalid {
+                    path: file,
+                    message: format!("{code} is not a member"),
+                });
             }
             directory.members.retain(|m| m.code != code);
             directory.signature.clear();
@@ -483,7 +492,12 @@ pub fn run_directory(command: DirectoryCommand) -> Result<(), crate::directory::
             let mut directory = Directory::read(&file)?;
             directory.sign(&secretariat);
             directory.write(&file)?;
-            println!("{} signed: version {}, issued at {}", file.display(), directory.version, directory.issued_at);
+            println!(
+                "{} signed: version {}, issued at {}",
+                file.display(),
+                directory.version,
+                directory.issued_at
+            );
         }
         DirectoryCommand::Verify { file, public_key, json } => {
             let public_key = PublicKey::from_hex_or_file(&public_key).map_err(DirectoryError::Key)?;
@@ -638,9 +652,11 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Watch { client: args, after } => watch(&args, after).await,
-        Command::Demo | Command::Init(_) | Command::Node { .. } | Command::Bench(_) | Command::Directory(_) => {
-            Err(CliError::Usage("not a client command".into()))
-        }
+        Command::Demo
+        | Command::Init(_)
+        | Command::Node { .. }
+        | Command::Bench(_)
+        | Command::Directory(_) => Err(CliError::Usage("not a client command".into())),
     }
 }
 

@@ -398,7 +398,6 @@ impl NodeConfig {
     pub fn role_of(&self, name: &str) -> Option<crate::access::Role> {
         self.clients.iter().find(|c| c.name == name).map(|c| c.role)
     }
-
 }
 
 /// A desk client's configuration: how the CLI (or any agency system) reaches a node's desk API.

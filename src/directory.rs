@@ -174,7 +174,9 @@ impl Directory {
                 let known = crate::proto::RequestType::from_str_name(&format!("REQUEST_TYPE_{kind}"))
                     .is_some_and(|t| t != crate::proto::RequestType::Unspecified);
                 if !known {
-                    return Err(format!("{at}.request_types: '{kind}' is not a request type (e.g. PRESERVATION)"));
+                    return Err(format!(
+                        "{at}.request_types: '{kind}' is not a request type (e.g. PRESERVATION)"
+                    ));
                 }
             }
             let fingerprint = &member.certificate_sha256;
@@ -209,7 +211,10 @@ impl Directory {
         if directory.network != network {
             return Err(DirectoryError::Invalid {
                 path: path.to_owned(),
-                message: format!("network: the directory is for '{}', this node is in '{network}'", directory.network),
+                message: format!(
+                    "network: the directory is for '{}', this node is in '{network}'",
+                    directory.network
+                ),
             });
         }
         Ok(directory)
@@ -278,8 +283,9 @@ impl SecretariatKey {
     pub fn load(path: &Path) -> Result<Self, DirectoryError> {
         let pem = std::fs::read_to_string(path)
             .map_err(|source| DirectoryError::Io { path: path.to_owned(), source })?;
-        let key_pair = rcgen::KeyPair::from_pem(&pem)
-            .map_err(|e| DirectoryError::Key(format!("{}: not a PKCS#8 PEM private key: {e}", path.display())))?;
+        let key_pair = rcgen::KeyPair::from_pem(&pem).map_err(|e| {
+            DirectoryError::Key(format!("{}: not a PKCS#8 PEM private key: {e}", path.display()))
+        })?;
         Self::from_pkcs8(key_pair.serialized_der())
             .map_err(|e| DirectoryError::Key(format!("{}: {e}", path.display())))
     }
@@ -329,7 +335,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()

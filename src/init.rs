@@ -163,10 +163,8 @@ pub fn init_network(options: &InitOptions) -> Result<InitReport, InitError> {
     pki::write_certificate(&out.join("network-ca.pem"), network_ca.cert_pem())?;
     pki::write_private_key(&out.join("network-ca.key"), network_ca.key_pem())?;
 
-    let secretariat = crate::directory::SecretariatKey::create(
-        &out.join("secretariat.key"),
-        &out.join("secretariat.pub"),
-    )?;
+    let secretariat =
+        crate::directory::SecretariatKey::create(&out.join("secretariat.key"), &out.join("secretariat.pub"))?;
     let public_key = secretariat.public_key().to_hex();
     let mut directory = crate::directory::Directory::empty(&options.network);
 

@@ -287,7 +287,10 @@ impl Collector for NodeCollector {
 
 /// The directory version in use here (`node=""`) and each peer's from its last `Hello`, so an
 /// alert can find a peer on an older directory.
-fn encode_directory_versions(encoder: &mut DescriptorEncoder, context: &NodeContext) -> Result<(), std::fmt::Error> {
+fn encode_directory_versions(
+    encoder: &mut DescriptorEncoder,
+    context: &NodeContext,
+) -> Result<(), std::fmt::Error> {
     let mut versions = vec![(labels(&[("peer", "")]), context.directory.current().version as f64)];
     for member in context.peers_listed() {
         let version = context.peers.get(member.code).directory_version;

@@ -127,7 +127,8 @@ impl NodeContext {
     /// task since start and was removed from the directory (its queued messages stay visible).
     pub fn peers_with_queues(&self) -> Vec<NodeCode> {
         let mut codes: Vec<NodeCode> = self.peers_listed().iter().map(|m| m.code).collect();
-        let mut removed: Vec<NodeCode> = self.wakers().keys().copied().filter(|c| !codes.contains(c)).collect();
+        let mut removed: Vec<NodeCode> =
+            self.wakers().keys().copied().filter(|c| !codes.contains(c)).collect();
         removed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         codes.extend(removed);
         codes
@@ -163,10 +164,12 @@ impl RunningNode {
         desk: TcpListener,
     ) -> Result<Self, NodeError> {
         check_own_certificate(&config)?;
-        let public_key = crate::directory::PublicKey::from_hex(&config.directory.public_key).map_err(|message| {
-            crate::directory::DirectoryError::Key(format!("directory.public_key: {message}"))
-        })?;
-        let directory = crate::directory::LiveDirectory::load(&config.directory.file, public_key, &config.network)?;
+        let public_key =
+            crate::directory::PublicKey::from_hex(&config.directory.public_key).map_err(|message| {
+                crate::directory::DirectoryError::Key(format!("directory.public_key: {message}"))
+            })?;
+        let directory =
+            crate::directory::LiveDirectory::load(&config.directory.file, public_key, &config.network)?;
         tracing::info!(version = directory.current().version, file = %config.directory.file.display(), "directory loaded");
         let peer_tls = tls::server_config(&config.tls.network_ca, &config.tls.cert, &config.tls.key)?;
         let desk_tls = tls::server_config(&config.tls.local_ca, &config.tls.desk_cert, &config.tls.desk_key)?;

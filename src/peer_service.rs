@@ -128,7 +128,10 @@ impl PeerApi {
 
 /// Refuses a caller whose certificate is not the one the directory pins for its code (when it
 /// pins one): a stolen or mis-issued certificate from the network CA is not enough.
-fn check_fingerprint<T>(request: &Request<T>, member: &crate::config::DirectoryEntry) -> Result<(), PeerError> {
+fn check_fingerprint<T>(
+    request: &Request<T>,
+    member: &crate::config::DirectoryEntry,
+) -> Result<(), PeerError> {
     if member.certificate_sha256.is_empty() {
         return Ok(());
     }

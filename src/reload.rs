@@ -19,11 +19,14 @@ pub struct ReloadTrigger {
     /// Counts the reasons to reload; subscribers only care that it moved.
     fired: Arc<watch::Sender<u64>>,
     /// The watched files and what they looked like last time.
-    watched: Arc<Mutex<Vec<(PathBuf, Option<FileState>)>>>,
+    watched: Arc<Mutex<Vec<Watched>>>,
 }
 
 /// Modification time and size.
 type FileState = (SystemTime, u64);
+
+/// A watched file and how it looked at the last look (`None`: missing).
+type Watched = (PathBuf, Option<FileState>);
 
 fn file_state(path: &std::path::Path) -> Option<FileState> {
     std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())))

@@ -335,7 +335,11 @@ pub fn directory_table(directory: &crate::directory::Directory) -> String {
     );
     for m in &directory.members {
         let types = if m.request_types.is_empty() { "all".to_owned() } else { m.request_types.join(",") };
-        let pin = if m.certificate_sha256.is_empty() { "-" } else { &m.certificate_sha256[..16.min(m.certificate_sha256.len())] };
+        let pin = if m.certificate_sha256.is_empty() {
+            "-"
+        } else {
+            &m.certificate_sha256[..16.min(m.certificate_sha256.len())]
+        };
         let _ = writeln!(
             out,
             "{:<4} {:<24} {:<10} {:<16} {:<18} {:<16} {:<16} {}",

@@ -206,7 +206,8 @@ async fn a_removed_member_is_refused_and_its_queue_waits_visible_until_it_is_lis
     net.edit_shared_directory(|directory| directory.members.retain(|m| m.code != code("FR")));
     eventually("VN refuses FR", async || {
         net.peer_client("FR", "VN").hello(HelloRequest::default()).await.is_err_and(|status| {
-            status.code() == tonic::Code::PermissionDenied && status.message().contains("not in the directory")
+            status.code() == tonic::Code::PermissionDenied
+                && status.message().contains("not in the directory")
         })
     })
     .await;
@@ -288,9 +289,24 @@ async fn the_secretariat_makes_adds_signs_and_verifies_with_the_cli() {
     let add = |code: &str, endpoint: &str| {
         hanoi247(
             &[
-                "directory", "add", "--code", code, "--name", "24/7 point of contact", "--endpoint", endpoint,
-                "--cert", fr_cert.to_str().unwrap(), "--languages", "fr,en", "--request-types",
-                "PRESERVATION,TECHNICAL_ADVICE", "--time-zone", "Europe/Paris", "--phone", "+33 1",
+                "directory",
+                "add",
+                "--code",
+                code,
+                "--name",
+                "24/7 point of contact",
+                "--endpoint",
+                endpoint,
+                "--cert",
+                fr_cert.to_str().unwrap(),
+                "--languages",
+                "fr,en",
+                "--request-types",
+                "PRESERVATION,TECHNICAL_ADVICE",
+                "--time-zone",
+                "Europe/Paris",
+                "--phone",
+                "+33 1",
             ],
             dir,
         )
@@ -311,7 +327,10 @@ async fn the_secretariat_makes_adds_signs_and_verifies_with_the_cli() {
     let (ok, out, _) = hanoi247(&["directory", "verify", "--public-key", "secretariat.pub", "--json"], dir);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(ok);
-    assert_eq!(json["members"][0]["certificate_sha256"], hanoi247::directory::fingerprint_of_file(&fr_cert).unwrap());
+    assert_eq!(
+        json["members"][0]["certificate_sha256"],
+        hanoi247::directory::fingerprint_of_file(&fr_cert).unwrap()
+    );
 
     // One changed byte of a value: the signature no longer verifies.
     let path = dir.join("directory.toml");

@@ -372,14 +372,20 @@ async fn compose_prepare_makes_working_configs_and_certificates_for_service_name
         assert_eq!(config.metrics.listen, SocketAddr::from(([0, 0, 0, 0], metrics)));
         assert_eq!(config.tls.network_ca, prepared.join("network-ca.pem"));
         let public_key = hanoi247::directory::PublicKey::from_hex(&config.directory.public_key).unwrap();
-        let directory =
-            hanoi247::directory::Directory::load_verified(&config.directory.file, &public_key, &config.network)
-                .unwrap_or_else(|e| panic!("{e}"));
+        let directory = hanoi247::directory::Directory::load_verified(
+            &config.directory.file,
+            &public_key,
+            &config.network,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         for entry in &directory.members {
             assert_eq!(entry.host(), entry.code.as_str().to_lowercase(), "{cc}: {}", entry.endpoint);
         }
         let own = directory.member(config.code).unwrap();
-        assert_eq!(own.certificate_sha256, hanoi247::directory::fingerprint_of_file(&config.tls.cert).unwrap());
+        assert_eq!(
+            own.certificate_sha256,
+            hanoi247::directory::fingerprint_of_file(&config.tls.cert).unwrap()
+        );
         let names = dns_names(&config.tls.cert);
         assert!(names.contains(&cc.to_owned()) && names.contains(&"localhost".to_owned()), "{cc}: {names:?}");
         // compose.yaml mounts this directory for the service and publishes its desk and metrics.
