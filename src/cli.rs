@@ -435,9 +435,12 @@ pub fn run_directory(command: DirectoryCommand) -> Result<(), crate::directory::
     match command {
         DirectoryCommand::Init { file, key, network } => {
             crate::identity::validate_network_name(&network)
-                .map_err(|e| DirectoryError::Key(format!("--network: {e}")))?;
+                .map_err(|e| DirectoryError::Usage(format!("--network: {e}")))?;
             if file.exists() {
-                return Err(DirectoryError::Key(format!("{} already exists", file.display())));
+                return Err(DirectoryError::Usage(format!(
+                    "{} already exists (init never overwrites a directory)",
+                    file.display()
+                )));
             }
             let public_path = key.with_extension("pub");
             let secretariat = SecretariatKey::create(&key, &public_path)?;
@@ -500,7 +503,8 @@ pub fn run_directory(command: DirectoryCommand) -> Result<(), crate::directory::
             );
         }
         DirectoryCommand::Verify { file, public_key, json } => {
-            let public_key = PublicKey::from_hex_or_file(&public_key).map_err(DirectoryError::Key)?;
+            let public_key = PublicKey::from_hex_or_file(&public_key)
+                .map_err(|e| DirectoryError::Usage(format!("--public-key: {e}")))?;
             let directory = Directory::read(&file)?;
             directory
                 .verify(&public_key)

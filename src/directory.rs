@@ -72,6 +72,9 @@ pub enum DirectoryError {
     /// A key or file could not be written.
     #[error(transparent)]
     Write(#[from] crate::pki::PkiError),
+    /// A command-line argument is not usable (`hanoi247 directory ...`).
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// The network's member list, as in the file.
