@@ -14,8 +14,13 @@
 #                        SANs are spiffe://<network>/node/<CC>, DNS:<cc> (the service name),
 #                        DNS:localhost, IP:127.0.0.1 and IP:::1
 #   node.toml            init's node.toml with listeners on 0.0.0.0, data_dir /var/lib/hanoi247
-#                        (the container's data volume), network_ca in the same directory and every
-#                        directory endpoint host replaced by the peer's service name
+#                        (the container's data volume), network_ca and the directory in the same
+#                        directory
+#   directory.toml       init's signed directory with every member's endpoint host replaced by
+#                        its service name and its certificate SHA-256 by the new certificate's,
+#                        signed again with init's secretariat key (NET_DIR/secretariat.key) by
+#                        `hanoi247 directory add` and `sign` (the binary: $HANOI247, else
+#                        `hanoi247` on PATH, else target/release or target/debug of this checkout)
 #   network-ca.pem, local-ca.pem, desk.pem, desk.key    copied from init's output
 #
 # The desk certificate is kept: desk clients on the host reach the published desk port on
@@ -34,6 +39,28 @@ if [[ ! -f $net/network-ca.pem || ! -f $net/network-ca.key ]]; then
     exit 1
 fi
 command -v openssl >/dev/null || { echo "openssl is needed" >&2; exit 1; }
+if [[ ! -f $net/directory.toml || ! -f $net/secretariat.key ]]; then
+    echo "$net has no signed directory (directory.toml and secretariat.key): re-run 'hanoi247 init'" >&2
+    exit 1
+fi
+bin=${HANOI247:-}
+if [[ -z $bin ]]; then
+    repo=$(cd "$(dirname "$0")/.." && pwd)
+    for candidate in "$(command -v hanoi247 || true)" "$repo/target/release/hanoi247" "$repo/target/debug/hanoi247"; do
+        if [[ -n $candidate && -x $candidate ]]; then bin=$candidate; break; fi
+    done
+fi
+[[ -n $bin ]] || { echo "the hanoi247 binary is needed: set HANOI247 or run 'cargo build --release'" >&2; exit 1; }
+
+# The value of `key = "..."` in section [section] of a TOML file.
+section_value() {
+    awk -v section="[$2]" -v key="$3" '/^[[:space:]]*\[/ { inside = ($0 == section) }
+        inside && $0 ~ "^" key "[[:space:]]*=" { sub(/^[^=]*=[[:space:]]*"/, ""); sub(/".*$/, ""); print; exit }' "$1"
+}
+
+mkdir -p "$net/compose"
+directory=$net/compose/directory.toml
+cp "$net/directory.toml" "$directory"
 
 # The quoted value of a top-level key of a node.toml.
 top_value() {
@@ -76,12 +103,15 @@ EXT
         /^data_dir[[:space:]]*=/ { print "data_dir = \"/var/lib/hanoi247\""; next }
         /^network_ca[[:space:]]*=/ { print "network_ca = \"network-ca.pem\""; next }
         /^(peer|desk|listen)[[:space:]]*=[[:space:]]*"127\.0\.0\.1:/ { sub(/"127\.0\.0\.1:/, "\"0.0.0.0:"); print; next }
-        /^code[[:space:]]*=/ && section ~ /directory/ { peer = $0; sub(/^[^"]*"/, "", peer); sub(/".*$/, "", peer) }
-        /^endpoint[[:space:]]*=/ { port = $0; sub(/^.*:/, "", port); sub(/".*$/, "", port)
-            print "endpoint = \"" tolower(peer) ":" port "\""; next }
+        /^file[[:space:]]*=/ && section ~ /^\[directory\]/ { print "file = \"directory.toml\""; next }
         { print }
         ' "$config"
     } >"$out/node.toml"
+
+    # Its directory entry: the service name and the new certificate.
+    peer=$(section_value "$config" listen peer)
+    "$bin" directory add --file "$directory" --code "$code" --name "24/7 point of contact $code" \
+        --endpoint "$cc:${peer##*:}" --cert "$out/node.pem" --languages en --time-zone UTC >/dev/null
 
     chmod 0644 "$out"/*.key "$out"/*.pem "$out/node.toml"
     echo "$code: $out (node certificate names $cc, localhost, 127.0.0.1, ::1)"
@@ -90,3 +120,8 @@ if ((!found)); then
     echo "no */node.toml in $net" >&2
     exit 1
 fi
+"$bin" directory sign --file "$directory" --key "$net/secretariat.key"
+for out in "$net"/compose/*/; do
+    cp "$directory" "$out/directory.toml"
+    chmod 0644 "$out/directory.toml"
+done

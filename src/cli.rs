@@ -116,6 +116,92 @@ pub enum Command {
     /// The node's tamper-evident audit log (role `auditor`).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The network secretariat's signed directory: make it, add members, sign it, check it.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+}
+
+/// `directory` subcommands (run by the network secretariat; `verify` by anyone).
+#[derive(Debug, Subcommand)]
+pub enum DirectoryCommand {
+    /// Make the secretariat's Ed25519 key (0600, never overwritten), its public key beside it
+    /// (`<key>.pub` with `.key` replaced) and an empty signed directory (version 1).
+    Init {
+        /// The directory file to make.
+        #[arg(long, default_value = "directory.toml")]
+        file: PathBuf,
+        /// The secretariat's private key file to make.
+        #[arg(long, default_value = "secretariat.key")]
+        key: PathBuf,
+        /// The network name (as in every certificate's identity).
+        #[arg(long)]
+        network: String,
+    },
+    /// Add a member or replace the member with its code. Leaves the directory unsigned until
+    /// `sign`: work on a copy and publish the signed file.
+    Add(DirectoryAddArgs),
+    /// Remove a member. Leaves the directory unsigned until `sign`.
+    Remove {
+        /// The directory file.
+        #[arg(long, default_value = "directory.toml")]
+        file: PathBuf,
+        /// The member's node code.
+        #[arg(long)]
+        code: NodeCode,
+    },
+    /// Bump the version, set the issue time and sign with the secretariat's key.
+    Sign {
+        /// The directory file.
+        #[arg(long, default_value = "directory.toml")]
+        file: PathBuf,
+        /// The secretariat's private key.
+        #[arg(long, default_value = "secretariat.key")]
+        key: PathBuf,
+    },
+    /// Check the signature and print the members; exits non-zero when it does not verify.
+    Verify {
+        /// The directory file.
+        #[arg(long, default_value = "directory.toml")]
+        file: PathBuf,
+        /// The secretariat's public key: 64 hex digits, or a file holding them (`secretariat.pub`).
+        #[arg(long)]
+        public_key: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `directory add` options.
+#[derive(Debug, Args)]
+pub struct DirectoryAddArgs {
+    /// The directory file.
+    #[arg(long, default_value = "directory.toml")]
+    pub file: PathBuf,
+    /// The member's node code.
+    #[arg(long)]
+    pub code: NodeCode,
+    /// The authority's name.
+    #[arg(long)]
+    pub name: String,
+    /// Its peer listener, host:port (the host must be in its certificate).
+    #[arg(long)]
+    pub endpoint: String,
+    /// Its node certificate (PEM); its SHA-256 is pinned in the directory.
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// Working languages (BCP 47), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub languages: Vec<String>,
+    /// Request types it accepts (e.g. PRESERVATION), comma separated; none means all.
+    #[arg(long, value_delimiter = ',')]
+    pub request_types: Vec<String>,
+    /// Its time zone (IANA name).
+    #[arg(long, default_value = "")]
+    pub time_zone: String,
+    /// A human phone fallback.
+    #[arg(long, default_value = "")]
+    pub phone: String,
 }
 
 /// `audit` subcommands.
@@ -376,6 +462,96 @@ pub enum CliError {
     AuditBroken(#[from] crate::audit::BrokenLink),
 }
 
+/// Runs a `directory` subcommand; prints what it did.
+pub fn run_directory(command: DirectoryCommand) -> Result<(), crate::directory::DirectoryError> {
+    use crate::directory::{Directory, DirectoryError, PublicKey, SecretariatKey};
+    match command {
+        DirectoryCommand::Init { file, key, network } => {
+            crate::identity::validate_network_name(&network)
+                .map_err(|e| DirectoryError::Usage(format!("--network: {e}")))?;
+            if file.exists() {
+                return Err(DirectoryError::Usage(format!(
+                    "{} already exists (init never overwrites a directory)",
+                    file.display()
+                )));
+            }
+            let public_path = key.with_extension("pub");
+            let secretariat = SecretariatKey::create(&key, &public_path)?;
+            let mut directory = Directory::empty(&network);
+            directory.sign(&secretariat);
+            directory.write(&file)?;
+            println!("secretariat key: {} (keep it offline)", key.display());
+            println!("public key: {} ({})", secretariat.public_key().to_hex(), public_path.display());
+            println!("directory: {} version {}", file.display(), directory.version);
+        }
+        DirectoryCommand::Add(args) => {
+            let mut directory = Directory::read(&args.file)?;
+            let entry = crate::config::DirectoryEntry {
+                code: args.code,
+                name: args.name,
+                endpoint: args.endpoint,
+                languages: args.languages,
+                request_types: args.request_types,
+                time_zone: args.time_zone,
+                phone: args.phone,
+                certificate_sha256: crate::directory::fingerprint_of_file(&args.cert)?,
+            };
+            let replaced = directory.member(entry.code).is_some();
+            directory.upsert(entry);
+            directory.signature.clear();
+            directory
+                .check()
+                .map_err(|message| DirectoryError::Invalid { path: args.file.clone(), message })?;
+            directory.write(&args.file)?;
+            let done = if replaced { "replaced" } else { "added" };
+            println!(
+                "{} {done}; {} is unsigned until `hanoi247 directory sign`",
+                args.code,
+                args.file.display()
+            );
+        }
+        DirectoryCommand::Remove { file, code } => {
+            let mut directory = Directory::read(&file)?;
+            if directory.member(code).is_none() {
+                return Err(DirectoryError::Invalid {
+                    path: file,
+                    message: format!("{code} is not a member"),
+                });
+            }
+            directory.members.retain(|m| m.code != code);
+            directory.signature.clear();
+            directory.write(&file)?;
+            println!("{code} removed; {} is unsigned until `hanoi247 directory sign`", file.display());
+        }
+        DirectoryCommand::Sign { file, key } => {
+            let secretariat = SecretariatKey::load(&key)?;
+            let mut directory = Directory::read(&file)?;
+            directory.sign(&secretariat);
+            directory.write(&file)?;
+            println!(
+                "{} signed: version {}, issued at {}",
+                file.display(),
+                directory.version,
+                directory.issued_at
+            );
+        }
+        DirectoryCommand::Verify { file, public_key, json } => {
+            let public_key = PublicKey::from_hex_or_file(&public_key)
+                .map_err(|e| DirectoryError::Usage(format!("--public-key: {e}")))?;
+            let directory = Directory::read(&file)?;
+            directory
+                .verify(&public_key)
+                .map_err(|message| DirectoryError::Signature { path: file.clone(), message })?;
+            if json {
+                print_json(&serde_json::to_value(&directory).unwrap_or_default());
+            } else {
+                print!("{}", render::directory_table(&directory));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn describe_status(status: &tonic::Status) -> String {
     crate::delivery::describe(status)
 }
@@ -519,9 +695,11 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
         Command::Audit(AuditCommand::List { client: args, message }) => {
             audit_list(&args, message.as_deref()).await
         }
-        Command::Demo | Command::Init(_) | Command::Node { .. } | Command::Bench(_) => {
-            Err(CliError::Usage("not a client command".into()))
-        }
+        Command::Demo
+        | Command::Init(_)
+        | Command::Node { .. }
+        | Command::Bench(_)
+        | Command::Directory(_) => Err(CliError::Usage("not a client command".into())),
     }
 }
 

@@ -64,9 +64,41 @@ pub struct NodeConfig {
     /// The desk clients and their roles; a client not listed here is refused.
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
-    /// The other members of the network this node may talk to.
+    /// The signed directory: the members of the network this node may talk to.
+    pub directory: DirectoryConfig,
+    /// When files are read again without a restart.
     #[serde(default)]
-    pub directory: Vec<DirectoryEntry>,
+    pub reload: ReloadConfig,
+}
+
+/// When files are read again without a restart (besides SIGHUP, which always reloads).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// How often the directory file is looked at for changes (modification time and size);
+    /// default 2s.
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+fn default_poll_interval() -> Duration {
+    crate::reload::POLL_INTERVAL
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self { poll_interval: default_poll_interval() }
+    }
+}
+
+/// Where the signed directory is and the key that must have signed it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// The directory file (`hanoi247 directory sign` makes it), reloaded on SIGHUP and on change.
+    pub file: PathBuf,
+    /// The network secretariat's Ed25519 public key, 64 hex digits.
+    pub public_key: String,
 }
 
 /// A desk client of this node and its role.
@@ -272,8 +304,8 @@ impl Default for MetricsConfig {
     }
 }
 
-/// One member of the network, as this node knows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One member of the network, as the signed directory lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryEntry {
     /// The member's node code.
@@ -295,6 +327,10 @@ pub struct DirectoryEntry {
     /// A human phone fallback.
     #[serde(default)]
     pub phone: String,
+    /// SHA-256 of its node certificate (DER), 64 hex digits; when set, a peer presenting another
+    /// certificate is refused even if the network CA issued it.
+    #[serde(default)]
+    pub certificate_sha256: String,
 }
 
 impl DirectoryEntry {
@@ -323,6 +359,7 @@ impl NodeConfig {
             &mut config.tls.local_ca,
             &mut config.tls.desk_cert,
             &mut config.tls.desk_key,
+            &mut config.directory.file,
         ] {
             *file = base.join(&*file);
         }
@@ -349,16 +386,10 @@ impl NodeConfig {
                 return Err(format!("clients[{i}]: {} is listed twice", client.name));
             }
         }
-        for (i, entry) in self.directory.iter().enumerate() {
-            if entry.code == self.code {
-                return Err(format!("directory[{i}]: lists this node itself ({})", entry.code));
-            }
-            if entry.endpoint.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
-                return Err(format!("directory[{i}].endpoint: '{}' is not host:port", entry.endpoint));
-            }
-            if self.directory[..i].iter().any(|e| e.code == entry.code) {
-                return Err(format!("directory[{i}]: {} is listed twice", entry.code));
-            }
+        crate::directory::PublicKey::from_hex(&self.directory.public_key)
+            .map_err(|e| format!("directory.public_key: {e}"))?;
+        if self.reload.poll_interval < Duration::from_millis(100) {
+            return Err("reload.poll_interval: at least 100ms".into());
         }
         Ok(())
     }
@@ -366,11 +397,6 @@ impl NodeConfig {
     /// The role of desk client `name`, if it has one here.
     pub fn role_of(&self, name: &str) -> Option<crate::access::Role> {
         self.clients.iter().find(|c| c.name == name).map(|c| c.role)
-    }
-
-    /// The directory entry for `code`, if it is a member this node may talk to.
-    pub fn peer(&self, code: NodeCode) -> Option<&DirectoryEntry> {
-        self.directory.iter().find(|e| e.code == code)
     }
 }
 
@@ -425,6 +451,9 @@ key = "node.key"
 local_ca = "local-ca.pem"
 desk_cert = "desk.pem"
 desk_key = "desk.key"
+[directory]
+file = "../directory.toml"
+public_key = "0000000000000000000000000000000000000000000000000000000000000000"
 "#;
 
     fn write(dir: &Path, text: &str) -> PathBuf {
@@ -453,11 +482,13 @@ desk_key = "desk.key"
     }
 
     #[test]
-    fn bad_endpoint_is_named() {
+    fn bad_directory_key_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!("{MINIMAL}\n[[directory]]\ncode = \"FR\"\nendpoint = \"localhost\"\n");
+        let text = MINIMAL.replace("public_key = \"00", "public_key = \"zz");
         let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
-        assert!(err.contains("directory[0].endpoint"), "{err}");
+        assert!(err.contains("directory.public_key"), "{err}");
+        let config = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(config.directory.file, dir.path().join("../directory.toml"));
     }
 
     #[test]

@@ -109,7 +109,8 @@ impl PeerDelivery {
                 observer.peers.update(code, |status| status.certificate_expires_at = expiry);
             })),
         };
-        let client = PeerServiceClient::new(tls::channel(dial, tls)?);
+        let pin = Some(peer.certificate_sha256.clone()).filter(|pin| !pin.is_empty());
+        let client = PeerServiceClient::new(tls::channel_pinned(dial, tls, pin)?);
         Ok(Self {
             context,
             peer,
@@ -341,6 +342,7 @@ impl PeerDelivery {
             node: self.context.code().to_string(),
             software_version: SOFTWARE_VERSION.to_owned(),
             time: Some(timestamp::now()),
+            directory_version: self.context.directory.current().version,
         };
         let started = std::time::Instant::now();
         let result = self.client.hello(request).await;
@@ -357,6 +359,7 @@ impl PeerDelivery {
                 status.last_contact_at = Some(SystemTime::now());
                 status.round_trip = Some(round_trip);
                 status.software_version = response.software_version;
+                status.directory_version = response.directory_version;
             }
             Err(error) => {
                 status.connection = ConnectionState::Failing;

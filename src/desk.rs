@@ -122,8 +122,8 @@ impl DeskApi {
         if destination == config.code {
             return Err(FieldError::new("destination", format!("{destination} is this node")).into());
         }
-        if config.peer(destination).is_none() {
-            let known: Vec<String> = config.directory.iter().map(|e| e.code.to_string()).collect();
+        if self.context.peer(destination).is_none() {
+            let known: Vec<String> = self.context.peers_listed().iter().map(|e| e.code.to_string()).collect();
             return Err(FieldError::new(
                 "destination",
                 format!("{destination} is not in this node's directory (known: {})", known.join(", ")),

@@ -5,6 +5,9 @@
 //!
 //! ```text
 //! DIR/network-ca.pem, network-ca.key        the network CA (signs node certificates)
+//! DIR/secretariat.key, secretariat.pub       the secretariat's Ed25519 key (signs the directory)
+//! DIR/directory.toml                         the signed directory: every node, its endpoint and
+//!                                            its certificate's SHA-256
 //! DIR/<cc>/node.toml                         the node's config
 //! DIR/<cc>/node.pem, node.key                its peer identity spiffe://<network>/node/<CC>
 //! DIR/<cc>/local-ca.pem, local-ca.key        its local CA (signs desk certificates)
@@ -39,6 +42,9 @@ pub enum InitError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The secretariat key or the directory could not be made.
+    #[error(transparent)]
+    Directory(#[from] crate::directory::DirectoryError),
     /// The options do not describe a network.
     #[error("{0}")]
     Invalid(String),
@@ -157,6 +163,11 @@ pub fn init_network(options: &InitOptions) -> Result<InitReport, InitError> {
     pki::write_certificate(&out.join("network-ca.pem"), network_ca.cert_pem())?;
     pki::write_private_key(&out.join("network-ca.key"), network_ca.key_pem())?;
 
+    let secretariat =
+        crate::directory::SecretariatKey::create(&out.join("secretariat.key"), &out.join("secretariat.pub"))?;
+    let public_key = secretariat.public_key().to_hex();
+    let mut directory = crate::directory::Directory::empty(&options.network);
+
     let mut report = InitReport { node_configs: Vec::new(), client_configs: Vec::new() };
     for node in &options.nodes {
         let dir = out.join(node.code.as_str().to_ascii_lowercase());
@@ -164,6 +175,7 @@ pub fn init_network(options: &InitOptions) -> Result<InitReport, InitError> {
         let certified = network_ca.issue_node(&options.network, node.code, &hosts, VALIDITY_DAYS)?;
         pki::write_certificate(&dir.join("node.pem"), &certified.cert_pem)?;
         pki::write_private_key(&dir.join("node.key"), &certified.key_pem)?;
+        directory.upsert(member(node, crate::directory::fingerprint_of_file(&dir.join("node.pem"))?));
 
         let local_ca =
             CertificateAuthority::generate(&format!("hanoi247 local CA {}", node.code), VALIDITY_DAYS)?;
@@ -191,13 +203,49 @@ pub fn init_network(options: &InitOptions) -> Result<InitReport, InitError> {
             report.client_configs.push((node.code, name.to_owned(), path));
         }
         let path = dir.join("node.toml");
-        write_file(&path, &node_toml(&options.network, node, &options.nodes, &clients))?;
+        let mut text = node_toml(&options.network, node, &clients);
+        text.push_str(&directory_toml(&public_key));
+        write_file(&path, &text)?;
         report.node_configs.push((node.code, path));
     }
+    directory.sign(&secretariat);
+    directory.write(&out.join("directory.toml"))?;
     Ok(report)
 }
 
-fn node_toml(network: &str, node: &NodePlan, all: &[NodePlan], clients: &[(&str, Role)]) -> String {
+/// A node's entry in the loopback network's directory.
+fn member(node: &NodePlan, certificate_sha256: String) -> crate::config::DirectoryEntry {
+    crate::config::DirectoryEntry {
+        code: node.code,
+        name: format!("24/7 point of contact {}", node.code),
+        endpoint: format!("127.0.0.1:{}", node.peer_port),
+        languages: vec!["en".into()],
+        request_types: Vec::new(),
+        time_zone: "UTC".into(),
+        phone: String::new(),
+        certificate_sha256,
+    }
+}
+
+/// The `[directory]` table of every node.toml: the shared signed directory and the key.
+fn directory_toml(public_key: &str) -> String {
+    format!(
+        r#"
+# The signed directory: the members this node talks to. Reloaded on SIGHUP and when the file
+# changes; a directory with a bad signature or an older version is refused (the one in use stays).
+[directory]
+file = "../directory.toml"
+# The network secretariat's Ed25519 public key (DIR/secretariat.pub).
+public_key = "{public_key}"
+
+[reload]
+# How often the directory file is looked at for changes; SIGHUP reloads at once.
+poll_interval = "2s"
+"#
+    )
+}
+
+fn node_toml(network: &str, node: &NodePlan, clients: &[(&str, Role)]) -> String {
     let mut text = format!(
         r#"# hanoi247 node {code}: made by `hanoi247 init` for a loopback network.
 # Run it with: hanoi247 node --config {lower}/node.toml
@@ -256,14 +304,6 @@ connect_timeout = "5s"
     for (name, role) in clients {
         let _ = write!(text, "[[clients]]\nname = \"{name}\"\nrole = \"{}\"\n", role.name());
     }
-    for other in all.iter().filter(|n| n.code != node.code) {
-        let _ = write!(
-            text,
-            "\n[[directory]]\ncode = \"{code}\"\nname = \"24/7 point of contact {code}\"\nendpoint = \"127.0.0.1:{port}\"\nlanguages = [\"en\"]\n",
-            code = other.code,
-            port = other.peer_port
-        );
-    }
     text
 }
 
@@ -306,8 +346,13 @@ mod tests {
         let vn = NodeConfig::load(report.node_config(codes[0]).unwrap()).unwrap();
         assert_eq!(vn.listen.peer.port(), 20000);
         assert_eq!(vn.listen.desk.port(), 20001);
-        assert_eq!(vn.directory.len(), 1);
-        assert_eq!(vn.directory[0].endpoint, "127.0.0.1:20010");
+        let public_key = crate::directory::PublicKey::from_hex(&vn.directory.public_key).unwrap();
+        let directory =
+            crate::directory::Directory::load_verified(&vn.directory.file, &public_key, "test-net").unwrap();
+        assert_eq!(directory.version, 1);
+        assert_eq!(directory.member(codes[1]).unwrap().endpoint, "127.0.0.1:20010");
+        let fingerprint = crate::directory::fingerprint_of_file(&vn.tls.cert).unwrap();
+        assert_eq!(directory.member(codes[0]).unwrap().certificate_sha256, fingerprint);
         let bob = ClientConfig::load(report.client_config(codes[1]).unwrap()).unwrap();
         assert!(bob.cert.ends_with("fr/bob.pem"));
         assert_eq!(report.client_configs.len(), 3, "VN gets the default officer and operator, FR gets bob");

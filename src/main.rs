@@ -78,10 +78,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node { config } => {
             init_logging(cli.log_format, "info");
             let config = NodeConfig::load(&config)?;
+            // Before the node is up: from here on SIGHUP reloads instead of killing the process.
+            let hangups = hanoi247::reload::hangup_signal()?;
             let node = RunningNode::start(config).await?;
+            tokio::spawn(hanoi247::reload::forward_hangups(hangups, node.context.reload.clone()));
             shutdown_signal().await?;
             tracing::info!("shutting down");
             node.shutdown().await?;
+        }
+        Command::Directory(command) => {
+            init_logging(cli.log_format, "warn");
+            hanoi247::cli::run_directory(command)?;
         }
         command => {
             init_logging(cli.log_format, "warn");

@@ -172,9 +172,9 @@ impl Collector for NodeCollector {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut expiry = Vec::new();
         let mut retries = Vec::new();
-        for entry in &context.config.directory {
-            let peer = entry.code.to_string();
-            for (precedence, count, first) in context.store.outbox_summary(entry.code).unwrap_or_default() {
+        for code in context.peers_with_queues() {
+            let peer = code.to_string();
+            for (precedence, count, first) in context.store.outbox_summary(code).unwrap_or_default() {
                 let label = labels(&[("peer", &peer), ("precedence", precedence_label(precedence))]);
                 let created = first.and_then(|f| view(&f).envelope).and_then(|e| e.created_at);
                 let age = created
@@ -183,7 +183,7 @@ impl Collector for NodeCollector {
                 depth.push((label.clone(), count as f64));
                 oldest.push((label, age));
             }
-            let status = context.peers.get(entry.code);
+            let status = context.peers.get(code);
             let peer_label = labels(&[("peer", &peer)]);
             delivered.push((peer_label.clone(), status.delivered));
             calls_failed.push((peer_label.clone(), status.failed_calls));
@@ -280,6 +280,29 @@ impl Collector for NodeCollector {
             "Store flushes (flush + sync) since start; shared by concurrent writes",
             &flushes,
         )?;
+        encode_directory_versions(&mut encoder, context)?;
         Ok(())
     }
+}
+
+/// The directory version in use here (`node=""`) and each peer's from its last `Hello`, so an
+/// alert can find a peer on an older directory.
+fn encode_directory_versions(
+    encoder: &mut DescriptorEncoder,
+    context: &NodeContext,
+) -> Result<(), std::fmt::Error> {
+    let mut versions = vec![(labels(&[("peer", "")]), context.directory.current().version as f64)];
+    for member in context.peers_listed() {
+        let version = context.peers.get(member.code).directory_version;
+        if version > 0 {
+            versions.push((labels(&[("peer", member.code.as_str())]), version as f64));
+        }
+    }
+    gauge(
+        encoder,
+        "directory_version",
+        "Version of the signed directory in use: this node's (peer=\"\") and each peer's from Hello",
+        None,
+        &versions,
+    )
 }

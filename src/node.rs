@@ -52,6 +52,9 @@ pub enum NodeError {
     /// Server reflection could not be set up from the compiled descriptors.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The signed directory could not be loaded or is not signed by the secretariat.
+    #[error("directory: {0}")]
+    Directory(#[from] crate::directory::DirectoryError),
     /// The node's own certificate does not name this node.
     #[error("certificate {path}: {message}")]
     Identity {
@@ -74,8 +77,13 @@ pub struct NodeContext {
     pub metrics: crate::metrics::Metrics,
     /// The order in which pipelined batches from each peer are stored.
     pub batch_order: crate::batch_order::BatchOrder,
+    /// The signed directory in use (replaced on reload).
+    pub directory: crate::directory::LiveDirectory,
+    /// Fires on SIGHUP and when a watched file changes; reloadable parts subscribe to it.
+    pub reload: crate::reload::ReloadTrigger,
     /// One wake-up per peer delivery task: notified when something is queued for that peer.
-    wakers: HashMap<NodeCode, Arc<Notify>>,
+    /// Grows when the directory gains a member; a removed member's stays (its queue stays).
+    wakers: std::sync::Mutex<HashMap<NodeCode, Arc<Notify>>>,
 }
 
 impl NodeContext {
@@ -86,9 +94,44 @@ impl NodeContext {
 
     /// Tells `peer`'s delivery task that its outbox has something new.
     pub fn wake(&self, peer: NodeCode) {
-        if let Some(waker) = self.wakers.get(&peer) {
+        if let Some(waker) = self.wakers().get(&peer) {
             waker.notify_one();
         }
+    }
+
+    fn wakers(&self) -> std::sync::MutexGuard<'_, HashMap<NodeCode, Arc<Notify>>> {
+        // A poisoned lock means a panic mid-insert of plain data; the map is still usable.
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The wake-up of `peer`'s delivery task, made on first use.
+    fn waker(&self, peer: NodeCode) -> Arc<Notify> {
+        Arc::clone(self.wakers().entry(peer).or_default())
+    }
+
+    /// The directory entry of `code` if the directory in use lists it as another member.
+    pub fn peer(&self, code: NodeCode) -> Option<crate::config::DirectoryEntry> {
+        if code == self.code() {
+            return None;
+        }
+        self.directory.current().member(code).cloned()
+    }
+
+    /// The other members of the directory in use.
+    pub fn peers_listed(&self) -> Vec<crate::config::DirectoryEntry> {
+        let code = self.code();
+        self.directory.current().members.iter().filter(|m| m.code != code).cloned().collect()
+    }
+
+    /// The peers with a queue to show: the members listed now, then any peer that had a delivery
+    /// task since start and was removed from the directory (its queued messages stay visible).
+    pub fn peers_with_queues(&self) -> Vec<NodeCode> {
+        let mut codes: Vec<NodeCode> = self.peers_listed().iter().map(|m| m.code).collect();
+        let mut removed: Vec<NodeCode> =
+            self.wakers().keys().copied().filter(|c| !codes.contains(c)).collect();
+        removed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        codes.extend(removed);
+        codes
     }
 }
 
@@ -121,6 +164,13 @@ impl RunningNode {
         desk: TcpListener,
     ) -> Result<Self, NodeError> {
         check_own_certificate(&config)?;
+        let public_key =
+            crate::directory::PublicKey::from_hex(&config.directory.public_key).map_err(|message| {
+                crate::directory::DirectoryError::Key(format!("directory.public_key: {message}"))
+            })?;
+        let directory =
+            crate::directory::LiveDirectory::load(&config.directory.file, public_key, &config.network)?;
+        tracing::info!(version = directory.current().version, file = %config.directory.file.display(), "directory loaded");
         let peer_tls = tls::server_config(&config.tls.network_ca, &config.tls.cert, &config.tls.key)?;
         let desk_tls = tls::server_config(&config.tls.local_ca, &config.tls.desk_cert, &config.tls.desk_key)?;
         let client_tls = tls::client_config(&config.tls.network_ca, &config.tls.cert, &config.tls.key)?;
@@ -132,14 +182,15 @@ impl RunningNode {
         let metrics = bind(config.metrics.listen).await?;
         let metrics_addr = addr(&metrics, config.metrics.listen)?;
 
-        let wakers = config.directory.iter().map(|entry| (entry.code, Arc::new(Notify::new()))).collect();
         let context = Arc::new(NodeContext {
             config,
             store,
             peers: Default::default(),
             metrics: Default::default(),
-            wakers,
             batch_order: crate::batch_order::BatchOrder::default(),
+            directory,
+            reload: crate::reload::ReloadTrigger::new(),
+            wakers: Default::default(),
         });
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -173,16 +224,10 @@ impl RunningNode {
             .serve_with_incoming_shutdown(desk_incoming, stop.clone().cancelled_owned());
         tasks.spawn(serve("desk", desk_addr, stop.clone(), desk_server));
 
-        for entry in &context.config.directory {
-            let waker = Arc::clone(&context.wakers[&entry.code]);
-            let task = crate::delivery::PeerDelivery::new(
-                Arc::clone(&context),
-                entry.clone(),
-                Arc::clone(&client_tls),
-                waker,
-            )?;
-            tasks.spawn(task.run(stop.clone()));
-        }
+        tasks.spawn(supervise_deliveries(Arc::clone(&context), client_tls, stop.clone(), tasks.clone()));
+        context.reload.watch_file(context.directory.path().to_owned());
+        tasks.spawn(context.reload.clone().poll_files(context.config.reload.poll_interval, stop.clone()));
+        tasks.spawn(reload_directory(Arc::clone(&context), stop.clone()));
         tasks.spawn(crate::deadlines::run(Arc::clone(&context), stop.clone()));
         tasks.spawn(recover_store(context.store.clone(), stop.clone()));
         let metrics_server = crate::metrics::serve(metrics, Arc::clone(&context), stop.clone());
@@ -209,6 +254,89 @@ impl RunningNode {
         self.context.store.persist().await?;
         tracing::info!(node = %self.context.code(), "node stopped");
         Ok(())
+    }
+}
+
+/// One delivery task per member of the directory in use: starts a task for each new member,
+/// restarts a member's task when its entry changes (endpoint, fingerprint), and stops the task of
+/// a removed member. Its queued messages stay queued (and visible) until it is listed again.
+async fn supervise_deliveries(
+    context: Arc<NodeContext>,
+    client_tls: Arc<rustls::ClientConfig>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    type Running = (crate::config::DirectoryEntry, CancellationToken, tokio::task::JoinHandle<()>);
+    let mut running: HashMap<NodeCode, Running> = HashMap::new();
+    let mut changes = context.directory.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let listed = context.peers_listed();
+        let stale: Vec<NodeCode> = running
+            .iter()
+            .filter(|(code, (entry, _, _))| !listed.iter().any(|m| m.code == **code && m == entry))
+            .map(|(code, _)| *code)
+            .collect();
+        for code in stale {
+            if let Some((_, task_stop, handle)) = running.remove(&code) {
+                task_stop.cancel();
+                // Wait for it, so that two tasks never send one peer's queue at the same time.
+                let _ = handle.await;
+                if !listed.iter().any(|m| m.code == code) {
+                    tracing::warn!(peer = %code, "removed from the directory: delivery stopped, its queue stays");
+                }
+            }
+        }
+        for entry in listed {
+            if running.contains_key(&entry.code) {
+                continue;
+            }
+            let waker = context.waker(entry.code);
+            match crate::delivery::PeerDelivery::new(
+                Arc::clone(&context),
+                entry.clone(),
+                Arc::clone(&client_tls),
+                Arc::clone(&waker),
+            ) {
+                Ok(task) => {
+                    let task_stop = stop.child_token();
+                    let handle = tasks.spawn(task.run(task_stop.clone()));
+                    tracing::info!(peer = %entry.code, endpoint = %entry.endpoint, "delivery started");
+                    running.insert(entry.code, (entry, task_stop, handle));
+                    // Whatever was queued for it while it was not listed goes now.
+                    waker.notify_one();
+                }
+                Err(error) => tracing::error!(peer = %entry.code, %error, "cannot deliver to this member"),
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Reads the directory again whenever the reload trigger fires; a refused directory is an
+/// ERROR line and the one in use stays.
+async fn reload_directory(context: Arc<NodeContext>, stop: CancellationToken) {
+    let mut fired = context.reload.subscribe();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = fired.changed() => if changed.is_err() { return },
+        }
+        let in_use = context.directory.current().version;
+        match context.directory.reload() {
+            Ok(crate::directory::Reloaded::Unchanged) => {
+                tracing::info!(version = in_use, "directory unchanged");
+            }
+            Ok(crate::directory::Reloaded::Updated { from, to }) => {
+                tracing::info!(from, to, "directory updated");
+            }
+            Err(error) => {
+                tracing::error!(%error, version_in_use = in_use, "directory refused; keeping the one in use");
+            }
+        }
     }
 }
 

@@ -131,17 +131,17 @@ pub fn list(
 /// The queue view: one entry per directory peer.
 pub fn queue(context: &NodeContext) -> Result<Vec<PeerQueue>, StoreError> {
     let mut peers = Vec::new();
-    for entry in &context.config.directory {
-        let status = context.peers.get(entry.code);
+    for code in context.peers_with_queues() {
+        let status = context.peers.get(code);
         let mut queue = PeerQueue {
-            peer: entry.code.to_string(),
+            peer: code.to_string(),
             failures: status.failures,
             last_error: status.last_error,
             connection: status.connection as i32,
             next_attempt_at: status.next_attempt_at.map(timestamp::from_system),
             ..Default::default()
         };
-        for (precedence, count, first) in context.store.outbox_summary(entry.code)? {
+        for (precedence, count, first) in context.store.outbox_summary(code)? {
             let count = u32::try_from(count).unwrap_or(u32::MAX);
             match precedence {
                 Precedence::Flash => queue.flash = count,
@@ -187,7 +187,8 @@ pub fn peers(context: &NodeContext) -> ListPeersResponse {
     warn("this node's certificate".into(), response.own_certificate_expires_at.clone().as_ref());
     warn("the network CA".into(), response.network_ca_expires_at.clone().as_ref());
     warn("the local CA".into(), response.local_ca_expires_at.clone().as_ref());
-    for entry in &context.config.directory {
+    response.directory_version = context.directory.current().version;
+    for entry in context.peers_listed() {
         let status = context.peers.get(entry.code);
         let info = PeerInfo {
             peer: entry.code.to_string(),
@@ -199,6 +200,7 @@ pub fn peers(context: &NodeContext) -> ListPeersResponse {
             software_version: status.software_version,
             certificate_expires_at: status.certificate_expires_at.map(timestamp::from_system),
             last_error: status.last_error,
+            directory_version: status.directory_version,
         };
         warn(format!("{}'s certificate", entry.code), info.certificate_expires_at.as_ref());
         response.peers.push(info);

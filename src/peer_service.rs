@@ -64,12 +64,14 @@ impl PeerApi {
         match crate::tls::caller_identity(request) {
             Some(Identity::Node { network, code }) if network == self.context.config.network => {
                 // A certificate from the network CA is not enough: only directory members talk here.
-                if self.context.config.peer(code).is_none() {
+                let Some(member) = self.context.peer(code) else {
                     return Err(PeerError::NotAPeer(format!(
-                        "node {code} is not in the directory of node {}",
-                        self.context.code()
+                        "node {code} is not in the directory of node {} (version {})",
+                        self.context.code(),
+                        self.context.directory.current().version
                     )));
-                }
+                };
+                check_fingerprint(request, &member)?;
                 Ok(code)
             }
             Some(other) => Err(PeerError::NotAPeer(format!(
@@ -121,6 +123,29 @@ impl PeerApi {
             ));
         }
         Uuid::parse_str(&envelope.id).map_err(|_| FieldError::new("id", "must be a UUID"))
+    }
+}
+
+/// Refuses a caller whose certificate is not the one the directory pins for its code (when it
+/// pins one): a stolen or mis-issued certificate from the network CA is not enough.
+fn check_fingerprint<T>(
+    request: &Request<T>,
+    member: &crate::config::DirectoryEntry,
+) -> Result<(), PeerError> {
+    if member.certificate_sha256.is_empty() {
+        return Ok(());
+    }
+    let presented = request
+        .peer_certs()
+        .and_then(|certs| certs.first().map(|c| crate::directory::fingerprint(c.as_ref())))
+        .unwrap_or_default();
+    if presented.eq_ignore_ascii_case(&member.certificate_sha256) {
+        Ok(())
+    } else {
+        Err(PeerError::NotAPeer(format!(
+            "node {}'s certificate (SHA-256 {presented}) is not the one in the directory ({})",
+            member.code, member.certificate_sha256
+        )))
     }
 }
 
@@ -270,11 +295,16 @@ impl PeerService for PeerApi {
     }
 
     async fn hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request)?;
+        let theirs = request.get_ref().directory_version;
+        if theirs > 0 {
+            self.context.peers.update(caller, |status| status.directory_version = theirs);
+        }
         Ok(Response::new(HelloResponse {
             node: self.context.code().to_string(),
             software_version: SOFTWARE_VERSION.to_owned(),
             time: Some(timestamp::now()),
+            directory_version: self.context.directory.current().version,
         }))
     }
 }

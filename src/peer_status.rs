@@ -29,6 +29,8 @@ pub struct PeerStatus {
     pub software_version: String,
     /// When the peer's certificate expires, from the last handshake.
     pub certificate_expires_at: Option<SystemTime>,
+    /// The version of the signed directory the peer uses, from `Hello` (0: not known).
+    pub directory_version: u64,
     /// Envelopes delivered (receipted) since start.
     pub delivered: u64,
     /// Failed calls since start.
@@ -48,6 +50,7 @@ impl Default for PeerStatus {
             round_trip: None,
             software_version: String::new(),
             certificate_expires_at: None,
+            directory_version: 0,
             delivered: 0,
             failed_calls: 0,
             retries: 0,

@@ -230,6 +230,11 @@ pub fn write_certificate(path: &Path, pem: &str) -> Result<(), PkiError> {
     write_atomically(path, pem, 0o644)
 }
 
+/// Writes a public file (a signed directory, a public key) atomically, mode 0644.
+pub fn write_public_file(path: &Path, contents: &str) -> Result<(), PkiError> {
+    write_atomically(path, contents, 0o644)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

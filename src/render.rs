@@ -265,7 +265,9 @@ pub fn peers_json(p: &crate::proto::ListPeersResponse) -> Value {
             "software_version": i.software_version,
             "certificate_expires_at": time(i.certificate_expires_at.as_ref()),
             "last_error": i.last_error,
+            "directory_version": i.directory_version,
         })).collect::<Vec<_>>(),
+        "directory_version": p.directory_version,
         "own_certificate_expires_at": time(p.own_certificate_expires_at.as_ref()),
         "network_ca_expires_at": time(p.network_ca_expires_at.as_ref()),
         "local_ca_expires_at": time(p.local_ca_expires_at.as_ref()),
@@ -281,8 +283,8 @@ pub fn peers_table(p: &crate::proto::ListPeersResponse) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<4} {:<10} {:>12} {:>8} {:<16} {:<10} {:<21} NAME",
-        "PEER", "CONNECTION", "LAST CONTACT", "RTT", "VERSION", "CERT DAYS", "ENDPOINT"
+        "{:<4} {:<10} {:>12} {:>8} {:<16} {:<10} {:<9} {:<21} NAME",
+        "PEER", "CONNECTION", "LAST CONTACT", "RTT", "VERSION", "CERT DAYS", "DIRECTORY", "ENDPOINT"
     );
     for i in &p.peers {
         let days = i.certificate_expires_at.as_ref().map_or("-".into(), |at| {
@@ -291,19 +293,66 @@ pub fn peers_table(p: &crate::proto::ListPeersResponse) -> String {
         });
         let _ = writeln!(
             out,
-            "{:<4} {:<10} {:>12} {:>8} {:<16} {:<10} {:<21} {}",
+            "{:<4} {:<10} {:>12} {:>8} {:<16} {:<10} {:<9} {:<21} {}",
             i.peer,
             connection_name(i.connection()),
             i.last_contact_at.as_ref().map(|t| format!("{} ago", age(t))).unwrap_or_else(|| "never".into()),
             if i.round_trip_ms > 0.0 { format!("{:.1}ms", i.round_trip_ms) } else { "-".into() },
             if i.software_version.is_empty() { "-" } else { &i.software_version },
             days,
+            directory_version_cell(i.directory_version, p.directory_version),
             i.endpoint,
             i.name
         );
     }
     let own = p.own_certificate_expires_at.as_ref().map(rfc3339).unwrap_or_default();
     let _ = writeln!(out, "this node's certificate expires {own}");
+    let _ = writeln!(out, "this node's directory is version {}", p.directory_version);
+    out
+}
+
+/// A peer's directory version, marked when it is behind this node's ("3 (old)"), "-" if unknown.
+fn directory_version_cell(theirs: u64, ours: u64) -> String {
+    match theirs {
+        0 => "-".into(),
+        v if v < ours => format!("{v} (old)"),
+        v => v.to_string(),
+    }
+}
+
+/// A verified directory as a table: version, issue time, one line per member.
+pub fn directory_table(directory: &crate::directory::Directory) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "directory of network {}: version {}, issued at {}, signature good",
+        directory.network, directory.version, directory.issued_at
+    );
+    let _ = writeln!(
+        out,
+        "{:<4} {:<24} {:<10} {:<16} {:<18} {:<16} {:<16} NAME",
+        "CODE", "ENDPOINT", "LANGUAGES", "TIME ZONE", "PHONE", "REQUEST TYPES", "CERT SHA-256"
+    );
+    for m in &directory.members {
+        let types = if m.request_types.is_empty() { "all".to_owned() } else { m.request_types.join(",") };
+        let pin = if m.certificate_sha256.is_empty() {
+            "-"
+        } else {
+            &m.certificate_sha256[..16.min(m.certificate_sha256.len())]
+        };
+        let _ = writeln!(
+            out,
+            "{:<4} {:<24} {:<10} {:<16} {:<18} {:<16} {:<16} {}",
+            m.code,
+            m.endpoint,
+            m.languages.join(","),
+            m.time_zone,
+            m.phone,
+            types,
+            pin,
+            m.name
+        );
+    }
     out
 }
 

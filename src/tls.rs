@@ -187,6 +187,17 @@ pub struct Dial {
 
 /// A lazily connecting gRPC channel over our TLS: reconnects by itself after failures.
 pub fn channel(dial: Dial, config: Arc<ClientConfig>) -> Result<Channel, TlsError> {
+    channel_pinned(dial, config, None)
+}
+
+/// Like [`channel`], and when `pin_sha256` is given (64 hex digits, the signed directory's
+/// `certificate_sha256`) the server's leaf certificate must have exactly that SHA-256: a
+/// handshake with any other certificate, even one from the right CA, fails the connection.
+pub fn channel_pinned(
+    dial: Dial,
+    config: Arc<ClientConfig>,
+    pin_sha256: Option<String>,
+) -> Result<Channel, TlsError> {
     let endpoint_error = |message: String| TlsError::Endpoint { endpoint: dial.endpoint.clone(), message };
     let host = crate::config::endpoint_host(&dial.endpoint).to_owned();
     let server_name = ServerName::try_from(host).map_err(|e| endpoint_error(e.to_string()))?;
@@ -205,6 +216,7 @@ pub fn channel(dial: Dial, config: Arc<ClientConfig>) -> Result<Channel, TlsErro
     let connect = tower::service_fn(move |_: http::Uri| {
         let (connector, server_name, address, expect, observe) =
             (connector.clone(), server_name.clone(), address.clone(), expect.clone(), observe.clone());
+        let pin_sha256 = pin_sha256.clone();
         async move {
             let attempt = async {
                 let tcp = TcpStream::connect(&address).await?;
@@ -225,6 +237,20 @@ pub fn channel(dial: Dial, config: Arc<ClientConfig>) -> Result<Channel, TlsErro
                             )));
                         }
                         _ => return Err(std::io::Error::other(format!("{address} presented no identity"))),
+                    }
+                }
+                if let Some(pin) = &pin_sha256 {
+                    let presented = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| crate::directory::fingerprint(c.as_ref()))
+                        .unwrap_or_default();
+                    if !presented.eq_ignore_ascii_case(pin) {
+                        return Err(std::io::Error::other(format!(
+                            "{address} presented a certificate with SHA-256 {presented}, the directory pins {pin}"
+                        )));
                     }
                 }
                 if let (Some(observe), Some(leaf)) =

@@ -459,12 +459,7 @@ fn peer_addr(net: &Network, node: &str) -> SocketAddr {
 /// Points `node`'s directory entry for `peer` at `proxy`. The host stays 127.0.0.1, which the
 /// peer's certificate names; only the port changes.
 fn route_through(net: &Network, node: &str, peer: &str, proxy: &Proxy) {
-    let port = net.config(peer).listen.peer.port();
-    net.edit_config(
-        node,
-        &format!("endpoint = \"127.0.0.1:{port}\""),
-        &format!("endpoint = \"127.0.0.1:{}\"", proxy.port()),
-    );
+    net.route_peer(node, peer, &format!("127.0.0.1:{}", proxy.port()));
 }
 
 /// Peer calls give up quickly, so that black holes cost seconds, not minutes.

@@ -14,11 +14,7 @@ async fn through_proxy() -> (Network, Proxy, ChildNode) {
     net.start("FR").await;
     let fr_peer = std::net::SocketAddr::from(([127, 0, 0, 1], net.config("FR").listen.peer.port()));
     let proxy = Proxy::start(fr_peer).await;
-    net.edit_config(
-        "VN",
-        &format!("endpoint = \"127.0.0.1:{}\"", fr_peer.port()),
-        &format!("endpoint = \"127.0.0.1:{}\"", proxy.port()),
-    );
+    net.route_peer("VN", "FR", &format!("127.0.0.1:{}", proxy.port()));
     // A hung call must fail in seconds, not the production ten.
     net.edit_config("VN", "request_timeout = \"10s\"", "request_timeout = \"2s\"");
     let vn = net.spawn("VN").await;

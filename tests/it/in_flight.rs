@@ -16,11 +16,7 @@ async fn a_sender_killed_between_send_and_receipt_resends_and_the_receiver_keeps
     net.start("FR").await;
     let fr_peer = std::net::SocketAddr::from(([127, 0, 0, 1], net.config("FR").listen.peer.port()));
     let proxy = Proxy::start(fr_peer).await;
-    net.edit_config(
-        "VN",
-        &format!("endpoint = \"127.0.0.1:{}\"", fr_peer.port()),
-        &format!("endpoint = \"127.0.0.1:{}\"", proxy.port()),
-    );
+    net.route_peer("VN", "FR", &format!("127.0.0.1:{}", proxy.port()));
     let vn_process = net.spawn("VN").await;
 
     // Wait until VN holds a live connection to FR (its Hello), then slow that connection down:

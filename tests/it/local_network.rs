@@ -87,9 +87,7 @@ fn example_node_config_loads_and_documents_every_key() {
     assert_eq!(config.deadlines.flash, Duration::from_secs(15 * 60));
     let roles: Vec<(&str, &str)> = config.clients.iter().map(|c| (c.name.as_str(), c.role.name())).collect();
     assert_eq!(roles, [("duty-officer", "officer"), ("operations", "operator"), ("police-a05", "agency")]);
-    let members: Vec<String> = config.directory.iter().map(|e| e.code.to_string()).collect();
-    assert_eq!(members, ["VN", "DE"]);
-    assert_eq!(config.directory[0].host(), "hanoi247.vn.example");
+    assert_eq!(config.directory.file, Path::new("/etc/hanoi247/directory.toml"));
 
     // Every key the schema has (a loaded config serialises all of them, defaults included) is
     // written out in the example, and the example has no other (deny_unknown_fields above).
@@ -350,7 +348,12 @@ async fn compose_prepare_makes_working_configs_and_certificates_for_service_name
         .output()
         .unwrap();
     assert!(init.status.success(), "init failed: {}", String::from_utf8_lossy(&init.stderr));
-    let prepare = Command::new("bash").arg(deploy("compose-prepare.sh")).arg(&net).output().unwrap();
+    let prepare = Command::new("bash")
+        .arg(deploy("compose-prepare.sh"))
+        .arg(&net)
+        .env("HANOI247", BIN)
+        .output()
+        .unwrap();
     assert!(
         prepare.status.success(),
         "compose-prepare.sh failed: {}",
@@ -368,9 +371,21 @@ async fn compose_prepare_makes_working_configs_and_certificates_for_service_name
         assert_eq!(config.listen.desk, SocketAddr::from(([0, 0, 0, 0], desk)));
         assert_eq!(config.metrics.listen, SocketAddr::from(([0, 0, 0, 0], metrics)));
         assert_eq!(config.tls.network_ca, prepared.join("network-ca.pem"));
-        for entry in &config.directory {
+        let public_key = hanoi247::directory::PublicKey::from_hex(&config.directory.public_key).unwrap();
+        let directory = hanoi247::directory::Directory::load_verified(
+            &config.directory.file,
+            &public_key,
+            &config.network,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        for entry in &directory.members {
             assert_eq!(entry.host(), entry.code.as_str().to_lowercase(), "{cc}: {}", entry.endpoint);
         }
+        let own = directory.member(config.code).unwrap();
+        assert_eq!(
+            own.certificate_sha256,
+            hanoi247::directory::fingerprint_of_file(&config.tls.cert).unwrap()
+        );
         let names = dns_names(&config.tls.cert);
         assert!(names.contains(&cc.to_owned()) && names.contains(&"localhost".to_owned()), "{cc}: {names:?}");
         // compose.yaml mounts this directory for the service and publishes its desk and metrics.
@@ -398,9 +413,16 @@ async fn compose_prepare_makes_working_configs_and_certificates_for_service_name
         listeners.push((peer, desk));
     }
     let fr_peer = fr_config.listen.peer.port();
-    for entry in &mut vn_config.directory {
-        entry.endpoint = format!("localhost:{}", if entry.code == code("FR") { fr_peer } else { 9 });
-    }
+    // VN's own copy of the prepared directory, with FR where the test's FR listens.
+    let vn_directory = dir.path().join("vn-directory.toml");
+    std::fs::copy(&vn_config.directory.file, &vn_directory).unwrap();
+    let secretariat = hanoi247::directory::SecretariatKey::load(&net.join("secretariat.key")).unwrap();
+    sign_with(&vn_directory, &secretariat, |directory| {
+        for entry in &mut directory.members {
+            entry.endpoint = format!("localhost:{}", if entry.code == code("FR") { fr_peer } else { 9 });
+        }
+    });
+    vn_config.directory.file = vn_directory;
     let vn_desk = vn_config.listen.desk;
     let fr_desk = fr_config.listen.desk;
     let (fr_listeners, vn_listeners) = (listeners.pop().unwrap(), listeners.pop().unwrap());

@@ -9,6 +9,7 @@ mod chaos;
 mod delivery;
 mod demo;
 mod deploy_files;
+mod directory;
 mod durability;
 mod expiry;
 mod faults;

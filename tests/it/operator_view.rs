@@ -15,7 +15,7 @@ use tokio_stream::StreamExt;
 use crate::support::*;
 
 /// GET a path from a node's metrics listener (plain HTTP/1.1).
-fn http_get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
@@ -27,7 +27,7 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 }
 
 /// The value of one sample line of `/metrics`, e.g. `hanoi247_overdue_requests{side="receiver"}`.
-fn metric(port: u16, sample: &str) -> Option<f64> {
+pub(crate) fn metric(port: u16, sample: &str) -> Option<f64> {
     let (_, body) = http_get(port, "/metrics");
     body.lines().find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use hanoi247::config::{ClientConfig, NodeConfig};
 use hanoi247::desk_client::{self, DeskClient, wait_for_state};
+use hanoi247::directory::{Directory, SecretariatKey};
 use hanoi247::identity::{Identity, NodeCode};
 use hanoi247::init::{InitOptions, InitReport, NodePlan, init_network};
 use hanoi247::node::RunningNode;
@@ -177,6 +178,50 @@ impl Network {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The secretariat's key `init` made.
+    pub fn secretariat_key(&self) -> SecretariatKey {
+        SecretariatKey::load(&self.dir.path().join("net/secretariat.key")).unwrap()
+    }
+
+    /// The signed directory every node uses unless given its own.
+    pub fn shared_directory_path(&self) -> PathBuf {
+        self.dir.path().join("net/directory.toml")
+    }
+
+    /// Changes the shared directory and signs it (a new version), atomically; returns the version.
+    pub fn edit_shared_directory(&self, change: impl FnOnce(&mut Directory)) -> u64 {
+        sign_with(&self.shared_directory_path(), &self.secretariat_key(), change)
+    }
+
+    /// Gives `node` its own copy of the directory (from then on), changes it and signs it (a
+    /// new version); returns the version. For tests that route one node's view of a peer (a
+    /// proxy) or remove a member for one node only.
+    pub fn edit_directory(&self, node: &str, change: impl FnOnce(&mut Directory)) -> u64 {
+        let own = self.config_path(node).parent().unwrap().join("directory.toml");
+        if !own.exists() {
+            std::fs::copy(self.shared_directory_path(), &own).unwrap();
+            self.edit_config(node, "file = \"../directory.toml\"", "file = \"directory.toml\"");
+        }
+        sign_with(&own, &self.secretariat_key(), change)
+    }
+
+    /// `node` reaches `peer` at `endpoint` (a proxy), in its own signed directory.
+    pub fn route_peer(&self, node: &str, peer: &str, endpoint: &str) {
+        self.edit_directory(node, |directory| {
+            let member = directory.members.iter_mut().find(|m| m.code == code(peer)).unwrap();
+            member.endpoint = endpoint.to_owned();
+        });
+    }
+}
+
+/// Reads a directory, changes it, signs it with `key` and writes it back atomically.
+pub fn sign_with(path: &Path, key: &SecretariatKey, change: impl FnOnce(&mut Directory)) -> u64 {
+    let mut directory = Directory::read(path).unwrap();
+    change(&mut directory);
+    directory.sign(key);
+    directory.write(path).unwrap();
+    directory.version
 }
 
 impl Drop for Network {
