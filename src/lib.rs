@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` for the map of modules and `../proto` for the wire contract.
 
 pub mod access;
+pub mod backup;
 pub mod batch_order;
 pub mod bench;
 pub mod cli;
