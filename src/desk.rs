@@ -310,6 +310,7 @@ fn inbound_request(changes: &Changes<'_>, id: Uuid) -> Result<(StoredMessage, En
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+type BackupStream = Pin<Box<dyn Stream<Item = Result<crate::proto::BackupChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl DeskService for DeskApi {
@@ -563,5 +564,39 @@ impl DeskService for DeskApi {
         // Tells a watcher that asked for "from now" where now is, so it can resume without a gap.
         response.metadata_mut().insert(WATCH_AFTER_HEADER, after.into());
         Ok(response)
+    }
+
+    type BackupStream = BackupStream;
+
+    async fn backup(
+        &self,
+        request: Request<crate::proto::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let caller = self.authorize(&request, Action::Backup)?;
+        let store = self.context.store.clone();
+        // The copy holds the writer lock for one walk over the keys: off the async workers.
+        let snapshot = tokio::task::spawn_blocking(move || store.snapshot()).await.unwrap_or_else(|e| {
+            Err(StoreError::Io(std::io::Error::other(format!("the snapshot task failed: {e}"))))
+        });
+        let snapshot = snapshot.map_err(DeskError::from)?;
+        // Everything in the copy was applied before this flush began, so after it the copy holds
+        // only what is on the device.
+        self.context.store.persist().await.map_err(DeskError::from)?;
+        tracing::info!(client = %caller.name, records = snapshot.len(), "backup taken; streaming it");
+        let chunks = crate::backup::Chunks::new(snapshot, self.context.code(), std::time::SystemTime::now());
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let stop = self.stop.clone();
+        tokio::task::spawn_blocking(move || {
+            for data in chunks {
+                // A node shutting down, or a client gone, ends the stream; the file is then
+                // incomplete and its digest says so.
+                if stop.is_cancelled()
+                    || sender.blocking_send(Ok(crate::proto::BackupChunk { data })).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
     }
 }
