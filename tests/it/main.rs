@@ -3,6 +3,7 @@
 mod support;
 
 mod agency_python;
+mod backup;
 mod bad_input;
 mod chaos;
 mod delivery;
