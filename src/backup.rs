@@ -96,6 +96,18 @@ pub enum BackupError {
         /// Its schema version.
         found: u32,
     },
+    /// The node's stream ended before the file was whole (the node stopped, the connection
+    /// broke); nothing was written under the target name.
+    #[error(
+        "{}: the backup stream ended before the file was complete ({reason}); nothing was written there: take the backup again",
+        path.display()
+    )]
+    Incomplete {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// What the check found.
+        reason: String,
+    },
     /// The restore target already holds something.
     #[error(
         "{}: the restore target is not empty; restore only into a new or empty directory (move the old data_dir aside first)",
@@ -388,7 +400,14 @@ impl BackupFile {
         let file = file.into_inner().map_err(|e| io(&self.temp, e.into_error()))?;
         file.sync_all().map_err(|e| io(&self.temp, e))?;
         drop(file);
-        let header = verify(&self.temp)?;
+        let header = verify(&self.temp).map_err(|error| match error {
+            BackupError::DigestMismatch { .. }
+            | BackupError::Damaged { .. }
+            | BackupError::NotABackup { .. } => {
+                BackupError::Incomplete { path: self.target.clone(), reason: error.to_string() }
+            }
+            other => other,
+        })?;
         std::fs::rename(&self.temp, &self.target).map_err(|e| io(&self.target, e))?;
         let dir = self.target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))?;
@@ -536,6 +555,29 @@ mod tests {
         let listed = copy.list(Listing::Outbox, 1000, |_| true).unwrap();
         assert_eq!(listed.len(), 602, "a new message must not overwrite an old listing key");
         assert_eq!(crate::store::view(&listed[0]).envelope.unwrap().id, newer.to_string());
+    }
+
+    #[test]
+    fn a_stream_that_ends_early_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("live")).unwrap();
+        let body = "x".repeat(1000);
+        for i in 0..600 {
+            put(&store, &format!("{i} {body}"));
+        }
+        let chunks: Vec<_> =
+            Chunks::new(store.snapshot().unwrap(), "VN".parse().unwrap(), SystemTime::now()).collect();
+        assert!(chunks.len() > 1, "several chunks");
+        let target = dir.path().join("vn.backup");
+        let mut file = BackupFile::create(&target).unwrap();
+        for chunk in &chunks[..chunks.len() - 1] {
+            file.write(chunk).unwrap();
+        }
+        let error = file.finish().unwrap_err();
+        assert!(matches!(error, BackupError::Incomplete { .. }), "{error}");
+        assert!(error.to_string().contains("take the backup again"), "{error}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("live")], "neither the target nor the temp file");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use hanoi247::access::Role;
 use hanoi247::proto::{
     AcknowledgeRequest, BackupRequest, GetRequest, Message, MessageState, Precedence, RespondRequest,
 };
@@ -200,15 +201,23 @@ async fn backup_while_messages_flow_then_restore_keeps_every_confirmed_message()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_backups_full_targets_other_nodes_and_non_operators_are_refused() {
-    let mut net = Network::new(&["VN", "FR"]).await;
+    let clients = [
+        ("VN", "officer", Role::Officer),
+        ("VN", "operator", Role::Operator),
+        ("VN", "police", Role::Agency),
+        ("VN", "audit", Role::Auditor),
+    ];
+    let mut net = Network::with_clients(&["VN", "FR"], &clients).await;
     net.start("VN").await;
-    let mut vn = net.desk("VN");
+    let mut vn = net.desk_as("VN", "officer");
     let id = submit(&mut vn, preservation_request("FR")).await;
 
-    // Officers (and every role but operator) may not take a backup; no file is left behind.
-    let status = vn.backup(BackupRequest {}).await.expect_err("an officer may not back up");
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("Backup"), "{status:?}");
+    // Only operators may take a backup (it holds every case); no file is left behind.
+    for name in ["officer", "police", "audit"] {
+        let status = net.desk_as("VN", name).backup(BackupRequest {}).await.expect_err(name);
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{name}: {status:?}");
+        assert!(status.message().contains("may not call Backup"), "{name}: {status:?}");
+    }
     let file = net.dir().join("vn.backup");
     let officer = net.client_config_path_of("VN", "officer");
     let output = hanoi247(args(&[&"backup", &"--config", &officer, &"--out", &file])).await;
