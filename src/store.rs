@@ -796,6 +796,14 @@ impl Importer {
             });
         }
         drop(Store::open(&dir)?);
+        // sled's flush stops at `sync_file_range`; a restored store must survive a power cut.
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                File::open(entry.path())?.sync_all()?;
+            }
+        }
+        File::open(&dir)?.sync_all()?;
         Ok(Imported { records, messages, events })
     }
 }
