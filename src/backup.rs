@@ -557,6 +557,83 @@ mod tests {
         assert_eq!(crate::store::view(&listed[0]).envelope.unwrap().id, newer.to_string());
     }
 
+    /// Per message id: its timeline length (from `m` records) and its events (`e` records), and
+    /// the event counter: a copy with a write by halves has them disagree.
+    fn check_whole(snapshot: &Snapshot) {
+        use prost::Message as _;
+        let mut timelines = std::collections::HashMap::new();
+        let mut events = std::collections::HashMap::<String, usize>::new();
+        let (mut counter, mut event_records) = (0, 0);
+        for index in 0..snapshot.len() {
+            let (key, value) = snapshot.record(index).unwrap();
+            match key.first() {
+                Some(b'm') => {
+                    let stored = StoredMessage::decode(value).unwrap();
+                    let message = stored.message.unwrap();
+                    timelines.insert(message.envelope.unwrap().id, message.timeline.len());
+                }
+                Some(b'e') => {
+                    *events.entry(crate::proto::Event::decode(value).unwrap().message_id).or_default() += 1;
+                    event_records += 1;
+                }
+                _ if key == b"cevents" => counter = u64::from_be_bytes(value.try_into().unwrap()),
+                _ => {}
+            }
+        }
+        assert_eq!(counter, event_records, "the event counter and the events");
+        for (id, length) in &timelines {
+            assert_eq!(events.get(id).copied().unwrap_or(0), *length, "events of {id}");
+        }
+    }
+
+    #[test]
+    fn snapshots_taken_while_writers_run_hold_whole_writes_only() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        const MOVES: usize = 400;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let done = std::sync::Arc::new(AtomicUsize::new(0));
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, done) = (store.clone(), std::sync::Arc::clone(&done));
+                std::thread::spawn(move || {
+                    for _ in 0..MOVES {
+                        // Each write puts a message and its event; the next moves it on.
+                        let id = put(&store, "moving");
+                        store
+                            .write(|changes| {
+                                let mut stored = changes.get(id)?.unwrap();
+                                let message = stored.message.as_mut().unwrap();
+                                let now = crate::timestamp::now();
+                                crate::lifecycle::enter(
+                                    message,
+                                    MessageState::WaitingRetry,
+                                    now,
+                                    "refused".into(),
+                                );
+                                changes.put(stored)
+                            })
+                            .unwrap();
+                    }
+                    done.fetch_add(1, SeqCst);
+                })
+            })
+            .collect();
+        let mut during = 0;
+        while done.load(SeqCst) < 2 {
+            let snapshot = store.snapshot().unwrap();
+            check_whole(&snapshot);
+            during += 1;
+            // The lock is not fair: let the writers in between two copies.
+            std::thread::yield_now();
+        }
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        check_whole(&store.snapshot().unwrap());
+        assert!(during >= 5, "only {during} copies were taken while the writers ran");
+    }
+
     #[test]
     fn a_stream_that_ends_early_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
