@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub enum Role {
     /// A 24/7 desk officer: submit, read, acknowledge, respond.
     Officer,
-    /// An operator: read everything, requeue, cancel, see queues and peers.
+    /// An operator: read everything, requeue, cancel, see queues and peers, take backups.
     Operator,
     /// A partner agency's system: submit, and read only what it submitted.
     Agency,
@@ -45,6 +45,7 @@ pub enum Action {
     GetQueue,
     ListPeers,
     ListAudit,
+    Backup,
 }
 
 /// What a caller may see when it may call at all.
@@ -73,7 +74,8 @@ pub fn scope(role: Role, action: Action) -> Option<Scope> {
             | A::Requeue
             | A::Watch
             | A::GetQueue
-            | A::ListPeers,
+            | A::ListPeers
+            | A::Backup,
         ) => Some(Scope::All),
         (Role::Agency, A::Submit | A::Get | A::ListOutbox | A::Watch) => Some(Scope::OwnSubmissions),
         // Only the auditor: whoever runs the node (the operator) is among those it checks.
@@ -124,15 +126,17 @@ mod tests {
             A::GetQueue,
             A::ListPeers,
             A::ListAudit,
+            A::Backup,
         ];
         let allowed = |role| every.iter().filter(|a| scope(role, **a).is_some()).count();
         assert_eq!(allowed(Role::Officer), 7);
-        assert_eq!(allowed(Role::Operator), 8);
+        assert_eq!(allowed(Role::Operator), 9);
         assert_eq!(allowed(Role::Agency), 4);
         assert_eq!(allowed(Role::Auditor), 1);
         assert_eq!(scope(Role::Operator, A::ListAudit), None);
         assert_eq!(scope(Role::Agency, A::Get), Some(Scope::OwnSubmissions));
         assert_eq!(scope(Role::Operator, A::Submit), None);
         assert_eq!(scope(Role::Officer, A::Cancel), None);
+        assert_eq!(scope(Role::Officer, A::Backup), None, "a backup holds every case: operators only");
     }
 }

@@ -119,6 +119,18 @@ pub enum Command {
     /// The network secretariat's signed directory: make it, add members, sign it, check it.
     #[command(subcommand)]
     Directory(DirectoryCommand),
+    /// Take a consistent backup of the running node's whole store (operator role) into a file
+    /// (mode 0600: it holds case data), written whole or not at all.
+    Backup {
+        /// Client options.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The backup file to write (replaced only once the new one is complete and verified).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Rebuild a node's store from a backup file, offline, into a new or empty directory.
+    Restore(RestoreArgs),
 }
 
 /// `directory` subcommands (run by the network secretariat; `verify` by anyone).
@@ -227,6 +239,22 @@ pub enum AuditCommand {
         #[arg(long)]
         message: Option<String>,
     },
+}
+
+/// `restore` options: the backup, and where to rebuild the store.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["data_dir", "config"])))]
+pub struct RestoreArgs {
+    /// The backup file (made by `hanoi247 backup`).
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+    /// Rebuild the store in this directory (new or empty); then point `data_dir` at it.
+    #[arg(long, conflicts_with = "config")]
+    pub data_dir: Option<PathBuf>,
+    /// Or: the node config; rebuilds the store in its `data_dir` (new or empty) and refuses a
+    /// backup of another node.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// `bench` options.
@@ -460,6 +488,9 @@ pub enum CliError {
     /// `audit verify` found a broken link.
     #[error("the audit log is broken: {0}")]
     AuditBroken(#[from] crate::audit::BrokenLink),
+    /// The backup file could not be written or is not whole.
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 /// Runs a `directory` subcommand; prints what it did.
@@ -695,10 +726,12 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
         Command::Audit(AuditCommand::List { client: args, message }) => {
             audit_list(&args, message.as_deref()).await
         }
+        Command::Backup { client: args, out } => backup(&args, &out).await,
         Command::Demo
         | Command::Init(_)
         | Command::Node { .. }
         | Command::Bench(_)
+        | Command::Restore(_)
         | Command::Directory(_) => Err(CliError::Usage("not a client command".into())),
     }
 }
@@ -732,6 +765,37 @@ async fn watch(args: &ClientArgs, mut after: Option<u64>) -> Result<(), CliError
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
     }
+}
+
+/// Receives the node's backup stream into `out` (temp file, verified, renamed) and says what it holds.
+async fn backup(args: &ClientArgs, out: &std::path::Path) -> Result<(), CliError> {
+    let mut chunks = client(args)?.backup(crate::proto::BackupRequest {}).await?.into_inner();
+    let mut file = crate::backup::BackupFile::create(out)?;
+    while let Some(chunk) = chunks.next().await {
+        file.write(&chunk?.data)?;
+    }
+    // A stream cut short (the node stopped) fails the digest check here; nothing is renamed.
+    let (header, bytes) = file.finish()?;
+    let created_at = crate::timestamp::rfc3339(&crate::timestamp::from_system(header.created_at));
+    if args.json {
+        print_json(&serde_json::json!({
+            "file": out.display().to_string(),
+            "node": header.node.as_str(),
+            "created_at": created_at,
+            "records": header.record_count,
+            "bytes": bytes,
+            "schema_version": header.schema_version,
+            "format_version": header.format_version,
+        }));
+    } else {
+        println!(
+            "backup of node {} taken {created_at}: {} records, {bytes} bytes, SHA-256 verified -> {}",
+            header.node,
+            header.record_count,
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 fn print_event(event: &crate::proto::Event, json: bool) {

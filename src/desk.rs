@@ -311,6 +311,7 @@ fn inbound_request(changes: &Changes<'_>, id: Uuid) -> Result<(StoredMessage, En
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+type BackupStream = Pin<Box<dyn Stream<Item = Result<crate::proto::BackupChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl DeskService for DeskApi {
@@ -584,6 +585,46 @@ impl DeskService for DeskApi {
         Ok(response)
     }
 
+    type BackupStream = BackupStream;
+
+    async fn backup(
+        &self,
+        request: Request<crate::proto::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let caller = self.authorize(&request, Action::Backup)?;
+        // A copy of every message is a read of every message: on the record before it is taken.
+        self.audit_read(&caller, Action::Backup, "", "the whole store").await?;
+        let store = self.context.store.clone();
+        let taken_at = std::time::SystemTime::now();
+        // The copy holds the writer lock for one walk over the keys: off the async workers.
+        let snapshot = tokio::task::spawn_blocking(move || store.snapshot()).await.unwrap_or_else(|e| {
+            Err(StoreError::Io(std::io::Error::other(format!("the snapshot task failed: {e}"))))
+        });
+        let snapshot = snapshot.map_err(DeskError::from)?;
+        // Everything in the copy was applied before this flush began, so after it the copy holds
+        // only what is on the device.
+        self.context.store.persist().await.map_err(DeskError::from)?;
+        tracing::info!(client = %caller.name, records = snapshot.len(), "backup taken; streaming it");
+        let chunks = crate::backup::Chunks::new(snapshot, self.context.code(), taken_at);
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let stop = self.stop.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut sent = 0;
+            for data in chunks {
+                sent += data.len();
+                // A node shutting down, or a client gone, ends the stream; the file is then
+                // incomplete and the client's check says so.
+                if stop.is_cancelled()
+                    || sender.blocking_send(Ok(crate::proto::BackupChunk { data })).is_err()
+                {
+                    tracing::warn!(client = %caller.name, "backup stream ended before the file was complete");
+                    return;
+                }
+            }
+            tracing::info!(client = %caller.name, bytes = sent, "backup sent");
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+    }
     type ListAuditStream = AuditStream;
 
     async fn list_audit(

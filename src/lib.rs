@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod backup;
 pub mod batch_order;
 pub mod bench;
 pub mod cli;

@@ -90,6 +90,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(cli.log_format, "warn");
             hanoi247::cli::run_directory(command)?;
         }
+        Command::Restore(args) => {
+            init_logging(cli.log_format, "warn");
+            let config = args.config.as_deref().map(NodeConfig::load).transpose()?;
+            let (target, expect) = match (&args.data_dir, &config, &args.config) {
+                (Some(dir), _, _) => (dir.clone(), None),
+                (None, Some(config), Some(path)) => {
+                    (config.data_dir.clone(), Some((config.code, path.as_path())))
+                }
+                _ => anyhow::bail!("restore: give --data-dir DIR or --config NODE.TOML"),
+            };
+            let restored = hanoi247::backup::restore(&args.input, &target, expect)?;
+            let made = humantime::format_rfc3339_seconds(restored.header.created_at);
+            println!(
+                "restored node {}'s store (backup taken {made}) into {}: messages {}, events {}, records {}",
+                restored.header.node,
+                target.display(),
+                restored.imported.messages,
+                restored.imported.events,
+                restored.imported.records
+            );
+        }
         command => {
             init_logging(cli.log_format, "warn");
             hanoi247::cli::run_client(command).await?;

@@ -775,6 +775,178 @@ pub fn view(stored: &StoredMessage) -> Message {
     message
 }
 
+// Backups: `backup` owns the file format; the store takes consistent copies and rebuilds from them.
+
+/// A consistent copy of every record of the store, taken between two writes (never inside one).
+pub struct Snapshot {
+    records: Vec<(sled::IVec, sled::IVec)>,
+    sequence_floor: u64,
+    schema_version: u32,
+}
+
+impl Snapshot {
+    /// The `index`-th record (key, value) in key order; `None` past the last.
+    pub fn record(&self, index: usize) -> Option<(&[u8], &[u8])> {
+        self.records.get(index).map(|(key, value)| (key.as_ref(), value.as_ref()))
+    }
+
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there are none (never, for a store that was opened: it holds its schema version).
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Greater than every sequence number handed out before the copy: a store rebuilt from it
+    /// must hand out only greater ones, or new messages would overwrite listing keys.
+    pub fn sequence_floor(&self) -> u64 {
+        self.sequence_floor
+    }
+
+    /// The layout version of the records.
+    pub fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+}
+
+impl Store {
+    /// A consistent copy of the whole store, for a backup. Taken under the writer lock, so it
+    /// holds every write applied before it completely and none after it; the copy shares sled's
+    /// buffers (reference-counted), so the lock is held for one walk over the keys. Not yet
+    /// durable: call [`Store::persist`] after it and before handing the copy out, so that it
+    /// holds only what is on the device.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        if let Some(why) = self.broken() {
+            return Err(StoreError::Recovering(why));
+        }
+        let _guard = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let db = self.db()?;
+        let records = db.iter().collect::<Result<Vec<_>, _>>()?;
+        // sled's id generator is not a record: carry its position so a rebuilt store continues it.
+        let sequence_floor = db.generate_id()?;
+        let schema_version = records
+            .iter()
+            .find(|(key, _)| key.as_ref() == SCHEMA_KEY)
+            .and_then(|(_, value)| <[u8; 4]>::try_from(value.as_ref()).ok())
+            .map_or(SCHEMA_VERSION, u32::from_be_bytes);
+        Ok(Snapshot { records, sequence_floor, schema_version })
+    }
+}
+
+/// What [`Importer::finish`] rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// Records written.
+    pub records: u64,
+    /// Messages among them.
+    pub messages: u64,
+    /// Lifecycle events among them.
+    pub events: u64,
+}
+
+/// Rebuilds a store in an empty directory from a snapshot's records (read back from a backup).
+/// Offline: the directory must not belong to a running node.
+pub struct Importer {
+    dir: std::path::PathBuf,
+    db: sled::Db,
+    batch: sled::Batch,
+    pending: usize,
+    records: u64,
+    sequence_floor: u64,
+}
+
+/// sled's default id-generator persist interval, which `open_db` runs with.
+const IDGEN_INTERVAL: u64 = 1_000_000;
+
+/// Records per sled batch while importing: bounds memory, keeps batches large.
+const IMPORT_BATCH: usize = 10_000;
+
+fn import_config(dir: &Path, idgen_interval: u64) -> sled::Config {
+    // Segment size and compression must match `open_db` (sled refuses a change); both are
+    // sled's defaults there too.
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(CACHE_BYTES)
+        .flush_every_ms(None)
+        .idgen_persist_interval(idgen_interval)
+}
+
+impl Importer {
+    /// Starts a new store in `dir` (which the caller made sure is empty); `sequence_floor` is
+    /// [`Snapshot::sequence_floor`] of the copy.
+    pub fn create(dir: &Path, sequence_floor: u64) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let db = import_config(dir, IDGEN_INTERVAL).open()?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            db,
+            batch: sled::Batch::default(),
+            pending: 0,
+            records: 0,
+            sequence_floor,
+        })
+    }
+
+    /// Adds one record.
+    pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.batch.insert(key, value);
+        self.pending += 1;
+        self.records += 1;
+        if self.pending >= IMPORT_BATCH {
+            self.db.apply_batch(std::mem::take(&mut self.batch))?;
+            self.pending = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes the rest, flushes, moves the sequence generator past the copy's floor, and opens
+    /// the result as a node would (so a layout this version cannot read is refused here).
+    pub fn finish(self) -> Result<Imported, StoreError> {
+        let Self { dir, db, batch, records, sequence_floor, .. } = self;
+        db.apply_batch(batch)?;
+        db.flush()?;
+        let messages = db.scan_prefix([b'm']).count() as u64;
+        let events = db.scan_prefix([b'e']).count() as u64;
+        let stored = db.len() as u64;
+        drop(db);
+        if stored != records {
+            return Err(StoreError::Corrupt {
+                key: "backup".into(),
+                reason: format!("{records} records written but {stored} stored (duplicate keys?)"),
+            });
+        }
+        // sled has no way to set its id generator; but on reopening it continues at the last
+        // persisted counter plus twice the persist interval. An interval of at least half the
+        // floor puts it past the floor, and the first id then persists that position for later
+        // opens. sled expects the persisted counter to be a multiple of the interval it runs
+        // with (it asserts so), so the interval is a multiple of the one `open_db` uses.
+        let interval = (sequence_floor / 2 / IDGEN_INTERVAL + 1) * IDGEN_INTERVAL;
+        let db = import_config(&dir, interval).open()?;
+        let next = db.generate_id()?;
+        db.flush()?;
+        drop(db);
+        if next < sequence_floor {
+            return Err(StoreError::Corrupt {
+                key: "sequence generator".into(),
+                reason: format!("at {next} after the import, below the backup's {sequence_floor}"),
+            });
+        }
+        drop(Store::open(&dir)?);
+        // sled's flush stops at `sync_file_range`; a restored store must survive a power cut.
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                File::open(entry.path())?.sync_all()?;
+            }
+        }
+        File::open(&dir)?.sync_all()?;
+        Ok(Imported { records, messages, events })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@ mod support;
 
 mod agency_python;
 mod audit;
+mod backup;
 mod bad_input;
 mod chaos;
 mod delivery;
