@@ -5,6 +5,7 @@
 pub mod access;
 pub mod batch_order;
 pub mod bench;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod deadlines;

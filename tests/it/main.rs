@@ -17,6 +17,7 @@ mod lifecycle;
 mod local_network;
 mod operator_view;
 mod pipelining;
+mod revocation;
 mod roles;
 mod storage_failure;
 mod tls_policy;
