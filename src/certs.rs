@@ -69,7 +69,10 @@ fn read(path: &Path) -> Result<String, CertsError> {
 }
 
 /// The CA certificate file, its key (next to it as `.key`, as `init` lays them out) and CRL.
-fn authority(config: &NodeConfig, which: Authority) -> Result<(CertificateAuthority, Option<&Path>), CertsError> {
+fn authority(
+    config: &NodeConfig,
+    which: Authority,
+) -> Result<(CertificateAuthority, Option<&Path>), CertsError> {
     let (cert, crl) = match which {
         Authority::Network => (&config.tls.network_ca, config.tls.peer_crl.as_deref()),
         Authority::Local => (&config.tls.local_ca, config.tls.client_crl.as_deref()),
@@ -113,8 +116,11 @@ pub fn issue_client(config_path: &Path, name: &str, days: u32) -> Result<Issued,
     let (ca, _) = authority(&config, Authority::Local)?;
     let certified = ca.issue_client(&config.network, config.code, name, days)?;
     let dir = config_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let (cert, key, toml) =
-        (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")), dir.join(format!("{name}.client.toml")));
+    let (cert, key, toml) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.client.toml")),
+    );
     pki::write_private_key(&key, &certified.key_pem)?;
     pki::write_certificate(&cert, &certified.cert_pem)?;
     // Relative to the client config when the CA sits next to it, as `init` writes it.
@@ -195,5 +201,9 @@ pub fn revoke(config_path: &Path, target: &RevokeTarget) -> Result<Revocation, C
     if let Some(pem) = &updated {
         pki::write_certificate(crl, pem)?;
     }
-    Ok(Revocation { serial: pki::format_serial(&serial), crl: crl.to_owned(), already_listed: updated.is_none() })
+    Ok(Revocation {
+        serial: pki::format_serial(&serial),
+        crl: crl.to_owned(),
+        already_listed: updated.is_none(),
+    })
 }

@@ -212,14 +212,18 @@ pub fn run_certs(args: CertsArgs) -> Result<(), crate::certs::CertsError> {
                     };
                     RevokeTarget::Serial(bytes, which)
                 }
-                (None, None) => return Err(CertsError::Invalid("give --cert FILE or --serial HEX --ca".into())),
+                (None, None) => {
+                    return Err(CertsError::Invalid("give --cert FILE or --serial HEX --ca".into()));
+                }
             };
             let done = certs::revoke(&args.config, &target)?;
             if done.already_listed {
                 println!("serial {} is already revoked in {}", done.serial, done.crl.display());
             } else {
                 println!("revoked serial {}: wrote {}", done.serial, done.crl.display());
-                println!("running nodes refuse it after SIGHUP (kill -HUP <pid>) or within seconds by themselves");
+                println!(
+                    "running nodes refuse it after SIGHUP (kill -HUP <pid>) or within seconds by themselves"
+                );
             }
         }
     }

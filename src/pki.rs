@@ -247,8 +247,8 @@ pub fn serial_and_issuer(cert_pem: &str) -> Result<(Vec<u8>, Vec<u8>), PkiError>
 pub fn subject_of(cert_pem: &str) -> Result<Vec<u8>, PkiError> {
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|e| PkiError::BadCa(format!("certificate is not PEM: {e}")))?;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(&der).map_err(|e| PkiError::BadCa(format!("certificate: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| PkiError::BadCa(format!("certificate: {e}")))?;
     Ok(cert.subject().as_raw().to_vec())
 }
 
@@ -309,10 +309,14 @@ impl CertificateAuthority {
         let (_, crl) = x509_parser::parse_x509_crl(der.as_ref()).map_err(|e| bad(format!("CRL: {e}")))?;
         let ca_der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
             .map_err(|e| PkiError::BadCa(format!("certificate is not PEM: {e}")))?;
-        let (_, ca) =
-            x509_parser::parse_x509_certificate(&ca_der).map_err(|e| PkiError::BadCa(format!("certificate: {e}")))?;
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der)
+            .map_err(|e| PkiError::BadCa(format!("certificate: {e}")))?;
         if crl.issuer().as_raw() != ca.subject().as_raw() || crl.verify_signature(ca.public_key()).is_err() {
-            return Err(bad(format!("the CRL of '{}' is not signed by the CA '{}'", crl.issuer(), ca.subject())));
+            return Err(bad(format!(
+                "the CRL of '{}' is not signed by the CA '{}'",
+                crl.issuer(),
+                ca.subject()
+            )));
         }
         let number = crl
             .crl_number()
@@ -573,7 +577,10 @@ mod tests {
         let ca = CertificateAuthority::generate("local CA VN", 10).unwrap();
         let empty = ca.sign_revocation_list(&RevocationList { number: 1, revoked: Vec::new() }).unwrap();
         assert!(empty.starts_with("-----BEGIN X509 CRL-----"), "{empty}");
-        assert_eq!(ca.read_revocation_list(&empty).unwrap(), RevocationList { number: 1, revoked: Vec::new() });
+        assert_eq!(
+            ca.read_revocation_list(&empty).unwrap(),
+            RevocationList { number: 1, revoked: Vec::new() }
+        );
 
         let alice = ca.issue_client("net", vn(), "alice", 10).unwrap();
         let bob = ca.issue_client("net", vn(), "bob", 10).unwrap();
@@ -585,7 +592,10 @@ mod tests {
         let one = ca.revoke(&empty, &alice_serial).unwrap().expect("alice was not listed yet");
         let list = ca.read_revocation_list(&one).unwrap();
         assert_eq!(list.number, 2);
-        assert_eq!(list.revoked.iter().map(|r| r.serial.clone()).collect::<Vec<_>>(), [alice_serial.clone()]);
+        assert_eq!(
+            list.revoked.iter().map(|r| r.serial.clone()).collect::<Vec<_>>(),
+            vec![alice_serial.clone()]
+        );
         let age = OffsetDateTime::now_utc() - list.revoked[0].revoked_at;
         assert!(age < Duration::minutes(1), "{age}");
         assert!(ca.revoke(&one, &alice_serial).unwrap().is_none(), "already listed: nothing to sign");
@@ -596,7 +606,8 @@ mod tests {
         assert_eq!(list.revoked.len(), 2, "earlier entries are kept");
 
         // The CRL parses as a CRL of this CA for webpki too (what the nodes load).
-        let crl_der = rustls::pki_types::CertificateRevocationListDer::from_pem_slice(two.as_bytes()).unwrap();
+        let crl_der =
+            rustls::pki_types::CertificateRevocationListDer::from_pem_slice(two.as_bytes()).unwrap();
         let (_, parsed) = x509_parser::parse_x509_crl(crl_der.as_ref()).unwrap();
         let ca_der = der(ca.cert_pem());
         parsed.verify_signature(parse(&ca_der).public_key()).unwrap();

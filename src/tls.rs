@@ -299,8 +299,8 @@ pub fn load_crls(path: &Path, ca: &Path) -> Result<Vec<CertificateRevocationList
     let cas = load_certs(ca)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     for crl in &crls {
-        let (_, parsed) =
-            x509_parser::parse_x509_crl(crl.as_ref()).map_err(|e| file_error(path, format!("not a CRL: {e}")))?;
+        let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref())
+            .map_err(|e| file_error(path, format!("not a CRL: {e}")))?;
         let signed_by_a_ca = cas.iter().any(|ca| {
             x509_parser::parse_x509_certificate(ca).is_ok_and(|(_, ca)| {
                 ca.subject().as_raw() == parsed.issuer().as_raw()
@@ -313,7 +313,8 @@ pub fn load_crls(path: &Path, ca: &Path) -> Result<Vec<CertificateRevocationList
                 format!("the CRL of '{}' is not signed by a CA in {}", parsed.issuer(), ca.display()),
             ));
         }
-        if parsed.next_update().is_some_and(|next| next.timestamp() < i64::try_from(now).unwrap_or(i64::MAX)) {
+        if parsed.next_update().is_some_and(|next| next.timestamp() < i64::try_from(now).unwrap_or(i64::MAX))
+        {
             // Still used: refusing it would lock every client out at once.
             tracing::warn!(crl = %path.display(), issuer = %parsed.issuer(), "CRL is past its nextUpdate; publish a new one");
         }
@@ -397,7 +398,12 @@ impl ReloadableServer {
         accepted.retain(|a| a.alive.strong_count() > 0);
         let (alive, cut) = (Arc::new(()), CancellationToken::new());
         accepted.push(Accepted { alive: Arc::downgrade(&alive), chain, cut: cut.clone() });
-        Ok(GuardedStream { inner: stream, cut: Box::pin(cut.cancelled_owned()), refused: false, _alive: alive })
+        Ok(GuardedStream {
+            inner: stream,
+            cut: Box::pin(cut.cancelled_owned()),
+            refused: false,
+            _alive: alive,
+        })
     }
 
     /// Swaps in new material; returns how many open connections it refused and closed.
@@ -420,9 +426,14 @@ impl ReloadableServer {
     }
 }
 
-fn verify_chain(verifier: &dyn ClientCertVerifier, chain: &[CertificateDer<'static>]) -> Result<(), rustls::Error> {
+fn verify_chain(
+    verifier: &dyn ClientCertVerifier,
+    chain: &[CertificateDer<'static>],
+) -> Result<(), rustls::Error> {
     match chain.split_first() {
-        Some((leaf, intermediates)) => verifier.verify_client_cert(leaf, intermediates, UnixTime::now()).map(|_| ()),
+        Some((leaf, intermediates)) => {
+            verifier.verify_client_cert(leaf, intermediates, UnixTime::now()).map(|_| ())
+        }
         None => Err(rustls::Error::NoCertificatesPresented),
     }
 }
@@ -436,7 +447,13 @@ pub fn incoming_reloadable(
     stop: CancellationToken,
 ) -> ReceiverStream<Result<GuardedStream, std::io::Error>> {
     let for_accept = Arc::clone(&server);
-    accept_loop(listener, move || for_accept.acceptor(), move |stream| server.register(stream), handshake_timeout, stop)
+    accept_loop(
+        listener,
+        move || for_accept.acceptor(),
+        move |stream| server.register(stream),
+        handshake_timeout,
+        stop,
+    )
 }
 
 /// An accepted TLS connection that a reload can close: reads and writes fail once its client
@@ -478,7 +495,11 @@ impl tokio::io::AsyncRead for GuardedStream {
 }
 
 impl tokio::io::AsyncWrite for GuardedStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         if let Err(error) = self.check(cx) {
             return Poll::Ready(Err(error));
         }
@@ -510,7 +531,8 @@ impl tokio::io::AsyncWrite for GuardedStream {
 }
 
 impl tonic::transport::server::Connected for GuardedStream {
-    type ConnectInfo = <tokio_rustls::server::TlsStream<TcpStream> as tonic::transport::server::Connected>::ConnectInfo;
+    type ConnectInfo =
+        <tokio_rustls::server::TlsStream<TcpStream> as tonic::transport::server::Connected>::ConnectInfo;
 
     /// The TLS stream's own connect info, so `caller_identity` reads the certificates as before.
     fn connect_info(&self) -> Self::ConnectInfo {
@@ -701,5 +723,68 @@ impl NodeTls {
             closed_peer_connections: self.peer.replace(material.peer, "peer"),
             closed_desk_connections: self.desk.replace(material.desk, "desk"),
         })
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::init::{InitOptions, init_network};
+
+    /// A two-node network from `init`; VN's config.
+    fn network() -> (tempfile::TempDir, NodeConfig, NodeConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let codes = ["VN".parse().unwrap(), "FR".parse().unwrap()];
+        let options =
+            InitOptions::with_base_port(dir.path().join("net"), "net".into(), &codes, 30000).unwrap();
+        let report = init_network(&options).unwrap();
+        let vn = NodeConfig::load(report.node_config(codes[0]).unwrap()).unwrap();
+        let fr = NodeConfig::load(report.node_config(codes[1]).unwrap()).unwrap();
+        (dir, vn, fr)
+    }
+
+    #[test]
+    fn a_reload_that_fails_names_the_file_and_the_reason() {
+        let (_dir, vn, fr) = network();
+        let tls = NodeTls::load(&vn.tls).unwrap();
+        assert_eq!(
+            tls.reload().unwrap(),
+            ReloadReport { closed_peer_connections: 0, closed_desk_connections: 0 }
+        );
+
+        let (original_cert, original_key) =
+            (std::fs::read(&vn.tls.cert).unwrap(), std::fs::read(&vn.tls.key).unwrap());
+        // A key that is not the certificate's.
+        std::fs::copy(&fr.tls.key, &vn.tls.key).unwrap();
+        let err = tls.reload().unwrap_err().to_string();
+        assert!(err.to_lowercase().contains("key"), "{err}");
+        // A certificate (with its key) of another node.
+        std::fs::copy(&fr.tls.cert, &vn.tls.cert).unwrap();
+        let err = tls.reload().unwrap_err().to_string();
+        assert!(err.contains("but this node is spiffe://net/node/VN"), "{err}");
+        std::fs::write(&vn.tls.cert, original_cert).unwrap();
+        std::fs::write(&vn.tls.key, original_key).unwrap();
+        tls.reload().unwrap();
+
+        // CRLs: junk, and the CRL of another CA (FR's local CA is not VN's).
+        let client_crl = vn.tls.client_crl.clone().unwrap();
+        std::fs::write(&client_crl, "junk").unwrap();
+        let err = load_crls(&client_crl, &vn.tls.local_ca).unwrap_err().to_string();
+        assert!(err.contains("no CRL in file"), "{err}");
+        std::fs::copy(fr.tls.client_crl.as_ref().unwrap(), &client_crl).unwrap();
+        let err = load_crls(&client_crl, &vn.tls.local_ca).unwrap_err().to_string();
+        assert!(err.contains("is not signed by a CA in"), "{err}");
+        let err = NodeTls::load(&vn.tls).err().unwrap().to_string();
+        assert!(err.contains("is not signed by a CA in"), "a node does not start with it either: {err}");
+    }
+
+    #[test]
+    fn files_lists_everything_a_reload_reads() {
+        let (_dir, vn, _) = network();
+        let files = NodeTls::load(&vn.tls).unwrap().files();
+        assert_eq!(files.len(), 8);
+        assert!(files.contains(vn.tls.peer_crl.as_ref().unwrap()));
+        assert!(files.contains(vn.tls.client_crl.as_ref().unwrap()));
     }
 }

@@ -14,8 +14,7 @@ use crate::support::*;
 
 /// Runs the real binary and returns its stdout; it must succeed.
 fn hanoi247(args: &[&str], paths: &[&Path]) -> String {
-    let output =
-        Command::new(env!("CARGO_BIN_EXE_hanoi247")).args(args).args(paths).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_hanoi247")).args(args).args(paths).output().unwrap();
     assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
@@ -53,8 +52,9 @@ async fn get(desk: &mut hanoi247::desk_client::DeskClient, id: &str) -> Message 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_desk_client_is_refused_after_sighup_without_restart() {
-    let net = Network::with_clients(&["VN", "FR"], &[("VN", "alice", Role::Officer), ("VN", "bob", Role::Officer)])
-        .await;
+    let net =
+        Network::with_clients(&["VN", "FR"], &[("VN", "alice", Role::Officer), ("VN", "bob", Role::Officer)])
+            .await;
     let vn = net.spawn("VN").await;
     let pid = vn.child.id();
     let node_toml = net.config_path("VN");
@@ -74,6 +74,7 @@ async fn a_revoked_desk_client_is_refused_after_sighup_without_restart() {
     assert!(alert.contains("CertificateRevoked"), "{alert}");
     // ... and on the connection she had open: the reload closed it.
     assert!(alice_desk.list_inbox(ListInboxRequest::default()).await.is_err());
+    assert!(log_of(&net, "VN").contains("closing a connection whose certificate is no longer accepted"));
     assert!(log_of(&net, "VN").contains("SIGHUP"), "the reload was the SIGHUP's");
 
     // Bob still works, the node is the same process, the queued message is still there.
@@ -112,7 +113,10 @@ async fn a_revoked_peer_is_refused_and_its_queue_waits_for_its_new_certificate()
     wait_state(&mut fr_desk, &before, MessageState::Delivered).await;
 
     let fr_config = net.config("FR");
-    let out = hanoi247(&["certs", "revoke", "--config"], &[&net.config_path("VN"), Path::new("--cert"), &fr_config.tls.cert]);
+    let out = hanoi247(
+        &["certs", "revoke", "--config"],
+        &[&net.config_path("VN"), Path::new("--cert"), &fr_config.tls.cert],
+    );
     assert!(out.contains("revoked serial"), "{out}");
     sighup(&vn);
     let vn_peer_port = net.config("VN").listen.peer.port();
@@ -137,7 +141,11 @@ async fn a_revoked_peer_is_refused_and_its_queue_waits_for_its_new_certificate()
     .await;
     let waiting = get(&mut fr_desk, &after).await;
     assert!(!ids(&inbox(&mut vn_desk).await).contains(&after), "VN did not store it");
-    assert!(!waiting.last_error.is_empty());
+    assert!(waiting.last_error.contains("CertificateRevoked"), "{}", waiting.last_error);
+    assert!(
+        log_of(&net, "VN").contains("closing a connection whose certificate is no longer accepted"),
+        "FR's open connection was closed by the reload"
+    );
 
     // Rotation: a new certificate for FR from the network CA; FR reads it from the file alone
     // (no SIGHUP) and its queue drains to VN.
@@ -153,7 +161,8 @@ async fn a_revoked_peer_is_refused_and_its_queue_waits_for_its_new_certificate()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_crl_file_keeps_the_previous_one() {
-    let net = Network::with_clients(&["VN"], &[("VN", "alice", Role::Officer), ("VN", "bob", Role::Officer)]).await;
+    let net =
+        Network::with_clients(&["VN"], &[("VN", "alice", Role::Officer), ("VN", "bob", Role::Officer)]).await;
     let vn = net.spawn("VN").await;
     let node_toml = net.config_path("VN");
     let config = net.config("VN");
@@ -181,4 +190,56 @@ async fn a_bad_crl_file_keeps_the_previous_one() {
         assert!(alert.contains("CertificateRevoked"), "{alert}");
         assert!(desk_works(&net, "VN", "bob").await);
     }
+}
+
+/// Runs the real binary, which must fail; returns its stderr.
+fn hanoi247_fails(args: &[&str], paths: &[&Path]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_hanoi247")).args(args).args(paths).output().unwrap();
+    assert!(!output.status.success(), "{args:?} succeeded");
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certs_commands_refuse_bad_input_and_change_no_crl() {
+    let net = Network::new(&["VN", "FR"]).await;
+    let node_toml = net.config_path("VN");
+    let config = net.config("VN");
+    let (peer_crl, client_crl) =
+        (config.tls.peer_crl.clone().unwrap(), config.tls.client_crl.clone().unwrap());
+    let crls = || (std::fs::read(&peer_crl).unwrap(), std::fs::read(&client_crl).unwrap());
+    let before = crls();
+
+    // FR's officer was issued by FR's local CA: not VN's to revoke.
+    let fr_officer = hanoi247::config::ClientConfig::load(&net.client_config_path("FR")).unwrap();
+    let err = hanoi247_fails(
+        &["certs", "revoke", "--config"],
+        &[&node_toml, Path::new("--cert"), &fr_officer.cert],
+    );
+    assert!(err.contains("neither by the network CA nor by the local CA"), "{err}");
+    let err =
+        hanoi247_fails(&["certs", "revoke", "--serial", "xyz", "--ca", "local", "--config"], &[&node_toml]);
+    assert!(err.contains("--serial xyz"), "{err}");
+    let err = hanoi247_fails(&["certs", "revoke", "--serial", "0A", "--config"], &[&node_toml]);
+    assert!(err.contains("--ca"), "{err}");
+    let err = hanoi247_fails(&["certs", "issue", "--config"], &[&node_toml]);
+    assert!(err.contains("--node") && err.contains("--client"), "{err}");
+    let err = hanoi247_fails(&["certs", "issue", "--client", "Not A Name", "--config"], &[&node_toml]);
+    assert!(err.contains("Not A Name"), "{err}");
+    assert_eq!(crls(), before);
+
+    // Without tls.client_crl there is no list to add to: the error names the key.
+    net.edit_config("VN", "client_crl = \"local-ca.crl\"\n", "");
+    let officer = hanoi247::config::ClientConfig::load(&net.client_config_path("VN")).unwrap();
+    let err =
+        hanoi247_fails(&["certs", "revoke", "--config"], &[&node_toml, Path::new("--cert"), &officer.cert]);
+    assert!(err.contains("tls.client_crl is not set"), "{err}");
+    assert_eq!(crls(), before);
+
+    // A new client gets its files and the reminder to bind it to a role.
+    let out = hanoi247(&["certs", "issue", "--client", "carol", "--config"], &[&node_toml]);
+    assert!(out.contains("issued serial") && out.contains("[[clients]]"), "{out}");
+    let carol = hanoi247::config::ClientConfig::load(&node_toml.with_file_name("carol.client.toml")).unwrap();
+    assert_eq!(carol.ca, config.tls.local_ca);
+    let identity = hanoi247::identity::identity_of_cert(&tls::load_certs(&carol.cert).unwrap()[0]).unwrap();
+    assert_eq!(identity.to_string(), format!("spiffe://{}/node/VN/client/carol", net.network));
 }
