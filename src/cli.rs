@@ -47,7 +47,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Make a network CA, node and client certificates and ready configs for a loopback network.
     Init(InitArgs),
-    /// Run a node in the foreground (logs to stderr; Ctrl-C or SIGTERM stops it gracefully).
+    /// Run a node in the foreground (logs to stderr; Ctrl-C or SIGTERM stops it gracefully,
+    /// SIGHUP reloads its CRLs, certificates and keys).
     Node {
         /// The node's config file.
         #[arg(long)]
