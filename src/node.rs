@@ -202,7 +202,8 @@ impl RunningNode {
         Ok(Self { peer_addr, desk_addr, metrics_addr, context, stop, tasks, tls: node_tls })
     }
 
-    /// Reloads the TLS material now, as SIGHUP does (for in-process nodes in tests and the demo).
+    /// Reloads the TLS material now, as SIGHUP does (a hook for other triggers and for
+    /// in-process nodes).
     pub fn reload_tls(&self) -> Result<tls::ReloadReport, TlsError> {
         self.tls.reload()
     }
@@ -271,8 +272,11 @@ fn file_stamps(files: &[std::path::PathBuf]) -> Vec<Option<(std::time::SystemTim
         .collect()
 }
 
-fn reload_tls_now(tls: &tls::NodeTls, why: &str) {
-    match tls.reload() {
+/// Reloads off the async workers: reading and checking files and CRLs is blocking work.
+async fn reload_tls_now(tls: &Arc<tls::NodeTls>, why: &'static str) {
+    let tls = Arc::clone(tls);
+    let reloaded = tokio::task::spawn_blocking(move || tls.reload()).await;
+    match reloaded.unwrap_or_else(|join| Err(TlsError::Reload(join.to_string()))) {
         Ok(report) => tracing::info!(
             trigger = why,
             closed_peer_connections = report.closed_peer_connections,
@@ -310,7 +314,7 @@ async fn reload_tls_on_change(
             Some(()) = hangup_received => {
                 applied = file_stamps(&files);
                 pending = None;
-                reload_tls_now(&tls, "SIGHUP");
+                reload_tls_now(&tls, "SIGHUP").await;
             }
             _ = tick.tick() => {
                 let now = file_stamps(&files);
@@ -319,7 +323,7 @@ async fn reload_tls_on_change(
                 } else if pending.as_ref() == Some(&now) {
                     applied = now;
                     pending = None;
-                    reload_tls_now(&tls, "file change");
+                    reload_tls_now(&tls, "file change").await;
                 } else {
                     pending = Some(now);
                 }

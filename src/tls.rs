@@ -37,6 +37,9 @@ pub enum TlsError {
     /// The client certificate verifier could not be built.
     #[error("client certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// A reload of the TLS material did not finish (its task panicked).
+    #[error("TLS reload: {0}")]
+    Reload(String),
     /// An endpoint is not usable as a URI or server name.
     #[error("endpoint {endpoint}: {message}")]
     Endpoint {
