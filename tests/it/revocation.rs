@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use hanoi247::access::Role;
-use hanoi247::proto::{GetRequest, ListInboxRequest, Message, MessageState, Precedence};
+use hanoi247::proto::peer_service_client::PeerServiceClient;
+use hanoi247::proto::{GetRequest, HelloRequest, ListInboxRequest, Message, MessageState, Precedence};
 use hanoi247::tls;
 
 use crate::support::*;
@@ -124,6 +125,20 @@ async fn a_revoked_peer_is_refused_and_its_queue_waits_for_its_new_certificate()
     let alert =
         alert_for(&fr_config.tls.network_ca, &fr_config.tls.cert, &fr_config.tls.key, vn_peer_port).await;
     assert!(alert.contains("CertificateRevoked"), "{alert}");
+
+    // New outgoing connections with VN's files refuse FR's server certificate as well.
+    let vn_tls = tls::NodeTls::load(&net.config("VN").tls).unwrap();
+    let dial = tls::Dial {
+        endpoint: format!("127.0.0.1:{}", fr_config.listen.peer.port()),
+        expect: None,
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: Some(Duration::from_secs(10)),
+        observe: None,
+    };
+    let mut to_fr = PeerServiceClient::new(tls::channel(dial, vn_tls.client_config()).unwrap());
+    let refused = to_fr.hello(HelloRequest::default()).await.unwrap_err();
+    let refused = hanoi247::delivery::describe(&refused);
+    assert!(refused.contains("Revoked"), "{refused}");
 
     // FR's next request is not delivered (its open connection was closed, new ones are
     // refused), and not lost: it waits in FR's outbox with the refusal as its last error.
