@@ -22,6 +22,8 @@
 #                        `hanoi247 directory add` and `sign` (the binary: $HANOI247, else
 #                        `hanoi247` on PATH, else target/release or target/debug of this checkout)
 #   network-ca.pem, local-ca.pem, desk.pem, desk.key    copied from init's output
+#   network-ca.crl, local-ca.crl                        the revocation lists, copied likewise
+#                        (peer_crl points into the same directory)
 #
 # The desk certificate is kept: desk clients on the host reach the published desk port on
 # 127.0.0.1, which it names, so init's <name>.client.toml files work unchanged.
@@ -94,6 +96,10 @@ EXT
     rm -f "$out/node.csr" "$out/node.ext"
 
     cp "$net/network-ca.pem" "$dir/local-ca.pem" "$dir/desk.pem" "$dir/desk.key" "$out/"
+    # The revocation lists, where init made them (older networks have none).
+    for crl in "$net/network-ca.crl" "$dir/local-ca.crl"; do
+        if [[ -f $crl ]]; then cp "$crl" "$out/"; fi
+    done
 
     # The container's node.toml: listeners on every interface, the data volume, service names.
     {
@@ -102,6 +108,7 @@ EXT
         /^[[:space:]]*\[/ { section = $0 }
         /^data_dir[[:space:]]*=/ { print "data_dir = \"/var/lib/hanoi247\""; next }
         /^network_ca[[:space:]]*=/ { print "network_ca = \"network-ca.pem\""; next }
+        /^peer_crl[[:space:]]*=/ { print "peer_crl = \"network-ca.crl\""; next }
         /^(peer|desk|listen)[[:space:]]*=[[:space:]]*"127\.0\.0\.1:/ { sub(/"127\.0\.0\.1:/, "\"0.0.0.0:"); print; next }
         /^file[[:space:]]*=/ && section ~ /^\[directory\]/ { print "file = \"directory.toml\""; next }
         { print }

@@ -49,7 +49,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Make a network CA, node and client certificates and ready configs for a loopback network.
     Init(InitArgs),
-    /// Run a node in the foreground (logs to stderr; Ctrl-C or SIGTERM stops it gracefully).
+    /// Run a node in the foreground (logs to stderr; Ctrl-C or SIGTERM stops it gracefully,
+    /// SIGHUP reloads its CRLs, certificates and keys).
     Node {
         /// The node's config file.
         #[arg(long)]
@@ -131,6 +132,9 @@ pub enum Command {
     },
     /// Rebuild a node's store from a backup file, offline, into a new or empty directory.
     Restore(RestoreArgs),
+    /// Issue or revoke certificates with the dev CAs that `init` made (see certs/README.md for
+    /// the same with an external CA).
+    Certs(CertsArgs),
 }
 
 /// `directory` subcommands (run by the network secretariat; `verify` by anyone).
@@ -255,6 +259,120 @@ pub struct RestoreArgs {
     /// backup of another node.
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+/// `certs` subcommands.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CertsCommand,
+}
+
+/// `certs issue` and `certs revoke`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// A new node certificate (rotation: replaces tls.cert and tls.key) or a new desk client.
+    Issue(CertsIssueArgs),
+    /// Add a certificate to its CA's revocation list (tls.peer_crl or tls.client_crl) and re-sign
+    /// it; running nodes refuse the certificate after SIGHUP or within seconds.
+    Revoke(CertsRevokeArgs),
+}
+
+/// `certs issue` options.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["node", "client"])))]
+pub struct CertsIssueArgs {
+    /// The node's config (names the CA files and where the node's certificate lives).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// A new certificate and key for the node itself, from the network CA.
+    #[arg(long)]
+    pub node: bool,
+    /// A new desk client NAME, from the node's local CA: NAME.pem, NAME.key, NAME.client.toml.
+    #[arg(long, value_name = "NAME")]
+    pub client: Option<String>,
+    /// More host names or IP addresses for a node certificate (loopback names are always in).
+    #[arg(long = "host", requires = "node")]
+    pub hosts: Vec<String>,
+    /// Lifetime in days.
+    #[arg(long, default_value_t = crate::init::VALIDITY_DAYS)]
+    pub days: u32,
+}
+
+/// `certs revoke` options.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["cert", "serial"])))]
+pub struct CertsRevokeArgs {
+    /// The node's config (names the CAs and their CRLs).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The certificate to revoke (PEM); its issuer says which CRL.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// The serial number to revoke (hex, as `certs issue` or `openssl x509 -serial` prints it).
+    #[arg(long, requires = "ca")]
+    pub serial: Option<String>,
+    /// Which CA issued --serial.
+    #[arg(long, value_enum)]
+    pub ca: Option<CaArg>,
+}
+
+/// A node's two CAs.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CaArg {
+    /// The network CA (peers).
+    Network,
+    /// The node's local CA (desk clients).
+    Local,
+}
+
+/// Runs `certs issue` or `certs revoke` and prints what it did.
+pub fn run_certs(args: CertsArgs) -> Result<(), crate::certs::CertsError> {
+    use crate::certs::{self, Authority, CertsError, RevokeTarget};
+    match args.command {
+        CertsCommand::Issue(args) => {
+            let issued = match &args.client {
+                Some(name) => certs::issue_client(&args.config, name, args.days)?,
+                None => certs::issue_node(&args.config, &args.hosts, args.days)?,
+            };
+            println!("issued serial {}", issued.serial);
+            for file in &issued.files {
+                println!("wrote {}", file.display());
+            }
+            if let Some(note) = issued.note {
+                println!("note: {note}");
+            }
+        }
+        CertsCommand::Revoke(args) => {
+            let target = match (args.cert, args.serial) {
+                (Some(cert), _) => RevokeTarget::Certificate(cert),
+                (None, Some(serial)) => {
+                    let bytes = crate::pki::parse_serial(&serial).ok_or_else(|| {
+                        CertsError::Invalid(format!("--serial {serial}: expected a hex serial number"))
+                    })?;
+                    let which = match args.ca {
+                        Some(CaArg::Local) => Authority::Local,
+                        Some(CaArg::Network) | None => Authority::Network,
+                    };
+                    RevokeTarget::Serial(bytes, which)
+                }
+                (None, None) => {
+                    return Err(CertsError::Invalid("give --cert FILE or --serial HEX --ca".into()));
+                }
+            };
+            let done = certs::revoke(&args.config, &target)?;
+            if done.already_listed {
+                println!("serial {} is already revoked in {}", done.serial, done.crl.display());
+            } else {
+                println!("revoked serial {}: wrote {}", done.serial, done.crl.display());
+                println!(
+                    "running nodes refuse it after SIGHUP (kill -HUP <pid>) or within seconds by themselves"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `bench` options.
@@ -732,6 +850,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
         | Command::Node { .. }
         | Command::Bench(_)
         | Command::Restore(_)
+        | Command::Certs(_)
         | Command::Directory(_) => Err(CliError::Usage("not a client command".into())),
     }
 }

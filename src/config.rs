@@ -153,6 +153,15 @@ pub struct TlsConfig {
     pub desk_cert: PathBuf,
     /// Its private key.
     pub desk_key: PathBuf,
+    /// Revocation list(s) of the network CA (PEM, one `X509 CRL` block per CA in `network_ca`):
+    /// a peer whose certificate is listed is refused at the handshake, in both directions.
+    /// Unset: peers' certificates are not checked for revocation.
+    #[serde(default)]
+    pub peer_crl: Option<PathBuf>,
+    /// Revocation list(s) of the local CA (PEM): a listed desk client is refused at the handshake.
+    /// Unset: desk clients' certificates are not checked for revocation.
+    #[serde(default)]
+    pub client_crl: Option<PathBuf>,
 }
 
 /// How the delivery tasks send and retry.
@@ -361,6 +370,9 @@ impl NodeConfig {
             &mut config.tls.desk_key,
             &mut config.directory.file,
         ] {
+            *file = base.join(&*file);
+        }
+        for file in [config.tls.peer_crl.as_mut(), config.tls.client_crl.as_mut()].into_iter().flatten() {
             *file = base.join(&*file);
         }
         config.check().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;

@@ -5,12 +5,14 @@
 //!
 //! ```text
 //! DIR/network-ca.pem, network-ca.key        the network CA (signs node certificates)
+//! DIR/network-ca.crl                         its revocation list (peers), shared by all nodes
 //! DIR/secretariat.key, secretariat.pub       the secretariat's Ed25519 key (signs the directory)
 //! DIR/directory.toml                         the signed directory: every node, its endpoint and
 //!                                            its certificate's SHA-256
 //! DIR/<cc>/node.toml                         the node's config
 //! DIR/<cc>/node.pem, node.key                its peer identity spiffe://<network>/node/<CC>
 //! DIR/<cc>/local-ca.pem, local-ca.key        its local CA (signs desk certificates)
+//! DIR/<cc>/local-ca.crl                      its revocation list (desk clients)
 //! DIR/<cc>/desk.pem, desk.key                its desk listener's server certificate
 //! DIR/<cc>/<name>.pem, <name>.key            a desk client spiffe://<network>/node/<CC>/client/<name>
 //! DIR/<cc>/<name>.client.toml                that client's config for the CLI
@@ -162,6 +164,7 @@ pub fn init_network(options: &InitOptions) -> Result<InitReport, InitError> {
         CertificateAuthority::generate(&format!("hanoi247 network CA {}", options.network), VALIDITY_DAYS)?;
     pki::write_certificate(&out.join("network-ca.pem"), network_ca.cert_pem())?;
     pki::write_private_key(&out.join("network-ca.key"), network_ca.key_pem())?;
+    write_empty_crl(&network_ca, &out.join("network-ca.crl"))?;
 
     let secretariat =
         crate::directory::SecretariatKey::create(&out.join("secretariat.key"), &out.join("secretariat.pub"))?;
@@ -181,6 +184,7 @@ pub fn init_network(options: &InitOptions) -> Result<InitReport, InitError> {
             CertificateAuthority::generate(&format!("hanoi247 local CA {}", node.code), VALIDITY_DAYS)?;
         pki::write_certificate(&dir.join("local-ca.pem"), local_ca.cert_pem())?;
         pki::write_private_key(&dir.join("local-ca.key"), local_ca.key_pem())?;
+        write_empty_crl(&local_ca, &dir.join("local-ca.crl"))?;
         let desk = local_ca.issue_desk_server(&options.network, node.code, &hosts, VALIDITY_DAYS)?;
         pki::write_certificate(&dir.join("desk.pem"), &desk.cert_pem)?;
         pki::write_private_key(&dir.join("desk.key"), &desk.key_pem)?;
@@ -280,6 +284,10 @@ key = "node.key"
 local_ca = "local-ca.pem"
 desk_cert = "desk.pem"
 desk_key = "desk.key"
+# Revocation lists (`hanoi247 certs revoke` adds to them). A certificate they list is refused at
+# the handshake; the node rereads them, and its own certificates, on SIGHUP and when they change.
+peer_crl = "../network-ca.crl"
+client_crl = "local-ca.crl"
 
 [delivery]
 # First retry within this (full jitter), doubling up to retry_max.
@@ -319,6 +327,13 @@ key = "{name}.key"
         code = node.code,
         desk = node.desk_port,
     )
+}
+
+/// An empty revocation list of `ca` (CRL number 1), for `certs revoke` to add to.
+fn write_empty_crl(ca: &CertificateAuthority, path: &Path) -> Result<(), InitError> {
+    let empty = pki::RevocationList { number: 1, revoked: Vec::new() };
+    pki::write_certificate(path, &ca.sign_revocation_list(&empty)?)?;
+    Ok(())
 }
 
 fn create_dir(path: &Path) -> Result<(), InitError> {

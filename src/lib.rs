@@ -7,6 +7,7 @@ pub mod audit;
 pub mod backup;
 pub mod batch_order;
 pub mod bench;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod deadlines;

@@ -111,6 +111,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 restored.imported.records
             );
         }
+        Command::Certs(args) => {
+            init_logging(cli.log_format, "warn");
+            hanoi247::cli::run_certs(args)?;
+        }
         command => {
             init_logging(cli.log_format, "warn");
             hanoi247::cli::run_client(command).await?;

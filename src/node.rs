@@ -147,6 +147,7 @@ pub struct RunningNode {
     pub context: Arc<NodeContext>,
     stop: CancellationToken,
     tasks: TaskTracker,
+    tls: Arc<tls::NodeTls>,
 }
 
 impl RunningNode {
@@ -171,9 +172,9 @@ impl RunningNode {
         let directory =
             crate::directory::LiveDirectory::load(&config.directory.file, public_key, &config.network)?;
         tracing::info!(version = directory.current().version, file = %config.directory.file.display(), "directory loaded");
-        let peer_tls = tls::server_config(&config.tls.network_ca, &config.tls.cert, &config.tls.key)?;
-        let desk_tls = tls::server_config(&config.tls.local_ca, &config.tls.desk_cert, &config.tls.desk_key)?;
-        let client_tls = tls::client_config(&config.tls.network_ca, &config.tls.cert, &config.tls.key)?;
+        // Reloadable TLS material: CRLs, own certificates and keys (revocation and rotation).
+        let node_tls = Arc::new(tls::NodeTls::load(&config.tls)?);
+        let client_tls = node_tls.client_config();
         let store = Store::open(&config.data_dir)?;
         let addr = |listener: &TcpListener, address| {
             listener.local_addr().map_err(|source| NodeError::Listen { address, source })
@@ -197,7 +198,8 @@ impl RunningNode {
 
         let peer_service = PeerServiceServer::new(crate::peer_service::PeerApi::new(Arc::clone(&context)))
             .max_decoding_message_size(crate::delivery::MAX_BATCH_BYTES + MESSAGE_SLACK);
-        let peer_incoming = tls::incoming(peer, peer_tls, HANDSHAKE_TIMEOUT, stop.clone());
+        let peer_incoming =
+            tls::incoming_reloadable(peer, node_tls.peer_server(), HANDSHAKE_TIMEOUT, stop.clone());
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<PeerServiceServer<crate::peer_service::PeerApi>>().await;
         health.set_serving::<DeskServiceServer<crate::desk::DeskApi>>().await;
@@ -216,7 +218,8 @@ impl RunningNode {
 
         let desk_service =
             DeskServiceServer::new(crate::desk::DeskApi::new(Arc::clone(&context), stop.clone()));
-        let desk_incoming = tls::incoming(desk, desk_tls, HANDSHAKE_TIMEOUT, stop.clone());
+        let desk_incoming =
+            tls::incoming_reloadable(desk, node_tls.desk_server(), HANDSHAKE_TIMEOUT, stop.clone());
         let desk_server = Server::builder()
             .add_service(health_service)
             .add_service(reflection()?)
@@ -226,10 +229,14 @@ impl RunningNode {
 
         tasks.spawn(supervise_deliveries(Arc::clone(&context), client_tls, stop.clone(), tasks.clone()));
         context.reload.watch_file(context.directory.path().to_owned());
+        for file in node_tls.files() {
+            context.reload.watch_file(file);
+        }
         tasks.spawn(context.reload.clone().poll_files(context.config.reload.poll_interval, stop.clone()));
         tasks.spawn(reload_directory(Arc::clone(&context), stop.clone()));
         tasks.spawn(crate::deadlines::run(Arc::clone(&context), stop.clone()));
         tasks.spawn(recover_store(context.store.clone(), stop.clone()));
+        tasks.spawn(reload_tls_on_trigger(Arc::clone(&node_tls), Arc::clone(&context), stop.clone()));
         let metrics_server = crate::metrics::serve(metrics, Arc::clone(&context), stop.clone());
         let metrics_stop = stop.clone();
         tasks.spawn(async move {
@@ -239,7 +246,13 @@ impl RunningNode {
             }
         });
         tracing::info!(node = %context.code(), %peer_addr, %desk_addr, %metrics_addr, "node started");
-        Ok(Self { peer_addr, desk_addr, metrics_addr, context, stop, tasks })
+        Ok(Self { peer_addr, desk_addr, metrics_addr, context, stop, tasks, tls: node_tls })
+    }
+
+    /// Reloads the TLS material now, as SIGHUP does (a hook for other triggers and for
+    /// in-process nodes).
+    pub fn reload_tls(&self) -> Result<tls::ReloadReport, TlsError> {
+        self.tls.reload()
     }
 
     /// Stops accepting, lets in-flight calls and writes finish, and flushes the store.
@@ -354,6 +367,36 @@ async fn recover_store(store: crate::store::Store, stop: CancellationToken) {
             let store = store.clone();
             let _ = tokio::task::spawn_blocking(move || store.recover()).await;
         }
+    }
+}
+
+/// Reloads off the async workers: reading and checking files and CRLs is blocking work.
+async fn reload_tls_now(tls: &Arc<tls::NodeTls>, why: &'static str) {
+    let tls = Arc::clone(tls);
+    let reloaded = tokio::task::spawn_blocking(move || tls.reload()).await;
+    match reloaded.unwrap_or_else(|join| Err(TlsError::Reload(join.to_string()))) {
+        Ok(report) => tracing::info!(
+            trigger = why,
+            closed_peer_connections = report.closed_peer_connections,
+            closed_desk_connections = report.closed_desk_connections,
+            "TLS material reloaded (CRLs, certificates, keys)"
+        ),
+        Err(error) => {
+            tracing::error!(trigger = why, %error, "TLS reload failed; keeping the previous certificates and CRLs")
+        }
+    }
+}
+
+/// Reloads the TLS material (CRLs, certificates, keys) whenever the node's reload trigger fires:
+/// SIGHUP, or a settled change of a watched file (the `[tls]` files are watched).
+async fn reload_tls_on_trigger(tls: Arc<tls::NodeTls>, context: Arc<NodeContext>, stop: CancellationToken) {
+    let mut fired = context.reload.subscribe();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = fired.changed() => if changed.is_err() { return },
+        }
+        reload_tls_now(&tls, "reload trigger").await;
     }
 }
 

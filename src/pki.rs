@@ -36,6 +36,10 @@ pub enum PkiError {
     /// An existing CA could not be loaded from its PEM files.
     #[error("cannot load the CA: {0}")]
     BadCa(String),
+    /// A revocation list (or the certificate to revoke) could not be read, or belongs to
+    /// another CA.
+    #[error("{0}")]
+    BadCrl(String),
 }
 
 /// A PEM certificate and its PEM private key.
@@ -142,6 +146,7 @@ impl CertificateAuthority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = usages;
         params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
         validity(&mut params, validity_days);
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
@@ -187,6 +192,161 @@ impl CertificateAuthority {
         let usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let uri = client_uri(network, node, name);
         self.issue(format!("hanoi247 client {name}@{node}"), uri, &[], usages, validity_days)
+    }
+}
+
+/// A fresh random serial number: 16 random bytes, the top bit clear so that it stays positive.
+/// Random rather than rcgen's default (a digest of the public key), so that two certificates for
+/// the same key still differ and revoking one never revokes the other.
+fn random_serial() -> rcgen::SerialNumber {
+    let mut bytes: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..)).take(16).collect();
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    rcgen::SerialNumber::from_slice(&bytes)
+}
+
+/// Lifetime (nextUpdate) of the revocation lists `init` and `certs revoke` sign. Nodes do not
+/// refuse a CRL past its nextUpdate (that would lock every client out at once); other tools may.
+pub const CRL_VALIDITY_DAYS: i64 = 365;
+
+/// One entry of a certificate revocation list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// The certificate's serial number (big-endian bytes, no leading zero byte).
+    pub serial: Vec<u8>,
+    /// When it was revoked.
+    pub revoked_at: OffsetDateTime,
+}
+
+/// What a revocation list says: its number and the certificates it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationList {
+    /// The CRL number (grows with every re-signing).
+    pub number: u64,
+    /// The revoked certificates.
+    pub revoked: Vec<Revoked>,
+}
+
+/// Serial numbers as big-endian bytes without leading zero bytes, so that the same number
+/// compares equal whichever encoder wrote it.
+fn canonical_serial(bytes: &[u8]) -> Vec<u8> {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    bytes[start..].to_vec()
+}
+
+/// The serial number of a PEM certificate and the subject of its issuer (DER).
+pub fn serial_and_issuer(cert_pem: &str) -> Result<(Vec<u8>, Vec<u8>), PkiError> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| PkiError::BadCrl(format!("certificate is not PEM: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| PkiError::BadCrl(format!("certificate: {e}")))?;
+    Ok((canonical_serial(cert.raw_serial()), cert.issuer().as_raw().to_vec()))
+}
+
+/// The DER subject of a PEM certificate (for a CA: what the certificates it issued name as
+/// their issuer).
+pub fn subject_of(cert_pem: &str) -> Result<Vec<u8>, PkiError> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| PkiError::BadCa(format!("certificate is not PEM: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| PkiError::BadCa(format!("certificate: {e}")))?;
+    Ok(cert.subject().as_raw().to_vec())
+}
+
+/// Parses a hex serial number as printed by `certs issue` or `openssl x509 -serial` (colons and a
+/// `0x` prefix allowed).
+pub fn parse_serial(text: &str) -> Option<Vec<u8>> {
+    let hex: String = text.trim().trim_start_matches("0x").chars().filter(|c| *c != ':').collect();
+    if hex.is_empty() || hex.len() > 40 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let padded = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex };
+    let bytes = (0..padded.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&padded[i..i + 2], 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(canonical_serial(&bytes))
+}
+
+/// A serial number in upper-case hex, the way `openssl x509 -serial` prints it.
+pub fn format_serial(serial: &[u8]) -> String {
+    serial.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+impl CertificateAuthority {
+    /// The DER subject of this CA (what a certificate it issued names as issuer).
+    pub fn subject_der(&self) -> Result<Vec<u8>, PkiError> {
+        subject_of(&self.cert_pem)
+    }
+
+    /// A revocation list signed by this CA (PEM), valid from now.
+    pub fn sign_revocation_list(&self, list: &RevocationList) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + Duration::days(CRL_VALIDITY_DAYS),
+            crl_number: list.number.into(),
+            issuing_distribution_point: None,
+            revoked_certs: list
+                .revoked
+                .iter()
+                .map(|r| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(&r.serial),
+                    revocation_time: r.revoked_at,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
+    /// Reads a revocation list (PEM) and checks this CA signed it.
+    pub fn read_revocation_list(&self, crl_pem: &str) -> Result<RevocationList, PkiError> {
+        let bad = |what: String| PkiError::BadCrl(what);
+        let der = rustls::pki_types::CertificateRevocationListDer::from_pem_slice(crl_pem.as_bytes())
+            .map_err(|e| bad(format!("not a PEM CRL: {e}")))?;
+        let (_, crl) = x509_parser::parse_x509_crl(der.as_ref()).map_err(|e| bad(format!("CRL: {e}")))?;
+        let ca_der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .map_err(|e| PkiError::BadCa(format!("certificate is not PEM: {e}")))?;
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der)
+            .map_err(|e| PkiError::BadCa(format!("certificate: {e}")))?;
+        if crl.issuer().as_raw() != ca.subject().as_raw() || crl.verify_signature(ca.public_key()).is_err() {
+            return Err(bad(format!(
+                "the CRL of '{}' is not signed by the CA '{}'",
+                crl.issuer(),
+                ca.subject()
+            )));
+        }
+        let number = crl
+            .crl_number()
+            .and_then(|n| {
+                let bytes = canonical_serial(&n.to_bytes_be());
+                (bytes.len() <= 8).then(|| bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+            })
+            .ok_or_else(|| bad("the CRL has no CRL number (or one past 2^64)".into()))?;
+        let revoked = crl
+            .iter_revoked_certificates()
+            .map(|r| {
+                let revoked_at = OffsetDateTime::from_unix_timestamp(r.revocation_date.timestamp())
+                    .map_err(|e| bad(format!("revocation date: {e}")))?;
+                Ok(Revoked { serial: canonical_serial(r.raw_serial()), revoked_at })
+            })
+            .collect::<Result<_, PkiError>>()?;
+        Ok(RevocationList { number, revoked })
+    }
+
+    /// Adds `serial` to the revocation list `crl_pem` (signed by this CA) and signs the result
+    /// with the next CRL number. Returns the new PEM, or `None` when `serial` was already listed.
+    pub fn revoke(&self, crl_pem: &str, serial: &[u8]) -> Result<Option<String>, PkiError> {
+        let mut list = self.read_revocation_list(crl_pem)?;
+        let serial = canonical_serial(serial);
+        if list.revoked.iter().any(|r| r.serial == serial) {
+            return Ok(None);
+        }
+        list.revoked.push(Revoked { serial, revoked_at: OffsetDateTime::now_utc() });
+        list.number += 1;
+        self.sign_revocation_list(&list).map(Some)
     }
 }
 
@@ -415,5 +575,70 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
         assert!(matches!(write_private_key(Path::new("/"), "secret"), Err(PkiError::Io { .. })));
+    }
+
+    #[test]
+    fn revoking_adds_the_serial_and_renumbers_the_crl() {
+        let ca = CertificateAuthority::generate("local CA VN", 10).unwrap();
+        let empty = ca.sign_revocation_list(&RevocationList { number: 1, revoked: Vec::new() }).unwrap();
+        assert!(empty.starts_with("-----BEGIN X509 CRL-----"), "{empty}");
+        assert_eq!(
+            ca.read_revocation_list(&empty).unwrap(),
+            RevocationList { number: 1, revoked: Vec::new() }
+        );
+
+        let alice = ca.issue_client("net", vn(), "alice", 10).unwrap();
+        let bob = ca.issue_client("net", vn(), "bob", 10).unwrap();
+        let (alice_serial, issuer) = serial_and_issuer(&alice.cert_pem).unwrap();
+        assert_eq!(issuer, ca.subject_der().unwrap());
+        let (bob_serial, _) = serial_and_issuer(&bob.cert_pem).unwrap();
+        assert_ne!(alice_serial, bob_serial, "serials are random, never shared");
+
+        let one = ca.revoke(&empty, &alice_serial).unwrap().expect("alice was not listed yet");
+        let list = ca.read_revocation_list(&one).unwrap();
+        assert_eq!(list.number, 2);
+        assert_eq!(
+            list.revoked.iter().map(|r| r.serial.clone()).collect::<Vec<_>>(),
+            vec![alice_serial.clone()]
+        );
+        let age = OffsetDateTime::now_utc() - list.revoked[0].revoked_at;
+        assert!(age < Duration::minutes(1), "{age}");
+        assert!(ca.revoke(&one, &alice_serial).unwrap().is_none(), "already listed: nothing to sign");
+
+        let two = ca.revoke(&one, &bob_serial).unwrap().unwrap();
+        let list = ca.read_revocation_list(&two).unwrap();
+        assert_eq!(list.number, 3);
+        assert_eq!(list.revoked.len(), 2, "earlier entries are kept");
+
+        // The CRL parses as a CRL of this CA for webpki too (what the nodes load).
+        let crl_der =
+            rustls::pki_types::CertificateRevocationListDer::from_pem_slice(two.as_bytes()).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_crl(crl_der.as_ref()).unwrap();
+        let ca_der = der(ca.cert_pem());
+        parsed.verify_signature(parse(&ca_der).public_key()).unwrap();
+    }
+
+    #[test]
+    fn a_crl_of_another_ca_or_junk_is_refused() {
+        let ca = CertificateAuthority::generate("network CA", 10).unwrap();
+        let other = CertificateAuthority::generate("network CA", 10).unwrap();
+        let foreign = other.sign_revocation_list(&RevocationList { number: 1, revoked: Vec::new() }).unwrap();
+        // Same name, other key: the signature decides.
+        let err = ca.read_revocation_list(&foreign).unwrap_err().to_string();
+        assert!(err.contains("not signed by the CA"), "{err}");
+        assert!(matches!(ca.revoke(&foreign, &[1, 2, 3]), Err(PkiError::BadCrl(_))));
+        assert!(matches!(ca.read_revocation_list("junk"), Err(PkiError::BadCrl(_))));
+        assert!(matches!(serial_and_issuer("junk"), Err(PkiError::BadCrl(_))));
+    }
+
+    #[test]
+    fn serials_are_read_and_printed_as_openssl_does() {
+        assert_eq!(parse_serial("0A:1B:ff"), Some(vec![0x0a, 0x1b, 0xff]));
+        assert_eq!(parse_serial("0x00a1b"), Some(vec![0x0a, 0x1b]));
+        assert_eq!(parse_serial("0A1BFF"), Some(vec![0x0a, 0x1b, 0xff]));
+        assert_eq!(parse_serial(""), None);
+        assert_eq!(parse_serial("xyz"), None);
+        assert_eq!(parse_serial(&"1".repeat(41)), None);
+        assert_eq!(format_serial(&[0x0a, 0x1b, 0xff]), "0A1BFF");
     }
 }

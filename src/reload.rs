@@ -1,6 +1,6 @@
 //! When to read files again without a restart: on SIGHUP and when a watched file changes
 //! (its modification time or size, polled every [`POLL_INTERVAL`]; no file-watching crate).
-//! Anything that can be reloaded (the signed directory today, certificates and CRLs later)
+//! Anything that can be reloaded (the signed directory, the TLS certificates, keys and CRLs)
 //! subscribes to one [`ReloadTrigger`] and re-reads its own files when it fires.
 
 use std::path::PathBuf;
@@ -67,25 +67,52 @@ impl ReloadTrigger {
     }
 
     /// Looks at the watched files every `every` until `stop`, firing when one's modification
-    /// time or size differs from the last look (a file that appears or disappears counts).
+    /// time or size differs from what was last acted on (a file that appears or disappears
+    /// counts) and has stayed the same for one more look: a certificate and its key written one
+    /// after the other are then read together.
     pub async fn poll_files(self, every: Duration, stop: CancellationToken) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // What each changed file looked like at the previous look, while it settles.
+        let mut settling: Vec<Watched> = Vec::new();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let mut changed = Vec::new();
-            for (path, before) in self.watched.lock().unwrap_or_else(|p| p.into_inner()).iter_mut() {
-                let now = file_state(path);
-                if *before != now {
-                    *before = now;
-                    changed.push(path.display().to_string());
+            let mut settled = Vec::new();
+            let mut still_changing = false;
+            {
+                let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+                let mut next_settling = Vec::new();
+                for (path, acted_on) in watched.iter_mut() {
+                    let now = file_state(path);
+                    if *acted_on == now {
+                        continue;
+                    }
+                    let previous = settling.iter().find(|(p, _)| p == path).map(|(_, state)| *state);
+                    if previous == Some(now) {
+                        settled.push((path.clone(), now));
+                    } else {
+                        still_changing = true;
+                        next_settling.push((path.clone(), now));
+                    }
                 }
+                // Act only when nothing is still being written, so that related files go together.
+                if still_changing {
+                    next_settling.append(&mut settled);
+                } else {
+                    for (path, state) in &settled {
+                        if let Some(entry) = watched.iter_mut().find(|(p, _)| p == path) {
+                            entry.1 = *state;
+                        }
+                    }
+                }
+                settling = next_settling;
             }
-            if !changed.is_empty() {
-                self.fire(&format!("changed: {}", changed.join(", ")));
+            if !settled.is_empty() {
+                let names: Vec<String> = settled.iter().map(|(p, _)| p.display().to_string()).collect();
+                self.fire(&format!("changed: {}", names.join(", ")));
             }
         }
     }

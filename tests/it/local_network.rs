@@ -275,7 +275,8 @@ fn skipped(why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
 }
 
-/// `systemd-analyze verify` accepts the unit (with `ExecStart` pointed at the binary under test,
+/// `systemd-analyze verify` accepts the unit without a word, and `systemd-analyze security` rates
+/// its hardening OK (with `ExecStart` pointed at the binary under test,
 /// since verify checks that the command exists). Skipped, saying so, where systemd is not
 /// installed.
 #[test]
@@ -310,6 +311,15 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     let stderr = String::from_utf8_lossy(&verify.stderr);
     assert!(verify.status.success(), "systemd-analyze verify failed:\n{stderr}");
     assert!(stderr.trim().is_empty(), "systemd-analyze verify complained:\n{stderr}");
+    // And its hardening scores "OK" or better in systemd's own exposure review.
+    let security =
+        Command::new("systemd-analyze").args(["security", "--offline=yes"]).arg(&path).output().unwrap();
+    let report = String::from_utf8_lossy(&security.stdout);
+    let verdict = report.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_default();
+    assert!(
+        verdict.contains(" OK") || verdict.contains("SAFE"),
+        "systemd-analyze security: {verdict}\n{report}"
+    );
 }
 
 /// The DNS names in a PEM certificate's subject alternative name.
