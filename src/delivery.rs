@@ -3,7 +3,7 @@
 //! receiver stores them in the order sent: see `batch_order`), retries with exponential backoff
 //! and full jitter, and records receipts.
 //!
-//! Invariants: a message leaves the outbox only when the peer's receipt for it has been stored
+//! Invariants: nothing is sent before it is durable at this node; a message leaves the outbox only when the peer's receipt for it has been stored
 //! (or it expired or was cancelled), so a crash at any moment at most causes a resend, which the
 //! receiver deduplicates. Each peer has its own task and channel: a dead peer slows nobody else.
 
@@ -195,7 +195,14 @@ impl PeerDelivery {
                 return Ok(Wait { delay: None, on_new_work: false });
             }
             match self.pick().await? {
-                Pick::Batch(batch) => self.send(batch),
+                Pick::Batch(batch) => {
+                    // The outbox shows writes as soon as they are applied, before their flush
+                    // (a Submit waits for it before it answers). Send only what is on disk: a
+                    // crash must never leave the receiver holding what the sender forgot.
+                    // Usually this joins the flush already under way; it is free when idle.
+                    self.context.store.persist().await?;
+                    self.send(batch);
+                }
                 Pick::Nothing(next_retry) => {
                     let mut wake_at = next_retry;
                     if self.in_flight.is_empty() {

@@ -266,9 +266,26 @@ impl Drop for ChildNode {
     }
 }
 
-/// A port nobody listens on right now (bound and released).
+/// Ports handed to nodes come from below the kernel's ephemeral range (32768 and up), so no
+/// outgoing connection and no `bind(0)` elsewhere can take one between planning and binding.
+const PLANNED_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A port nobody listens on right now, planned for a node: never the same twice in this test
+/// process (a node restarts on its planned ports, so a port given back to the OS could be taken
+/// by another test's node meanwhile). The start is random so that concurrent test processes
+/// rarely meet.
 pub async fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = PLANNED_PORTS.end - PLANNED_PORTS.start;
+    let _ = NEXT.compare_exchange(0, 1 + fastrand::u32(..span), Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = (PLANNED_PORTS.start + offset) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).await.is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A complete FLASH preservation request to `destination`.
