@@ -49,6 +49,7 @@ impl From<PeerError> for Status {
                 Status::invalid_argument(error.to_string())
             }
             PeerError::OutOfOrder(_) => Status::aborted(error.to_string()),
+            PeerError::Batch(field) => Status::new(field_code(field), error.to_string()),
             PeerError::Store(store) => store_status(store),
         }
     }
