@@ -257,6 +257,16 @@ async fn a_deliver_batch_over_the_limit_is_refused_whole() {
     assert!(status.message().contains("8 MiB per Deliver batch"), "{}", status.message());
     assert!(inbox(&mut fr).await.is_empty(), "nothing stored");
 
+    // Huge values quoted in a refusal do not make a huge status message (HTTP/2 would refuse it).
+    let mut long_origin = envelope("VN", "FR", "who?");
+    long_origin.origin = "V".repeat(100_000);
+    let status = as_vn.deliver(DeliverRequest { envelopes: vec![long_origin] }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().len() < 1100, "{} bytes", status.message().len());
+    let status = fr.get(GetRequest { id: "x".repeat(100_000) }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("id:") && status.message().len() < 1100, "{}", status.message());
+
     // At the limit it is accepted.
     let results = as_vn
         .deliver(DeliverRequest { envelopes: three[..2].to_vec(), ..Default::default() })
