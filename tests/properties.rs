@@ -660,7 +660,7 @@ proptest! {
         cut in prop::option::of(any::<prop::sample::Index>()),
     ) {
         let limits = limits();
-        let mutated = mutate(DeliverRequest { envelopes: valid }.encode_to_vec(), &edits, cut);
+        let mutated = mutate(DeliverRequest { envelopes: valid, ..Default::default() }.encode_to_vec(), &edits, cut);
         for bytes in [random, mutated] {
             if let Ok(request) = DeliverRequest::decode(bytes.as_slice()) {
                 for envelope in &request.envelopes {

@@ -260,7 +260,10 @@ async fn a_deliver_batch_over_the_limit_is_refused_whole() {
     // Huge values quoted in a refusal do not make a huge status message (HTTP/2 would refuse it).
     let mut long_origin = envelope("VN", "FR", "who?");
     long_origin.origin = "V".repeat(100_000);
-    let status = as_vn.deliver(DeliverRequest { envelopes: vec![long_origin] }).await.unwrap_err();
+    let status = as_vn
+        .deliver(DeliverRequest { envelopes: vec![long_origin], ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(status.message().len() < 1100, "{} bytes", status.message().len());
     let status = fr.get(GetRequest { id: "x".repeat(100_000) }).await.unwrap_err();
