@@ -492,6 +492,12 @@ impl NodeConfig {
     fn check(&self) -> Result<(), String> {
         crate::identity::validate_network_name(&self.network).map_err(|e| format!("network: {e}"))?;
         self.limits.check()?;
+        if self.delivery.batch_size > self.limits.max_batch_envelopes {
+            return Err(format!(
+                "delivery.batch_size: {} is more than limits.max_batch_envelopes ({}): peers with the same limits would refuse every batch",
+                self.delivery.batch_size, self.limits.max_batch_envelopes
+            ));
+        }
         let d = &self.delivery;
         if d.batch_size == 0 {
             return Err("delivery.batch_size: must be at least 1".into());
@@ -630,6 +636,9 @@ public_key = "0000000000000000000000000000000000000000000000000000000000000000"
         let text = format!("{MINIMAL}\n[limits]\nmax_envelope_bytes = 100000000\n");
         let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
         assert!(err.contains("limits.max_envelope_bytes"), "{err}");
+        let text = format!("{MINIMAL}\n[limits]\nmax_batch_envelopes = 10\n");
+        let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
+        assert!(err.contains("delivery.batch_size") && err.contains("max_batch_envelopes"), "{err}");
         let text = format!("{MINIMAL}\n[limits]\nmax_subject = 20\n");
         let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
         assert!(err.contains("max_subject"), "{err}");

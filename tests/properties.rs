@@ -41,6 +41,9 @@ max_case_reference_chars = 16
 max_body_chars = 40
 max_text_chars = 10
 max_name_chars = 12
+
+[delivery]
+batch_size = 6
 ";
 
 /// A node config for FR with [`LIMITS`], read through the real loader (so the test keeps up with

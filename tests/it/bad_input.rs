@@ -239,6 +239,8 @@ fn envelope(origin: &str, destination: &str, subject: &str) -> Envelope {
 async fn a_deliver_batch_over_the_limit_is_refused_whole() {
     let mut net = Network::new(&["VN", "FR"]).await;
     small_limits(&net, "FR", "max_batch_envelopes = 2\n");
+    // A node may not send larger batches than it accepts itself.
+    net.edit_config("FR", "batch_size = 64", "batch_size = 2");
     net.start("FR").await;
     let mut fr = net.desk("FR");
     let mut as_vn = net.peer_client("VN", "FR");
