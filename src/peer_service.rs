@@ -216,8 +216,8 @@ fn receive(
 }
 
 /// What `Deliver` does with a batch from `sender` (whose certificate was checked), short of
-/// ordering pipelined batches and making it durable: [`check_batch_shape`], then
-/// [`store_batch`]. Returns the results in batch order and the messages that changed. The caller
+/// ordering pipelined batches and making it durable: `check_batch_shape`, then
+/// `store_batch`. Returns the results in batch order and the messages that changed. The caller
 /// must `Store::persist` before it tells anyone. (The property tests and the fuzz target drive
 /// the peer service through this.)
 pub fn receive_batch(
