@@ -15,6 +15,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("hanoi247_descriptor.bin"), compiler.encode_file_descriptor_set())?;
     let descriptors = compiler.file_descriptor_set();
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
+    // Our codec: a message that does not decode is INVALID_ARGUMENT naming the field, not INTERNAL.
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .codec_path("crate::proto_codec::ProtoCodec")
+        .compile_fds(descriptors)?;
     Ok(())
 }

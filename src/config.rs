@@ -61,6 +61,9 @@ pub struct NodeConfig {
     /// The metrics and health listener.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Input limits: what this node accepts from desk clients and peers.
+    #[serde(default)]
+    pub limits: Limits,
     /// The desk clients and their roles; a client not listed here is refused.
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
@@ -313,6 +316,113 @@ impl Default for MetricsConfig {
     }
 }
 
+/// Input limits (`[limits]`): sizes and counts beyond which a desk call or an envelope from a
+/// peer is refused with RESOURCE_EXHAUSTED naming the limit. Every node of a network should use
+/// the same values: a receiver with smaller limits refuses what a sender accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest envelope, in encoded bytes. Default 1 MiB; at most 4 MiB, so that an envelope
+    /// always fits in one `Deliver` batch.
+    #[serde(default = "default_max_envelope_bytes")]
+    pub max_envelope_bytes: usize,
+    /// Most envelopes one `Deliver` call may carry. Default 256; keep it at least the
+    /// `delivery.batch_size` of every peer (default 64).
+    #[serde(default = "default_max_batch_envelopes")]
+    pub max_batch_envelopes: usize,
+    /// Most attachments one envelope may list. Default 64.
+    #[serde(default = "default_max_attachments")]
+    pub max_attachments: usize,
+    /// Longest subject, in characters. Default 200.
+    #[serde(default = "default_max_subject_chars")]
+    pub max_subject_chars: usize,
+    /// Longest case reference, in characters. Default 64.
+    #[serde(default = "default_max_case_reference_chars")]
+    pub max_case_reference_chars: usize,
+    /// Longest body, in characters; also the acknowledgement note, the response text and the
+    /// cancellation reason, which travel as the body of their envelope. Default 262144.
+    #[serde(default = "default_max_body_chars")]
+    pub max_body_chars: usize,
+    /// Longest free-text field other than the body: `handling_restrictions` and each field of a
+    /// preservation request. Default 8192.
+    #[serde(default = "default_max_text_chars")]
+    pub max_text_chars: usize,
+    /// Longest short name: an attachment's name and media type, the language tag. Default 256.
+    #[serde(default = "default_max_name_chars")]
+    pub max_name_chars: usize,
+}
+
+fn default_max_envelope_bytes() -> usize {
+    crate::validation::MAX_ENVELOPE_BYTES
+}
+fn default_max_batch_envelopes() -> usize {
+    256
+}
+fn default_max_attachments() -> usize {
+    crate::validation::MAX_ATTACHMENTS
+}
+fn default_max_subject_chars() -> usize {
+    crate::validation::MAX_SUBJECT_CHARS
+}
+fn default_max_case_reference_chars() -> usize {
+    crate::validation::MAX_CASE_REFERENCE_CHARS
+}
+fn default_max_body_chars() -> usize {
+    256 * 1024
+}
+fn default_max_text_chars() -> usize {
+    8 * 1024
+}
+fn default_max_name_chars() -> usize {
+    256
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_envelope_bytes: default_max_envelope_bytes(),
+            max_batch_envelopes: default_max_batch_envelopes(),
+            max_attachments: default_max_attachments(),
+            max_subject_chars: default_max_subject_chars(),
+            max_case_reference_chars: default_max_case_reference_chars(),
+            max_body_chars: default_max_body_chars(),
+            max_text_chars: default_max_text_chars(),
+            max_name_chars: default_max_name_chars(),
+        }
+    }
+}
+
+impl Limits {
+    /// Largest `max_envelope_bytes`: half a `Deliver` batch, so one envelope and its record
+    /// always fit in a batch the delivery task is willing to send.
+    pub const MAX_ENVELOPE_BYTES_CEILING: usize = crate::delivery::MAX_BATCH_BYTES / 2;
+
+    /// Every limit but `max_attachments` is at least 1 (0 would refuse every envelope), and an
+    /// envelope fits in a batch.
+    fn check(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("max_envelope_bytes", self.max_envelope_bytes),
+            ("max_batch_envelopes", self.max_batch_envelopes),
+            ("max_subject_chars", self.max_subject_chars),
+            ("max_case_reference_chars", self.max_case_reference_chars),
+            ("max_body_chars", self.max_body_chars),
+            ("max_text_chars", self.max_text_chars),
+            ("max_name_chars", self.max_name_chars),
+        ] {
+            if value == 0 {
+                return Err(format!("limits.{key}: must be at least 1"));
+            }
+        }
+        if self.max_envelope_bytes > Self::MAX_ENVELOPE_BYTES_CEILING {
+            return Err(format!(
+                "limits.max_envelope_bytes: at most {} (half of a Deliver batch)",
+                Self::MAX_ENVELOPE_BYTES_CEILING
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One member of the network, as the signed directory lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -381,6 +491,13 @@ impl NodeConfig {
 
     fn check(&self) -> Result<(), String> {
         crate::identity::validate_network_name(&self.network).map_err(|e| format!("network: {e}"))?;
+        self.limits.check()?;
+        if self.delivery.batch_size > self.limits.max_batch_envelopes {
+            return Err(format!(
+                "delivery.batch_size: {} is more than limits.max_batch_envelopes ({}): peers with the same limits would refuse every batch",
+                self.delivery.batch_size, self.limits.max_batch_envelopes
+            ));
+        }
         let d = &self.delivery;
         if d.batch_size == 0 {
             return Err("delivery.batch_size: must be at least 1".into());
@@ -501,6 +618,30 @@ public_key = "0000000000000000000000000000000000000000000000000000000000000000"
         assert!(err.contains("directory.public_key"), "{err}");
         let config = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
         assert_eq!(config.directory.file, dir.path().join("../directory.toml"));
+    }
+
+    #[test]
+    fn limits_have_defaults_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.limits.max_envelope_bytes, 1024 * 1024);
+        let text = format!("{MINIMAL}\n[limits]\nmax_subject_chars = 20\nmax_attachments = 0\n");
+        let config = NodeConfig::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!((config.limits.max_subject_chars, config.limits.max_attachments), (20, 0));
+        assert_eq!(config.limits.max_body_chars, Limits::default().max_body_chars);
+        let text = format!("{MINIMAL}\n[limits]\nmax_body_chars = 0\n");
+        let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
+        assert!(err.contains("limits.max_body_chars"), "{err}");
+        let text = format!("{MINIMAL}\n[limits]\nmax_envelope_bytes = 100000000\n");
+        let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
+        assert!(err.contains("limits.max_envelope_bytes"), "{err}");
+        let text = format!("{MINIMAL}\n[limits]\nmax_batch_envelopes = 10\n");
+        let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
+        assert!(err.contains("delivery.batch_size") && err.contains("max_batch_envelopes"), "{err}");
+        let text = format!("{MINIMAL}\n[limits]\nmax_subject = 20\n");
+        let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
+        assert!(err.contains("max_subject"), "{err}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::proto::{AuditRecord, ListAuditRequest};
 use crate::store::{Changes, Listing, StoreError, view};
 use crate::store_proto::StoredMessage;
 use crate::timestamp;
-use crate::validation::{FieldError, MAX_SUBJECT_CHARS, check_envelope};
+use crate::validation::{FieldError, check_envelope, check_reply_text};
 
 /// Response header of `Watch`: the sequence number the stream starts after.
 pub const WATCH_AFTER_HEADER: &str = "hanoi247-watch-after";
@@ -177,7 +177,7 @@ impl DeskApi {
             handling_restrictions: request.handling_restrictions,
             preservation: request.preservation,
         };
-        check_envelope(&envelope)?;
+        check_envelope(&envelope, &config.limits)?;
         Ok(envelope)
     }
 
@@ -212,8 +212,10 @@ impl DeskApi {
             EnvelopeKind::Cancellation => "Cancelled",
             _ => "Re",
         };
-        let subject: String =
-            format!("{label}: {}", request.subject).chars().take(MAX_SUBJECT_CHARS).collect();
+        let subject: String = format!("{label}: {}", request.subject)
+            .chars()
+            .take(self.context.config.limits.max_subject_chars)
+            .collect();
         Envelope {
             id: Uuid::now_v7().to_string(),
             origin: self.context.code().to_string(),
@@ -405,6 +407,7 @@ impl DeskService for DeskApi {
         let client = self.authorize(&request, Action::Acknowledge)?;
         let AcknowledgeRequest { id, note } = request.into_inner();
         let id = parse_id_field("id", &id).map_err(DeskError::from)?;
+        check_reply_text("note", &note, &self.context.config.limits).map_err(DeskError::from)?;
         let (request_message, ack) = self.context.store.write(|changes| {
             audit_call(changes, &client, Action::Acknowledge, &id.to_string(), &note);
             let (stored, envelope) = inbound_request(changes, id)?;
@@ -433,6 +436,7 @@ impl DeskService for DeskApi {
         let client = self.authorize(&request, Action::Respond)?;
         let RespondRequest { id, text } = request.into_inner();
         let id = parse_id_field("id", &id).map_err(DeskError::from)?;
+        check_reply_text("text", &text, &self.context.config.limits).map_err(DeskError::from)?;
         if text.trim().is_empty() {
             return Err(DeskError::from(FieldError::new("text", "required: the answer")).into());
         }
@@ -483,6 +487,7 @@ impl DeskService for DeskApi {
         let client = self.authorize(&request, Action::Cancel)?;
         let CancelRequest { id, reason } = request.into_inner();
         let id = parse_id_field("id", &id).map_err(DeskError::from)?;
+        check_reply_text("reason", &reason, &self.context.config.limits).map_err(DeskError::from)?;
         if reason.trim().is_empty() {
             return Err(
                 DeskError::from(FieldError::new("reason", "required: why the request is withdrawn")).into()

@@ -27,6 +27,7 @@ pub mod operator_view;
 pub mod peer_service;
 pub mod peer_status;
 pub mod pki;
+pub mod proto_codec;
 pub mod reload;
 pub mod render;
 pub mod status;

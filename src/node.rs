@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
+use tower::util::MapResponseLayer;
 
 use crate::config::NodeConfig;
 use crate::identity::NodeCode;
@@ -210,6 +211,7 @@ impl RunningNode {
                 .build_v1()
         };
         let peer_server = Server::builder()
+            .layer(MapResponseLayer::new(crate::proto_codec::oversized_is_resource_exhausted))
             .add_service(health_service.clone())
             .add_service(reflection()?)
             .add_service(peer_service)
@@ -217,10 +219,12 @@ impl RunningNode {
         tasks.spawn(serve("peer", peer_addr, stop.clone(), peer_server));
 
         let desk_service =
-            DeskServiceServer::new(crate::desk::DeskApi::new(Arc::clone(&context), stop.clone()));
+            DeskServiceServer::new(crate::desk::DeskApi::new(Arc::clone(&context), stop.clone()))
+                .max_decoding_message_size(desk_decode_limit(&context.config.limits));
         let desk_incoming =
             tls::incoming_reloadable(desk, node_tls.desk_server(), HANDSHAKE_TIMEOUT, stop.clone());
         let desk_server = Server::builder()
+            .layer(MapResponseLayer::new(crate::proto_codec::oversized_is_resource_exhausted))
             .add_service(health_service)
             .add_service(reflection()?)
             .add_service(desk_service)
@@ -398,6 +402,12 @@ async fn reload_tls_on_trigger(tls: Arc<tls::NodeTls>, context: Arc<NodeContext>
         }
         reload_tls_now(&tls, "reload trigger").await;
     }
+}
+
+/// The desk listener's decode limit: one `Submit` carries one envelope, so a request far over
+/// `limits.max_envelope_bytes` is refused (RESOURCE_EXHAUSTED) before it is read into memory.
+fn desk_decode_limit(limits: &crate::config::Limits) -> usize {
+    limits.max_envelope_bytes + MESSAGE_SLACK
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, NodeError> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::config::DeadlinesConfig;
+use crate::config::{DeadlinesConfig, NodeConfig};
 use crate::identity::{Identity, NodeCode};
 use crate::lifecycle::{self, Happening};
 use crate::metrics::labels;
@@ -17,10 +17,10 @@ use crate::proto::{
     DeliverRequest, DeliverResponse, DeliveryResult, Direction, Envelope, EnvelopeKind, HelloRequest,
     HelloResponse, Message, MessageState, Receipt, Refusal,
 };
-use crate::store::{Changes, StoreError, view};
+use crate::store::{Changes, Store, StoreError, view};
 use crate::store_proto::StoredMessage;
 use crate::timestamp;
-use crate::validation::{FieldError, check_envelope};
+use crate::validation::{FieldError, check_batch, check_envelope};
 
 /// Why a whole `Deliver` call was refused. Mapped to a gRPC status in `status.rs`.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,9 @@ pub enum PeerError {
     /// A pipelined batch cannot be stored in its sender's order; nothing was stored.
     #[error(transparent)]
     OutOfOrder(#[from] crate::batch_order::OrderError),
+    /// The batch is over a limit (`limits.max_batch_envelopes`); nothing was stored.
+    #[error(transparent)]
+    Batch(FieldError),
     /// The store could not be written; nothing was stored.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -111,18 +114,6 @@ impl PeerApi {
         if duplicates > 0 {
             metrics.duplicates_received.get_or_create(&labels(&[("peer", &peer)])).inc_by(duplicates as u64);
         }
-    }
-
-    /// Checks an envelope from `sender` against this node; the refusal names the field.
-    fn check(&self, envelope: &Envelope) -> Result<Uuid, FieldError> {
-        check_envelope(envelope)?;
-        if envelope.destination != self.context.code().as_str() {
-            return Err(FieldError::new(
-                "destination",
-                format!("this node is {}, not {}", self.context.code(), envelope.destination),
-            ));
-        }
-        Uuid::parse_str(&envelope.id).map_err(|_| FieldError::new("id", "must be a UUID"))
     }
 }
 
@@ -224,64 +215,109 @@ fn receive(
     Ok(changed)
 }
 
+/// What `Deliver` does with a batch from `sender` (whose certificate was checked), short of
+/// ordering pipelined batches and making it durable: `check_batch_shape`, then
+/// `store_batch`. Returns the results in batch order and the messages that changed. The caller
+/// must `Store::persist` before it tells anyone. (The property tests and the fuzz target drive
+/// the peer service through this.)
+pub fn receive_batch(
+    store: &Store,
+    config: &NodeConfig,
+    sender: NodeCode,
+    envelopes: Vec<Envelope>,
+) -> Result<(Vec<DeliveryResult>, Vec<Message>), PeerError> {
+    check_batch_shape(config, sender, &envelopes)?;
+    store_batch(store, config, sender, envelopes)
+}
+
+/// Refuses a whole batch that is empty, over `limits.max_batch_envelopes` or claims another
+/// origin than `sender`, before anything is stored.
+fn check_batch_shape(config: &NodeConfig, sender: NodeCode, envelopes: &[Envelope]) -> Result<(), PeerError> {
+    if envelopes.is_empty() {
+        return Err(PeerError::EmptyBatch);
+    }
+    check_batch(envelopes.len(), &config.limits).map_err(PeerError::Batch)?;
+    // The whole call is refused before anything is stored if any envelope lies about its origin.
+    if let Some(bad) = envelopes.iter().find(|e| e.origin != sender.as_str()) {
+        return Err(PeerError::OriginMismatch {
+            id: bad.id.clone(),
+            claimed: bad.origin.clone(),
+            certificate: sender,
+        });
+    }
+    Ok(())
+}
+
+/// In one atomic write: validates each envelope (a bad one gets a `Refusal`), deduplicates by id
+/// (a duplicate gets its original `received_at`) and stores the new ones.
+fn store_batch(
+    store: &Store,
+    config: &NodeConfig,
+    sender: NodeCode,
+    envelopes: Vec<Envelope>,
+) -> Result<(Vec<DeliveryResult>, Vec<Message>), PeerError> {
+    let me = config.code.to_string();
+    store.write(|changes| {
+        changes.act_as(format!("peer:{sender}"));
+        let mut results = Vec::with_capacity(envelopes.len());
+        let mut changed = Vec::new();
+        for envelope in envelopes {
+            let envelope_id = envelope.id.clone();
+            let id = match check_from_peer(config, &envelope) {
+                Ok(id) => id,
+                Err(field) => {
+                    let precedence = envelope.precedence().as_str_name();
+                    tracing::warn!(message_id = %envelope_id, peer = %sender, %precedence, %field, "envelope refused");
+                    let refusal = Refusal {
+                        envelope_id,
+                        code: crate::status::field_code(&field) as i32,
+                        message: field.to_string(),
+                    };
+                    results.push(DeliveryResult { outcome: Some(Outcome::Refusal(refusal)) });
+                    continue;
+                }
+            };
+            let (received_at, duplicate) = match changes.get(id)? {
+                Some(existing) => (view(&existing).received_at, true),
+                None => {
+                    let mut new = receive(changes, &config.deadlines, sender, envelope)?;
+                    let received_at = new.first().and_then(|m| m.received_at);
+                    changed.append(&mut new);
+                    (received_at, false)
+                }
+            };
+            let receipt = Receipt { envelope_id, receiver: me.clone(), received_at, duplicate };
+            results.push(DeliveryResult { outcome: Some(Outcome::Receipt(receipt)) });
+        }
+        Ok::<_, PeerError>((results, changed))
+    })
+}
+
+/// Checks an envelope from a peer against this node (`config`); the refusal names the field.
+fn check_from_peer(config: &NodeConfig, envelope: &Envelope) -> Result<Uuid, FieldError> {
+    check_envelope(envelope, &config.limits)?;
+    if envelope.destination != config.code.as_str() {
+        return Err(FieldError::new(
+            "destination",
+            format!("this node is {}, not {}", config.code, envelope.destination),
+        ));
+    }
+    Uuid::parse_str(&envelope.id).map_err(|_| FieldError::new("id", "must be a UUID"))
+}
+
 #[tonic::async_trait]
 impl PeerService for PeerApi {
     async fn deliver(&self, request: Request<DeliverRequest>) -> Result<Response<DeliverResponse>, Status> {
         let sender = self.caller(&request)?;
         let DeliverRequest { envelopes, sender_session, batch_number } = request.into_inner();
-        if envelopes.is_empty() {
-            return Err(PeerError::EmptyBatch.into());
-        }
-        // The whole call is refused before anything is stored if any envelope lies about its origin.
-        if let Some(bad) = envelopes.iter().find(|e| e.origin != sender.as_str()) {
-            return Err(PeerError::OriginMismatch {
-                id: bad.id.clone(),
-                claimed: bad.origin.clone(),
-                certificate: sender,
-            }
-            .into());
-        }
-        let me = self.context.code().to_string();
+        check_batch_shape(&self.context.config, sender, &envelopes)?;
         let turn = self
             .context
             .batch_order
             .admit(sender, &sender_session, batch_number, crate::batch_order::PREDECESSOR_WAIT)
             .await
             .map_err(PeerError::from)?;
-        let (results, changed) = self.context.store.write(|changes| {
-            changes.act_as(format!("peer:{sender}"));
-            let mut results = Vec::with_capacity(envelopes.len());
-            let mut changed = Vec::new();
-            for envelope in envelopes {
-                let envelope_id = envelope.id.clone();
-                let id = match self.check(&envelope) {
-                    Ok(id) => id,
-                    Err(field) => {
-                        let precedence = envelope.precedence().as_str_name();
-                        tracing::warn!(message_id = %envelope_id, peer = %sender, %precedence, %field, "envelope refused");
-                        let refusal = Refusal {
-                            envelope_id,
-                            code: crate::status::field_code(&field) as i32,
-                            message: field.to_string(),
-                        };
-                        results.push(DeliveryResult { outcome: Some(Outcome::Refusal(refusal)) });
-                        continue;
-                    }
-                };
-                let (received_at, duplicate) = match changes.get(id)? {
-                    Some(existing) => (view(&existing).received_at, true),
-                    None => {
-                        let mut new = receive(changes, &self.context.config.deadlines, sender, envelope)?;
-                        let received_at = new.first().and_then(|m| m.received_at);
-                        changed.append(&mut new);
-                        (received_at, false)
-                    }
-                };
-                let receipt = Receipt { envelope_id, receiver: me.clone(), received_at, duplicate };
-                results.push(DeliveryResult { outcome: Some(Outcome::Receipt(receipt)) });
-            }
-            Ok::<_, PeerError>((results, changed))
-        })?;
+        let (results, changed) = store_batch(&self.context.store, &self.context.config, sender, envelopes)?;
         // Written in order; the flush below covers this batch and every earlier one.
         turn.stored();
         self.context.store.persist().await.map_err(PeerError::from)?;

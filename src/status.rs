@@ -26,7 +26,7 @@ pub fn field_code(error: &FieldError) -> Code {
 
 impl From<DeskError> for Status {
     fn from(error: DeskError) -> Self {
-        match &error {
+        let status = match &error {
             DeskError::Invalid(field) => Status::new(field_code(field), field.to_string()),
             DeskError::NotFound(_) => Status::not_found(error.to_string()),
             DeskError::Lifecycle { .. } | DeskError::WrongMessage(_) => {
@@ -34,13 +34,14 @@ impl From<DeskError> for Status {
             }
             DeskError::Forbidden(_) => Status::permission_denied(error.to_string()),
             DeskError::Store(store) => store_status(store),
-        }
+        };
+        capped(status)
     }
 }
 
 impl From<PeerError> for Status {
     fn from(error: PeerError) -> Self {
-        match &error {
+        let status = match &error {
             PeerError::NotAPeer(_) | PeerError::OriginMismatch { .. } => {
                 Status::permission_denied(error.to_string())
             }
@@ -49,7 +50,27 @@ impl From<PeerError> for Status {
                 Status::invalid_argument(error.to_string())
             }
             PeerError::OutOfOrder(_) => Status::aborted(error.to_string()),
+            PeerError::Batch(field) => Status::new(field_code(field), error.to_string()),
             PeerError::Store(store) => store_status(store),
-        }
+        };
+        capped(status)
     }
+}
+
+/// Longest status message, in bytes. Messages quote what the caller sent (an id that is not a
+/// UUID, a claimed origin); a huge value must not become a huge `grpc-message` header, which
+/// HTTP/2 peers refuse (the caller would see a broken connection instead of the refusal).
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `status` with its message cut to [`MAX_MESSAGE_BYTES`] (at a character boundary).
+fn capped(status: Status) -> Status {
+    let message = status.message();
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return status;
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    Status::new(status.code(), format!("{}… ({} bytes in all)", &message[..end], message.len()))
 }

@@ -3,21 +3,24 @@
 
 use uuid::Uuid;
 
+use crate::config::Limits;
 use crate::proto::{Envelope, EnvelopeKind, HandlingCode, Precedence, PreservationRequest, RequestType};
 
-/// Longest subject, in characters.
+/// Longest subject, in characters (the default of `limits.max_subject_chars`).
 pub const MAX_SUBJECT_CHARS: usize = 200;
-/// Longest case reference, in characters.
+/// Longest case reference, in characters (the default of `limits.max_case_reference_chars`).
 pub const MAX_CASE_REFERENCE_CHARS: usize = 64;
 /// Shortest preservation period the Convention's requests ask for, in days.
 pub const MIN_PRESERVATION_DAYS: u32 = 60;
 /// Largest envelope, encoded. Content travels out of band (attachments are digests), so a
-/// request is text: 1 MiB is generous and keeps every store write and batch small.
+/// request is text: 1 MiB is generous and keeps every store write and batch small. The default
+/// of `limits.max_envelope_bytes`.
 pub const MAX_ENVELOPE_BYTES: usize = 1024 * 1024;
-/// Most attachments one envelope may list.
+/// Most attachments one envelope may list (the default of `limits.max_attachments`).
 pub const MAX_ATTACHMENTS: usize = 64;
-/// Longest short text field (names, media types, languages, each preservation field's line).
-const MAX_NAME_CHARS: usize = 256;
+
+/// Longest identifier field (a UUID has 36 characters, a node code 2).
+const MAX_IDENTIFIER_BYTES: usize = 64;
 
 /// A field's value is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,30 +47,30 @@ impl FieldError {
     }
 }
 
-/// Checks everything an envelope must satisfy on its own (not against a store or directory).
-pub fn check_envelope(envelope: &Envelope) -> Result<(), FieldError> {
+/// Checks everything an envelope must satisfy on its own (not against a store or directory),
+/// within `limits` (the node's `[limits]`).
+pub fn check_envelope(envelope: &Envelope, limits: &Limits) -> Result<(), FieldError> {
     let size = prost::Message::encoded_len(envelope);
-    if size > MAX_ENVELOPE_BYTES {
+    if size > limits.max_envelope_bytes {
         return Err(FieldError::over_limit(
             "envelope",
             format!(
-                "{size} bytes encoded, at most {MAX_ENVELOPE_BYTES}: send large content out of band as an attachment digest"
+                "{size} bytes encoded, at most {} (limits.max_envelope_bytes): send large content out of band as an attachment digest",
+                limits.max_envelope_bytes
             ),
         ));
     }
-    if envelope.attachments.len() > MAX_ATTACHMENTS {
+    if envelope.attachments.len() > limits.max_attachments {
         return Err(FieldError::over_limit(
             "attachments",
-            format!("{} attachments, at most {MAX_ATTACHMENTS}", envelope.attachments.len()),
+            format!(
+                "{} attachments, at most {} (limits.max_attachments)",
+                envelope.attachments.len(),
+                limits.max_attachments
+            ),
         ));
     }
-    for (field, value) in
-        [("language", &envelope.language), ("handling_restrictions", &envelope.handling_restrictions)]
-    {
-        if value.chars().count() > MAX_NAME_CHARS * 8 {
-            return Err(FieldError::new(field, format!("at most {} characters", MAX_NAME_CHARS * 8)));
-        }
-    }
+    check_lengths(envelope, limits)?;
     Uuid::parse_str(&envelope.id).map_err(|_| FieldError::new("id", "must be a UUID"))?;
     for (field, code) in [("origin", &envelope.origin), ("destination", &envelope.destination)] {
         code.parse::<crate::identity::NodeCode>().map_err(|e| FieldError::new(field, e.to_string()))?;
@@ -91,17 +94,8 @@ pub fn check_envelope(envelope: &Envelope) -> Result<(), FieldError> {
     if envelope.case_reference.trim().is_empty() {
         return Err(FieldError::new("case_reference", "required"));
     }
-    if envelope.case_reference.chars().count() > MAX_CASE_REFERENCE_CHARS {
-        return Err(FieldError::new(
-            "case_reference",
-            format!("at most {MAX_CASE_REFERENCE_CHARS} characters"),
-        ));
-    }
     if envelope.subject.trim().is_empty() {
         return Err(FieldError::new("subject", "required: one line a desk officer reads first"));
-    }
-    if envelope.subject.chars().count() > MAX_SUBJECT_CHARS {
-        return Err(FieldError::new("subject", format!("at most {MAX_SUBJECT_CHARS} characters")));
     }
     if envelope.subject.contains(['\n', '\r']) {
         return Err(FieldError::new("subject", "must be one line"));
@@ -125,14 +119,6 @@ pub fn check_envelope(envelope: &Envelope) -> Result<(), FieldError> {
     for (i, attachment) in envelope.attachments.iter().enumerate() {
         if attachment.name.trim().is_empty() {
             return Err(FieldError::new(format!("attachments[{i}].name"), "required"));
-        }
-        for (name, value) in [("name", &attachment.name), ("media_type", &attachment.media_type)] {
-            if value.chars().count() > MAX_NAME_CHARS {
-                return Err(FieldError::new(
-                    format!("attachments[{i}].{name}"),
-                    format!("at most {MAX_NAME_CHARS} characters"),
-                ));
-            }
         }
         if attachment.media_type.trim().is_empty() {
             return Err(FieldError::new(format!("attachments[{i}].media_type"), "required, e.g. text/csv"));
@@ -163,9 +149,85 @@ pub fn check_envelope(envelope: &Envelope) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// The typed fields of a preservation request: every one required.
-pub fn check_preservation(p: &PreservationRequest) -> Result<(), FieldError> {
-    for (name, value) in [
+/// Every text field of `envelope` within its length limit, in characters. Run before the other
+/// checks, so that no check (or refusal message) ever works on an oversized value.
+fn check_lengths(envelope: &Envelope, limits: &Limits) -> Result<(), FieldError> {
+    // Identifiers have a fixed shape (a UUID, a node code): a long one is refused here, before
+    // any refusal message quotes it.
+    for (field, value) in [
+        ("id", &envelope.id),
+        ("origin", &envelope.origin),
+        ("destination", &envelope.destination),
+        ("in_reply_to", &envelope.in_reply_to),
+    ] {
+        if value.len() > MAX_IDENTIFIER_BYTES {
+            return Err(FieldError::new(field, format!("{} bytes: not a UUID or node code", value.len())));
+        }
+    }
+    check_chars(
+        "case_reference",
+        &envelope.case_reference,
+        limits.max_case_reference_chars,
+        "max_case_reference_chars",
+    )?;
+    check_chars("subject", &envelope.subject, limits.max_subject_chars, "max_subject_chars")?;
+    check_chars("body", &envelope.body, limits.max_body_chars, "max_body_chars")?;
+    check_chars("language", &envelope.language, limits.max_name_chars, "max_name_chars")?;
+    check_chars(
+        "handling_restrictions",
+        &envelope.handling_restrictions,
+        limits.max_text_chars,
+        "max_text_chars",
+    )?;
+    for (i, attachment) in envelope.attachments.iter().enumerate() {
+        for (name, value) in [("name", &attachment.name), ("media_type", &attachment.media_type)] {
+            check_chars(format!("attachments[{i}].{name}"), value, limits.max_name_chars, "max_name_chars")?;
+        }
+    }
+    if let Some(p) = &envelope.preservation {
+        for (name, value) in preservation_texts(p) {
+            check_chars(format!("preservation.{name}"), value, limits.max_text_chars, "max_text_chars")?;
+        }
+    }
+    Ok(())
+}
+
+/// A text a desk client gives for the body of a reply envelope (`note` of `Acknowledge`, `text`
+/// of `Respond`, `reason` of `Cancel`) within `limits.max_body_chars`.
+pub fn check_reply_text(field: &str, text: &str, limits: &Limits) -> Result<(), FieldError> {
+    check_chars(field, text, limits.max_body_chars, "max_body_chars")
+}
+
+/// A `Deliver` call carries at most `limits.max_batch_envelopes` envelopes.
+pub fn check_batch(envelopes: usize, limits: &Limits) -> Result<(), FieldError> {
+    if envelopes > limits.max_batch_envelopes {
+        return Err(FieldError::over_limit(
+            "envelopes",
+            format!(
+                "{envelopes} envelopes in one Deliver call, at most {} (limits.max_batch_envelopes): send smaller batches",
+                limits.max_batch_envelopes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `value` has at most `max` characters; the refusal names the field and the limit's key.
+fn check_chars(field: impl Into<String>, value: &str, max: usize, key: &str) -> Result<(), FieldError> {
+    // A string has at least as many bytes as characters: short ones need no counting.
+    if value.len() <= max {
+        return Ok(());
+    }
+    let count = value.chars().count();
+    if count <= max {
+        return Ok(());
+    }
+    Err(FieldError::over_limit(field, format!("{count} characters, at most {max} (limits.{key})")))
+}
+
+/// The free-text fields of a preservation request, by proto name.
+fn preservation_texts(p: &PreservationRequest) -> [(&'static str, &String); 7] {
+    [
         ("requesting_authority", &p.requesting_authority),
         ("offence", &p.offence),
         ("facts", &p.facts),
@@ -173,7 +235,12 @@ pub fn check_preservation(p: &PreservationRequest) -> Result<(), FieldError> {
         ("link_to_offence", &p.link_to_offence),
         ("custodian_or_location", &p.custodian_or_location),
         ("necessity", &p.necessity),
-    ] {
+    ]
+}
+
+/// The typed fields of a preservation request: every one required.
+pub fn check_preservation(p: &PreservationRequest) -> Result<(), FieldError> {
+    for (name, value) in preservation_texts(p) {
         if value.trim().is_empty() {
             return Err(FieldError::new(format!("preservation.{name}"), "required"));
         }
@@ -248,12 +315,12 @@ mod tests {
     fn field_of(change: impl FnOnce(&mut Envelope)) -> String {
         let mut envelope = valid();
         change(&mut envelope);
-        check_envelope(&envelope).unwrap_err().field
+        check_envelope(&envelope, &Limits::default()).unwrap_err().field
     }
 
     #[test]
     fn valid_envelope_passes() {
-        check_envelope(&valid()).unwrap();
+        check_envelope(&valid(), &Limits::default()).unwrap();
     }
 
     #[test]
@@ -297,7 +364,7 @@ mod tests {
     fn limits_are_over_limit_refusals_naming_the_limit() {
         let mut envelope = valid();
         envelope.body = "x".repeat(MAX_ENVELOPE_BYTES);
-        let error = check_envelope(&envelope).unwrap_err();
+        let error = check_envelope(&envelope, &Limits::default()).unwrap_err();
         assert_eq!(error.field, "envelope");
         assert!(error.over_limit && error.message.contains("at most 1048576"), "{error}");
         let mut envelope = valid();
@@ -308,8 +375,67 @@ mod tests {
             sha256: vec![0; 32],
         };
         envelope.attachments = vec![attachment; MAX_ATTACHMENTS + 1];
-        let error = check_envelope(&envelope).unwrap_err();
+        let error = check_envelope(&envelope, &Limits::default()).unwrap_err();
         assert_eq!((error.field.as_str(), error.over_limit), ("attachments", true));
+    }
+
+    #[test]
+    fn configured_length_limits_name_field_and_key() {
+        let limits = Limits {
+            max_subject_chars: 5,
+            max_case_reference_chars: 4,
+            max_body_chars: 6,
+            max_text_chars: 20,
+            max_name_chars: 8,
+            ..Limits::default()
+        };
+        // Counted in characters, not bytes: five non-ASCII characters fit in five.
+        let within = || {
+            let mut envelope = valid();
+            envelope.subject = "Bảo vệ".chars().take(5).collect();
+            envelope.case_reference = "VN-1".into();
+            envelope.body = "thư ".into();
+            envelope
+        };
+        check_envelope(&within(), &limits).unwrap_or_else(|e| panic!("{e}"));
+        let refusal = |change: &dyn Fn(&mut Envelope)| {
+            let mut envelope = within();
+            change(&mut envelope);
+            let error = check_envelope(&envelope, &limits).unwrap_err();
+            assert!(error.over_limit, "{error}");
+            (error.field, error.message)
+        };
+        let (field, message) = refusal(&|e| e.subject = "Bảo vệ".into());
+        assert_eq!(field, "subject");
+        assert!(message.contains("6 characters, at most 5 (limits.max_subject_chars)"), "{message}");
+        assert_eq!(refusal(&|e| e.case_reference = "VN-12".into()).0, "case_reference");
+        assert_eq!(refusal(&|e| e.body = "1234567".into()).0, "body");
+        assert_eq!(
+            refusal(&|e| e.preservation.as_mut().unwrap().facts = "x".repeat(21)).0,
+            "preservation.facts"
+        );
+        assert_eq!(refusal(&|e| e.handling_restrictions = "x".repeat(21)).0, "handling_restrictions");
+        let mut envelope = within();
+        envelope.destination = "F".repeat(65);
+        let error = check_envelope(&envelope, &limits).unwrap_err();
+        assert_eq!(error.field, "destination");
+        assert!(!error.message.contains("FFF"), "{error}");
+        let (field, message) = refusal(&|e| {
+            e.attachments.push(crate::proto::Attachment {
+                name: "123456789".into(),
+                media_type: "text/csv".into(),
+                size_bytes: 1,
+                sha256: vec![0; 32],
+            })
+        });
+        assert_eq!(field, "attachments[0].name");
+        assert!(message.contains("(limits.max_name_chars)"), "{message}");
+        let error = check_batch(3, &Limits { max_batch_envelopes: 2, ..limits.clone() }).unwrap_err();
+        assert_eq!((error.field.as_str(), error.over_limit), ("envelopes", true));
+        assert!(error.message.contains("limits.max_batch_envelopes"), "{error}");
+        check_batch(2, &Limits { max_batch_envelopes: 2, ..limits.clone() }).unwrap();
+        assert_eq!(check_reply_text("text", "1234567", &limits).unwrap_err().field, "text");
+        check_reply_text("text", "123456", &limits).unwrap();
     }
 
     #[test]
@@ -317,6 +443,6 @@ mod tests {
         let mut envelope = valid();
         envelope.preservation = None;
         envelope.in_reply_to = Uuid::now_v7().to_string();
-        check_envelope(&envelope).unwrap();
+        check_envelope(&envelope, &Limits::default()).unwrap();
     }
 }
