@@ -62,8 +62,25 @@ pub enum Command {
     Inbox(ListArgs),
     /// Envelopes this node sent or will send, newest first.
     Outbox(ListArgs),
-    /// One message with its fields, timeline and replies.
-    Show(IdArgs),
+    /// One message with its fields, timeline and replies; with `--proof FILE`, also writes its
+    /// proof of origin and receipt (signatures and certificates) to FILE for `verify`.
+    Show {
+        /// Message and client options.
+        #[command(flatten)]
+        id: IdArgs,
+        /// Write the message's proof file (JSON) here.
+        #[arg(long)]
+        proof: Option<PathBuf>,
+    },
+    /// Check a proof file from `show --proof` offline: signatures, certificate chains,
+    /// identities and digests; says what it proves or exactly what fails (exit status 1).
+    Verify {
+        /// The proof file.
+        file: PathBuf,
+        /// The network CA (PEM) to trust; without it, the CA inside the file is used.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
     /// Acknowledge a received request (a person has taken it).
     Ack {
         /// Message and client options.
@@ -609,6 +626,15 @@ pub enum CliError {
     /// The backup file could not be written or is not whole.
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),
+    /// A proof file could not be made or does not verify.
+    #[error("{0}")]
+    Proof(String),
+}
+
+impl From<crate::proof::ProofError> for CliError {
+    fn from(error: crate::proof::ProofError) -> Self {
+        CliError::Proof(error.to_string())
+    }
 }
 
 /// Runs a `directory` subcommand; prints what it did.
@@ -804,7 +830,34 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Command::Show(args) => {
+        Command::Show { id: args, proof: Some(path) } => {
+            let request = crate::proto::GetProofRequest { id: args.id.clone() };
+            let response = client(&args.client)?.get_proof(request).await?.into_inner();
+            let proof = crate::proof::build(&response)?;
+            let text = serde_json::to_string_pretty(&proof).map_err(crate::proof::ProofError::from)?;
+            std::fs::write(&path, text + "\n")?;
+            println!(
+                "proof of {} written to {}; check it with: hanoi247 verify {}",
+                args.id,
+                path.display(),
+                path.display()
+            );
+            Ok(())
+        }
+        Command::Verify { file, ca } => {
+            let text = std::fs::read_to_string(&file)?;
+            let cas = match ca {
+                Some(path) => {
+                    Some(crate::tls::load_certs(&path)?.iter().map(|c| c.to_vec()).collect::<Vec<_>>())
+                }
+                None => None,
+            };
+            let verified = crate::proof::verify(&text, cas.as_deref())
+                .map_err(|e| CliError::Proof(format!("{}: NOT VERIFIED: {e}", file.display())))?;
+            print!("{verified}");
+            Ok(())
+        }
+        Command::Show { id: args, proof: None } => {
             let got = client(&args.client)?.get(GetRequest { id: args.id }).await?.into_inner();
             let message = got.message.unwrap_or_default();
             if args.client.json {

@@ -24,6 +24,8 @@ use crate::node::{NodeContext, NodeError, SOFTWARE_VERSION};
 use crate::proto::delivery_result::Outcome;
 use crate::proto::peer_service_client::PeerServiceClient;
 use crate::proto::{ConnectionState, DeliverRequest, DeliverResponse, HelloRequest, Message, MessageState};
+use crate::proto::{Envelope, Receipt};
+use crate::signing::SigningError;
 use crate::store::{StoreError, view};
 use crate::store_proto::StoredMessage;
 use crate::timestamp;
@@ -269,7 +271,7 @@ impl PeerDelivery {
     fn send(&mut self, batch: Vec<StoredMessage>) {
         self.batch_number += 1;
         let request = DeliverRequest {
-            envelopes: batch.iter().filter_map(|s| view(s).envelope).collect(),
+            envelopes: batch.iter().filter_map(|s| self.signed(s)).collect(),
             sender_session: self.session.to_string(),
             batch_number: self.batch_number,
         };
@@ -389,19 +391,48 @@ impl PeerDelivery {
         results: Vec<crate::proto::DeliveryResult>,
     ) -> Result<(), StoreError> {
         let peer = self.peer.code;
+        // A receipt counts only if it is signed by the peer for exactly the envelope sent; one that
+        // is not is a failed delivery (the envelope is sent again later). Checked before the
+        // store's lock is taken: signature checks are the costly part.
+        let bad_receipts: Vec<Option<String>> = due
+            .iter()
+            .zip(&results)
+            .map(|(stored, result)| match &result.outcome {
+                Some(Outcome::Receipt(receipt)) => self.check_receipt(stored, receipt).err().map(|error| {
+                    tracing::warn!(message_id = %message_id(stored), peer = %peer, %error, "receipt does not verify");
+                    let labels = crate::metrics::labels(&[("peer", peer.as_str()), ("signed", "receipt")]);
+                    self.context.metrics.signature_failures.get_or_create(&labels).inc();
+                    format!("receipt from {peer} does not verify: {error}")
+                }),
+                _ => None,
+            })
+            .collect();
         let changed = self.context.store.write(|changes| {
             let mut changed = Vec::new();
-            for (stored, result) in due.into_iter().zip(results) {
+            for ((stored, result), bad_receipt) in due.into_iter().zip(results).zip(bad_receipts) {
                 let id = message_id(&stored);
                 // Re-read: a desk call may have changed it since the batch was picked.
                 let Some(mut current) = changes.get(id)? else { continue };
                 let refused_delay = self.retry_delay(current.message.as_ref().map_or(0, |m| m.attempts) + 1);
-                current.hold_until = match &result.outcome {
+                let outcome = match (result.outcome, &bad_receipt) {
+                    (Some(Outcome::Receipt(_)), Some(_)) => None,
+                    (Some(Outcome::Receipt(receipt)), None) => {
+                        // Kept for proofs.
+                        current.receipt = Some(Receipt { duplicate: false, ..receipt.clone() });
+                        Some(Outcome::Receipt(receipt))
+                    }
+                    (other, _) => other,
+                };
+                current.hold_until = match &outcome {
                     Some(Outcome::Receipt(_)) => None,
                     _ => Some(timestamp::after(refused_delay)),
                 };
                 let message = current.message.get_or_insert_default();
-                let changed_now = match result.outcome {
+                let changed_now = match outcome {
+                    None if bad_receipt.is_some() => {
+                        self.context.peers.update(peer, |status| status.retries += 1);
+                        fail(message, bad_receipt.as_deref().unwrap_or_default(), refused_delay)
+                    }
                     Some(Outcome::Receipt(receipt)) => {
                         message.received_at = receipt.received_at;
                         message.next_attempt_at = None;
@@ -435,6 +466,31 @@ impl PeerDelivery {
             }
         }
         Ok(())
+    }
+
+    /// An envelope as sent: queued envelopes are signed when stored. One stored unsigned (by an
+    /// older version), or signed with a key the node no longer presents (its certificate was
+    /// rotated since), is signed again for sending: receivers check against the TLS certificate.
+    /// The stored signature stays, with the certificate that made it, for proofs.
+    fn signed(&self, stored: &StoredMessage) -> Option<Envelope> {
+        let mut envelope = view(stored).envelope?;
+        let signer = self.context.signer.current();
+        if (envelope.origin_signature.is_empty() || stored.origin_certificate != signer.certificate())
+            && let Err(error) = signer.sign_envelope(&mut envelope)
+        {
+            tracing::error!(message_id = %envelope.id, %error, "cannot sign an envelope again");
+        }
+        Some(envelope)
+    }
+
+    /// Checks a receipt from this task's peer for the message `sent`.
+    fn check_receipt(&self, sent: &StoredMessage, receipt: &Receipt) -> Result<(), SigningError> {
+        // The digest leaves the signature out, so an envelope stored unsigned checks the same.
+        let envelope = view(sent).envelope.unwrap_or_default();
+        let receiver = Identity::Node { network: self.context.config.network.clone(), code: self.peer.code };
+        let signer = self.context.signer.current();
+        let network_ca = signer.network_ca_of(&receipt.receiver_certificate);
+        crate::signing::verify_receipt(receipt, &envelope, &receiver, network_ca)
     }
 
     async fn record_failures(

@@ -134,6 +134,11 @@ pub async fn run() -> Result<(), DemoError> {
         wait_for_state(&mut vn_desk, &id, MessageState::Delivered, STEP_DEADLINE).await.map_err(fail)?;
     let received_at = delivered.received_at.as_ref().map(crate::timestamp::rfc3339).unwrap_or_default();
     story.say(format!("FR's receipt: stored on FR's disk at {received_at}; VN shows DELIVERED"));
+    let proof =
+        vn_desk.get_proof(crate::proto::GetProofRequest { id: id.clone() }).await.map_err(fail)?.into_inner();
+    let proof = serde_json::to_string(&crate::proof::build(&proof).map_err(fail)?).map_err(fail)?;
+    crate::proof::verify(&proof, None).map_err(fail)?;
+    story.say("VN keeps the proof: its signature on the envelope and FR's signed receipt verify (show --proof, verify)");
 
     let inbox = fr_desk
         .list_inbox(ListInboxRequest { limit: 10, ..Default::default() })

@@ -24,6 +24,7 @@ use crate::proto::{
     RespondResponse, SubmitRequest, SubmitResponse, WatchRequest,
 };
 use crate::proto::{AuditRecord, ListAuditRequest};
+use crate::proto::{GetProofRequest, GetProofResponse};
 use crate::store::{Changes, Listing, StoreError, view};
 use crate::store_proto::StoredMessage;
 use crate::timestamp;
@@ -63,6 +64,9 @@ pub enum DeskError {
     /// The store could not be read or written; nothing was changed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The envelope could not be signed; nothing was stored.
+    #[error(transparent)]
+    Signing(#[from] crate::signing::SigningError),
 }
 
 /// The desk service of one node.
@@ -176,6 +180,8 @@ impl DeskApi {
             handling_code,
             handling_restrictions: request.handling_restrictions,
             preservation: request.preservation,
+            // Signed when it is stored (`queue`).
+            origin_signature: Vec::new(),
         };
         check_envelope(&envelope, &config.limits)?;
         Ok(envelope)
@@ -234,18 +240,22 @@ impl DeskApi {
             handling_code: request.handling_code,
             handling_restrictions: request.handling_restrictions.clone(),
             preservation: None,
+            // Signed when it is stored (`queue`).
+            origin_signature: Vec::new(),
         }
     }
 }
 
-/// Stores a new outbound envelope, QUEUED.
+/// Signs a new outbound envelope and stores it, QUEUED (with the signing certificate, for proofs).
 fn queue(
     changes: &mut Changes<'_>,
     deadlines: &DeadlinesConfig,
-    envelope: Envelope,
+    mut envelope: Envelope,
     note: String,
     submitted_by: String,
-) -> Result<Message, StoreError> {
+    signer: &crate::signing::Signer,
+) -> Result<Message, DeskError> {
+    signer.sign_envelope(&mut envelope)?;
     let ack_deadline = deadlines.ack_deadline(&envelope);
     let mut message = Message {
         envelope: Some(envelope),
@@ -260,6 +270,8 @@ fn queue(
         overdue_announced: false,
         hold_until: None,
         submitted_by,
+        receipt: None,
+        origin_certificate: signer.certificate().to_vec(),
     })?;
     Ok(message)
 }
@@ -278,6 +290,33 @@ fn change(
     let message = message.clone();
     changes.put(stored.clone())?;
     Ok((stored, message))
+}
+
+/// What proves a stored message: the canonical envelope, its signature and certificate, the
+/// receipt and the network CA.
+fn proof_of(context: &NodeContext, id: Uuid, stored: &StoredMessage) -> Result<GetProofResponse, DeskError> {
+    let message = view(stored);
+    let envelope = message.envelope.clone().unwrap_or_default();
+    let signer = context.signer.current();
+    if envelope.origin_signature.is_empty() || stored.origin_certificate.is_empty() {
+        return Err(DeskError::WrongMessage(format!(
+            "{id} was stored before this node signed envelopes: there is no signature to prove it"
+        )));
+    }
+    Ok(GetProofResponse {
+        network: context.config.network.clone(),
+        envelope_canonical: crate::signing::canonical_envelope(&envelope),
+        origin_signature: envelope.origin_signature.clone(),
+        origin_certificate: stored.origin_certificate.clone(),
+        receipt: stored.receipt.clone(),
+        network_ca_certificate: signer.network_ca_of(&stored.origin_certificate).to_vec(),
+        receiver_network_ca_certificate: stored
+            .receipt
+            .as_ref()
+            .map(|r| signer.network_ca_of(&r.receiver_certificate).to_vec())
+            .unwrap_or_default(),
+        direction: message.direction,
+    })
 }
 
 fn parse_id_field(field: &str, id: &str) -> Result<Uuid, FieldError> {
@@ -331,8 +370,8 @@ impl DeskService for DeskApi {
                 envelope,
                 format!("submitted by {}", client.name),
                 client.name.clone(),
+                &self.context.signer.current(),
             )
-            .map_err(DeskError::from)
         })?;
         self.announce(std::slice::from_ref(&message)).await?;
         tracing::info!(message_id = %id, peer = %destination, precedence, client = %client.name, "request submitted");
@@ -425,6 +464,7 @@ impl DeskService for DeskApi {
                 ack,
                 format!("acknowledgement of {id}"),
                 String::new(),
+                &self.context.signer.current(),
             )?;
             Ok::<_, DeskError>((updated, ack))
         })?;
@@ -463,6 +503,7 @@ impl DeskService for DeskApi {
                     ack,
                     format!("acknowledgement of {id}"),
                     String::new(),
+                    &self.context.signer.current(),
                 )?);
             }
             let (_, updated) =
@@ -475,6 +516,7 @@ impl DeskService for DeskApi {
                 response,
                 format!("response to {id}"),
                 String::new(),
+                &self.context.signer.current(),
             )?);
             Ok::<_, DeskError>(changed)
         })?;
@@ -520,6 +562,7 @@ impl DeskService for DeskApi {
                     cancellation,
                     format!("cancellation of {id}"),
                     owner,
+                    &self.context.signer.current(),
                 )?);
             }
             Ok(changed)
@@ -551,13 +594,34 @@ impl DeskService for DeskApi {
             message.next_attempt_at = None;
             if let Some(envelope) = message.envelope.as_mut() {
                 envelope.expires_at = Some(expires_at);
+                // The expiry is signed: sign again (the message was never delivered).
+                self.context.signer.current().sign_envelope(envelope)?;
             }
             let message = message.clone();
+            stored.origin_certificate = self.context.signer.current().certificate().to_vec();
             changes.put(stored)?;
             Ok::<_, DeskError>(message)
         })?;
         self.announce(std::slice::from_ref(&message)).await?;
         Ok(Response::new(RequeueResponse { message: Some(message) }))
+    }
+
+    async fn get_proof(
+        &self,
+        request: Request<GetProofRequest>,
+    ) -> Result<Response<GetProofResponse>, Status> {
+        let caller = self.authorize(&request, Action::Get)?;
+        let id = parse_id_field("id", &request.get_ref().id).map_err(DeskError::from)?;
+        let stored = self.context.store.get(id).map_err(DeskError::from)?;
+        let stored = stored.ok_or_else(|| DeskError::NotFound(id.to_string()))?;
+        if let Err(error) = Self::check_visible(&caller, id, &stored) {
+            self.audit_refusal(audit_who(&caller), Action::Get, &id.to_string(), &error);
+            return Err(error.into());
+        }
+        let proof = proof_of(&self.context, id, &stored)?;
+        // Recorded as a `Get` (what it reads), told apart by its details.
+        self.audit_read(&caller, Action::Get, &id.to_string(), "proof (signatures and receipt)").await?;
+        Ok(Response::new(proof))
     }
 
     type WatchStream = WatchStream;

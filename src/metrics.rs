@@ -38,6 +38,9 @@ pub struct Metrics {
     pub duplicates_received: Family<Labels, Counter>,
     /// Seconds from a request's creation to its acknowledgement arriving here, by precedence.
     pub ack_lead_time: Family<Labels, Histogram>,
+    /// Signatures that did not verify, by peer and what was signed (`envelope` refused here,
+    /// `receipt` refused from the peer): tampering, or a misconfigured key or CA.
+    pub signature_failures: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -47,6 +50,7 @@ impl Default for Metrics {
             duplicates_received: Family::default(),
             // 1 s to about 36 hours.
             ack_lead_time: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 18))),
+            signature_failures: Family::default(),
         }
     }
 }
@@ -107,6 +111,11 @@ async fn scrape(State((context, _)): State<AppState>) -> impl IntoResponse {
         "ack_lead_time_seconds",
         "Seconds from a request's creation to its acknowledgement arriving at the origin",
         metrics.ack_lead_time.clone(),
+    );
+    registry.register(
+        "signature_failures",
+        "Envelope signatures refused from peers and peer receipts that did not verify",
+        metrics.signature_failures.clone(),
     );
     registry.register_collector(Box::new(NodeCollector(Arc::clone(&context))));
     let mut text = String::new();

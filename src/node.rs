@@ -56,6 +56,9 @@ pub enum NodeError {
     /// The signed directory could not be loaded or is not signed by the secretariat.
     #[error("directory: {0}")]
     Directory(#[from] crate::directory::DirectoryError),
+    /// The node key cannot sign envelopes and receipts.
+    #[error("signing key: {0}")]
+    Signing(#[from] crate::signing::SigningError),
     /// The node's own certificate does not name this node.
     #[error("certificate {path}: {message}")]
     Identity {
@@ -82,6 +85,8 @@ pub struct NodeContext {
     pub directory: crate::directory::LiveDirectory,
     /// Fires on SIGHUP and when a watched file changes; reloadable parts subscribe to it.
     pub reload: crate::reload::ReloadTrigger,
+    /// Signs this node's envelopes and receipts; knows the network CA that checks others'.
+    pub signer: crate::signing::LiveSigner,
     /// One wake-up per peer delivery task: notified when something is queued for that peer.
     /// Grows when the directory gains a member; a removed member's stays (its queue stays).
     wakers: std::sync::Mutex<HashMap<NodeCode, Arc<Notify>>>,
@@ -176,6 +181,7 @@ impl RunningNode {
         // Reloadable TLS material: CRLs, own certificates and keys (revocation and rotation).
         let node_tls = Arc::new(tls::NodeTls::load(&config.tls)?);
         let client_tls = node_tls.client_config();
+        let signer = crate::signing::Signer::load(&config.tls.cert, &config.tls.key, &config.tls.network_ca)?;
         let store = Store::open(&config.data_dir)?;
         let addr = |listener: &TcpListener, address| {
             listener.local_addr().map_err(|source| NodeError::Listen { address, source })
@@ -189,6 +195,7 @@ impl RunningNode {
             store,
             peers: Default::default(),
             metrics: Default::default(),
+            signer: crate::signing::LiveSigner::new(signer),
             batch_order: crate::batch_order::BatchOrder::default(),
             directory,
             reload: crate::reload::ReloadTrigger::new(),
@@ -256,7 +263,12 @@ impl RunningNode {
     /// Reloads the TLS material now, as SIGHUP does (a hook for other triggers and for
     /// in-process nodes).
     pub fn reload_tls(&self) -> Result<tls::ReloadReport, TlsError> {
-        self.tls.reload()
+        let report = self.tls.reload()?;
+        self.context
+            .signer
+            .reload(&self.context.config.tls)
+            .map_err(|e| TlsError::Reload(format!("signing key: {e}")))?;
+        Ok(report)
     }
 
     /// Stops accepting, lets in-flight calls and writes finish, and flushes the store.
@@ -375,19 +387,37 @@ async fn recover_store(store: crate::store::Store, stop: CancellationToken) {
 }
 
 /// Reloads off the async workers: reading and checking files and CRLs is blocking work.
-async fn reload_tls_now(tls: &Arc<tls::NodeTls>, why: &'static str) {
+async fn reload_tls_now(tls: &Arc<tls::NodeTls>, why: &'static str) -> bool {
     let tls = Arc::clone(tls);
     let reloaded = tokio::task::spawn_blocking(move || tls.reload()).await;
     match reloaded.unwrap_or_else(|join| Err(TlsError::Reload(join.to_string()))) {
-        Ok(report) => tracing::info!(
-            trigger = why,
-            closed_peer_connections = report.closed_peer_connections,
-            closed_desk_connections = report.closed_desk_connections,
-            "TLS material reloaded (CRLs, certificates, keys)"
-        ),
-        Err(error) => {
-            tracing::error!(trigger = why, %error, "TLS reload failed; keeping the previous certificates and CRLs")
+        Ok(report) => {
+            tracing::info!(
+                trigger = why,
+                closed_peer_connections = report.closed_peer_connections,
+                closed_desk_connections = report.closed_desk_connections,
+                "TLS material reloaded (CRLs, certificates, keys)"
+            );
+            true
         }
+        Err(error) => {
+            tracing::error!(trigger = why, %error, "TLS reload failed; keeping the previous certificates and CRLs");
+            false
+        }
+    }
+}
+
+/// The signing key follows the node certificate and key (the same files), only after the TLS
+/// material took them, so that signatures always match the certificate peers see.
+async fn reload_signer(context: &Arc<NodeContext>) {
+    let context = Arc::clone(context);
+    let reloaded = tokio::task::spawn_blocking(move || context.signer.reload(&context.config.tls)).await;
+    match reloaded {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::error!(%error, "signing key not reloaded; envelopes are signed with the previous one")
+        }
+        Err(join) => tracing::error!(error = %join, "signing key reload failed"),
     }
 }
 
@@ -400,7 +430,9 @@ async fn reload_tls_on_trigger(tls: Arc<tls::NodeTls>, context: Arc<NodeContext>
             () = stop.cancelled() => return,
             changed = fired.changed() => if changed.is_err() { return },
         }
-        reload_tls_now(&tls, "reload trigger").await;
+        if reload_tls_now(&tls, "reload trigger").await {
+            reload_signer(&context).await;
+        }
     }
 }
 

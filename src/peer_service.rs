@@ -50,6 +50,48 @@ pub enum PeerError {
     /// The store could not be written; nothing was stored.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A receipt could not be signed; nothing was stored.
+    #[error(transparent)]
+    Signing(#[from] crate::signing::SigningError),
+}
+
+/// Non-repudiation for one batch: the key of the sender's TLS certificate must have signed every
+/// envelope, and this node signs the receipts.
+pub struct BatchSigning<'a> {
+    /// This node's signer (receipts).
+    pub signer: &'a crate::signing::Signer,
+    /// The sender's TLS certificate (DER), whose key signed the envelopes.
+    pub sender_certificate: &'a [u8],
+    /// Counted per failed envelope signature (`signature_failures`), when given.
+    pub metrics: Option<&'a crate::metrics::Metrics>,
+}
+
+impl BatchSigning<'_> {
+    /// Checks an envelope's `origin_signature`; the refusal names the field and the envelope.
+    fn check(&self, sender: NodeCode, envelope: &Envelope) -> Result<(), FieldError> {
+        crate::signing::verify_envelope(envelope, self.sender_certificate).map(|_| ()).map_err(|error| {
+            if let Some(metrics) = self.metrics {
+                let labels = labels(&[("peer", sender.as_str()), ("signed", "envelope")]);
+                metrics.signature_failures.get_or_create(&labels).inc();
+            }
+            FieldError::new(
+                "origin_signature",
+                format!("envelope {}: not signed by {sender}'s certificate: {error}", envelope.id),
+            )
+        })
+    }
+
+    /// The receipt of an envelope already stored here: the signed one kept with it, or (stored
+    /// before receipts were signed) a new signature over the same envelope and receive time.
+    fn stored_receipt(&self, existing: &StoredMessage, me: &str) -> Result<Receipt, PeerError> {
+        if let Some(receipt) = &existing.receipt {
+            return Ok(receipt.clone());
+        }
+        let message = view(existing);
+        let envelope = message.envelope.unwrap_or_default();
+        let received_at = message.received_at.unwrap_or_default();
+        Ok(self.signer.receipt(&envelope, me, received_at)?)
+    }
 }
 
 /// The peer service of one node.
@@ -140,15 +182,26 @@ fn check_fingerprint<T>(
     }
 }
 
-/// Stores one new inbound envelope and applies it to the message it answers. Returns the changed
-/// messages (for events).
+/// Stores one new inbound envelope (with the sender's certificate and the signed receipt, when
+/// signing) and applies it to the message it answers. Returns the changed messages (for events)
+/// and the receipt.
 fn receive(
     changes: &mut Changes<'_>,
     deadlines: &DeadlinesConfig,
     sender: NodeCode,
     envelope: Envelope,
-) -> Result<Vec<Message>, StoreError> {
+    signing: Option<&BatchSigning<'_>>,
+) -> Result<(Vec<Message>, Receipt), PeerError> {
     let now = timestamp::now();
+    let receipt = match signing {
+        Some(signing) => signing.signer.receipt(&envelope, &envelope.destination, now)?,
+        None => Receipt {
+            envelope_id: envelope.id.clone(),
+            receiver: envelope.destination.clone(),
+            received_at: Some(now),
+            ..Default::default()
+        },
+    };
     let mut changed = Vec::new();
     let kind = envelope.kind();
     let parent_id = Uuid::parse_str(&envelope.in_reply_to).ok();
@@ -172,6 +225,8 @@ fn receive(
         hold_until: None,
         // A reply belongs to whoever owns the request it answers.
         submitted_by: owner,
+        receipt: signing.map(|_| receipt.clone()),
+        origin_certificate: signing.map(|s| s.sender_certificate.to_vec()).unwrap_or_default(),
     })?;
     changed.push(message);
 
@@ -212,14 +267,15 @@ fn receive(
             tracing::warn!(message_id = %parent_id, peer = %sender, "reply from a node the request does not concern");
         }
     }
-    Ok(changed)
+    Ok((changed, receipt))
 }
 
 /// What `Deliver` does with a batch from `sender` (whose certificate was checked), short of
 /// ordering pipelined batches and making it durable: `check_batch_shape`, then
 /// `store_batch`. Returns the results in batch order and the messages that changed. The caller
 /// must `Store::persist` before it tells anyone. (The property tests and the fuzz target drive
-/// the peer service through this.)
+/// the peer service through this.) Without signatures: `Deliver` also checks each envelope's
+/// signature and signs the receipts (`BatchSigning`).
 pub fn receive_batch(
     store: &Store,
     config: &NodeConfig,
@@ -227,7 +283,7 @@ pub fn receive_batch(
     envelopes: Vec<Envelope>,
 ) -> Result<(Vec<DeliveryResult>, Vec<Message>), PeerError> {
     check_batch_shape(config, sender, &envelopes)?;
-    store_batch(store, config, sender, envelopes)
+    store_batch(store, config, sender, envelopes, None)
 }
 
 /// Refuses a whole batch that is empty, over `limits.max_batch_envelopes` or claims another
@@ -248,22 +304,35 @@ fn check_batch_shape(config: &NodeConfig, sender: NodeCode, envelopes: &[Envelop
     Ok(())
 }
 
-/// In one atomic write: validates each envelope (a bad one gets a `Refusal`), deduplicates by id
-/// (a duplicate gets its original `received_at`) and stores the new ones.
+/// In one atomic write: validates each envelope and, when signing, its signature (a bad one gets
+/// a `Refusal`), deduplicates by id (a duplicate gets its original receipt) and stores the new
+/// ones.
 fn store_batch(
     store: &Store,
     config: &NodeConfig,
     sender: NodeCode,
     envelopes: Vec<Envelope>,
+    signing: Option<&BatchSigning<'_>>,
 ) -> Result<(Vec<DeliveryResult>, Vec<Message>), PeerError> {
     let me = config.code.to_string();
+    // Checked before the store's lock is taken: signature checks are the costly part.
+    let checks: Vec<_> = envelopes
+        .iter()
+        .map(|envelope| {
+            let id = check_from_peer(config, envelope)?;
+            if let Some(signing) = signing {
+                signing.check(sender, envelope)?;
+            }
+            Ok::<_, FieldError>(id)
+        })
+        .collect();
     store.write(|changes| {
         changes.act_as(format!("peer:{sender}"));
         let mut results = Vec::with_capacity(envelopes.len());
         let mut changed = Vec::new();
-        for envelope in envelopes {
+        for (envelope, check) in envelopes.into_iter().zip(checks) {
             let envelope_id = envelope.id.clone();
-            let id = match check_from_peer(config, &envelope) {
+            let id = match check {
                 Ok(id) => id,
                 Err(field) => {
                     let precedence = envelope.precedence().as_str_name();
@@ -277,16 +346,23 @@ fn store_batch(
                     continue;
                 }
             };
-            let (received_at, duplicate) = match changes.get(id)? {
-                Some(existing) => (view(&existing).received_at, true),
-                None => {
-                    let mut new = receive(changes, &config.deadlines, sender, envelope)?;
-                    let received_at = new.first().and_then(|m| m.received_at);
+            let receipt = match (changes.get(id)?, signing) {
+                (Some(existing), Some(signing)) => {
+                    Receipt { duplicate: true, ..signing.stored_receipt(&existing, &me)? }
+                }
+                (Some(existing), None) => Receipt {
+                    envelope_id,
+                    receiver: me.clone(),
+                    received_at: view(&existing).received_at,
+                    duplicate: true,
+                    ..Default::default()
+                },
+                (None, _) => {
+                    let (mut new, receipt) = receive(changes, &config.deadlines, sender, envelope, signing)?;
                     changed.append(&mut new);
-                    (received_at, false)
+                    receipt
                 }
             };
-            let receipt = Receipt { envelope_id, receiver: me.clone(), received_at, duplicate };
             results.push(DeliveryResult { outcome: Some(Outcome::Receipt(receipt)) });
         }
         Ok::<_, PeerError>((results, changed))
@@ -309,6 +385,9 @@ fn check_from_peer(config: &NodeConfig, envelope: &Envelope) -> Result<Uuid, Fie
 impl PeerService for PeerApi {
     async fn deliver(&self, request: Request<DeliverRequest>) -> Result<Response<DeliverResponse>, Status> {
         let sender = self.caller(&request)?;
+        // The certificate whose key must have signed every envelope (caller() found its identity).
+        let certificate =
+            request.peer_certs().and_then(|c| c.first().map(|c| c.to_vec())).unwrap_or_default();
         let DeliverRequest { envelopes, sender_session, batch_number } = request.into_inner();
         check_batch_shape(&self.context.config, sender, &envelopes)?;
         let turn = self
@@ -317,7 +396,14 @@ impl PeerService for PeerApi {
             .admit(sender, &sender_session, batch_number, crate::batch_order::PREDECESSOR_WAIT)
             .await
             .map_err(PeerError::from)?;
-        let (results, changed) = store_batch(&self.context.store, &self.context.config, sender, envelopes)?;
+        let signer = self.context.signer.current();
+        let signing = BatchSigning {
+            signer: &signer,
+            sender_certificate: &certificate,
+            metrics: Some(&self.context.metrics),
+        };
+        let (results, changed) =
+            store_batch(&self.context.store, &self.context.config, sender, envelopes, Some(&signing))?;
         // Written in order; the flush below covers this batch and every earlier one.
         turn.stored();
         self.context.store.persist().await.map_err(PeerError::from)?;

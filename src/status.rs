@@ -34,6 +34,7 @@ impl From<DeskError> for Status {
             }
             DeskError::Forbidden(_) => Status::permission_denied(error.to_string()),
             DeskError::Store(store) => store_status(store),
+            DeskError::Signing(_) => Status::internal(error.to_string()),
         };
         capped(status)
     }
@@ -52,6 +53,7 @@ impl From<PeerError> for Status {
             PeerError::OutOfOrder(_) => Status::aborted(error.to_string()),
             PeerError::Batch(field) => Status::new(field_code(field), error.to_string()),
             PeerError::Store(store) => store_status(store),
+            PeerError::Signing(_) => Status::internal(error.to_string()),
         };
         capped(status)
     }

@@ -975,6 +975,8 @@ mod tests {
                     overdue_announced: false,
                     hold_until: None,
                     submitted_by: String::new(),
+                    receipt: None,
+                    origin_certificate: Vec::new(),
                 })
             })
             .unwrap();

@@ -424,6 +424,8 @@ fn valid_envelope(limits: &Limits) -> impl Strategy<Value = Envelope> + use<> {
                         String::new()
                     },
                     preservation,
+                    // Signatures are checked by `Deliver`, not by `receive_batch`.
+                    origin_signature: Vec::new(),
                 }
             },
         )
@@ -611,6 +613,7 @@ fn as_desk_would(request: SubmitRequest) -> Envelope {
         },
         handling_restrictions: request.handling_restrictions,
         preservation: request.preservation,
+        origin_signature: Vec::new(),
     }
 }
 

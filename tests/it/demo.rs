@@ -10,6 +10,7 @@ fn demo_tells_the_story_and_exits_zero() {
     for step in [
         "FLASH preservation request",
         "FR's receipt",
+        "FR's signed receipt verify",
         "ACKNOWLEDGED",
         "ANSWERED",
         "WAITING_RETRY",

@@ -21,5 +21,6 @@ mod operator_view;
 mod pipelining;
 mod revocation;
 mod roles;
+mod signing;
 mod storage_failure;
 mod tls_policy;
