@@ -15,6 +15,7 @@ use hanoi247::proto::{
 };
 use hanoi247::signing::{self, Signer};
 use serde_json::Value;
+use tokio_stream::StreamExt;
 
 use crate::support::*;
 
@@ -389,6 +390,30 @@ async fn get_proof_is_for_whoever_may_read_the_message_and_names_bad_ids() {
     let status = duty.get_proof(GetProofRequest { id: unknown.clone() }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
     assert!(status.message().contains(&unknown), "{}", status.message());
+
+    // Reading a proof is audited like a Get, and so is the refusal.
+    let request = hanoi247::proto::ListAuditRequest { message_id: of_police.clone() };
+    let mut stream = audit.list_audit(request).await.unwrap().into_inner();
+    let mut records = Vec::new();
+    while let Some(record) = tokio::time::timeout(DEADLINE, stream.next()).await.unwrap() {
+        records.push(record.unwrap());
+    }
+    assert!(
+        records
+            .iter()
+            .any(|r| r.who == "police (agency)" && r.action == "Get" && r.details.starts_with("proof")),
+        "{records:?}"
+    );
+    let request = hanoi247::proto::ListAuditRequest { message_id: of_duty.clone() };
+    let mut stream = audit.list_audit(request).await.unwrap().into_inner();
+    let mut records = Vec::new();
+    while let Some(record) = tokio::time::timeout(DEADLINE, stream.next()).await.unwrap() {
+        records.push(record.unwrap());
+    }
+    assert!(
+        records.iter().any(|r| r.who == "police (agency)" && r.details.starts_with("REFUSED")),
+        "{records:?}"
+    );
 
     // A proof without a receipt verifies the origin and says it proves nothing about delivery.
     let dir = tempfile::tempdir().unwrap();
