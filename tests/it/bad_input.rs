@@ -245,7 +245,16 @@ async fn a_deliver_batch_over_the_limit_is_refused_whole() {
     let mut fr = net.desk("FR");
     let mut as_vn = net.peer_client("VN", "FR");
 
-    let three = (0..3).map(|i| envelope("VN", "FR", &format!("request {i}"))).collect::<Vec<_>>();
+    // Signed with VN's key, as VN would (the receiver refuses unsigned envelopes).
+    let vn = net.config("VN");
+    let signer = hanoi247::signing::Signer::load(&vn.tls.cert, &vn.tls.key, &vn.tls.network_ca).unwrap();
+    let three = (0..3)
+        .map(|i| {
+            let mut envelope = envelope("VN", "FR", &format!("request {i}"));
+            signer.sign_envelope(&mut envelope).unwrap();
+            envelope
+        })
+        .collect::<Vec<_>>();
     let status =
         as_vn.deliver(DeliverRequest { envelopes: three.clone(), ..Default::default() }).await.unwrap_err();
     assert_over_limit(&status, "envelopes", "max_batch_envelopes");
