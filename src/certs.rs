@@ -150,6 +150,7 @@ fn repin_in_directory(config: &NodeConfig) -> Result<Option<PathBuf>, CertsError
 /// `<name>.key` and `<name>.client.toml` next to the node config (replacing an earlier
 /// certificate of the same name).
 pub fn issue_client(config_path: &Path, name: &str, days: u32) -> Result<Issued, CertsError> {
+    crate::init::check_client_file_name(name).map_err(CertsError::Invalid)?;
     let config = NodeConfig::load(config_path)?;
     let (ca, _) = authority(&config, Authority::Local)?;
     let certified = ca.issue_client(&config.network, config.code, name, days)?;

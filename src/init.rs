@@ -147,6 +147,7 @@ pub fn init_network(options: &InitOptions) -> Result<InitReport, InitError> {
     }
     for (node, name, _) in &options.clients {
         identity::validate_client_name(name).map_err(|e| InitError::Invalid(format!("--clients: {e}")))?;
+        check_client_file_name(name).map_err(|e| InitError::Invalid(format!("--clients: {e}")))?;
         if !options.nodes.iter().any(|n| n.code == *node) {
             return Err(InitError::Invalid(format!("--clients: {node}:{name} names a node not in --nodes")));
         }
@@ -249,6 +250,20 @@ poll_interval = "2s"
     )
 }
 
+/// Names of the node's own files in its directory: a desk client so named would overwrite them
+/// (its certificate and key are written as `<name>.pem` and `<name>.key` beside them).
+pub const RESERVED_CLIENT_NAMES: [&str; 4] = ["node", "desk", "local-ca", "network-ca"];
+
+/// Refuses a client name whose files would replace the node's own.
+pub fn check_client_file_name(name: &str) -> Result<(), String> {
+    if RESERVED_CLIENT_NAMES.contains(&name) {
+        return Err(format!(
+            "client name '{name}' is taken by the node's own files ({name}.pem, {name}.key); choose another"
+        ));
+    }
+    Ok(())
+}
+
 fn node_toml(network: &str, node: &NodePlan, clients: &[(&str, Role)]) -> String {
     let mut text = format!(
         r#"# hanoi247 node {code}: made by `hanoi247 init` for a loopback network.
@@ -349,6 +364,21 @@ mod tests {
     use super::*;
     use crate::config::{ClientConfig, NodeConfig};
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_client_named_like_a_node_file_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let codes: Vec<NodeCode> = ["VN"].iter().map(|c| c.parse().unwrap()).collect();
+        for name in RESERVED_CLIENT_NAMES {
+            let out = dir.path().join(name);
+            let mut options =
+                InitOptions::with_base_port(out.clone(), "test-net".into(), &codes, 20000).unwrap();
+            options.clients.push((codes[0], name.into(), Role::Officer));
+            let error = init_network(&options).unwrap_err().to_string();
+            assert!(error.contains(&format!("client name '{name}' is taken")), "{error}");
+            assert!(!out.exists(), "nothing written for {name}");
+        }
+    }
 
     #[test]
     fn makes_loadable_configs_and_private_keys() {

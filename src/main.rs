@@ -132,8 +132,22 @@ async fn shutdown_signal() -> std::io::Result<()> {
     }
 }
 
+/// Lets a command whose output goes into a closed pipe (`hanoi247 inbox | head`) end quietly, as
+/// Unix tools do, instead of panicking in `println!`. Not for the long-running commands: a node
+/// must never die of a signal (its sockets write with MSG_NOSIGNAL either way).
+fn die_quietly_on_closed_stdout() {
+    // SAFETY: called first thing in `main`, before any other thread exists; setting a signal's
+    // disposition to the default has no memory effects.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Node { .. } | Command::Demo | Command::Bench(_)) {
+        die_quietly_on_closed_stdout();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

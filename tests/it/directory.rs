@@ -339,3 +339,24 @@ async fn the_secretariat_makes_adds_signs_and_verifies_with_the_cli() {
     let (ok, _, err) = hanoi247(&["directory", "verify", "--public-key", "secretariat.pub"], dir);
     assert!(!ok && err.contains("bad signature"), "{err}");
 }
+
+/// A command whose output goes into a closed pipe (`hanoi247 directory verify … | head -0`) ends
+/// quietly by SIGPIPE, as Unix tools do, instead of panicking in `println!`.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let work = tempfile::tempdir().unwrap();
+    let (ok, _, err) = hanoi247(&["directory", "init", "--network", "hanoi247-test"], work.path());
+    assert!(ok, "{err}");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_hanoi247"))
+        .args(["directory", "verify", "--public-key", "secretariat.pub"])
+        .current_dir(work.path())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{:?} {stderr}", output.status);
+}

@@ -239,6 +239,11 @@ async fn certs_commands_refuse_bad_input_and_change_no_crl() {
     assert!(err.contains("--node") && err.contains("--client"), "{err}");
     let err = hanoi247_fails(&["certs", "issue", "--client", "Not A Name", "--config"], &[&node_toml]);
     assert!(err.contains("Not A Name"), "{err}");
+    // A client named like one of the node's own files would overwrite them.
+    let desk_cert = std::fs::read(&config.tls.desk_cert).unwrap();
+    let err = hanoi247_fails(&["certs", "issue", "--client", "desk", "--config"], &[&node_toml]);
+    assert!(err.contains("client name 'desk' is taken"), "{err}");
+    assert_eq!(std::fs::read(&config.tls.desk_cert).unwrap(), desk_cert, "the desk certificate is untouched");
     assert_eq!(crls(), before);
 
     // Without tls.client_crl there is no list to add to: the error names the key.
