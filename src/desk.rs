@@ -380,13 +380,7 @@ impl DeskService for DeskApi {
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let caller = self.authorize(&request, Action::Get)?;
-        let id = parse_id_field("id", &request.get_ref().id).map_err(DeskError::from)?;
-        let stored = self.context.store.get(id).map_err(DeskError::from)?;
-        let stored = stored.ok_or_else(|| DeskError::NotFound(id.to_string()))?;
-        if let Err(error) = Self::check_visible(&caller, id, &stored) {
-            self.audit_refusal(audit_who(&caller), Action::Get, &id.to_string(), &error);
-            return Err(error.into());
-        }
+        let (id, stored) = self.visible_message(&caller, &request.get_ref().id)?;
         let replies = self.context.store.replies(id).map_err(DeskError::from)?;
         let replies: Vec<Message> =
             replies.iter().filter(|r| caller.may_see(&r.submitted_by)).map(view).collect();
@@ -611,13 +605,7 @@ impl DeskService for DeskApi {
         request: Request<GetProofRequest>,
     ) -> Result<Response<GetProofResponse>, Status> {
         let caller = self.authorize(&request, Action::Get)?;
-        let id = parse_id_field("id", &request.get_ref().id).map_err(DeskError::from)?;
-        let stored = self.context.store.get(id).map_err(DeskError::from)?;
-        let stored = stored.ok_or_else(|| DeskError::NotFound(id.to_string()))?;
-        if let Err(error) = Self::check_visible(&caller, id, &stored) {
-            self.audit_refusal(audit_who(&caller), Action::Get, &id.to_string(), &error);
-            return Err(error.into());
-        }
+        let (id, stored) = self.visible_message(&caller, &request.get_ref().id)?;
         let proof = proof_of(&self.context, id, &stored)?;
         // Recorded as a `Get` (what it reads), told apart by its details.
         self.audit_read(&caller, Action::Get, &id.to_string(), "proof (signatures and receipt)").await?;
@@ -714,6 +702,20 @@ impl DeskService for DeskApi {
             response.metadata_mut().insert(crate::audit::AUDIT_HEAD_HEADER, header);
         }
         Ok(response)
+    }
+}
+
+impl DeskApi {
+    /// The message `id` names, if the caller may see it; a refusal is recorded in the audit log
+    /// as a refused `Get` (both `Get` and `GetProof` read a message this way).
+    fn visible_message(&self, caller: &Caller, id: &str) -> Result<(Uuid, StoredMessage), DeskError> {
+        let id = parse_id_field("id", id)?;
+        let stored = self.context.store.get(id)?.ok_or_else(|| DeskError::NotFound(id.to_string()))?;
+        if let Err(error) = Self::check_visible(caller, id, &stored) {
+            self.audit_refusal(audit_who(caller), Action::Get, &id.to_string(), &error);
+            return Err(error);
+        }
+        Ok((id, stored))
     }
 }
 
