@@ -225,6 +225,7 @@ pub async fn run(options: BenchOptions) -> Result<Value, BenchError> {
             peer_port: free_port().await?,
             desk_port: free_port().await?,
             metrics_port: free_port().await?,
+            console_port: free_port().await?,
         });
     }
     let init = InitOptions {

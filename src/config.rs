@@ -64,6 +64,9 @@ pub struct NodeConfig {
     /// Input limits: what this node accepts from desk clients and peers.
     #[serde(default)]
     pub limits: Limits,
+    /// The desk console (HTTPS for officers' browsers).
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// The desk clients and their roles; a client not listed here is refused.
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
@@ -420,6 +423,26 @@ impl Limits {
             ));
         }
         Ok(())
+    }
+}
+
+/// The desk console: HTTPS with TLS 1.3 and a client certificate from the local CA, for the
+/// officers' browsers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Address, default `127.0.0.1:7249`.
+    #[serde(default = "default_console_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_console_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7249))
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self { listen: default_console_listen() }
     }
 }
 

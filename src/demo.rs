@@ -66,12 +66,13 @@ pub async fn run() -> Result<(), DemoError> {
     for node in [vn, fr, de] {
         let (peer, desk) = (listener().await?, listener().await?);
         let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).map_err(fail);
-        // Metrics on a port the OS picks when the node starts.
+        // Metrics and console on ports the OS picks when the node starts.
         nodes.push(NodePlan {
             code: node,
             peer_port: port(&peer)?,
             desk_port: port(&desk)?,
             metrics_port: 0,
+            console_port: 0,
         });
         listeners.push((peer, desk));
     }

@@ -63,6 +63,8 @@ pub struct NodePlan {
     pub desk_port: u16,
     /// Its metrics listener port.
     pub metrics_port: u16,
+    /// Its desk console port.
+    pub console_port: u16,
 }
 
 /// Everything `init` needs.
@@ -80,7 +82,8 @@ pub struct InitOptions {
 }
 
 impl InitOptions {
-    /// The ports of `init --base-port P`: the i-th node gets peer P+10i, desk P+10i+1 and metrics P+10i+2.
+    /// The ports of `init --base-port P`: the i-th node gets peer P+10i, desk P+10i+1, metrics
+    /// P+10i+2 and console P+10i+3.
     pub fn with_base_port(
         out: PathBuf,
         network: String,
@@ -100,7 +103,13 @@ impl InitOptions {
                             "--base-port {base_port}: ports for node {code} exceed 65535"
                         ))
                     })?;
-                Ok(NodePlan { code, peer_port, desk_port: peer_port + 1, metrics_port: peer_port + 2 })
+                Ok(NodePlan {
+                    code,
+                    peer_port,
+                    desk_port: peer_port + 1,
+                    metrics_port: peer_port + 2,
+                    console_port: peer_port + 3,
+                })
             })
             .collect::<Result<_, InitError>>()?;
         Ok(Self { out, network, nodes, clients: Vec::new() })
@@ -285,6 +294,11 @@ desk = "127.0.0.1:{desk}"
 # Prometheus /metrics, /healthz and /readyz (plain HTTP: keep it on loopback or a private network).
 listen = "127.0.0.1:{metrics}"
 
+[console]
+# The desk console for officers' browsers: https://127.0.0.1:{console}/ (local CA client
+# certificates, as on the desk listener; import <name>.p12 into the browser).
+listen = "127.0.0.1:{console}"
+
 [deadlines]
 # A request not acknowledged this long after its creation is OVERDUE at both ends.
 flash = "15m"
@@ -322,6 +336,7 @@ connect_timeout = "5s"
         peer = node.peer_port,
         desk = node.desk_port,
         metrics = node.metrics_port,
+        console = node.console_port,
     );
     text.push_str("\n# Desk clients (the name in their certificate) and their roles:\n# officer, operator, agency or auditor. A client not listed here is refused.\n");
     for (name, role) in clients {
@@ -398,6 +413,7 @@ mod tests {
         assert_eq!(directory.member(codes[1]).unwrap().endpoint, "127.0.0.1:20010");
         let fingerprint = crate::directory::fingerprint_of_file(&vn.tls.cert).unwrap();
         assert_eq!(directory.member(codes[0]).unwrap().certificate_sha256, fingerprint);
+        assert_eq!(vn.console.listen.port(), 20003);
         let bob = ClientConfig::load(report.client_config(codes[1]).unwrap()).unwrap();
         assert!(bob.cert.ends_with("fr/bob.pem"));
         assert_eq!(report.client_configs.len(), 3, "VN gets the default officer and operator, FR gets bob");

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod deadlines;
 pub mod delivery;
 pub mod demo;

@@ -149,6 +149,8 @@ pub struct RunningNode {
     pub desk_addr: SocketAddr,
     /// Where the metrics listener accepts.
     pub metrics_addr: SocketAddr,
+    /// Where the desk console accepts.
+    pub console_addr: SocketAddr,
     /// The shared state (for tests and the demo to look at).
     pub context: Arc<NodeContext>,
     stop: CancellationToken,
@@ -189,6 +191,8 @@ impl RunningNode {
         let (peer_addr, desk_addr) = (addr(&peer, config.listen.peer)?, addr(&desk, config.listen.desk)?);
         let metrics = bind(config.metrics.listen).await?;
         let metrics_addr = addr(&metrics, config.metrics.listen)?;
+        let console = bind(config.console.listen).await?;
+        let console_addr = addr(&console, config.console.listen)?;
 
         let context = Arc::new(NodeContext {
             config,
@@ -256,8 +260,17 @@ impl RunningNode {
                 metrics_stop.cancel();
             }
         });
-        tracing::info!(node = %context.code(), %peer_addr, %desk_addr, %metrics_addr, "node started");
-        Ok(Self { peer_addr, desk_addr, metrics_addr, context, stop, tasks, tls: node_tls })
+        let console_server =
+            crate::console::serve(console, node_tls.desk_server(), Arc::clone(&context), stop.clone());
+        let console_stop = stop.clone();
+        tasks.spawn(async move {
+            if let Err(error) = console_server.await {
+                tracing::error!(%error, "console listener failed; stopping the node");
+                console_stop.cancel();
+            }
+        });
+        tracing::info!(node = %context.code(), %peer_addr, %desk_addr, %metrics_addr, %console_addr, "node started");
+        Ok(Self { peer_addr, desk_addr, metrics_addr, console_addr, context, stop, tasks, tls: node_tls })
     }
 
     /// Reloads the TLS material now, as SIGHUP does (a hook for other triggers and for

@@ -755,6 +755,30 @@ impl NodeTls {
     }
 }
 
+/// The desk console's connections: like [`incoming_reloadable`] on the desk listener's server
+/// side (each handshake with the newest certificate, local CA and client CRL; registered so that
+/// a reload revoking a client certificate closes its console connections too), but offering
+/// `http/1.1` to browsers instead of gRPC's `h2`.
+pub fn incoming_console(
+    listener: TcpListener,
+    desk: Arc<ReloadableServer>,
+    handshake_timeout: Duration,
+    stop: CancellationToken,
+) -> ReceiverStream<Result<GuardedStream, std::io::Error>> {
+    let for_accept = Arc::clone(&desk);
+    accept_loop(
+        listener,
+        move || {
+            let mut config = (*current(&for_accept.material).config).clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            TlsAcceptor::from(Arc::new(config))
+        },
+        move |stream| desk.register(stream),
+        handshake_timeout,
+        stop,
+    )
+}
+
 #[cfg(test)]
 mod reload_tests {
     use super::*;

@@ -7,6 +7,7 @@ mod audit;
 mod backup;
 mod bad_input;
 mod chaos;
+mod console;
 mod delivery;
 mod demo;
 mod directory;

@@ -71,6 +71,7 @@ impl Network {
                 peer_port: free_port().await,
                 desk_port: free_port().await,
                 metrics_port: free_port().await,
+                console_port: free_port().await,
             });
         }
         let options = InitOptions {

@@ -1,0 +1,214 @@
+//! What the console's forms send: `application/x-www-form-urlencoded` decoding, the form token
+//! that stops cross-site requests, and turning the new-request form into a `SubmitRequest`.
+//! Pure apart from the token key's random bytes.
+
+use ring::hmac;
+
+use crate::proto::{HandlingCode, Precedence, PreservationRequest, RequestType, SubmitRequest};
+use crate::validation::FieldError;
+
+/// A decoded form: its fields in the order sent (a name may repeat).
+#[derive(Debug, Default, Clone)]
+pub struct Form(pub Vec<(String, String)>);
+
+impl Form {
+    /// Decodes an urlencoded body or query string (`+` is a space, `%XX` a byte, bad escapes
+    /// are kept as they are; invalid UTF-8 becomes U+FFFD).
+    pub fn parse(text: &[u8]) -> Self {
+        Self(
+            text.split(|b| *b == b'&')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    let mut parts = pair.splitn(2, |b| *b == b'=');
+                    let name = decode(parts.next().unwrap_or_default());
+                    let value = decode(parts.next().unwrap_or_default());
+                    (name, value)
+                })
+                .collect(),
+        )
+    }
+
+    /// The first value of `name`, or "".
+    pub fn get(&self, name: &str) -> &str {
+        self.0.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str())
+    }
+
+    /// Whether a checkbox `name` was ticked.
+    pub fn checked(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, v)| n == name && !v.is_empty())
+    }
+}
+
+fn decode(raw: &[u8]) -> String {
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => bytes.push(b' '),
+            b'%' if i + 2 < raw.len() => {
+                let hex = std::str::from_utf8(&raw[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        bytes.push(byte);
+                        i += 2;
+                    }
+                    None => bytes.push(b'%'),
+                }
+            }
+            other => bytes.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The form token: an HMAC of the caller's client certificate under a key made when the node
+/// starts. A page served to that certificate carries it; another site cannot read it, so a form
+/// that another site makes the browser post lacks it and is refused.
+pub struct FormTokens {
+    key: hmac::Key,
+}
+
+impl FormTokens {
+    /// A fresh random key.
+    pub fn new() -> Result<Self, ring::error::Unspecified> {
+        let rng = ring::rand::SystemRandom::new();
+        let bytes: [u8; 32] = ring::rand::generate(&rng)?.expose();
+        Ok(Self { key: hmac::Key::new(hmac::HMAC_SHA256, &bytes) })
+    }
+
+    /// The token for the client certificate `certificate` (DER), as hex.
+    pub fn token(&self, certificate: &[u8]) -> String {
+        hmac::sign(&self.key, certificate).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `token` is the one for `certificate` (compared in constant time).
+    pub fn verify(&self, certificate: &[u8], token: &str) -> bool {
+        let Some(tag) = unhex(token) else { return false };
+        hmac::verify(&self.key, certificate, &tag).is_ok()
+    }
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+/// The new-request form's fields of the preservation request, by name as in the proto (which
+/// is also what the node's validation names in its refusals).
+pub const PRESERVATION_TEXT_FIELDS: [&str; 7] = [
+    "preservation.requesting_authority",
+    "preservation.offence",
+    "preservation.facts",
+    "preservation.data_to_preserve",
+    "preservation.link_to_offence",
+    "preservation.custodian_or_location",
+    "preservation.necessity",
+];
+
+/// The `SubmitRequest` the new-request form describes. What is not filled in is left empty for
+/// the node's validation to name; only values that cannot even be carried (a period that is no
+/// number) are refused here.
+pub fn submit_request(form: &Form) -> Result<SubmitRequest, FieldError> {
+    let request_type = RequestType::from_str_name(form.get("request_type")).unwrap_or_default();
+    let preservation = if request_type == RequestType::Preservation {
+        let text = |name: &str| form.get(name).trim().to_owned();
+        let days = match form.get("preservation.preservation_days").trim() {
+            "" => 0,
+            days => days.parse().map_err(|_| {
+                FieldError::new("preservation.preservation_days", "must be a whole number of days")
+            })?,
+        };
+        Some(PreservationRequest {
+            requesting_authority: text(PRESERVATION_TEXT_FIELDS[0]),
+            offence: text(PRESERVATION_TEXT_FIELDS[1]),
+            facts: text(PRESERVATION_TEXT_FIELDS[2]),
+            data_to_preserve: text(PRESERVATION_TEXT_FIELDS[3]),
+            link_to_offence: text(PRESERVATION_TEXT_FIELDS[4]),
+            custodian_or_location: text(PRESERVATION_TEXT_FIELDS[5]),
+            necessity: text(PRESERVATION_TEXT_FIELDS[6]),
+            mutual_legal_assistance_to_follow: form.checked("preservation.mutual_legal_assistance_to_follow"),
+            preservation_days: days,
+        })
+    } else {
+        None
+    };
+    Ok(SubmitRequest {
+        destination: form.get("destination").trim().to_owned(),
+        request_type: request_type as i32,
+        precedence: Precedence::from_str_name(form.get("precedence")).unwrap_or_default() as i32,
+        case_reference: form.get("case_reference").trim().to_owned(),
+        subject: form.get("subject").trim().to_owned(),
+        // Browsers send CRLF line ends; the stored body keeps plain LF.
+        body: form.get("body").replace("\r\n", "\n"),
+        language: form.get("language").trim().to_owned(),
+        expires_at: None,
+        in_reply_to: form.get("in_reply_to").trim().to_owned(),
+        attachments: Vec::new(),
+        handling_code: HandlingCode::from_str_name(form.get("handling_code")).unwrap_or_default() as i32,
+        handling_restrictions: form.get("handling_restrictions").trim().to_owned(),
+        preservation,
+    })
+}
+
+/// Splits a refusal message of the node (`"<field>: <message>"`, as `FieldError` displays) into
+/// the field and what is wrong with it.
+pub fn field_of(message: &str) -> Option<(&str, &str)> {
+    let (field, rest) = message.split_once(": ")?;
+    let plausible =
+        !field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c));
+    plausible.then_some((field, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_urlencoded_forms() {
+        let form = Form::parse(b"a=1+2&b=%C3%A9t%C3%A9&c=%zz&d&e=50%25&e=x");
+        assert_eq!(form.get("a"), "1 2");
+        assert_eq!(form.get("b"), "été");
+        assert_eq!(form.get("c"), "%zz");
+        assert_eq!(form.get("d"), "");
+        assert_eq!(form.get("e"), "50%");
+        assert_eq!(form.get("missing"), "");
+        assert_eq!(Form::parse(b"x=%4").get("x"), "%4");
+    }
+
+    #[test]
+    fn tokens_are_bound_to_the_certificate() {
+        let tokens = FormTokens::new().unwrap();
+        let token = tokens.token(b"certificate A");
+        assert!(tokens.verify(b"certificate A", &token));
+        assert!(!tokens.verify(b"certificate B", &token));
+        assert!(!tokens.verify(b"certificate A", ""));
+        assert!(!tokens.verify(b"certificate A", "zz"));
+        assert!(!FormTokens::new().unwrap().verify(b"certificate A", &token), "another node start");
+    }
+
+    #[test]
+    fn the_form_becomes_a_submit_request() {
+        let form = Form::parse(
+            b"destination=FR&request_type=REQUEST_TYPE_PRESERVATION&precedence=PRECEDENCE_FLASH\
+              &subject=S&preservation.offence=fraud&preservation.preservation_days=90\
+              &preservation.mutual_legal_assistance_to_follow=on",
+        );
+        let request = submit_request(&form).unwrap();
+        assert_eq!(request.precedence(), Precedence::Flash);
+        let preservation = request.preservation.unwrap();
+        assert_eq!(preservation.offence, "fraud");
+        assert_eq!(preservation.preservation_days, 90);
+        assert!(preservation.mutual_legal_assistance_to_follow);
+        let bad =
+            Form::parse(b"request_type=REQUEST_TYPE_PRESERVATION&preservation.preservation_days=ninety");
+        assert_eq!(submit_request(&bad).unwrap_err().field, "preservation.preservation_days");
+        assert_eq!(field_of("preservation.offence: required"), Some(("preservation.offence", "required")));
+        assert_eq!(field_of("the node cannot write its store right now (x): retry"), None);
+    }
+}

@@ -1,0 +1,267 @@
+//! Every word the desk console shows a person, in one catalogue per language. English ships; a
+//! State adds its language by adding one more `Catalogue` constant and a line in [`catalogue`].
+//! Protocol words (FLASH, RECEIVED, PRESERVATION, H2, field names such as
+//! `preservation.offence`) are the network's shared vocabulary and are shown as they are.
+
+/// The console's words in one language.
+#[derive(Debug)]
+pub struct Catalogue {
+    /// BCP 47 tag, for `<html lang>`.
+    pub lang: &'static str,
+    /// The product name in the title bar.
+    pub product: &'static str,
+    /// Skip link for keyboard users.
+    pub skip_to_content: &'static str,
+    /// Navigation: inbox.
+    pub nav_inbox: &'static str,
+    /// Navigation: outbox.
+    pub nav_outbox: &'static str,
+    /// Navigation: new request.
+    pub nav_new: &'static str,
+    /// Navigation: network.
+    pub nav_network: &'static str,
+    /// "signed in as" before the client name.
+    pub signed_in_as: &'static str,
+    /// Shown for a certificate that is no client of this node.
+    pub no_role: &'static str,
+    /// Inbox heading.
+    pub inbox_title: &'static str,
+    /// Inbox when empty.
+    pub inbox_empty: &'static str,
+    /// Outbox heading.
+    pub outbox_title: &'static str,
+    /// Outbox when empty.
+    pub outbox_empty: &'static str,
+    /// Banner when a FLASH request arrives.
+    pub flash_banner: &'static str,
+    /// Live-update status: connected.
+    pub live_on: &'static str,
+    /// Live-update status: lost (the browser reconnects by itself).
+    pub live_off: &'static str,
+    /// Column: precedence.
+    pub col_precedence: &'static str,
+    /// Column: state.
+    pub col_state: &'static str,
+    /// Column: from.
+    pub col_from: &'static str,
+    /// Column: to.
+    pub col_to: &'static str,
+    /// Column: subject.
+    pub col_subject: &'static str,
+    /// Column: request type.
+    pub col_type: &'static str,
+    /// Column: age.
+    pub col_age: &'static str,
+    /// Column: acknowledgement deadline.
+    pub col_deadline: &'static str,
+    /// Column: last error.
+    pub col_last_error: &'static str,
+    /// Column: next retry.
+    pub col_next_retry: &'static str,
+    /// Column: attempts.
+    pub col_attempts: &'static str,
+    /// Marks an overdue message.
+    pub overdue: &'static str,
+    /// Message page heading.
+    pub message_title: &'static str,
+    /// Section: envelope fields.
+    pub section_fields: &'static str,
+    /// Section: preservation request.
+    pub section_preservation: &'static str,
+    /// Section: attachments.
+    pub section_attachments: &'static str,
+    /// Section: request chain.
+    pub section_chain: &'static str,
+    /// Section: timeline.
+    pub section_timeline: &'static str,
+    /// Section: actions.
+    pub section_actions: &'static str,
+    /// Link to the request this one answers.
+    pub answers: &'static str,
+    /// No replies yet.
+    pub no_replies: &'static str,
+    /// Timeline: UTC column.
+    pub time_utc: &'static str,
+    /// Timeline: the officer's own time zone column.
+    pub time_local: &'static str,
+    /// Timeline: note column.
+    pub note: &'static str,
+    /// Button: acknowledge.
+    pub acknowledge: &'static str,
+    /// Label: acknowledgement note.
+    pub acknowledge_note: &'static str,
+    /// Button: respond.
+    pub respond: &'static str,
+    /// Label: response text.
+    pub respond_text: &'static str,
+    /// Confirmation before responding.
+    pub respond_confirm: &'static str,
+    /// Button: cancel the request.
+    pub cancel: &'static str,
+    /// Label: cancellation reason.
+    pub cancel_reason: &'static str,
+    /// Confirmation before cancelling.
+    pub cancel_confirm: &'static str,
+    /// Button: requeue.
+    pub requeue: &'static str,
+    /// Confirmation before requeueing.
+    pub requeue_confirm: &'static str,
+    /// When the role may do nothing with this message.
+    pub no_actions: &'static str,
+    /// New request heading.
+    pub new_title: &'static str,
+    /// Intro under the new request heading.
+    pub new_intro: &'static str,
+    /// Submit button of the new request form.
+    pub send: &'static str,
+    /// Heading above a refusal that names no form field.
+    pub refused: &'static str,
+    /// The form's preservation fieldset legend.
+    pub preservation_legend: &'static str,
+    /// Hint on the preservation fieldset.
+    pub preservation_hint: &'static str,
+    /// Labels of the new request form, by field name as in the proto.
+    pub field_labels: &'static [(&'static str, &'static str)],
+    /// Network page heading.
+    pub network_title: &'static str,
+    /// Network page: queue depth.
+    pub queue_depth: &'static str,
+    /// Network page: oldest waiting message.
+    pub oldest_waiting: &'static str,
+    /// Network page: last contact.
+    pub last_contact: &'static str,
+    /// Network page: peer certificate expiry.
+    pub certificate_expiry: &'static str,
+    /// Network page: connection.
+    pub connection: &'static str,
+    /// Network page: nothing known yet.
+    pub never: &'static str,
+    /// Network page: certificate warnings heading.
+    pub warnings: &'static str,
+    /// A refusal because the form token is missing or wrong.
+    pub csrf_refused: &'static str,
+    /// Heading of a refusal page.
+    pub error_title: &'static str,
+    /// Link back to the inbox from an error page.
+    pub back_to_inbox: &'static str,
+    /// Yes.
+    pub yes: &'static str,
+    /// No.
+    pub no: &'static str,
+}
+
+impl Catalogue {
+    /// The label of form field `name` (the name itself when the catalogue has none).
+    pub fn field_label(&self, name: &'static str) -> &'static str {
+        self.field_labels.iter().find(|(field, _)| *field == name).map_or(name, |(_, label)| label)
+    }
+}
+
+/// English.
+pub const ENGLISH: Catalogue = Catalogue {
+    lang: "en",
+    product: "hanoi247 desk console",
+    skip_to_content: "Skip to content",
+    nav_inbox: "Inbox",
+    nav_outbox: "Outbox",
+    nav_new: "New request",
+    nav_network: "Network",
+    signed_in_as: "Signed in as",
+    no_role: "no role on this node",
+    inbox_title: "Inbox",
+    inbox_empty: "Nothing has come in.",
+    outbox_title: "Outbox",
+    outbox_empty: "Nothing sent.",
+    flash_banner: "FLASH request received: act now.",
+    live_on: "live",
+    live_off: "reconnecting…",
+    col_precedence: "Precedence",
+    col_state: "State",
+    col_from: "From",
+    col_to: "To",
+    col_subject: "Subject",
+    col_type: "Type",
+    col_age: "Age",
+    col_deadline: "Acknowledge by",
+    col_last_error: "Last error",
+    col_next_retry: "Next retry",
+    col_attempts: "Attempts",
+    overdue: "OVERDUE",
+    message_title: "Message",
+    section_fields: "Envelope",
+    section_preservation: "Preservation request",
+    section_attachments: "Attachments",
+    section_chain: "Request chain",
+    section_timeline: "Timeline",
+    section_actions: "Actions",
+    answers: "Answers",
+    no_replies: "No replies yet.",
+    time_utc: "Time (UTC)",
+    time_local: "Your time",
+    note: "Note",
+    acknowledge: "Acknowledge",
+    acknowledge_note: "Note to the sender (optional)",
+    respond: "Send response",
+    respond_text: "Response",
+    respond_confirm: "Send this response? It cannot be withdrawn.",
+    cancel: "Cancel request",
+    cancel_reason: "Why the request is withdrawn",
+    cancel_confirm: "Cancel this request? The other side is told and it cannot be undone.",
+    requeue: "Requeue",
+    requeue_confirm: "Send this expired request again, with a new expiry?",
+    no_actions: "Your role has nothing to do with this message.",
+    new_title: "New request",
+    new_intro: "Fields marked * are required. The node checks the request before anything is stored.",
+    send: "Send request",
+    refused: "The node refused this",
+    preservation_legend: "Preservation request (required for PRESERVATION)",
+    preservation_hint: "Each field of the Convention's preservation request; at least 60 days.",
+    field_labels: &[
+        ("destination", "To"),
+        ("request_type", "Request type"),
+        ("precedence", "Precedence"),
+        ("subject", "Subject"),
+        ("body", "Body"),
+        ("case_reference", "Case reference (empty: a new one)"),
+        ("language", "Language (BCP 47)"),
+        ("handling_code", "Handling code"),
+        ("handling_restrictions", "Handling restrictions (required for H3)"),
+        ("in_reply_to", "In reply to (message id)"),
+        ("preservation.requesting_authority", "Requesting authority"),
+        ("preservation.offence", "Offence"),
+        ("preservation.facts", "Short facts"),
+        ("preservation.data_to_preserve", "Stored data to preserve"),
+        ("preservation.link_to_offence", "Link of the data to the offence"),
+        ("preservation.custodian_or_location", "Custodian or location of the data"),
+        ("preservation.necessity", "Why preservation is needed"),
+        ("preservation.mutual_legal_assistance_to_follow", "A mutual legal assistance request will follow"),
+        ("preservation.preservation_days", "Preservation period (days)"),
+    ],
+    network_title: "Network",
+    queue_depth: "Queue",
+    oldest_waiting: "Oldest waiting",
+    last_contact: "Last contact",
+    certificate_expiry: "Certificate expires",
+    connection: "Connection",
+    never: "never",
+    warnings: "Warnings",
+    csrf_refused: "The form token is missing or out of date (was the node restarted?): reload the page and try again.",
+    error_title: "Refused",
+    back_to_inbox: "Back to the inbox",
+    yes: "yes",
+    no: "no",
+};
+
+/// The catalogues shipped; a State adds its own here, e.g. `&FRENCH`.
+static SHIPPED: &[&Catalogue] = &[&ENGLISH];
+
+/// The catalogue for the first language of an `Accept-Language` header that has one; English
+/// otherwise.
+pub fn catalogue(accept_language: &str) -> &'static Catalogue {
+    accept_language
+        .split(',')
+        .filter_map(|item| item.split(';').next())
+        .map(|tag| tag.trim().split('-').next().unwrap_or_default().to_ascii_lowercase())
+        .find_map(|primary| SHIPPED.iter().copied().find(|c| c.lang == primary))
+        .unwrap_or(&ENGLISH)
+}

@@ -1,0 +1,319 @@
+//! Issue 8 (desk console): the node's HTTPS console over our mTLS, driven by a small HTTP/1.1
+//! client over tokio-rustls with the client certificates `init` made: certificates refused, a
+//! FLASH arriving live, acknowledging with the form token, the form token required, roles refused
+//! server-side, agencies seeing only their own, the CSP, and field errors of the new-request form.
+
+use std::sync::Arc;
+
+use hanoi247::access::Role;
+use hanoi247::config::ClientConfig;
+use hanoi247::proto::{GetRequest, MessageState};
+use hanoi247::tls;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+/// What the console answered.
+struct Page {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Page {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The form token the page carries for scripts (every page has it).
+    fn token(&self) -> String {
+        between(&self.body, "<meta name=\"csrf-token\" content=\"", "\"").to_owned()
+    }
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text.find(start).unwrap_or_else(|| panic!("{start} not in {text}")) + start.len();
+    let to = text[from..].find(end).unwrap() + from;
+    &text[from..to]
+}
+
+/// A browser's TLS: client `name` of `node`, trusting that node's local CA, speaking HTTP/1.1.
+fn browser(net: &Network, node: &str, name: &str) -> Arc<rustls::ClientConfig> {
+    let client = ClientConfig::load(&net.client_config_path_of(node, name)).unwrap();
+    let mut config = (*tls::client_config(&client.ca, &client.cert, &client.key).unwrap()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+fn console_port(net: &Network, node: &str) -> u16 {
+    net.config(node).console.listen.port()
+}
+
+async fn connect(
+    config: Arc<rustls::ClientConfig>,
+    port: u16,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap()
+}
+
+/// One request on its own connection; `form` makes it a POST of that urlencoded body.
+async fn fetch(config: Arc<rustls::ClientConfig>, port: u16, path: &str, form: Option<&str>) -> Page {
+    let mut stream = connect(config, port).await;
+    let head = match form {
+        Some(body) => format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        None => format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+    };
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let read =
+        tokio::time::timeout(DEADLINE, stream.read_to_end(&mut raw)).await.expect("the console answers");
+    if let Err(error) = read {
+        // A peer that closes without close_notify still sent the whole response.
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{error}");
+    }
+    parse(&String::from_utf8(raw).unwrap())
+}
+
+fn parse(raw: &str) -> Page {
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete HTTP response");
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
+    let body = if chunked { unchunk(body) } else { body.to_owned() };
+    Page { status, headers, body }
+}
+
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}
+
+/// Form fields, urlencoded.
+fn urlencode(fields: &[(&str, &str)]) -> String {
+    let escape = |text: &str| -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                b' ' => "+".into(),
+                other => format!("%{other:02X}"),
+            })
+            .collect()
+    };
+    fields.iter().map(|(n, v)| format!("{}={}", escape(n), escape(v))).collect::<Vec<_>>().join("&")
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_refuses_browsers_without_a_certificate_of_this_node() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.start("VN").await;
+    let port = console_port(&net, "VN");
+    let officer = ClientConfig::load(&net.client_config_path("VN")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in tls::load_certs(&officer.ca).unwrap() {
+        roots.add(cert).unwrap();
+    }
+
+    // No client certificate at all.
+    let mut anonymous = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    anonymous.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let alert = handshake_alert(Arc::new(anonymous), port).await;
+    assert!(alert.contains("CertificateRequired"), "{alert}");
+
+    // FR's officer: a good certificate, from another CA (FR's local CA).
+    let fr = ClientConfig::load(&net.client_config_path("FR")).unwrap();
+    let mut foreign = (*tls::client_config(&officer.ca, &fr.cert, &fr.key).unwrap()).clone();
+    foreign.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let alert = handshake_alert(Arc::new(foreign), port).await;
+    assert!(alert.contains("UnknownCA") || alert.contains("BadCertificate"), "{alert}");
+
+    // VN's own officer gets in, with the security headers.
+    let page = fetch(browser(&net, "VN", "officer"), port, "/inbox", None).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    net.stop("VN").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_arrives_live_and_is_acknowledged_with_the_form_token_only() {
+    let clients = [("FR", "officer", Role::Officer), ("FR", "audit", Role::Auditor)];
+    let mut net = Network::with_clients(&["VN", "FR"], &clients).await;
+    net.start("VN").await;
+    net.start("FR").await;
+    let port = console_port(&net, "FR");
+    let officer = browser(&net, "FR", "officer");
+
+    // The officer's open page listens to the event stream.
+    let mut events = connect(Arc::clone(&officer), port).await;
+    let request =
+        format!("GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n");
+    events.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("\r\n\r\n") {
+        let n = tokio::time::timeout(DEADLINE, events.read(&mut buf)).await.unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(seen.to_ascii_lowercase().contains("content-type: text/event-stream"), "{seen}");
+
+    let mut vn = net.desk("VN");
+    let id = submit(&mut vn, preservation_request("FR")).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !(seen.contains(&id) && seen.contains("\"RECEIVED\"")) {
+        let n = tokio::time::timeout_at(deadline, events.read(&mut buf))
+            .await
+            .expect("the event is pushed")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("event: change"), "{seen}");
+    assert!(seen.contains("\"precedence\":\"FLASH\""), "{seen}");
+
+    // The inbox shows it, marked FLASH, with the CSP and no outside host anywhere.
+    let inbox = fetch(Arc::clone(&officer), port, "/inbox", None).await;
+    assert_eq!(inbox.status, 200);
+    assert!(inbox.body.contains(&format!("data-id=\"{id}\"")), "{}", inbox.body);
+    assert!(inbox.body.contains("prec-flash"), "{}", inbox.body);
+    assert!(inbox.body.contains("Preserve mailbox"));
+    let csp = inbox.header("content-security-policy").expect("a CSP");
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        !inbox.body.contains("<script>") && !inbox.body.contains("http://"),
+        "no inline script, no other host"
+    );
+    let script = fetch(Arc::clone(&officer), port, "/assets/console.js", None).await;
+    assert_eq!(script.status, 200);
+    assert!(script.header("content-type").unwrap().starts_with("text/javascript"));
+    assert!(script.body.contains("EventSource"));
+
+    let page = fetch(Arc::clone(&officer), port, &format!("/message/{id}"), None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&format!("action=\"/message/{id}/acknowledge\"")), "{}", page.body);
+    assert!(page.body.contains("preservation.offence") || page.body.contains("Offence"));
+    let token = between(&page.body, "name=\"csrf\" value=\"", "\"").to_owned();
+    let ack_path = format!("/message/{id}/acknowledge");
+    let mut fr = net.desk("FR");
+    let state = |message: hanoi247::proto::GetResponse| message.message.unwrap().state();
+
+    // Without the token, or with another client's: refused, nothing changes.
+    let refused = fetch(Arc::clone(&officer), port, &ack_path, Some("note=x")).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let audit = browser(&net, "FR", "audit");
+    let audit_token = fetch(Arc::clone(&audit), port, "/inbox", None).await.token();
+    assert_ne!(audit_token, token, "the token is bound to the certificate");
+    let wrong = urlencode(&[("csrf", &audit_token), ("note", "x")]);
+    assert_eq!(fetch(Arc::clone(&officer), port, &ack_path, Some(&wrong)).await.status, 403);
+    let current = fr.get(GetRequest { id: id.clone() }).await.unwrap().into_inner();
+    assert_eq!(state(current), MessageState::Received);
+
+    // The auditor, with its own valid token, is refused by the desk API itself.
+    let by_auditor = fetch(audit, port, &ack_path, Some(&urlencode(&[("csrf", &audit_token)]))).await;
+    assert_eq!(by_auditor.status, 403, "{}", by_auditor.body);
+    assert!(by_auditor.body.contains("may not call Acknowledge"), "{}", by_auditor.body);
+    let current = fr.get(GetRequest { id: id.clone() }).await.unwrap().into_inner();
+    assert_eq!(state(current), MessageState::Received);
+
+    // The officer acknowledges from the message page; VN's node hears of it.
+    let form = urlencode(&[("csrf", &token), ("note", "taken by the night desk")]);
+    let done = fetch(Arc::clone(&officer), port, &ack_path, Some(&form)).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(done.header("location"), Some(format!("/message/{id}").as_str()));
+    wait_state(&mut vn, &id, MessageState::Acknowledged).await;
+    let after = fetch(officer, port, &format!("/message/{id}"), None).await;
+    assert!(after.body.contains("acknowledged by officer"), "{}", after.body);
+
+    drop(events);
+    net.stop("FR").await;
+    net.stop("VN").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agencies_see_their_own_and_the_form_names_the_missing_field() {
+    let clients =
+        [("VN", "officer", Role::Officer), ("VN", "police", Role::Agency), ("VN", "cert", Role::Agency)];
+    let mut net = Network::with_clients(&["VN", "FR"], &clients).await;
+    net.start("VN").await;
+    let port = console_port(&net, "VN");
+    let of_police = submit(&mut net.desk_as("VN", "police"), preservation_request("FR")).await;
+    let of_cert = submit(&mut net.desk_as("VN", "cert"), preservation_request("FR")).await;
+
+    let police = browser(&net, "VN", "police");
+    let outbox = fetch(Arc::clone(&police), port, "/outbox", None).await;
+    assert_eq!(outbox.status, 200);
+    assert!(outbox.body.contains(&of_police), "{}", outbox.body);
+    assert!(!outbox.body.contains(&of_cert), "another agency's request is not listed");
+    assert_eq!(fetch(Arc::clone(&police), port, &format!("/message/{of_cert}"), None).await.status, 403);
+    assert_eq!(fetch(Arc::clone(&police), port, &format!("/message/{of_police}"), None).await.status, 200);
+    assert_eq!(fetch(Arc::clone(&police), port, "/inbox", None).await.status, 403, "agencies have no inbox");
+    assert_eq!(fetch(police, port, "/network", None).await.status, 403, "operators only");
+
+    // The new-request form: a preservation request without its offence.
+    let officer = browser(&net, "VN", "officer");
+    let mut desk = net.desk("VN");
+    let before = outbox_len(&mut desk).await;
+    let form_page = fetch(Arc::clone(&officer), port, "/new", None).await;
+    assert_eq!(form_page.status, 200);
+    assert!(form_page.body.contains("name=\"preservation.offence\""), "{}", form_page.body);
+    let token = form_page.token();
+    let mut fields = vec![
+        ("csrf", token.as_str()),
+        ("destination", "FR"),
+        ("request_type", "REQUEST_TYPE_PRESERVATION"),
+        ("precedence", "PRECEDENCE_FLASH"),
+        ("subject", "Preserve the mailbox"),
+        ("handling_code", "HANDLING_CODE_H0"),
+        ("preservation.requesting_authority", "Prosecutor A05"),
+        ("preservation.offence", ""),
+        ("preservation.facts", "phishing"),
+        ("preservation.data_to_preserve", "mailbox"),
+        ("preservation.link_to_offence", "sent the mails"),
+        ("preservation.custodian_or_location", "provider X"),
+        ("preservation.necessity", "deleted in 24h"),
+        ("preservation.mutual_legal_assistance_to_follow", "on"),
+        ("preservation.preservation_days", "90"),
+    ];
+    let refused = fetch(Arc::clone(&officer), port, "/new", Some(&urlencode(&fields))).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let error = between(&refused.body, "id=\"f-preservation-offence-error\" role=\"alert\">", "</p>");
+    assert_eq!(error, "required");
+    assert!(refused.body.contains("aria-describedby=\"f-preservation-offence-error\""));
+    assert!(refused.body.contains("value=\"Prosecutor A05\""), "what was typed is kept");
+    assert_eq!(outbox_len(&mut desk).await, before, "nothing stored");
+
+    // Filled in, it is sent.
+    fields[7].1 = "fraud";
+    let sent = fetch(officer, port, "/new", Some(&urlencode(&fields))).await;
+    assert_eq!(sent.status, 303, "{}", sent.body);
+    assert_eq!(outbox_len(&mut desk).await, before + 1);
+    net.stop("VN").await;
+}
+
+async fn outbox_len(desk: &mut hanoi247::desk_client::DeskClient) -> usize {
+    outbox(desk).await.len()
+}
