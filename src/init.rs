@@ -16,6 +16,7 @@
 //! DIR/<cc>/desk.pem, desk.key                its desk listener's server certificate
 //! DIR/<cc>/<name>.pem, <name>.key            a desk client spiffe://<network>/node/<CC>/client/<name>
 //! DIR/<cc>/<name>.client.toml                that client's config for the CLI
+//! DIR/<cc>/<name>.p12, <name>.p12.password   the same certificate and key for a browser (console)
 //! ```
 
 use std::fmt::Write as _;
@@ -212,6 +213,8 @@ pub fn init_network(options: &InitOptions) -> Result<InitReport, InitError> {
             let client = local_ca.issue_client(&options.network, node.code, name, VALIDITY_DAYS)?;
             pki::write_certificate(&dir.join(format!("{name}.pem")), &client.cert_pem)?;
             pki::write_private_key(&dir.join(format!("{name}.key")), &client.key_pem)?;
+            let (p12, password) = pki::pkcs12(&client, local_ca.cert_pem(), name)?;
+            pki::write_pkcs12(&dir.join(format!("{name}.p12")), &p12, &password)?;
             let path = dir.join(format!("{name}.client.toml"));
             write_file(&path, &client_toml(node, name))?;
             report.client_configs.push((node.code, name.to_owned(), path));
@@ -378,6 +381,7 @@ fn write_file(path: &Path, text: &str) -> Result<(), InitError> {
 mod tests {
     use super::*;
     use crate::config::{ClientConfig, NodeConfig};
+    use rustls::pki_types::pem::PemObject;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -424,6 +428,27 @@ mod tests {
         assert_eq!(vn.role_of("operator"), Some(Role::Operator));
         let mode = std::fs::metadata(dir.path().join("net/fr/bob.key")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        for file in ["net/fr/bob.p12", "net/fr/bob.p12.password"] {
+            let mode = std::fs::metadata(dir.path().join(file)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+        let password = std::fs::read_to_string(dir.path().join("net/fr/bob.p12.password")).unwrap();
+        let p12 = std::fs::read(dir.path().join("net/fr/bob.p12")).unwrap();
+        let store = p12_keystore::KeyStore::from_pkcs12(
+            &p12,
+            password.trim_end(),
+            p12_keystore::Pkcs12ImportPolicy::Strict,
+        )
+        .unwrap();
+        let (_, chain) = store.private_key_chain().expect("the key with its certificates");
+        let pem = std::fs::read_to_string(dir.path().join("net/fr/bob.pem")).unwrap();
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(chain.certs()[0].as_der(), der.as_ref(), "bob's certificate first, then the local CA");
+        assert_eq!(chain.certs().len(), 2);
+        assert!(
+            p12_keystore::KeyStore::from_pkcs12(&p12, "wrong", p12_keystore::Pkcs12ImportPolicy::Strict)
+                .is_err()
+        );
         assert!(init_network(&options).is_err(), "never overwrites an existing CA");
     }
 }

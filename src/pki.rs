@@ -40,6 +40,9 @@ pub enum PkiError {
     /// another CA.
     #[error("{0}")]
     BadCrl(String),
+    /// A PKCS#12 file could not be made.
+    #[error("PKCS#12: {0}")]
+    Pkcs12(String),
 }
 
 /// A PEM certificate and its PEM private key.
@@ -353,7 +356,7 @@ impl CertificateAuthority {
 /// Writes `contents` atomically with `mode` from the moment the file exists: a fresh temp file in
 /// the same directory (so the rename stays on one file system), synced, renamed over `path`, then
 /// the directory synced so the rename survives a crash.
-fn write_atomically(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
+fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
     let io = |source| PkiError::Io { path: path.to_owned(), source };
     let file_name = path.file_name().ok_or_else(|| {
         io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path does not name a file"))
@@ -368,7 +371,7 @@ fn write_atomically(path: &Path, contents: &str, mode: u32) -> Result<(), PkiErr
         .mode(mode)
         .open(&temp)
         .and_then(|mut file| {
-            file.write_all(contents.as_bytes())?;
+            file.write_all(contents)?;
             file.sync_all()
         })
         .and_then(|()| std::fs::rename(&temp, path));
@@ -382,17 +385,57 @@ fn write_atomically(path: &Path, contents: &str, mode: u32) -> Result<(), PkiErr
 
 /// Writes a private key PEM readable by its owner only (0600).
 pub fn write_private_key(path: &Path, pem: &str) -> Result<(), PkiError> {
-    write_atomically(path, pem, 0o600)
+    write_atomically(path, pem.as_bytes(), 0o600)
 }
 
 /// Writes a certificate PEM (0644: certificates are public).
 pub fn write_certificate(path: &Path, pem: &str) -> Result<(), PkiError> {
-    write_atomically(path, pem, 0o644)
+    write_atomically(path, pem.as_bytes(), 0o644)
+}
+
+/// Characters of PKCS#12 passwords: no look-alikes (0/O, 1/l/I), so a person can type one.
+const PASSWORD_ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
+
+/// A certificate, the CA that issued it and its private key as a PKCS#12 file for importing
+/// into a browser, encrypted (PBES2, AES-256, HMAC-SHA256) under a fresh random password of
+/// 24 characters (120 bits). Returns the file and the password.
+pub fn pkcs12(certified: &CertifiedKey, ca_pem: &str, name: &str) -> Result<(Vec<u8>, String), PkiError> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| PkiError::Pkcs12(format!("{what}: {e}"));
+    let der = |pem: &str| {
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| fail("certificate", &e))
+            .and_then(|der| p12_keystore::Certificate::from_der(&der).map_err(|e| fail("certificate", &e)))
+    };
+    let key_der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(certified.key_pem.as_bytes())
+        .map_err(|e| fail("private key", &e))?;
+    let key = p12_keystore::PrivateKey::from_der(key_der.secret_pkcs8_der())
+        .map_err(|e| fail("private key", &e))?;
+    let leaf = der(&certified.cert_pem)?;
+    // The key's id ties it to its certificate inside the file: a digest of the certificate.
+    let key_id = ring::digest::digest(&ring::digest::SHA256, leaf.as_der()).as_ref().to_vec();
+    let chain = p12_keystore::PrivateKeyChain::new(key_id, key, [leaf, der(ca_pem)?]);
+    let mut store = p12_keystore::KeyStore::new();
+    store.add_entry(name, p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+    let mut random = [0u8; 24];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+        .map_err(|_| PkiError::Pkcs12("no random bytes for the password".into()))?;
+    let password: String =
+        random.iter().map(|b| char::from(PASSWORD_ALPHABET[usize::from(b % 32)])).collect();
+    let bytes = store.writer(&password).write().map_err(|e| fail("writing", &e))?;
+    Ok((bytes, password))
+}
+
+/// Writes a PKCS#12 file and, beside it as `<file>.password`, its password; both 0600.
+pub fn write_pkcs12(path: &Path, bytes: &[u8], password: &str) -> Result<(), PkiError> {
+    write_atomically(path, bytes, 0o600)?;
+    let mut password_path = path.as_os_str().to_owned();
+    password_path.push(".password");
+    write_atomically(Path::new(&password_path), format!("{password}\n").as_bytes(), 0o600)
 }
 
 /// Writes a public file (a signed directory, a public key) atomically, mode 0644.
 pub fn write_public_file(path: &Path, contents: &str) -> Result<(), PkiError> {
-    write_atomically(path, contents, 0o644)
+    write_atomically(path, contents.as_bytes(), 0o644)
 }
 
 #[cfg(test)]
