@@ -301,7 +301,7 @@ pub fn message(frame: &Frame<'_>, message: &Message, replies: &[Message], refusa
     let e = message.envelope.clone().unwrap_or_default();
     let mut fields = String::new();
     definition(&mut fields, "id", &format!("<code>{}</code>", esc(&e.id)));
-    definition(&mut fields, "kind", &kind_or_type(e.kind(), RequestType::Unspecified));
+    definition(&mut fields, "kind", e.kind().as_str_name().trim_start_matches("ENVELOPE_KIND_"));
     definition(&mut fields, "request_type", type_name(e.request_type()));
     definition(&mut fields, "precedence", &precedence_badge(e.precedence()));
     let overdue = if message.overdue {

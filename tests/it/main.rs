@@ -8,6 +8,7 @@ mod backup;
 mod bad_input;
 mod chaos;
 mod console;
+mod console_browser;
 mod delivery;
 mod demo;
 mod directory;

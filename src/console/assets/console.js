@@ -60,10 +60,14 @@
     if (banner) banner.hidden = false;
   }
 
+  // One refresh at a time; a change that arrives during one is not lost: another follows it.
   let refreshing = null;
+  let again = false;
   function refreshInbox() {
     const rows = document.getElementById("inbox-rows");
-    if (!rows || refreshing) return;
+    if (!rows) return;
+    if (refreshing) { again = true; return; }
+    again = false;
     refreshing = fetch("/inbox/rows", { credentials: "same-origin", cache: "no-store" })
       .then(function (response) { return response.ok ? response.text() : Promise.reject(response.status); })
       .then(function (html) {
@@ -82,7 +86,10 @@
         badge();
       })
       .catch(function () { /* the next event or reconnect tries again */ })
-      .finally(function () { refreshing = null; });
+      .finally(function () {
+        refreshing = null;
+        if (again) refreshInbox();
+      });
   }
 
   function live() {
