@@ -9,6 +9,7 @@
 //! cross-site requests (`form`), security headers, and Server-Sent Events from `Watch`.
 
 mod form;
+mod history;
 mod pages;
 pub mod strings;
 
@@ -63,6 +64,7 @@ struct Console {
     context: Arc<NodeContext>,
     desk: DeskApi,
     tokens: FormTokens,
+    history: Arc<history::QueueHistory>,
 }
 
 type Shared = Arc<Console>;
@@ -79,10 +81,15 @@ pub async fn serve(
     let tokens =
         FormTokens::new().map_err(|_| std::io::Error::other("no random bytes for the form token key"))?;
     let desk = DeskApi::new(Arc::clone(&context), stop.clone());
-    let console = Arc::new(Console { context, desk, tokens });
+    let history = Arc::new(history::QueueHistory::default());
+    let sampler = history::sample(Arc::clone(&context), Arc::clone(&history), stop.clone());
+    let console = Arc::new(Console { context, desk, tokens, history });
     let incoming = crate::tls::incoming_console(listener, desk_tls, HANDSHAKE_TIMEOUT, stop.clone());
     let app = router(console).into_make_service_with_connect_info::<Browser>();
-    axum::serve(TlsListener { incoming, local }, app).with_graceful_shutdown(stop.cancelled_owned()).await
+    let server =
+        axum::serve(TlsListener { incoming, local }, app).with_graceful_shutdown(stop.cancelled_owned());
+    let (served, ()) = tokio::join!(server.into_future(), sampler);
+    served
 }
 
 fn router(console: Shared) -> Router {
@@ -473,7 +480,17 @@ async fn network(
         Ok(queue) => queue.into_inner(),
         Err(status) => return console.refused(&viewer, &status),
     };
-    html(StatusCode::OK, pages::network(&viewer.frame(&console.node()), &peers, &queue))
+    let now = std::time::SystemTime::now();
+    // The sampled hour, ending with the depth just read.
+    let chart = |peer: &str| {
+        let label = format!("{} {peer}", viewer.strings.queue_chart);
+        let mut samples = console.history.of(peer);
+        if let Some(q) = queue.peers.iter().find(|q| q.peer == peer) {
+            samples.push((now, q.flash + q.immediate + q.priority + q.routine));
+        }
+        history::chart(&samples, now, &label)
+    };
+    html(StatusCode::OK, pages::network(&viewer.frame(&console.node()), &peers, &queue, &chart))
 }
 
 /// The node's lifecycle events from now on, as Server-Sent Events (`event: change`, data the

@@ -707,7 +707,12 @@ pub fn field_id(field: &str) -> String {
 }
 
 /// The network page: one tile per peer.
-pub fn network(frame: &Frame<'_>, peers: &ListPeersResponse, queue: &GetQueueResponse) -> String {
+pub fn network(
+    frame: &Frame<'_>,
+    peers: &ListPeersResponse,
+    queue: &GetQueueResponse,
+    chart: &dyn Fn(&str) -> String,
+) -> String {
     let s = frame.strings;
     let mut tiles = String::new();
     for peer in &peers.peers {
@@ -727,7 +732,8 @@ pub fn network(frame: &Frame<'_>, peers: &ListPeersResponse, queue: &GetQueueRes
              <dt>{l_oldest}</dt><dd>{oldest}</dd>\
              <dt>{l_contact}</dt><dd>{contact}</dd>\
              <dt>{l_cert}</dt><dd>{cert}</dd>\
-             <dt>{l_error}</dt><dd class=\"error\">{error}</dd></dl></article>",
+             <dt>{l_error}</dt><dd class=\"error\">{error}</dd></dl>\
+             <figure><figcaption>{l_chart}</figcaption>{chart}</figure></article>",
             class = connection.to_ascii_lowercase(),
             code = esc(&peer.peer),
             name = esc(&peer.name),
@@ -743,6 +749,8 @@ pub fn network(frame: &Frame<'_>, peers: &ListPeersResponse, queue: &GetQueueRes
             cert = time(peer.certificate_expires_at.as_ref()),
             l_error = s.col_last_error,
             error = esc(if peer.last_error.is_empty() { &q.last_error } else { &peer.last_error }),
+            l_chart = s.queue_chart,
+            chart = chart(&peer.peer),
         );
     }
     let mut content = format!("<div class=\"tiles\">{tiles}</div>");

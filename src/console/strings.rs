@@ -126,6 +126,8 @@ pub struct Catalogue {
     pub network_title: &'static str,
     /// Network page: queue depth.
     pub queue_depth: &'static str,
+    /// Network page: the chart of the queue depth.
+    pub queue_chart: &'static str,
     /// Network page: oldest waiting message.
     pub oldest_waiting: &'static str,
     /// Network page: last contact.
@@ -239,6 +241,7 @@ pub const ENGLISH: Catalogue = Catalogue {
     ],
     network_title: "Network",
     queue_depth: "Queue",
+    queue_chart: "Queue depth over the last hour",
     oldest_waiting: "Oldest waiting",
     last_contact: "Last contact",
     certificate_expiry: "Certificate expires",

@@ -10,6 +10,7 @@ console's own certificate is verified too.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -141,6 +142,21 @@ def main():
         officer.goto(URL + "/outbox")
         assert officer.locator("tr[data-id]").count() == before, "the refused request was stored"
 
+        step("filled in, the form sends the request (to DE, which is down: it waits in the queue)")
+        officer.goto(URL + "/new")
+        officer.select_option("#f-destination", "DE")
+        officer.select_option("#f-precedence", "PRECEDENCE_IMMEDIATE")
+        officer.fill("#f-subject", "Preserve the server logs")
+        for field, value in [("requesting_authority", "Parquet de Paris, J3"), ("offence", "ransomware"),
+                             ("facts", "encrypted hospital servers"), ("data_to_preserve", "server logs"),
+                             ("link_to_offence", "the C2 server"), ("custodian_or_location", "hosting provider Y"),
+                             ("necessity", "rotation in 48h")]:
+            officer.fill(f"#f-preservation-{field}", value)
+        officer.get_by_role("button", name="Send request").click()
+        expect(officer.locator("dl.fields .state").first).to_have_text(re.compile("QUEUED|WAITING_RETRY"))
+        officer.goto(URL + "/outbox")
+        assert officer.locator("tr[data-id]").count() == before + 1
+
         step("the auditor cannot acknowledge: refused by the server, not just a hidden button")
         second = send_flash("Second request")
         auditor = context(ARGS["auditor"]).new_page()
@@ -174,6 +190,7 @@ def main():
         operator = context(ARGS["operator"]).new_page()
         operator.goto(URL + "/network")
         expect(operator.locator('article.tile[data-peer="VN"]')).to_be_visible()
+        expect(operator.locator('article.tile[data-peer="DE"]')).to_contain_text("1 (FLASH 0, IMMEDIATE 1")
         operator.screenshot(path=os.path.join(SHOTS, "console-network.png"), full_page=True)
 
         step("a narrow window")

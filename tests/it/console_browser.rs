@@ -4,7 +4,8 @@
 //! refused; a FLASH from VN in FR's open inbox within 2 s without a reload; acknowledged from
 //! the message page and ACKNOWLEDGED at VN; the new-request form naming the missing field with
 //! nothing stored; the auditor refused by the server; an agency seeing none of the others'
-//! messages; no request to any other host; the CSP header. It saves screenshots: under the
+//! messages; a request sent from the form; the network page; no request to any other host;
+//! the CSP header; keyboard only; a narrow window. It saves screenshots: under the
 //! target directory, or into `docs/` when `HANOI247_UPDATE_SCREENSHOTS=1`.
 //!
 //! Needs `chromium` (`apt-get install chromium`; or `HANOI247_CHROMIUM=/path`) and PyPI for the
@@ -136,7 +137,8 @@ async fn the_console_in_chromium() {
         ("FR", "audit", Role::Auditor),
         ("FR", "police", Role::Agency),
     ];
-    let mut net = Network::with_clients(&["VN", "FR"], &clients).await;
+    // DE is in the directory but never started: a peer that is down, with a queue.
+    let mut net = Network::with_clients(&["VN", "FR", "DE"], &clients).await;
     net.start("VN").await;
     net.start("FR").await;
     let fr_dir = net.config_path("FR").parent().unwrap().to_owned();
