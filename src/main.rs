@@ -74,6 +74,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for (code, name, path) in &report.client_configs {
                 println!("client {name}@{code}: --config {}", path.display());
             }
+            for node in &options.nodes {
+                println!(
+                    "console of {}: https://127.0.0.1:{}/ (import a client's <name>.p12 into the browser)",
+                    node.code, node.console_port
+                );
+            }
         }
         Command::Node { config } => {
             init_logging(cli.log_format, "info");

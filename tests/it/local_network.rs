@@ -119,7 +119,8 @@ fn free_base_port() -> u16 {
         .map(|step| 20_000 + (start - 20_000 + step * 30) % 9_000)
         .find(|&base| {
             let listeners: Vec<_> = (0..3u16)
-                .flat_map(|i| (0..3u16).map(move |offset| base + 10 * i + offset))
+                // Peer, desk, metrics and console.
+                .flat_map(|i| (0..4u16).map(move |offset| base + 10 * i + offset))
                 .map(|port| std::net::TcpListener::bind(("127.0.0.1", port)))
                 .collect();
             listeners.iter().all(Result::is_ok)
