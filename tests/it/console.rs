@@ -320,3 +320,46 @@ async fn agencies_see_their_own_and_the_form_names_the_missing_field() {
 async fn outbox_len(desk: &mut hanoi247::desk_client::DeskClient) -> usize {
     outbox(desk).await.len()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_loses_the_console_too() {
+    let net = Network::new(&["VN", "FR"]).await;
+    let vn = net.spawn("VN").await;
+    let port = console_port(&net, "VN");
+    let officer = browser(&net, "VN", "officer");
+    assert_eq!(fetch(Arc::clone(&officer), port, "/inbox", None).await.status, 200);
+    let mut events = connect(Arc::clone(&officer), port).await;
+    let request = format!("GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    events.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(DEADLINE, events.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    let cert = ClientConfig::load(&net.client_config_path_of("VN", "officer")).unwrap().cert;
+    let revoke = std::process::Command::new(env!("CARGO_BIN_EXE_hanoi247"))
+        .args(["certs", "revoke", "--config"])
+        .arg(net.config_path("VN"))
+        .arg("--cert")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(revoke.status.success(), "{}", String::from_utf8_lossy(&revoke.stderr));
+    let status = std::process::Command::new("kill").args(["-HUP", &vn.child.id().to_string()]).status();
+    assert!(status.unwrap().success());
+
+    // The open event stream is closed by the reload (it shares the desk listener's material) ...
+    let closed = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match events.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the revoked officer's event stream stays open");
+    // ... and a new connection is refused at the handshake.
+    let alert = handshake_alert(officer, port).await;
+    assert!(alert.contains("CertificateRevoked"), "{alert}");
+    drop(vn);
+}
