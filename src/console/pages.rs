@@ -58,12 +58,16 @@ impl Frame<'_> {
 pub fn layout(frame: &Frame<'_>, page: &str, title: &str, content: &str) -> String {
     let s = frame.strings;
     let mut nav = String::new();
-    for (key, label, href, accesskey) in [
-        ("inbox", s.nav_inbox, "/inbox", "i"),
-        ("outbox", s.nav_outbox, "/outbox", "o"),
-        ("new", s.nav_new, "/new", "n"),
-        ("network", s.nav_network, "/network", "w"),
+    // Only the pages this role can use (the desk API refuses the others anyway).
+    for (key, label, href, accesskey, action) in [
+        ("inbox", s.nav_inbox, "/inbox", "i", Action::ListInbox),
+        ("outbox", s.nav_outbox, "/outbox", "o", Action::ListOutbox),
+        ("new", s.nav_new, "/new", "n", Action::Submit),
+        ("network", s.nav_network, "/network", "w", Action::ListPeers),
     ] {
+        if !frame.may(action) {
+            continue;
+        }
         let current = if key == page { " aria-current=\"page\"" } else { "" };
         let _ = write!(nav, "<a href=\"{href}\" accesskey=\"{accesskey}\"{current}>{label}</a>");
     }

@@ -60,10 +60,21 @@ async fn connect(
 
 /// One request on its own connection; `form` makes it a POST of that urlencoded body.
 async fn fetch(config: Arc<rustls::ClientConfig>, port: u16, path: &str, form: Option<&str>) -> Page {
+    fetch_with(config, port, path, form, "").await
+}
+
+/// [`fetch`] with `extra` header lines (each ending in CRLF).
+async fn fetch_with(
+    config: Arc<rustls::ClientConfig>,
+    port: u16,
+    path: &str,
+    form: Option<&str>,
+    extra: &str,
+) -> Page {
     let mut stream = connect(config, port).await;
     let head = match form {
         Some(body) => format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{extra}\
              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),
@@ -309,11 +320,23 @@ async fn agencies_see_their_own_and_the_form_names_the_missing_field() {
     assert!(refused.body.contains("value=\"Prosecutor A05\""), "what was typed is kept");
     assert_eq!(outbox_len(&mut desk).await, before, "nothing stored");
 
-    // Filled in, it is sent.
+    // Filled in, it is sent: from this console's page, not from another site's.
     fields[7].1 = "fraud";
-    let sent = fetch(officer, port, "/new", Some(&urlencode(&fields))).await;
+    let body = urlencode(&fields);
+    let foreign = "Origin: https://elsewhere.example\r\n";
+    let cross_site = fetch_with(Arc::clone(&officer), port, "/new", Some(&body), foreign).await;
+    assert_eq!(cross_site.status, 403, "{}", cross_site.body);
+    assert_eq!(outbox_len(&mut desk).await, before, "nothing stored");
+    let own = format!("Origin: https://127.0.0.1:{port}\r\n");
+    let sent = fetch_with(Arc::clone(&officer), port, "/new", Some(&body), &own).await;
     assert_eq!(sent.status, 303, "{}", sent.body);
     assert_eq!(outbox_len(&mut desk).await, before + 1);
+    // And the agency's pages offer only what its role can use.
+    let agency_page = fetch(browser(&net, "VN", "police"), port, "/outbox", None).await;
+    let nav = between(&agency_page.body, "<nav>", "</nav>");
+    assert!(nav.contains("href=\"/new\"") && nav.contains("href=\"/outbox\""), "{nav}");
+    assert!(!nav.contains("href=\"/inbox\"") && !nav.contains("href=\"/network\""), "{nav}");
+    drop(officer);
     net.stop("VN").await;
 }
 
