@@ -38,6 +38,7 @@ pub enum Action {
     ListInbox,
     ListOutbox,
     Acknowledge,
+    DisputePrecedence,
     Respond,
     Cancel,
     Requeue,
@@ -63,7 +64,14 @@ pub fn scope(role: Role, action: Action) -> Option<Scope> {
     match (role, action) {
         (
             Role::Officer,
-            A::Submit | A::Get | A::ListInbox | A::ListOutbox | A::Acknowledge | A::Respond | A::Watch,
+            A::Submit
+            | A::Get
+            | A::ListInbox
+            | A::ListOutbox
+            | A::Acknowledge
+            | A::DisputePrecedence
+            | A::Respond
+            | A::Watch,
         ) => Some(Scope::All),
         (
             Role::Operator,
@@ -119,6 +127,7 @@ mod tests {
             A::ListInbox,
             A::ListOutbox,
             A::Acknowledge,
+            A::DisputePrecedence,
             A::Respond,
             A::Cancel,
             A::Requeue,
@@ -129,7 +138,7 @@ mod tests {
             A::Backup,
         ];
         let allowed = |role| every.iter().filter(|a| scope(role, **a).is_some()).count();
-        assert_eq!(allowed(Role::Officer), 7);
+        assert_eq!(allowed(Role::Officer), 8);
         assert_eq!(allowed(Role::Operator), 9);
         assert_eq!(allowed(Role::Agency), 4);
         assert_eq!(allowed(Role::Auditor), 1);

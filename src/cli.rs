@@ -11,12 +11,12 @@ use crate::audit::ChainHead;
 use crate::config::ClientConfig;
 use crate::desk_client::{self, DeskClient};
 use crate::identity::NodeCode;
-use crate::proto::ListAuditRequest;
 use crate::proto::{
     AcknowledgeRequest, CancelRequest, GetQueueRequest, GetRequest, HandlingCode, ListInboxRequest,
     ListOutboxRequest, ListPeersRequest, Message, Precedence, PreservationRequest, RequestType,
     RequeueRequest, RespondRequest, SubmitRequest, WatchRequest,
 };
+use crate::proto::{DisputePrecedenceRequest, ListAuditRequest};
 use crate::render;
 
 /// hanoi247: a node of the 24/7 network of the UN Convention against Cybercrime.
@@ -89,6 +89,19 @@ pub enum Command {
         /// Words for the origin.
         #[arg(long, default_value = "")]
         note: String,
+    },
+    /// Dispute the precedence of a received request: the origin sees the proposed precedence and
+    /// the reason among the request's replies.
+    Dispute {
+        /// Message and client options.
+        #[command(flatten)]
+        id: IdArgs,
+        /// The precedence the request deserves.
+        #[arg(long, value_enum)]
+        precedence: PrecedenceArg,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
     },
     /// Answer a received request.
     Respond {
@@ -872,6 +885,13 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
         Command::Ack { id, note } => {
             let response = client(&id.client)?.acknowledge(AcknowledgeRequest { id: id.id, note }).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
+            Ok(())
+        }
+        Command::Dispute { id, precedence: proposed, reason } => {
+            let request =
+                DisputePrecedenceRequest { id: id.id, precedence: precedence(proposed) as i32, reason };
+            let response = client(&id.client)?.dispute_precedence(request).await?;
+            print_message(&response.into_inner().dispute.unwrap_or_default(), id.client.json);
             Ok(())
         }
         Command::Respond { id, text } => {

@@ -24,7 +24,9 @@ use crate::proto::{
     RespondResponse, SubmitRequest, SubmitResponse, WatchRequest,
 };
 use crate::proto::{AuditRecord, ListAuditRequest};
-use crate::proto::{GetProofRequest, GetProofResponse};
+use crate::proto::{
+    DisputePrecedenceRequest, DisputePrecedenceResponse, GetProofRequest, GetProofResponse, Precedence,
+};
 use crate::store::{Changes, Listing, StoreError, view};
 use crate::store_proto::StoredMessage;
 use crate::timestamp;
@@ -216,6 +218,7 @@ impl DeskApi {
             EnvelopeKind::Acknowledgement => "Acknowledged",
             EnvelopeKind::Response => "Response",
             EnvelopeKind::Cancellation => "Cancelled",
+            EnvelopeKind::PrecedenceDispute => "Precedence disputed",
             _ => "Re",
         };
         let subject: String = format!("{label}: {}", request.subject)
@@ -464,6 +467,52 @@ impl DeskService for DeskApi {
         })?;
         self.announce(&[request_message.clone(), ack]).await?;
         Ok(Response::new(AcknowledgeResponse { message: Some(request_message) }))
+    }
+
+    async fn dispute_precedence(
+        &self,
+        request: Request<DisputePrecedenceRequest>,
+    ) -> Result<Response<DisputePrecedenceResponse>, Status> {
+        let client = self.authorize(&request, Action::DisputePrecedence)?;
+        let DisputePrecedenceRequest { id, precedence, reason } = request.into_inner();
+        let id = parse_id_field("id", &id).map_err(DeskError::from)?;
+        check_reply_text("reason", &reason, &self.context.config.limits).map_err(DeskError::from)?;
+        if reason.trim().is_empty() {
+            return Err(
+                DeskError::from(FieldError::new("reason", "required: why the precedence is wrong")).into()
+            );
+        }
+        let proposed = match Precedence::try_from(precedence) {
+            Ok(Precedence::Unspecified) | Err(_) => {
+                let field = FieldError::new("precedence", "required: FLASH, IMMEDIATE, PRIORITY or ROUTINE");
+                return Err(DeskError::from(field).into());
+            }
+            Ok(proposed) => proposed,
+        };
+        let dispute = self.context.store.write(|changes| {
+            let details =
+                format!("proposes {}: {reason}", proposed.as_str_name().trim_start_matches("PRECEDENCE_"));
+            audit_call(changes, &client, Action::DisputePrecedence, &id.to_string(), &details);
+            let (_, envelope) = inbound_request(changes, id)?;
+            if envelope.precedence() == proposed {
+                let message = format!("the request is already {}", proposed.as_str_name());
+                return Err(DeskError::from(FieldError::new("precedence", message)));
+            }
+            let mut dispute =
+                self.reply(&envelope, EnvelopeKind::PrecedenceDispute, &envelope.origin, reason);
+            // A dispute carries the precedence it proposes (envelope.proto).
+            dispute.precedence = proposed as i32;
+            queue(
+                changes,
+                &self.context.config.deadlines,
+                dispute,
+                format!("precedence of {id} disputed by {}", client.name),
+                String::new(),
+                &self.context.signer.current(),
+            )
+        })?;
+        self.announce(std::slice::from_ref(&dispute)).await?;
+        Ok(Response::new(DisputePrecedenceResponse { dispute: Some(dispute) }))
     }
 
     async fn respond(&self, request: Request<RespondRequest>) -> Result<Response<RespondResponse>, Status> {

@@ -217,7 +217,19 @@ fn receive(
         received_at: Some(now),
         ..Default::default()
     };
-    lifecycle::enter(&mut message, MessageState::Received, now, format!("received from {sender}"));
+    let note = match message.envelope.as_ref() {
+        // The sending desk must notice a dispute: its note (in the event on `Watch`) says it all.
+        Some(dispute) if kind == EnvelopeKind::PrecedenceDispute => {
+            let proposed = dispute.precedence().as_str_name().trim_start_matches("PRECEDENCE_");
+            tracing::warn!(message_id = %dispute.in_reply_to, peer = %sender, proposed, "precedence disputed");
+            format!(
+                "received from {sender}: disputes the precedence of {}, proposes {proposed}: {body}",
+                dispute.in_reply_to
+            )
+        }
+        _ => format!("received from {sender}"),
+    };
+    lifecycle::enter(&mut message, MessageState::Received, now, note);
     changes.put(StoredMessage {
         message: Some(message.clone()),
         seq: changes.next_seq()?,

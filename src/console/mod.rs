@@ -38,8 +38,9 @@ use crate::identity::{Identity, identity_of_cert};
 use crate::node::NodeContext;
 use crate::proto::desk_service_server::DeskService;
 use crate::proto::{
-    AcknowledgeRequest, CancelRequest, GetQueueRequest, GetRequest, ListInboxRequest, ListOutboxRequest,
-    ListPeersRequest, RequeueRequest, RespondRequest, WatchRequest,
+    AcknowledgeRequest, CancelRequest, DisputePrecedenceRequest, GetQueueRequest, GetRequest,
+    ListInboxRequest, ListOutboxRequest, ListPeersRequest, Precedence, RequeueRequest, RespondRequest,
+    WatchRequest,
 };
 use crate::tls::GuardedStream;
 use form::{Form, FormTokens};
@@ -370,6 +371,16 @@ async fn act(
         "acknowledge" => {
             let request = AcknowledgeRequest { id: id.clone(), note: form.get("note").to_owned() };
             desk.acknowledge(browser.request(request)).await.map(drop)
+        }
+        "dispute" => {
+            let precedence = Precedence::from_str_name(&format!("PRECEDENCE_{}", form.get("precedence")))
+                .unwrap_or(Precedence::Unspecified);
+            let request = DisputePrecedenceRequest {
+                id: id.clone(),
+                precedence: precedence as i32,
+                reason: form.get("reason").to_owned(),
+            };
+            desk.dispute_precedence(browser.request(request)).await.map(drop)
         }
         "respond" => {
             let request = RespondRequest { id: id.clone(), text: form.get("text").replace("\r\n", "\n") };

@@ -473,6 +473,33 @@ fn actions(frame: &Frame<'_>, message: &Message) -> String {
     }
     if inbound_request
         && matches!(state, MessageState::Received | MessageState::Acknowledged)
+        && frame.may(Action::DisputePrecedence)
+    {
+        let current = e.precedence();
+        let options: String =
+            [Precedence::Flash, Precedence::Immediate, Precedence::Priority, Precedence::Routine]
+                .into_iter()
+                .filter(|p| *p != current)
+                .map(|p| {
+                    let name = p.as_str_name().trim_start_matches("PRECEDENCE_");
+                    format!("<option value=\"{name}\">{name}</option>")
+                })
+                .collect();
+        let _ = write!(
+            out,
+            "<form method=\"post\" action=\"/message/{id}/dispute\" class=\"action\" data-confirm=\"{confirm}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
+             <label for=\"dispute-precedence\">{l_precedence}</label><select id=\"dispute-precedence\" name=\"precedence\">{options}</select>\
+             <label for=\"dispute-reason\">{l_reason}</label><input id=\"dispute-reason\" name=\"reason\" type=\"text\" required>\
+             <button type=\"submit\">{button}</button></form>",
+            confirm = esc(s.dispute_confirm),
+            l_precedence = s.dispute_precedence,
+            l_reason = s.dispute_reason,
+            button = s.dispute,
+        );
+    }
+    if inbound_request
+        && matches!(state, MessageState::Received | MessageState::Acknowledged)
         && frame.may(Action::Respond)
     {
         let _ = write!(

@@ -90,6 +90,14 @@ pub struct Catalogue {
     pub acknowledge: &'static str,
     /// Label: acknowledgement note.
     pub acknowledge_note: &'static str,
+    /// Button: dispute the precedence.
+    pub dispute: &'static str,
+    /// Label: the precedence the request deserves.
+    pub dispute_precedence: &'static str,
+    /// Label: why the precedence is wrong.
+    pub dispute_reason: &'static str,
+    /// Confirmation before disputing.
+    pub dispute_confirm: &'static str,
     /// Button: respond.
     pub respond: &'static str,
     /// Label: response text.
@@ -203,6 +211,10 @@ pub const ENGLISH: Catalogue = Catalogue {
     note: "Note",
     acknowledge: "Acknowledge",
     acknowledge_note: "Note to the sender (optional)",
+    dispute: "Dispute precedence",
+    dispute_precedence: "Precedence it deserves",
+    dispute_reason: "Why (the sender sees this)",
+    dispute_confirm: "Tell the sender you dispute this request's precedence? It cannot be withdrawn.",
     respond: "Send response",
     respond_text: "Response",
     respond_confirm: "Send this response? It cannot be withdrawn.",

@@ -256,8 +256,29 @@ async fn a_flash_arrives_live_and_is_acknowledged_with_the_form_token_only() {
     assert_eq!(done.status, 303, "{}", done.body);
     assert_eq!(done.header("location"), Some(format!("/message/{id}").as_str()));
     wait_state(&mut vn, &id, MessageState::Acknowledged).await;
-    let after = fetch(officer, port, &format!("/message/{id}"), None).await;
+    let after = fetch(Arc::clone(&officer), port, &format!("/message/{id}"), None).await;
     assert!(after.body.contains("acknowledged by officer"), "{}", after.body);
+
+    // The officer disputes the FLASH precedence from the same page; VN sees the proposal.
+    assert!(after.body.contains(&format!("action=\"/message/{id}/dispute\"")), "{}", after.body);
+    let dispute_path = format!("/message/{id}/dispute");
+    let form = urlencode(&[("csrf", &token), ("precedence", "ROUTINE"), ("reason", "no deletion announced")]);
+    let disputed = fetch(officer, port, &dispute_path, Some(&form)).await;
+    assert_eq!(disputed.status, 303, "{}", disputed.body);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let replies = vn.get(GetRequest { id: id.clone() }).await.unwrap().into_inner().replies;
+        let dispute = replies.iter().filter_map(|r| r.envelope.as_ref()).find(|e| {
+            e.kind() == hanoi247::proto::EnvelopeKind::PrecedenceDispute
+                && e.precedence() == hanoi247::proto::Precedence::Routine
+                && e.body == "no deletion announced"
+        });
+        if dispute.is_some() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "VN never saw the dispute: {replies:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     // An open event stream does not hold the node's shutdown up (it ends with the node).
     let stopping = std::time::Instant::now();

@@ -92,3 +92,83 @@ async fn respond_acknowledges_first_and_cancel_follows_a_delivered_request() {
     net.stop("VN").await;
     net.stop("FR").await;
 }
+
+/// DESIGN.md: a receiving desk may dispute the precedence of a request, with a reason; the
+/// sender sees it. Bad disputes name their field and store nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiving_desk_disputes_the_precedence_and_the_sender_sees_it() {
+    use hanoi247::proto::DisputePrecedenceRequest;
+    use tonic::Code;
+
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.start("VN").await;
+    net.start("FR").await;
+    let (mut vn, mut fr) = (net.desk("VN"), net.desk("FR"));
+    let id = submit(&mut vn, advice_request("FR", Precedence::Flash, "a question that can wait")).await;
+    wait_state(&mut fr, &id, MessageState::Received).await;
+    wait_state(&mut vn, &id, MessageState::Delivered).await;
+    let dispute = |id: &str, precedence: Precedence, reason: &str| DisputePrecedenceRequest {
+        id: id.into(),
+        precedence: precedence as i32,
+        reason: reason.into(),
+    };
+
+    // Refusals: each names its field or the rule, and FR's outbox stays as it was.
+    let before = ids(&outbox(&mut fr).await);
+    for (request, code, names) in [
+        (dispute(&id, Precedence::Routine, " "), Code::InvalidArgument, "reason"),
+        (dispute(&id, Precedence::Unspecified, "no deletion risk"), Code::InvalidArgument, "precedence"),
+        (dispute(&id, Precedence::Flash, "no deletion risk"), Code::InvalidArgument, "precedence"),
+        (dispute("nope", Precedence::Routine, "no deletion risk"), Code::InvalidArgument, "id"),
+    ] {
+        let status = fr.dispute_precedence(request).await.unwrap_err();
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.message().starts_with(names), "{status:?}");
+    }
+    let operator =
+        net.desk_as("FR", "operator").dispute_precedence(dispute(&id, Precedence::Routine, "x")).await;
+    assert_eq!(operator.unwrap_err().code(), Code::PermissionDenied, "operators do not dispute");
+    let own = vn.dispute_precedence(dispute(&id, Precedence::Routine, "x")).await.unwrap_err();
+    assert_eq!(own.code(), Code::FailedPrecondition, "only a received request: {own:?}");
+    assert_eq!(ids(&outbox(&mut fr).await), before, "nothing stored");
+
+    // FR disputes; VN sees the proposal and the reason with its request, whose state and
+    // precedence stay as they were.
+    let queued = fr
+        .dispute_precedence(dispute(&id, Precedence::Routine, "no deletion risk: ROUTINE is enough"))
+        .await
+        .unwrap()
+        .into_inner()
+        .dispute
+        .unwrap();
+    let sent = queued.envelope.unwrap();
+    assert_eq!(
+        (sent.kind(), sent.precedence(), sent.in_reply_to.as_str()),
+        (EnvelopeKind::PrecedenceDispute, Precedence::Routine, id.as_str())
+    );
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let seen = loop {
+        let got = vn.get(GetRequest { id: id.clone() }).await.unwrap().into_inner();
+        let disputes: Vec<_> = got
+            .replies
+            .iter()
+            .filter(|r| r.envelope.as_ref().is_some_and(|e| e.kind() == EnvelopeKind::PrecedenceDispute))
+            .cloned()
+            .collect();
+        if let Some(dispute) = disputes.first() {
+            let request = got.message.unwrap();
+            assert_eq!(request.envelope.as_ref().unwrap().precedence(), Precedence::Flash);
+            assert_eq!(request.state(), MessageState::Delivered);
+            break dispute.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "VN never saw the dispute");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let envelope = seen.envelope.unwrap();
+    assert_eq!(envelope.precedence(), Precedence::Routine);
+    assert_eq!(envelope.body, "no deletion risk: ROUTINE is enough");
+    let note = &seen.timeline[0].note;
+    assert!(note.contains("disputes the precedence") && note.contains("proposes ROUTINE"), "{note}");
+    net.stop("VN").await;
+    net.stop("FR").await;
+}
