@@ -85,6 +85,9 @@ pub struct NodeContext {
     pub directory: crate::directory::LiveDirectory,
     /// Fires on SIGHUP and when a watched file changes; reloadable parts subscribe to it.
     pub reload: crate::reload::ReloadTrigger,
+    /// Counts successful TLS reloads: the delivery tasks then reconnect, so that a connection
+    /// this node opened to a peer whose certificate is now revoked does not outlive the reload.
+    tls_reloaded: tokio::sync::watch::Sender<u64>,
     /// Signs this node's envelopes and receipts; knows the network CA that checks others'.
     pub signer: crate::signing::LiveSigner,
     /// One wake-up per peer delivery task: notified when something is queued for that peer.
@@ -203,6 +206,7 @@ impl RunningNode {
             batch_order: crate::batch_order::BatchOrder::default(),
             directory,
             reload: crate::reload::ReloadTrigger::new(),
+            tls_reloaded: tokio::sync::watch::Sender::new(0),
             wakers: Default::default(),
         });
         let stop = CancellationToken::new();
@@ -311,14 +315,25 @@ async fn supervise_deliveries(
     type Running = (crate::config::DirectoryEntry, CancellationToken, tokio::task::JoinHandle<()>);
     let mut running: HashMap<NodeCode, Running> = HashMap::new();
     let mut changes = context.directory.subscribe();
+    let mut tls_reloads = context.tls_reloaded.subscribe();
+    let mut reconnect_all = false;
     loop {
         changes.borrow_and_update();
         let listed = context.peers_listed();
+        // After a TLS reload every task starts again on a fresh connection, checked against the
+        // new CRLs (its calls in flight are abandoned: their messages stay queued and are resent,
+        // and the receiver deduplicates them).
         let stale: Vec<NodeCode> = running
             .iter()
-            .filter(|(code, (entry, _, _))| !listed.iter().any(|m| m.code == **code && m == entry))
+            .filter(|(code, (entry, _, _))| {
+                reconnect_all || !listed.iter().any(|m| m.code == **code && m == entry)
+            })
             .map(|(code, _)| *code)
             .collect();
+        if reconnect_all && !stale.is_empty() {
+            tracing::info!(peers = stale.len(), "TLS material reloaded: delivery reconnects to every peer");
+        }
+        reconnect_all = false;
         for code in stale {
             if let Some((_, task_stop, handle)) = running.remove(&code) {
                 task_stop.cancel();
@@ -354,6 +369,12 @@ async fn supervise_deliveries(
         tokio::select! {
             () = stop.cancelled() => return,
             changed = changes.changed() => if changed.is_err() { return },
+            changed = tls_reloads.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                reconnect_all = true;
+            }
         }
     }
 }
@@ -445,6 +466,7 @@ async fn reload_tls_on_trigger(tls: Arc<tls::NodeTls>, context: Arc<NodeContext>
         }
         if reload_tls_now(&tls, "reload trigger").await {
             reload_signer(&context).await;
+            context.tls_reloaded.send_modify(|n| *n += 1);
         }
     }
 }

@@ -695,6 +695,10 @@ impl NodeTls {
             .with_custom_certificate_verifier(Arc::clone(&outgoing_verifier) as Arc<dyn ServerCertVerifier>)
             .with_client_cert_resolver(Arc::clone(&outgoing_cert) as Arc<dyn ResolvesClientCert>);
         client.alpn_protocols = vec![b"h2".to_vec()];
+        // A resumed session skips the server certificate check, so a peer revoked since the
+        // first handshake would be let in again: every connection does a full handshake (they
+        // are long-lived, so this costs nothing that matters).
+        client.resumption = rustls::client::Resumption::disabled();
         Ok(Self {
             files: files.clone(),
             identity: material.identity,

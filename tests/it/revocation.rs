@@ -109,9 +109,11 @@ async fn a_revoked_peer_is_refused_and_its_queue_waits_for_its_new_certificate()
     let mut fr_desk = net.desk("FR");
     let mut vn_desk = net.desk("VN");
 
-    // FR delivers to VN: its connection to VN is open from now on.
+    // FR delivers to VN and VN to FR: both connections are open from now on.
     let before = submit(&mut fr_desk, advice_request("VN", Precedence::Flash, "before")).await;
     wait_state(&mut fr_desk, &before, MessageState::Delivered).await;
+    let vn_before = submit(&mut vn_desk, advice_request("FR", Precedence::Flash, "vn before")).await;
+    wait_state(&mut vn_desk, &vn_before, MessageState::Delivered).await;
 
     let fr_config = net.config("FR");
     let out = hanoi247(
@@ -125,6 +127,24 @@ async fn a_revoked_peer_is_refused_and_its_queue_waits_for_its_new_certificate()
     let alert =
         alert_for(&fr_config.tls.network_ca, &fr_config.tls.cert, &fr_config.tls.key, vn_peer_port).await;
     assert!(alert.contains("CertificateRevoked"), "{alert}");
+
+    // VN's own open connection to FR does not outlive the reload: its next request to FR waits,
+    // refused at the new handshake, and FR never gets it.
+    eventually("VN's delivery reconnects", || async {
+        log_of(&net, "VN").contains("delivery reconnects to every peer")
+    })
+    .await;
+    let vn_after = submit(&mut vn_desk, advice_request("FR", Precedence::Flash, "vn after")).await;
+    eventually("VN's request to the revoked FR waits", || {
+        let mut desk = vn_desk.clone();
+        let vn_after = vn_after.clone();
+        async move {
+            let message = get(&mut desk, &vn_after).await;
+            message.state() == MessageState::WaitingRetry && message.last_error.contains("Revoked")
+        }
+    })
+    .await;
+    assert!(!ids(&inbox(&mut fr_desk).await).contains(&vn_after), "FR did not get it");
 
     // New outgoing connections with VN's files refuse FR's server certificate as well.
     let vn_tls = tls::NodeTls::load(&net.config("VN").tls).unwrap();
