@@ -26,6 +26,7 @@ use crate::proto::{
 use crate::proto::{AuditRecord, ListAuditRequest};
 use crate::proto::{
     DisputePrecedenceRequest, DisputePrecedenceResponse, GetProofRequest, GetProofResponse, Precedence,
+    RequestType,
 };
 use crate::store::{Changes, Listing, StoreError, view};
 use crate::store_proto::StoredMessage;
@@ -128,11 +129,30 @@ impl DeskApi {
         if destination == config.code {
             return Err(FieldError::new("destination", format!("{destination} is this node")).into());
         }
-        if self.context.peer(destination).is_none() {
+        let Some(member) = self.context.peer(destination) else {
             let known: Vec<String> = self.context.peers_listed().iter().map(|e| e.code.to_string()).collect();
             return Err(FieldError::new(
                 "destination",
                 format!("{destination} is not in this node's directory (known: {})", known.join(", ")),
+            )
+            .into());
+        };
+        // The directory says which request types a member accepts (none listed: all of them).
+        let request_type = request.request_type();
+        let type_name = request_type.as_str_name().trim_start_matches("REQUEST_TYPE_");
+        let accepted =
+            |listed: &String| listed.trim_start_matches("REQUEST_TYPE_").eq_ignore_ascii_case(type_name);
+        if request_type != RequestType::Unspecified
+            && !member.request_types.is_empty()
+            && !member.request_types.iter().any(accepted)
+        {
+            return Err(FieldError::new(
+                "request_type",
+                format!(
+                    "{destination} does not accept {type_name} requests (its directory entry lists: {}); call its phone fallback{}",
+                    member.request_types.join(", "),
+                    if member.phone.is_empty() { String::new() } else { format!(" {}", member.phone) }
+                ),
             )
             .into());
         }

@@ -393,3 +393,30 @@ async fn malformed_protobuf_and_non_utf8_strings_are_invalid_argument_and_store_
     assert_eq!(stored(&mut fr).await, (Vec::new(), Vec::new()), "nothing stored");
     net.stop("FR").await;
 }
+
+/// The signed directory lists the request types a member accepts: a request of another type is
+/// refused at `Submit`, naming `request_type` and the member's phone fallback; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_type_the_destination_does_not_accept_is_refused_at_submit() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.edit_shared_directory(|directory| {
+        let fr = directory.members.iter_mut().find(|m| m.code == code("FR")).unwrap();
+        fr.request_types = vec!["TECHNICAL_ADVICE".into(), "LEGAL_INFORMATION".into()];
+        fr.phone = "+33 1 00 00 00 00".into();
+    });
+    net.start("VN").await;
+    let mut vn = net.desk("VN");
+    let before = ids(&outbox(&mut vn).await);
+    let status = vn.submit(preservation_request("FR")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("request_type"), "{}", status.message());
+    assert!(status.message().contains("does not accept PRESERVATION"), "{}", status.message());
+    assert!(status.message().contains("+33 1 00 00 00 00"), "{}", status.message());
+    assert_eq!(ids(&outbox(&mut vn).await), before, "nothing stored");
+    // The types it lists pass.
+    submit(&mut vn, advice_request("FR", Precedence::Routine, "advice")).await;
+    let mut legal = advice_request("FR", Precedence::Routine, "law");
+    legal.request_type = RequestType::LegalInformation as i32;
+    submit(&mut vn, legal).await;
+    net.stop("VN").await;
+}
