@@ -59,6 +59,18 @@ pub enum NodeError {
     /// The node key cannot sign envelopes and receipts.
     #[error("signing key: {0}")]
     Signing(#[from] crate::signing::SigningError),
+    /// The directory file is older than one this node already used.
+    #[error(
+        "directory {file}: version {using} is older than version {seen}, which this node already used; install the current signed directory (a node never goes back to an older one)"
+    )]
+    DirectoryRollback {
+        /// The directory file.
+        file: String,
+        /// Its version.
+        using: u64,
+        /// The highest version used before.
+        seen: u64,
+    },
     /// The node's own certificate does not name this node.
     #[error("certificate {path}: {message}")]
     Identity {
@@ -188,6 +200,12 @@ impl RunningNode {
         let client_tls = node_tls.client_config();
         let signer = crate::signing::Signer::load(&config.tls.cert, &config.tls.key, &config.tls.network_ca)?;
         let store = Store::open(&config.data_dir)?;
+        let (using, seen) = (directory.current().version, store.directory_version()?);
+        if using < seen {
+            let file = config.directory.file.display().to_string();
+            return Err(NodeError::DirectoryRollback { file, using, seen });
+        }
+        record_directory_version(&store, using).await?;
         let addr = |listener: &TcpListener, address| {
             listener.local_addr().map_err(|source| NodeError::Listen { address, source })
         };
@@ -379,6 +397,19 @@ async fn supervise_deliveries(
     }
 }
 
+/// Remembers, durably, that the node uses directory `version` (when it is newer than the one
+/// recorded), so that a restart on an older signed file is refused.
+async fn record_directory_version(store: &Store, version: u64) -> Result<(), StoreError> {
+    if version <= store.directory_version()? {
+        return Ok(());
+    }
+    store.write(|changes| {
+        changes.record_directory_version(version);
+        Ok::<_, StoreError>(())
+    })?;
+    store.persist().await
+}
+
 /// Reads the directory again whenever the reload trigger fires; a refused directory is an
 /// ERROR line and the one in use stays.
 async fn reload_directory(context: Arc<NodeContext>, stop: CancellationToken) {
@@ -395,6 +426,9 @@ async fn reload_directory(context: Arc<NodeContext>, stop: CancellationToken) {
             }
             Ok(crate::directory::Reloaded::Updated { from, to }) => {
                 tracing::info!(from, to, "directory updated");
+                if let Err(error) = record_directory_version(&context.store, to).await {
+                    tracing::error!(%error, version = to, "cannot record the directory version in the store");
+                }
             }
             Err(error) => {
                 tracing::error!(%error, version_in_use = in_use, "directory refused; keeping the one in use");

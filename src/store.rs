@@ -45,6 +45,8 @@ use crate::timestamp;
 const EVENT_COUNTER_KEY: &[u8] = b"cevents";
 const SCHEMA_KEY: &[u8] = b"cschema";
 const AUDIT_HEAD_KEY: &[u8] = b"caudit";
+/// The highest signed-directory version this node has used (big-endian u64).
+const DIRECTORY_VERSION_KEY: &[u8] = b"cdirectory";
 
 /// The layout version this code reads and writes (the table above). A store written by a newer
 /// version is refused; an older one is migrated on open (none exists yet: 1 is the first).
@@ -287,6 +289,13 @@ impl Store {
             })
             .map(|kv| kv.map(|(key, _)| sled::IVec::from(key.get(9..).unwrap_or_default())));
         self.ids_to_messages(ids)
+    }
+
+    /// The highest signed-directory version this node has used; 0 when none is recorded. A
+    /// node refuses to start on an older directory, so a replayed old file cannot roll it back.
+    pub fn directory_version(&self) -> Result<u64, StoreError> {
+        let recorded = self.db()?.get(DIRECTORY_VERSION_KEY)?;
+        Ok(recorded.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map_or(0, u64::from_be_bytes))
     }
 
     /// How many flushes (flush + sync) the store has made since it opened.
@@ -537,6 +546,11 @@ impl Changes<'_> {
         self.batch.insert(message_key(id).as_slice(), stored.encode_to_vec());
         self.pending.insert(id, stored);
         Ok(())
+    }
+
+    /// Records that this node now uses signed-directory `version` (the caller never lowers it).
+    pub fn record_directory_version(&mut self, version: u64) {
+        self.batch.insert(DIRECTORY_VERSION_KEY, version.to_be_bytes().as_slice());
     }
 
     fn record_event(&mut self, mut event: Event) {

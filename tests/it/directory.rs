@@ -360,3 +360,41 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{:?} {stderr}", output.status);
 }
+
+/// A node remembers the newest directory version it used (in its store): restarted on an older
+/// file, even one correctly signed, it refuses to start and says why (a replayed old directory
+/// could bring back a removed member).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_on_an_older_signed_directory_refuses_to_start() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    let shared = net.shared_directory_path();
+    let version_1 = std::fs::read(&shared).unwrap();
+    let version_2 = net.edit_shared_directory(|directory| {
+        directory.members.iter_mut().for_each(|m| m.name = "renamed".into());
+    });
+    assert_eq!(version_2, 2);
+    net.start("VN").await;
+    net.stop("VN").await;
+
+    std::fs::write(&shared, &version_1).unwrap();
+    let output = tokio::task::spawn_blocking({
+        let config = net.config_path("VN");
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_hanoi247"))
+                .args(["node", "--config"])
+                .arg(config)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        }
+    });
+    let output = tokio::time::timeout(DEADLINE, output).await.expect("the node exits").unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("version 1 is older than version 2"), "{stderr}");
+
+    // With the current directory back, it starts as before.
+    net.edit_shared_directory(|_| {});
+    net.start("VN").await;
+    net.stop("VN").await;
+}
