@@ -283,8 +283,8 @@ fn receive(
 }
 
 /// What `Deliver` does with a batch from `sender` (whose certificate was checked), short of
-/// ordering pipelined batches and making it durable: `check_batch_shape`, then
-/// `store_batch`. Returns the results in batch order and the messages that changed. The caller
+/// ordering pipelined batches and making it durable: `check_batch_shape`, `check_envelopes`,
+/// then `store_batch`. Returns the results in batch order and the messages that changed. The caller
 /// must `Store::persist` before it tells anyone. (The property tests and the fuzz target drive
 /// the peer service through this.) Without signatures: `Deliver` also checks each envelope's
 /// signature and signs the receipts (`BatchSigning`).
@@ -295,7 +295,8 @@ pub fn receive_batch(
     envelopes: Vec<Envelope>,
 ) -> Result<(Vec<DeliveryResult>, Vec<Message>), PeerError> {
     check_batch_shape(config, sender, &envelopes)?;
-    store_batch(store, config, sender, envelopes, None)
+    let checks = check_envelopes(config, sender, &envelopes, None);
+    store_batch(store, config, sender, envelopes, checks, None)
 }
 
 /// Refuses a whole batch that is empty, over `limits.max_batch_envelopes` or claims another
@@ -316,28 +317,39 @@ fn check_batch_shape(config: &NodeConfig, sender: NodeCode, envelopes: &[Envelop
     Ok(())
 }
 
-/// In one atomic write: validates each envelope and, when signing, its signature (a bad one gets
-/// a `Refusal`), deduplicates by id (a duplicate gets its original receipt) and stores the new
-/// ones.
-fn store_batch(
-    store: &Store,
+/// Validates each envelope and, when signing, its signature: the costly part of receiving, so it
+/// runs before the batch waits for its turn (`batch_order`) and before the store's lock, where
+/// pipelined batches check concurrently.
+fn check_envelopes(
     config: &NodeConfig,
     sender: NodeCode,
-    envelopes: Vec<Envelope>,
+    envelopes: &[Envelope],
     signing: Option<&BatchSigning<'_>>,
-) -> Result<(Vec<DeliveryResult>, Vec<Message>), PeerError> {
-    let me = config.code.to_string();
-    // Checked before the store's lock is taken: signature checks are the costly part.
-    let checks: Vec<_> = envelopes
+) -> Vec<Result<Uuid, FieldError>> {
+    envelopes
         .iter()
         .map(|envelope| {
             let id = check_from_peer(config, envelope)?;
             if let Some(signing) = signing {
                 signing.check(sender, envelope)?;
             }
-            Ok::<_, FieldError>(id)
+            Ok(id)
         })
-        .collect();
+        .collect()
+}
+
+/// In one atomic write: refuses the envelopes whose `checks` failed (a `Refusal` naming the
+/// field), deduplicates the others by id (a duplicate gets its original receipt) and stores the
+/// new ones.
+fn store_batch(
+    store: &Store,
+    config: &NodeConfig,
+    sender: NodeCode,
+    envelopes: Vec<Envelope>,
+    checks: Vec<Result<Uuid, FieldError>>,
+    signing: Option<&BatchSigning<'_>>,
+) -> Result<(Vec<DeliveryResult>, Vec<Message>), PeerError> {
+    let me = config.code.to_string();
     store.write(|changes| {
         changes.act_as(format!("peer:{sender}"));
         let mut results = Vec::with_capacity(envelopes.len());
@@ -401,21 +413,23 @@ impl PeerService for PeerApi {
         let certificate =
             request.peer_certs().and_then(|c| c.first().map(|c| c.to_vec())).unwrap_or_default();
         let DeliverRequest { envelopes, sender_session, batch_number } = request.into_inner();
-        check_batch_shape(&self.context.config, sender, &envelopes)?;
-        let turn = self
-            .context
-            .batch_order
-            .admit(sender, &sender_session, batch_number, crate::batch_order::PREDECESSOR_WAIT)
-            .await
-            .map_err(PeerError::from)?;
+        let config = &self.context.config;
+        check_batch_shape(config, sender, &envelopes)?;
         let signer = self.context.signer.current();
         let signing = BatchSigning {
             signer: &signer,
             sender_certificate: &certificate,
             metrics: Some(&self.context.metrics),
         };
+        let checks = check_envelopes(config, sender, &envelopes, Some(&signing));
+        let turn = self
+            .context
+            .batch_order
+            .admit(sender, &sender_session, batch_number, crate::batch_order::PREDECESSOR_WAIT)
+            .await
+            .map_err(PeerError::from)?;
         let (results, changed) =
-            store_batch(&self.context.store, &self.context.config, sender, envelopes, Some(&signing))?;
+            store_batch(&self.context.store, config, sender, envelopes, checks, Some(&signing))?;
         // Written in order; the flush below covers this batch and every earlier one.
         turn.stored();
         self.context.store.persist().await.map_err(PeerError::from)?;

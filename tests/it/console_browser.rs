@@ -12,17 +12,15 @@
 //! pinned Playwright (a virtualenv cached under the target directory). Without either the test
 //! prints `SKIPPED: <reason>` and returns.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use hanoi247::access::Role;
 
+use crate::support::python::{Ran, Venv, cached_venv, run_with_deadline};
 use crate::support::*;
 
-/// Installing Playwright (about 40 MB) on a fresh machine.
-const INSTALL_DEADLINE: Duration = Duration::from_secs(600);
 /// The whole browser script.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -35,76 +33,6 @@ fn chromium() -> Option<PathBuf> {
         return Some(PathBuf::from(path));
     }
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"].iter().map(PathBuf::from).find(|p| p.exists())
-}
-
-/// Runs `command` with its output into `log`, killed at the deadline; the status and the output.
-fn run(command: &mut Command, log: &Path, within: Duration) -> (ExitStatus, String) {
-    let file = File::create(log).unwrap();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} did not finish within {within:?}:\n{}", read(log));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (status, read(log))
-}
-
-fn read(path: &Path) -> String {
-    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
-}
-
-/// The cached virtualenv with Playwright, rebuilt when `requirements.txt` changes; `Err` says
-/// why PyPI could not be reached.
-fn playwright_venv() -> Result<PathBuf, String> {
-    let requirements_path = browser_dir().join("requirements.txt");
-    let requirements = std::fs::read_to_string(&requirements_path).unwrap();
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-venv");
-    let marker = venv.join("hanoi247-requirements.txt");
-    let python = |dir: &Path| dir.join("bin/python");
-    if std::fs::read_to_string(&marker).is_ok_and(|m| m == requirements) && python(&venv).exists() {
-        return Ok(python(&venv));
-    }
-    let building = venv.with_file_name(format!("browser-venv.building-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&building);
-    std::fs::create_dir_all(building.parent().unwrap()).unwrap();
-    let log = building.with_extension("log");
-    let (status, output) =
-        run(Command::new("python3").args(["-m", "venv"]).arg(&building), &log, Duration::from_secs(120));
-    assert!(status.success(), "python3 -m venv failed ({status}):\n{output}");
-    let (status, output) = run(
-        Command::new(python(&building))
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input"])
-            .args(["--retries", "2", "--timeout", "30", "-r"])
-            .arg(&requirements_path),
-        &log,
-        INSTALL_DEADLINE,
-    );
-    if !status.success() {
-        let _ = std::fs::remove_dir_all(&building);
-        let unreachable =
-            ["NewConnectionError", "Temporary failure in name resolution", "Network is unreachable"];
-        if let Some(line) = output.lines().find(|l| unreachable.iter().any(|m| l.contains(m))) {
-            return Err(format!("PyPI unreachable: {}", line.trim()));
-        }
-        panic!("pip install -r {} failed ({status}):\n{output}", requirements_path.display());
-    }
-    std::fs::write(building.join("hanoi247-requirements.txt"), &requirements).unwrap();
-    let _ = std::fs::remove_dir_all(&venv);
-    std::fs::rename(&building, &venv).unwrap();
-    let _ = std::fs::remove_file(&log);
-    Ok(python(&venv))
 }
 
 fn client(dir: &Path, name: &str) -> serde_json::Value {
@@ -123,9 +51,11 @@ async fn the_console_in_chromium() {
         );
         return;
     };
-    let python = match tokio::task::spawn_blocking(playwright_venv).await.unwrap() {
-        Ok(python) => python,
-        Err(reason) => {
+    let requirements = browser_dir().join("requirements.txt");
+    let venv = tokio::task::spawn_blocking(move || cached_venv("browser-venv", &requirements));
+    let python = match venv.await.unwrap() {
+        Venv::Ready(python) => python,
+        Venv::PypiUnreachable(reason) => {
             println!("SKIPPED: the console browser tests need Playwright from PyPI: {reason}");
             return;
         }
@@ -164,8 +94,8 @@ async fn the_console_in_chromium() {
     std::fs::write(&args_path, args.to_string()).unwrap();
     let log = net.dir().join("browser.log");
     let local_ca = fr_dir.join("local-ca.pem");
-    let (status, output) = tokio::task::spawn_blocking(move || {
-        run(
+    let Ran { status, output } = tokio::task::spawn_blocking(move || {
+        run_with_deadline(
             Command::new(python)
                 .arg(browser_dir().join("console_browser.py"))
                 .arg(&args_path)

@@ -4,21 +4,11 @@
 //! restart, on SIGHUP and when the file changes. `Hello` carries the directory version.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use hanoi247::directory::Directory;
 use hanoi247::proto::{GetQueueRequest, HelloRequest, ListPeersRequest, MessageState};
 
 use crate::support::*;
-
-/// Polls `check` until it is true or the deadline passes (then fails naming `what`).
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "not within {DEADLINE:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// The shared directory with its version changed but its old signature kept: a forgery.
 fn forge_shared_directory(net: &Network, change: impl FnOnce(&mut Directory)) {
@@ -27,15 +17,6 @@ fn forge_shared_directory(net: &Network, change: impl FnOnce(&mut Directory)) {
     change(&mut directory);
     directory.version += 1;
     directory.write(&path).unwrap();
-}
-
-fn log_of(net: &Network, node: &str) -> String {
-    std::fs::read_to_string(net.dir().join(format!("{node}.log"))).unwrap_or_default()
-}
-
-fn hangup(child: &ChildNode) {
-    let status = Command::new("kill").args(["-HUP", &child.child.id().to_string()]).status().unwrap();
-    assert!(status.success());
 }
 
 /// The directory version `node`'s operator sees, and the peers it lists.
@@ -53,12 +34,12 @@ async fn a_forged_directory_is_refused_at_start_and_on_reload_and_the_old_one_st
     assert_eq!(directory_view(&net, "VN").await, (1, vec!["FR".to_owned()]));
 
     forge_shared_directory(&net, |directory| directory.members.retain(|m| m.code != code("FR")));
-    hangup(&vn);
+    vn.hangup();
     eventually("VN logs that it refused the directory", async || {
-        log_of(&net, "VN").contains("directory refused")
+        net.log_of("VN").contains("directory refused")
     })
     .await;
-    let log = log_of(&net, "VN");
+    let log = net.log_of("VN");
     assert!(log.contains("ERROR") && log.contains("bad signature"), "{log}");
     assert_eq!(directory_view(&net, "VN").await, (1, vec!["FR".to_owned()]), "the old directory stays");
 
@@ -90,9 +71,9 @@ async fn an_older_directory_is_refused_and_the_newer_one_stays() {
     let vn = net.spawn("VN").await;
     // Correctly signed, but version 1: a replay of an old directory.
     std::fs::write(net.shared_directory_path(), older).unwrap();
-    hangup(&vn);
-    eventually("VN refuses version 1", async || log_of(&net, "VN").contains("directory refused")).await;
-    assert!(log_of(&net, "VN").contains("version 1 is not newer than version 2"), "{}", log_of(&net, "VN"));
+    vn.hangup();
+    eventually("VN refuses version 1", async || net.log_of("VN").contains("directory refused")).await;
+    assert!(net.log_of("VN").contains("version 1 is not newer than version 2"), "{}", net.log_of("VN"));
     assert_eq!(directory_view(&net, "VN").await.0, 2);
 }
 
@@ -180,8 +161,8 @@ async fn a_directory_update_reaches_a_running_node_on_sighup() {
     // Only SIGHUP can make VN look again within the test.
     net.edit_config("VN", "poll_interval = \"2s\"", "poll_interval = \"1h\"");
     let vn = net.spawn("VN").await;
-    a_member_added_while_running_is_served(&mut net, async || hangup(&vn)).await;
-    assert!(log_of(&net, "VN").contains("SIGHUP"));
+    a_member_added_while_running_is_served(&mut net, async || vn.hangup()).await;
+    assert!(net.log_of("VN").contains("SIGHUP"));
     assert_eq!(directory_view(&net, "VN").await.0, 3);
 }
 

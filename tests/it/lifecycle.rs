@@ -146,24 +146,20 @@ async fn a_receiving_desk_disputes_the_precedence_and_the_sender_sees_it() {
         (sent.kind(), sent.precedence(), sent.in_reply_to.as_str()),
         (EnvelopeKind::PrecedenceDispute, Precedence::Routine, id.as_str())
     );
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let seen = loop {
-        let got = vn.get(GetRequest { id: id.clone() }).await.unwrap().into_inner();
-        let disputes: Vec<_> = got
-            .replies
-            .iter()
-            .filter(|r| r.envelope.as_ref().is_some_and(|e| e.kind() == EnvelopeKind::PrecedenceDispute))
-            .cloned()
-            .collect();
-        if let Some(dispute) = disputes.first() {
-            let request = got.message.unwrap();
-            assert_eq!(request.envelope.as_ref().unwrap().precedence(), Precedence::Flash);
-            assert_eq!(request.state(), MessageState::Delivered);
-            break dispute.clone();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "VN never saw the dispute");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let is_dispute = |m: &&hanoi247::proto::Message| {
+        m.envelope.as_ref().is_some_and(|e| e.kind() == EnvelopeKind::PrecedenceDispute)
     };
+    let mut at_vn = vn.clone();
+    eventually("VN sees the dispute", async || {
+        let got = at_vn.get(GetRequest { id: id.clone() }).await.unwrap().into_inner();
+        got.replies.iter().any(|r| is_dispute(&r))
+    })
+    .await;
+    let got = vn.get(GetRequest { id: id.clone() }).await.unwrap().into_inner();
+    let request = got.message.unwrap();
+    assert_eq!(request.envelope.as_ref().unwrap().precedence(), Precedence::Flash);
+    assert_eq!(request.state(), MessageState::Delivered);
+    let seen = got.replies.iter().find(is_dispute).unwrap().clone();
     let envelope = seen.envelope.unwrap();
     assert_eq!(envelope.precedence(), Precedence::Routine);
     assert_eq!(envelope.body, "no deletion risk: ROUTINE is enough");

@@ -20,24 +20,6 @@ fn hanoi247(args: &[&str], paths: &[&Path]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-fn sighup(node: &ChildNode) {
-    let status = Command::new("kill").args(["-HUP", &node.child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-}
-
-/// Waits until `check` holds, or fails naming `what`.
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "not within {DEADLINE:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn log_of(net: &Network, node: &str) -> String {
-    std::fs::read_to_string(net.dir().join(format!("{node}.log"))).unwrap()
-}
-
 /// The TLS alert the desk (or peer) listener on `port` answers a client with these files with.
 async fn alert_for(ca: &Path, cert: &Path, key: &Path, port: u16) -> String {
     handshake_alert(tls::client_config(ca, cert, key).unwrap(), port).await
@@ -67,7 +49,7 @@ async fn a_revoked_desk_client_is_refused_after_sighup_without_restart() {
 
     let out = hanoi247(&["certs", "revoke", "--config"], &[&node_toml, Path::new("--cert"), &alice.cert]);
     assert!(out.contains("revoked serial"), "{out}");
-    sighup(&vn);
+    vn.hangup();
 
     // Refused at the handshake, on a new connection ...
     eventually("alice is refused", || async { !desk_works(&net, "VN", "alice").await }).await;
@@ -75,8 +57,8 @@ async fn a_revoked_desk_client_is_refused_after_sighup_without_restart() {
     assert!(alert.contains("CertificateRevoked"), "{alert}");
     // ... and on the connection she had open: the reload closed it.
     assert!(alice_desk.list_inbox(ListInboxRequest::default()).await.is_err());
-    assert!(log_of(&net, "VN").contains("closing a connection whose certificate is no longer accepted"));
-    assert!(log_of(&net, "VN").contains("SIGHUP"), "the reload was the SIGHUP's");
+    assert!(net.log_of("VN").contains("closing a connection whose certificate is no longer accepted"));
+    assert!(net.log_of("VN").contains("SIGHUP"), "the reload was the SIGHUP's");
 
     // Bob still works, the node is the same process, the queued message is still there.
     assert!(desk_works(&net, "VN", "bob").await);
@@ -121,9 +103,9 @@ async fn a_revoked_peer_is_refused_and_its_queue_waits_for_its_new_certificate()
         &[&net.config_path("VN"), Path::new("--cert"), &fr_config.tls.cert],
     );
     assert!(out.contains("revoked serial"), "{out}");
-    sighup(&vn);
+    vn.hangup();
     let vn_peer_port = net.config("VN").listen.peer.port();
-    eventually("VN reloads", || async { log_of(&net, "VN").contains("TLS material reloaded") }).await;
+    eventually("VN reloads", || async { net.log_of("VN").contains("TLS material reloaded") }).await;
     let alert =
         alert_for(&fr_config.tls.network_ca, &fr_config.tls.cert, &fr_config.tls.key, vn_peer_port).await;
     assert!(alert.contains("CertificateRevoked"), "{alert}");
@@ -131,7 +113,7 @@ async fn a_revoked_peer_is_refused_and_its_queue_waits_for_its_new_certificate()
     // VN's own open connection to FR does not outlive the reload: its next request to FR waits,
     // refused at the new handshake, and FR never gets it.
     eventually("VN's delivery reconnects", || async {
-        log_of(&net, "VN").contains("delivery reconnects to every peer")
+        net.log_of("VN").contains("delivery reconnects to every peer")
     })
     .await;
     let vn_after = submit(&mut vn_desk, advice_request("FR", Precedence::Flash, "vn after")).await;
@@ -174,7 +156,7 @@ async fn a_revoked_peer_is_refused_and_its_queue_waits_for_its_new_certificate()
     .await;
     assert!(!ids(&inbox(&mut vn_desk).await).contains(&after), "VN did not store it");
     assert!(
-        log_of(&net, "VN").contains("closing a connection whose certificate is no longer accepted"),
+        net.log_of("VN").contains("closing a connection whose certificate is no longer accepted"),
         "FR's open connection was closed by the reload"
     );
 
@@ -185,7 +167,7 @@ async fn a_revoked_peer_is_refused_and_its_queue_waits_for_its_new_certificate()
     wait_state(&mut fr_desk, &after, MessageState::Delivered).await;
     assert!(ids(&inbox(&mut vn_desk).await).contains(&after));
     assert!(
-        log_of(&net, "FR").lines().any(|l| l.contains("reloading") && l.contains("changed:")),
+        net.log_of("FR").lines().any(|l| l.contains("reloading") && l.contains("changed:")),
         "FR reloaded by itself, on the file change"
     );
     assert_eq!((vn.child.id(), fr.child.id()), (vn_pid, fr_pid));
@@ -203,7 +185,7 @@ async fn a_bad_crl_file_keeps_the_previous_one() {
     let crl = config.tls.client_crl.clone().expect("init names the client CRL");
     let alice = hanoi247::config::ClientConfig::load(&net.client_config_path_of("VN", "alice")).unwrap();
     hanoi247(&["certs", "revoke", "--config"], &[&node_toml, Path::new("--cert"), &alice.cert]);
-    sighup(&vn);
+    vn.hangup();
     eventually("alice is refused", || async { !desk_works(&net, "VN", "alice").await }).await;
 
     // Junk, then a CRL of another CA (the network CA's): each reload fails and says so, and the
@@ -215,9 +197,9 @@ async fn a_bad_crl_file_keeps_the_previous_one() {
     ];
     for (bad, error) in bad_files {
         std::fs::write(&crl, bad).unwrap();
-        sighup(&vn);
+        vn.hangup();
         eventually(error, || async {
-            log_of(&net, "VN").lines().any(|l| l.contains("TLS reload failed") && l.contains(error))
+            net.log_of("VN").lines().any(|l| l.contains("TLS reload failed") && l.contains(error))
         })
         .await;
         let alert = alert_for(&alice.ca, &alice.cert, &alice.key, alice_port(&alice)).await;

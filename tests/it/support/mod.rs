@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod python;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -176,6 +177,11 @@ impl Network {
         std::fs::write(&path, text.replace(from, to)).unwrap();
     }
 
+    /// What a child-process node (`spawn`) has logged so far.
+    pub fn log_of(&self, node: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{node}.log"))).unwrap_or_default()
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -238,6 +244,12 @@ pub struct ChildNode {
 }
 
 impl ChildNode {
+    /// SIGHUP: the node reloads its directory and TLS material.
+    pub fn hangup(&self) {
+        let status = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
     /// SIGKILL: no chance to flush or say goodbye.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
@@ -270,6 +282,15 @@ impl Drop for ChildNode {
 /// Ports handed to nodes come from below the kernel's ephemeral range (32768 and up), so no
 /// outgoing connection and no `bind(0)` elsewhere can take one between planning and binding.
 const PLANNED_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// Polls `check` until it is true or [`DEADLINE`] passes (then fails naming `what`).
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "not within {DEADLINE:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// A port nobody listens on right now, planned for a node: never the same twice in this test
 /// process (a node restarts on its planned ports, so a port given back to the OS could be taken
