@@ -719,14 +719,41 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// (receipts, retry times) a crash can lose, and all of that is recovered by resending.
 const BACKGROUND_FLUSH_MS: u64 = 1000;
 
+/// How long an open waits for a directory lock that is being released.
+const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens a sled database, waiting briefly while its directory lock is still held by a handle
+/// that was just dropped. sled 0.34 releases the lock only when its background threads exit,
+/// after `Drop` returns (spacejam/sled#1234), so an immediate reopen in the same process (a
+/// restore, a store recovering from a write failure) or by a process started right after
+/// another closed it can find the lock still taken. A lock held by a live node is held far
+/// longer than the wait, so two nodes on one directory are still refused.
+fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_RELEASE_WAIT =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn open_db(dir: &Path) -> Result<Opened, StoreError> {
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(CACHE_BYTES)
-        .flush_every_ms(Some(BACKGROUND_FLUSH_MS))
-        // Writes come in bursts of small records; favour throughput over file compactness.
-        .mode(sled::Mode::HighThroughput)
-        .open()?;
+    let db = open_sled(
+        &sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(Some(BACKGROUND_FLUSH_MS))
+            // Writes come in bursts of small records; favour throughput over file compactness.
+            .mode(sled::Mode::HighThroughput),
+    )?;
     let db_file = Arc::new(File::open(dir.join("db"))?);
     Ok(Opened { db, db_file })
 }
@@ -893,7 +920,7 @@ impl Importer {
     /// [`Snapshot::sequence_floor`] of the copy.
     pub fn create(dir: &Path, sequence_floor: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = import_config(dir, IDGEN_INTERVAL).open()?;
+        let db = open_sled(&import_config(dir, IDGEN_INTERVAL))?;
         Ok(Self {
             dir: dir.to_owned(),
             db,
@@ -938,7 +965,7 @@ impl Importer {
         // opens. sled expects the persisted counter to be a multiple of the interval it runs
         // with (it asserts so), so the interval is a multiple of the one `open_db` uses.
         let interval = (sequence_floor / 2 / IDGEN_INTERVAL + 1) * IDGEN_INTERVAL;
-        let db = import_config(&dir, interval).open()?;
+        let db = open_sled(&import_config(&dir, interval))?;
         let next = db.generate_id()?;
         db.flush()?;
         drop(db);
@@ -1024,13 +1051,24 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_held_by_a_live_store_is_refused_and_free_again_once_it_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = Store::open(dir.path()).unwrap();
+        let error = Store::open(dir.path()).err().expect("a second store on a live directory");
+        assert!(error.to_string().contains("could not acquire lock"), "{error}");
+        drop(live);
+        // Right after the drop sled's threads may still hold the lock; the open waits for them.
+        Store::open(dir.path()).expect("the directory is free once the store is dropped");
+    }
+
+    #[test]
     fn a_store_of_this_version_reopens_and_a_newer_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
         let store = Store::open(dir.path()).expect("a store made by this version opens");
         drop(store);
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = open_sled(&sled::Config::new().path(dir.path())).unwrap();
             db.insert(SCHEMA_KEY, (SCHEMA_VERSION + 1).to_be_bytes().as_slice()).unwrap();
             db.flush().unwrap();
         }
