@@ -40,14 +40,15 @@ async fn a_desk_client_without_certificate_is_refused() {
     let port = net.config("VN").listen.desk.port();
     let alert = handshake_alert(Arc::new(config.clone()), port).await;
     assert!(alert.contains("CertificateRequired"), "{alert}");
-    let mut anonymous = desk_with_tls(&client, config);
+    // A fresh channel per call: on a reused one the second call can fail on the channel's own
+    // reconnect state ("connection was not ready") before it reaches the node.
     assert_refused(
-        anonymous.submit(preservation_request("FR")).await,
+        desk_with_tls(&client, config.clone()).submit(preservation_request("FR")).await,
         "submit without a certificate",
         &["CertificateRequired"],
     );
     assert_refused(
-        anonymous.list_inbox(ListInboxRequest::default()).await,
+        desk_with_tls(&client, config).list_inbox(ListInboxRequest::default()).await,
         "read without a certificate",
         &["CertificateRequired"],
     );
