@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use rustls::ClientConfig;
@@ -42,12 +43,32 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 /// How often an idle task says `Hello` (round-trip time, version, certificate for operators).
 const HELLO_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Wakes one peer's delivery task when something is queued for it.
+#[derive(Debug, Default)]
+pub struct DeliveryWaker {
+    work: Notify,
+    /// FLASH or IMMEDIATE work was queued since the task last looked.
+    urgent: AtomicBool,
+}
+
+impl DeliveryWaker {
+    /// Something was queued; `urgent` (FLASH or IMMEDIATE) work is tried at once even while
+    /// the peer is in a retry backoff: the peer may be back, and an urgent request must not wait
+    /// for a backoff of up to `retry_max` that ordinary traffic started.
+    pub fn queued(&self, urgent: bool) {
+        if urgent {
+            self.urgent.store(true, Ordering::Release);
+        }
+        self.work.notify_one();
+    }
+}
+
 /// The delivery task for one peer.
 pub struct PeerDelivery {
     context: Arc<NodeContext>,
     peer: DirectoryEntry,
     client: PeerServiceClient<tonic::transport::Channel>,
-    waker: Arc<Notify>,
+    waker: Arc<DeliveryWaker>,
     /// Consecutive failed attempts to reach the peer.
     failures: u32,
     /// When the last `Hello` was sent.
@@ -84,10 +105,9 @@ enum Pick {
 
 /// What the task waits for after sending what it could.
 struct Wait {
-    /// Wake up at the latest after this long.
+    /// Wake up at the latest after this long (newly queued work wakes it sooner; during a
+    /// backoff only urgent work does).
     delay: Option<Duration>,
-    /// Whether newly queued work wakes it (not during a backoff: the peer is still down).
-    on_new_work: bool,
 }
 
 impl PeerDelivery {
@@ -96,7 +116,7 @@ impl PeerDelivery {
         context: Arc<NodeContext>,
         peer: DirectoryEntry,
         tls: Arc<ClientConfig>,
-        waker: Arc<Notify>,
+        waker: Arc<DeliveryWaker>,
     ) -> Result<Self, NodeError> {
         let delivery = &context.config.delivery;
         let observer = Arc::clone(&context);
@@ -141,9 +161,9 @@ impl PeerDelivery {
                 // The store failed; the messages are still queued. Try again shortly (the node
                 // reopens a broken store within a second or so).
                 tracing::error!(peer = %self.peer.code, %error, "delivery cannot read or write the store");
-                Wait { delay: Some(STORE_RETRY), on_new_work: false }
+                Wait { delay: Some(STORE_RETRY) }
             });
-            let woken = self.waker.notified();
+            let woken = self.waker.work.notified();
             let sleep = async {
                 match wait.delay {
                     Some(delay) => tokio::time::sleep(delay).await,
@@ -170,7 +190,11 @@ impl PeerDelivery {
                     }
                 }
                 () = sleep => {}
-                () = woken, if wait.on_new_work => {}
+                () = woken => {
+                    if self.waker.urgent.swap(false, Ordering::AcqRel) && self.backoff_until.take().is_some() {
+                        tracing::info!(peer = %self.peer.code, "urgent work queued: trying the peer now, ahead of its backoff");
+                    }
+                }
             }
         }
     }
@@ -183,18 +207,18 @@ impl PeerDelivery {
             if let Some(until) = self.backoff_until {
                 let now = Instant::now();
                 if now < until {
-                    return Ok(Wait { delay: Some(until - now), on_new_work: false });
+                    return Ok(Wait { delay: Some(until - now) });
                 }
                 self.backoff_until = None;
             }
             if self.resuming {
                 if !self.in_flight.is_empty() {
-                    return Ok(Wait { delay: None, on_new_work: false });
+                    return Ok(Wait { delay: None });
                 }
                 self.resuming = false;
             }
             if self.in_flight.len() >= most {
-                return Ok(Wait { delay: None, on_new_work: false });
+                return Ok(Wait { delay: None });
             }
             match self.pick().await? {
                 Pick::Batch(batch) => {
@@ -220,7 +244,7 @@ impl PeerDelivery {
                     }
                     let delay = wake_at
                         .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default().max(MIN_RETRY));
-                    return Ok(Wait { delay, on_new_work: true });
+                    return Ok(Wait { delay });
                 }
             }
         }

@@ -224,9 +224,11 @@ impl DeskApi {
         for message in changed {
             if message.direction() == Direction::Outbound
                 && message.state() == MessageState::Queued
-                && let Some(code) = message.envelope.as_ref().and_then(|e| e.destination.parse().ok())
+                && let Some(envelope) = message.envelope.as_ref()
+                && let Ok(code) = envelope.destination.parse()
             {
-                self.context.wake(code);
+                let urgent = matches!(envelope.precedence(), Precedence::Flash | Precedence::Immediate);
+                self.context.wake(code, urgent);
             }
         }
         Ok(())

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tower::util::MapResponseLayer;
 
 use crate::config::NodeConfig;
+use crate::delivery::DeliveryWaker;
 use crate::identity::NodeCode;
 use crate::proto::desk_service_server::DeskServiceServer;
 use crate::proto::peer_service_server::PeerServiceServer;
@@ -104,7 +105,7 @@ pub struct NodeContext {
     pub signer: crate::signing::LiveSigner,
     /// One wake-up per peer delivery task: notified when something is queued for that peer.
     /// Grows when the directory gains a member; a removed member's stays (its queue stays).
-    wakers: std::sync::Mutex<HashMap<NodeCode, Arc<Notify>>>,
+    wakers: std::sync::Mutex<HashMap<NodeCode, Arc<DeliveryWaker>>>,
 }
 
 impl NodeContext {
@@ -114,19 +115,19 @@ impl NodeContext {
     }
 
     /// Tells `peer`'s delivery task that its outbox has something new.
-    pub fn wake(&self, peer: NodeCode) {
+    pub fn wake(&self, peer: NodeCode, urgent: bool) {
         if let Some(waker) = self.wakers().get(&peer) {
-            waker.notify_one();
+            waker.queued(urgent);
         }
     }
 
-    fn wakers(&self) -> std::sync::MutexGuard<'_, HashMap<NodeCode, Arc<Notify>>> {
+    fn wakers(&self) -> std::sync::MutexGuard<'_, HashMap<NodeCode, Arc<DeliveryWaker>>> {
         // A poisoned lock means a panic mid-insert of plain data; the map is still usable.
         self.wakers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The wake-up of `peer`'s delivery task, made on first use.
-    fn waker(&self, peer: NodeCode) -> Arc<Notify> {
+    fn waker(&self, peer: NodeCode) -> Arc<DeliveryWaker> {
         Arc::clone(self.wakers().entry(peer).or_default())
     }
 
@@ -379,7 +380,7 @@ async fn supervise_deliveries(
                     tracing::info!(peer = %entry.code, endpoint = %entry.endpoint, "delivery started");
                     running.insert(entry.code, (entry, task_stop, handle));
                     // Whatever was queued for it while it was not listed goes now.
-                    waker.notify_one();
+                    waker.queued(false);
                 }
                 Err(error) => tracing::error!(peer = %entry.code, %error, "cannot deliver to this member"),
             }

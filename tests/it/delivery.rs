@@ -1,6 +1,9 @@
 //! Acceptance 3, 4, 5, 7: waiting for a down peer, duplicates, crash recovery, precedence.
 
 use hanoi247::proto::delivery_result::Outcome;
+use std::time::{Duration, SystemTime};
+
+use hanoi247::desk_client::wait_for_state;
 use hanoi247::proto::{DeliverRequest, GetRequest, MessageState, Precedence};
 
 use crate::support::*;
@@ -26,6 +29,50 @@ async fn a_down_peer_gets_the_message_once_when_it_returns() {
     assert!(!delivered.last_error.is_empty(), "the last error is kept for the record");
     let mut fr = net.desk("FR");
     assert_eq!(ids(&inbox(&mut fr).await), vec![id]);
+    net.stop("VN").await;
+    net.stop("FR").await;
+}
+
+/// A FLASH request does not wait out a backoff that ordinary traffic started: the peer may be
+/// back, and the next scheduled attempt up to `retry_max` (a minute) away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_urgent_request_is_tried_at_once_while_the_peer_is_in_backoff() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    // Production backoffs, so only the urgent wake-up can explain a delivery within seconds.
+    net.edit_config("VN", "retry_initial = \"100ms\"", "retry_initial = \"60s\"");
+    net.edit_config("VN", "retry_max = \"500ms\"", "retry_max = \"60s\"");
+    net.start("VN").await;
+    let mut vn = net.desk("VN");
+    let routine = submit(&mut vn, advice_request("FR", Precedence::Routine, "routine")).await;
+
+    // Full jitter draws the backoff from [0, 60 s]. A short draw is let run out (the attempt
+    // fails again and draws anew) until the next attempt is at least 20 s away.
+    let far = Duration::from_secs(20);
+    let mut retry_at = None;
+    for _ in 0..10 {
+        let waiting = wait_state(&mut vn, &routine, MessageState::WaitingRetry).await;
+        let next = hanoi247::timestamp::to_system(&waiting.next_attempt_at.expect("a retry time"));
+        if next > SystemTime::now() + far {
+            retry_at = Some(next);
+            break;
+        }
+        eventually("the short backoff runs out and the attempt fails again", async || {
+            let now = vn.get(GetRequest { id: routine.clone() }).await.unwrap().into_inner().message.unwrap();
+            now.attempts > waiting.attempts
+        })
+        .await;
+    }
+    let retry_at = retry_at.expect("ten draws of [0, 60 s] all under 20 s");
+
+    net.start("FR").await;
+    let flash = submit(&mut vn, advice_request("FR", Precedence::Flash, "flash")).await;
+    let delivered = wait_for_state(&mut vn, &flash, MessageState::Delivered, Duration::from_secs(10)).await;
+    assert!(delivered.is_ok(), "the FLASH request waited for the backoff: {delivered:?}");
+    assert!(SystemTime::now() < retry_at, "delivered only when the backoff ran out anyway");
+    // The attempt sends the whole queue in order, the routine request with it.
+    wait_state(&mut vn, &routine, MessageState::Delivered).await;
+    let mut fr = net.desk("FR");
+    assert_eq!(ids(&inbox(&mut fr).await).len(), 2);
     net.stop("VN").await;
     net.stop("FR").await;
 }
