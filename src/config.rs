@@ -480,6 +480,31 @@ impl DirectoryEntry {
     pub fn host(&self) -> &str {
         endpoint_host(&self.endpoint)
     }
+
+    /// Refuses a request type this member does not list (none listed: it accepts them all),
+    /// naming the field, what it lists and its phone fallback.
+    pub fn check_accepts(
+        &self,
+        request_type: crate::proto::RequestType,
+    ) -> Result<(), crate::validation::FieldError> {
+        let name = request_type.as_str_name().trim_start_matches("REQUEST_TYPE_");
+        let listed = |listed: &String| listed.trim_start_matches("REQUEST_TYPE_").eq_ignore_ascii_case(name);
+        if request_type == crate::proto::RequestType::Unspecified
+            || self.request_types.is_empty()
+            || self.request_types.iter().any(listed)
+        {
+            return Ok(());
+        }
+        let phone = if self.phone.is_empty() { String::new() } else { format!(" {}", self.phone) };
+        Err(crate::validation::FieldError::new(
+            "request_type",
+            format!(
+                "{} does not accept {name} requests (its directory entry lists: {}); call its phone fallback{phone}",
+                self.code,
+                self.request_types.join(", "),
+            ),
+        ))
+    }
 }
 
 /// The host of a `host:port` endpoint (brackets of an IPv6 literal removed).

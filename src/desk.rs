@@ -26,7 +26,6 @@ use crate::proto::{
 use crate::proto::{AuditRecord, ListAuditRequest};
 use crate::proto::{
     DisputePrecedenceRequest, DisputePrecedenceResponse, GetProofRequest, GetProofResponse, Precedence,
-    RequestType,
 };
 use crate::store::{Changes, Listing, StoreError, view};
 use crate::store_proto::StoredMessage;
@@ -137,25 +136,7 @@ impl DeskApi {
             )
             .into());
         };
-        // The directory says which request types a member accepts (none listed: all of them).
-        let request_type = request.request_type();
-        let type_name = request_type.as_str_name().trim_start_matches("REQUEST_TYPE_");
-        let accepted =
-            |listed: &String| listed.trim_start_matches("REQUEST_TYPE_").eq_ignore_ascii_case(type_name);
-        if request_type != RequestType::Unspecified
-            && !member.request_types.is_empty()
-            && !member.request_types.iter().any(accepted)
-        {
-            return Err(FieldError::new(
-                "request_type",
-                format!(
-                    "{destination} does not accept {type_name} requests (its directory entry lists: {}); call its phone fallback{}",
-                    member.request_types.join(", "),
-                    if member.phone.is_empty() { String::new() } else { format!(" {}", member.phone) }
-                ),
-            )
-            .into());
-        }
+        member.check_accepts(request.request_type())?;
         let parent = match request.in_reply_to.as_str() {
             "" => None,
             id => Some(self.load(parse_id_field("in_reply_to", id)?).map_err(|e| match e {

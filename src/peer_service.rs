@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::config::{DeadlinesConfig, NodeConfig};
+use crate::config::{DeadlinesConfig, DirectoryEntry, NodeConfig};
 use crate::identity::{Identity, NodeCode};
 use crate::lifecycle::{self, Happening};
 use crate::metrics::labels;
@@ -296,7 +296,7 @@ pub fn receive_batch(
 ) -> Result<(Vec<DeliveryResult>, Vec<Message>), PeerError> {
     check_batch_shape(config, sender, &envelopes)?;
     let checks = check_envelopes(config, sender, &envelopes, None);
-    store_batch(store, config, sender, envelopes, checks, None)
+    store_batch(store, config, sender, envelopes, checks, None, None)
 }
 
 /// Refuses a whole batch that is empty, over `limits.max_batch_envelopes` or claims another
@@ -348,8 +348,19 @@ fn store_batch(
     envelopes: Vec<Envelope>,
     checks: Vec<Result<Uuid, FieldError>>,
     signing: Option<&BatchSigning<'_>>,
+    own_entry: Option<&DirectoryEntry>,
 ) -> Result<(Vec<DeliveryResult>, Vec<Message>), PeerError> {
     let me = config.code.to_string();
+    let refused = |envelope: &Envelope, field: FieldError| {
+        let precedence = envelope.precedence().as_str_name();
+        tracing::warn!(message_id = %envelope.id, peer = %sender, %precedence, %field, "envelope refused");
+        let refusal = Refusal {
+            envelope_id: envelope.id.clone(),
+            code: crate::status::field_code(&field) as i32,
+            message: field.to_string(),
+        };
+        DeliveryResult { outcome: Some(Outcome::Refusal(refusal)) }
+    };
     store.write(|changes| {
         changes.act_as(format!("peer:{sender}"));
         let mut results = Vec::with_capacity(envelopes.len());
@@ -359,18 +370,21 @@ fn store_batch(
             let id = match check {
                 Ok(id) => id,
                 Err(field) => {
-                    let precedence = envelope.precedence().as_str_name();
-                    tracing::warn!(message_id = %envelope_id, peer = %sender, %precedence, %field, "envelope refused");
-                    let refusal = Refusal {
-                        envelope_id,
-                        code: crate::status::field_code(&field) as i32,
-                        message: field.to_string(),
-                    };
-                    results.push(DeliveryResult { outcome: Some(Outcome::Refusal(refusal)) });
+                    results.push(refused(&envelope, field));
                     continue;
                 }
             };
-            let receipt = match (changes.get(id)?, signing) {
+            let existing = changes.get(id)?;
+            // A new request of a type this node's directory entry leaves out is refused (the
+            // sender's directory may be older); a resent one already stored keeps its receipt.
+            if existing.is_none()
+                && envelope.kind() == EnvelopeKind::Request
+                && let Some(Err(field)) = own_entry.map(|entry| entry.check_accepts(envelope.request_type()))
+            {
+                results.push(refused(&envelope, field));
+                continue;
+            }
+            let receipt = match (existing, signing) {
                 (Some(existing), Some(signing)) => {
                     Receipt { duplicate: true, ..signing.stored_receipt(&existing, &me)? }
                 }
@@ -428,8 +442,10 @@ impl PeerService for PeerApi {
             .admit(sender, &sender_session, batch_number, crate::batch_order::PREDECESSOR_WAIT)
             .await
             .map_err(PeerError::from)?;
+        let directory = self.context.directory.current();
+        let own_entry = directory.member(config.code);
         let (results, changed) =
-            store_batch(&self.context.store, config, sender, envelopes, checks, Some(&signing))?;
+            store_batch(&self.context.store, config, sender, envelopes, checks, Some(&signing), own_entry)?;
         // Written in order; the flush below covers this batch and every earlier one.
         turn.stored();
         self.context.store.persist().await.map_err(PeerError::from)?;

@@ -420,3 +420,32 @@ async fn a_request_type_the_destination_does_not_accept_is_refused_at_submit() {
     submit(&mut vn, legal).await;
     net.stop("VN").await;
 }
+
+/// The receiver checks the same: a sender on an older directory may still send a type the
+/// receiver's entry no longer lists. It is refused (not stored) and the sender shows why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_type_the_receiver_does_not_accept_is_refused_on_arrival() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    // Only FR's own copy lists its narrower types; VN still has the directory without them.
+    net.edit_directory("FR", |directory| {
+        let fr = directory.members.iter_mut().find(|m| m.code == code("FR")).unwrap();
+        fr.request_types = vec!["TECHNICAL_ADVICE".into()];
+    });
+    net.start("VN").await;
+    net.start("FR").await;
+    let mut vn = net.desk("VN");
+    let preservation = submit(&mut vn, preservation_request("FR")).await;
+    let advice = submit(&mut vn, advice_request("FR", Precedence::Routine, "advice")).await;
+    wait_state(&mut vn, &advice, MessageState::Delivered).await;
+    let refused = wait_state(&mut vn, &preservation, MessageState::WaitingRetry).await;
+    assert!(
+        refused.last_error.contains("refused by FR: request_type")
+            && refused.last_error.contains("does not accept PRESERVATION"),
+        "{}",
+        refused.last_error
+    );
+    let mut fr = net.desk("FR");
+    assert_eq!(ids(&inbox(&mut fr).await), vec![advice], "the refused request is not stored");
+    net.stop("VN").await;
+    net.stop("FR").await;
+}
