@@ -37,6 +37,8 @@ pub struct BenchOptions {
     pub precedence: Precedence,
     /// Messages in each latency phase (concurrency 1).
     pub latency_samples: usize,
+    /// Keep the temp dir (both nodes' stores, configs and logs) and report its path.
+    pub keep: bool,
 }
 
 /// The bench failed to run (not: a target was missed).
@@ -335,7 +337,9 @@ pub async fn run(options: BenchOptions) -> Result<Value, BenchError> {
     let (vn_rss, fr_rss) = (vn.peak_rss_mib(), fr.peak_rss_mib());
     vn.stop()?;
     fr.stop()?;
+    let kept = options.keep.then(|| dir.keep());
     Ok(json!({
+        "kept_dir": kept,
         "options": {
             "messages": options.messages,
             "concurrency": options.concurrency,
@@ -435,6 +439,9 @@ pub fn table(report: &Value) -> String {
     let mut out = format!("{:<44} {:<52} {}\n", "FIGURE", "MEASURED", "TARGET");
     for (figure, measured, target) in rows {
         out.push_str(&format!("{figure:<44} {measured:<52} {target}\n"));
+    }
+    if let Some(kept) = report["kept_dir"].as_str() {
+        out.push_str(&format!("\nkept: {kept} (node stores, configs and logs)\n"));
     }
     out
 }

@@ -423,6 +423,10 @@ pub struct BenchArgs {
     /// Messages in each concurrency-1 latency phase.
     #[arg(long, default_value_t = 1000)]
     pub latency_samples: usize,
+    /// Keep the temp dir (both nodes' stores, configs and logs, e.g. vn.log, fr-restart.log) and
+    /// print its path.
+    #[arg(long)]
+    pub keep: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -35,6 +35,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 size: args.size,
                 precedence: hanoi247::cli::precedence(args.precedence),
                 latency_samples: args.latency_samples.max(1),
+                keep: args.keep,
             };
             let report = hanoi247::bench::run(options).await?;
             if args.json {
