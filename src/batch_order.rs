@@ -84,12 +84,15 @@ impl BatchOrder {
     }
 
     /// Waits until batch `number` of `session` from `sender` may be stored. An empty session or
-    /// number 0 means the sender does not pipeline: stored at once, in arrival order.
+    /// number 0 means the sender does not pipeline: stored at once, in arrival order. The sender
+    /// says every batch up to `answered_through` was answered: stored, if not by this process
+    /// then by the one before a restart, so they are not waited for.
     pub async fn admit(
         &self,
         sender: NodeCode,
         session: &str,
         number: u64,
+        answered_through: u64,
         wait: Duration,
     ) -> Result<Turn<'_>, OrderError> {
         if session.is_empty() || number == 0 {
@@ -111,6 +114,13 @@ impl BatchOrder {
                 }
                 if let Some(reason) = &current.broken {
                     return Err(OrderError::Broken { session: id, number, reason: reason.clone() });
+                }
+                // Only batches before this one can have been answered (a larger claim is ignored).
+                let answered = answered_through.min(number - 1);
+                if answered > current.applied {
+                    current.applied = answered;
+                    // Batches waiting for one of those may go now.
+                    self.changed.notify_waiters();
                 }
                 if number <= current.applied {
                     return Err(OrderError::Broken {
@@ -177,8 +187,8 @@ mod tests {
     async fn later_batch_waits_for_earlier_one() {
         let order = BatchOrder::default();
         let session = Uuid::now_v7().to_string();
-        let first = order.admit(code(), &session, 1, PREDECESSOR_WAIT).await.expect("first");
-        let second = order.admit(code(), &session, 2, PREDECESSOR_WAIT);
+        let first = order.admit(code(), &session, 1, 0, PREDECESSOR_WAIT).await.expect("first");
+        let second = order.admit(code(), &session, 2, 0, PREDECESSOR_WAIT);
         tokio::pin!(second);
         // The second cannot go while the first is not stored.
         assert!(futures_poll_once(second.as_mut()).await.is_none());
@@ -190,12 +200,12 @@ mod tests {
     async fn failed_batch_breaks_its_session_and_a_new_session_starts_clean() {
         let order = BatchOrder::default();
         let session = Uuid::now_v7().to_string();
-        drop(order.admit(code(), &session, 1, PREDECESSOR_WAIT).await.expect("first"));
-        let error = order.admit(code(), &session, 2, PREDECESSOR_WAIT).await.err().expect("refused");
+        drop(order.admit(code(), &session, 1, 0, PREDECESSOR_WAIT).await.expect("first"));
+        let error = order.admit(code(), &session, 2, 0, PREDECESSOR_WAIT).await.err().expect("refused");
         assert!(error.to_string().contains("batch 1 was not stored"), "{error}");
         let newer = Uuid::now_v7().to_string();
-        order.admit(code(), &newer, 1, PREDECESSOR_WAIT).await.expect("new session").stored();
-        let old = order.admit(code(), &session, 3, PREDECESSOR_WAIT).await.err().expect("superseded");
+        order.admit(code(), &newer, 1, 0, PREDECESSOR_WAIT).await.expect("new session").stored();
+        let old = order.admit(code(), &session, 3, 0, PREDECESSOR_WAIT).await.err().expect("superseded");
         assert!(matches!(old, OrderError::Superseded { .. }), "{old}");
     }
 
@@ -203,17 +213,46 @@ mod tests {
     async fn missing_predecessor_times_out_and_breaks_the_session() {
         let order = BatchOrder::default();
         let session = Uuid::now_v7().to_string();
-        let error = order.admit(code(), &session, 2, Duration::from_millis(20)).await.err().expect("refused");
+        let error =
+            order.admit(code(), &session, 2, 0, Duration::from_millis(20)).await.err().expect("refused");
         assert!(error.to_string().contains("batch 1 never arrived"), "{error}");
-        let late = order.admit(code(), &session, 1, PREDECESSOR_WAIT).await.err().expect("still broken");
+        let late = order.admit(code(), &session, 1, 0, PREDECESSOR_WAIT).await.err().expect("still broken");
         assert!(matches!(late, OrderError::Broken { .. }), "{late}");
+    }
+
+    #[tokio::test]
+    async fn after_a_restart_batches_the_sender_saw_answered_are_not_waited_for() {
+        // This process never saw the session: batches up to 329 were stored before a restart.
+        let order = BatchOrder::default();
+        let session = Uuid::now_v7().to_string();
+        let first = order.admit(code(), &session, 330, 329, PREDECESSOR_WAIT);
+        tokio::pin!(first);
+        futures_poll_once(first.as_mut()).await.expect("at once").expect("admitted").stored();
+
+        // 332 arrives before 331 and says 330 was answered: 331 goes first, then 332.
+        let order = BatchOrder::default();
+        let waiting = order.admit(code(), &session, 331, 329, PREDECESSOR_WAIT);
+        tokio::pin!(waiting);
+        assert!(futures_poll_once(waiting.as_mut()).await.is_none(), "331 waits for 330");
+        let later = order.admit(code(), &session, 332, 330, PREDECESSOR_WAIT);
+        tokio::pin!(later);
+        assert!(futures_poll_once(later.as_mut()).await.is_none(), "332 waits for 331");
+        waiting.await.expect("331 once 330 is known answered").stored();
+        later.await.expect("332 after 331").stored();
+
+        // A claim past the batch itself only covers the batches before it: 5 still needs 4.
+        let order = BatchOrder::default();
+        order.admit(code(), &session, 3, 9, PREDECESSOR_WAIT).await.expect("1 and 2 answered").stored();
+        let error =
+            order.admit(code(), &session, 5, 0, Duration::from_millis(20)).await.err().expect("refused");
+        assert!(error.to_string().contains("batch 4 never arrived"), "{error}");
     }
 
     #[tokio::test]
     async fn unnumbered_batches_pass_and_bad_sessions_are_named() {
         let order = BatchOrder::default();
-        order.admit(code(), "", 0, PREDECESSOR_WAIT).await.expect("unordered").stored();
-        let error = order.admit(code(), "nope", 1, PREDECESSOR_WAIT).await.err().expect("bad");
+        order.admit(code(), "", 0, 0, PREDECESSOR_WAIT).await.expect("unordered").stored();
+        let error = order.admit(code(), "nope", 1, 0, PREDECESSOR_WAIT).await.err().expect("bad");
         assert!(error.to_string().starts_with("sender_session"), "{error}");
     }
 

@@ -78,9 +78,7 @@ pub struct PeerDelivery {
     /// The messages of those calls: never picked again until their call is answered.
     sending: HashSet<Uuid>,
     /// The current run of in-order batches (see `batch_order`); a new one after every failure.
-    session: Uuid,
-    /// The number of the last batch sent in `session`.
-    batch_number: u64,
+    session: Session,
     /// After a failure, no new batch before this.
     backoff_until: Option<Instant>,
     /// After a failure, no new batch until every call of the failed session is answered: one of
@@ -88,9 +86,33 @@ pub struct PeerDelivery {
     resuming: bool,
 }
 
+/// A run of numbered batches (see `batch_order`).
+struct Session {
+    id: Uuid,
+    /// The number of the last batch sent.
+    last_sent: u64,
+    /// The numbers of batches sent and not answered yet.
+    unanswered: std::collections::BTreeSet<u64>,
+}
+
+impl Session {
+    fn new() -> Self {
+        Self { id: Uuid::now_v7(), last_sent: 0, unanswered: Default::default() }
+    }
+
+    /// Numbers the next batch; returns its number and how far the session is answered.
+    fn next(&mut self) -> (u64, u64) {
+        let answered_through = self.unanswered.first().map_or(self.last_sent, |first| first - 1);
+        self.last_sent += 1;
+        self.unanswered.insert(self.last_sent);
+        (self.last_sent, answered_through)
+    }
+}
+
 /// What came back for one `Deliver` call.
 struct Answer {
     session: Uuid,
+    number: u64,
     batch: Vec<StoredMessage>,
     result: Result<DeliverResponse, tonic::Status>,
 }
@@ -142,8 +164,7 @@ impl PeerDelivery {
             last_hello: None,
             in_flight: JoinSet::new(),
             sending: HashSet::new(),
-            session: Uuid::now_v7(),
-            batch_number: 0,
+            session: Session::new(),
             backoff_until: None,
             resuming: false,
         })
@@ -180,8 +201,7 @@ impl PeerDelivery {
                             tracing::error!(peer = %self.peer.code, %error, "a delivery call failed unexpectedly");
                             self.sending.clear();
                             self.in_flight.abort_all();
-                            self.session = Uuid::now_v7();
-                            self.batch_number = 0;
+                            self.session = Session::new();
                             Ok(())
                         }
                     };
@@ -293,18 +313,19 @@ impl PeerDelivery {
 
     /// Sends one batch as the next of the current session, without waiting for the answer.
     fn send(&mut self, batch: Vec<StoredMessage>) {
-        self.batch_number += 1;
+        let (number, answered_through) = self.session.next();
         let request = DeliverRequest {
             envelopes: batch.iter().filter_map(|s| self.signed(s)).collect(),
-            sender_session: self.session.to_string(),
-            batch_number: self.batch_number,
+            sender_session: self.session.id.to_string(),
+            batch_number: number,
+            answered_through,
         };
         self.sending.extend(batch.iter().map(message_id));
         let mut client = self.client.clone();
-        let session = self.session;
+        let session = self.session.id;
         self.in_flight.spawn(async move {
             let result = client.deliver(request).await.map(tonic::Response::into_inner);
-            Answer { session, batch, result }
+            Answer { session, number, batch, result }
         });
     }
 
@@ -312,13 +333,16 @@ impl PeerDelivery {
     /// new session; later failures of the same session follow from it (the receiver refuses
     /// what comes after a missing batch) and only release their messages for resending.
     async fn complete(&mut self, answer: Answer) -> Result<(), StoreError> {
-        let Answer { session, batch, result } = answer;
+        let Answer { session, number, batch, result } = answer;
         for stored in &batch {
             self.sending.remove(&message_id(stored));
         }
         let count = batch.len();
         match result {
             Ok(response) => {
+                if session == self.session.id {
+                    self.session.unanswered.remove(&number);
+                }
                 self.failures = 0;
                 self.context.peers.update(self.peer.code, |status| {
                     status.connection = ConnectionState::Connected;
@@ -337,12 +361,11 @@ impl PeerDelivery {
                 }
                 self.record_results(batch, response.results).await
             }
-            Err(status) if session == self.session => {
+            Err(status) if session == self.session.id => {
                 self.failures = self.failures.saturating_add(1);
                 let delay = self.retry_delay(self.failures);
                 self.backoff_until = Some(Instant::now() + delay);
-                self.session = Uuid::now_v7();
-                self.batch_number = 0;
+                self.session = Session::new();
                 self.resuming = true;
                 let error = describe(&status);
                 tracing::warn!(peer = %self.peer.code, %error, attempt = self.failures, retry_in = ?delay, "delivery failed");

@@ -426,7 +426,8 @@ impl PeerService for PeerApi {
         // The certificate whose key must have signed every envelope (caller() found its identity).
         let certificate =
             request.peer_certs().and_then(|c| c.first().map(|c| c.to_vec())).unwrap_or_default();
-        let DeliverRequest { envelopes, sender_session, batch_number } = request.into_inner();
+        let DeliverRequest { envelopes, sender_session, batch_number, answered_through } =
+            request.into_inner();
         let config = &self.context.config;
         check_batch_shape(config, sender, &envelopes)?;
         let signer = self.context.signer.current();
@@ -439,7 +440,13 @@ impl PeerService for PeerApi {
         let turn = self
             .context
             .batch_order
-            .admit(sender, &sender_session, batch_number, crate::batch_order::PREDECESSOR_WAIT)
+            .admit(
+                sender,
+                &sender_session,
+                batch_number,
+                answered_through,
+                crate::batch_order::PREDECESSOR_WAIT,
+            )
             .await
             .map_err(PeerError::from)?;
         let directory = self.context.directory.current();

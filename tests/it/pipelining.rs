@@ -22,7 +22,12 @@ async fn envelopes_made_by_vn(net: &mut Network, count: usize) -> Vec<Envelope> 
 }
 
 fn batch(envelopes: &[Envelope], session: &str, number: u64) -> DeliverRequest {
-    DeliverRequest { envelopes: envelopes.to_vec(), sender_session: session.into(), batch_number: number }
+    DeliverRequest {
+        envelopes: envelopes.to_vec(),
+        sender_session: session.into(),
+        batch_number: number,
+        answered_through: 0,
+    }
 }
 
 fn receipted(response: &hanoi247::proto::DeliverResponse) -> bool {
@@ -114,6 +119,29 @@ async fn a_backlog_sent_in_small_pipelined_batches_arrives_in_queue_order() {
     let mut expected: Vec<String> = flash.into_iter().chain(routine).collect();
     expected.reverse();
     assert_eq!(ids(&inbox(&mut fr).await), expected, "FR stored the backlog in VN's queue order");
+    net.stop("VN").await;
+    net.stop("FR").await;
+}
+
+/// A receiver that restarted does not know the sender's session. The sender says how far the
+/// session was answered, so the next batch is stored at once instead of waiting for (and being
+/// refused for lack of) batches the previous process stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_receiver_restarts_the_next_batch_of_a_session_goes_through_at_once() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.start("FR").await;
+    net.start("VN").await;
+    let mut vn = net.desk("VN");
+    let first = submit(&mut vn, advice_request("FR", Precedence::Routine, "before")).await;
+    wait_state(&mut vn, &first, MessageState::Delivered).await;
+
+    net.stop("FR").await;
+    net.start("FR").await;
+    let second = submit(&mut vn, advice_request("FR", Precedence::Flash, "after")).await;
+    let delivered = wait_state(&mut vn, &second, MessageState::Delivered).await;
+    let notes: Vec<&str> = delivered.timeline.iter().map(|entry| entry.note.as_str()).collect();
+    assert!(!notes.iter().any(|note| note.contains("never arrived")), "{notes:?}");
+    assert_eq!(delivered.attempts, 0, "delivered at the first attempt: {notes:?}");
     net.stop("VN").await;
     net.stop("FR").await;
 }
