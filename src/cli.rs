@@ -937,7 +937,8 @@ async fn watch(args: &ClientArgs, mut after: Option<u64>) -> Result<(), CliError
     let mut desk = client(args)?;
     let mut backoff = std::time::Duration::from_millis(200);
     loop {
-        let lost = match desk.watch(WatchRequest { after_sequence: after }).await {
+        // Why the stream ended: a status, or none when the node simply closed it.
+        let ended: Option<tonic::Status> = match desk.watch(WatchRequest { after_sequence: after }).await {
             Ok(stream) => {
                 let start = stream.metadata().get(crate::desk::WATCH_AFTER_HEADER);
                 let start = start.and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -950,13 +951,21 @@ async fn watch(args: &ClientArgs, mut after: Option<u64>) -> Result<(), CliError
                             backoff = std::time::Duration::from_millis(200);
                             print_event(&event, args.json);
                         }
-                        Some(Err(status)) => break describe_status(&status),
-                        None => break "the node ended the stream".to_owned(),
+                        Some(Err(status)) => break Some(status),
+                        None => break None,
                     }
                 }
             }
-            Err(status) => describe_status(&status),
+            Err(status) => Some(status),
         };
+        if let Some(status) = ended.as_ref().filter(|s| s.code() == tonic::Code::OutOfRange) {
+            // Retention removed events this watcher had not seen: say so, then go on with what
+            // happens from now (the lists show the current state of everything).
+            eprintln!("watch: {}; continuing with new events", status.message());
+            after = None;
+            continue;
+        }
+        let lost = ended.as_ref().map_or_else(|| "the node ended the stream".to_owned(), describe_status);
         eprintln!("watch: {lost}; reconnecting in {backoff:?} (resuming after event {})", after.unwrap_or(0));
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(std::time::Duration::from_secs(5));

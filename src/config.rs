@@ -75,6 +75,36 @@ pub struct NodeConfig {
     /// When files are read again without a restart.
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// How long lifecycle events are kept for `Watch`.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// How long the lifecycle events behind `Watch` are kept. Messages (with their timelines) and
+/// the audit log are never removed by the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Events older than this are removed; a watcher that resumes from before them is told so
+    /// (OUT_OF_RANGE) instead of missing them silently. Default 30 days.
+    #[serde(default = "default_event_retention", with = "humantime_serde")]
+    pub events: Duration,
+    /// How often old events are looked for; default 1 hour.
+    #[serde(default = "default_retention_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+fn default_event_retention() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+fn default_retention_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { events: default_event_retention(), interval: default_retention_interval() }
+    }
 }
 
 /// When files are read again without a restart (besides SIGHUP, which always reloads).
@@ -556,6 +586,9 @@ impl NodeConfig {
         if d.retry_initial.is_zero() || d.retry_max < d.retry_initial {
             return Err("delivery.retry_initial/retry_max: need 0 < retry_initial <= retry_max".into());
         }
+        if self.retention.events.is_zero() || self.retention.interval.is_zero() {
+            return Err("retention.events/interval: must be more than 0".into());
+        }
         for (i, client) in self.clients.iter().enumerate() {
             crate::identity::validate_client_name(&client.name)
                 .map_err(|e| format!("clients[{i}].name: {e}"))?;
@@ -656,6 +689,19 @@ public_key = "0000000000000000000000000000000000000000000000000000000000000000"
         let text = format!("{MINIMAL}\n[delivery]\nretry_fast = \"1s\"\n");
         let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
         assert!(err.contains("retry_fast"), "{err}");
+    }
+
+    #[test]
+    fn retention_has_defaults_and_refuses_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(config.retention.events, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(config.retention.interval, Duration::from_secs(3600));
+        for bad in ["events = \"0s\"", "interval = \"0s\""] {
+            let text = format!("{MINIMAL}\n[retention]\n{bad}\n");
+            let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
+            assert!(err.contains("retention.events/interval: must be more than 0"), "{err}");
+        }
     }
 
     #[test]

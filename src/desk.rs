@@ -670,6 +670,12 @@ impl DeskService for DeskApi {
         let caller = self.authorize(&request, Action::Watch)?;
         let after =
             request.into_inner().after_sequence.unwrap_or_else(|| crate::events::latest(&self.context.store));
+        let pruned = self.context.store.events_pruned_through().map_err(DeskError::from)?;
+        if after < pruned {
+            return Err(
+                DeskError::from(StoreError::EventsPruned { first: after + 1, through: pruned }).into()
+            );
+        }
         self.audit_read(&caller, Action::Watch, "", &format!("events after {after}")).await?;
         let events = crate::events::follow(self.context.store.clone(), after, self.stop.clone());
         let store = self.context.store.clone();

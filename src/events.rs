@@ -39,6 +39,15 @@ pub fn follow(
                         return;
                     }
                 };
+                // Events are gap-free except where retention removed the oldest (never the last
+                // one): a watcher behind them is told, never given a silent gap.
+                if let Some(next) = events.first()
+                    && next.sequence != last + 1
+                {
+                    let gap = StoreError::EventsPruned { first: last + 1, through: next.sequence - 1 };
+                    let _ = sender.send(Err(gap)).await;
+                    return;
+                }
                 for event in events {
                     last = event.sequence;
                     // A watcher that stops reading must not keep the node from shutting down.
@@ -56,4 +65,53 @@ pub fn follow(
         }
     });
     ReceiverStream::new(receiver)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Direction, Envelope, EnvelopeKind, Message, MessageState};
+    use crate::store_proto::StoredMessage;
+    use tokio_stream::StreamExt;
+
+    fn queue_one(store: &Store) {
+        let mut message = Message {
+            envelope: Some(Envelope {
+                id: uuid::Uuid::now_v7().to_string(),
+                destination: "FR".into(),
+                kind: EnvelopeKind::Request as i32,
+                ..Default::default()
+            }),
+            direction: Direction::Outbound as i32,
+            ..Default::default()
+        };
+        crate::lifecycle::enter(&mut message, MessageState::Queued, crate::timestamp::now(), "t".into());
+        store
+            .write(|changes| {
+                changes.put(StoredMessage { message: Some(message), seq: 1, ..Default::default() })
+            })
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_watcher_behind_pruned_events_is_told_and_one_after_them_misses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for _ in 0..3 {
+            queue_one(&store);
+        }
+        store.persist().await.unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        assert_eq!(store.prune_events(later, 100, "test").unwrap(), 1..=2);
+
+        let stop = CancellationToken::new();
+        let mut behind = follow(store.clone(), 0, stop.clone());
+        match behind.next().await {
+            Some(Err(StoreError::EventsPruned { first: 1, through: 2 })) => {}
+            other => panic!("expected the removed range to be named, got {other:?}"),
+        }
+        let mut after = follow(store.clone(), 2, stop.clone());
+        assert_eq!(after.next().await.unwrap().unwrap().sequence, 3);
+        stop.cancel();
+    }
 }

@@ -258,6 +258,12 @@ public_key = "{public_key}"
 [reload]
 # How often the directory file is looked at for changes; SIGHUP reloads at once.
 poll_interval = "2s"
+
+[retention]
+# Lifecycle events (what `watch` replays) older than this are removed, looked for every
+# `interval`; a watcher resuming from before them is told so. Messages and the audit log stay.
+events = "30days"
+interval = "1h"
 "#
     )
 }

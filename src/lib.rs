@@ -32,6 +32,7 @@ pub mod proof;
 pub mod proto_codec;
 pub mod reload;
 pub mod render;
+pub mod retention;
 pub mod signing;
 pub mod status;
 pub mod store;

@@ -41,6 +41,8 @@ pub struct Metrics {
     /// Signatures that did not verify, by peer and what was signed (`envelope` refused here,
     /// `receipt` refused from the peer): tampering, or a misconfigured key or CA.
     pub signature_failures: Family<Labels, Counter>,
+    /// Lifecycle events removed by retention.
+    pub events_pruned: Counter,
 }
 
 impl Default for Metrics {
@@ -51,6 +53,7 @@ impl Default for Metrics {
             // 1 s to about 36 hours.
             ack_lead_time: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 18))),
             signature_failures: Family::default(),
+            events_pruned: Counter::default(),
         }
     }
 }
@@ -116,6 +119,11 @@ async fn scrape(State((context, _)): State<AppState>) -> impl IntoResponse {
         "signature_failures",
         "Envelope signatures refused from peers and peer receipts that did not verify",
         metrics.signature_failures.clone(),
+    );
+    registry.register(
+        "events_pruned",
+        "Lifecycle events removed after [retention] events (messages and the audit log are kept)",
+        metrics.events_pruned.clone(),
     );
     registry.register_collector(Box::new(NodeCollector(Arc::clone(&context))));
     let mut text = String::new();

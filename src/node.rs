@@ -273,6 +273,7 @@ impl RunningNode {
         tasks.spawn(context.reload.clone().poll_files(context.config.reload.poll_interval, stop.clone()));
         tasks.spawn(reload_directory(Arc::clone(&context), stop.clone()));
         tasks.spawn(crate::deadlines::run(Arc::clone(&context), stop.clone()));
+        tasks.spawn(crate::retention::run(Arc::clone(&context), stop.clone()));
         tasks.spawn(recover_store(context.store.clone(), stop.clone()));
         tasks.spawn(reload_tls_on_trigger(Arc::clone(&node_tls), Arc::clone(&context), stop.clone()));
         let metrics_server = crate::metrics::serve(metrics, Arc::clone(&context), stop.clone());

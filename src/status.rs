@@ -13,6 +13,7 @@ fn store_status(error: &StoreError) -> Status {
             "the node cannot write its store right now ({error}); this call was not confirmed as stored: \
              retry later (after a Submit, check the outbox first: the store keeps whole messages or nothing)"
         )),
+        StoreError::EventsPruned { .. } => Status::out_of_range(error.to_string()),
         StoreError::Corrupt { .. } | StoreError::Malformed(_) | StoreError::NewerSchema { .. } => {
             Status::internal(error.to_string())
         }

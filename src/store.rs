@@ -13,6 +13,7 @@
 //! | `a` ack-deadline-seconds(8) id(16) | empty — requests waiting for an acknowledgement |
 //! | `e` event-seq(8) | `Event` — the lifecycle events, gap-free |
 //! | `c` "events" | the last event sequence number |
+//! | `c` "pruned" | the last event sequence number removed by retention (none: 0) |
 //! | `h` audit-seq(8) | `AuditRecord` — the audit log's hash chain, gap-free (see `audit`) |
 //! | `c` "audit" | the chain head: last audit sequence number(8) and its hash(32) |
 //!
@@ -23,7 +24,8 @@
 //! told that something is stored (and no event is visible to watchers) before
 //! [`Store::persist`] has returned after the change. Every new timeline entry and overdue
 //! announcement also appends an audit record in the same batch, and the audit chain head is
-//! written in the batch that appends to it.
+//! written in the batch that appends to it. Events are removed only oldest first, so those
+//! kept are always `(pruned, events]` without gaps.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -43,6 +45,8 @@ use crate::store_proto::StoredMessage;
 use crate::timestamp;
 
 const EVENT_COUNTER_KEY: &[u8] = b"cevents";
+/// The last event sequence number removed by retention (big-endian u64).
+const EVENTS_PRUNED_KEY: &[u8] = b"cpruned";
 const SCHEMA_KEY: &[u8] = b"cschema";
 const AUDIT_HEAD_KEY: &[u8] = b"caudit";
 /// The highest signed-directory version this node has used (big-endian u64).
@@ -72,6 +76,16 @@ pub enum StoreError {
     /// A message lacks what every stored message has (an envelope with a UUID id).
     #[error("message cannot be stored: {0}")]
     Malformed(&'static str),
+    /// A watcher asked for events that retention has removed.
+    #[error(
+        "after_sequence: events {first} to {through} were removed after the retention period ([retention] events); list the inbox and outbox to catch up, then watch from {through}"
+    )]
+    EventsPruned {
+        /// The first event asked for.
+        first: u64,
+        /// The last event removed.
+        through: u64,
+    },
     /// The store was written by a newer hanoi247 with a layout this version does not know.
     #[error(
         "the store has schema version {found}, this hanoi247 reads up to {supported}: run the newer version, or restore a backup made by this one"
@@ -257,6 +271,44 @@ impl Store {
         self.durable_events.subscribe()
     }
 
+    /// The last event sequence number removed by retention (0: none): events after it are kept.
+    pub fn events_pruned_through(&self) -> Result<u64, StoreError> {
+        read_u64(&self.db()?, EVENTS_PRUNED_KEY, "events pruned")
+    }
+
+    /// Removes up to `limit` of the oldest events recorded before `before`, oldest first, with an
+    /// audit record saying which. Never the last event (its number is where "now" is for
+    /// watchers). Returns the sequence numbers removed (an empty range: none).
+    pub fn prune_events(
+        &self,
+        before: SystemTime,
+        limit: usize,
+        why: &str,
+    ) -> Result<std::ops::RangeInclusive<u64>, StoreError> {
+        let first = self.events_pruned_through()? + 1;
+        let last_event = self.last_event.load(Ordering::Acquire);
+        let mut through = first - 1;
+        for event in self.events_between(through, last_event.saturating_sub(1), limit)? {
+            if event.sequence != through + 1
+                || event.at.as_ref().is_none_or(|at| timestamp::to_system(at) >= before)
+            {
+                break;
+            }
+            through = event.sequence;
+        }
+        if through >= first {
+            self.write(|changes| {
+                for sequence in first..=through {
+                    changes.batch.remove(prefixed(b'e', &sequence.to_be_bytes()));
+                }
+                changes.batch.insert(EVENTS_PRUNED_KEY, through.to_be_bytes().as_slice());
+                changes.audit("PRUNE_EVENTS", "", &format!("events {first} to {through}: {why}"));
+                Ok::<_, StoreError>(())
+            })?;
+        }
+        Ok(first..=through)
+    }
+
     /// Stored events with sequence numbers in `(after, upto]`, oldest first, at most `limit`.
     pub fn events_between(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         if upto <= after {
@@ -294,8 +346,7 @@ impl Store {
     /// The highest signed-directory version this node has used; 0 when none is recorded. A
     /// node refuses to start on an older directory, so a replayed old file cannot roll it back.
     pub fn directory_version(&self) -> Result<u64, StoreError> {
-        let recorded = self.db()?.get(DIRECTORY_VERSION_KEY)?;
-        Ok(recorded.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map_or(0, u64::from_be_bytes))
+        read_u64(&self.db()?, DIRECTORY_VERSION_KEY, "directory version")
     }
 
     /// How many flushes (flush + sync) the store has made since it opened.
@@ -782,10 +833,18 @@ fn check_schema(db: &sled::Db) -> Result<(), StoreError> {
 }
 
 fn event_counter(db: &sled::Db) -> Result<u64, StoreError> {
-    match db.get(EVENT_COUNTER_KEY)? {
-        Some(bytes) => Ok(u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
-            StoreError::Corrupt { key: "event counter".into(), reason: "not 8 bytes".into() }
-        })?)),
+    read_u64(db, EVENT_COUNTER_KEY, "event counter")
+}
+
+/// A big-endian u64 under `key` (absent: 0); `name` says what it is when it is damaged.
+fn read_u64(db: &sled::Db, key: &[u8], name: &str) -> Result<u64, StoreError> {
+    match db.get(key)? {
+        Some(bytes) => Ok(u64::from_be_bytes(
+            bytes
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt { key: name.into(), reason: "not 8 bytes".into() })?,
+        )),
         None => Ok(0),
     }
 }
@@ -1161,6 +1220,35 @@ mod audit_tests {
     }
 
     #[test]
+    fn old_events_are_pruned_oldest_first_never_the_last_with_an_audit_record() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for _ in 0..3 {
+                store.write(|changes| changes.put(queued(Uuid::now_v7()))).unwrap();
+            }
+            assert_eq!(store.events_between(0, 3, 10).unwrap().len(), 3);
+            // Nothing is older than the epoch.
+            let none = store.prune_events(SystemTime::UNIX_EPOCH, 100, "test").unwrap();
+            assert!(none.is_empty(), "{none:?}");
+            let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+            assert_eq!(store.prune_events(later, 1, "test").unwrap(), 1..=1, "a step at a time");
+            assert_eq!(store.prune_events(later, 100, "older than 1h").unwrap(), 2..=2, "never the last");
+            assert!(store.prune_events(later, 100, "test").unwrap().is_empty());
+            let kept: Vec<u64> = store.events_between(0, 3, 10).unwrap().iter().map(|e| e.sequence).collect();
+            assert_eq!(kept, vec![3]);
+            let head = store.audit_head().sequence;
+            let (_, last) = store.audit_records(head - 1, head, 1).unwrap().remove(0);
+            assert_eq!(
+                (last.action.as_str(), last.details.as_str()),
+                ("PRUNE_EVENTS", "events 2 to 2: older than 1h")
+            );
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.events_pruned_through().unwrap(), 2, "the mark survives a restart");
+    }
+
+    #[test]
     fn a_deleted_or_rolled_back_head_never_makes_the_node_overwrite_records() {
         let dir = tempfile::tempdir().unwrap();
         let first = {
@@ -1176,7 +1264,7 @@ mod audit_tests {
             store.audit_records(0, 1, 1).unwrap().remove(0).1
         };
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = open_sled(&sled::Config::new().path(dir.path())).unwrap();
             db.remove(AUDIT_HEAD_KEY).unwrap();
             db.flush().unwrap();
         }

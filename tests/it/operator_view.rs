@@ -281,3 +281,48 @@ async fn a_watcher_that_stops_reading_does_not_keep_the_node_from_stopping() {
     assert!(stopped.is_ok(), "the node did not stop within {DEADLINE:?}");
     drop(stalled);
 }
+
+/// Events older than `[retention] events` are removed by the running node. A watcher resuming
+/// from before them gets OUT_OF_RANGE naming the removed range (never a silent gap), a watcher
+/// from now misses nothing, and the messages keep their whole timelines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_events_are_removed_and_a_watcher_behind_them_is_told() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.edit_config("VN", "events = \"30days\"", "events = \"1s\"");
+    net.edit_config("VN", "interval = \"1h\"", "interval = \"100ms\"");
+    net.start("FR").await;
+    net.start("VN").await;
+    let mut vn = net.desk("VN");
+    let first = submit(&mut vn, preservation_request("FR")).await;
+    wait_state(&mut vn, &first, MessageState::Delivered).await;
+
+    eventually("events older than 1 s are removed", async || {
+        vn.watch(WatchRequest { after_sequence: Some(0) }).await.is_err()
+    })
+    .await;
+    let refused = vn.watch(WatchRequest { after_sequence: Some(0) }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert!(
+        refused.message().starts_with("after_sequence: events 1 to ")
+            && refused.message().contains("retention"),
+        "{}",
+        refused.message()
+    );
+    let message =
+        vn.get(hanoi247::proto::GetRequest { id: first }).await.unwrap().into_inner().message.unwrap();
+    assert_eq!(
+        states(&message),
+        vec![MessageState::Queued, MessageState::Delivered],
+        "the message keeps its timeline"
+    );
+    let (_, metrics) = http_get(net.config("VN").metrics.listen.port(), "/metrics");
+    assert!(metrics.contains("hanoi247_events_pruned_total"), "{metrics}");
+
+    // From now on, nothing is missed.
+    let mut events = vn.watch(WatchRequest { after_sequence: None }).await.unwrap().into_inner();
+    let second = submit(&mut vn, preservation_request("FR")).await;
+    let event = tokio::time::timeout(DEADLINE, events.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!((event.message_id.as_str(), event.state()), (second.as_str(), MessageState::Queued));
+    net.stop("VN").await;
+    net.stop("FR").await;
+}
