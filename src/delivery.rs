@@ -84,6 +84,8 @@ pub struct PeerDelivery {
     /// After a failure, no new batch until every call of the failed session is answered: one of
     /// them may still be refused, and its messages must not be overtaken by the new session.
     resuming: bool,
+    /// The peer's certificate chains already checked on its receipts.
+    chains: crate::signing::CheckedChains,
 }
 
 /// A run of numbered batches (see `batch_order`).
@@ -167,6 +169,7 @@ impl PeerDelivery {
             session: Session::new(),
             backoff_until: None,
             resuming: false,
+            chains: Default::default(),
         })
     }
 
@@ -537,7 +540,7 @@ impl PeerDelivery {
         let receiver = Identity::Node { network: self.context.config.network.clone(), code: self.peer.code };
         let signer = self.context.signer.current();
         let network_ca = signer.network_ca_of(&receipt.receiver_certificate);
-        crate::signing::verify_receipt(receipt, &envelope, &receiver, network_ca)
+        crate::signing::verify_receipt_with(receipt, &envelope, &receiver, network_ca, Some(&self.chains))
     }
 
     async fn record_failures(

@@ -166,6 +166,17 @@ pub fn check_certificate(
     expected: &Identity,
     at: SystemTime,
 ) -> Result<(), SigningError> {
+    check_certificate_window(certificate, ca, expected, at).map(|_| ())
+}
+
+/// [`check_certificate`], returning when the certificate and the CA are both valid (Unix
+/// seconds, inclusive): the same chain checks the same at any time in that window.
+fn check_certificate_window(
+    certificate: &[u8],
+    ca: &[u8],
+    expected: &Identity,
+    at: SystemTime,
+) -> Result<(i64, i64), SigningError> {
     let cert = parse(certificate)?;
     let ca_cert = parse(ca).map_err(|e| SigningError::Chain(format!("network CA {e}")))?;
     if !ca_cert.is_ca() {
@@ -204,7 +215,51 @@ pub fn check_certificate(
     if &found != expected {
         return Err(SigningError::Chain(format!("the certificate is {found}, expected {expected}")));
     }
-    Ok(())
+    let from = cert.validity().not_before.timestamp().max(ca_cert.validity().not_before.timestamp());
+    let until = cert.validity().not_after.timestamp().min(ca_cert.validity().not_after.timestamp());
+    Ok((from, until))
+}
+
+/// Certificate chains already checked: a peer's receipts all carry the same certificate, so each
+/// costs one signature check instead of two. Holds a few hundred entries at most (it starts over
+/// beyond that); a chain is only ever trusted at times inside the window it was checked for.
+#[derive(Debug, Default)]
+pub struct CheckedChains(std::sync::Mutex<std::collections::HashMap<[u8; 32], (i64, i64)>>);
+
+/// Most chains [`CheckedChains`] remembers (a network has about 200 members).
+const CHECKED_CHAINS: usize = 1024;
+
+impl CheckedChains {
+    /// [`check_certificate`], answered from memory for a chain already found good at a time in
+    /// the same validity window.
+    pub fn check(
+        &self,
+        certificate: &[u8],
+        ca: &[u8],
+        expected: &Identity,
+        at: SystemTime,
+    ) -> Result<(), SigningError> {
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in [certificate, ca, expected.to_string().as_bytes()] {
+            hasher.update(&(part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(hasher.finish().as_ref());
+        let seconds = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+        let window = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).copied();
+        if window.is_some_and(|(from, until)| (from..=until).contains(&seconds)) {
+            return Ok(());
+        }
+        let window = check_certificate_window(certificate, ca, expected, at)?;
+        let mut known = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.len() >= CHECKED_CHAINS {
+            known.clear();
+        }
+        known.insert(key, window);
+        Ok(())
+    }
 }
 
 /// Checks a receipt for `envelope` from the node `receiver`: it is for this envelope and digest,
@@ -214,6 +269,18 @@ pub fn verify_receipt(
     envelope: &Envelope,
     receiver: &Identity,
     network_ca: &[u8],
+) -> Result<(), SigningError> {
+    verify_receipt_with(receipt, envelope, receiver, network_ca, None)
+}
+
+/// [`verify_receipt`], with the certificate chain answered from `chains` when it was checked
+/// before (a sender checking a stream of receipts from the same peer).
+pub fn verify_receipt_with(
+    receipt: &Receipt,
+    envelope: &Envelope,
+    receiver: &Identity,
+    network_ca: &[u8],
+    chains: Option<&CheckedChains>,
 ) -> Result<(), SigningError> {
     let digest = envelope_digest(envelope);
     if receipt.envelope_id != envelope.id {
@@ -237,12 +304,11 @@ pub fn verify_receipt(
     }
     let received_at =
         receipt.received_at.ok_or_else(|| SigningError::Mismatch("it has no received_at".into()))?;
-    check_certificate(
-        &receipt.receiver_certificate,
-        network_ca,
-        receiver,
-        crate::timestamp::to_system(&received_at),
-    )?;
+    let at = crate::timestamp::to_system(&received_at);
+    match chains {
+        Some(chains) => chains.check(&receipt.receiver_certificate, network_ca, receiver, at)?,
+        None => check_certificate(&receipt.receiver_certificate, network_ca, receiver, at)?,
+    }
     let signed = receipt_signed_bytes(&digest, &receipt.envelope_id, &receipt.receiver, &received_at);
     verify_with_certificate(&receipt.receiver_certificate, &signed, &receipt.signature)
 }
@@ -509,6 +575,43 @@ mod tests {
         assert!(matches!(
             verify_receipt(&receipt, &other_envelope, &node("net", "FR"), &ca),
             Err(SigningError::Mismatch(_))
+        ));
+    }
+
+    #[test]
+    fn a_chain_remembered_as_good_is_good_only_for_the_same_bytes_identity_and_window() {
+        let (fr, ca, _dir) = new_signer("FR");
+        let chains = CheckedChains::default();
+        let now = std::time::SystemTime::now();
+        let fr_id = node("net", "FR");
+        chains.check(fr.certificate(), &ca, &fr_id, now).unwrap();
+        // Remembered: the same chain at another time inside its validity.
+        chains.check(fr.certificate(), &ca, &fr_id, now + std::time::Duration::from_secs(60)).unwrap();
+        assert_eq!(chains.0.lock().unwrap().len(), 1);
+        // Never extended to another identity, another CA, or a time outside the window.
+        assert!(chains.check(fr.certificate(), &ca, &node("net", "DE"), now).is_err());
+        let (_, other_ca, _other) = new_signer("FR");
+        assert!(matches!(
+            chains.check(fr.certificate(), &other_ca, &fr_id, now),
+            Err(SigningError::Chain(_))
+        ));
+        let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let error = chains.check(fr.certificate(), &ca, &fr_id, long_ago).unwrap_err();
+        assert!(error.to_string().contains("was not valid at"), "{error}");
+        // A receipt checked through it verifies exactly as without it.
+        let mut signed = envelope();
+        signed.origin_signature = vec![1];
+        let at = Timestamp {
+            seconds: now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64,
+            nanos: 0,
+        };
+        let receipt = fr.receipt(&signed, "FR", at).unwrap();
+        verify_receipt_with(&receipt, &signed, &fr_id, &ca, Some(&chains)).unwrap();
+        let mut forged = receipt.clone();
+        forged.received_at = Some(Timestamp { nanos: 1, ..at });
+        assert!(matches!(
+            verify_receipt_with(&forged, &signed, &fr_id, &ca, Some(&chains)),
+            Err(SigningError::Signature(_))
         ));
     }
 
