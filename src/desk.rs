@@ -262,6 +262,19 @@ fn queue(
     signer: &crate::signing::Signer,
 ) -> Result<Message, DeskError> {
     signer.sign_envelope(&mut envelope)?;
+    queue_signed(changes, deadlines, envelope, note, submitted_by, signer)
+}
+
+/// Stores an outbound envelope that `signer` has just signed, QUEUED (with the signing
+/// certificate, for proofs). `Submit` signs before it takes the store's lock.
+fn queue_signed(
+    changes: &mut Changes<'_>,
+    deadlines: &DeadlinesConfig,
+    envelope: Envelope,
+    note: String,
+    submitted_by: String,
+    signer: &crate::signing::Signer,
+) -> Result<Message, DeskError> {
     let ack_deadline = deadlines.ack_deadline(&envelope);
     let mut message = Message {
         envelope: Some(envelope),
@@ -364,19 +377,22 @@ type BackupStream = Pin<Box<dyn Stream<Item = Result<crate::proto::BackupChunk, 
 impl DeskService for DeskApi {
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
         let client = self.authorize(&request, Action::Submit)?;
-        let envelope = self.submit_envelope(request.into_inner())?;
+        let mut envelope = self.submit_envelope(request.into_inner())?;
         let (id, destination, precedence) =
             (envelope.id.clone(), envelope.destination.clone(), envelope.precedence().as_str_name());
+        // Signed before the store's lock: concurrent Submits sign in parallel.
+        let signer = self.context.signer.current();
+        signer.sign_envelope(&mut envelope).map_err(DeskError::from)?;
         let message = self.context.store.write(|changes| {
             let details = format!("to {destination}, {}", precedence.trim_start_matches("PRECEDENCE_"));
             audit_call(changes, &client, Action::Submit, &id, &details);
-            queue(
+            queue_signed(
                 changes,
                 &self.context.config.deadlines,
                 envelope,
                 format!("submitted by {}", client.name),
                 client.name.clone(),
-                &self.context.signer.current(),
+                &signer,
             )
         })?;
         self.announce(std::slice::from_ref(&message)).await?;
