@@ -427,6 +427,10 @@ pub struct BenchArgs {
     /// print its path.
     #[arg(long)]
     pub keep: bool,
+    /// After the run, fill the receiver's store offline to this many inbound messages and time
+    /// its start-up (the issue 9 figure is for 1000000; the fill takes minutes and gigabytes).
+    #[arg(long)]
+    pub startup_messages: Option<usize>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

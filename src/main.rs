@@ -36,6 +36,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 precedence: hanoi247::cli::precedence(args.precedence),
                 latency_samples: args.latency_samples.max(1),
                 keep: args.keep,
+                startup_messages: args.startup_messages,
             };
             let report = hanoi247::bench::run(options).await?;
             if args.json {
