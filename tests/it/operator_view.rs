@@ -323,6 +323,54 @@ async fn old_events_are_removed_and_a_watcher_behind_them_is_told() {
     let second = submit(&mut vn, preservation_request("FR")).await;
     let event = tokio::time::timeout(DEADLINE, events.next()).await.unwrap().unwrap().unwrap();
     assert_eq!((event.message_id.as_str(), event.state()), (second.as_str(), MessageState::Queued));
+
+    // `hanoi247 watch --after 0` says what was removed, then follows what happens from now.
+    let client = net.client_config_path("VN");
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_hanoi247"))
+        .args(["watch", "--json", "--after", "0", "--config", client.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, mut said) = tokio::sync::mpsc::unbounded_channel::<String>();
+    for output in [
+        Box::new(watcher.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(watcher.stderr.take().unwrap()),
+    ] {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(output).lines() {
+                let Ok(line) = line else { break };
+                let _ = lines.send(line);
+            }
+        });
+    }
+    let mut next_line =
+        async || tokio::time::timeout(DEADLINE, said.recv()).await.expect("watch output").unwrap();
+    // Output and error are two pipes: skip any event line that a reader thread passed on first.
+    let notice = loop {
+        let line = next_line().await;
+        if !line.starts_with('{') {
+            break line;
+        }
+    };
+    assert!(
+        notice.contains("were removed after the retention period")
+            && notice.contains("continuing with new events"),
+        "{notice}"
+    );
+    let third = submit(&mut vn, preservation_request("FR")).await;
+    let printed: serde_json::Value = loop {
+        // Events of the second request may still come (its delivery); skip to the third's.
+        let line = next_line().await;
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line}"));
+        if event["message_id"] == third.as_str() {
+            break event;
+        }
+    };
+    assert_eq!(printed["state"], "QUEUED", "{printed}");
+    watcher.kill().unwrap();
+    watcher.wait().unwrap();
     net.stop("VN").await;
     net.stop("FR").await;
 }
