@@ -435,7 +435,16 @@ impl Store {
     pub fn outbox_for(&self, destination: NodeCode, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
         let mut prefix = vec![b'o'];
         prefix.extend_from_slice(destination.as_str().as_bytes());
-        self.ids_to_messages(self.db()?.scan_prefix(prefix).take(limit).map(|kv| kv.map(|(_, id)| id)))
+        // The keys are read under the writer lock. sled iterators are not snapshots: a scan that
+        // overlapped two Submits could miss an earlier FLASH (its range already passed) yet see
+        // a later ROUTINE, and send the ROUTINE first (the 100,000-message chaos run caught it).
+        // Under the lock the scan sees the queue as it stood between two writes.
+        let ids = {
+            let _guard = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let keys = self.db()?.scan_prefix(prefix).take(limit);
+            keys.map(|kv| kv.map(|(_, id)| id)).collect::<Result<Vec<_>, _>>()?
+        };
+        self.ids_to_messages(ids.into_iter().map(Ok))
     }
 
     /// Per precedence: how many messages wait for `destination`, and the first of them (the
