@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .codec_path("crate::proto_codec::ProtoCodec")
+        .codec_path("crate::rpc::codec::ProtoCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::NodeCode;
+use crate::domain::identity::NodeCode;
 
 /// Why a configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +117,11 @@ pub struct ReloadConfig {
     pub poll_interval: Duration,
 }
 
+/// How often watched files are looked at when the config does not say.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
 fn default_poll_interval() -> Duration {
-    crate::reload::POLL_INTERVAL
+    DEFAULT_POLL_INTERVAL
 }
 
 impl Default for ReloadConfig {
@@ -144,7 +147,7 @@ pub struct ClientEntry {
     /// The name in its certificate (`spiffe://<network>/node/<CC>/client/<name>`).
     pub name: String,
     /// `officer`, `operator`, `agency` or `auditor`.
-    pub role: crate::access::Role,
+    pub role: crate::domain::access::Role,
 }
 
 /// Listener addresses.
@@ -325,8 +328,8 @@ impl DeadlinesConfig {
         if envelope.kind() != crate::proto::EnvelopeKind::Request {
             return None;
         }
-        let created = crate::timestamp::to_system(envelope.created_at.as_ref()?);
-        Some(crate::timestamp::from_system(created + self.for_precedence(envelope.precedence())))
+        let created = crate::domain::timestamp::to_system(envelope.created_at.as_ref()?);
+        Some(crate::domain::timestamp::from_system(created + self.for_precedence(envelope.precedence())))
     }
 }
 
@@ -349,112 +352,7 @@ impl Default for MetricsConfig {
     }
 }
 
-/// Input limits (`[limits]`): sizes and counts beyond which a desk call or an envelope from a
-/// peer is refused with RESOURCE_EXHAUSTED naming the limit. Every node of a network should use
-/// the same values: a receiver with smaller limits refuses what a sender accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Largest envelope, in encoded bytes. Default 1 MiB; at most 4 MiB, so that an envelope
-    /// always fits in one `Deliver` batch.
-    #[serde(default = "default_max_envelope_bytes")]
-    pub max_envelope_bytes: usize,
-    /// Most envelopes one `Deliver` call may carry. Default 256; keep it at least the
-    /// `delivery.batch_size` of every peer (default 64).
-    #[serde(default = "default_max_batch_envelopes")]
-    pub max_batch_envelopes: usize,
-    /// Most attachments one envelope may list. Default 64.
-    #[serde(default = "default_max_attachments")]
-    pub max_attachments: usize,
-    /// Longest subject, in characters. Default 200.
-    #[serde(default = "default_max_subject_chars")]
-    pub max_subject_chars: usize,
-    /// Longest case reference, in characters. Default 64.
-    #[serde(default = "default_max_case_reference_chars")]
-    pub max_case_reference_chars: usize,
-    /// Longest body, in characters; also the acknowledgement note, the response text and the
-    /// cancellation reason, which travel as the body of their envelope. Default 262144.
-    #[serde(default = "default_max_body_chars")]
-    pub max_body_chars: usize,
-    /// Longest free-text field other than the body: `handling_restrictions` and each field of a
-    /// preservation request. Default 8192.
-    #[serde(default = "default_max_text_chars")]
-    pub max_text_chars: usize,
-    /// Longest short name: an attachment's name and media type, the language tag. Default 256.
-    #[serde(default = "default_max_name_chars")]
-    pub max_name_chars: usize,
-}
-
-fn default_max_envelope_bytes() -> usize {
-    crate::validation::MAX_ENVELOPE_BYTES
-}
-fn default_max_batch_envelopes() -> usize {
-    256
-}
-fn default_max_attachments() -> usize {
-    crate::validation::MAX_ATTACHMENTS
-}
-fn default_max_subject_chars() -> usize {
-    crate::validation::MAX_SUBJECT_CHARS
-}
-fn default_max_case_reference_chars() -> usize {
-    crate::validation::MAX_CASE_REFERENCE_CHARS
-}
-fn default_max_body_chars() -> usize {
-    256 * 1024
-}
-fn default_max_text_chars() -> usize {
-    8 * 1024
-}
-fn default_max_name_chars() -> usize {
-    256
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_envelope_bytes: default_max_envelope_bytes(),
-            max_batch_envelopes: default_max_batch_envelopes(),
-            max_attachments: default_max_attachments(),
-            max_subject_chars: default_max_subject_chars(),
-            max_case_reference_chars: default_max_case_reference_chars(),
-            max_body_chars: default_max_body_chars(),
-            max_text_chars: default_max_text_chars(),
-            max_name_chars: default_max_name_chars(),
-        }
-    }
-}
-
-impl Limits {
-    /// Largest `max_envelope_bytes`: half a `Deliver` batch, so one envelope and its record
-    /// always fit in a batch the delivery task is willing to send.
-    pub const MAX_ENVELOPE_BYTES_CEILING: usize = crate::delivery::MAX_BATCH_BYTES / 2;
-
-    /// Every limit but `max_attachments` is at least 1 (0 would refuse every envelope), and an
-    /// envelope fits in a batch.
-    fn check(&self) -> Result<(), String> {
-        for (key, value) in [
-            ("max_envelope_bytes", self.max_envelope_bytes),
-            ("max_batch_envelopes", self.max_batch_envelopes),
-            ("max_subject_chars", self.max_subject_chars),
-            ("max_case_reference_chars", self.max_case_reference_chars),
-            ("max_body_chars", self.max_body_chars),
-            ("max_text_chars", self.max_text_chars),
-            ("max_name_chars", self.max_name_chars),
-        ] {
-            if value == 0 {
-                return Err(format!("limits.{key}: must be at least 1"));
-            }
-        }
-        if self.max_envelope_bytes > Self::MAX_ENVELOPE_BYTES_CEILING {
-            return Err(format!(
-                "limits.max_envelope_bytes: at most {} (half of a Deliver batch)",
-                Self::MAX_ENVELOPE_BYTES_CEILING
-            ));
-        }
-        Ok(())
-    }
-}
+pub use crate::domain::validation::Limits;
 
 /// The desk console: HTTPS with TLS 1.3 and a client certificate from the local CA, for the
 /// officers' browsers.
@@ -516,7 +414,7 @@ impl DirectoryEntry {
     pub fn check_accepts(
         &self,
         request_type: crate::proto::RequestType,
-    ) -> Result<(), crate::validation::FieldError> {
+    ) -> Result<(), crate::domain::validation::FieldError> {
         let name = request_type.as_str_name().trim_start_matches("REQUEST_TYPE_");
         let listed = |listed: &String| listed.trim_start_matches("REQUEST_TYPE_").eq_ignore_ascii_case(name);
         if request_type == crate::proto::RequestType::Unspecified
@@ -526,7 +424,7 @@ impl DirectoryEntry {
             return Ok(());
         }
         let phone = if self.phone.is_empty() { String::new() } else { format!(" {}", self.phone) };
-        Err(crate::validation::FieldError::new(
+        Err(crate::domain::validation::FieldError::new(
             "request_type",
             format!(
                 "{} does not accept {name} requests (its directory entry lists: {}); call its phone fallback{phone}",
@@ -568,7 +466,7 @@ impl NodeConfig {
     }
 
     fn check(&self) -> Result<(), String> {
-        crate::identity::validate_network_name(&self.network).map_err(|e| format!("network: {e}"))?;
+        crate::domain::identity::validate_network_name(&self.network).map_err(|e| format!("network: {e}"))?;
         self.limits.check()?;
         if self.delivery.batch_size > self.limits.max_batch_envelopes {
             return Err(format!(
@@ -590,13 +488,13 @@ impl NodeConfig {
             return Err("retention.events/interval: must be more than 0".into());
         }
         for (i, client) in self.clients.iter().enumerate() {
-            crate::identity::validate_client_name(&client.name)
+            crate::domain::identity::validate_client_name(&client.name)
                 .map_err(|e| format!("clients[{i}].name: {e}"))?;
             if self.clients[..i].iter().any(|c| c.name == client.name) {
                 return Err(format!("clients[{i}]: {} is listed twice", client.name));
             }
         }
-        crate::directory::PublicKey::from_hex(&self.directory.public_key)
+        crate::domain::identity::PublicKey::from_hex(&self.directory.public_key)
             .map_err(|e| format!("directory.public_key: {e}"))?;
         if self.reload.poll_interval < Duration::from_millis(100) {
             return Err("reload.poll_interval: at least 100ms".into());
@@ -605,7 +503,7 @@ impl NodeConfig {
     }
 
     /// The role of desk client `name`, if it has one here.
-    pub fn role_of(&self, name: &str) -> Option<crate::access::Role> {
+    pub fn role_of(&self, name: &str) -> Option<crate::domain::access::Role> {
         self.clients.iter().find(|c| c.name == name).map(|c| c.role)
     }
 }

@@ -2,43 +2,17 @@
 //!
 //! See `ARCHITECTURE.md` for the map of modules and `../proto` for the wire contract.
 
-pub mod access;
-pub mod audit;
-pub mod backup;
-pub mod batch_order;
-pub mod bench;
-pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod console;
-pub mod deadlines;
-pub mod delivery;
-pub mod demo;
 pub mod desk;
-pub mod desk_client;
-pub mod directory;
-pub mod events;
-pub mod group_commit;
-pub mod identity;
-pub mod init;
-pub mod lifecycle;
-pub mod metrics;
+pub mod domain;
 pub mod node;
-pub mod operator_view;
-pub mod peer_service;
-pub mod peer_status;
-pub mod pki;
-pub mod proof;
-pub mod proto_codec;
-pub mod reload;
-pub mod render;
-pub mod retention;
-pub mod signing;
-pub mod status;
+pub mod peer;
+pub mod rpc;
+pub mod runtime;
 pub mod store;
-pub mod timestamp;
-pub mod tls;
-pub mod validation;
+pub mod trust;
 
 /// Code generated from `proto/`, nested like the proto packages so cross-package paths resolve.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -3,11 +3,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use hanoi247::access::Role;
+use hanoi247::cli::init::{InitOptions, init_network};
 use hanoi247::cli::{Cli, Command, LogFormat};
 use hanoi247::config::NodeConfig;
-use hanoi247::identity::NodeCode;
-use hanoi247::init::{InitOptions, init_network};
+use hanoi247::domain::access::Role;
+use hanoi247::domain::identity::NodeCode;
 use hanoi247::node::RunningNode;
 use tracing_subscriber::EnvFilter;
 
@@ -25,11 +25,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo => {
             // The story is on stdout; the nodes' own warnings (a stopped peer) would only repeat it.
             init_logging(cli.log_format, "error");
-            hanoi247::demo::run().await?;
+            hanoi247::cli::demo::run().await?;
         }
         Command::Bench(args) => {
             init_logging(cli.log_format, "error");
-            let options = hanoi247::bench::BenchOptions {
+            let options = hanoi247::cli::bench::BenchOptions {
                 messages: args.messages,
                 concurrency: args.concurrency.max(1),
                 size: args.size,
@@ -38,11 +38,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 keep: args.keep,
                 startup_messages: args.startup_messages,
             };
-            let report = hanoi247::bench::run(options).await?;
+            let report = hanoi247::cli::bench::run(options).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", hanoi247::bench::table(&report));
+                print!("{}", hanoi247::cli::bench::table(&report));
             }
         }
         Command::Init(args) => {
@@ -87,9 +87,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(cli.log_format, "info");
             let config = NodeConfig::load(&config)?;
             // Before the node is up: from here on SIGHUP reloads instead of killing the process.
-            let hangups = hanoi247::reload::hangup_signal()?;
+            let hangups = hanoi247::trust::reload::hangup_signal()?;
             let node = RunningNode::start(config).await?;
-            tokio::spawn(hanoi247::reload::forward_hangups(hangups, node.context.reload.clone()));
+            tokio::spawn(hanoi247::trust::reload::forward_hangups(hangups, node.context.reload.clone()));
             shutdown_signal().await?;
             tracing::info!("shutting down");
             node.shutdown().await?;
@@ -108,7 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 _ => anyhow::bail!("restore: give --data-dir DIR or --config NODE.TOML"),
             };
-            let restored = hanoi247::backup::restore(&args.input, &target, expect)?;
+            let restored = hanoi247::store::backup::restore(&args.input, &target, expect)?;
             let made = humantime::format_rfc3339_seconds(restored.header.created_at);
             println!(
                 "restored node {}'s store (backup taken {made}) into {}: messages {}, events {}, records {}",

@@ -13,15 +13,15 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use hanoi247::config::{Limits, NodeConfig};
-use hanoi247::identity::NodeCode;
-use hanoi247::peer_service::{PeerError, receive_batch};
+use hanoi247::domain::identity::NodeCode;
+use hanoi247::domain::validation::{FieldError, check_envelope};
+use hanoi247::peer::receive::{PeerError, receive_batch};
 use hanoi247::proto::delivery_result::Outcome;
 use hanoi247::proto::{
     Attachment, DeliverRequest, Direction, Envelope, EnvelopeKind, HandlingCode, PreservationRequest,
     RequestType, SubmitRequest,
 };
 use hanoi247::store::{Listing, Store, view};
-use hanoi247::validation::{FieldError, check_envelope};
 use proptest::prelude::*;
 use prost::Message as _;
 use prost_types::Timestamp;
@@ -598,11 +598,11 @@ fn as_desk_would(request: SubmitRequest) -> Envelope {
         subject: request.subject,
         body: request.body,
         language: if request.language.is_empty() { "en".into() } else { request.language },
-        created_at: Some(hanoi247::timestamp::now()),
+        created_at: Some(hanoi247::domain::timestamp::now()),
         expires_at: Some(
             request
                 .expires_at
-                .unwrap_or_else(|| hanoi247::timestamp::after(std::time::Duration::from_secs(3600))),
+                .unwrap_or_else(|| hanoi247::domain::timestamp::after(std::time::Duration::from_secs(3600))),
         ),
         in_reply_to: request.in_reply_to,
         attachments: request.attachments,

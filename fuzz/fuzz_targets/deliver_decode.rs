@@ -9,12 +9,12 @@
 use std::sync::{Mutex, OnceLock};
 
 use hanoi247::config::NodeConfig;
-use hanoi247::identity::NodeCode;
-use hanoi247::peer_service::receive_batch;
+use hanoi247::domain::identity::NodeCode;
+use hanoi247::rpc::peer_service::receive_batch;
 use hanoi247::proto::delivery_result::Outcome;
 use hanoi247::proto::{DeliverRequest, Direction, Envelope, EnvelopeKind, SubmitRequest};
 use hanoi247::store::{Listing, Store, view};
-use hanoi247::validation::check_envelope;
+use hanoi247::domain::validation::check_envelope;
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
 

@@ -4,8 +4,8 @@
 
 use ring::hmac;
 
+use crate::domain::validation::FieldError;
 use crate::proto::{HandlingCode, Precedence, PreservationRequest, RequestType, SubmitRequest};
-use crate::validation::FieldError;
 
 /// A decoded form: its fields in the order sent (a name may repeat).
 #[derive(Debug, Default, Clone)]

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::node::NodeContext;
+use crate::runtime::context::NodeContext;
 
 /// How often the queues are sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(30);
@@ -52,7 +52,7 @@ pub async fn sample(context: Arc<NodeContext>, history: Arc<QueueHistory>, stop:
             _ = tick.tick() => {}
         }
         // A store that cannot be read now leaves a gap in the chart, nothing worse.
-        if let Ok(queues) = crate::operator_view::queue(&context) {
+        if let Ok(queues) = crate::desk::operator_view::queue(&context) {
             let depths = queues.into_iter().map(|q| (q.peer, q.flash + q.immediate + q.priority + q.routine));
             history.record(SystemTime::now(), depths);
         }

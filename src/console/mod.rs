@@ -33,16 +33,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-use crate::desk::DeskApi;
-use crate::identity::{Identity, identity_of_cert};
-use crate::node::NodeContext;
+use crate::desk::service::DeskApi;
+use crate::domain::identity::{Identity, identity_of_cert};
 use crate::proto::desk_service_server::DeskService;
 use crate::proto::{
     AcknowledgeRequest, CancelRequest, DisputePrecedenceRequest, GetQueueRequest, GetRequest,
     ListInboxRequest, ListOutboxRequest, ListPeersRequest, Precedence, RequeueRequest, RespondRequest,
     WatchRequest,
 };
-use crate::tls::GuardedStream;
+use crate::runtime::context::NodeContext;
+use crate::trust::tls::GuardedStream;
 use form::{Form, FormTokens};
 use pages::Frame;
 use strings::Catalogue;
@@ -74,7 +74,7 @@ type Shared = Arc<Console>;
 /// (`desk_tls`: the same certificate, local CA and client CRL, reloaded with it).
 pub async fn serve(
     listener: TcpListener,
-    desk_tls: Arc<crate::tls::ReloadableServer>,
+    desk_tls: Arc<crate::trust::tls::ReloadableServer>,
     context: Arc<NodeContext>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
@@ -85,7 +85,7 @@ pub async fn serve(
     let history = Arc::new(history::QueueHistory::default());
     let sampler = history::sample(Arc::clone(&context), Arc::clone(&history), stop.clone());
     let console = Arc::new(Console { context, desk, tokens, history });
-    let incoming = crate::tls::incoming_console(listener, desk_tls, HANDSHAKE_TIMEOUT, stop.clone());
+    let incoming = crate::trust::tls::incoming_console(listener, desk_tls, HANDSHAKE_TIMEOUT, stop.clone());
     let app = router(console).into_make_service_with_connect_info::<Browser>();
     let server =
         axum::serve(TlsListener { incoming, local }, app).with_graceful_shutdown(stop.cancelled_owned());
@@ -168,7 +168,7 @@ impl Browser {
 /// Who the browser is, for showing; the desk API decides what it may do.
 struct Viewer {
     name: Option<String>,
-    role: Option<crate::access::Role>,
+    role: Option<crate::domain::access::Role>,
     token: String,
     strings: &'static Catalogue,
 }
@@ -519,7 +519,7 @@ async fn events(
     // A store error ends the stream; the browser's EventSource reconnects by itself.
     let events = stream.map_while(|event| event.ok()).map(|event| {
         Ok::<_, Infallible>(
-            SseEvent::default().event("change").data(crate::render::event_json(&event).to_string()),
+            SseEvent::default().event("change").data(crate::domain::json::event_json(&event).to_string()),
         )
     });
     Sse::new(events).keep_alive(KeepAlive::default()).into_response()

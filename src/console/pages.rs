@@ -8,13 +8,13 @@ use prost_types::Timestamp;
 
 use super::form::{Form, PRESERVATION_TEXT_FIELDS};
 use super::strings::Catalogue;
-use crate::access::{self, Action, Role};
-use crate::lifecycle::state_name;
+use crate::domain::access::{self, Action, Role};
+use crate::domain::lifecycle::state_name;
+use crate::domain::timestamp::{age, rfc3339};
 use crate::proto::{
     Direction, EnvelopeKind, GetQueueResponse, HandlingCode, ListPeersResponse, Message, MessageState,
     Precedence, RequestType,
 };
-use crate::timestamp::{age, rfc3339};
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn esc(text: &str) -> String {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hanoi247::access::Role;
+use hanoi247::domain::access::Role;
 use hanoi247::proto::{
     AcknowledgeRequest, HandlingCode, Message, MessageState, Precedence, RequestType, RespondRequest,
 };
@@ -52,7 +52,7 @@ impl Drop for KillOnDrop {
 
 /// The preservation request from VN in FR's inbox, once it is there.
 async fn wait_for_request(
-    fr: &mut hanoi247::desk_client::DeskClient,
+    fr: &mut hanoi247::cli::desk_client::DeskClient,
     agency: &mut Child,
     log: &Path,
 ) -> Message {

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use hanoi247::access::Role;
+use hanoi247::domain::access::Role;
 use hanoi247::proto::{
     AcknowledgeRequest, AuditRecord, CancelRequest, GetRequest, ListAuditRequest, MessageState, Precedence,
     RespondRequest,
@@ -28,7 +28,7 @@ fn audit_cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) 
     (output.status.success(), text(&output.stdout), text(&output.stderr))
 }
 
-async fn audit_log(desk: &mut hanoi247::desk_client::DeskClient, message_id: &str) -> Vec<AuditRecord> {
+async fn audit_log(desk: &mut hanoi247::cli::desk_client::DeskClient, message_id: &str) -> Vec<AuditRecord> {
     let request = ListAuditRequest { message_id: message_id.into() };
     let mut stream = desk.list_audit(request).await.unwrap().into_inner();
     let mut records = Vec::new();
@@ -108,7 +108,7 @@ async fn the_chain_records_who_did_what_and_names_an_edited_or_deleted_record() 
         (1..=whole.len() as u64).collect::<Vec<_>>()
     );
     assert!(has(&whole, "audit (auditor)", "ListAudit", ""), "{whole:#?}");
-    hanoi247::audit::verify(&whole, None).unwrap();
+    hanoi247::store::audit::verify(&whole, None).unwrap();
 
     // Only the auditor reads the audit log, and nothing else.
     let mut police = net.desk_as("VN", "police");

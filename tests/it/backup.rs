@@ -10,7 +10,7 @@ use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hanoi247::access::Role;
+use hanoi247::domain::access::Role;
 use hanoi247::proto::{
     AcknowledgeRequest, BackupRequest, GetRequest, Message, MessageState, Precedence, RespondRequest,
 };

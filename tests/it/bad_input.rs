@@ -11,7 +11,11 @@ use hanoi247::proto::{
 
 use crate::support::*;
 
-async fn refused_field(desk: &mut hanoi247::desk_client::DeskClient, request: SubmitRequest, field: &str) {
+async fn refused_field(
+    desk: &mut hanoi247::cli::desk_client::DeskClient,
+    request: SubmitRequest,
+    field: &str,
+) {
     let status = desk.submit(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().starts_with(field), "message should name {field}: {}", status.message());
@@ -118,7 +122,7 @@ fn small_limits(net: &Network, node: &str, limits: &str) {
 }
 
 /// Everything a node's desk shows: its inbox and outbox.
-async fn stored(desk: &mut hanoi247::desk_client::DeskClient) -> (Vec<Message>, Vec<Message>) {
+async fn stored(desk: &mut hanoi247::cli::desk_client::DeskClient) -> (Vec<Message>, Vec<Message>) {
     (inbox(desk).await, outbox(desk).await)
 }
 
@@ -207,7 +211,7 @@ async fn configured_limits_refuse_naming_field_and_limit_and_store_nothing() {
     net.stop("FR").await;
 }
 
-async fn refused(desk: &mut hanoi247::desk_client::DeskClient, request: SubmitRequest) -> tonic::Status {
+async fn refused(desk: &mut hanoi247::cli::desk_client::DeskClient, request: SubmitRequest) -> tonic::Status {
     desk.submit(request).await.unwrap_err()
 }
 
@@ -228,8 +232,8 @@ fn envelope(origin: &str, destination: &str, subject: &str) -> Envelope {
         case_reference: format!("{origin}-2026-00000001"),
         subject: subject.into(),
         language: "en".into(),
-        created_at: Some(hanoi247::timestamp::now()),
-        expires_at: Some(hanoi247::timestamp::after(std::time::Duration::from_secs(3600))),
+        created_at: Some(hanoi247::domain::timestamp::now()),
+        expires_at: Some(hanoi247::domain::timestamp::after(std::time::Duration::from_secs(3600))),
         handling_code: HandlingCode::H0 as i32,
         ..Default::default()
     }
@@ -247,7 +251,8 @@ async fn a_deliver_batch_over_the_limit_is_refused_whole() {
 
     // Signed with VN's key, as VN would (the receiver refuses unsigned envelopes).
     let vn = net.config("VN");
-    let signer = hanoi247::signing::Signer::load(&vn.tls.cert, &vn.tls.key, &vn.tls.network_ca).unwrap();
+    let signer =
+        hanoi247::trust::signing::Signer::load(&vn.tls.cert, &vn.tls.key, &vn.tls.network_ca).unwrap();
     let three = (0..3)
         .map(|i| {
             let mut envelope = envelope("VN", "FR", &format!("request {i}"));
@@ -359,7 +364,8 @@ async fn malformed_protobuf_and_non_utf8_strings_are_invalid_argument_and_store_
     net.start("FR").await;
     let mut fr = net.desk("FR");
     let desk_channel =
-        hanoi247::desk_client::channel(&ClientConfig::load(&net.client_config_path("FR")).unwrap()).unwrap();
+        hanoi247::cli::desk_client::channel(&ClientConfig::load(&net.client_config_path("FR")).unwrap())
+            .unwrap();
     let submit_path = "/hanoi247.v1.DeskService/Submit";
     let deliver_path = "/hanoi247.v1.PeerService/Deliver";
 

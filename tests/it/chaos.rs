@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use hanoi247::cli::desk_client::{self, DeskClient};
 use hanoi247::config::ClientConfig;
-use hanoi247::desk::WATCH_AFTER_HEADER;
-use hanoi247::desk_client::{self, DeskClient};
+use hanoi247::desk::service::WATCH_AFTER_HEADER;
 use hanoi247::proto::{
     AcknowledgeRequest, ConnectionState, Direction, EnvelopeKind, Event, GetQueueRequest, GetRequest,
     GetResponse, ListInboxRequest, ListOutboxRequest, Message, MessageState, Precedence, WatchRequest,
@@ -347,7 +347,7 @@ async fn chaos_a_flash_request_keeps_its_place_after_a_restart_during_backoff() 
         let _vn = start_node(&net, "VN").await;
         let mut vn = net.desk("VN");
         let waiting = get(&mut vn, &flash).await.message.unwrap();
-        let next = hanoi247::timestamp::to_system(&waiting.next_attempt_at.unwrap());
+        let next = hanoi247::domain::timestamp::to_system(&waiting.next_attempt_at.unwrap());
         if next < SystemTime::now() + Duration::from_secs(3) {
             continue;
         }
@@ -821,7 +821,7 @@ async fn fr_storage(client: &mut DeskClient, violations: &mut Violations) -> Sto
             );
         }
         stored.origin.insert(id.clone(), event.peer.clone());
-        let at = event.at.as_ref().map_or(SystemTime::UNIX_EPOCH, hanoi247::timestamp::to_system);
+        let at = event.at.as_ref().map_or(SystemTime::UNIX_EPOCH, hanoi247::domain::timestamp::to_system);
         stored.when.insert(id.clone(), at);
     }
     stored
@@ -1153,7 +1153,7 @@ async fn get(desk: &mut DeskClient, id: &str) -> GetResponse {
 /// A message's timeline, one entry a line.
 fn timeline(message: &Message) -> String {
     let entry = |t: &hanoi247::proto::TimelineEntry| {
-        let at = t.at.as_ref().map(hanoi247::timestamp::rfc3339).unwrap_or_default();
+        let at = t.at.as_ref().map(hanoi247::domain::timestamp::rfc3339).unwrap_or_default();
         format!("  {at} {:?}: {}", t.state(), t.note)
     };
     message.timeline.iter().map(entry).collect::<Vec<_>>().join("\n")

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use hanoi247::access::Role;
 use hanoi247::config::ClientConfig;
+use hanoi247::domain::access::Role;
 use hanoi247::proto::{GetRequest, MessageState};
-use hanoi247::tls;
+use hanoi247::trust::tls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
@@ -356,7 +356,7 @@ async fn agencies_see_their_own_and_the_form_names_the_missing_field() {
     net.stop("VN").await;
 }
 
-async fn outbox_len(desk: &mut hanoi247::desk_client::DeskClient) -> usize {
+async fn outbox_len(desk: &mut hanoi247::cli::desk_client::DeskClient) -> usize {
     outbox(desk).await.len()
 }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use hanoi247::access::Role;
+use hanoi247::domain::access::Role;
 
 use crate::support::python::{Ran, Venv, cached_venv, run_with_deadline};
 use crate::support::*;

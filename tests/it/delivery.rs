@@ -3,7 +3,7 @@
 use hanoi247::proto::delivery_result::Outcome;
 use std::time::{Duration, SystemTime};
 
-use hanoi247::desk_client::wait_for_state;
+use hanoi247::cli::desk_client::wait_for_state;
 use hanoi247::proto::{DeliverRequest, GetRequest, MessageState, Precedence};
 
 use crate::support::*;
@@ -51,7 +51,7 @@ async fn an_urgent_request_is_tried_at_once_while_the_peer_is_in_backoff() {
     let mut retry_at = None;
     for _ in 0..10 {
         let waiting = wait_state(&mut vn, &routine, MessageState::WaitingRetry).await;
-        let next = hanoi247::timestamp::to_system(&waiting.next_attempt_at.expect("a retry time"));
+        let next = hanoi247::domain::timestamp::to_system(&waiting.next_attempt_at.expect("a retry time"));
         if next > SystemTime::now() + far {
             retry_at = Some(next);
             break;

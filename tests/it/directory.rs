@@ -5,8 +5,8 @@
 
 use std::process::{Command, Stdio};
 
-use hanoi247::directory::Directory;
 use hanoi247::proto::{GetQueueRequest, HelloRequest, ListPeersRequest, MessageState};
+use hanoi247::trust::directory::Directory;
 
 use crate::support::*;
 
@@ -83,7 +83,7 @@ async fn a_peer_missing_from_the_directory_or_with_another_certificate_is_refuse
     net.edit_directory("FR", |directory| {
         directory.members.retain(|m| m.code != code("DE"));
         let vn = directory.members.iter_mut().find(|m| m.code == code("VN")).unwrap();
-        vn.certificate_sha256 = hanoi247::directory::fingerprint(b"another certificate");
+        vn.certificate_sha256 = hanoi247::trust::directory::fingerprint(b"another certificate");
     });
     net.start("FR").await;
 
@@ -102,7 +102,7 @@ async fn a_peer_presenting_another_certificate_than_the_directory_pins_is_not_ca
     let mut net = Network::new(&["VN", "FR"]).await;
     net.edit_directory("VN", |directory| {
         let fr = directory.members.iter_mut().find(|m| m.code == code("FR")).unwrap();
-        fr.certificate_sha256 = hanoi247::directory::fingerprint(b"another certificate");
+        fr.certificate_sha256 = hanoi247::trust::directory::fingerprint(b"another certificate");
     });
     net.start("FR").await;
     net.start("VN").await;
@@ -136,7 +136,7 @@ async fn a_member_added_while_running_is_served(net: &mut Network, reload: impl 
         request_types: Vec::new(),
         time_zone: "Europe/Berlin".into(),
         phone: String::new(),
-        certificate_sha256: hanoi247::directory::fingerprint_of_file(&de.tls.cert).unwrap(),
+        certificate_sha256: hanoi247::trust::directory::fingerprint_of_file(&de.tls.cert).unwrap(),
     };
     net.edit_shared_directory(|directory| directory.upsert(de_entry));
     reload().await;
@@ -211,7 +211,7 @@ async fn a_removed_member_is_refused_and_its_queue_waits_visible_until_it_is_lis
             request_types: Vec::new(),
             time_zone: "Europe/Paris".into(),
             phone: String::new(),
-            certificate_sha256: hanoi247::directory::fingerprint_of_file(&fr_config.tls.cert).unwrap(),
+            certificate_sha256: hanoi247::trust::directory::fingerprint_of_file(&fr_config.tls.cert).unwrap(),
         })
     });
     wait_state(&mut vn_desk, &id, MessageState::Delivered).await;
@@ -235,7 +235,7 @@ async fn hello_shows_each_peers_directory_version() {
 
     // The operator's table marks the peer on an older directory.
     let peers = net.desk_as("FR", "operator").list_peers(ListPeersRequest {}).await.unwrap().into_inner();
-    let table = hanoi247::render::peers_table(&peers);
+    let table = hanoi247::cli::render::peers_table(&peers);
     assert!(table.contains("1 (old)"), "{table}");
     assert!(table.contains("this node's directory is version 2"), "{table}");
 
@@ -310,7 +310,7 @@ async fn the_secretariat_makes_adds_signs_and_verifies_with_the_cli() {
     assert!(ok);
     assert_eq!(
         json["members"][0]["certificate_sha256"],
-        hanoi247::directory::fingerprint_of_file(&fr_cert).unwrap()
+        hanoi247::trust::directory::fingerprint_of_file(&fr_cert).unwrap()
     );
 
     // One changed byte of a value: the signature no longer verifies.

@@ -14,7 +14,7 @@ async fn an_undeliverable_message_expires_and_can_be_requeued() {
     let mut vn = net.desk("VN");
     let mut vn_operator = net.desk_as("VN", "operator");
     let mut request = advice_request("FR", Precedence::Immediate, "expires soon");
-    request.expires_at = Some(hanoi247::timestamp::after(Duration::from_secs(2)));
+    request.expires_at = Some(hanoi247::domain::timestamp::after(Duration::from_secs(2)));
     let id = submit(&mut vn, request).await;
     wait_state(&mut vn, &id, MessageState::WaitingRetry).await;
 
@@ -43,7 +43,7 @@ async fn an_undeliverable_message_expires_and_can_be_requeued() {
     // Requeue with a past expiry is refused; with a new one it is delivered.
     let past = RequeueRequest {
         id: id.clone(),
-        expires_at: Some(hanoi247::timestamp::from_system(std::time::UNIX_EPOCH)),
+        expires_at: Some(hanoi247::domain::timestamp::from_system(std::time::UNIX_EPOCH)),
     };
     let refused = vn_operator.requeue(past).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hanoi247::cli::desk_client;
 use hanoi247::config::ClientConfig;
-use hanoi247::desk_client;
 use hanoi247::proto::{DeliverRequest, GetRequest, ListInboxRequest};
-use hanoi247::tls::{self, Dial};
+use hanoi247::trust::tls::{self, Dial};
 
 use crate::support::*;
 
@@ -16,7 +16,7 @@ use crate::support::*;
 /// `handshake_alert` checks the alert itself without hyper in between.
 fn assert_refused(result: Result<impl std::fmt::Debug, tonic::Status>, what: &str, reasons: &[&str]) {
     let status = result.expect_err(what);
-    let text = hanoi247::delivery::describe(&status);
+    let text = hanoi247::peer::delivery::describe(&status);
     let ok = reasons.iter().any(|r| text.contains(r)) || text.contains("connection closed");
     assert!(ok, "{what}: unexpected refusal {text}");
 }

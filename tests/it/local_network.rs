@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use hanoi247::cli::desk_client;
 use hanoi247::config::{ClientConfig, NodeConfig};
-use hanoi247::desk_client;
 use hanoi247::proto::MessageState;
 use tokio::sync::mpsc;
 
@@ -326,7 +326,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
 /// The DNS names in a PEM certificate's subject alternative name.
 fn dns_names(pem: &Path) -> Vec<String> {
     use x509_parser::prelude::*;
-    let der = hanoi247::tls::load_certs(pem).unwrap().remove(0);
+    let der = hanoi247::trust::tls::load_certs(pem).unwrap().remove(0);
     let (_, cert) = X509Certificate::from_der(&der).unwrap();
     let san = cert.subject_alternative_name().unwrap().expect("a SAN extension");
     san.value
@@ -382,8 +382,9 @@ async fn compose_prepare_makes_working_configs_and_certificates_for_service_name
         assert_eq!(config.listen.desk, SocketAddr::from(([0, 0, 0, 0], desk)));
         assert_eq!(config.metrics.listen, SocketAddr::from(([0, 0, 0, 0], metrics)));
         assert_eq!(config.tls.network_ca, prepared.join("network-ca.pem"));
-        let public_key = hanoi247::directory::PublicKey::from_hex(&config.directory.public_key).unwrap();
-        let directory = hanoi247::directory::Directory::load_verified(
+        let public_key =
+            hanoi247::trust::directory::PublicKey::from_hex(&config.directory.public_key).unwrap();
+        let directory = hanoi247::trust::directory::Directory::load_verified(
             &config.directory.file,
             &public_key,
             &config.network,
@@ -395,7 +396,7 @@ async fn compose_prepare_makes_working_configs_and_certificates_for_service_name
         let own = directory.member(config.code).unwrap();
         assert_eq!(
             own.certificate_sha256,
-            hanoi247::directory::fingerprint_of_file(&config.tls.cert).unwrap()
+            hanoi247::trust::directory::fingerprint_of_file(&config.tls.cert).unwrap()
         );
         let names = dns_names(&config.tls.cert);
         assert!(names.contains(&cc.to_owned()) && names.contains(&"localhost".to_owned()), "{cc}: {names:?}");
@@ -427,7 +428,7 @@ async fn compose_prepare_makes_working_configs_and_certificates_for_service_name
     // VN's own copy of the prepared directory, with FR where the test's FR listens.
     let vn_directory = dir.path().join("vn-directory.toml");
     std::fs::copy(&vn_config.directory.file, &vn_directory).unwrap();
-    let secretariat = hanoi247::directory::SecretariatKey::load(&net.join("secretariat.key")).unwrap();
+    let secretariat = hanoi247::trust::directory::SecretariatKey::load(&net.join("secretariat.key")).unwrap();
     sign_with(&vn_directory, &secretariat, |directory| {
         for entry in &mut directory.members {
             entry.endpoint = format!("localhost:{}", if entry.code == code("FR") { fr_peer } else { 9 });

@@ -178,7 +178,7 @@ async fn watch_resumes_across_a_node_restart_without_gaps_or_repeats() {
     assert_eq!(sequences[..stored.len()], expected[..], "every event once, in order, across the restart");
     for (printed, stored) in events.iter().zip(&stored) {
         assert_eq!(printed["message_id"], stored.message_id.as_str());
-        assert_eq!(printed["state"], hanoi247::lifecycle::state_name(stored.state()));
+        assert_eq!(printed["state"], hanoi247::domain::lifecycle::state_name(stored.state()));
     }
     let _ = watcher.kill();
     let _ = watcher.wait();
@@ -198,7 +198,8 @@ async fn health_and_reflection_answer_on_both_listeners() {
     let mut net = Network::new(&["VN", "FR"]).await;
     net.start("VN").await;
     let desk =
-        hanoi247::desk_client::channel(&ClientConfig::load(&net.client_config_path("VN")).unwrap()).unwrap();
+        hanoi247::cli::desk_client::channel(&ClientConfig::load(&net.client_config_path("VN")).unwrap())
+            .unwrap();
     let peer = net.peer_channel("FR", "VN");
     for (listener, channel, service) in
         [("desk", desk, "hanoi247.v1.DeskService"), ("peer", peer, "hanoi247.v1.PeerService")]

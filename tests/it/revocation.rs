@@ -6,10 +6,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use hanoi247::access::Role;
+use hanoi247::domain::access::Role;
 use hanoi247::proto::peer_service_client::PeerServiceClient;
 use hanoi247::proto::{GetRequest, HelloRequest, ListInboxRequest, Message, MessageState, Precedence};
-use hanoi247::tls;
+use hanoi247::trust::tls;
 
 use crate::support::*;
 
@@ -29,7 +29,7 @@ async fn desk_works(net: &Network, node: &str, client: &str) -> bool {
     net.desk_as(node, client).list_inbox(ListInboxRequest { limit: 1, ..Default::default() }).await.is_ok()
 }
 
-async fn get(desk: &mut hanoi247::desk_client::DeskClient, id: &str) -> Message {
+async fn get(desk: &mut hanoi247::cli::desk_client::DeskClient, id: &str) -> Message {
     desk.get(GetRequest { id: id.into() }).await.unwrap().into_inner().message.unwrap()
 }
 
@@ -139,7 +139,7 @@ async fn a_revoked_peer_is_refused_and_its_queue_waits_for_its_new_certificate()
     };
     let mut to_fr = PeerServiceClient::new(tls::channel(dial, vn_tls.client_config()).unwrap());
     let refused = to_fr.hello(HelloRequest::default()).await.unwrap_err();
-    let refused = hanoi247::delivery::describe(&refused);
+    let refused = hanoi247::peer::delivery::describe(&refused);
     assert!(refused.contains("Revoked"), "{refused}");
 
     // FR's next request is not delivered (its open connection was closed, new ones are
@@ -261,6 +261,7 @@ async fn certs_commands_refuse_bad_input_and_change_no_crl() {
     assert!(out.contains("issued serial") && out.contains("[[clients]]"), "{out}");
     let carol = hanoi247::config::ClientConfig::load(&node_toml.with_file_name("carol.client.toml")).unwrap();
     assert_eq!(carol.ca, config.tls.local_ca);
-    let identity = hanoi247::identity::identity_of_cert(&tls::load_certs(&carol.cert).unwrap()[0]).unwrap();
+    let identity =
+        hanoi247::domain::identity::identity_of_cert(&tls::load_certs(&carol.cert).unwrap()[0]).unwrap();
     assert_eq!(identity.to_string(), format!("spiffe://{}/node/VN/client/carol", net.network));
 }

@@ -1,7 +1,7 @@
 //! Issue 5 (roles): the desk API's roles are enforced for every RPC in one place; an agency sees
 //! only what it submitted; a client without a role is refused.
 
-use hanoi247::access::Role;
+use hanoi247::domain::access::Role;
 use hanoi247::proto::{
     AcknowledgeRequest, CancelRequest, GetQueueRequest, GetRequest, ListInboxRequest, ListOutboxRequest,
     ListPeersRequest, MessageState, Precedence, WatchRequest,

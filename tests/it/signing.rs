@@ -8,12 +8,12 @@ use std::process::Command;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hanoi247::identity::Identity;
+use hanoi247::domain::identity::Identity;
 use hanoi247::proto::delivery_result::Outcome;
 use hanoi247::proto::{
     AcknowledgeRequest, DeliverRequest, Envelope, GetProofRequest, GetRequest, MessageState, Receipt,
 };
-use hanoi247::signing::{self, Signer};
+use hanoi247::trust::signing::{self, Signer};
 use serde_json::Value;
 use tokio_stream::StreamExt;
 
@@ -83,7 +83,7 @@ async fn delivered_envelopes_and_their_receipts_are_signed_and_verify() {
     let ack_proof = vn.get_proof(GetProofRequest { id: ack.id.clone() }).await.unwrap().into_inner();
     signing::verify_envelope(&ack, &ack_proof.origin_certificate).unwrap();
     assert_eq!(
-        hanoi247::identity::identity_of_cert(&ack_proof.origin_certificate).unwrap(),
+        hanoi247::domain::identity::identity_of_cert(&ack_proof.origin_certificate).unwrap(),
         node(&net, "FR")
     );
     net.stop("VN").await;
@@ -146,7 +146,7 @@ async fn a_tampered_or_unsigned_envelope_is_refused_and_nothing_is_stored() {
         .into_inner()
         .results;
     let Some(Outcome::Receipt(receipt)) = results[0].outcome.clone() else { panic!("{results:?}") };
-    let ca = hanoi247::tls::load_certs(&net.config("FR").tls.network_ca).unwrap()[0].to_vec();
+    let ca = hanoi247::trust::tls::load_certs(&net.config("FR").tls.network_ca).unwrap()[0].to_vec();
     signing::verify_receipt(&receipt, &envelope, &node(&net, "FR"), &ca).unwrap();
     assert_eq!(ids(&inbox(&mut fr).await), vec![envelope.id.clone()]);
     net.stop("FR").await;
@@ -363,7 +363,7 @@ async fn a_proof_file_passes_verify_and_one_changed_byte_fails_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_proof_is_for_whoever_may_read_the_message_and_names_bad_ids() {
-    use hanoi247::access::Role;
+    use hanoi247::domain::access::Role;
     let clients =
         [("VN", "duty", Role::Officer), ("VN", "police", Role::Agency), ("VN", "audit", Role::Auditor)];
     let mut net = Network::with_clients(&["VN", "FR"], &clients).await;
@@ -418,7 +418,7 @@ async fn get_proof_is_for_whoever_may_read_the_message_and_names_bad_ids() {
     // A proof without a receipt verifies the origin and says it proves nothing about delivery.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("undelivered.json");
-    let proof = hanoi247::proof::build(&own).unwrap();
+    let proof = hanoi247::trust::proof::build(&own).unwrap();
     std::fs::write(&file, serde_json::to_string(&proof).unwrap()).unwrap();
     let (ok, stdout, stderr) = verify(&file, Some(&net.config("VN").tls.network_ca)).await;
     assert!(ok, "{stderr}");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use hanoi247::config::ClientConfig;
-use hanoi247::tls;
+use hanoi247::trust::tls;
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType,
 };

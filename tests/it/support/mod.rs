@@ -11,18 +11,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use hanoi247::cli::desk_client::{self, DeskClient, wait_for_state};
+use hanoi247::cli::init::{InitOptions, InitReport, NodePlan, init_network};
 use hanoi247::config::{ClientConfig, NodeConfig};
-use hanoi247::desk_client::{self, DeskClient, wait_for_state};
-use hanoi247::directory::{Directory, SecretariatKey};
-use hanoi247::identity::{Identity, NodeCode};
-use hanoi247::init::{InitOptions, InitReport, NodePlan, init_network};
+use hanoi247::domain::identity::{Identity, NodeCode};
 use hanoi247::node::RunningNode;
 use hanoi247::proto::peer_service_client::PeerServiceClient;
 use hanoi247::proto::{
     HandlingCode, ListInboxRequest, ListOutboxRequest, Message, MessageState, Precedence,
     PreservationRequest, RequestType, SubmitRequest,
 };
-use hanoi247::tls::{self, Dial};
+use hanoi247::trust::directory::{Directory, SecretariatKey};
+use hanoi247::trust::tls::{self, Dial};
 use tokio::net::TcpListener;
 
 /// Every wait in the tests ends by this deadline.
@@ -53,7 +53,10 @@ impl Network {
 
     /// A network whose desk clients are `clients` as (node, name, role); nodes without any get
     /// `officer` and `operator`.
-    pub async fn with_clients(codes: &[&str], clients: &[(&str, &str, hanoi247::access::Role)]) -> Self {
+    pub async fn with_clients(
+        codes: &[&str],
+        clients: &[(&str, &str, hanoi247::domain::access::Role)],
+    ) -> Self {
         let clients =
             clients.iter().map(|(node, name, role)| (code(node), (*name).to_owned(), *role)).collect();
         Self::build(codes, "hanoi247-test", clients).await
@@ -62,7 +65,7 @@ impl Network {
     async fn build(
         codes: &[&str],
         network: &str,
-        clients: Vec<(NodeCode, String, hanoi247::access::Role)>,
+        clients: Vec<(NodeCode, String, hanoi247::domain::access::Role)>,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut plans = Vec::new();

@@ -1,0 +1,524 @@
+//! `hanoi247 bench`: two nodes (VN sends, FR receives) as child processes of this binary on
+//! loopback, real mTLS, real flushed sled stores in a temp dir, driven through the desk API like
+//! an agency would. Measures the physical floor (fsync of the same disk) and every figure of
+//! `docs/benchmarks.md`.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::cli::desk_client::{self, DeskClient};
+use crate::cli::init::{InitOptions, NodePlan, init_network};
+use crate::config::{ClientConfig, NodeConfig};
+use crate::domain::identity::NodeCode;
+use crate::proto::{
+    GetQueueRequest, ListInboxRequest, MessageState, Precedence, RequestType, SubmitRequest, WatchRequest,
+};
+use crate::store::{Listing, Store, StoreError};
+
+/// How long any phase may take before the bench gives up.
+const PHASE_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Bench options.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Messages per throughput phase (and the backlog size).
+    pub messages: usize,
+    /// Concurrent `Submit` calls in the throughput phases.
+    pub concurrency: usize,
+    /// Body size in bytes.
+    pub size: usize,
+    /// Precedence of every message.
+    pub precedence: Precedence,
+    /// Messages in each latency phase (concurrency 1).
+    pub latency_samples: usize,
+    /// Keep the temp dir (both nodes' stores, configs and logs) and report its path.
+    pub keep: bool,
+    /// After the run, fill FR's store to this many inbound messages and time its start-up.
+    pub startup_messages: Option<usize>,
+}
+
+/// The bench failed to run (not: a target was missed).
+#[derive(Debug, thiserror::Error)]
+#[error("bench: {0}")]
+pub struct BenchError(String);
+
+fn fail(error: impl std::fmt::Display) -> BenchError {
+    BenchError(error.to_string())
+}
+
+/// Latency percentiles in milliseconds.
+fn percentiles(samples: &mut [Duration]) -> Value {
+    samples.sort();
+    let at = |q: f64| {
+        let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    json!({ "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1.0), "samples": samples.len() })
+}
+
+/// fsync of a small append on the bench's own disk: the physical floor of "stored".
+fn fsync_floor(dir: &Path, samples: usize) -> Result<Value, BenchError> {
+    let mut file = std::fs::File::create(dir.join("fsync-probe")).map_err(fail)?;
+    let block = vec![0x5a_u8; 1024];
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        file.write_all(&block).map_err(fail)?;
+        file.sync_data().map_err(fail)?;
+        times.push(started.elapsed());
+    }
+    Ok(percentiles(&mut times))
+}
+
+struct NodeProcess {
+    child: Child,
+}
+
+impl NodeProcess {
+    fn start(config: &Path, log: &Path) -> Result<Self, BenchError> {
+        let exe = std::env::current_exe().map_err(fail)?;
+        let log = std::fs::File::create(log).map_err(fail)?;
+        let child = Command::new(exe)
+            .args(["node", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(fail)?;
+        Ok(Self { child })
+    }
+
+    /// Peak resident memory (VmHWM) in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+
+    /// SIGTERM and wait: a graceful stop.
+    fn stop(mut self) -> Result<(), BenchError> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().map_err(fail)?;
+        self.child.wait().map_err(fail)?;
+        Ok(())
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn ready(desk: &mut DeskClient) -> Result<Duration, BenchError> {
+    let started = Instant::now();
+    loop {
+        if desk.list_inbox(ListInboxRequest { limit: 1, ..Default::default() }).await.is_ok() {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > PHASE_DEADLINE {
+            return Err(fail("a node did not become ready"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn request(options: &BenchOptions, i: usize) -> SubmitRequest {
+    SubmitRequest {
+        destination: "FR".into(),
+        request_type: RequestType::TechnicalAdvice as i32,
+        precedence: options.precedence as i32,
+        subject: format!("bench {i}"),
+        body: "x".repeat(options.size),
+        ..Default::default()
+    }
+}
+
+fn bar(length: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(length as u64).with_message(what.to_owned());
+    if let Ok(style) = ProgressStyle::with_template("{msg:<40} {bar:30} {pos}/{len} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Submits `count` messages with `concurrency` in flight; returns the elapsed time.
+async fn submit_many(
+    client: &DeskClient,
+    options: &BenchOptions,
+    count: usize,
+    concurrency: usize,
+    what: &str,
+) -> Result<Duration, BenchError> {
+    let progress = bar(count, what);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let permit = Arc::clone(&permits).acquire_owned().await.map_err(fail)?;
+        let (mut client, request, progress) = (client.clone(), request(options, i), progress.clone());
+        tasks.push(tokio::spawn(async move {
+            let result = client.submit(request).await;
+            drop(permit);
+            progress.inc(1);
+            result.map(|_| ())
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(fail)?.map_err(fail)?;
+    }
+    progress.finish_and_clear();
+    Ok(started.elapsed())
+}
+
+/// Waits until VN's queue to FR is empty; returns how long it took.
+async fn drained(operator: &mut DeskClient) -> Result<Duration, BenchError> {
+    let started = Instant::now();
+    loop {
+        let queue = operator.get_queue(GetQueueRequest {}).await.map_err(fail)?.into_inner();
+        let waiting: u32 = queue.peers.iter().map(|q| q.flash + q.immediate + q.priority + q.routine).sum();
+        if waiting == 0 {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > PHASE_DEADLINE {
+            return Err(fail(format!("{waiting} messages still queued after {PHASE_DEADLINE:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Store flushes so far, from a node's metrics listener.
+fn flushes(metrics_port: u16) -> f64 {
+    use std::io::Read as _;
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", metrics_port)) else { return f64::NAN };
+    let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    // The sample line reads `hanoi247_store_flushes_total{} 51`.
+    text.lines()
+        .find_map(|l| l.strip_prefix("hanoi247_store_flushes_total"))
+        .and_then(|v| v.trim_start_matches("{}").trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+async fn free_port() -> Result<u16, BenchError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(fail)?;
+    Ok(listener.local_addr().map_err(fail)?.port())
+}
+
+/// Inbound requests added per store write when filling a store for the start-up figure.
+const FILL_STEP: usize = 1000;
+
+/// Adds `count` inbound requests to the store in `data_dir` (offline: no node runs on it):
+/// copies of its newest inbox entry under new ids, each with its event and audit record as a
+/// real arrival has, [`FILL_STEP`] per write, then made durable.
+async fn fill_inbox(data_dir: &Path, count: usize) -> Result<(), BenchError> {
+    let store = Store::open(data_dir).map_err(fail)?;
+    let progress = bar(count, "Filling FR's store");
+    let (filler, filled) = (store.clone(), progress.clone());
+    tokio::task::spawn_blocking(move || -> Result<(), BenchError> {
+        let template = filler.list(Listing::Inbox, 1, |_| true).map_err(fail)?.pop();
+        let template = template.ok_or_else(|| fail("FR received nothing to copy"))?;
+        let mut left = count;
+        while left > 0 {
+            let step = left.min(FILL_STEP);
+            filler
+                .write(|changes| {
+                    for _ in 0..step {
+                        let mut copy = template.clone();
+                        if let Some(envelope) = copy.message.as_mut().and_then(|m| m.envelope.as_mut()) {
+                            envelope.id = uuid::Uuid::now_v7().to_string();
+                        }
+                        copy.seq = changes.next_seq()?;
+                        changes.put(copy)?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+                .map_err(fail)?;
+            left -= step;
+            filled.inc(step as u64);
+        }
+        Ok(())
+    })
+    .await
+    .map_err(fail)??;
+    store.persist().await.map_err(fail)?;
+    progress.finish_and_clear();
+    Ok(())
+}
+
+/// Runs the bench and returns every figure as JSON.
+pub async fn run(options: BenchOptions) -> Result<Value, BenchError> {
+    let dir = tempfile::tempdir().map_err(fail)?;
+    let floor = fsync_floor(dir.path(), 1000)?;
+
+    let mut plans = Vec::new();
+    for code in ["VN", "FR"] {
+        let code: NodeCode = code.parse().map_err(fail)?;
+        plans.push(NodePlan {
+            code,
+            peer_port: free_port().await?,
+            desk_port: free_port().await?,
+            metrics_port: free_port().await?,
+            console_port: free_port().await?,
+        });
+    }
+    let init = InitOptions {
+        out: dir.path().join("net"),
+        network: "hanoi247-bench".into(),
+        nodes: plans.clone(),
+        clients: Vec::new(),
+    };
+    let report = init_network(&init).map_err(fail)?;
+    for (_, path) in &report.node_configs {
+        // A receiver that comes back should be found within a second, not after a minute of backoff.
+        let text =
+            std::fs::read_to_string(path).map_err(fail)?.replace("retry_max = \"60s\"", "retry_max = \"1s\"");
+        std::fs::write(path, text).map_err(fail)?;
+    }
+    let config_of = |code: &str| {
+        report
+            .node_config(code.parse().unwrap_or_else(|_| unreachable!("valid code literal")))
+            .map(Path::to_owned)
+    };
+    let (vn_config, fr_config) =
+        (config_of("VN").ok_or_else(|| fail("no VN"))?, config_of("FR").ok_or_else(|| fail("no FR"))?);
+    let client = |code: &str, name: &str| -> Result<DeskClient, BenchError> {
+        let code: NodeCode = code.parse().map_err(fail)?;
+        let path = report.client_config_named(code, name).ok_or_else(|| fail("no client config"))?;
+        desk_client::connect(&ClientConfig::load(path).map_err(fail)?).map_err(fail)
+    };
+    let vn_metrics = NodeConfig::load(&vn_config).map_err(fail)?.metrics.listen.port();
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+
+    let vn = NodeProcess::start(&vn_config, &log("vn"))?;
+    let mut vn_desk = client("VN", "officer")?;
+    let mut vn_operator = client("VN", "operator")?;
+    ready(&mut vn_desk).await?;
+
+    // 1. Submit → stored, one durable hop, concurrency 1 (FR is down, so VN only stores).
+    let mut stored = Vec::with_capacity(options.latency_samples);
+    let progress = bar(options.latency_samples, "Submit → stored, concurrency 1");
+    for i in 0..options.latency_samples {
+        let started = Instant::now();
+        vn_desk.submit(request(&options, i)).await.map_err(fail)?;
+        stored.push(started.elapsed());
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let stored_latency = percentiles(&mut stored);
+
+    // 2. Submit throughput with the destination down, and flushes per message.
+    let flushes_before = tokio::task::spawn_blocking(move || flushes(vn_metrics)).await.map_err(fail)?;
+    let elapsed =
+        submit_many(&vn_desk, &options, options.messages, options.concurrency, "Submit throughput, FR down")
+            .await?;
+    let flushes_after = tokio::task::spawn_blocking(move || flushes(vn_metrics)).await.map_err(fail)?;
+    let submit_rate = options.messages as f64 / elapsed.as_secs_f64();
+    let flushes_per_message = (flushes_after - flushes_before) / options.messages as f64;
+
+    // 3. The backlog drains when FR starts.
+    let backlog = options.messages + options.latency_samples;
+    let fr = NodeProcess::start(&fr_config, &log("fr"))?;
+    let started = Instant::now();
+    let mut fr_desk = client("FR", "officer")?;
+    ready(&mut fr_desk).await?;
+    drained(&mut vn_operator).await?;
+    let drain = started.elapsed();
+
+    // 4. FR's start-up with that many messages stored.
+    fr.stop()?;
+    let fr = NodeProcess::start(&fr_config, &log("fr-restart"))?;
+    let startup = ready(&mut fr_desk).await?;
+
+    // 5. Submit → receipt, two durable hops, concurrency 1: from the call to the DELIVERED event.
+    let mut events = vn_desk.watch(WatchRequest { after_sequence: None }).await.map_err(fail)?.into_inner();
+    let mut receipt = Vec::with_capacity(options.latency_samples);
+    let progress = bar(options.latency_samples, "Submit → receipt, concurrency 1");
+    for i in 0..options.latency_samples {
+        let started = Instant::now();
+        let message = vn_desk
+            .submit(request(&options, i))
+            .await
+            .map_err(fail)?
+            .into_inner()
+            .message
+            .unwrap_or_default();
+        let id = message.envelope.map(|e| e.id).unwrap_or_default();
+        loop {
+            let event =
+                tokio::time::timeout(PHASE_DEADLINE, events.message()).await.map_err(fail)?.map_err(fail)?;
+            let event = event.ok_or_else(|| fail("watch ended"))?;
+            if event.message_id == id && event.state() == MessageState::Delivered {
+                break;
+            }
+        }
+        receipt.push(started.elapsed());
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    // Stop watching: an unread stream would only fill buffers during the next phase.
+    drop(events);
+    let receipt_latency = percentiles(&mut receipt);
+
+    // 6. Sustained end-to-end: submit N at concurrency C with FR up, until all are delivered.
+    let started = Instant::now();
+    submit_many(&vn_desk, &options, options.messages, options.concurrency, "End to end, FR up").await?;
+    drained(&mut vn_operator).await?;
+    let sustained = options.messages as f64 / started.elapsed().as_secs_f64();
+
+    let (vn_rss, fr_rss) = (vn.peak_rss_mib(), fr.peak_rss_mib());
+    vn.stop()?;
+    fr.stop()?;
+
+    // 7. On request: FR's start-up with a much larger store, filled offline with copies (new ids)
+    //    of a request it received. It is started once (to settle the store and release the
+    //    directory lock of the filling process), stopped, and the second start is timed.
+    let received = 2 * (options.messages + options.latency_samples);
+    let large_startup = match options.startup_messages {
+        Some(total) if total > received => {
+            let fr_data = NodeConfig::load(&fr_config).map_err(fail)?.data_dir;
+            fill_inbox(&fr_data, total - received).await?;
+            let settling = NodeProcess::start(&fr_config, &log("fr-filled"))?;
+            ready(&mut fr_desk).await?;
+            settling.stop()?;
+            let fr = NodeProcess::start(&fr_config, &log("fr-large"))?;
+            let startup = ready(&mut fr_desk).await?;
+            let rss = fr.peak_rss_mib();
+            fr.stop()?;
+            Some(json!({ "messages": total, "seconds": startup.as_secs_f64(), "peak_rss_mib": rss }))
+        }
+        _ => None,
+    };
+    let kept = options.keep.then(|| dir.keep());
+    Ok(json!({
+        "kept_dir": kept,
+        "receiver_startup_large": large_startup,
+        "options": {
+            "messages": options.messages,
+            "concurrency": options.concurrency,
+            "size_bytes": options.size,
+            "precedence": options.precedence.as_str_name().trim_start_matches("PRECEDENCE_"),
+            "latency_samples": options.latency_samples,
+        },
+        "fsync_floor": floor,
+        "submit_to_stored": stored_latency,
+        "submit_throughput_destination_down_per_s": submit_rate,
+        "store_flushes_per_message": flushes_per_message,
+        "backlog_messages": backlog,
+        "backlog_drain_s": drain.as_secs_f64(),
+        "receiver_startup_s": startup.as_secs_f64(),
+        "receiver_stored_messages": backlog,
+        "submit_to_receipt": receipt_latency,
+        "sustained_end_to_end_per_s": sustained,
+        "peak_rss_mib": { "VN": vn_rss, "FR": fr_rss },
+    }))
+}
+
+/// The figures as a table, beside the targets of issue 9.
+pub fn table(report: &Value) -> String {
+    let ms = |v: &Value| {
+        format!(
+            "p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+            v["p50_ms"].as_f64().unwrap_or(0.0),
+            v["p99_ms"].as_f64().unwrap_or(0.0),
+            v["max_ms"].as_f64().unwrap_or(0.0)
+        )
+    };
+    let fsync_p50 = report["fsync_floor"]["p50_ms"].as_f64().unwrap_or(0.0);
+    let options = &report["options"];
+    let mut rows = vec![
+        ("fsync of a 1 KiB append (the floor)", ms(&report["fsync_floor"]), String::new()),
+        (
+            "Submit → stored, concurrency 1",
+            ms(&report["submit_to_stored"]),
+            format!("p50 ≤ {:.3} ms (2.5 × fsync)", 2.5 * fsync_p50),
+        ),
+        (
+            "Submit throughput, destination down",
+            format!(
+                "{:.0} /s at concurrency {}",
+                report["submit_throughput_destination_down_per_s"].as_f64().unwrap_or(0.0),
+                options["concurrency"]
+            ),
+            "≥ 20,000 /s at 64".into(),
+        ),
+        (
+            "store flushes per message",
+            format!("{:.3}", report["store_flushes_per_message"].as_f64().unwrap_or(0.0)),
+            "≤ 0.2 at 64".into(),
+        ),
+        (
+            "Submit → receipt, concurrency 1",
+            ms(&report["submit_to_receipt"]),
+            format!("p50 ≤ {:.3} ms (4 × fsync + 0.5)", 4.0 * fsync_p50 + 0.5),
+        ),
+        (
+            "sustained end to end",
+            format!(
+                "{:.0} /s at concurrency {}",
+                report["sustained_end_to_end_per_s"].as_f64().unwrap_or(0.0),
+                options["concurrency"]
+            ),
+            "≥ 10,000 /s at 64".into(),
+        ),
+        (
+            "backlog drained after the receiver returns",
+            format!(
+                "{:.2} s for {}",
+                report["backlog_drain_s"].as_f64().unwrap_or(0.0),
+                report["backlog_messages"]
+            ),
+            "≤ 20 s for 100,000".into(),
+        ),
+        (
+            "receiver start-up to serving",
+            format!(
+                "{:.3} s with {} stored",
+                report["receiver_startup_s"].as_f64().unwrap_or(0.0),
+                report["receiver_stored_messages"]
+            ),
+            "≤ 2 s with 1,000,000".into(),
+        ),
+    ];
+    if let Some(large) = report["receiver_startup_large"].as_object() {
+        rows.push((
+            "receiver start-up, large store",
+            format!(
+                "{:.3} s with {} stored (peak RSS {:.0} MiB)",
+                large["seconds"].as_f64().unwrap_or(0.0),
+                large["messages"],
+                large["peak_rss_mib"].as_f64().unwrap_or(0.0)
+            ),
+            "≤ 2 s with 1,000,000".into(),
+        ));
+    }
+    rows.push((
+        "peak RSS",
+        format!(
+            "VN {:.0} MiB, FR {:.0} MiB",
+            report["peak_rss_mib"]["VN"].as_f64().unwrap_or(0.0),
+            report["peak_rss_mib"]["FR"].as_f64().unwrap_or(0.0)
+        ),
+        "≤ 200 MiB per node".into(),
+    ));
+    let mut out = format!("{:<44} {:<52} {}\n", "FIGURE", "MEASURED", "TARGET");
+    for (figure, measured, target) in rows {
+        out.push_str(&format!("{figure:<44} {measured:<52} {target}\n"));
+    }
+    if let Some(kept) = report["kept_dir"].as_str() {
+        out.push_str(&format!("\nkept: {kept} (node stores, configs and logs)\n"));
+    }
+    out
+}

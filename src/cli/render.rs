@@ -1,0 +1,352 @@
+//! How the CLI shows messages: a human view (tables, timelines) and a JSON view for scripts.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::domain::lifecycle::state_name;
+use crate::domain::timestamp::{age, rfc3339};
+use crate::proto::Message;
+
+fn enum_name(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_owned()
+}
+
+pub use crate::domain::json::event_json;
+use crate::domain::json::time;
+use crate::trust::proof::readable_envelope as envelope_json;
+
+/// A message (envelope and lifecycle) as JSON.
+pub fn message_json(m: &Message) -> Value {
+    json!({
+        "envelope": m.envelope.as_ref().map(envelope_json),
+        "direction": enum_name(m.direction().as_str_name(), "DIRECTION_"),
+        "state": state_name(m.state()),
+        "timeline": m.timeline.iter().map(|t| json!({
+            "at": time(t.at.as_ref()),
+            "state": state_name(t.state()),
+            "note": t.note,
+        })).collect::<Vec<_>>(),
+        "last_error": m.last_error,
+        "attempts": m.attempts,
+        "next_attempt_at": time(m.next_attempt_at.as_ref()),
+        "received_at": time(m.received_at.as_ref()),
+        "ack_deadline": time(m.ack_deadline.as_ref()),
+        "overdue": m.overdue,
+    })
+}
+
+/// One line per message: id, peer, precedence, state, age, subject.
+pub fn message_table(messages: &[Message]) -> String {
+    let mut out = format!(
+        "{:<36}  {:<4} {:<9} {:<13} {:<7} {:>8}  SUBJECT\n",
+        "ID", "PEER", "PREC", "STATE", "OVERDUE", "AGE"
+    );
+    for m in messages {
+        let e = m.envelope.clone().unwrap_or_default();
+        let peer = if m.direction() == crate::proto::Direction::Inbound { &e.origin } else { &e.destination };
+        let created = m.timeline.first().and_then(|t| t.at);
+        let _ = writeln!(
+            out,
+            "{:<36}  {:<4} {:<9} {:<13} {:<7} {:>8}  {}",
+            e.id,
+            peer,
+            enum_name(e.precedence().as_str_name(), "PRECEDENCE_"),
+            state_name(m.state()),
+            if m.overdue { "OVERDUE" } else { "" },
+            created.as_ref().map(age).unwrap_or_default(),
+            e.subject
+        );
+    }
+    out
+}
+
+/// A message with its fields, timeline and replies, for `show`.
+pub fn message_details(m: &Message, replies: &[Message]) -> String {
+    let e = m.envelope.clone().unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(out, "{}  {}", e.id, state_name(m.state()));
+    let rows = [
+        ("kind", enum_name(e.kind().as_str_name(), "ENVELOPE_KIND_")),
+        ("from → to", format!("{} → {}", e.origin, e.destination)),
+        ("type", enum_name(e.request_type().as_str_name(), "REQUEST_TYPE_")),
+        ("precedence", enum_name(e.precedence().as_str_name(), "PRECEDENCE_")),
+        ("case", e.case_reference.clone()),
+        ("subject", e.subject.clone()),
+        ("language", e.language.clone()),
+        ("handling", enum_name(e.handling_code().as_str_name(), "HANDLING_CODE_")),
+        ("created", e.created_at.as_ref().map(rfc3339).unwrap_or_default()),
+        ("expires", e.expires_at.as_ref().map(rfc3339).unwrap_or_default()),
+        ("in reply to", e.in_reply_to.clone()),
+        ("ack by", m.ack_deadline.as_ref().map(rfc3339).unwrap_or_default()),
+        ("overdue", if m.overdue { "YES: not acknowledged by its deadline".into() } else { String::new() }),
+        ("last error", m.last_error.clone()),
+    ];
+    for (label, value) in rows.iter().filter(|(_, v)| !v.is_empty()) {
+        let _ = writeln!(out, "  {label:<12} {value}");
+    }
+    if !e.body.is_empty() {
+        let _ = writeln!(out, "  body\n    {}", e.body.replace('\n', "\n    "));
+    }
+    if let Some(p) = &e.preservation {
+        let _ = writeln!(out, "  preservation");
+        for (label, value) in [
+            ("requesting authority", p.requesting_authority.as_str()),
+            ("offence", &p.offence),
+            ("facts", &p.facts),
+            ("data to preserve", &p.data_to_preserve),
+            ("link to offence", &p.link_to_offence),
+            ("custodian/location", &p.custodian_or_location),
+            ("necessity", &p.necessity),
+        ] {
+            let _ = writeln!(out, "    {label:<21} {value}");
+        }
+        let _ = writeln!(
+            out,
+            "    {:<21} {}",
+            "MLA request to follow",
+            if p.mutual_legal_assistance_to_follow { "yes" } else { "no" }
+        );
+        let _ = writeln!(out, "    {:<21} {} days", "period", p.preservation_days);
+    }
+    let _ = writeln!(out, "  timeline");
+    for t in &m.timeline {
+        let _ = writeln!(
+            out,
+            "    {}  {:<13} {}",
+            t.at.as_ref().map(rfc3339).unwrap_or_default(),
+            state_name(t.state()),
+            t.note
+        );
+    }
+    if !replies.is_empty() {
+        let _ = writeln!(out, "  replies");
+        for r in replies {
+            let re = r.envelope.clone().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    {}  {:<16} {} → {}  {:<10} {}",
+                re.created_at.as_ref().map(rfc3339).unwrap_or_default(),
+                enum_name(re.kind().as_str_name(), "ENVELOPE_KIND_"),
+                re.origin,
+                re.destination,
+                state_name(r.state()),
+                if re.body.is_empty() { re.subject } else { re.body }
+            );
+        }
+    }
+    out
+}
+
+fn connection_name(state: crate::proto::ConnectionState) -> String {
+    enum_name(state.as_str_name(), "CONNECTION_STATE_")
+}
+
+/// One peer's queue as JSON.
+pub fn queue_json(q: &crate::proto::PeerQueue) -> Value {
+    json!({
+        "peer": q.peer,
+        "queued": { "FLASH": q.flash, "IMMEDIATE": q.immediate, "PRIORITY": q.priority, "ROUTINE": q.routine },
+        "oldest_created_at": time(q.oldest_created_at.as_ref()),
+        "next_attempt_at": time(q.next_attempt_at.as_ref()),
+        "failures": q.failures,
+        "last_error": q.last_error,
+        "connection": connection_name(q.connection()),
+    })
+}
+
+/// The queue view as a table.
+pub fn queue_table(peers: &[crate::proto::PeerQueue]) -> String {
+    let mut out = format!(
+        "{:<4} {:>5} {:>5} {:>5} {:>5} {:>8} {:>10} {:>8} {:<10} {}\n",
+        "PEER",
+        "FLASH",
+        "IMMED",
+        "PRIOR",
+        "ROUT",
+        "OLDEST",
+        "NEXT TRY",
+        "FAILURES",
+        "CONNECTION",
+        "LAST ERROR"
+    );
+    for q in peers {
+        let next = q.next_attempt_at.as_ref().map(until).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<4} {:>5} {:>5} {:>5} {:>5} {:>8} {:>10} {:>8} {:<10} {}",
+            q.peer,
+            q.flash,
+            q.immediate,
+            q.priority,
+            q.routine,
+            q.oldest_created_at.as_ref().map(age).unwrap_or_else(|| "-".into()),
+            next,
+            q.failures,
+            connection_name(q.connection()),
+            q.last_error
+        );
+    }
+    out
+}
+
+/// "in 3s" for a future time, "now" for a past one.
+fn until(at: &prost_types::Timestamp) -> String {
+    let at = crate::domain::timestamp::to_system(at);
+    match at.duration_since(std::time::SystemTime::now()) {
+        Ok(left) => format!(
+            "in {}",
+            humantime::format_duration(std::time::Duration::from_secs(left.as_secs().max(1)))
+        ),
+        Err(_) => "now".into(),
+    }
+}
+
+/// The peers view as JSON.
+pub fn peers_json(p: &crate::proto::ListPeersResponse) -> Value {
+    json!({
+        "peers": p.peers.iter().map(|i| json!({
+            "peer": i.peer,
+            "name": i.name,
+            "endpoint": i.endpoint,
+            "connection": connection_name(i.connection()),
+            "last_contact_at": time(i.last_contact_at.as_ref()),
+            "round_trip_ms": i.round_trip_ms,
+            "software_version": i.software_version,
+            "certificate_expires_at": time(i.certificate_expires_at.as_ref()),
+            "last_error": i.last_error,
+            "directory_version": i.directory_version,
+        })).collect::<Vec<_>>(),
+        "directory_version": p.directory_version,
+        "own_certificate_expires_at": time(p.own_certificate_expires_at.as_ref()),
+        "network_ca_expires_at": time(p.network_ca_expires_at.as_ref()),
+        "local_ca_expires_at": time(p.local_ca_expires_at.as_ref()),
+        "warnings": p.warnings,
+    })
+}
+
+/// The peers view as a table, warnings first.
+pub fn peers_table(p: &crate::proto::ListPeersResponse) -> String {
+    let mut out = String::new();
+    for warning in &p.warnings {
+        let _ = writeln!(out, "WARNING: {warning}");
+    }
+    let _ = writeln!(
+        out,
+        "{:<4} {:<10} {:>12} {:>8} {:<16} {:<10} {:<9} {:<21} NAME",
+        "PEER", "CONNECTION", "LAST CONTACT", "RTT", "VERSION", "CERT DAYS", "DIRECTORY", "ENDPOINT"
+    );
+    for i in &p.peers {
+        let days = i.certificate_expires_at.as_ref().map_or("-".into(), |at| {
+            let left = crate::domain::timestamp::to_system(at).duration_since(std::time::SystemTime::now());
+            left.map_or("expired".into(), |d| (d.as_secs() / 86_400).to_string())
+        });
+        let _ = writeln!(
+            out,
+            "{:<4} {:<10} {:>12} {:>8} {:<16} {:<10} {:<9} {:<21} {}",
+            i.peer,
+            connection_name(i.connection()),
+            i.last_contact_at.as_ref().map(|t| format!("{} ago", age(t))).unwrap_or_else(|| "never".into()),
+            if i.round_trip_ms > 0.0 { format!("{:.1}ms", i.round_trip_ms) } else { "-".into() },
+            if i.software_version.is_empty() { "-" } else { &i.software_version },
+            days,
+            directory_version_cell(i.directory_version, p.directory_version),
+            i.endpoint,
+            i.name
+        );
+    }
+    let own = p.own_certificate_expires_at.as_ref().map(rfc3339).unwrap_or_default();
+    let _ = writeln!(out, "this node's certificate expires {own}");
+    let _ = writeln!(out, "this node's directory is version {}", p.directory_version);
+    out
+}
+
+/// A peer's directory version, marked when it is behind this node's ("3 (old)"), "-" if unknown.
+fn directory_version_cell(theirs: u64, ours: u64) -> String {
+    match theirs {
+        0 => "-".into(),
+        v if v < ours => format!("{v} (old)"),
+        v => v.to_string(),
+    }
+}
+
+/// A verified directory as a table: version, issue time, one line per member.
+pub fn directory_table(directory: &crate::trust::directory::Directory) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "directory of network {}: version {}, issued at {}, signature good",
+        directory.network, directory.version, directory.issued_at
+    );
+    let _ = writeln!(
+        out,
+        "{:<4} {:<24} {:<10} {:<16} {:<18} {:<16} {:<16} NAME",
+        "CODE", "ENDPOINT", "LANGUAGES", "TIME ZONE", "PHONE", "REQUEST TYPES", "CERT SHA-256"
+    );
+    for m in &directory.members {
+        let types = if m.request_types.is_empty() { "all".to_owned() } else { m.request_types.join(",") };
+        let pin = if m.certificate_sha256.is_empty() {
+            "-"
+        } else {
+            &m.certificate_sha256[..16.min(m.certificate_sha256.len())]
+        };
+        let _ = writeln!(
+            out,
+            "{:<4} {:<24} {:<10} {:<16} {:<18} {:<16} {:<16} {}",
+            m.code,
+            m.endpoint,
+            m.languages.join(","),
+            m.time_zone,
+            m.phone,
+            types,
+            pin,
+            m.name
+        );
+    }
+    out
+}
+
+/// An audit record as JSON (hashes in hex).
+pub fn audit_json(r: &crate::proto::AuditRecord) -> Value {
+    let mut value = json!({
+        "sequence": r.sequence,
+        "at": time(r.at.as_ref()),
+        "who": r.who,
+        "action": r.action,
+        "message_id": r.message_id,
+        "details": r.details,
+        "prev_hash": crate::store::audit::hex(&r.prev_hash),
+        "hash": crate::store::audit::hex(&r.hash),
+    });
+    if !r.damaged.is_empty() {
+        value["damaged"] = Value::String(r.damaged.clone());
+    }
+    value
+}
+
+/// One line per audit record: sequence, time, who, action, message, details, start of the hash.
+pub fn audit_table(records: &[crate::proto::AuditRecord]) -> String {
+    let mut out = format!(
+        "{:>6}  {:<24}  {:<24} {:<13} {:<36}  {:<12}  DETAILS\n",
+        "SEQ", "TIME", "WHO", "ACTION", "MESSAGE", "HASH"
+    );
+    for r in records {
+        if !r.damaged.is_empty() {
+            let _ = writeln!(out, "{:>6}  DAMAGED: {}", r.sequence, r.damaged);
+            continue;
+        }
+        let hash = crate::store::audit::hex(&r.hash);
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<24}  {:<24} {:<13} {:<36}  {:<12}  {}",
+            r.sequence,
+            r.at.as_ref().map(rfc3339).unwrap_or_default(),
+            r.who,
+            r.action,
+            r.message_id,
+            hash.get(..12).unwrap_or_default(),
+            r.details
+        );
+    }
+    out
+}

@@ -1,0 +1,28 @@
+//! JSON views of the desk API's values shared by the command line's `--json` output and the
+//! console's live stream: enum values by their short names, times in RFC 3339 UTC.
+
+use serde_json::{Value, json};
+
+use crate::domain::lifecycle::state_name;
+use crate::domain::names::ShortName as _;
+use crate::domain::timestamp::rfc3339;
+use crate::proto::Event;
+
+/// A time as an RFC 3339 string, or `null`.
+pub fn time(t: Option<&prost_types::Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(rfc3339(t)))
+}
+
+/// An event as JSON.
+pub fn event_json(e: &Event) -> Value {
+    json!({
+        "sequence": e.sequence,
+        "at": time(e.at.as_ref()),
+        "message_id": e.message_id,
+        "state": state_name(e.state()),
+        "peer": e.peer,
+        "precedence": e.precedence().short_name(),
+        "note": e.note,
+        "overdue": e.overdue,
+    })
+}

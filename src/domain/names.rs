@@ -1,0 +1,78 @@
+//! The one place that turns proto enum values into the names people and scripts see: `FLASH`,
+//! `PRESERVATION`, `REQUEST`, `CONNECTED`. The wire names carry a prefix (`PRECEDENCE_FLASH`) that
+//! protobuf style asks for and nobody wants to read.
+
+use crate::proto::{
+    ConnectionState, Direction, EnvelopeKind, HandlingCode, MessageState, Precedence, RequestType,
+};
+
+/// A proto enum's value by its short name: the wire name without the enum's prefix.
+pub trait ShortName: Copy {
+    /// The prefix every wire name of this enum starts with.
+    const PREFIX: &'static str;
+
+    /// The wire name (`PRECEDENCE_FLASH`).
+    fn wire_name(self) -> &'static str;
+
+    /// The short name (`FLASH`).
+    fn short_name(self) -> &'static str {
+        let wire = self.wire_name();
+        wire.strip_prefix(Self::PREFIX).unwrap_or(wire)
+    }
+}
+
+macro_rules! short_name {
+    ($($kind:ty => $prefix:literal),* $(,)?) => {
+        $(impl ShortName for $kind {
+            const PREFIX: &'static str = $prefix;
+            fn wire_name(self) -> &'static str {
+                self.as_str_name()
+            }
+        })*
+    };
+}
+
+short_name! {
+    Precedence => "PRECEDENCE_",
+    RequestType => "REQUEST_TYPE_",
+    EnvelopeKind => "ENVELOPE_KIND_",
+    HandlingCode => "HANDLING_CODE_",
+    Direction => "DIRECTION_",
+    MessageState => "MESSAGE_STATE_",
+    ConnectionState => "CONNECTION_STATE_",
+}
+
+/// The request type named `name`, short (`PRESERVATION`) or wire (`REQUEST_TYPE_PRESERVATION`),
+/// in any case; `None` for an unknown name.
+pub fn request_type_named(name: &str) -> Option<RequestType> {
+    let upper = name.trim().to_ascii_uppercase();
+    let wire = if upper.starts_with(RequestType::PREFIX) {
+        upper
+    } else {
+        format!("{}{upper}", RequestType::PREFIX)
+    };
+    RequestType::from_str_name(&wire)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_drop_the_wire_prefix() {
+        assert_eq!(Precedence::Flash.short_name(), "FLASH");
+        assert_eq!(RequestType::Preservation.short_name(), "PRESERVATION");
+        assert_eq!(EnvelopeKind::Request.short_name(), "REQUEST");
+        assert_eq!(HandlingCode::H2.short_name(), "H2");
+        assert_eq!(MessageState::Received.short_name(), "RECEIVED");
+        assert_eq!(ConnectionState::Connected.short_name(), "CONNECTED");
+        assert_eq!(Direction::Inbound.short_name(), "INBOUND");
+    }
+
+    #[test]
+    fn request_types_are_found_by_short_or_wire_name() {
+        assert_eq!(request_type_named("preservation"), Some(RequestType::Preservation));
+        assert_eq!(request_type_named("REQUEST_TYPE_PRESERVATION"), Some(RequestType::Preservation));
+        assert_eq!(request_type_named("nonsense"), None);
+    }
+}

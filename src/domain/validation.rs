@@ -1,0 +1,564 @@
+//! What makes an envelope acceptable, checked the same way whether it comes from this node's
+//! desk (`Submit`) or from a peer (`Deliver`). Every refusal names the field at fault.
+
+use uuid::Uuid;
+
+use crate::proto::{Envelope, EnvelopeKind, HandlingCode, Precedence, PreservationRequest, RequestType};
+use serde::{Deserialize, Serialize};
+
+/// Longest subject, in characters (the default of `limits.max_subject_chars`).
+pub const MAX_SUBJECT_CHARS: usize = 200;
+/// Longest case reference, in characters (the default of `limits.max_case_reference_chars`).
+pub const MAX_CASE_REFERENCE_CHARS: usize = 64;
+/// Shortest preservation period the Convention's requests ask for, in days.
+pub const MIN_PRESERVATION_DAYS: u32 = 60;
+/// Largest envelope, encoded. Content travels out of band (attachments are digests), so a
+/// request is text: 1 MiB is generous and keeps every store write and batch small. The default
+/// of `limits.max_envelope_bytes`.
+pub const MAX_ENVELOPE_BYTES: usize = 1024 * 1024;
+/// Most attachments one envelope may list (the default of `limits.max_attachments`).
+pub const MAX_ATTACHMENTS: usize = 64;
+/// Largest `Deliver` batch, encoded: receivers refuse larger calls (their decode limit).
+pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Longest identifier field (a UUID has 36 characters, a node code 2).
+const MAX_IDENTIFIER_BYTES: usize = 64;
+
+/// A field's value is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The field's name as in the proto, e.g. `preservation.offence`.
+    pub field: String,
+    /// What is wrong and what would be right.
+    pub message: String,
+    /// The value is well-formed but over a size limit (RESOURCE_EXHAUSTED rather than
+    /// INVALID_ARGUMENT).
+    pub over_limit: bool,
+}
+
+impl FieldError {
+    /// The gRPC code of this refusal, for a whole call and for one envelope's `Refusal` alike:
+    /// RESOURCE_EXHAUSTED when a well-formed value is over a limit, else INVALID_ARGUMENT.
+    pub fn code(&self) -> tonic::Code {
+        if self.over_limit { tonic::Code::ResourceExhausted } else { tonic::Code::InvalidArgument }
+    }
+
+    /// A refusal of `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into(), over_limit: false }
+    }
+
+    /// `field` is over a size limit.
+    pub fn over_limit(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into(), over_limit: true }
+    }
+}
+
+/// Checks everything an envelope must satisfy on its own (not against a store or directory),
+/// within `limits` (the node's `[limits]`).
+pub fn check_envelope(envelope: &Envelope, limits: &Limits) -> Result<(), FieldError> {
+    let size = prost::Message::encoded_len(envelope);
+    if size > limits.max_envelope_bytes {
+        return Err(FieldError::over_limit(
+            "envelope",
+            format!(
+                "{size} bytes encoded, at most {} (limits.max_envelope_bytes): send large content out of band as an attachment digest",
+                limits.max_envelope_bytes
+            ),
+        ));
+    }
+    if envelope.attachments.len() > limits.max_attachments {
+        return Err(FieldError::over_limit(
+            "attachments",
+            format!(
+                "{} attachments, at most {} (limits.max_attachments)",
+                envelope.attachments.len(),
+                limits.max_attachments
+            ),
+        ));
+    }
+    check_lengths(envelope, limits)?;
+    Uuid::parse_str(&envelope.id).map_err(|_| FieldError::new("id", "must be a UUID"))?;
+    for (field, code) in [("origin", &envelope.origin), ("destination", &envelope.destination)] {
+        code.parse::<crate::domain::identity::NodeCode>()
+            .map_err(|e| FieldError::new(field, e.to_string()))?;
+    }
+    let kind = EnvelopeKind::try_from(envelope.kind).unwrap_or(EnvelopeKind::Unspecified);
+    if kind == EnvelopeKind::Unspecified {
+        return Err(FieldError::new("kind", "required"));
+    }
+    if RequestType::try_from(envelope.request_type).unwrap_or(RequestType::Unspecified)
+        == RequestType::Unspecified
+    {
+        return Err(FieldError::new(
+            "request_type",
+            "required: one of PRESERVATION, TRAFFIC_DATA_DISCLOSURE, TECHNICAL_ADVICE, LEGAL_INFORMATION, EVIDENCE_COLLECTION, LOCATE_PERSON, OTHER",
+        ));
+    }
+    if Precedence::try_from(envelope.precedence).unwrap_or(Precedence::Unspecified) == Precedence::Unspecified
+    {
+        return Err(FieldError::new("precedence", "required: one of FLASH, IMMEDIATE, PRIORITY, ROUTINE"));
+    }
+    if envelope.case_reference.trim().is_empty() {
+        return Err(FieldError::new("case_reference", "required"));
+    }
+    if envelope.subject.trim().is_empty() {
+        return Err(FieldError::new("subject", "required: one line a desk officer reads first"));
+    }
+    if envelope.subject.contains(['\n', '\r']) {
+        return Err(FieldError::new("subject", "must be one line"));
+    }
+    check_language(&envelope.language)?;
+    if envelope.created_at.is_none() {
+        return Err(FieldError::new("created_at", "required"));
+    }
+    if envelope.expires_at.is_none() {
+        return Err(FieldError::new("expires_at", "required"));
+    }
+    if kind == EnvelopeKind::Request {
+        if !envelope.in_reply_to.is_empty() {
+            Uuid::parse_str(&envelope.in_reply_to)
+                .map_err(|_| FieldError::new("in_reply_to", "must be a UUID"))?;
+        }
+    } else {
+        Uuid::parse_str(&envelope.in_reply_to)
+            .map_err(|_| FieldError::new("in_reply_to", "required on replies: the UUID of the request"))?;
+    }
+    for (i, attachment) in envelope.attachments.iter().enumerate() {
+        if attachment.name.trim().is_empty() {
+            return Err(FieldError::new(format!("attachments[{i}].name"), "required"));
+        }
+        if attachment.media_type.trim().is_empty() {
+            return Err(FieldError::new(format!("attachments[{i}].media_type"), "required, e.g. text/csv"));
+        }
+        if attachment.sha256.len() != 32 {
+            return Err(FieldError::new(format!("attachments[{i}].sha256"), "must be exactly 32 bytes"));
+        }
+    }
+    let handling = HandlingCode::try_from(envelope.handling_code).unwrap_or(HandlingCode::Unspecified);
+    if handling == HandlingCode::Unspecified {
+        return Err(FieldError::new("handling_code", "required: H0, H1, H2 or H3"));
+    }
+    if handling == HandlingCode::H3 && envelope.handling_restrictions.trim().is_empty() {
+        return Err(FieldError::new("handling_restrictions", "required when handling_code is H3"));
+    }
+    let preservation_type = envelope.request_type == RequestType::Preservation as i32;
+    match &envelope.preservation {
+        Some(preservation) if preservation_type => check_preservation(preservation)?,
+        Some(_) => return Err(FieldError::new("preservation", "only for PRESERVATION requests")),
+        None if preservation_type && kind == EnvelopeKind::Request && envelope.in_reply_to.is_empty() => {
+            return Err(FieldError::new(
+                "preservation",
+                "required for a PRESERVATION request that starts a chain (requesting_authority, offence, facts, data_to_preserve, link_to_offence, custodian_or_location, necessity, mutual_legal_assistance_to_follow, preservation_days)",
+            ));
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Every text field of `envelope` within its length limit, in characters. Run before the other
+/// checks, so that no check (or refusal message) ever works on an oversized value.
+fn check_lengths(envelope: &Envelope, limits: &Limits) -> Result<(), FieldError> {
+    // Identifiers have a fixed shape (a UUID, a node code): a long one is refused here, before
+    // any refusal message quotes it.
+    for (field, value) in [
+        ("id", &envelope.id),
+        ("origin", &envelope.origin),
+        ("destination", &envelope.destination),
+        ("in_reply_to", &envelope.in_reply_to),
+    ] {
+        if value.len() > MAX_IDENTIFIER_BYTES {
+            return Err(FieldError::new(field, format!("{} bytes: not a UUID or node code", value.len())));
+        }
+    }
+    check_chars(
+        "case_reference",
+        &envelope.case_reference,
+        limits.max_case_reference_chars,
+        "max_case_reference_chars",
+    )?;
+    check_chars("subject", &envelope.subject, limits.max_subject_chars, "max_subject_chars")?;
+    check_chars("body", &envelope.body, limits.max_body_chars, "max_body_chars")?;
+    check_chars("language", &envelope.language, limits.max_name_chars, "max_name_chars")?;
+    check_chars(
+        "handling_restrictions",
+        &envelope.handling_restrictions,
+        limits.max_text_chars,
+        "max_text_chars",
+    )?;
+    for (i, attachment) in envelope.attachments.iter().enumerate() {
+        for (name, value) in [("name", &attachment.name), ("media_type", &attachment.media_type)] {
+            check_chars(format!("attachments[{i}].{name}"), value, limits.max_name_chars, "max_name_chars")?;
+        }
+    }
+    if let Some(p) = &envelope.preservation {
+        for (name, value) in preservation_texts(p) {
+            check_chars(format!("preservation.{name}"), value, limits.max_text_chars, "max_text_chars")?;
+        }
+    }
+    Ok(())
+}
+
+/// A text a desk client gives for the body of a reply envelope (`note` of `Acknowledge`, `text`
+/// of `Respond`, `reason` of `Cancel`) within `limits.max_body_chars`.
+pub fn check_reply_text(field: &str, text: &str, limits: &Limits) -> Result<(), FieldError> {
+    check_chars(field, text, limits.max_body_chars, "max_body_chars")
+}
+
+/// A `Deliver` call carries at most `limits.max_batch_envelopes` envelopes.
+pub fn check_batch(envelopes: usize, limits: &Limits) -> Result<(), FieldError> {
+    if envelopes > limits.max_batch_envelopes {
+        return Err(FieldError::over_limit(
+            "envelopes",
+            format!(
+                "{envelopes} envelopes in one Deliver call, at most {} (limits.max_batch_envelopes): send smaller batches",
+                limits.max_batch_envelopes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `value` has at most `max` characters; the refusal names the field and the limit's key.
+fn check_chars(field: impl Into<String>, value: &str, max: usize, key: &str) -> Result<(), FieldError> {
+    // A string has at least as many bytes as characters: short ones need no counting.
+    if value.len() <= max {
+        return Ok(());
+    }
+    let count = value.chars().count();
+    if count <= max {
+        return Ok(());
+    }
+    Err(FieldError::over_limit(field, format!("{count} characters, at most {max} (limits.{key})")))
+}
+
+/// The free-text fields of a preservation request, by proto name.
+fn preservation_texts(p: &PreservationRequest) -> [(&'static str, &String); 7] {
+    [
+        ("requesting_authority", &p.requesting_authority),
+        ("offence", &p.offence),
+        ("facts", &p.facts),
+        ("data_to_preserve", &p.data_to_preserve),
+        ("link_to_offence", &p.link_to_offence),
+        ("custodian_or_location", &p.custodian_or_location),
+        ("necessity", &p.necessity),
+    ]
+}
+
+/// The typed fields of a preservation request: every one required.
+pub fn check_preservation(p: &PreservationRequest) -> Result<(), FieldError> {
+    for (name, value) in preservation_texts(p) {
+        if value.trim().is_empty() {
+            return Err(FieldError::new(format!("preservation.{name}"), "required"));
+        }
+    }
+    if !p.mutual_legal_assistance_to_follow {
+        return Err(FieldError::new(
+            "preservation.mutual_legal_assistance_to_follow",
+            "must be true: preservation is granted pending a mutual legal assistance request",
+        ));
+    }
+    if p.preservation_days < MIN_PRESERVATION_DAYS {
+        return Err(FieldError::new(
+            "preservation.preservation_days",
+            format!("at least {MIN_PRESERVATION_DAYS} days, was {}", p.preservation_days),
+        ));
+    }
+    Ok(())
+}
+
+/// A BCP 47 tag in its common shape: a 2–3 letter language, then subtags of 1–8 letters/digits.
+fn check_language(tag: &str) -> Result<(), FieldError> {
+    let mut parts = tag.split('-');
+    let language_ok = parts
+        .next()
+        .is_some_and(|l| (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphabetic()));
+    let rest_ok = parts.all(|s| (1..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if language_ok && rest_ok {
+        Ok(())
+    } else {
+        Err(FieldError::new("language", format!("'{tag}' is not a BCP 47 tag such as en, fr or vi")))
+    }
+}
+
+/// Input limits (`[limits]`): sizes and counts beyond which a desk call or an envelope from a
+/// peer is refused with RESOURCE_EXHAUSTED naming the limit. Every node of a network should use
+/// the same values: a receiver with smaller limits refuses what a sender accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest envelope, in encoded bytes. Default 1 MiB; at most 4 MiB, so that an envelope
+    /// always fits in one `Deliver` batch.
+    #[serde(default = "default_max_envelope_bytes")]
+    pub max_envelope_bytes: usize,
+    /// Most envelopes one `Deliver` call may carry. Default 256; keep it at least the
+    /// `delivery.batch_size` of every peer (default 64).
+    #[serde(default = "default_max_batch_envelopes")]
+    pub max_batch_envelopes: usize,
+    /// Most attachments one envelope may list. Default 64.
+    #[serde(default = "default_max_attachments")]
+    pub max_attachments: usize,
+    /// Longest subject, in characters. Default 200.
+    #[serde(default = "default_max_subject_chars")]
+    pub max_subject_chars: usize,
+    /// Longest case reference, in characters. Default 64.
+    #[serde(default = "default_max_case_reference_chars")]
+    pub max_case_reference_chars: usize,
+    /// Longest body, in characters; also the acknowledgement note, the response text and the
+    /// cancellation reason, which travel as the body of their envelope. Default 262144.
+    #[serde(default = "default_max_body_chars")]
+    pub max_body_chars: usize,
+    /// Longest free-text field other than the body: `handling_restrictions` and each field of a
+    /// preservation request. Default 8192.
+    #[serde(default = "default_max_text_chars")]
+    pub max_text_chars: usize,
+    /// Longest short name: an attachment's name and media type, the language tag. Default 256.
+    #[serde(default = "default_max_name_chars")]
+    pub max_name_chars: usize,
+}
+
+fn default_max_envelope_bytes() -> usize {
+    MAX_ENVELOPE_BYTES
+}
+fn default_max_batch_envelopes() -> usize {
+    256
+}
+fn default_max_attachments() -> usize {
+    MAX_ATTACHMENTS
+}
+fn default_max_subject_chars() -> usize {
+    MAX_SUBJECT_CHARS
+}
+fn default_max_case_reference_chars() -> usize {
+    MAX_CASE_REFERENCE_CHARS
+}
+fn default_max_body_chars() -> usize {
+    256 * 1024
+}
+fn default_max_text_chars() -> usize {
+    8 * 1024
+}
+fn default_max_name_chars() -> usize {
+    256
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_envelope_bytes: default_max_envelope_bytes(),
+            max_batch_envelopes: default_max_batch_envelopes(),
+            max_attachments: default_max_attachments(),
+            max_subject_chars: default_max_subject_chars(),
+            max_case_reference_chars: default_max_case_reference_chars(),
+            max_body_chars: default_max_body_chars(),
+            max_text_chars: default_max_text_chars(),
+            max_name_chars: default_max_name_chars(),
+        }
+    }
+}
+
+impl Limits {
+    /// Largest `max_envelope_bytes`: half a `Deliver` batch, so one envelope and its record
+    /// always fit in a batch the delivery task is willing to send.
+    pub const MAX_ENVELOPE_BYTES_CEILING: usize = MAX_BATCH_BYTES / 2;
+
+    /// Every limit but `max_attachments` is at least 1 (0 would refuse every envelope), and an
+    /// envelope fits in a batch.
+    pub fn check(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("max_envelope_bytes", self.max_envelope_bytes),
+            ("max_batch_envelopes", self.max_batch_envelopes),
+            ("max_subject_chars", self.max_subject_chars),
+            ("max_case_reference_chars", self.max_case_reference_chars),
+            ("max_body_chars", self.max_body_chars),
+            ("max_text_chars", self.max_text_chars),
+            ("max_name_chars", self.max_name_chars),
+        ] {
+            if value == 0 {
+                return Err(format!("limits.{key}: must be at least 1"));
+            }
+        }
+        if self.max_envelope_bytes > Self::MAX_ENVELOPE_BYTES_CEILING {
+            return Err(format!(
+                "limits.max_envelope_bytes: at most {} (half of a Deliver batch)",
+                Self::MAX_ENVELOPE_BYTES_CEILING
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::Timestamp;
+
+    fn preservation() -> PreservationRequest {
+        PreservationRequest {
+            requesting_authority: "A05".into(),
+            offence: "fraud".into(),
+            facts: "phishing".into(),
+            data_to_preserve: "mailbox".into(),
+            link_to_offence: "used by suspect".into(),
+            custodian_or_location: "provider X".into(),
+            necessity: "deletion in 30 days".into(),
+            mutual_legal_assistance_to_follow: true,
+            preservation_days: 90,
+        }
+    }
+
+    fn valid() -> Envelope {
+        Envelope {
+            id: Uuid::now_v7().to_string(),
+            origin: "VN".into(),
+            destination: "FR".into(),
+            kind: EnvelopeKind::Request as i32,
+            request_type: RequestType::Preservation as i32,
+            precedence: Precedence::Flash as i32,
+            case_reference: "VN-2026-1".into(),
+            subject: "Preserve mailbox".into(),
+            language: "en".into(),
+            created_at: Some(Timestamp::default()),
+            expires_at: Some(Timestamp::default()),
+            handling_code: HandlingCode::H0 as i32,
+            preservation: Some(preservation()),
+            ..Default::default()
+        }
+    }
+
+    fn field_of(change: impl FnOnce(&mut Envelope)) -> String {
+        let mut envelope = valid();
+        change(&mut envelope);
+        check_envelope(&envelope, &Limits::default()).unwrap_err().field
+    }
+
+    #[test]
+    fn valid_envelope_passes() {
+        check_envelope(&valid(), &Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn each_refusal_names_its_field() {
+        assert_eq!(field_of(|e| e.id = "x".into()), "id");
+        assert_eq!(field_of(|e| e.destination = "FRA".into()), "destination");
+        assert_eq!(field_of(|e| e.subject = "  ".into()), "subject");
+        assert_eq!(field_of(|e| e.subject = "x".repeat(201)), "subject");
+        assert_eq!(field_of(|e| e.language = "english language".into()), "language");
+        assert_eq!(field_of(|e| e.precedence = 0), "precedence");
+        assert_eq!(field_of(|e| e.preservation = None), "preservation");
+        assert_eq!(field_of(|e| e.preservation.as_mut().unwrap().offence.clear()), "preservation.offence");
+        assert_eq!(
+            field_of(|e| e.preservation.as_mut().unwrap().preservation_days = 59),
+            "preservation.preservation_days"
+        );
+        assert_eq!(
+            field_of(|e| e.preservation.as_mut().unwrap().mutual_legal_assistance_to_follow = false),
+            "preservation.mutual_legal_assistance_to_follow"
+        );
+        assert_eq!(field_of(|e| e.handling_code = HandlingCode::H3 as i32), "handling_restrictions");
+        assert_eq!(
+            field_of(|e| e.attachments.push(crate::proto::Attachment {
+                name: "a".into(),
+                media_type: "text/csv".into(),
+                size_bytes: 1,
+                sha256: vec![0; 31]
+            })),
+            "attachments[0].sha256"
+        );
+        assert_eq!(
+            field_of(|e| {
+                e.kind = EnvelopeKind::Acknowledgement as i32;
+                e.preservation = None;
+            }),
+            "in_reply_to"
+        );
+    }
+
+    #[test]
+    fn limits_are_over_limit_refusals_naming_the_limit() {
+        let mut envelope = valid();
+        envelope.body = "x".repeat(MAX_ENVELOPE_BYTES);
+        let error = check_envelope(&envelope, &Limits::default()).unwrap_err();
+        assert_eq!(error.field, "envelope");
+        assert!(error.over_limit && error.message.contains("at most 1048576"), "{error}");
+        let mut envelope = valid();
+        let attachment = crate::proto::Attachment {
+            name: "a".into(),
+            media_type: "text/plain".into(),
+            size_bytes: 1,
+            sha256: vec![0; 32],
+        };
+        envelope.attachments = vec![attachment; MAX_ATTACHMENTS + 1];
+        let error = check_envelope(&envelope, &Limits::default()).unwrap_err();
+        assert_eq!((error.field.as_str(), error.over_limit), ("attachments", true));
+    }
+
+    #[test]
+    fn configured_length_limits_name_field_and_key() {
+        let limits = Limits {
+            max_subject_chars: 5,
+            max_case_reference_chars: 4,
+            max_body_chars: 6,
+            max_text_chars: 20,
+            max_name_chars: 8,
+            ..Limits::default()
+        };
+        // Counted in characters, not bytes: five non-ASCII characters fit in five.
+        let within = || {
+            let mut envelope = valid();
+            envelope.subject = "Bảo vệ".chars().take(5).collect();
+            envelope.case_reference = "VN-1".into();
+            envelope.body = "thư ".into();
+            envelope
+        };
+        check_envelope(&within(), &limits).unwrap_or_else(|e| panic!("{e}"));
+        let refusal = |change: &dyn Fn(&mut Envelope)| {
+            let mut envelope = within();
+            change(&mut envelope);
+            let error = check_envelope(&envelope, &limits).unwrap_err();
+            assert!(error.over_limit, "{error}");
+            (error.field, error.message)
+        };
+        let (field, message) = refusal(&|e| e.subject = "Bảo vệ".into());
+        assert_eq!(field, "subject");
+        assert!(message.contains("6 characters, at most 5 (limits.max_subject_chars)"), "{message}");
+        assert_eq!(refusal(&|e| e.case_reference = "VN-12".into()).0, "case_reference");
+        assert_eq!(refusal(&|e| e.body = "1234567".into()).0, "body");
+        assert_eq!(
+            refusal(&|e| e.preservation.as_mut().unwrap().facts = "x".repeat(21)).0,
+            "preservation.facts"
+        );
+        assert_eq!(refusal(&|e| e.handling_restrictions = "x".repeat(21)).0, "handling_restrictions");
+        let mut envelope = within();
+        envelope.destination = "F".repeat(65);
+        let error = check_envelope(&envelope, &limits).unwrap_err();
+        assert_eq!(error.field, "destination");
+        assert!(!error.message.contains("FFF"), "{error}");
+        let (field, message) = refusal(&|e| {
+            e.attachments.push(crate::proto::Attachment {
+                name: "123456789".into(),
+                media_type: "text/csv".into(),
+                size_bytes: 1,
+                sha256: vec![0; 32],
+            })
+        });
+        assert_eq!(field, "attachments[0].name");
+        assert!(message.contains("(limits.max_name_chars)"), "{message}");
+        let error = check_batch(3, &Limits { max_batch_envelopes: 2, ..limits.clone() }).unwrap_err();
+        assert_eq!((error.field.as_str(), error.over_limit), ("envelopes", true));
+        assert!(error.message.contains("limits.max_batch_envelopes"), "{error}");
+        check_batch(2, &Limits { max_batch_envelopes: 2, ..limits.clone() }).unwrap();
+        assert_eq!(check_reply_text("text", "1234567", &limits).unwrap_err().field, "text");
+        check_reply_text("text", "123456", &limits).unwrap();
+    }
+
+    #[test]
+    fn a_continuation_needs_no_preservation_fields() {
+        let mut envelope = valid();
+        envelope.preservation = None;
+        envelope.in_reply_to = Uuid::now_v7().to_string();
+        check_envelope(&envelope, &Limits::default()).unwrap();
+    }
+}

@@ -1,0 +1,67 @@
+//! Retention of lifecycle events: once an hour (`[retention] interval`) the events older than
+//! `[retention] events` (30 days) are removed, oldest first, in bounded steps, each with an audit
+//! record. Messages, their timelines and the audit log are never removed here.
+//!
+//! Invariant: the events kept are always the gap-free run after `Store::events_pruned_through`,
+//! so a watcher either gets every event after the one it names or is told (OUT_OF_RANGE) that
+//! some were removed; never a silent gap.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::context::NodeContext;
+
+/// Events removed per store write, so one write stays small and other writers are not held up.
+const PRUNE_STEP: usize = 10_000;
+
+/// Removes old events every `interval` until `stop`.
+pub async fn run(context: Arc<NodeContext>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(context.config.retention.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        prune(&context, &stop).await;
+    }
+}
+
+/// One pass: removes every event older than the retention period, a step at a time.
+async fn prune(context: &Arc<NodeContext>, stop: &CancellationToken) {
+    let keep = context.config.retention.events;
+    let Some(before) = SystemTime::now().checked_sub(keep) else { return };
+    let why = format!("older than {} ([retention] events)", humantime::format_duration(keep));
+    while !stop.is_cancelled() {
+        let store = context.store.clone();
+        let reason = why.clone();
+        let removed =
+            tokio::task::spawn_blocking(move || store.prune_events(before, PRUNE_STEP, &reason)).await;
+        let range = match removed {
+            Ok(Ok(range)) => range,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "old events could not be removed; trying again at the next interval");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the event retention task failed; trying again at the next interval");
+                return;
+            }
+        };
+        let count = range.clone().count();
+        if count == 0 {
+            return;
+        }
+        if let Err(error) = context.store.persist().await {
+            tracing::warn!(%error, "removing old events is not durable yet");
+        }
+        context.metrics.events_pruned.inc_by(count as u64);
+        tracing::info!(first = range.start(), last = range.end(), %why, "old events removed");
+        if count < PRUNE_STEP {
+            return;
+        }
+    }
+}

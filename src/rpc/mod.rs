@@ -1,0 +1,9 @@
+//! The gRPC edge: the tonic services of both listeners, the protobuf codec, and the one place
+//! where errors become gRPC statuses (`status`).
+//!
+//! Boundary: may import `peer`, `desk` and everything below them; never the console, the node or
+//! the command line.
+
+pub mod codec;
+pub mod peer_service;
+pub mod status;

@@ -1,0 +1,45 @@
+//! The peer service (`PeerService`) on the peer listener: a thin adapter that reads the caller's
+//! certificate from the TLS connection and hands the call to [`Receiver`].
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::peer::receive::Receiver;
+use crate::proto::peer_service_server::PeerService;
+use crate::proto::{DeliverRequest, DeliverResponse, HelloRequest, HelloResponse};
+use crate::runtime::context::NodeContext;
+
+/// The peer service of one node.
+pub struct PeerApi {
+    receiver: Receiver,
+}
+
+impl PeerApi {
+    /// The peer service over a node's shared state.
+    pub fn new(context: Arc<NodeContext>) -> Self {
+        Self { receiver: Receiver::new(context) }
+    }
+}
+
+/// The DER of the caller's own certificate, empty without one.
+fn caller_certificate<T>(request: &Request<T>) -> Vec<u8> {
+    request.peer_certs().and_then(|c| c.first().map(|c| c.to_vec())).unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl PeerService for PeerApi {
+    async fn deliver(&self, request: Request<DeliverRequest>) -> Result<Response<DeliverResponse>, Status> {
+        let certificate = caller_certificate(&request);
+        let sender =
+            self.receiver.authenticate(crate::trust::tls::caller_identity(&request), &certificate)?;
+        Ok(Response::new(self.receiver.deliver(sender, &certificate, request.into_inner()).await?))
+    }
+
+    async fn hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+        let certificate = caller_certificate(&request);
+        let caller =
+            self.receiver.authenticate(crate::trust::tls::caller_identity(&request), &certificate)?;
+        Ok(Response::new(self.receiver.hello(caller, request.get_ref())))
+    }
+}

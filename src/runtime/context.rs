@@ -1,0 +1,110 @@
+//! What every part of a running node shares: its configuration, store, signer, directory, peer
+//! board, metrics and the wake-ups of its delivery tasks. Built by `node`, handed as an `Arc` to
+//! the peer side, the desk and the console.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use tokio::sync::Notify;
+
+use crate::config::NodeConfig;
+use crate::domain::identity::NodeCode;
+use crate::store::Store;
+
+/// This software's version as peers and operators see it.
+pub const SOFTWARE_VERSION: &str = concat!("hanoi247 ", env!("CARGO_PKG_VERSION"));
+
+/// Wakes one peer's delivery task when something is queued for that peer.
+#[derive(Default)]
+pub struct DeliveryWaker {
+    /// Notified on every new message for the peer.
+    pub(crate) work: Notify,
+    /// FLASH or IMMEDIATE work was queued since the task last looked.
+    pub(crate) urgent: AtomicBool,
+}
+
+impl DeliveryWaker {
+    /// Something was queued; `urgent` (FLASH or IMMEDIATE) work is tried at once even while
+    /// the peer is in a retry backoff: the peer may be back, and an urgent request must not wait
+    /// for a backoff of up to `retry_max` that ordinary traffic started.
+    pub fn queued(&self, urgent: bool) {
+        if urgent {
+            self.urgent.store(true, std::sync::atomic::Ordering::Release);
+        }
+        self.work.notify_one();
+    }
+}
+
+/// What every part of a running node shares.
+pub struct NodeContext {
+    /// The configuration the node started with.
+    pub config: NodeConfig,
+    /// The durable state.
+    pub store: Store,
+    /// What the delivery tasks know about each peer.
+    pub peers: crate::runtime::peer_board::PeerBoard,
+    /// What is counted as it happens.
+    pub metrics: crate::runtime::metrics::Metrics,
+    /// The signed directory in use (replaced on reload).
+    pub directory: crate::trust::directory::LiveDirectory,
+    /// Fires on SIGHUP and when a watched file changes; reloadable parts subscribe to it.
+    pub reload: crate::trust::reload::ReloadTrigger,
+    /// Counts successful TLS reloads: the delivery tasks then reconnect, so that a connection
+    /// this node opened to a peer whose certificate is now revoked does not outlive the reload.
+    pub(crate) tls_reloaded: tokio::sync::watch::Sender<u64>,
+    /// Signs this node's envelopes and receipts; knows the network CA that checks others'.
+    pub signer: crate::trust::signing::LiveSigner,
+    /// One wake-up per peer delivery task: notified when something is queued for that peer.
+    /// Grows when the directory gains a member; a removed member's stays (its queue stays).
+    pub(crate) wakers: std::sync::Mutex<HashMap<NodeCode, Arc<DeliveryWaker>>>,
+}
+
+impl NodeContext {
+    /// This node's code.
+    pub fn code(&self) -> NodeCode {
+        self.config.code
+    }
+
+    /// Tells `peer`'s delivery task that its outbox has something new.
+    pub fn wake(&self, peer: NodeCode, urgent: bool) {
+        if let Some(waker) = self.wakers().get(&peer) {
+            waker.queued(urgent);
+        }
+    }
+
+    fn wakers(&self) -> std::sync::MutexGuard<'_, HashMap<NodeCode, Arc<DeliveryWaker>>> {
+        // A poisoned lock means a panic mid-insert of plain data; the map is still usable.
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The wake-up of `peer`'s delivery task, made on first use.
+    pub(crate) fn waker(&self, peer: NodeCode) -> Arc<DeliveryWaker> {
+        Arc::clone(self.wakers().entry(peer).or_default())
+    }
+
+    /// The directory entry of `code` if the directory in use lists it as another member.
+    pub fn peer(&self, code: NodeCode) -> Option<crate::config::DirectoryEntry> {
+        if code == self.code() {
+            return None;
+        }
+        self.directory.current().member(code).cloned()
+    }
+
+    /// The other members of the directory in use.
+    pub fn peers_listed(&self) -> Vec<crate::config::DirectoryEntry> {
+        let code = self.code();
+        self.directory.current().members.iter().filter(|m| m.code != code).cloned().collect()
+    }
+
+    /// The peers with a queue to show: the members listed now, then any peer that had a delivery
+    /// task since start and was removed from the directory (its queued messages stay visible).
+    pub fn peers_with_queues(&self) -> Vec<NodeCode> {
+        let mut codes: Vec<NodeCode> = self.peers_listed().iter().map(|m| m.code).collect();
+        let mut removed: Vec<NodeCode> =
+            self.wakers().keys().copied().filter(|c| !codes.contains(c)).collect();
+        removed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        codes.extend(removed);
+        codes
+    }
+}

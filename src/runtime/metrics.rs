@@ -1,0 +1,44 @@
+//! What a node counts as it happens ([`Metrics`]): envelopes received, duplicates, acknowledgement
+//! lead time, signature failures, events pruned. Everything else the metrics listener shows is read
+//! at scrape time (`node::metrics_listener`).
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
+/// Label pairs of one metric family member.
+pub type Labels = Vec<(String, String)>;
+
+/// What is counted as it happens.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Envelopes stored from peers, by peer and kind.
+    pub envelopes_received: Family<Labels, Counter>,
+    /// Envelopes a peer sent again (answered with the original receipt), by peer.
+    pub duplicates_received: Family<Labels, Counter>,
+    /// Seconds from a request's creation to its acknowledgement arriving here, by precedence.
+    pub ack_lead_time: Family<Labels, Histogram>,
+    /// Signatures that did not verify, by peer and what was signed (`envelope` refused here,
+    /// `receipt` refused from the peer): tampering, or a misconfigured key or CA.
+    pub signature_failures: Family<Labels, Counter>,
+    /// Lifecycle events removed by retention.
+    pub events_pruned: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            envelopes_received: Family::default(),
+            duplicates_received: Family::default(),
+            // 1 s to about 36 hours.
+            ack_lead_time: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 18))),
+            signature_failures: Family::default(),
+            events_pruned: Counter::default(),
+        }
+    }
+}
+
+/// Label helper.
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}

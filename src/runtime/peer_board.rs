@@ -1,0 +1,80 @@
+//! What this node knows about each peer right now (in memory): connection state, failures,
+//! last contact, round-trip time and version from `Hello`, certificate expiry from the last
+//! handshake. Written by the delivery tasks, read by the desk's queue and peer views and by
+//! metrics.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use crate::domain::identity::NodeCode;
+use crate::proto::ConnectionState;
+
+/// One peer's status.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    /// How the last call went.
+    pub connection: ConnectionState,
+    /// Consecutive failed calls.
+    pub failures: u32,
+    /// The last error.
+    pub last_error: String,
+    /// When the delivery task tries next, while backing off.
+    pub next_attempt_at: Option<SystemTime>,
+    /// When a call last succeeded.
+    pub last_contact_at: Option<SystemTime>,
+    /// Round-trip time of the last `Hello`.
+    pub round_trip: Option<Duration>,
+    /// The peer's software version, from `Hello`.
+    pub software_version: String,
+    /// When the peer's certificate expires, from the last handshake.
+    pub certificate_expires_at: Option<SystemTime>,
+    /// The version of the signed directory the peer uses, from `Hello` (0: not known).
+    pub directory_version: u64,
+    /// Envelopes delivered (receipted) since start.
+    pub delivered: u64,
+    /// Failed calls since start.
+    pub failed_calls: u64,
+    /// Envelopes scheduled for another attempt since start (after a failed call or a refusal).
+    pub retries: u64,
+}
+
+impl Default for PeerStatus {
+    fn default() -> Self {
+        Self {
+            connection: ConnectionState::Idle,
+            failures: 0,
+            last_error: String::new(),
+            next_attempt_at: None,
+            last_contact_at: None,
+            round_trip: None,
+            software_version: String::new(),
+            certificate_expires_at: None,
+            directory_version: 0,
+            delivered: 0,
+            failed_calls: 0,
+            retries: 0,
+        }
+    }
+}
+
+/// Every peer's status.
+#[derive(Debug, Default)]
+pub struct PeerBoard {
+    peers: Mutex<HashMap<NodeCode, PeerStatus>>,
+}
+
+impl PeerBoard {
+    /// Changes one peer's status.
+    pub fn update(&self, peer: NodeCode, change: impl FnOnce(&mut PeerStatus)) {
+        // A poisoned lock means a panic mid-update of plain data; the data is still usable.
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        change(peers.entry(peer).or_default());
+    }
+
+    /// One peer's status (the default for a peer not contacted yet).
+    pub fn get(&self, peer: NodeCode) -> PeerStatus {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.get(&peer).cloned().unwrap_or_default()
+    }
+}

@@ -1,0 +1,1310 @@
+//! The node's durable state: every message, the per-destination outbox, the inbox and outbox
+//! listings and the reply links, in one sled database. The only module that touches sled.
+//!
+//! Layout (one tree, prefixed keys, values are protobuf):
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `m` id(16) | `StoredMessage` |
+//! | `o` destination(2) precedence-rank(1) seq(8) | id — outbound messages still to be sent |
+//! | `i` seq(8) | id — inbound requests (the inbox listing) |
+//! | `s` seq(8) | id — outbound envelopes (the outbox listing) |
+//! | `r` parent-id(16) seq(8) | id — envelopes that answer or continue `parent` |
+//! | `a` ack-deadline-seconds(8) id(16) | empty — requests waiting for an acknowledgement |
+//! | `e` event-seq(8) | `Event` — the lifecycle events, gap-free |
+//! | `c` "events" | the last event sequence number |
+//! | `c` "pruned" | the last event sequence number removed by retention (none: 0) |
+//! | `h` audit-seq(8) | `AuditRecord` — the audit log's hash chain, gap-free (see `audit`) |
+//! | `c` "audit" | the chain head: last audit sequence number(8) and its hash(32) |
+//!
+//! Invariants: an outbound message has an `o` key exactly while it is QUEUED or WAITING_RETRY; a
+//! request has an `a` key exactly while it waits for an acknowledgement; every new timeline entry
+//! and every overdue announcement is recorded as an event in the same batch as the change; every
+//! change of a message, its keys and its events is applied in one atomic sled batch; nobody is
+//! told that something is stored (and no event is visible to watchers) before
+//! [`Store::persist`] has returned after the change. Every new timeline entry and overdue
+//! announcement also appends an audit record in the same batch, and the audit chain head is
+//! written in the batch that appends to it. Events are removed only oldest first, so those
+//! kept are always `(pruned, events]` without gaps.
+
+pub mod audit;
+pub mod backup;
+pub mod events;
+pub mod group_commit;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use prost::Message as _;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::domain::identity::NodeCode;
+use crate::domain::timestamp;
+use crate::proto::{AuditRecord, Direction, EnvelopeKind, Event, Message, MessageState, Precedence};
+use crate::store::audit::ChainHead;
+use crate::store_proto::StoredMessage;
+
+const EVENT_COUNTER_KEY: &[u8] = b"cevents";
+/// The last event sequence number removed by retention (big-endian u64).
+const EVENTS_PRUNED_KEY: &[u8] = b"cpruned";
+const SCHEMA_KEY: &[u8] = b"cschema";
+const AUDIT_HEAD_KEY: &[u8] = b"caudit";
+/// The highest signed-directory version this node has used (big-endian u64).
+const DIRECTORY_VERSION_KEY: &[u8] = b"cdirectory";
+
+/// The layout version this code reads and writes (the table above). A store written by a newer
+/// version is refused; an older one is migrated on open (none exists yet: 1 is the first).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A store operation failed; nothing of that operation was applied.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled could not read or write.
+    #[error("store error: {0}")]
+    Sled(#[from] sled::Error),
+    /// The device could not be synced.
+    #[error("store sync failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// A record could not be decoded: the store was written by something else or is damaged.
+    #[error("store record {key} is damaged: {reason}")]
+    Corrupt {
+        /// The key, printable.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A message lacks what every stored message has (an envelope with a UUID id).
+    #[error("message cannot be stored: {0}")]
+    Malformed(&'static str),
+    /// A watcher asked for events that retention has removed.
+    #[error(
+        "after_sequence: events {first} to {through} were removed after the retention period ([retention] events); list the inbox and outbox to catch up, then watch from {through}"
+    )]
+    EventsPruned {
+        /// The first event asked for.
+        first: u64,
+        /// The last event removed.
+        through: u64,
+    },
+    /// The store was written by a newer hanoi247 with a layout this version does not know.
+    #[error(
+        "the store has schema version {found}, this hanoi247 reads up to {supported}: run the newer version, or restore a backup made by this one"
+    )]
+    NewerSchema {
+        /// The version found.
+        found: u32,
+        /// The newest this code knows.
+        supported: u32,
+    },
+    /// The store failed to write and is being reopened; nothing was changed.
+    #[error("the store is recovering from a write failure ({0})")]
+    Recovering(String),
+}
+
+/// The open sled database and a handle on its data file.
+struct Opened {
+    db: sled::Db,
+    /// sled's own flush ends in `sync_file_range`, which survives a crash but not a power cut;
+    /// `sync_data` on this handle makes "stored" mean "on the device".
+    db_file: Arc<File>,
+}
+
+/// The node's sled database.
+///
+/// After a write or sync fails (disk full, I/O error), sled refuses every later operation, so
+/// the store is marked broken and [`Store::recover`] reopens it: what was flushed is there, what
+/// was not is not (sled recovers its log to the last complete batch).
+#[derive(Clone)]
+pub struct Store {
+    dir: Arc<std::path::PathBuf>,
+    /// `None` only while being reopened.
+    opened: Arc<std::sync::RwLock<Option<Opened>>>,
+    /// Why the store is broken (empty when it is healthy).
+    broken: Arc<Mutex<String>>,
+    /// Shares flushes between concurrent writers.
+    commit: Arc<crate::store::group_commit::GroupCommit>,
+    /// Serialises read-modify-write operations so each sees the effects of the one before.
+    writer: Arc<Mutex<()>>,
+    /// The sequence number of the last event applied (durable or not).
+    last_event: Arc<AtomicU64>,
+    /// The sequence number of the last event known to be on the device: watchers read up to it.
+    durable_events: Arc<watch::Sender<u64>>,
+    /// The end of the audit chain as applied (durable or not).
+    audit_head: Arc<Mutex<ChainHead>>,
+}
+
+/// Which listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Requests received from other nodes.
+    Inbox,
+    /// Envelopes this node sent or will send.
+    Outbox,
+}
+
+impl Listing {
+    fn prefix(self) -> u8 {
+        match self {
+            Listing::Inbox => b'i',
+            Listing::Outbox => b's',
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let opened = open_db(dir)?;
+        check_schema(&opened.db)?;
+        let last_event = event_counter(&opened.db)?;
+        let audit_head = read_audit_head(&opened.db)?;
+        let opened = Arc::new(std::sync::RwLock::new(Some(opened)));
+        let flushed = Arc::downgrade(&opened);
+        // The flusher holds the database weakly: dropping the last `Store` closes it.
+        let commit = crate::store::group_commit::GroupCommit::start(move || {
+            let opened = flushed.upgrade().ok_or("the store is closed")?;
+            let (db, file) = {
+                let opened = opened.read().unwrap_or_else(|p| p.into_inner());
+                let opened = opened.as_ref().ok_or("the store is reopening")?;
+                (opened.db.clone(), Arc::clone(&opened.db_file))
+            };
+            db.flush().map_err(|e| e.to_string())?;
+            file.sync_data().map_err(|e| e.to_string())
+        })?;
+        Ok(Self {
+            dir: Arc::new(dir.to_owned()),
+            opened,
+            broken: Arc::new(Mutex::new(String::new())),
+            commit: Arc::new(commit),
+            writer: Arc::new(Mutex::new(())),
+            last_event: Arc::new(AtomicU64::new(last_event)),
+            // What survived a restart is what was on the device.
+            durable_events: Arc::new(watch::Sender::new(last_event)),
+            audit_head: Arc::new(Mutex::new(audit_head)),
+        })
+    }
+
+    /// The database, for one operation (sled handles are cheap clones).
+    fn db(&self) -> Result<sled::Db, StoreError> {
+        let opened = self.opened.read().unwrap_or_else(|p| p.into_inner());
+        opened.as_ref().map(|o| o.db.clone()).ok_or_else(|| StoreError::Recovering("reopening".into()))
+    }
+
+    /// Why the store is broken, if it is.
+    pub fn broken(&self) -> Option<String> {
+        let broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        (!broken.is_empty()).then(|| broken.clone())
+    }
+
+    /// Notes a failure that sled will not recover from by itself, and returns it.
+    fn broke(&self, error: StoreError) -> StoreError {
+        if matches!(error, StoreError::Sled(_) | StoreError::Io(_)) {
+            let mut broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+            if broken.is_empty() {
+                tracing::error!(%error, "store write failed; refusing writes until it is reopened");
+                *broken = error.to_string();
+            }
+        }
+        error
+    }
+
+    /// Reopens a broken store. Returns whether it is healthy afterwards; on failure it stays
+    /// broken and the caller tries again later.
+    pub fn recover(&self) -> bool {
+        if self.broken().is_none() {
+            return true;
+        }
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut opened = self.opened.write().unwrap_or_else(|p| p.into_inner());
+        // sled's directory lock is released when the last handle goes; readers hold clones only
+        // for one operation, so a later attempt succeeds if this one finds it still held.
+        drop(opened.take());
+        match open_db(&self.dir).and_then(|o| Ok((event_counter(&o.db)?, o))) {
+            Ok((last_event, reopened)) => {
+                match read_audit_head(&reopened.db) {
+                    Ok(head) => *self.audit_head.lock().unwrap_or_else(|p| p.into_inner()) = head,
+                    Err(error) => {
+                        tracing::warn!(%error, "store reopened but its audit chain head cannot be read");
+                        return false;
+                    }
+                }
+                *opened = Some(reopened);
+                self.last_event.store(last_event, Ordering::Release);
+                self.durable_events.send_if_modified(|durable| {
+                    let advanced = last_event > *durable;
+                    *durable = (*durable).max(last_event);
+                    advanced
+                });
+                self.broken.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                tracing::info!("store reopened; writes accepted again");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "store still cannot be reopened");
+                false
+            }
+        }
+    }
+
+    /// Makes every change applied so far durable on the device, then lets watchers see the
+    /// events those changes recorded.
+    pub async fn persist(&self) -> Result<(), StoreError> {
+        if let Some(why) = self.broken() {
+            return Err(StoreError::Recovering(why));
+        }
+        let covered = self.last_event.load(Ordering::Acquire);
+        let generation = self.commit.last_applied();
+        if let Err(error) = self.commit.wait_durable(generation).await {
+            return Err(self.broke(StoreError::Io(std::io::Error::other(error))));
+        }
+        self.durable_events.send_if_modified(|durable| {
+            let advanced = covered > *durable;
+            *durable = (*durable).max(covered);
+            advanced
+        });
+        Ok(())
+    }
+
+    /// The sequence number of the last durable event, updated after every [`Store::persist`].
+    pub fn durable_events(&self) -> watch::Receiver<u64> {
+        self.durable_events.subscribe()
+    }
+
+    /// The last event sequence number removed by retention (0: none): events after it are kept.
+    pub fn events_pruned_through(&self) -> Result<u64, StoreError> {
+        read_u64(&self.db()?, EVENTS_PRUNED_KEY, "events pruned")
+    }
+
+    /// Removes up to `limit` of the oldest events recorded before `before`, oldest first, with an
+    /// audit record saying which. Never the last event (its number is where "now" is for
+    /// watchers). Returns the sequence numbers removed (an empty range: none).
+    pub fn prune_events(
+        &self,
+        before: SystemTime,
+        limit: usize,
+        why: &str,
+    ) -> Result<std::ops::RangeInclusive<u64>, StoreError> {
+        let first = self.events_pruned_through()? + 1;
+        let last_event = self.last_event.load(Ordering::Acquire);
+        let mut through = first - 1;
+        for event in self.events_between(through, last_event.saturating_sub(1), limit)? {
+            if event.sequence != through + 1
+                || event.at.as_ref().is_none_or(|at| timestamp::to_system(at) >= before)
+            {
+                break;
+            }
+            through = event.sequence;
+        }
+        if through >= first {
+            self.write(|changes| {
+                for sequence in first..=through {
+                    changes.batch.remove(prefixed(b'e', &sequence.to_be_bytes()));
+                }
+                changes.batch.insert(EVENTS_PRUNED_KEY, through.to_be_bytes().as_slice());
+                changes.audit("PRUNE_EVENTS", "", &format!("events {first} to {through}: {why}"));
+                Ok::<_, StoreError>(())
+            })?;
+        }
+        Ok(first..=through)
+    }
+
+    /// Stored events with sequence numbers in `(after, upto]`, oldest first, at most `limit`.
+    pub fn events_between(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        let start = prefixed(b'e', &(after + 1).to_be_bytes());
+        let end = prefixed(b'e', &upto.to_be_bytes());
+        let mut events = Vec::new();
+        for item in self.db()?.range(start..=end).take(limit) {
+            let (key, bytes) = item?;
+            events.push(
+                Event::decode(bytes.as_ref())
+                    .map_err(|e| StoreError::Corrupt { key: format!("{key:02x?}"), reason: e.to_string() })?,
+            );
+        }
+        Ok(events)
+    }
+
+    /// Requests whose acknowledgement deadline is at or before `now` and that are still not
+    /// acknowledged, oldest deadline first.
+    pub fn overdue(&self, now: SystemTime) -> Result<Vec<StoredMessage>, StoreError> {
+        let limit = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let ids = self
+            .db()?
+            .scan_prefix([b'a'])
+            .take_while(|kv| {
+                kv.as_ref().map_or(true, |(key, _)| {
+                    key.get(1..9).is_some_and(|s| s <= limit.to_be_bytes().as_slice())
+                })
+            })
+            .map(|kv| kv.map(|(key, _)| sled::IVec::from(key.get(9..).unwrap_or_default())));
+        self.ids_to_messages(ids)
+    }
+
+    /// The highest signed-directory version this node has used; 0 when none is recorded. A
+    /// node refuses to start on an older directory, so a replayed old file cannot roll it back.
+    pub fn directory_version(&self) -> Result<u64, StoreError> {
+        read_u64(&self.db()?, DIRECTORY_VERSION_KEY, "directory version")
+    }
+
+    /// How many flushes (flush + sync) the store has made since it opened.
+    pub fn flushes(&self) -> u64 {
+        self.commit.flushes()
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db()?.size_on_disk()?)
+    }
+
+    /// Runs a read-modify-write operation: `operation` reads through and writes into a
+    /// [`Changes`], which are applied atomically if it returns `Ok`. Not yet durable: call
+    /// [`Store::persist`] before telling anyone.
+    pub fn write<R, E>(&self, operation: impl FnOnce(&mut Changes<'_>) -> Result<R, E>) -> Result<R, E>
+    where
+        E: From<StoreError>,
+    {
+        // A poisoned lock only means another writer panicked; sled's batch was then not applied.
+        let _guard = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let last_event = self.last_event.load(Ordering::Acquire);
+        let audit_head = *self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changes = Changes {
+            store: self,
+            batch: sled::Batch::default(),
+            pending: HashMap::new(),
+            last_event,
+            actor: NODE_ACTOR.to_owned(),
+            audit_head,
+        };
+        let result = operation(&mut changes)?;
+        let Changes { mut batch, last_event: new_last_event, audit_head: new_audit_head, .. } = changes;
+        if new_last_event != last_event {
+            batch.insert(EVENT_COUNTER_KEY, new_last_event.to_be_bytes().as_slice());
+        }
+        if new_audit_head != audit_head {
+            batch.insert(AUDIT_HEAD_KEY, new_audit_head.to_bytes().as_slice());
+        }
+        if let Some(why) = self.broken() {
+            return Err(StoreError::Recovering(why).into());
+        }
+        if let Err(error) = self.db()?.apply_batch(batch) {
+            return Err(self.broke(error.into()).into());
+        }
+        self.last_event.store(new_last_event, Ordering::Release);
+        *self.audit_head.lock().unwrap_or_else(|p| p.into_inner()) = new_audit_head;
+        self.commit.applied();
+        Ok(result)
+    }
+
+    /// One message by id.
+    pub fn get(&self, id: Uuid) -> Result<Option<StoredMessage>, StoreError> {
+        let key = message_key(id);
+        self.db()?.get(key)?.map(|bytes| decode(&key, &bytes)).transpose()
+    }
+
+    /// The envelopes that answer or continue `parent`, in the order they were stored.
+    pub fn replies(&self, parent: Uuid) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut prefix = vec![b'r'];
+        prefix.extend_from_slice(parent.as_bytes());
+        self.ids_to_messages(self.db()?.scan_prefix(prefix).map(|kv| kv.map(|(_, id)| id)))
+    }
+
+    /// The newest `limit` entries of a listing that `keep` accepts, newest first.
+    pub fn list(
+        &self,
+        listing: Listing,
+        limit: usize,
+        keep: impl Fn(&StoredMessage) -> bool,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut kept = Vec::new();
+        for item in self.db()?.scan_prefix([listing.prefix()]).rev() {
+            if kept.len() >= limit {
+                break;
+            }
+            let (_, id) = item?;
+            let message = self.ids_to_messages(std::iter::once(Ok(id)))?;
+            kept.extend(message.into_iter().filter(|m| keep(m)));
+        }
+        Ok(kept)
+    }
+
+    /// The first `limit` messages waiting for `destination`, in sending order (precedence, then
+    /// submission).
+    pub fn outbox_for(&self, destination: NodeCode, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut prefix = vec![b'o'];
+        prefix.extend_from_slice(destination.as_str().as_bytes());
+        // The keys are read under the writer lock. sled iterators are not snapshots: a scan that
+        // overlapped two Submits could miss an earlier FLASH (its range already passed) yet see
+        // a later ROUTINE, and send the ROUTINE first (the 100,000-message chaos run caught it).
+        // Under the lock the scan sees the queue as it stood between two writes.
+        let ids = {
+            let _guard = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let keys = self.db()?.scan_prefix(prefix).take(limit);
+            keys.map(|kv| kv.map(|(_, id)| id)).collect::<Result<Vec<_>, _>>()?
+        };
+        self.ids_to_messages(ids.into_iter().map(Ok))
+    }
+
+    /// Per precedence: how many messages wait for `destination`, and the first of them (the
+    /// oldest of that precedence). Reads keys only, plus one message per precedence.
+    pub fn outbox_summary(
+        &self,
+        destination: NodeCode,
+    ) -> Result<Vec<(Precedence, usize, Option<StoredMessage>)>, StoreError> {
+        let mut prefix = vec![b'o'];
+        prefix.extend_from_slice(destination.as_str().as_bytes());
+        let mut summary = Vec::new();
+        for precedence in
+            [Precedence::Flash, Precedence::Immediate, Precedence::Priority, Precedence::Routine]
+        {
+            let mut ranked = prefix.clone();
+            ranked.push(precedence_rank(precedence));
+            let mut count = 0;
+            let mut first = None;
+            for item in self.db()?.scan_prefix(&ranked) {
+                let (_, id) = item?;
+                if count == 0 {
+                    first = self.ids_to_messages(std::iter::once(Ok(id)))?.pop();
+                }
+                count += 1;
+            }
+            summary.push((precedence, count, first));
+        }
+        Ok(summary)
+    }
+
+    /// How many messages wait for `destination`.
+    pub fn outbox_len(&self, destination: NodeCode) -> Result<usize, StoreError> {
+        let mut prefix = vec![b'o'];
+        prefix.extend_from_slice(destination.as_str().as_bytes());
+        Ok(self.db()?.scan_prefix(prefix).count())
+    }
+
+    fn ids_to_messages(
+        &self,
+        ids: impl Iterator<Item = Result<sled::IVec, sled::Error>>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut messages = Vec::new();
+        for id in ids {
+            let id = id?;
+            let id = Uuid::from_slice(&id)
+                .map_err(|e| StoreError::Corrupt { key: "index".into(), reason: e.to_string() })?;
+            // An index entry without its message would be a broken invariant; report it.
+            let message = self.get(id)?.ok_or_else(|| StoreError::Corrupt {
+                key: id.to_string(),
+                reason: "indexed but missing".into(),
+            })?;
+            messages.push(message);
+        }
+        Ok(messages)
+    }
+}
+
+/// The writes of one [`Store::write`] operation, readable before they are applied.
+pub struct Changes<'a> {
+    store: &'a Store,
+    batch: sled::Batch,
+    pending: HashMap<Uuid, StoredMessage>,
+    last_event: u64,
+    /// Who the audit records of this operation name.
+    actor: String,
+    /// The end of the audit chain including this operation's records.
+    audit_head: ChainHead,
+}
+
+impl Changes<'_> {
+    /// One message, as this operation has left it so far.
+    pub fn get(&self, id: Uuid) -> Result<Option<StoredMessage>, StoreError> {
+        match self.pending.get(&id) {
+            Some(message) => Ok(Some(message.clone())),
+            None => self.store.get(id),
+        }
+    }
+
+    /// A new sequence number, greater than every one handed out before (also across restarts).
+    pub fn next_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.store.db()?.generate_id()?)
+    }
+
+    /// Stores a message, keeps its index keys true to its state, and records an event for each
+    /// new timeline entry and for a new overdue announcement.
+    pub fn put(&mut self, stored: StoredMessage) -> Result<(), StoreError> {
+        let message = stored.message.as_ref().ok_or(StoreError::Malformed("no message"))?;
+        let envelope = message.envelope.as_ref().ok_or(StoreError::Malformed("no envelope"))?;
+        let id = Uuid::parse_str(&envelope.id).map_err(|_| StoreError::Malformed("id is not a UUID"))?;
+        let before = self.get(id)?;
+        let seq = stored.seq.to_be_bytes();
+        match message.direction() {
+            Direction::Outbound => {
+                let destination = envelope.destination.as_bytes();
+                if destination.len() != 2 {
+                    return Err(StoreError::Malformed("destination is not a node code"));
+                }
+                let mut key = vec![b'o'];
+                key.extend_from_slice(destination);
+                key.push(precedence_rank(envelope.precedence()));
+                key.extend_from_slice(&seq);
+                if matches!(message.state(), MessageState::Queued | MessageState::WaitingRetry) {
+                    self.batch.insert(key, id.as_bytes().as_slice());
+                } else {
+                    self.batch.remove(key);
+                }
+                self.batch.insert(prefixed(b's', &seq), id.as_bytes().as_slice());
+            }
+            Direction::Inbound if envelope.kind() == EnvelopeKind::Request => {
+                self.batch.insert(prefixed(b'i', &seq), id.as_bytes().as_slice());
+            }
+            _ => {}
+        }
+        if let Ok(parent) = Uuid::parse_str(&envelope.in_reply_to) {
+            let mut key = prefixed(b'r', parent.as_bytes());
+            key.extend_from_slice(&seq);
+            self.batch.insert(key, id.as_bytes().as_slice());
+        }
+        let old_ack_key = before.as_ref().and_then(|b| b.message.as_ref()).and_then(|m| ack_key(m, id));
+        let new_ack_key = ack_key(message, id);
+        if let Some(old) = old_ack_key.filter(|old| Some(old) != new_ack_key.as_ref()) {
+            self.batch.remove(old);
+        }
+        if let Some(new) = new_ack_key {
+            self.batch.insert(new, &[] as &[u8]);
+        }
+
+        let old_timeline = before.as_ref().and_then(|b| b.message.as_ref()).map_or(0, |m| m.timeline.len());
+        for entry in message.timeline.iter().skip(old_timeline) {
+            let event = Event {
+                sequence: 0,
+                at: entry.at,
+                message_id: envelope.id.clone(),
+                state: entry.state,
+                peer: peer_of(message).to_owned(),
+                precedence: envelope.precedence,
+                note: entry.note.clone(),
+                overdue: false,
+            };
+            self.record_event(event);
+            let state = crate::domain::lifecycle::state_name(entry.state());
+            self.audit(state, &envelope.id, &entry.note);
+        }
+        if stored.overdue_announced && !before.as_ref().is_some_and(|b| b.overdue_announced) {
+            let deadline = message.ack_deadline.as_ref().map(timestamp::rfc3339).unwrap_or_default();
+            let event = Event {
+                sequence: 0,
+                at: Some(timestamp::now()),
+                message_id: envelope.id.clone(),
+                state: message.state,
+                peer: peer_of(message).to_owned(),
+                precedence: envelope.precedence,
+                note: format!("OVERDUE: not acknowledged by its deadline {deadline}"),
+                overdue: true,
+            };
+            self.audit("OVERDUE", &envelope.id, &event.note);
+            self.record_event(event);
+        }
+        self.batch.insert(message_key(id).as_slice(), stored.encode_to_vec());
+        self.pending.insert(id, stored);
+        Ok(())
+    }
+
+    /// Records that this node now uses signed-directory `version` (the caller never lowers it).
+    pub fn record_directory_version(&mut self, version: u64) {
+        self.batch.insert(DIRECTORY_VERSION_KEY, version.to_be_bytes().as_slice());
+    }
+
+    fn record_event(&mut self, mut event: Event) {
+        self.last_event += 1;
+        event.sequence = self.last_event;
+        self.batch.insert(prefixed(b'e', &self.last_event.to_be_bytes()), event.encode_to_vec());
+    }
+}
+
+/// Who audit records name when nobody else acted: delivery, retries, expiry, overdue.
+pub const NODE_ACTOR: &str = "node";
+
+impl Changes<'_> {
+    /// Names who the audit records of this operation are about: a desk client, a peer
+    /// (`peer:<CC>`); [`NODE_ACTOR`] until set.
+    pub fn act_as(&mut self, who: impl Into<String>) {
+        self.actor = who.into();
+    }
+
+    /// The end of the audit chain including this operation's records so far.
+    pub fn audit_head(&self) -> ChainHead {
+        self.audit_head
+    }
+
+    /// Appends an audit record (who: the actor, `action`, the message concerned or "", short
+    /// `details`) to the hash chain, in this operation's batch.
+    pub fn audit(&mut self, action: &str, message_id: &str, details: &str) {
+        let mut record = AuditRecord {
+            at: Some(timestamp::now()),
+            who: self.actor.clone(),
+            action: action.to_owned(),
+            message_id: message_id.to_owned(),
+            details: details.to_owned(),
+            ..Default::default()
+        };
+        self.audit_head = crate::store::audit::seal(&self.audit_head, &mut record);
+        self.batch.insert(audit_record_key(record.sequence), record.encode_to_vec());
+    }
+}
+
+impl Store {
+    /// The end of the audit chain as applied so far (durable after the next [`Store::persist`]).
+    pub fn audit_head(&self) -> ChainHead {
+        *self.audit_head.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Audit records stored under sequence numbers in `(after, upto]`, in order, at most `limit`,
+    /// each with the sequence number of its key. A record whose bytes do not decode comes back
+    /// with only `sequence` (from its key) and `damaged` set, so that a verifier can name it
+    /// rather than the read failing.
+    pub fn audit_records(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        let range = audit_record_key(after + 1)..=audit_record_key(upto);
+        let mut records = Vec::new();
+        for item in self.db()?.range(range).take(limit) {
+            let (key, bytes) = item?;
+            let sequence = key.get(1..9).and_then(|s| s.try_into().ok()).map_or(0, u64::from_be_bytes);
+            let record = AuditRecord::decode(bytes.as_ref()).unwrap_or_else(|error| AuditRecord {
+                sequence,
+                damaged: error.to_string(),
+                ..Default::default()
+            });
+            records.push((sequence, record));
+        }
+        Ok(records)
+    }
+}
+
+/// The key of audit record `sequence` (`h` sequence(8)); public so that tests can tamper with
+/// the chain the way an intruder with access to the files would.
+pub fn audit_record_key(sequence: u64) -> Vec<u8> {
+    prefixed(b'h', &sequence.to_be_bytes())
+}
+
+/// The audit chain head as stored; but never behind the newest stored record, so that a head
+/// that was deleted or rolled back cannot make the node overwrite records (it appends after the
+/// newest one, and `audit verify` shows whatever was done to the chain).
+fn read_audit_head(db: &sled::Db) -> Result<ChainHead, StoreError> {
+    let stored = match db.get(AUDIT_HEAD_KEY)? {
+        Some(bytes) => ChainHead::from_bytes(&bytes).ok_or_else(|| StoreError::Corrupt {
+            key: "audit chain head".into(),
+            reason: "not 40 bytes".into(),
+        })?,
+        None => ChainHead::default(),
+    };
+    let Some((key, bytes)) = db.scan_prefix([b'h']).next_back().transpose()? else {
+        return Ok(stored);
+    };
+    let sequence = key.get(1..9).and_then(|s| s.try_into().ok()).map_or(0, u64::from_be_bytes);
+    if sequence <= stored.sequence {
+        return Ok(stored);
+    }
+    tracing::warn!(
+        stored = stored.sequence,
+        newest = sequence,
+        "the audit chain head is behind its newest record; appending after the record"
+    );
+    // A damaged newest record has no hash to link to: the next record's link then breaks
+    // visibly, after the damaged one.
+    let hash = AuditRecord::decode(bytes.as_ref())
+        .ok()
+        .and_then(|record| <[u8; 32]>::try_from(record.hash).ok())
+        .unwrap_or(crate::store::audit::GENESIS_HASH);
+    Ok(ChainHead { sequence, hash })
+}
+
+/// The other node concerned: the destination of an outbound message, the origin of an inbound one.
+pub fn peer_of(message: &Message) -> &str {
+    let envelope = message.envelope.as_ref();
+    match message.direction() {
+        Direction::Inbound => envelope.map_or("", |e| e.origin.as_str()),
+        _ => envelope.map_or("", |e| e.destination.as_str()),
+    }
+}
+
+/// Whether a request still waits for a person at its destination to take it.
+pub fn awaits_acknowledgement(message: &Message) -> bool {
+    let is_request = message.envelope.as_ref().is_some_and(|e| e.kind() == EnvelopeKind::Request);
+    is_request
+        && match message.direction() {
+            Direction::Outbound => {
+                matches!(
+                    message.state(),
+                    MessageState::Queued | MessageState::WaitingRetry | MessageState::Delivered
+                )
+            }
+            Direction::Inbound => message.state() == MessageState::Received,
+            Direction::Unspecified => false,
+        }
+}
+
+fn ack_key(message: &Message, id: Uuid) -> Option<Vec<u8>> {
+    let deadline = message.ack_deadline.as_ref()?;
+    if !awaits_acknowledgement(message) {
+        return None;
+    }
+    // Rounded up, so that "deadline second <= now second" in `overdue` implies the deadline passed.
+    let seconds = u64::try_from(deadline.seconds).unwrap_or(0) + u64::from(deadline.nanos > 0);
+    let mut key = prefixed(b'a', &seconds.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    Some(key)
+}
+
+/// FLASH sorts first.
+fn precedence_rank(precedence: Precedence) -> u8 {
+    match precedence {
+        Precedence::Flash => 1,
+        Precedence::Immediate => 2,
+        Precedence::Priority => 3,
+        Precedence::Routine | Precedence::Unspecified => 4,
+    }
+}
+
+/// sled's page cache. Its default (1 GiB) would let a busy node grow far past the 200 MiB a
+/// node should need. sled counts only part of what a cached page costs (a node's resident memory
+/// grows by about twice this), and the hot part of the store (queues, recent messages, indexes)
+/// fits in 32 MiB: against 64 MiB, the bench measured the receiver at 178 instead of 261 MiB
+/// after 100,000 messages, with the same or better throughput (docs/benchmarks.md).
+const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// sled's own background flush. Durability does not rely on it (every acknowledged write waits
+/// for a group-committed flush + sync); it only bounds how much unacknowledged bookkeeping
+/// (receipts, retry times) a crash can lose, and all of that is recovered by resending.
+const BACKGROUND_FLUSH_MS: u64 = 1000;
+
+/// How long an open waits for a directory lock that is being released.
+const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens a sled database, waiting briefly while its directory lock is still held by a handle
+/// that was just dropped. sled 0.34 releases the lock only when its background threads exit,
+/// after `Drop` returns (spacejam/sled#1234), so an immediate reopen in the same process (a
+/// restore, a store recovering from a write failure) or by a process started right after
+/// another closed it can find the lock still taken. A lock held by a live node is held far
+/// longer than the wait, so two nodes on one directory are still refused.
+fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_RELEASE_WAIT =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn open_db(dir: &Path) -> Result<Opened, StoreError> {
+    let db = open_sled(
+        &sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(Some(BACKGROUND_FLUSH_MS))
+            // Writes come in bursts of small records; favour throughput over file compactness.
+            .mode(sled::Mode::HighThroughput),
+    )?;
+    let db_file = Arc::new(File::open(dir.join("db"))?);
+    Ok(Opened { db, db_file })
+}
+
+/// Refuses a newer layout, records the current one in a new store (or in one made before the
+/// version key existed, whose layout is version 1).
+fn check_schema(db: &sled::Db) -> Result<(), StoreError> {
+    match db.get(SCHEMA_KEY)? {
+        None => {
+            db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes().as_slice())?;
+            db.flush()?;
+            Ok(())
+        }
+        Some(bytes) => {
+            let found = u32::from_be_bytes(bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                key: "schema version".into(),
+                reason: "not 4 bytes".into(),
+            })?);
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::NewerSchema { found, supported: SCHEMA_VERSION });
+            }
+            // found < SCHEMA_VERSION: migrations go here, oldest first, each in one batch.
+            Ok(())
+        }
+    }
+}
+
+fn event_counter(db: &sled::Db) -> Result<u64, StoreError> {
+    read_u64(db, EVENT_COUNTER_KEY, "event counter")
+}
+
+/// A big-endian u64 under `key` (absent: 0); `name` says what it is when it is damaged.
+fn read_u64(db: &sled::Db, key: &[u8], name: &str) -> Result<u64, StoreError> {
+    match db.get(key)? {
+        Some(bytes) => Ok(u64::from_be_bytes(
+            bytes
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt { key: name.into(), reason: "not 8 bytes".into() })?,
+        )),
+        None => Ok(0),
+    }
+}
+
+fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + rest.len());
+    key.push(prefix);
+    key.extend_from_slice(rest);
+    key
+}
+
+fn message_key(id: Uuid) -> [u8; 17] {
+    let mut key = [b'm'; 17];
+    key[1..].copy_from_slice(id.as_bytes());
+    key
+}
+
+fn decode(key: &[u8], bytes: &[u8]) -> Result<StoredMessage, StoreError> {
+    StoredMessage::decode(bytes)
+        .map_err(|e| StoreError::Corrupt { key: format!("{key:02x?}"), reason: e.to_string() })
+}
+
+/// The stored message as the desk API shows it, with `overdue` worked out for this moment.
+pub fn view(stored: &StoredMessage) -> Message {
+    let mut message = stored.message.clone().unwrap_or_default();
+    message.overdue = awaits_acknowledgement(&message)
+        && message.ack_deadline.as_ref().is_some_and(|d| timestamp::to_system(d) <= SystemTime::now());
+    message
+}
+
+// Backups: `backup` owns the file format; the store takes consistent copies and rebuilds from them.
+
+/// A consistent copy of every record of the store, taken between two writes (never inside one).
+pub struct Snapshot {
+    records: Vec<(sled::IVec, sled::IVec)>,
+    sequence_floor: u64,
+    schema_version: u32,
+}
+
+impl Snapshot {
+    /// The `index`-th record (key, value) in key order; `None` past the last.
+    pub fn record(&self, index: usize) -> Option<(&[u8], &[u8])> {
+        self.records.get(index).map(|(key, value)| (key.as_ref(), value.as_ref()))
+    }
+
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there are none (never, for a store that was opened: it holds its schema version).
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Greater than every sequence number handed out before the copy: a store rebuilt from it
+    /// must hand out only greater ones, or new messages would overwrite listing keys.
+    pub fn sequence_floor(&self) -> u64 {
+        self.sequence_floor
+    }
+
+    /// The layout version of the records.
+    pub fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+}
+
+impl Store {
+    /// A consistent copy of the whole store, for a backup. Taken under the writer lock, so it
+    /// holds every write applied before it completely and none after it; the copy shares sled's
+    /// buffers (reference-counted), so the lock is held for one walk over the keys. Not yet
+    /// durable: call [`Store::persist`] after it and before handing the copy out, so that it
+    /// holds only what is on the device.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        if let Some(why) = self.broken() {
+            return Err(StoreError::Recovering(why));
+        }
+        let _guard = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let db = self.db()?;
+        let records = db.iter().collect::<Result<Vec<_>, _>>()?;
+        // sled's id generator is not a record: carry its position so a rebuilt store continues it.
+        let sequence_floor = db.generate_id()?;
+        let schema_version = records
+            .iter()
+            .find(|(key, _)| key.as_ref() == SCHEMA_KEY)
+            .and_then(|(_, value)| <[u8; 4]>::try_from(value.as_ref()).ok())
+            .map_or(SCHEMA_VERSION, u32::from_be_bytes);
+        Ok(Snapshot { records, sequence_floor, schema_version })
+    }
+}
+
+/// What [`Importer::finish`] rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// Records written.
+    pub records: u64,
+    /// Messages among them.
+    pub messages: u64,
+    /// Lifecycle events among them.
+    pub events: u64,
+}
+
+/// Rebuilds a store in an empty directory from a snapshot's records (read back from a backup).
+/// Offline: the directory must not belong to a running node.
+pub struct Importer {
+    dir: std::path::PathBuf,
+    db: sled::Db,
+    batch: sled::Batch,
+    pending: usize,
+    records: u64,
+    sequence_floor: u64,
+}
+
+/// sled's default id-generator persist interval, which `open_db` runs with.
+const IDGEN_INTERVAL: u64 = 1_000_000;
+
+/// Records per sled batch while importing: bounds memory, keeps batches large.
+const IMPORT_BATCH: usize = 10_000;
+
+fn import_config(dir: &Path, idgen_interval: u64) -> sled::Config {
+    // Segment size and compression must match `open_db` (sled refuses a change); both are
+    // sled's defaults there too.
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(CACHE_BYTES)
+        .flush_every_ms(None)
+        .idgen_persist_interval(idgen_interval)
+}
+
+impl Importer {
+    /// Starts a new store in `dir` (which the caller made sure is empty); `sequence_floor` is
+    /// [`Snapshot::sequence_floor`] of the copy.
+    pub fn create(dir: &Path, sequence_floor: u64) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let db = open_sled(&import_config(dir, IDGEN_INTERVAL))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            db,
+            batch: sled::Batch::default(),
+            pending: 0,
+            records: 0,
+            sequence_floor,
+        })
+    }
+
+    /// Adds one record.
+    pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.batch.insert(key, value);
+        self.pending += 1;
+        self.records += 1;
+        if self.pending >= IMPORT_BATCH {
+            self.db.apply_batch(std::mem::take(&mut self.batch))?;
+            self.pending = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes the rest, flushes, moves the sequence generator past the copy's floor, and opens
+    /// the result as a node would (so a layout this version cannot read is refused here).
+    pub fn finish(self) -> Result<Imported, StoreError> {
+        let Self { dir, db, batch, records, sequence_floor, .. } = self;
+        db.apply_batch(batch)?;
+        db.flush()?;
+        let messages = db.scan_prefix([b'm']).count() as u64;
+        let events = db.scan_prefix([b'e']).count() as u64;
+        let stored = db.len() as u64;
+        drop(db);
+        if stored != records {
+            return Err(StoreError::Corrupt {
+                key: "backup".into(),
+                reason: format!("{records} records written but {stored} stored (duplicate keys?)"),
+            });
+        }
+        // sled has no way to set its id generator; but on reopening it continues at the last
+        // persisted counter plus twice the persist interval. An interval of at least half the
+        // floor puts it past the floor, and the first id then persists that position for later
+        // opens. sled expects the persisted counter to be a multiple of the interval it runs
+        // with (it asserts so), so the interval is a multiple of the one `open_db` uses.
+        let interval = (sequence_floor / 2 / IDGEN_INTERVAL + 1) * IDGEN_INTERVAL;
+        let db = open_sled(&import_config(&dir, interval))?;
+        let next = db.generate_id()?;
+        db.flush()?;
+        drop(db);
+        if next < sequence_floor {
+            return Err(StoreError::Corrupt {
+                key: "sequence generator".into(),
+                reason: format!("at {next} after the import, below the backup's {sequence_floor}"),
+            });
+        }
+        drop(Store::open(&dir)?);
+        // sled's flush stops at `sync_file_range`; a restored store must survive a power cut.
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                File::open(entry.path())?.sync_all()?;
+            }
+        }
+        File::open(&dir)?.sync_all()?;
+        Ok(Imported { records, messages, events })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Envelope;
+
+    fn outbound(store: &Store, destination: &str, precedence: Precedence) -> Uuid {
+        let id = Uuid::now_v7();
+        store
+            .write(|changes| {
+                let seq = changes.next_seq()?;
+                let message = Message {
+                    envelope: Some(Envelope {
+                        id: id.to_string(),
+                        destination: destination.into(),
+                        kind: EnvelopeKind::Request as i32,
+                        precedence: precedence as i32,
+                        ..Default::default()
+                    }),
+                    direction: Direction::Outbound as i32,
+                    state: MessageState::Queued as i32,
+                    ..Default::default()
+                };
+                changes.put(StoredMessage {
+                    message: Some(message),
+                    seq,
+                    overdue_announced: false,
+                    hold_until: None,
+                    submitted_by: String::new(),
+                    receipt: None,
+                    origin_certificate: Vec::new(),
+                })
+            })
+            .unwrap();
+        id
+    }
+
+    fn ids(messages: &[StoredMessage]) -> Vec<Uuid> {
+        messages.iter().map(|m| Uuid::parse_str(&view(m).envelope.unwrap().id).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn outbox_orders_by_precedence_then_submission_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (routine1, flash, routine2, other) = {
+            let store = Store::open(dir.path()).unwrap();
+            let routine1 = outbound(&store, "FR", Precedence::Routine);
+            let flash = outbound(&store, "FR", Precedence::Flash);
+            let routine2 = outbound(&store, "FR", Precedence::Routine);
+            let other = outbound(&store, "DE", Precedence::Flash);
+            store.persist().await.unwrap();
+            (routine1, flash, routine2, other)
+        };
+        let store = Store::open(dir.path()).unwrap();
+        let fr: NodeCode = "FR".parse().unwrap();
+        assert_eq!(ids(&store.outbox_for(fr, 10).unwrap()), vec![flash, routine1, routine2]);
+        assert_eq!(
+            ids(&store.list(Listing::Outbox, 10, |_| true).unwrap()),
+            vec![other, routine2, flash, routine1]
+        );
+        assert_eq!(store.outbox_len(fr).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_directory_held_by_a_live_store_is_refused_and_free_again_once_it_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = Store::open(dir.path()).unwrap();
+        let error = Store::open(dir.path()).err().expect("a second store on a live directory");
+        assert!(error.to_string().contains("could not acquire lock"), "{error}");
+        drop(live);
+        // Right after the drop sled's threads may still hold the lock; the open waits for them.
+        Store::open(dir.path()).expect("the directory is free once the store is dropped");
+    }
+
+    #[test]
+    fn a_store_of_this_version_reopens_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let store = Store::open(dir.path()).expect("a store made by this version opens");
+        drop(store);
+        {
+            let db = open_sled(&sled::Config::new().path(dir.path())).unwrap();
+            db.insert(SCHEMA_KEY, (SCHEMA_VERSION + 1).to_be_bytes().as_slice()).unwrap();
+            db.flush().unwrap();
+        }
+        let error = Store::open(dir.path()).err().expect("a newer store is refused");
+        assert!(
+            matches!(error, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+            "{error}"
+        );
+        assert!(error.to_string().contains("run the newer version"), "{error}");
+    }
+
+    #[test]
+    fn leaving_the_queue_removes_the_outbox_key_and_failed_writes_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = outbound(&store, "FR", Precedence::Flash);
+        let fr: NodeCode = "FR".parse().unwrap();
+        let result: Result<(), StoreError> = store.write(|changes| {
+            let mut stored = changes.get(id)?.unwrap();
+            stored.message.as_mut().unwrap().set_state(MessageState::Delivered);
+            changes.put(stored)?;
+            Err(StoreError::Malformed("abandoned"))
+        });
+        assert!(result.is_err());
+        assert_eq!(store.outbox_len(fr).unwrap(), 1, "an abandoned operation must not apply");
+        store
+            .write(|changes| {
+                let mut stored = changes.get(id)?.unwrap();
+                stored.message.as_mut().unwrap().set_state(MessageState::Delivered);
+                changes.put(stored)
+            })
+            .unwrap();
+        assert_eq!(store.outbox_len(fr).unwrap(), 0);
+        assert_eq!(view(&store.get(id).unwrap().unwrap()).state(), MessageState::Delivered);
+    }
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use super::*;
+    use crate::proto::Envelope;
+
+    fn queued(id: Uuid) -> StoredMessage {
+        let mut message = Message {
+            envelope: Some(Envelope {
+                id: id.to_string(),
+                destination: "FR".into(),
+                kind: EnvelopeKind::Request as i32,
+                ..Default::default()
+            }),
+            direction: Direction::Outbound as i32,
+            ..Default::default()
+        };
+        crate::domain::lifecycle::enter(
+            &mut message,
+            MessageState::Queued,
+            timestamp::now(),
+            "submitted".into(),
+        );
+        StoredMessage { message: Some(message), seq: 1, ..Default::default() }
+    }
+
+    #[test]
+    fn state_changes_and_calls_extend_one_chain_that_survives_reopen_and_abandoned_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::now_v7();
+        let head = {
+            let store = Store::open(dir.path()).unwrap();
+            store.write(|changes| changes.put(queued(id))).unwrap();
+            let abandoned: Result<(), StoreError> = store.write(|changes| {
+                changes.audit("Get", "", "");
+                Err(StoreError::Malformed("abandoned"))
+            });
+            assert!(abandoned.is_err());
+            assert_eq!(store.audit_head().sequence, 1, "an abandoned write appends nothing");
+            store.audit_head()
+        };
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.audit_head(), head, "the head is stored with the records");
+        store
+            .write(|changes| {
+                changes.act_as("alice (officer)");
+                changes.audit("Get", &id.to_string(), "with 0 replies");
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let records: Vec<AuditRecord> =
+            store.audit_records(0, 10, 10).unwrap().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(records.len(), 2);
+        assert_eq!((records[0].who.as_str(), records[0].action.as_str()), ("node", "QUEUED"));
+        assert_eq!(records[0].message_id, id.to_string());
+        assert_eq!((records[1].who.as_str(), records[1].action.as_str()), ("alice (officer)", "Get"));
+        assert_eq!(crate::store::audit::verify(&records, Some(&store.audit_head())), Ok(store.audit_head()));
+        assert_eq!(store.audit_records(1, 10, 10).unwrap().len(), 1, "after 1, up to the head");
+    }
+
+    #[test]
+    fn old_events_are_pruned_oldest_first_never_the_last_with_an_audit_record() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for _ in 0..3 {
+                store.write(|changes| changes.put(queued(Uuid::now_v7()))).unwrap();
+            }
+            assert_eq!(store.events_between(0, 3, 10).unwrap().len(), 3);
+            // Nothing is older than the epoch.
+            let none = store.prune_events(SystemTime::UNIX_EPOCH, 100, "test").unwrap();
+            assert!(none.is_empty(), "{none:?}");
+            let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+            assert_eq!(store.prune_events(later, 1, "test").unwrap(), 1..=1, "a step at a time");
+            assert_eq!(store.prune_events(later, 100, "older than 1h").unwrap(), 2..=2, "never the last");
+            assert!(store.prune_events(later, 100, "test").unwrap().is_empty());
+            let kept: Vec<u64> = store.events_between(0, 3, 10).unwrap().iter().map(|e| e.sequence).collect();
+            assert_eq!(kept, vec![3]);
+            let head = store.audit_head().sequence;
+            let (_, last) = store.audit_records(head - 1, head, 1).unwrap().remove(0);
+            assert_eq!(
+                (last.action.as_str(), last.details.as_str()),
+                ("PRUNE_EVENTS", "events 2 to 2: older than 1h")
+            );
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.events_pruned_through().unwrap(), 2, "the mark survives a restart");
+    }
+
+    #[test]
+    fn a_deleted_or_rolled_back_head_never_makes_the_node_overwrite_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let store = Store::open(dir.path()).unwrap();
+            for action in ["Get", "ListInbox"] {
+                store
+                    .write(|changes| {
+                        changes.audit(action, "", "");
+                        Ok::<_, StoreError>(())
+                    })
+                    .unwrap();
+            }
+            store.audit_records(0, 1, 1).unwrap().remove(0).1
+        };
+        {
+            let db = open_sled(&sled::Config::new().path(dir.path())).unwrap();
+            db.remove(AUDIT_HEAD_KEY).unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.audit_head().sequence, 2);
+        store
+            .write(|changes| {
+                changes.audit("Watch", "", "");
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let records: Vec<AuditRecord> =
+            store.audit_records(0, 10, 10).unwrap().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(records[0], first, "record 1 is untouched");
+        assert_eq!(
+            records.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+            ["Get", "ListInbox", "Watch"]
+        );
+        assert!(crate::store::audit::verify(&records, Some(&store.audit_head())).is_ok());
+    }
+}

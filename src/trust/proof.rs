@@ -1,0 +1,486 @@
+//! Proof files: one message's evidence of origin and of receipt as a self-contained JSON file
+//! (`hanoi247 show ID --proof FILE`), and checking such a file offline (`hanoi247 verify FILE`).
+//!
+//! A proof file (`"format": "hanoi247-proof-v1"`) holds the envelope's canonical encoding
+//! (base64; what the origin signed) with its SHA-256 and a readable form, the origin's signature
+//! and certificate chain, and, once delivered, the receiver's signed receipt and certificate
+//! chain. Chains are PEM, the node certificate first and the network CA last. The encodings are
+//! those of [`crate::trust::signing`].
+//!
+//! **Boundary:** pure: builds from a `GetProofResponse` and verifies bytes; never talks to a node.
+
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use prost::Message as _;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use serde_json::json;
+
+use crate::domain::identity::{Identity, NodeCode};
+use crate::domain::names::ShortName as _;
+use crate::proto::{Envelope, GetProofResponse, Receipt};
+use crate::trust::signing::{self, hex};
+
+/// The `format` of the proof files this version writes and reads.
+pub const FORMAT: &str = "hanoi247-proof-v1";
+
+/// A proof file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProofFile {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// The network name in both nodes' `spiffe://<network>/node/<CC>` identities.
+    pub network: String,
+    /// The envelope.
+    pub envelope: EnvelopePart,
+    /// The origin's signature over it.
+    pub origin: OriginPart,
+    /// The receiver's signed receipt; absent when the message was not delivered (yet).
+    pub receipt: Option<ReceiptPart>,
+}
+
+/// The envelope as signed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopePart {
+    /// The envelope id.
+    pub id: String,
+    /// SHA-256 of the canonical encoding (hex): the envelope's digest.
+    pub sha256: String,
+    /// The canonical encoding (base64): what the origin signed.
+    pub canonical_base64: String,
+    /// The same envelope for people (as `show --json` prints it); must match the bytes.
+    pub readable: Value,
+}
+
+/// The origin's signature.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OriginPart {
+    /// The origin's node code.
+    pub node: String,
+    /// ECDSA P-256 / SHA-256 signature (ASN.1 DER, base64) over "hanoi247-envelope-v1\n" || digest.
+    pub signature_base64: String,
+    /// PEM certificates: the origin's node certificate, then the network CA.
+    pub certificate_chain: Vec<String>,
+}
+
+/// The receiver's signed receipt.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptPart {
+    /// The receiving node's code.
+    pub receiver: String,
+    /// The envelope id the receipt is for.
+    pub envelope_id: String,
+    /// The digest of the envelope the receiver stored (hex).
+    pub envelope_sha256: String,
+    /// When the receiver stored the envelope durably (RFC 3339, nanoseconds: exactly as signed).
+    pub received_at: String,
+    /// ECDSA P-256 / SHA-256 signature (ASN.1 DER, base64) over the receipt's canonical bytes.
+    pub signature_base64: String,
+    /// PEM certificates: the receiver's node certificate, then the network CA.
+    pub certificate_chain: Vec<String>,
+}
+
+/// A proof file that cannot be made, read or does not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    /// One part of the proof is malformed or does not check out.
+    #[error("{part}: {message}")]
+    Invalid {
+        /// The part of the file, e.g. `receipt.signature_base64`.
+        part: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file is not a proof file (JSON).
+    #[error("not a hanoi247 proof file: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn invalid(part: &str, message: impl ToString) -> ProofError {
+    ProofError::Invalid { part: part.to_owned(), message: message.to_string() }
+}
+
+/// A DER certificate as PEM.
+pub fn pem(der: &[u8]) -> String {
+    let body = BASE64.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// A time exactly as signed (nanoseconds), RFC 3339 UTC.
+fn exact_time(timestamp: &prost_types::Timestamp) -> String {
+    humantime::format_rfc3339_nanos(crate::domain::timestamp::to_system(timestamp)).to_string()
+}
+
+/// The proof file for what a node's `GetProof` returned.
+pub fn build(response: &GetProofResponse) -> Result<ProofFile, ProofError> {
+    let envelope = Envelope::decode(response.envelope_canonical.as_slice())
+        .map_err(|e| invalid("envelope_canonical", format!("not an envelope: {e}")))?;
+    let digest = signing::sha256(&response.envelope_canonical);
+    let ca = pem(&response.network_ca_certificate);
+    let receiver_ca = match response.receiver_network_ca_certificate.as_slice() {
+        [] => ca.clone(),
+        der => pem(der),
+    };
+    let receipt = response.receipt.as_ref().map(|r| ReceiptPart {
+        receiver: r.receiver.clone(),
+        envelope_id: r.envelope_id.clone(),
+        envelope_sha256: hex(&r.envelope_sha256),
+        received_at: r.received_at.as_ref().map(exact_time).unwrap_or_default(),
+        signature_base64: BASE64.encode(&r.signature),
+        certificate_chain: vec![pem(&r.receiver_certificate), receiver_ca],
+    });
+    Ok(ProofFile {
+        format: FORMAT.to_owned(),
+        network: response.network.clone(),
+        envelope: EnvelopePart {
+            id: envelope.id.clone(),
+            sha256: hex(&digest),
+            canonical_base64: BASE64.encode(&response.envelope_canonical),
+            readable: readable_envelope(&envelope),
+        },
+        origin: OriginPart {
+            node: envelope.origin.clone(),
+            signature_base64: BASE64.encode(&response.origin_signature),
+            certificate_chain: vec![pem(&response.origin_certificate), ca],
+        },
+        receipt,
+    })
+}
+
+/// What a verified proof shows.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The envelope, decoded from the signed bytes.
+    pub envelope: Envelope,
+    /// Its digest (hex).
+    pub sha256: String,
+    /// The trusted network CA: subject and SHA-256 fingerprint of its DER.
+    pub ca: String,
+    /// Whether the CA came from the caller (`--ca`) rather than from the file itself.
+    pub ca_given: bool,
+    /// The origin's identity URI.
+    pub origin: String,
+    /// The receiver's identity URI and the receive time, when the file has a receipt.
+    pub receipt: Option<(String, String)>,
+    /// The CA that issued the receiver's certificate, when not the origin's (a CA rotation).
+    pub receipt_ca: Option<String>,
+}
+
+impl std::fmt::Display for Verified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = &self.envelope;
+        writeln!(f, "VERIFIED: proof of envelope {}", e.id)?;
+        let trust = if self.ca_given {
+            "given with --ca"
+        } else {
+            "taken from the proof file itself: compare this fingerprint with your network CA, or pass --ca"
+        };
+        writeln!(f, "network CA: {} ({trust})", self.ca)?;
+        writeln!(
+            f,
+            "origin: node {} ({}) signed this envelope (SHA-256 {}):",
+            e.origin, self.origin, self.sha256
+        )?;
+        let readable = readable_envelope(e);
+        let field = |name: &str| readable[name].as_str().unwrap_or_default().to_owned();
+        writeln!(
+            f,
+            "  {} {} from {} to {}, case {}, precedence {}, created {}, subject \"{}\"",
+            field("kind"),
+            field("request_type"),
+            e.origin,
+            e.destination,
+            e.case_reference,
+            field("precedence"),
+            field("created_at"),
+            e.subject
+        )?;
+        match &self.receipt {
+            Some((receiver, at)) => writeln!(
+                f,
+                "receipt: node {} ({receiver}) acknowledged durable receipt of this envelope at {at}",
+                e.destination
+            ),
+            None => writeln!(f, "receipt: none in this file; it proves nothing about delivery"),
+        }?;
+        match &self.receipt_ca {
+            Some(ca) => writeln!(f, "  (the receiver's certificate was issued by the network CA {ca})"),
+            None => Ok(()),
+        }
+    }
+}
+
+fn decode_base64(part: &str, text: &str) -> Result<Vec<u8>, ProofError> {
+    BASE64.decode(text.trim()).map_err(|e| invalid(part, format!("not base64: {e}")))
+}
+
+fn decode_pem(part: &str, text: &str) -> Result<Vec<u8>, ProofError> {
+    CertificateDer::from_pem_slice(text.as_bytes())
+        .map(|c| c.to_vec())
+        .map_err(|e| invalid(part, format!("not a PEM certificate: {e}")))
+}
+
+/// The node certificate and the CA of a two-element chain.
+fn chain(part: &str, chain: &[String]) -> Result<(Vec<u8>, Vec<u8>), ProofError> {
+    match chain {
+        [leaf, ca] => Ok((decode_pem(&format!("{part}[0]"), leaf)?, decode_pem(&format!("{part}[1]"), ca)?)),
+        _ => Err(invalid(part, format!("expected 2 certificates (node, network CA), found {}", chain.len()))),
+    }
+}
+
+fn node_identity(part: &str, network: &str, code: &str) -> Result<Identity, ProofError> {
+    let code: NodeCode = code.parse().map_err(|e| invalid(part, format!("{e}")))?;
+    Ok(Identity::Node { network: network.to_owned(), code })
+}
+
+fn describe_ca(der: &[u8]) -> String {
+    let subject = x509_parser::parse_x509_certificate(der)
+        .map(|(_, c)| c.subject().to_string())
+        .unwrap_or_else(|_| "(unparsable certificate)".into());
+    format!("{subject}, SHA-256 fingerprint {}", hex(&signing::sha256(der)))
+}
+
+/// The CA to check a chain's node certificate against: of the trusted ones, the one that issued
+/// it (or the first, whose check then says why not); without trusted ones, the chain's own.
+fn anchor(leaf: &[u8], chain_ca: Vec<u8>, trusted: Option<&[Vec<u8>]>) -> Vec<u8> {
+    match trusted {
+        None => chain_ca,
+        Some(cas) => {
+            signing::issuer_among(leaf, cas).or(cas.first().map(Vec::as_slice)).unwrap_or_default().to_vec()
+        }
+    }
+}
+
+/// Checks a proof file offline. `trusted_cas` are the network CA certificates (DER) to trust
+/// (old and new during a rotation); without them the CAs in the file are used (which proves only
+/// that the file is consistent, so the output says so).
+pub fn verify(text: &str, trusted_cas: Option<&[Vec<u8>]>) -> Result<Verified, ProofError> {
+    let proof: ProofFile = serde_json::from_str(text)?;
+    if proof.format != FORMAT {
+        return Err(invalid("format", format!("'{}' is not {FORMAT}", proof.format)));
+    }
+    // The envelope: the signed bytes decide; everything else must agree with them.
+    let canonical = decode_base64("envelope.canonical_base64", &proof.envelope.canonical_base64)?;
+    let envelope = Envelope::decode(canonical.as_slice())
+        .map_err(|e| invalid("envelope.canonical_base64", format!("not a protobuf envelope: {e}")))?;
+    if signing::canonical_envelope(&envelope) != canonical {
+        return Err(invalid(
+            "envelope.canonical_base64",
+            "not the canonical encoding of an envelope (fields out of order, defaults or a signature inside)",
+        ));
+    }
+    let digest = signing::sha256(&canonical);
+    if proof.envelope.sha256 != hex(&digest) {
+        return Err(invalid(
+            "envelope.sha256",
+            format!("{} is not the SHA-256 of the canonical bytes ({})", proof.envelope.sha256, hex(&digest)),
+        ));
+    }
+    if proof.envelope.id != envelope.id {
+        return Err(invalid(
+            "envelope.id",
+            format!("'{}' but the signed envelope is {}", proof.envelope.id, envelope.id),
+        ));
+    }
+    check_readable(&proof.envelope.readable, &readable_envelope(&envelope))?;
+
+    // The origin's signature, by a certificate of the network CA naming the origin.
+    let (origin_cert, file_ca) = chain("origin.certificate_chain", &proof.origin.certificate_chain)?;
+    let ca = anchor(&origin_cert, file_ca, trusted_cas);
+    if proof.origin.node != envelope.origin {
+        return Err(invalid(
+            "origin.node",
+            format!("'{}' but the envelope's origin is {}", proof.origin.node, envelope.origin),
+        ));
+    }
+    let origin = node_identity("origin.node", &proof.network, &envelope.origin)?;
+    let created_at =
+        envelope.created_at.as_ref().map_or(SystemTime::UNIX_EPOCH, crate::domain::timestamp::to_system);
+    signing::check_certificate(&origin_cert, &ca, &origin, created_at)
+        .map_err(|e| invalid("origin.certificate_chain", e))?;
+    let signature = decode_base64("origin.signature_base64", &proof.origin.signature_base64)?;
+    signing::verify_with_certificate(&origin_cert, &signing::envelope_signed_bytes(&digest), &signature)
+        .map_err(|e| invalid("origin.signature_base64", format!("the origin's {e}")))?;
+
+    // The receipt, by a certificate of the network CA naming the destination.
+    let receipt = match &proof.receipt {
+        None => None,
+        Some(part) => {
+            if part.receiver != envelope.destination {
+                return Err(invalid(
+                    "receipt.receiver",
+                    format!("'{}' but the envelope's destination is {}", part.receiver, envelope.destination),
+                ));
+            }
+            let receiver = node_identity("receipt.receiver", &proof.network, &part.receiver)?;
+            let (receiver_cert, receiver_file_ca) =
+                chain("receipt.certificate_chain", &part.certificate_chain)?;
+            let receiver_ca = anchor(&receiver_cert, receiver_file_ca, trusted_cas);
+            let received_at = humantime::parse_rfc3339(&part.received_at)
+                .map_err(|e| invalid("receipt.received_at", format!("not an RFC 3339 time: {e}")))?;
+            let receipt = Receipt {
+                envelope_id: part.envelope_id.clone(),
+                receiver: part.receiver.clone(),
+                received_at: Some(crate::domain::timestamp::from_system(received_at)),
+                duplicate: false,
+                envelope_sha256: hex_decode("receipt.envelope_sha256", &part.envelope_sha256)?,
+                signature: decode_base64("receipt.signature_base64", &part.signature_base64)?,
+                receiver_certificate: receiver_cert,
+            };
+            signing::verify_receipt(&receipt, &envelope, &receiver, &receiver_ca).map_err(|e| {
+                let part = match e {
+                    signing::SigningError::Signature(_) => "receipt.signature_base64",
+                    signing::SigningError::Chain(_) | signing::SigningError::Certificate(_) => {
+                        "receipt.certificate_chain"
+                    }
+                    _ => "receipt",
+                };
+                invalid(part, format!("the receiver's {e}"))
+            })?;
+            Some((receiver.uri(), part.received_at.clone(), receiver_ca))
+        }
+    };
+    let (receipt, receipt_ca) = match receipt {
+        Some((uri, at, receiver_ca)) => {
+            (Some((uri, at)), (receiver_ca != ca).then(|| describe_ca(&receiver_ca)))
+        }
+        None => (None, None),
+    };
+    Ok(Verified {
+        sha256: hex(&digest),
+        ca: describe_ca(&ca),
+        ca_given: trusted_cas.is_some(),
+        origin: origin.uri(),
+        receipt,
+        receipt_ca,
+        envelope,
+    })
+}
+
+/// Every field of the readable copy must be what the signed bytes say. Fields the copy leaves out
+/// (a file written before `show --json` printed them) are not required.
+fn check_readable(readable: &Value, signed: &Value) -> Result<(), ProofError> {
+    let Some(fields) = readable.as_object() else {
+        return Err(invalid("envelope.readable", "must be a JSON object"));
+    };
+    for (name, value) in fields {
+        if signed.get(name) != Some(value) {
+            let signed_value = signed.get(name).map_or_else(|| "nothing".to_owned(), Value::to_string);
+            return Err(invalid(
+                &format!("envelope.readable.{name}"),
+                format!(
+                    "{value} does not match the signed bytes (canonical_base64), which say {signed_value}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn hex_decode(part: &str, text: &str) -> Result<Vec<u8>, ProofError> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(part, "not hexadecimal"));
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|e| invalid(part, e)))
+        .collect()
+}
+
+/// The readable part of a proof file: the envelope as JSON, enum values by short name. Part of
+/// proof format v1: a verifier compares it with the signed bytes, so it never changes for v1
+/// (the command line shows envelopes this way too).
+pub fn readable_envelope(e: &Envelope) -> Value {
+    json!({
+        "id": e.id,
+        "origin": e.origin,
+        "destination": e.destination,
+        "kind": e.kind().short_name(),
+        "request_type": e.request_type().short_name(),
+        "precedence": e.precedence().short_name(),
+        "case_reference": e.case_reference,
+        "subject": e.subject,
+        "body": e.body,
+        "language": e.language,
+        "created_at": crate::domain::json::time(e.created_at.as_ref()),
+        "expires_at": crate::domain::json::time(e.expires_at.as_ref()),
+        "in_reply_to": e.in_reply_to,
+        "attachments": e.attachments.iter().map(|a| json!({
+            "name": a.name, "media_type": a.media_type, "size_bytes": a.size_bytes,
+            "sha256": a.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        })).collect::<Vec<_>>(),
+        "handling_code": e.handling_code().short_name(),
+        "handling_restrictions": e.handling_restrictions,
+        "preservation": e.preservation.as_ref().map(|p| json!({
+            "requesting_authority": p.requesting_authority,
+            "offence": p.offence,
+            "facts": p.facts,
+            "data_to_preserve": p.data_to_preserve,
+            "link_to_offence": p.link_to_offence,
+            "custodian_or_location": p.custodian_or_location,
+            "necessity": p.necessity,
+            "mutual_legal_assistance_to_follow": p.mutual_legal_assistance_to_follow,
+            "preservation_days": p.preservation_days,
+        })),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_round_trips_and_hex_decodes() {
+        let der = (0..=255u8).collect::<Vec<_>>();
+        let text = pem(&der);
+        assert!(text.lines().all(|l| l.len() <= 64));
+        assert_eq!(decode_pem("x", &text).unwrap(), der);
+        assert_eq!(hex_decode("x", &hex(&der)).unwrap(), der);
+        assert!(hex_decode("x", "abc").is_err());
+        assert!(hex_decode("x", "zz").is_err());
+    }
+
+    #[test]
+    fn exact_times_keep_nanoseconds() {
+        let at = prost_types::Timestamp { seconds: 1_764_000_000, nanos: 123_456_789 };
+        let text = exact_time(&at);
+        assert_eq!(text, "2025-11-24T16:00:00.123456789Z");
+        let back = crate::domain::timestamp::from_system(humantime::parse_rfc3339(&text).unwrap());
+        assert_eq!(back, at);
+    }
+
+    #[test]
+    fn the_readable_copy_may_leave_fields_out_but_never_differ() {
+        let signed = serde_json::json!({"subject": "Preserve", "body": "logs"});
+        check_readable(&serde_json::json!({"subject": "Preserve"}), &signed).unwrap();
+        let error = check_readable(&serde_json::json!({"subject": "Other"}), &signed).unwrap_err();
+        assert!(
+            error.to_string().starts_with("envelope.readable.subject: \"Other\" does not match"),
+            "{error}"
+        );
+        let error = check_readable(&serde_json::json!({"note": "added"}), &signed).unwrap_err();
+        assert!(error.to_string().contains("which say nothing"), "{error}");
+        assert!(check_readable(&serde_json::json!([]), &signed).is_err());
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_proof_is_refused_by_name() {
+        let error = verify("{}", None).unwrap_err();
+        assert!(error.to_string().contains("not a hanoi247 proof file"), "{error}");
+    }
+}

@@ -1,0 +1,158 @@
+//! When to read files again without a restart: on SIGHUP and when a watched file changes
+//! (its modification time or size, polled every [`POLL_INTERVAL`]; no file-watching crate).
+//! Anything that can be reloaded (the signed directory, the TLS certificates, keys and CRLs)
+//! subscribes to one [`ReloadTrigger`] and re-reads its own files when it fires.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How often watched files are looked at.
+pub const POLL_INTERVAL: Duration = crate::config::DEFAULT_POLL_INTERVAL;
+
+/// Fires for every SIGHUP and every change of a watched file; cheap to clone.
+#[derive(Clone)]
+pub struct ReloadTrigger {
+    /// Counts the reasons to reload; subscribers only care that it moved.
+    fired: Arc<watch::Sender<u64>>,
+    /// The watched files and what they looked like last time.
+    watched: Arc<Mutex<Vec<Watched>>>,
+}
+
+/// Modification time and size.
+type FileState = (SystemTime, u64);
+
+/// A watched file and how it looked at the last look (`None`: missing).
+type Watched = (PathBuf, Option<FileState>);
+
+fn file_state(path: &std::path::Path) -> Option<FileState> {
+    std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())))
+}
+
+impl Default for ReloadTrigger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReloadTrigger {
+    /// A trigger that has not fired.
+    pub fn new() -> Self {
+        Self { fired: Arc::new(watch::channel(0).0), watched: Arc::default() }
+    }
+
+    /// A receiver whose `changed()` completes after each firing (several firings before it
+    /// looks count as one: a reload reads the files as they are then).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.fired.subscribe()
+    }
+
+    /// Fires: every subscriber reloads.
+    pub fn fire(&self, reason: &str) {
+        tracing::info!(%reason, "reloading");
+        self.fired.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Also fires when `path` changes from how it is now (see [`ReloadTrigger::poll_files`]).
+    pub fn watch_file(&self, path: PathBuf) {
+        // A poisoned lock means a panic while pushing to a Vec; the list is still usable.
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        if !watched.iter().any(|(p, _)| *p == path) {
+            let state = file_state(&path);
+            watched.push((path, state));
+        }
+    }
+
+    /// Looks at the watched files every `every` until `stop`, firing when one's modification
+    /// time or size differs from what was last acted on (a file that appears or disappears
+    /// counts) and has stayed the same for one more look: a certificate and its key written one
+    /// after the other are then read together.
+    pub async fn poll_files(self, every: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // What each changed file looked like at the previous look, while it settles.
+        let mut settling: Vec<Watched> = Vec::new();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let mut settled = Vec::new();
+            let mut still_changing = false;
+            {
+                let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+                let mut next_settling = Vec::new();
+                for (path, acted_on) in watched.iter_mut() {
+                    let now = file_state(path);
+                    if *acted_on == now {
+                        continue;
+                    }
+                    let previous = settling.iter().find(|(p, _)| p == path).map(|(_, state)| *state);
+                    if previous == Some(now) {
+                        settled.push((path.clone(), now));
+                    } else {
+                        still_changing = true;
+                        next_settling.push((path.clone(), now));
+                    }
+                }
+                // Act only when nothing is still being written, so that related files go together.
+                if still_changing {
+                    next_settling.append(&mut settled);
+                } else {
+                    for (path, state) in &settled {
+                        if let Some(entry) = watched.iter_mut().find(|(p, _)| p == path) {
+                            entry.1 = *state;
+                        }
+                    }
+                }
+                settling = next_settling;
+            }
+            if !settled.is_empty() {
+                let names: Vec<String> = settled.iter().map(|(p, _)| p.display().to_string()).collect();
+                self.fire(&format!("changed: {}", names.join(", ")));
+            }
+        }
+    }
+}
+
+/// Listens for SIGHUP. Call it before the node announces it is up: from then on SIGHUP no
+/// longer terminates the process.
+pub fn hangup_signal() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
+/// Fires `trigger` for every SIGHUP received on `signal`.
+pub async fn forward_hangups(mut signal: tokio::signal::unix::Signal, trigger: ReloadTrigger) {
+    while signal.recv().await.is_some() {
+        trigger.fire("SIGHUP");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fires_on_demand_and_when_a_watched_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("watched");
+        std::fs::write(&path, "one").unwrap();
+        let trigger = ReloadTrigger::new();
+        let mut fired = trigger.subscribe();
+        trigger.fire("test");
+        tokio::time::timeout(Duration::from_secs(5), fired.changed()).await.unwrap().unwrap();
+
+        trigger.watch_file(path.clone());
+        let stop = CancellationToken::new();
+        let poller = tokio::spawn(trigger.clone().poll_files(Duration::from_millis(20), stop.clone()));
+        fired.borrow_and_update();
+        // The size differs whatever the clock's resolution.
+        std::fs::write(&path, "two, longer").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), fired.changed()).await.unwrap().unwrap();
+        stop.cancel();
+        poller.await.unwrap();
+    }
+}

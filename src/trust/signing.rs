@@ -1,0 +1,651 @@
+//! Non-repudiation: the origin signs every envelope, the receiver signs every receipt, and both
+//! signatures are checked against certificates issued by the network CA.
+//!
+//! Canonical encodings (the bytes that are signed; also in the proto comments):
+//!
+//! - **Envelope.** The canonical encoding is the protobuf encoding of the envelope with
+//!   `origin_signature` cleared, as prost writes it: fields in field-number order, proto3 default
+//!   values omitted, repeated scalars packed, no unknown fields. Its SHA-256 is the envelope's
+//!   *digest*. The origin signs `"hanoi247-envelope-v1\n" || digest`.
+//! - **Receipt.** The receiver signs `"hanoi247-receipt-v1\n" || digest (32 bytes) || u16 BE
+//!   length || envelope id || u16 BE length || receiver code || received_at.seconds (i64 BE) ||
+//!   received_at.nanos (i32 BE)`. `duplicate` is not signed (a duplicate is the same receipt).
+//!
+//! Signatures are ECDSA P-256 with SHA-256, ASN.1 DER, made with the node's TLS key (`pki` makes
+//! every key P-256). The domain-separation prefixes keep an envelope signature from ever passing
+//! as a receipt signature and the other way round.
+//!
+//! **Boundary:** pure cryptography over bytes and certificates; never reads the store or the
+//! network. Certificates are checked here without the TLS stack, so a proof verifies offline.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use prost::Message as _;
+use prost_types::Timestamp;
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _, UnparsedPublicKey,
+};
+use rustls::pki_types::PrivateKeyDer;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::time::ASN1Time;
+
+use crate::domain::identity::{Identity, identity_of_cert};
+use crate::proto::{Envelope, Receipt};
+use crate::trust::tls;
+
+/// Prefix of the bytes an origin signs.
+pub const ENVELOPE_CONTEXT: &[u8] = b"hanoi247-envelope-v1\n";
+/// Prefix of the bytes a receiver signs.
+pub const RECEIPT_CONTEXT: &[u8] = b"hanoi247-receipt-v1\n";
+
+/// A signature, certificate or key that does not check out.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    /// The node's key or certificate file cannot be used for signing.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A certificate cannot be parsed or has no usable key.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// A certificate does not chain to the network CA, is not valid at the time, or names
+    /// someone else.
+    #[error("certificate chain: {0}")]
+    Chain(String),
+    /// A signature is missing or does not verify.
+    #[error("signature: {0}")]
+    Signature(String),
+    /// A receipt does not match the envelope it claims to be for.
+    #[error("receipt: {0}")]
+    Mismatch(String),
+}
+
+/// The canonical encoding of `envelope`: what its signature and digest cover.
+pub fn canonical_envelope(envelope: &Envelope) -> Vec<u8> {
+    let mut unsigned = envelope.clone();
+    unsigned.origin_signature.clear();
+    unsigned.encode_to_vec()
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// The envelope's digest: SHA-256 of its canonical encoding.
+pub fn envelope_digest(envelope: &Envelope) -> [u8; 32] {
+    sha256(&canonical_envelope(envelope))
+}
+
+/// The bytes an origin signs for an envelope with this digest.
+pub fn envelope_signed_bytes(digest: &[u8]) -> Vec<u8> {
+    [ENVELOPE_CONTEXT, digest].concat()
+}
+
+/// The bytes a receiver signs for a receipt (see the module documentation for the layout).
+pub fn receipt_signed_bytes(
+    digest: &[u8],
+    envelope_id: &str,
+    receiver: &str,
+    received_at: &Timestamp,
+) -> Vec<u8> {
+    let mut bytes =
+        Vec::with_capacity(RECEIPT_CONTEXT.len() + 32 + 4 + envelope_id.len() + receiver.len() + 12);
+    bytes.extend_from_slice(RECEIPT_CONTEXT);
+    bytes.extend_from_slice(digest);
+    for text in [envelope_id, receiver] {
+        // Ids and node codes are short; a longer text is cut off at u16::MAX, which no valid
+        // envelope reaches (validation limits ids to UUIDs).
+        let length = u16::try_from(text.len()).unwrap_or(u16::MAX);
+        bytes.extend_from_slice(&length.to_be_bytes());
+        bytes.extend_from_slice(&text.as_bytes()[..usize::from(length)]);
+    }
+    bytes.extend_from_slice(&received_at.seconds.to_be_bytes());
+    bytes.extend_from_slice(&received_at.nanos.to_be_bytes());
+    bytes
+}
+
+/// A parsed certificate, with errors that say what is wrong.
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, SigningError> {
+    if der.is_empty() {
+        return Err(SigningError::Certificate("missing".into()));
+    }
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, cert)| cert)
+        .map_err(|e| SigningError::Certificate(format!("not a DER X.509 certificate: {e}")))
+}
+
+/// The uncompressed P-256 point of a certificate's key.
+fn p256_key<'a>(cert: &'a X509Certificate<'_>) -> Result<&'a [u8], SigningError> {
+    let spki = cert.public_key();
+    let point = spki.subject_public_key.data.as_ref();
+    if spki.algorithm.algorithm != x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY || point.len() != 65
+    {
+        return Err(SigningError::Certificate(format!(
+            "the key of '{}' is not ECDSA P-256, the only signature algorithm of hanoi247",
+            cert.subject()
+        )));
+    }
+    Ok(point)
+}
+
+/// Checks an ECDSA P-256 signature over `message` with the key of the certificate `der`.
+pub fn verify_with_certificate(der: &[u8], message: &[u8], signature: &[u8]) -> Result<(), SigningError> {
+    let cert = parse(der)?;
+    let key = p256_key(&cert)?;
+    if signature.is_empty() {
+        return Err(SigningError::Signature("missing".into()));
+    }
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key)
+        .verify(message, signature)
+        .map_err(|_| SigningError::Signature(format!("does not verify with the key of '{}'", cert.subject())))
+}
+
+/// Checks that the envelope's `origin_signature` was made by the key of `certificate`; returns
+/// the envelope's digest.
+pub fn verify_envelope(envelope: &Envelope, certificate: &[u8]) -> Result<[u8; 32], SigningError> {
+    let digest = envelope_digest(envelope);
+    verify_with_certificate(certificate, &envelope_signed_bytes(&digest), &envelope.origin_signature)?;
+    Ok(digest)
+}
+
+/// Checks that `certificate` was issued by `ca`, was valid at `at` (as was the CA) and carries
+/// exactly the identity `expected`.
+pub fn check_certificate(
+    certificate: &[u8],
+    ca: &[u8],
+    expected: &Identity,
+    at: SystemTime,
+) -> Result<(), SigningError> {
+    check_certificate_window(certificate, ca, expected, at).map(|_| ())
+}
+
+/// [`check_certificate`], returning when the certificate and the CA are both valid (Unix
+/// seconds, inclusive): the same chain checks the same at any time in that window.
+fn check_certificate_window(
+    certificate: &[u8],
+    ca: &[u8],
+    expected: &Identity,
+    at: SystemTime,
+) -> Result<(i64, i64), SigningError> {
+    let cert = parse(certificate)?;
+    let ca_cert = parse(ca).map_err(|e| SigningError::Chain(format!("network CA {e}")))?;
+    if !ca_cert.is_ca() {
+        return Err(SigningError::Chain(format!("'{}' is not a CA certificate", ca_cert.subject())));
+    }
+    if cert.issuer() != ca_cert.subject() {
+        return Err(SigningError::Chain(format!(
+            "'{}' was issued by '{}', not by the network CA '{}'",
+            cert.subject(),
+            cert.issuer(),
+            ca_cert.subject()
+        )));
+    }
+    cert.verify_signature(Some(ca_cert.public_key())).map_err(|e| {
+        SigningError::Chain(format!(
+            "'{}' does not carry a valid signature of '{}': {e}",
+            cert.subject(),
+            ca_cert.subject()
+        ))
+    })?;
+    let seconds = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let when = ASN1Time::from_timestamp(i64::try_from(seconds).unwrap_or(i64::MAX))
+        .map_err(|e| SigningError::Chain(format!("time out of range: {e}")))?;
+    for c in [&cert, &ca_cert] {
+        if !c.validity().is_valid_at(when) {
+            return Err(SigningError::Chain(format!(
+                "'{}' was not valid at {} (valid {} to {})",
+                c.subject(),
+                humantime::format_rfc3339_seconds(at),
+                c.validity().not_before,
+                c.validity().not_after
+            )));
+        }
+    }
+    let found = identity_of_cert(certificate).map_err(|e| SigningError::Chain(e.to_string()))?;
+    if &found != expected {
+        return Err(SigningError::Chain(format!("the certificate is {found}, expected {expected}")));
+    }
+    let from = cert.validity().not_before.timestamp().max(ca_cert.validity().not_before.timestamp());
+    let until = cert.validity().not_after.timestamp().min(ca_cert.validity().not_after.timestamp());
+    Ok((from, until))
+}
+
+/// Certificate chains already checked: a peer's receipts all carry the same certificate, so each
+/// costs one signature check instead of two. Holds a few hundred entries at most (it starts over
+/// beyond that); a chain is only ever trusted at times inside the window it was checked for.
+#[derive(Debug, Default)]
+pub struct CheckedChains(std::sync::Mutex<std::collections::HashMap<[u8; 32], (i64, i64)>>);
+
+/// Most chains [`CheckedChains`] remembers (a network has about 200 members).
+const CHECKED_CHAINS: usize = 1024;
+
+impl CheckedChains {
+    /// [`check_certificate`], answered from memory for a chain already found good at a time in
+    /// the same validity window.
+    pub fn check(
+        &self,
+        certificate: &[u8],
+        ca: &[u8],
+        expected: &Identity,
+        at: SystemTime,
+    ) -> Result<(), SigningError> {
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in [certificate, ca, expected.to_string().as_bytes()] {
+            hasher.update(&(part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(hasher.finish().as_ref());
+        let seconds = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+        let window = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).copied();
+        if window.is_some_and(|(from, until)| (from..=until).contains(&seconds)) {
+            return Ok(());
+        }
+        let window = check_certificate_window(certificate, ca, expected, at)?;
+        let mut known = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.len() >= CHECKED_CHAINS {
+            known.clear();
+        }
+        known.insert(key, window);
+        Ok(())
+    }
+}
+
+/// Checks a receipt for `envelope` from the node `receiver`: it is for this envelope and digest,
+/// its certificate is `receiver`'s from the network CA, and its signature verifies.
+pub fn verify_receipt(
+    receipt: &Receipt,
+    envelope: &Envelope,
+    receiver: &Identity,
+    network_ca: &[u8],
+) -> Result<(), SigningError> {
+    verify_receipt_with(receipt, envelope, receiver, network_ca, None)
+}
+
+/// [`verify_receipt`], with the certificate chain answered from `chains` when it was checked
+/// before (a sender checking a stream of receipts from the same peer).
+pub fn verify_receipt_with(
+    receipt: &Receipt,
+    envelope: &Envelope,
+    receiver: &Identity,
+    network_ca: &[u8],
+    chains: Option<&CheckedChains>,
+) -> Result<(), SigningError> {
+    let digest = envelope_digest(envelope);
+    if receipt.envelope_id != envelope.id {
+        return Err(SigningError::Mismatch(format!(
+            "it is for {}, not {}",
+            receipt.envelope_id, envelope.id
+        )));
+    }
+    let Identity::Node { code, .. } = receiver else {
+        return Err(SigningError::Mismatch(format!("{receiver} is not a node")));
+    };
+    if receipt.receiver != code.as_str() {
+        return Err(SigningError::Mismatch(format!("it names receiver '{}', not {code}", receipt.receiver)));
+    }
+    if receipt.envelope_sha256 != digest {
+        return Err(SigningError::Mismatch(format!(
+            "it is for an envelope with SHA-256 {}, but this envelope's is {}",
+            hex(&receipt.envelope_sha256),
+            hex(&digest)
+        )));
+    }
+    let received_at =
+        receipt.received_at.ok_or_else(|| SigningError::Mismatch("it has no received_at".into()))?;
+    let at = crate::domain::timestamp::to_system(&received_at);
+    match chains {
+        Some(chains) => chains.check(&receipt.receiver_certificate, network_ca, receiver, at)?,
+        None => check_certificate(&receipt.receiver_certificate, network_ca, receiver, at)?,
+    }
+    let signed = receipt_signed_bytes(&digest, &receipt.envelope_id, &receipt.receiver, &received_at);
+    verify_with_certificate(&receipt.receiver_certificate, &signed, &receipt.signature)
+}
+
+/// Lower-case hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// Of several CA certificates (a CA file during a rotation holds the old and the new one), the
+/// one that issued `certificate`: same subject as its issuer and a signature that verifies. `None`
+/// when none did.
+pub fn issuer_among<'a>(certificate: &[u8], cas: &'a [Vec<u8>]) -> Option<&'a [u8]> {
+    let cert = parse(certificate).ok()?;
+    cas.iter().map(Vec::as_slice).find(|ca| {
+        parse(ca).is_ok_and(|ca| {
+            ca.subject() == cert.issuer() && cert.verify_signature(Some(ca.public_key())).is_ok()
+        })
+    })
+}
+
+/// A node's signing key with its certificate, and the network CA certificates it trusts.
+pub struct Signer {
+    key: EcdsaKeyPair,
+    rng: SystemRandom,
+    certificate: Vec<u8>,
+    network_cas: Vec<Vec<u8>>,
+}
+
+impl Signer {
+    /// Loads the node key (PKCS#8 ECDSA P-256), checks it belongs to the node certificate (the
+    /// first in `cert`), and reads the network CA certificates (all of `network_ca`).
+    pub fn load(cert: &Path, key: &Path, network_ca: &Path) -> Result<Self, SigningError> {
+        let file =
+            |path: &Path, message: String| SigningError::File { path: path.display().to_string(), message };
+        let all = |path: &Path| -> Result<Vec<Vec<u8>>, SigningError> {
+            let certs = tls::load_certs(path).map_err(|e| file(path, e.to_string()))?;
+            Ok(certs.iter().map(|c| c.to_vec()).collect())
+        };
+        // load_certs refuses an empty file, so there is a first certificate.
+        let certificate = all(cert)?.into_iter().next().unwrap_or_default();
+        let network_cas = all(network_ca)?;
+        let rng = SystemRandom::new();
+        let key_pair = match tls::load_key(key).map_err(|e| file(key, e.to_string()))? {
+            PrivateKeyDer::Pkcs8(pkcs8) => {
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.secret_pkcs8_der(), &rng)
+                    .map_err(|e| file(key, format!("not a usable ECDSA P-256 key ({e})")))?
+            }
+            _ => {
+                return Err(file(
+                    key,
+                    "envelopes are signed with the node key, which must be PKCS#8 ECDSA P-256 \
+                     (convert with `openssl pkcs8 -topk8 -nocrypt`)"
+                        .into(),
+                ));
+            }
+        };
+        let parsed = parse(&certificate).map_err(|e| file(cert, e.to_string()))?;
+        let point = p256_key(&parsed).map_err(|e| file(cert, e.to_string()))?;
+        if point != key_pair.public_key().as_ref() {
+            return Err(file(key, format!("this key does not belong to the certificate {}", cert.display())));
+        }
+        Ok(Self { key: key_pair, rng, certificate, network_cas })
+    }
+
+    /// This node's certificate (DER): the key that signs.
+    pub fn certificate(&self) -> &[u8] {
+        &self.certificate
+    }
+
+    /// The trusted network CA certificate (DER) that issued `certificate`, or the first one
+    /// (whose check then says why it does not chain).
+    pub fn network_ca_of(&self, certificate: &[u8]) -> &[u8] {
+        issuer_among(certificate, &self.network_cas)
+            .or_else(|| self.network_cas.first().map(Vec::as_slice))
+            .unwrap_or_default()
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SigningError> {
+        self.key
+            .sign(&self.rng, message)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| SigningError::Signature("the system random generator failed".into()))
+    }
+
+    /// Sets `origin_signature` over the envelope as it is now (any earlier signature is replaced).
+    pub fn sign_envelope(&self, envelope: &mut Envelope) -> Result<(), SigningError> {
+        let digest = envelope_digest(envelope);
+        envelope.origin_signature = self.sign(&envelope_signed_bytes(&digest))?;
+        Ok(())
+    }
+
+    /// A signed receipt, from `receiver` (this node), for `envelope` stored at `received_at`.
+    pub fn receipt(
+        &self,
+        envelope: &Envelope,
+        receiver: &str,
+        received_at: Timestamp,
+    ) -> Result<Receipt, SigningError> {
+        let digest = envelope_digest(envelope);
+        let signature = self.sign(&receipt_signed_bytes(&digest, &envelope.id, receiver, &received_at))?;
+        Ok(Receipt {
+            envelope_id: envelope.id.clone(),
+            receiver: receiver.to_owned(),
+            received_at: Some(received_at),
+            duplicate: false,
+            envelope_sha256: digest.to_vec(),
+            signature,
+            receiver_certificate: self.certificate.clone(),
+        })
+    }
+}
+
+/// The node's current signer, replaced when the node certificate and key are reloaded (they are
+/// the same files as the TLS ones, so signatures always match the certificate peers see).
+pub struct LiveSigner(std::sync::RwLock<std::sync::Arc<Signer>>);
+
+impl LiveSigner {
+    /// Starts with `signer`.
+    pub fn new(signer: Signer) -> Self {
+        Self(std::sync::RwLock::new(std::sync::Arc::new(signer)))
+    }
+
+    /// The signer to use now.
+    pub fn current(&self) -> std::sync::Arc<Signer> {
+        // A poisoned lock only means a reload panicked half-way; the Arc inside is whole.
+        std::sync::Arc::clone(&self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Loads the files of `tls` again; on error the current signer stays.
+    pub fn reload(&self, tls: &crate::config::TlsConfig) -> Result<(), SigningError> {
+        let signer = Signer::load(&tls.cert, &tls.key, &tls.network_ca)?;
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(signer);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::identity::NodeCode;
+    use crate::proto::{EnvelopeKind, Precedence};
+    use crate::trust::pki::CertificateAuthority;
+
+    fn code(text: &str) -> NodeCode {
+        text.parse().unwrap()
+    }
+
+    fn node(network: &str, text: &str) -> Identity {
+        Identity::Node { network: network.into(), code: code(text) }
+    }
+
+    fn envelope() -> Envelope {
+        Envelope {
+            id: "0190f3c4-0000-7000-8000-000000000001".into(),
+            origin: "VN".into(),
+            destination: "FR".into(),
+            kind: EnvelopeKind::Request as i32,
+            precedence: Precedence::Flash as i32,
+            subject: "Preserve".into(),
+            body: "the logs".into(),
+            created_at: Some(Timestamp { seconds: 1_764_000_000, nanos: 5 }),
+            ..Default::default()
+        }
+    }
+
+    /// A signer for `code` in a fresh network, with its CA (DER).
+    fn new_signer(code_text: &str) -> (Signer, Vec<u8>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::generate("net CA", 10).unwrap();
+        let issued = ca.issue_node("net", code(code_text), &[], 10).unwrap();
+        let (cert, key, ca_path) =
+            (dir.path().join("c.pem"), dir.path().join("k.pem"), dir.path().join("ca.pem"));
+        std::fs::write(&cert, &issued.cert_pem).unwrap();
+        std::fs::write(&key, &issued.key_pem).unwrap();
+        std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+        let signer = Signer::load(&cert, &key, &ca_path).unwrap();
+        let ca_der = signer.network_ca_of(signer.certificate()).to_vec();
+        (signer, ca_der, dir)
+    }
+
+    #[test]
+    fn the_canonical_envelope_encoding_ignores_the_signature_and_is_stable() {
+        let mut signed = envelope();
+        let unsigned = canonical_envelope(&signed);
+        signed.origin_signature = vec![1, 2, 3];
+        assert_eq!(canonical_envelope(&signed), unsigned);
+        // Decoding and encoding again gives the same bytes (what a receiver recomputes).
+        let decoded = Envelope::decode(signed.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(canonical_envelope(&decoded), unsigned);
+        // Field 1 (id) first, as a length-delimited string: 0x0a, length, bytes.
+        assert_eq!(&unsigned[..2], &[0x0a, 36]);
+        assert_eq!(envelope_digest(&signed), sha256(&unsigned));
+        assert!(envelope_signed_bytes(&[7; 32]).starts_with(b"hanoi247-envelope-v1\n"));
+    }
+
+    #[test]
+    fn the_receipt_encoding_is_the_documented_layout() {
+        let at = Timestamp { seconds: 0x0102_0304_0506_0708, nanos: 0x0a0b_0c0d };
+        let bytes = receipt_signed_bytes(&[9; 32], "id", "FR", &at);
+        let mut expected = b"hanoi247-receipt-v1\n".to_vec();
+        expected.extend_from_slice(&[9; 32]);
+        expected.extend_from_slice(&[0, 2, b'i', b'd', 0, 2, b'F', b'R']);
+        expected.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 0x0a, 0x0b, 0x0c, 0x0d]);
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn a_signed_envelope_verifies_and_any_changed_byte_does_not() {
+        let (signer, _, _dir) = new_signer("VN");
+        let mut signed = envelope();
+        signer.sign_envelope(&mut signed).unwrap();
+        verify_envelope(&signed, signer.certificate()).unwrap();
+
+        let mut tampered = signed.clone();
+        tampered.body.push('!');
+        let error = verify_envelope(&tampered, signer.certificate()).unwrap_err();
+        assert!(error.to_string().contains("does not verify"), "{error}");
+
+        let mut bad_signature = signed.clone();
+        let last = bad_signature.origin_signature.len() - 1;
+        bad_signature.origin_signature[last] ^= 1;
+        assert!(matches!(
+            verify_envelope(&bad_signature, signer.certificate()),
+            Err(SigningError::Signature(_))
+        ));
+
+        let mut unsigned = signed.clone();
+        unsigned.origin_signature.clear();
+        let error = verify_envelope(&unsigned, signer.certificate()).unwrap_err();
+        assert!(error.to_string().contains("missing"), "{error}");
+
+        // Another node's key does not pass for VN's.
+        let (other, _, _other_dir) = new_signer("VN");
+        assert!(verify_envelope(&signed, other.certificate()).is_err());
+    }
+
+    #[test]
+    fn a_receipt_verifies_against_the_receiver_and_the_network_ca_only() {
+        let (fr, ca, _dir) = new_signer("FR");
+        let mut signed = envelope();
+        signed.origin_signature = vec![1];
+        let at = Timestamp { seconds: std::time::UNIX_EPOCH.elapsed().unwrap().as_secs() as i64, nanos: 42 };
+        let receipt = fr.receipt(&signed, "FR", at).unwrap();
+        verify_receipt(&receipt, &signed, &node("net", "FR"), &ca).unwrap();
+
+        // Wrong receiver identity, other CA, changed time, changed envelope: all refused.
+        assert!(verify_receipt(&receipt, &signed, &node("net", "DE"), &ca).is_err());
+        let (_, other_ca, _other) = new_signer("FR");
+        let error = verify_receipt(&receipt, &signed, &node("net", "FR"), &other_ca).unwrap_err();
+        assert!(matches!(error, SigningError::Chain(_)), "{error}");
+        let mut later = receipt.clone();
+        later.received_at = Some(Timestamp { nanos: 43, ..at });
+        assert!(matches!(
+            verify_receipt(&later, &signed, &node("net", "FR"), &ca),
+            Err(SigningError::Signature(_))
+        ));
+        let mut other_envelope = signed.clone();
+        other_envelope.subject = "Other".into();
+        assert!(matches!(
+            verify_receipt(&receipt, &other_envelope, &node("net", "FR"), &ca),
+            Err(SigningError::Mismatch(_))
+        ));
+    }
+
+    #[test]
+    fn a_chain_remembered_as_good_is_good_only_for_the_same_bytes_identity_and_window() {
+        let (fr, ca, _dir) = new_signer("FR");
+        let chains = CheckedChains::default();
+        let now = std::time::SystemTime::now();
+        let fr_id = node("net", "FR");
+        chains.check(fr.certificate(), &ca, &fr_id, now).unwrap();
+        // Remembered: the same chain at another time inside its validity.
+        chains.check(fr.certificate(), &ca, &fr_id, now + std::time::Duration::from_secs(60)).unwrap();
+        assert_eq!(chains.0.lock().unwrap().len(), 1);
+        // Never extended to another identity, another CA, or a time outside the window.
+        assert!(chains.check(fr.certificate(), &ca, &node("net", "DE"), now).is_err());
+        let (_, other_ca, _other) = new_signer("FR");
+        assert!(matches!(
+            chains.check(fr.certificate(), &other_ca, &fr_id, now),
+            Err(SigningError::Chain(_))
+        ));
+        let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let error = chains.check(fr.certificate(), &ca, &fr_id, long_ago).unwrap_err();
+        assert!(error.to_string().contains("was not valid at"), "{error}");
+        // A receipt checked through it verifies exactly as without it.
+        let mut signed = envelope();
+        signed.origin_signature = vec![1];
+        let at = Timestamp {
+            seconds: now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64,
+            nanos: 0,
+        };
+        let receipt = fr.receipt(&signed, "FR", at).unwrap();
+        verify_receipt_with(&receipt, &signed, &fr_id, &ca, Some(&chains)).unwrap();
+        let mut forged = receipt.clone();
+        forged.received_at = Some(Timestamp { nanos: 1, ..at });
+        assert!(matches!(
+            verify_receipt_with(&forged, &signed, &fr_id, &ca, Some(&chains)),
+            Err(SigningError::Signature(_))
+        ));
+    }
+
+    #[test]
+    fn during_a_ca_rotation_each_certificate_is_checked_against_its_own_issuer() {
+        // Two CAs with the same name (a re-keyed CA), both in the node's network CA file.
+        let (old, new) = (
+            CertificateAuthority::generate("net CA", 10).unwrap(),
+            CertificateAuthority::generate("net CA", 10).unwrap(),
+        );
+        let der = |pem: &str| {
+            use rustls::pki_types::pem::PemObject as _;
+            rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+        };
+        let (old_der, new_der) = (der(old.cert_pem()), der(new.cert_pem()));
+        let under_new = der(&new.issue_node("net", code("FR"), &[], 10).unwrap().cert_pem);
+        let cas = vec![old_der.clone(), new_der.clone()];
+        assert_eq!(issuer_among(&under_new, &cas), Some(new_der.as_slice()));
+        assert_eq!(issuer_among(&under_new, &cas[..1]), None);
+        check_certificate(&under_new, &new_der, &node("net", "FR"), std::time::SystemTime::now()).unwrap();
+        assert!(
+            check_certificate(&under_new, &old_der, &node("net", "FR"), std::time::SystemTime::now())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_key_that_does_not_belong_to_the_certificate_is_refused() {
+        let (_, _, dir) = new_signer("VN");
+        let ca = CertificateAuthority::generate("net CA", 10).unwrap();
+        let other = ca.issue_node("net", code("VN"), &[], 10).unwrap();
+        let key = dir.path().join("other.pem");
+        std::fs::write(&key, &other.key_pem).unwrap();
+        let error = Signer::load(&dir.path().join("c.pem"), &key, &dir.path().join("ca.pem")).err().unwrap();
+        assert!(error.to_string().contains("does not belong"), "{error}");
+    }
+}
