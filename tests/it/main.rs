@@ -17,6 +17,7 @@ mod expiry;
 mod faults;
 mod identity_checks;
 mod in_flight;
+mod layers;
 mod lifecycle;
 mod local_network;
 mod operator_view;
