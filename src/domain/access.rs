@@ -1,4 +1,4 @@
-//! Who may do what on the desk API: the roles of DESIGN.md, bound to client identities in the
+//! Who may do what on the desk API: the roles of docs/design.md, bound to client identities in the
 //! node config, and the one table that says which role may call which RPC.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The message lifecycle of DESIGN.md as one transition function, and the timeline it writes.
+//! The message lifecycle of docs/design.md as one transition function, and the timeline it writes.
 //!
 //! Every state change of every message goes through [`apply`]; nothing else assigns
 //! `Message::state`. Envelopes can overtake each other (an acknowledgement may be stored before
@@ -151,7 +151,7 @@ mod tests {
     use Happening as H;
     use MessageState as S;
 
-    /// Sender side, for requests: the lifecycle diagram of DESIGN.md.
+    /// Sender side, for requests: the lifecycle diagram of docs/design.md.
     #[test]
     fn outbound_request_table() {
         let cases = [

@@ -1,7 +1,7 @@
 //! Receiver-side order of pipelined `Deliver` batches.
 //!
 //! A sender keeps several batches in flight on one connection, and HTTP/2 hands them to us as
-//! concurrent calls in any order. Guarantee 4 of DESIGN.md (higher precedence first, equal
+//! concurrent calls in any order. Guarantee 5 of docs/design.md (higher precedence first, equal
 //! precedence in submission order) needs them stored in the order they were sent. So each sender
 //! numbers its batches within a *session* (a run of batches that follow each other without a
 //! failure): a batch is stored only after every earlier batch of its session was stored, and once

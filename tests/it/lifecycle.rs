@@ -93,7 +93,7 @@ async fn respond_acknowledges_first_and_cancel_follows_a_delivered_request() {
     net.stop("FR").await;
 }
 
-/// DESIGN.md: a receiving desk may dispute the precedence of a request, with a reason; the
+/// docs/design.md: a receiving desk may dispute the precedence of a request, with a reason; the
 /// sender sees it. Bad disputes name their field and store nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiving_desk_disputes_the_precedence_and_the_sender_sees_it() {
