@@ -31,6 +31,7 @@ pub mod audit;
 pub mod backup;
 pub mod events;
 pub mod group_commit;
+pub mod wal;
 
 use std::collections::HashMap;
 use std::fs::File;
