@@ -3,10 +3,10 @@
 //! hour), and drawn as an inline SVG (no script, so the CSP is untouched).
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use maud::html;
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::context::NodeContext;
@@ -64,31 +64,31 @@ pub async fn sample(context: Arc<NodeContext>, history: Arc<QueueHistory>, stop:
 pub fn chart(samples: &[(SystemTime, u32)], now: SystemTime, label: &str) -> String {
     const WIDTH: f64 = 240.0;
     const HEIGHT: f64 = 40.0;
+    const BASE: f64 = HEIGHT - 2.0;
     let peak = samples.iter().map(|(_, d)| *d).max().unwrap_or(0).max(1);
     let window = WINDOW.as_secs_f64();
     let point = |(at, depth): &(SystemTime, u32)| {
         let ago = now.duration_since(*at).unwrap_or_default().as_secs_f64().min(window);
         let x = WIDTH * (1.0 - ago / window);
         let y = HEIGHT - 2.0 - (HEIGHT - 4.0) * f64::from(*depth) / f64::from(peak);
-        (x, y)
+        (format!("{x:.1}"), format!("{y:.1}"))
     };
-    let mut points = String::new();
-    for sample in samples {
-        let (x, y) = point(sample);
-        let _ = write!(points, "{x:.1},{y:.1} ");
+    let points = samples.iter().map(point).map(|(x, y)| format!("{x},{y}")).collect::<Vec<_>>().join(" ");
+    // maud writes no `/>`, and inside an SVG the HTML parser keeps an element open until its
+    // end tag: without `{}` each shape would swallow the next one.
+    html! {
+        svg.chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label=(label)
+            preserveAspectRatio="none"
+        {
+            title { (label) }
+            line x1="0" y1=(BASE) x2=(WIDTH) y2=(BASE) stroke="#d0d7de" stroke-width="1" {}
+            polyline points=(points) fill="none" stroke="currentColor" stroke-width="1.5" {}
+            @if let Some((x, y)) = samples.last().map(point) {
+                circle cx=(x) cy=(y) r="2.5" fill="currentColor" {}
+            }
+        }
     }
-    let dot = samples.last().map(point).map_or(String::new(), |(x, y)| {
-        format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"2.5\" fill=\"currentColor\"/>")
-    });
-    format!(
-        "<svg class=\"chart\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"{label}\" preserveAspectRatio=\"none\">\
-         <title>{label}</title>\
-         <line x1=\"0\" y1=\"{base}\" x2=\"{WIDTH}\" y2=\"{base}\" stroke=\"#d0d7de\" stroke-width=\"1\"/>\
-         <polyline points=\"{points}\" fill=\"none\" stroke=\"currentColor\" stroke-width=\"1.5\"/>{dot}</svg>",
-        base = HEIGHT - 2.0,
-        label = super::pages::esc(label),
-        points = points.trim_end(),
-    )
+    .into_string()
 }
 
 #[cfg(test)]

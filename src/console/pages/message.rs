@@ -1,0 +1,232 @@
+//! One message: every field, its chain, its timeline and what this role may do with it.
+
+use maud::{Markup, Render, html};
+
+use super::{Frame, kind_or_type, layout, overdue_badge, precedence_badge, state_badge, time};
+use crate::console::form::PRESERVATION_TEXT_FIELDS;
+use crate::domain::access::Action;
+use crate::domain::names::ShortName as _;
+use crate::domain::timestamp::rfc3339;
+use crate::proto::{Direction, EnvelopeKind, Message, MessageState, Precedence};
+
+/// One term of a definition list and its value.
+fn definition(term: &str, value: impl Render) -> Markup {
+    html! {
+        dt { (term) }
+        dd { (value) }
+    }
+}
+
+/// A message with every field, its chain, its timeline and what this role may do with it.
+/// `refusal` is shown above the actions when the last action was refused.
+pub fn message(frame: &Frame<'_>, message: &Message, replies: &[Message], refusal: Option<&str>) -> String {
+    let s = frame.strings;
+    let e = message.envelope.clone().unwrap_or_default();
+    let outbound = message.direction() == Direction::Outbound;
+    let content = html! {
+        section {
+            h2 { (s.section_fields) }
+            dl.fields {
+                (definition("id", html! { code { (e.id) } }))
+                (definition("kind", e.kind().short_name()))
+                (definition("request_type", e.request_type().short_name()))
+                (definition("precedence", precedence_badge(e.precedence())))
+                (definition("state", html! {
+                    (state_badge(message.state())) (overdue_badge(s, message.overdue))
+                }))
+                (definition("origin", &e.origin))
+                (definition("destination", &e.destination))
+                (definition("case_reference", &e.case_reference))
+                (definition("subject", &e.subject))
+                (definition("body", html! { pre.body { (e.body) } }))
+                (definition("language", &e.language))
+                (definition("created_at", time(e.created_at.as_ref())))
+                (definition("expires_at", time(e.expires_at.as_ref())))
+                (definition("ack_deadline", time(message.ack_deadline.as_ref())))
+                (definition("received_at", time(message.received_at.as_ref())))
+                (definition("handling_code", e.handling_code().short_name()))
+                (definition("handling_restrictions", &e.handling_restrictions))
+                @if outbound {
+                    (definition("attempts", message.attempts))
+                    (definition("next_attempt_at", time(message.next_attempt_at.as_ref())))
+                    (definition("last_error", &message.last_error))
+                }
+            }
+        }
+        @if let Some(p) = &e.preservation {
+            section {
+                h2 { (s.section_preservation) }
+                dl.fields {
+                    @for (name, value) in PRESERVATION_TEXT_FIELDS.iter().zip([
+                        &p.requesting_authority,
+                        &p.offence,
+                        &p.facts,
+                        &p.data_to_preserve,
+                        &p.link_to_offence,
+                        &p.custodian_or_location,
+                        &p.necessity,
+                    ]) {
+                        (definition(s.field_label(name), html! { span.pre { (value) } }))
+                    }
+                    (definition(
+                        s.field_label("preservation.mutual_legal_assistance_to_follow"),
+                        if p.mutual_legal_assistance_to_follow { s.yes } else { s.no },
+                    ))
+                    (definition(s.field_label("preservation.preservation_days"), p.preservation_days))
+                }
+            }
+        }
+        @if !e.attachments.is_empty() {
+            section {
+                h2 { (s.section_attachments) }
+                div.table-wrap {
+                    table {
+                        thead {
+                            tr { th { "name" } th { "media_type" } th { "size_bytes" } th { "SHA-256" } }
+                        }
+                        tbody {
+                            @for a in &e.attachments {
+                                tr {
+                                    td { (a.name) }
+                                    td { (a.media_type) }
+                                    td { (a.size_bytes) }
+                                    td { code.digest { (hex::encode(&a.sha256)) } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section {
+            h2 { (s.section_chain) }
+            @if !e.in_reply_to.is_empty() {
+                p { (s.answers) " " a href={ "/message/" (e.in_reply_to) } { code { (e.in_reply_to) } } }
+            }
+            @if replies.is_empty() {
+                p.empty { (s.no_replies) }
+            } @else {
+                ul.chain {
+                    @for r in replies {
+                        @if let Some(re) = r.envelope.as_ref() {
+                            li {
+                                a href={ "/message/" (re.id) } {
+                                    (kind_or_type(re.kind(), re.request_type()))
+                                }
+                                " " (re.origin) " → " (re.destination) " " (state_badge(r.state()))
+                                " " (time(re.created_at.as_ref())) " " span.pre { (re.body) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section {
+            h2 { (s.section_timeline) }
+            div.table-wrap {
+                table.timeline {
+                    thead {
+                        tr {
+                            @for column in [s.time_utc, s.time_local, s.col_state, s.note] {
+                                th scope="col" { (column) }
+                            }
+                        }
+                    }
+                    tbody {
+                        @for entry in &message.timeline {
+                            @let utc = entry.at.as_ref().map(rfc3339).unwrap_or_default();
+                            tr {
+                                td { time datetime=(utc) { (utc) } }
+                                td { time datetime=(utc) data-local-only {} }
+                                td { (state_badge(entry.state())) }
+                                td { (entry.note) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section {
+            h2 { (s.section_actions) }
+            @if let Some(refusal) = refusal {
+                p.refusal role="alert" { strong { (s.refused) ":" } " " (refusal) }
+            }
+            (actions(frame, message))
+        }
+    };
+    let title = format!("{} {}", s.message_title, e.subject);
+    layout(frame, "message", &title, &content.into_string())
+}
+
+/// The buttons this viewer's role may use on this message in its state.
+fn actions(frame: &Frame<'_>, message: &Message) -> Markup {
+    let s = frame.strings;
+    let e = message.envelope.clone().unwrap_or_default();
+    let is_request = e.kind() == EnvelopeKind::Request;
+    let state = message.state();
+    let inbound_request = is_request && message.direction() == Direction::Inbound;
+    let outbound_request = is_request && message.direction() == Direction::Outbound;
+    let answerable = matches!(state, MessageState::Received | MessageState::Acknowledged);
+    let open = !matches!(state, MessageState::Cancelled | MessageState::Expired | MessageState::Answered);
+    let acknowledge = inbound_request && state == MessageState::Received && frame.may(Action::Acknowledge);
+    let dispute = inbound_request && answerable && frame.may(Action::DisputePrecedence);
+    let respond = inbound_request && answerable && frame.may(Action::Respond);
+    let cancel = outbound_request && open && frame.may(Action::Cancel);
+    let requeue = message.direction() == Direction::Outbound
+        && state == MessageState::Expired
+        && frame.may(Action::Requeue);
+    let current = e.precedence();
+    let others = [Precedence::Flash, Precedence::Immediate, Precedence::Priority, Precedence::Routine]
+        .into_iter()
+        .filter(|p| *p != current);
+    let action = |verb: &str| format!("/message/{}/{verb}", e.id);
+    html! {
+        @if acknowledge {
+            form.action method="post" action=(action("acknowledge")) {
+                input type="hidden" name="csrf" value=(frame.token);
+                label for="ack-note" { (s.acknowledge_note) }
+                input #ack-note name="note" type="text";
+                button.primary type="submit" { (s.acknowledge) }
+            }
+        }
+        @if dispute {
+            form.action method="post" action=(action("dispute")) data-confirm=(s.dispute_confirm) {
+                input type="hidden" name="csrf" value=(frame.token);
+                label for="dispute-precedence" { (s.dispute_precedence) }
+                select #dispute-precedence name="precedence" {
+                    @for p in others {
+                        option value=(p.short_name()) { (p.short_name()) }
+                    }
+                }
+                label for="dispute-reason" { (s.dispute_reason) }
+                input #dispute-reason name="reason" type="text" required;
+                button type="submit" { (s.dispute) }
+            }
+        }
+        @if respond {
+            form.action method="post" action=(action("respond")) data-confirm=(s.respond_confirm) {
+                input type="hidden" name="csrf" value=(frame.token);
+                label for="respond-text" { (s.respond_text) }
+                textarea #respond-text name="text" rows="4" required {}
+                button type="submit" { (s.respond) }
+            }
+        }
+        @if cancel {
+            form.action method="post" action=(action("cancel")) data-confirm=(s.cancel_confirm) {
+                input type="hidden" name="csrf" value=(frame.token);
+                label for="cancel-reason" { (s.cancel_reason) }
+                input #cancel-reason name="reason" type="text" required;
+                button.danger type="submit" { (s.cancel) }
+            }
+        }
+        @if requeue {
+            form.action method="post" action=(action("requeue")) data-confirm=(s.requeue_confirm) {
+                input type="hidden" name="csrf" value=(frame.token);
+                button type="submit" { (s.requeue) }
+            }
+        }
+        @if !(acknowledge || dispute || respond || cancel || requeue) {
+            p.empty { (s.no_actions) }
+        }
+    }
+}
