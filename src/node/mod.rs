@@ -251,6 +251,8 @@ impl RunningNode {
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "some connections did not finish in time; stopping anyway");
         }
         self.context.store.persist().await?;
+        // A clean stop leaves nothing in the write-ahead log to replay at the next start.
+        self.context.store.checkpoint()?;
         tracing::info!(node = %self.context.code(), "node stopped");
         Ok(())
     }
