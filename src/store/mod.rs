@@ -183,8 +183,15 @@ impl Listing {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, checkpointed every
+    /// [`crate::config::DEFAULT_CHECKPOINT_INTERVAL`].
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, crate::config::DEFAULT_CHECKPOINT_INTERVAL)
+    }
+
+    /// Opens (or creates) the store in `dir`, replaying its write-ahead log, and checkpoints it
+    /// every `checkpoint_every` while open.
+    pub fn open_with(dir: &Path, checkpoint_every: std::time::Duration) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let opened = open_db(dir)?;
         check_schema(&opened.db)?;
@@ -212,18 +219,18 @@ impl Store {
             durable_events: Arc::new(watch::Sender::new(last_event)),
             audit_head: Arc::new(Mutex::new(audit_head)),
         };
-        store.start_checkpoints()?;
+        store.start_checkpoints(checkpoint_every)?;
         Ok(store)
     }
 
-    /// Starts the thread that checkpoints sled every [`CHECKPOINT_EVERY`] while the store is
-    /// open. It holds the store weakly and ends within one interval after the last handle goes.
-    fn start_checkpoints(&self) -> std::io::Result<()> {
+    /// Starts the thread that checkpoints sled every `interval` while the store is open. It
+    /// holds the store weakly and ends within one interval after the last handle goes.
+    fn start_checkpoints(&self, interval: std::time::Duration) -> std::io::Result<()> {
         let (opened, writer, broken) =
             (Arc::downgrade(&self.opened), Arc::downgrade(&self.writer), Arc::downgrade(&self.broken));
         std::thread::Builder::new().name("hanoi247-checkpoint".into()).spawn(move || {
             loop {
-                std::thread::sleep(CHECKPOINT_EVERY);
+                std::thread::sleep(interval);
                 let (Some(opened), Some(writer), Some(broken)) =
                     (opened.upgrade(), writer.upgrade(), broken.upgrade())
                 else {
@@ -878,10 +885,6 @@ fn checkpoint(opened: &std::sync::RwLock<Option<Opened>>, writer: &Mutex<()>) ->
     wal.cut(through).map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
     Ok(())
 }
-
-/// How often sled is checkpointed. Each checkpoint costs a sled flush; between two, the log
-/// alone makes writes durable, and a restart replays at most this long's writes.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// sled's page cache. Its default (1 GiB) would let a busy node grow far past the 200 MiB a
 /// node should need. sled counts only part of what a cached page costs (a node's resident memory

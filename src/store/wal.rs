@@ -183,14 +183,39 @@ impl Wal {
                         offset = next;
                     }
                     Frame::Bad(why) => {
-                        let followed = good_frame_after(&bytes, offset + 1)
-                            || later_segments.iter().any(|s| segment_has_frames(&s.path));
-                        if followed {
-                            return Err(WalError::Damaged {
-                                path: segment.path.display().to_string(),
-                                offset: offset as u64,
-                                why,
-                            });
+                        let here = good_frame_after(&bytes, offset + 1);
+                        let next_lsn = here.map(|(_, lsn)| lsn).or_else(|| {
+                            later_segments.iter().find_map(|s| {
+                                std::fs::read(&s.path)
+                                    .ok()
+                                    .and_then(|b| good_frame_after(&b, 0))
+                                    .map(|(_, lsn)| lsn)
+                            })
+                        });
+                        match next_lsn {
+                            // What the damaged frame held is all in sled: a checkpoint covers it.
+                            Some(lsn) if lsn <= checkpoint + 1 => {
+                                tracing::warn!(
+                                    segment = %segment.path.display(), offset, %why,
+                                    "write-ahead log: a damaged frame is skipped; the checkpoint covers its records"
+                                );
+                                lsn_expected = lsn;
+                                match here {
+                                    Some((next, _)) => {
+                                        offset = next;
+                                        continue;
+                                    }
+                                    None => break,
+                                }
+                            }
+                            Some(_) => {
+                                return Err(WalError::Damaged {
+                                    path: segment.path.display().to_string(),
+                                    offset: offset as u64,
+                                    why,
+                                });
+                            }
+                            None => {}
                         }
                         tracing::warn!(
                             segment = %segment.path.display(), offset, %why,
@@ -464,15 +489,19 @@ fn read_frame(bytes: &[u8], offset: usize) -> Frame<'_> {
     Frame::Good { first_lsn: u64::from_le_bytes(lsn), records, next: end }
 }
 
-/// Whether a whole, checksummed frame starts anywhere at or after `from`.
-fn good_frame_after(bytes: &[u8], from: usize) -> bool {
-    (from..bytes.len().saturating_sub(HEADER))
-        .filter(|&at| bytes[at..at + 4] == MAGIC)
-        .any(|at| matches!(read_frame(bytes, at), Frame::Good { .. }))
+/// The first whole, checksummed frame at or after `from`: its offset and first LSN.
+fn good_frame_after(bytes: &[u8], from: usize) -> Option<(usize, u64)> {
+    (from..bytes.len().saturating_sub(HEADER)).filter(|&at| bytes[at..at + 4] == MAGIC).find_map(|at| {
+        match read_frame(bytes, at) {
+            Frame::Good { first_lsn, .. } => Some((at, first_lsn)),
+            _ => None,
+        }
+    })
 }
 
+#[cfg(test)]
 fn segment_has_frames(path: &Path) -> bool {
-    std::fs::read(path).is_ok_and(|bytes| good_frame_after(&bytes, 0))
+    std::fs::read(path).is_ok_and(|bytes| good_frame_after(&bytes, 0).is_some())
 }
 
 fn truncate(path: &Path, length: u64) -> Result<(), WalError> {
@@ -597,6 +626,25 @@ mod tests {
             other => panic!("{other}"),
         }
         assert!(error.to_string().contains(&format!("at byte {second}")), "{error}");
+    }
+
+    #[test]
+    fn damage_the_checkpoint_covers_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _, _) = replay(dir.path(), 0).unwrap();
+        for text in [b"one".as_slice(), b"two", b"three"] {
+            wal.append(text);
+            wal.sync().unwrap();
+        }
+        drop(wal);
+        let path = segment_names(dir.path()).unwrap()[0].path.clone();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(b"XXXX", 0).unwrap();
+        drop(file);
+        assert!(matches!(replay(dir.path(), 0), Err(WalError::Damaged { offset: 0, .. })));
+        let (_, recovered, seen) = replay(dir.path(), 1).unwrap();
+        assert_eq!(seen, vec![(2, b"two".to_vec()), (3, b"three".to_vec())]);
+        assert_eq!(recovered.next_lsn, 4);
     }
 
     #[test]
