@@ -78,6 +78,9 @@ pub struct NodeConfig {
     /// How long lifecycle events are kept for `Watch`.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// How the store keeps its state (`[store]`).
+    #[serde(default)]
+    pub store: StoreConfig,
 }
 
 /// How long the lifecycle events behind `Watch` are kept. Messages (with their timelines) and
@@ -104,6 +107,30 @@ fn default_retention_interval() -> Duration {
 impl Default for RetentionConfig {
     fn default() -> Self {
         Self { events: default_event_retention(), interval: default_retention_interval() }
+    }
+}
+
+/// How the store keeps its state: writes are durable in the write-ahead log, and sled, which
+/// serves every read, is checkpointed behind it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// How often sled is checkpointed (and the log cut behind it); default 2s. Longer: less work
+    /// per write, more log to replay after a crash (about this long's writes).
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+/// How often the store is checkpointed when the config does not say.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
+
+fn default_checkpoint_interval() -> Duration {
+    DEFAULT_CHECKPOINT_INTERVAL
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { checkpoint_interval: default_checkpoint_interval() }
     }
 }
 
@@ -483,6 +510,9 @@ impl NodeConfig {
         }
         if d.retry_initial.is_zero() || d.retry_max < d.retry_initial {
             return Err("delivery.retry_initial/retry_max: need 0 < retry_initial <= retry_max".into());
+        }
+        if self.store.checkpoint_interval < Duration::from_millis(100) {
+            return Err("store.checkpoint_interval: at least 100ms".into());
         }
         if self.retention.events.is_zero() || self.retention.interval.is_zero() {
             return Err("retention.events/interval: must be more than 0".into());

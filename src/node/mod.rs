@@ -133,7 +133,7 @@ impl RunningNode {
         let client_tls = node_tls.client_config();
         let signer =
             crate::trust::signing::Signer::load(&config.tls.cert, &config.tls.key, &config.tls.network_ca)?;
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open_with(&config.data_dir, config.store.checkpoint_interval)?;
         let (using, seen) = (directory.current().version, store.directory_version()?);
         if using < seen {
             let file = config.directory.file.display().to_string();
@@ -251,6 +251,8 @@ impl RunningNode {
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "some connections did not finish in time; stopping anyway");
         }
         self.context.store.persist().await?;
+        // A clean stop leaves nothing in the write-ahead log to replay at the next start.
+        self.context.store.checkpoint()?;
         tracing::info!(node = %self.context.code(), "node stopped");
         Ok(())
     }

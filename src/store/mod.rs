@@ -57,6 +57,9 @@ const SCHEMA_KEY: &[u8] = b"cschema";
 const AUDIT_HEAD_KEY: &[u8] = b"caudit";
 /// The highest signed-directory version this node has used (big-endian u64).
 const DIRECTORY_VERSION_KEY: &[u8] = b"cdirectory";
+/// The LSN of the last write-ahead log record sled holds durably (big-endian u64): recovery
+/// replays the records after it.
+const CHECKPOINT_KEY: &[u8] = b"ccheckpoint";
 
 /// The layout version this code reads and writes (the table above). A store written by a newer
 /// version is refused; an older one is migrated on open (none exists yet: 1 is the first).
@@ -111,8 +114,30 @@ pub enum StoreError {
 struct Opened {
     db: sled::Db,
     /// sled's own flush ends in `sync_file_range`, which survives a crash but not a power cut;
-    /// `sync_data` on this handle makes "stored" mean "on the device".
+    /// `sync_data` on this handle makes a checkpoint mean "on the device".
     db_file: Arc<File>,
+    /// Where every write becomes durable before anyone is told (see [`wal`]).
+    wal: Arc<wal::Wal>,
+}
+
+/// One store write: the sled batch and the same changes as a write-ahead log record.
+#[derive(Default)]
+struct WriteBatch {
+    sled: sled::Batch,
+    record: Vec<u8>,
+}
+
+impl WriteBatch {
+    fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        wal::encode_put(&mut self.record, key, value);
+        self.sled.insert(key, value);
+    }
+
+    fn remove(&mut self, key: impl AsRef<[u8]>) {
+        wal::encode_remove(&mut self.record, key.as_ref());
+        self.sled.remove(key.as_ref());
+    }
 }
 
 /// The node's sled database.
@@ -158,8 +183,15 @@ impl Listing {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, checkpointed every
+    /// [`crate::config::DEFAULT_CHECKPOINT_INTERVAL`].
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, crate::config::DEFAULT_CHECKPOINT_INTERVAL)
+    }
+
+    /// Opens (or creates) the store in `dir`, replaying its write-ahead log, and checkpoints it
+    /// every `checkpoint_every` while open.
+    pub fn open_with(dir: &Path, checkpoint_every: std::time::Duration) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let opened = open_db(dir)?;
         check_schema(&opened.db)?;
@@ -170,15 +202,13 @@ impl Store {
         // The flusher holds the database weakly: dropping the last `Store` closes it.
         let commit = crate::store::group_commit::GroupCommit::start(move || {
             let opened = flushed.upgrade().ok_or("the store is closed")?;
-            let (db, file) = {
+            let wal = {
                 let opened = opened.read().unwrap_or_else(|p| p.into_inner());
-                let opened = opened.as_ref().ok_or("the store is reopening")?;
-                (opened.db.clone(), Arc::clone(&opened.db_file))
+                Arc::clone(&opened.as_ref().ok_or("the store is reopening")?.wal)
             };
-            db.flush().map_err(|e| e.to_string())?;
-            file.sync_data().map_err(|e| e.to_string())
+            wal.sync().map(drop).map_err(|e| e.to_string())
         })?;
-        Ok(Self {
+        let store = Self {
             dir: Arc::new(dir.to_owned()),
             opened,
             broken: Arc::new(Mutex::new(String::new())),
@@ -188,7 +218,45 @@ impl Store {
             // What survived a restart is what was on the device.
             durable_events: Arc::new(watch::Sender::new(last_event)),
             audit_head: Arc::new(Mutex::new(audit_head)),
-        })
+        };
+        store.start_checkpoints(checkpoint_every)?;
+        Ok(store)
+    }
+
+    /// Starts the thread that checkpoints sled every `interval` while the store is open. It
+    /// holds the store weakly and ends within one interval after the last handle goes.
+    fn start_checkpoints(&self, interval: std::time::Duration) -> std::io::Result<()> {
+        let (opened, writer, broken) =
+            (Arc::downgrade(&self.opened), Arc::downgrade(&self.writer), Arc::downgrade(&self.broken));
+        std::thread::Builder::new().name("hanoi247-checkpoint".into()).spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                let (Some(opened), Some(writer), Some(broken)) =
+                    (opened.upgrade(), writer.upgrade(), broken.upgrade())
+                else {
+                    return;
+                };
+                if !lock(&broken).is_empty() {
+                    continue;
+                }
+                if let Err(error) = checkpoint(&opened, &writer) {
+                    mark_broken(&broken, error);
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Makes sled hold every write applied so far durably, then deletes the write-ahead log
+    /// segments it no longer needs (see [`checkpoint`]).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        checkpoint(&self.opened, &self.writer).map_err(|error| self.broke(error))
+    }
+
+    /// The write-ahead log in use.
+    fn wal(&self) -> Result<Arc<wal::Wal>, StoreError> {
+        let opened = self.opened.read().unwrap_or_else(|p| p.into_inner());
+        opened.as_ref().map(|o| Arc::clone(&o.wal)).ok_or_else(|| StoreError::Recovering("reopening".into()))
     }
 
     /// The database, for one operation (sled handles are cheap clones).
@@ -205,14 +273,7 @@ impl Store {
 
     /// Notes a failure that sled will not recover from by itself, and returns it.
     fn broke(&self, error: StoreError) -> StoreError {
-        if matches!(error, StoreError::Sled(_) | StoreError::Io(_)) {
-            let mut broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
-            if broken.is_empty() {
-                tracing::error!(%error, "store write failed; refusing writes until it is reopened");
-                *broken = error.to_string();
-            }
-        }
-        error
+        mark_broken(&self.broken, error)
     }
 
     /// Reopens a broken store. Returns whether it is healthy afterwards; on failure it stays
@@ -378,7 +439,7 @@ impl Store {
         let audit_head = *self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
         let mut changes = Changes {
             store: self,
-            batch: sled::Batch::default(),
+            batch: WriteBatch::default(),
             pending: HashMap::new(),
             last_event,
             actor: NODE_ACTOR.to_owned(),
@@ -395,9 +456,14 @@ impl Store {
         if let Some(why) = self.broken() {
             return Err(StoreError::Recovering(why).into());
         }
+        let wal = self.wal()?;
+        let WriteBatch { sled: batch, record } = batch;
         if let Err(error) = self.db()?.apply_batch(batch) {
             return Err(self.broke(error.into()).into());
         }
+        // Appended in the order applied (both under the writer lock), so a replay after a crash
+        // applies the records in the same order.
+        wal.append(&record);
         self.last_event.store(new_last_event, Ordering::Release);
         *self.audit_head.lock().unwrap_or_else(|p| p.into_inner()) = new_audit_head;
         self.commit.applied();
@@ -511,7 +577,7 @@ impl Store {
 /// The writes of one [`Store::write`] operation, readable before they are applied.
 pub struct Changes<'a> {
     store: &'a Store,
-    batch: sled::Batch,
+    batch: WriteBatch,
     pending: HashMap<Uuid, StoredMessage>,
     last_event: u64,
     /// Who the audit records of this operation name.
@@ -777,16 +843,55 @@ fn precedence_rank(precedence: Precedence) -> u8 {
     }
 }
 
+/// Marks the store broken by `error` (a failed write or sync: it refuses writes until it is
+/// reopened), unless it already is; returns the error.
+fn mark_broken(broken: &Mutex<String>, error: StoreError) -> StoreError {
+    if matches!(error, StoreError::Sled(_) | StoreError::Io(_)) {
+        let mut broken = lock(broken);
+        if broken.is_empty() {
+            tracing::error!(%error, "store write failed; refusing writes until it is reopened");
+            *broken = error.to_string();
+        }
+    }
+    error
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock means another writer panicked; sled's batch was then not applied.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A checkpoint: makes sled hold every write applied so far durably, then deletes the write-ahead
+/// log segments it no longer needs. The log stays the durability point; this only bounds how much
+/// of it a restart replays and how much disk it takes.
+fn checkpoint(opened: &std::sync::RwLock<Option<Opened>>, writer: &Mutex<()>) -> Result<(), StoreError> {
+    let (db, file, wal) = {
+        let opened = opened.read().unwrap_or_else(|p| p.into_inner());
+        let opened = opened.as_ref().ok_or_else(|| StoreError::Recovering("reopening".into()))?;
+        (opened.db.clone(), Arc::clone(&opened.db_file), Arc::clone(&opened.wal))
+    };
+    let through = {
+        // Under the writer lock: every record up to `through` is applied to sled, and the marker
+        // is applied after all of them. sled recovers a prefix of what was applied to it, so a
+        // recovered marker implies every record it covers was recovered too; without the marker
+        // in each write's batch, a write costs no extra sled key.
+        let _writer = lock(writer);
+        let through = wal.last_appended();
+        db.insert(CHECKPOINT_KEY, through.to_be_bytes().as_slice())?;
+        through
+    };
+    db.flush()?;
+    file.sync_data()?;
+    wal.cut(through).map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+    Ok(())
+}
+
 /// sled's page cache. Its default (1 GiB) would let a busy node grow far past the 200 MiB a
 /// node should need. sled counts only part of what a cached page costs (a node's resident memory
 /// grows by about twice this), and the hot part of the store (queues, recent messages, indexes)
 /// fits in 32 MiB: against 64 MiB, the bench measured the receiver at 178 instead of 261 MiB
 /// after 100,000 messages, with the same or better throughput (docs/benchmarks.md).
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
-/// sled's own background flush. Durability does not rely on it (every acknowledged write waits
-/// for a group-committed flush + sync); it only bounds how much unacknowledged bookkeeping
-/// (receipts, retry times) a crash can lose, and all of that is recovered by resending.
-const BACKGROUND_FLUSH_MS: u64 = 1000;
 
 /// How long an open waits for a directory lock that is being released.
 const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -819,12 +924,22 @@ fn open_db(dir: &Path) -> Result<Opened, StoreError> {
         &sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(Some(BACKGROUND_FLUSH_MS))
+            // Checkpoints flush sled; its own background flush would only add work.
+            .flush_every_ms(None)
             // Writes come in bursts of small records; favour throughput over file compactness.
             .mode(sled::Mode::HighThroughput),
     )?;
     let db_file = Arc::new(File::open(dir.join("db"))?);
-    Ok(Opened { db, db_file })
+    let checkpoint = read_u64(&db, CHECKPOINT_KEY, "checkpoint")?;
+    let (wal, recovered) = wal::Wal::recover(&dir.join("wal"), checkpoint, |_, record| {
+        db.apply_batch(wal::decode_record(record)?).map_err(|e| e.to_string())
+    })
+    .map_err(|e| StoreError::Corrupt { key: "write-ahead log".into(), reason: e.to_string() })?;
+    let opened = Opened { db, db_file, wal: Arc::new(wal) };
+    if recovered.replayed > 0 {
+        tracing::info!(records = recovered.replayed, checkpoint, "write-ahead log replayed");
+    }
+    Ok(opened)
 }
 
 /// Refuses a newer layout, records the current one in a new store (or in one made before the

@@ -4,9 +4,10 @@
 //! by one `fdatasync`. sled holds the same changes in memory and is checkpointed in the background;
 //! segments whose records sled holds durably are deleted ([`Wal::cut`]).
 //!
-//! On disk: `wal/<first LSN, 20 digits>.log` segments, each zero-filled to [`SEGMENT_BYTES`] when
-//! made (so an append never changes the file's size or allocation, and `fdatasync` writes only
-//! the data), holding frames back to back:
+//! On disk: `wal/<first LSN, 20 digits>.log` segments of up to [`SEGMENT_BYTES`], zero-filled
+//! [`ALLOCATE_BYTES`] at a time ahead of the frames (so most appends change neither the file's
+//! size nor its allocation, and their `fdatasync` writes only the data), holding frames back to
+//! back:
 //!
 //! | bytes | field |
 //! | --- | --- |
@@ -24,13 +25,16 @@
 //! never silent loss.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Size of one segment file. A frame larger than a segment gets a segment of its own size.
 pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// How far ahead of the frames a segment is zero-filled at a time. Growing a file changes its
+/// size, which an `fdatasync` must then write too; doing it a MiB at a time keeps that off most
+/// appends, and a device that is full refuses the growth before any frame is lost.
+pub const ALLOCATE_BYTES: u64 = 1024 * 1024;
 const MAGIC: [u8; 4] = *b"H247";
 const HEADER: usize = 24;
 /// Larger payload lengths are not believed (a damaged length field), whatever the file holds.
@@ -107,7 +111,11 @@ struct Segment {
     file: File,
     path: PathBuf,
     first_lsn: u64,
+    /// Bytes of frames written.
     written: u64,
+    /// Bytes zero-filled so far (the file's size).
+    allocated: u64,
+    /// Its largest size.
     capacity: u64,
 }
 
@@ -149,7 +157,10 @@ impl Wal {
                 match read_frame(&bytes, offset) {
                     Frame::End => break,
                     Frame::Good { first_lsn, records, next } => {
-                        if first_lsn != lsn_expected {
+                        // Records at or below the checkpoint are in sled: a frame may start past
+                        // them (the log was cut, or sled got ahead of a torn tail).
+                        let gap = first_lsn > lsn_expected && first_lsn > checkpoint + 1;
+                        if first_lsn < lsn_expected || gap {
                             return Err(WalError::Gap {
                                 path: segment.path.display().to_string(),
                                 offset: offset as u64,
@@ -172,14 +183,39 @@ impl Wal {
                         offset = next;
                     }
                     Frame::Bad(why) => {
-                        let followed = good_frame_after(&bytes, offset + 1)
-                            || later_segments.iter().any(|s| segment_has_frames(&s.path));
-                        if followed {
-                            return Err(WalError::Damaged {
-                                path: segment.path.display().to_string(),
-                                offset: offset as u64,
-                                why,
-                            });
+                        let here = good_frame_after(&bytes, offset + 1);
+                        let next_lsn = here.map(|(_, lsn)| lsn).or_else(|| {
+                            later_segments.iter().find_map(|s| {
+                                std::fs::read(&s.path)
+                                    .ok()
+                                    .and_then(|b| good_frame_after(&b, 0))
+                                    .map(|(_, lsn)| lsn)
+                            })
+                        });
+                        match next_lsn {
+                            // What the damaged frame held is all in sled: a checkpoint covers it.
+                            Some(lsn) if lsn <= checkpoint + 1 => {
+                                tracing::warn!(
+                                    segment = %segment.path.display(), offset, %why,
+                                    "write-ahead log: a damaged frame is skipped; the checkpoint covers its records"
+                                );
+                                lsn_expected = lsn;
+                                match here {
+                                    Some((next, _)) => {
+                                        offset = next;
+                                        continue;
+                                    }
+                                    None => break,
+                                }
+                            }
+                            Some(_) => {
+                                return Err(WalError::Damaged {
+                                    path: segment.path.display().to_string(),
+                                    offset: offset as u64,
+                                    why,
+                                });
+                            }
+                            None => {}
                         }
                         tracing::warn!(
                             segment = %segment.path.display(), offset, %why,
@@ -254,6 +290,8 @@ impl Wal {
             lock(&self.segments).push(SegmentName { first_lsn, path: next.path.clone() });
             *segment = next;
         }
+        let end = segment.written + length;
+        segment.allocate(end)?;
         let at = segment.written;
         segment.file.write_all_at(&frame, at).map_err(io(&segment.path))?;
         segment.file.sync_data().map_err(io(&segment.path))?;
@@ -289,31 +327,92 @@ impl Wal {
     }
 }
 
+/// One change of a record: a key set to a value, or removed.
+const PUT: u8 = 1;
+const REMOVE: u8 = 2;
+
+/// Appends "set `key` to `value`" to a record.
+pub fn encode_put(record: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    record.push(PUT);
+    encode_bytes(record, key);
+    encode_bytes(record, value);
+}
+
+/// Appends "remove `key`" to a record.
+pub fn encode_remove(record: &mut Vec<u8>, key: &[u8]) {
+    record.push(REMOVE);
+    encode_bytes(record, key);
+}
+
+fn encode_bytes(record: &mut Vec<u8>, bytes: &[u8]) {
+    // Keys and values are far below 4 GiB (the envelope limit is a few MiB).
+    record.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+    record.extend_from_slice(bytes);
+}
+
+/// The changes of one record as a sled batch, to apply again after a crash. Applying a record
+/// twice leaves the same result: every change sets or removes a whole value.
+pub fn decode_record(record: &[u8]) -> Result<sled::Batch, String> {
+    let mut batch = sled::Batch::default();
+    let mut rest = record;
+    let take = |rest: &mut &[u8]| -> Result<Vec<u8>, String> {
+        let length = rest.get(..4).ok_or("a length cut short")?;
+        let length = u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize;
+        let bytes = rest.get(4..4 + length).ok_or("bytes cut short")?.to_vec();
+        *rest = &rest[4 + length..];
+        Ok(bytes)
+    };
+    while let Some((&kind, after)) = rest.split_first() {
+        rest = after;
+        match kind {
+            PUT => {
+                let key = take(&mut rest)?;
+                let value = take(&mut rest)?;
+                batch.insert(key, value);
+            }
+            REMOVE => batch.remove(take(&mut rest)?),
+            other => return Err(format!("unknown change kind {other}")),
+        }
+    }
+    Ok(batch)
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock means a panic between two plain assignments; the data is still whole.
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Segment {
-    /// A new segment file whose first record will be `first_lsn`, zero-filled to `capacity` and
-    /// synced with its folder entry, so later appends only overwrite allocated blocks.
+    /// A new segment file whose first record will be `first_lsn`, of at most `capacity` bytes,
+    /// with its first [`ALLOCATE_BYTES`] zero-filled and synced with its folder entry.
     fn create(dir: &Path, first_lsn: u64, capacity: u64) -> Result<Self, WalError> {
         let path = dir.join(format!("{first_lsn:020}.log"));
         let temp = dir.join(format!("{first_lsn:020}.log.new"));
-        let mut file =
+        let file =
             OpenOptions::new().create(true).truncate(true).write(true).open(&temp).map_err(io(&temp))?;
-        let zeros = vec![0u8; 1024 * 1024];
-        let mut left = capacity;
-        while left > 0 {
-            let step = left.min(zeros.len() as u64) as usize;
-            file.write_all(&zeros[..step]).map_err(io(&temp))?;
-            left -= step as u64;
-        }
-        file.sync_all().map_err(io(&temp))?;
-        std::fs::rename(&temp, &path).map_err(io(&path))?;
+        let mut segment = Self { file, path: temp, first_lsn, written: 0, allocated: 0, capacity };
+        segment.allocate(ALLOCATE_BYTES.min(capacity))?;
+        segment.file.sync_all().map_err(io(&segment.path))?;
+        std::fs::rename(&segment.path, &path).map_err(io(&path))?;
         File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-        let file = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
-        Ok(Self { file, path, first_lsn, written: 0, capacity })
+        segment.path = path;
+        Ok(segment)
+    }
+
+    /// Zero-fills the file up to at least `needed` bytes ([`ALLOCATE_BYTES`] at a time, never past
+    /// its capacity). Not synced here: the next frame's `fdatasync` covers it.
+    fn allocate(&mut self, needed: u64) -> Result<(), WalError> {
+        if needed <= self.allocated {
+            return Ok(());
+        }
+        let target = needed.max(self.allocated + ALLOCATE_BYTES).min(self.capacity.max(needed));
+        let zeros = vec![0u8; ALLOCATE_BYTES as usize];
+        while self.allocated < target {
+            let step = (target - self.allocated).min(ALLOCATE_BYTES) as usize;
+            self.file.write_all_at(&zeros[..step], self.allocated).map_err(io(&self.path))?;
+            self.allocated += step as u64;
+        }
+        Ok(())
     }
 }
 
@@ -390,15 +489,19 @@ fn read_frame(bytes: &[u8], offset: usize) -> Frame<'_> {
     Frame::Good { first_lsn: u64::from_le_bytes(lsn), records, next: end }
 }
 
-/// Whether a whole, checksummed frame starts anywhere at or after `from`.
-fn good_frame_after(bytes: &[u8], from: usize) -> bool {
-    (from..bytes.len().saturating_sub(HEADER))
-        .filter(|&at| bytes[at..at + 4] == MAGIC)
-        .any(|at| matches!(read_frame(bytes, at), Frame::Good { .. }))
+/// The first whole, checksummed frame at or after `from`: its offset and first LSN.
+fn good_frame_after(bytes: &[u8], from: usize) -> Option<(usize, u64)> {
+    (from..bytes.len().saturating_sub(HEADER)).filter(|&at| bytes[at..at + 4] == MAGIC).find_map(|at| {
+        match read_frame(bytes, at) {
+            Frame::Good { first_lsn, .. } => Some((at, first_lsn)),
+            _ => None,
+        }
+    })
 }
 
+#[cfg(test)]
 fn segment_has_frames(path: &Path) -> bool {
-    std::fs::read(path).is_ok_and(|bytes| good_frame_after(&bytes, 0))
+    std::fs::read(path).is_ok_and(|bytes| good_frame_after(&bytes, 0).is_some())
 }
 
 fn truncate(path: &Path, length: u64) -> Result<(), WalError> {
@@ -526,6 +629,25 @@ mod tests {
     }
 
     #[test]
+    fn damage_the_checkpoint_covers_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _, _) = replay(dir.path(), 0).unwrap();
+        for text in [b"one".as_slice(), b"two", b"three"] {
+            wal.append(text);
+            wal.sync().unwrap();
+        }
+        drop(wal);
+        let path = segment_names(dir.path()).unwrap()[0].path.clone();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(b"XXXX", 0).unwrap();
+        drop(file);
+        assert!(matches!(replay(dir.path(), 0), Err(WalError::Damaged { offset: 0, .. })));
+        let (_, recovered, seen) = replay(dir.path(), 1).unwrap();
+        assert_eq!(seen, vec![(2, b"two".to_vec()), (3, b"three".to_vec())]);
+        assert_eq!(recovered.next_lsn, 4);
+    }
+
+    #[test]
     fn full_segments_roll_over_and_cut_deletes_only_what_sled_holds() {
         let dir = tempfile::tempdir().unwrap();
         let (wal, _, _) = replay(dir.path(), 0).unwrap();
@@ -543,6 +665,24 @@ mod tests {
         let (_, recovered, seen) = replay(dir.path(), 2).unwrap();
         assert_eq!(seen.iter().map(|(lsn, _)| *lsn).collect::<Vec<_>>(), [3, 4]);
         assert_eq!(recovered.next_lsn, 5);
+    }
+
+    #[test]
+    fn a_record_becomes_the_same_sled_batch_again() {
+        let mut record = Vec::new();
+        encode_put(&mut record, b"m1", b"message");
+        encode_remove(&mut record, b"o1");
+        encode_put(&mut record, b"e1", b"");
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        db.insert(b"o1", b"queued").unwrap();
+        for _ in 0..2 {
+            db.apply_batch(decode_record(&record).unwrap()).unwrap();
+        }
+        assert_eq!(db.get(b"m1").unwrap().unwrap(), b"message".as_slice());
+        assert_eq!(db.get(b"e1").unwrap().unwrap(), b"".as_slice());
+        assert!(db.get(b"o1").unwrap().is_none());
+        assert!(decode_record(&[PUT, 9, 0, 0, 0, b'x']).is_err());
+        assert!(decode_record(&[7]).is_err());
     }
 
     #[test]

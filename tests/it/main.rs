@@ -27,3 +27,4 @@ mod roles;
 mod signing;
 mod storage_failure;
 mod tls_policy;
+mod write_ahead_log;
