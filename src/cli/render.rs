@@ -315,8 +315,8 @@ pub fn audit_json(r: &crate::proto::AuditRecord) -> Value {
         "action": r.action,
         "message_id": r.message_id,
         "details": r.details,
-        "prev_hash": crate::store::audit::hex(&r.prev_hash),
-        "hash": crate::store::audit::hex(&r.hash),
+        "prev_hash": hex::encode(&r.prev_hash),
+        "hash": hex::encode(&r.hash),
     });
     if !r.damaged.is_empty() {
         value["damaged"] = Value::String(r.damaged.clone());
@@ -335,7 +335,7 @@ pub fn audit_table(records: &[crate::proto::AuditRecord]) -> String {
             let _ = writeln!(out, "{:>6}  DAMAGED: {}", r.sequence, r.damaged);
             continue;
         }
-        let hash = crate::store::audit::hex(&r.hash);
+        let hash = hex::encode(&r.hash);
         let _ = writeln!(
             out,
             "{:>6}  {:<24}  {:<24} {:<13} {:<36}  {:<12}  {}",

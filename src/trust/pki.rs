@@ -258,21 +258,19 @@ pub fn subject_of(cert_pem: &str) -> Result<Vec<u8>, PkiError> {
 /// Parses a hex serial number as printed by `certs issue` or `openssl x509 -serial` (colons and a
 /// `0x` prefix allowed).
 pub fn parse_serial(text: &str) -> Option<Vec<u8>> {
-    let hex: String = text.trim().trim_start_matches("0x").chars().filter(|c| *c != ':').collect();
-    if hex.is_empty() || hex.len() > 40 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+    let digits: String = text.trim().trim_start_matches("0x").chars().filter(|c| *c != ':').collect();
+    if digits.is_empty() || digits.len() > 40 {
         return None;
     }
-    let padded = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex };
-    let bytes = (0..padded.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&padded[i..i + 2], 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
+    // openssl may print an odd number of digits; a leading zero nibble keeps the value.
+    let padded = if digits.len() % 2 == 1 { format!("0{digits}") } else { digits };
+    let bytes = hex::decode(padded).ok()?;
     Some(canonical_serial(&bytes))
 }
 
 /// A serial number in upper-case hex, the way `openssl x509 -serial` prints it.
 pub fn format_serial(serial: &[u8]) -> String {
-    serial.iter().map(|b| format!("{b:02X}")).collect()
+    hex::encode_upper(serial)
 }
 
 impl CertificateAuthority {
