@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::identity::NodeCode;
+use crate::domain::names::ShortName;
 
 /// Why a configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -442,8 +443,8 @@ impl DirectoryEntry {
         &self,
         request_type: crate::proto::RequestType,
     ) -> Result<(), crate::domain::validation::FieldError> {
-        let name = request_type.as_str_name().trim_start_matches("REQUEST_TYPE_");
-        let listed = |listed: &String| listed.trim_start_matches("REQUEST_TYPE_").eq_ignore_ascii_case(name);
+        let name = request_type.short_name();
+        let listed = |listed: &String| crate::domain::names::request_type_named(listed) == Some(request_type);
         if request_type == crate::proto::RequestType::Unspecified
             || self.request_types.is_empty()
             || self.request_types.iter().any(listed)

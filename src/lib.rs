@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` for the map of modules and `../proto` for the wire contract.
 
+pub mod atomic_file;
 pub mod cli;
 pub mod config;
 pub mod console;

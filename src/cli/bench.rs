@@ -17,6 +17,7 @@ use crate::cli::desk_client::{self, DeskClient};
 use crate::cli::init::{InitOptions, NodePlan, init_network};
 use crate::config::{ClientConfig, NodeConfig};
 use crate::domain::identity::NodeCode;
+use crate::domain::names::ShortName;
 use crate::proto::{
     GetQueueRequest, ListInboxRequest, MessageState, Precedence, RequestType, SubmitRequest, WatchRequest,
 };
@@ -450,7 +451,7 @@ pub async fn run(options: BenchOptions) -> Result<Value, BenchError> {
             "messages": options.messages,
             "concurrency": options.concurrency,
             "size_bytes": options.size,
-            "precedence": options.precedence.as_str_name().trim_start_matches("PRECEDENCE_"),
+            "precedence": options.precedence.short_name(),
             "latency_samples": options.latency_samples,
         },
         "fsync_floor": floor,

@@ -5,12 +5,9 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::domain::lifecycle::state_name;
+use crate::domain::names::ShortName;
 use crate::domain::timestamp::{age, rfc3339};
 use crate::proto::Message;
-
-fn enum_name(name: &str, prefix: &str) -> String {
-    name.trim_start_matches(prefix).to_owned()
-}
 
 pub use crate::domain::json::event_json;
 use crate::domain::json::time;
@@ -20,7 +17,7 @@ use crate::trust::proof::readable_envelope as envelope_json;
 pub fn message_json(m: &Message) -> Value {
     json!({
         "envelope": m.envelope.as_ref().map(envelope_json),
-        "direction": enum_name(m.direction().as_str_name(), "DIRECTION_"),
+        "direction": m.direction().short_name(),
         "state": state_name(m.state()),
         "timeline": m.timeline.iter().map(|t| json!({
             "at": time(t.at.as_ref()),
@@ -51,7 +48,7 @@ pub fn message_table(messages: &[Message]) -> String {
             "{:<36}  {:<4} {:<9} {:<13} {:<7} {:>8}  {}",
             e.id,
             peer,
-            enum_name(e.precedence().as_str_name(), "PRECEDENCE_"),
+            e.precedence().short_name(),
             state_name(m.state()),
             if m.overdue { "OVERDUE" } else { "" },
             created.as_ref().map(age).unwrap_or_default(),
@@ -67,14 +64,14 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}  {}", e.id, state_name(m.state()));
     let rows = [
-        ("kind", enum_name(e.kind().as_str_name(), "ENVELOPE_KIND_")),
+        ("kind", e.kind().short_name().to_owned()),
         ("from → to", format!("{} → {}", e.origin, e.destination)),
-        ("type", enum_name(e.request_type().as_str_name(), "REQUEST_TYPE_")),
-        ("precedence", enum_name(e.precedence().as_str_name(), "PRECEDENCE_")),
+        ("type", e.request_type().short_name().to_owned()),
+        ("precedence", e.precedence().short_name().to_owned()),
         ("case", e.case_reference.clone()),
         ("subject", e.subject.clone()),
         ("language", e.language.clone()),
-        ("handling", enum_name(e.handling_code().as_str_name(), "HANDLING_CODE_")),
+        ("handling", e.handling_code().short_name().to_owned()),
         ("created", e.created_at.as_ref().map(rfc3339).unwrap_or_default()),
         ("expires", e.expires_at.as_ref().map(rfc3339).unwrap_or_default()),
         ("in reply to", e.in_reply_to.clone()),
@@ -127,7 +124,7 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
                 out,
                 "    {}  {:<16} {} → {}  {:<10} {}",
                 re.created_at.as_ref().map(rfc3339).unwrap_or_default(),
-                enum_name(re.kind().as_str_name(), "ENVELOPE_KIND_"),
+                re.kind().short_name(),
                 re.origin,
                 re.destination,
                 state_name(r.state()),
@@ -136,10 +133,6 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
         }
     }
     out
-}
-
-fn connection_name(state: crate::proto::ConnectionState) -> String {
-    enum_name(state.as_str_name(), "CONNECTION_STATE_")
 }
 
 /// One peer's queue as JSON.
@@ -151,7 +144,7 @@ pub fn queue_json(q: &crate::proto::PeerQueue) -> Value {
         "next_attempt_at": time(q.next_attempt_at.as_ref()),
         "failures": q.failures,
         "last_error": q.last_error,
-        "connection": connection_name(q.connection()),
+        "connection": q.connection().short_name(),
     })
 }
 
@@ -183,7 +176,7 @@ pub fn queue_table(peers: &[crate::proto::PeerQueue]) -> String {
             q.oldest_created_at.as_ref().map(age).unwrap_or_else(|| "-".into()),
             next,
             q.failures,
-            connection_name(q.connection()),
+            q.connection().short_name(),
             q.last_error
         );
     }
@@ -209,7 +202,7 @@ pub fn peers_json(p: &crate::proto::ListPeersResponse) -> Value {
             "peer": i.peer,
             "name": i.name,
             "endpoint": i.endpoint,
-            "connection": connection_name(i.connection()),
+            "connection": i.connection().short_name(),
             "last_contact_at": time(i.last_contact_at.as_ref()),
             "round_trip_ms": i.round_trip_ms,
             "software_version": i.software_version,
@@ -245,7 +238,7 @@ pub fn peers_table(p: &crate::proto::ListPeersResponse) -> String {
             out,
             "{:<4} {:<10} {:>12} {:>8} {:<16} {:<10} {:<9} {:<21} {}",
             i.peer,
-            connection_name(i.connection()),
+            i.connection().short_name(),
             i.last_contact_at.as_ref().map(|t| format!("{} ago", age(t))).unwrap_or_else(|| "never".into()),
             if i.round_trip_ms > 0.0 { format!("{:.1}ms", i.round_trip_ms) } else { "-".into() },
             if i.software_version.is_empty() { "-" } else { &i.software_version },
@@ -315,8 +308,8 @@ pub fn audit_json(r: &crate::proto::AuditRecord) -> Value {
         "action": r.action,
         "message_id": r.message_id,
         "details": r.details,
-        "prev_hash": crate::store::audit::hex(&r.prev_hash),
-        "hash": crate::store::audit::hex(&r.hash),
+        "prev_hash": hex::encode(&r.prev_hash),
+        "hash": hex::encode(&r.hash),
     });
     if !r.damaged.is_empty() {
         value["damaged"] = Value::String(r.damaged.clone());
@@ -335,7 +328,7 @@ pub fn audit_table(records: &[crate::proto::AuditRecord]) -> String {
             let _ = writeln!(out, "{:>6}  DAMAGED: {}", r.sequence, r.damaged);
             continue;
         }
-        let hash = crate::store::audit::hex(&r.hash);
+        let hash = hex::encode(&r.hash);
         let _ = writeln!(
             out,
             "{:>6}  {:<24}  {:<24} {:<13} {:<36}  {:<12}  {}",

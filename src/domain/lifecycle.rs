@@ -7,6 +7,7 @@
 
 use prost_types::Timestamp;
 
+use crate::domain::names::ShortName;
 use crate::proto::{Direction, EnvelopeKind, Message, MessageState, TimelineEntry};
 
 /// Something that happens to a message.
@@ -53,9 +54,10 @@ pub struct LifecycleError {
     pub reason: &'static str,
 }
 
-/// The state name as operators read it ("WAITING_RETRY").
+/// The state name as operators read it ("WAITING_RETRY"): [`ShortName::short_name`], kept under
+/// this name because the lifecycle's errors and many views call it.
 pub fn state_name(state: MessageState) -> &'static str {
-    state.as_str_name().trim_start_matches("MESSAGE_STATE_")
+    state.short_name()
 }
 
 /// The transition table. `is_request` is false for acknowledgements, responses and the like,

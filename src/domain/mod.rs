@@ -1,7 +1,8 @@
 //! The domain rules, with no I/O and no knowledge of the layers above: who a certificate names
 //! (`identity`), who may do what (`access`), what makes an envelope acceptable (`validation`),
 //! the message lifecycle (`lifecycle`), time (`timestamp`), the names of proto values
-//! (`names`) and their JSON views (`json`).
+//! (`names`) and their JSON views (`json`), precedence ranks and the desk's inbox order
+//! (`order`).
 //!
 //! Boundary: imports nothing of this crate but the generated `proto` types; never touches the
 //! store, the network, TLS or files.
@@ -11,5 +12,6 @@ pub mod identity;
 pub mod json;
 pub mod lifecycle;
 pub mod names;
+pub mod order;
 pub mod timestamp;
 pub mod validation;

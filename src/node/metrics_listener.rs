@@ -21,15 +21,12 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::proto::{ConnectionState, Direction, Precedence};
+use crate::domain::names::ShortName;
+use crate::proto::{ConnectionState, Direction};
 use crate::runtime::context::NodeContext;
 use crate::store::view;
 
 use crate::runtime::metrics::{Labels, labels};
-
-fn precedence_label(precedence: Precedence) -> &'static str {
-    precedence.as_str_name().trim_start_matches("PRECEDENCE_")
-}
 
 /// Serves the metrics listener until `stop`.
 pub async fn serve(
@@ -156,7 +153,7 @@ impl Collector for NodeCollector {
         for code in context.peers_with_queues() {
             let peer = code.to_string();
             for (precedence, count, first) in context.store.outbox_summary(code).unwrap_or_default() {
-                let label = labels(&[("peer", &peer), ("precedence", precedence_label(precedence))]);
+                let label = labels(&[("peer", &peer), ("precedence", precedence.short_name())]);
                 let created = first.and_then(|f| view(&f).envelope).and_then(|e| e.created_at);
                 let age = created
                     .map(|c| crate::domain::timestamp::to_system(&c))

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::config::{DeadlinesConfig, DirectoryEntry, NodeConfig};
 use crate::domain::identity::{Identity, NodeCode};
 use crate::domain::lifecycle::{self, Happening};
+use crate::domain::names::ShortName;
 use crate::domain::timestamp;
 use crate::domain::validation::{FieldError, check_batch, check_envelope};
 use crate::proto::delivery_result::Outcome;
@@ -201,13 +202,13 @@ impl Receiver {
         for message in changed {
             let envelope = message.envelope.clone().unwrap_or_default();
             if message.direction() == Direction::Inbound {
-                let kind = envelope.kind().as_str_name().trim_start_matches("ENVELOPE_KIND_");
+                let kind = envelope.kind().short_name();
                 metrics.envelopes_received.get_or_create(&labels(&[("peer", &peer), ("kind", kind)])).inc();
             } else if message.state() == MessageState::Acknowledged {
                 // One of our requests was just acknowledged: how long did it take?
                 let created = envelope.created_at.as_ref().map(timestamp::to_system);
                 let lead = created.and_then(|c| std::time::SystemTime::now().duration_since(c).ok());
-                let precedence = envelope.precedence().as_str_name().trim_start_matches("PRECEDENCE_");
+                let precedence = envelope.precedence().short_name();
                 if let Some(lead) = lead {
                     metrics
                         .ack_lead_time
@@ -285,7 +286,7 @@ fn receive(
     let note = match message.envelope.as_ref() {
         // The sending desk must notice a dispute: its note (in the event on `Watch`) says it all.
         Some(dispute) if kind == EnvelopeKind::PrecedenceDispute => {
-            let proposed = dispute.precedence().as_str_name().trim_start_matches("PRECEDENCE_");
+            let proposed = dispute.precedence().short_name();
             tracing::warn!(message_id = %dispute.in_reply_to, peer = %sender, proposed, "precedence disputed");
             format!(
                 "received from {sender}: disputes the precedence of {}, proposes {proposed}: {body}",

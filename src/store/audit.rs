@@ -68,7 +68,7 @@ impl ChainHead {
 
     /// "<sequence>:<hash hex>", the form of the `hanoi247-audit-head` header and `--anchor`.
     pub fn to_text(&self) -> String {
-        format!("{}:{}", self.sequence, hex(&self.hash))
+        format!("{}:{}", self.sequence, hex::encode(self.hash))
     }
 
     /// Parses [`ChainHead::to_text`].
@@ -76,7 +76,8 @@ impl ChainHead {
         let (sequence, hash) =
             text.trim().split_once(':').ok_or_else(|| format!("'{text}': expected <sequence>:<hash hex>"))?;
         let sequence = sequence.parse().map_err(|_| format!("'{sequence}' is not a sequence number"))?;
-        let hash = unhex(hash)
+        let hash = hex::decode(hash)
+            .ok()
             .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
             .ok_or_else(|| format!("'{hash}' is not a SHA-256 hash in hex (64 digits)"))?;
         Ok(Self { sequence, hash })
@@ -241,8 +242,8 @@ impl Verifier {
         if record.hash != computed {
             return Err(BrokenLink::HashMismatch {
                 sequence: record.sequence,
-                stored: hex(&record.hash),
-                computed: hex(&computed),
+                stored: hex::encode(&record.hash),
+                computed: hex::encode(computed),
             });
         }
         if record.prev_hash != self.head.hash {
@@ -272,8 +273,8 @@ impl Verifier {
             if reported.sequence == self.head.sequence && reported.hash != self.head.hash {
                 return Err(BrokenLink::HashMismatch {
                     sequence: self.head.sequence,
-                    stored: hex(&reported.hash),
-                    computed: hex(&self.head.hash),
+                    stored: hex::encode(reported.hash),
+                    computed: hex::encode(self.head.hash),
                 });
             }
         }
@@ -290,7 +291,11 @@ pub fn check_anchor(anchor: &ChainHead, record: &AuditRecord) -> Option<Result<(
         } else {
             Err(BrokenLink::AnchorMismatch {
                 sequence: anchor.sequence,
-                reason: format!("its hash is {}, the anchor says {}", hex(&record.hash), hex(&anchor.hash)),
+                reason: format!(
+                    "its hash is {}, the anchor says {}",
+                    hex::encode(&record.hash),
+                    hex::encode(anchor.hash)
+                ),
             })
         }
     })
@@ -306,18 +311,6 @@ pub fn verify<'a>(
         verifier.push(record)?;
     }
     verifier.finish(reported)
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
 }
 
 #[cfg(test)]

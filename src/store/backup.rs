@@ -19,13 +19,14 @@
 //! A reader checks the magic and the format version first (a later format may check itself
 //! differently), then the digest over the whole file, and only then trusts any length in it.
 
-use std::io::{BufReader, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use ring::digest::{Context, SHA256};
 
+use crate::atomic_file::{self, AtomicFile, FileError};
 use crate::domain::identity::NodeCode;
 use crate::store::{Importer, SCHEMA_VERSION, Snapshot, StoreError};
 
@@ -353,40 +354,32 @@ fn read_up_to(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usiz
     Ok(filled)
 }
 
-/// Receives a backup file: a temp file (0600: it holds case data) next to the target, filled
-/// chunk by chunk, verified, synced and renamed over the target only when complete. Dropped
-/// before [`BackupFile::finish`], it removes the temp file.
+/// Receives a backup file: an [`AtomicFile`] (0600: it holds case data) next to the target,
+/// filled chunk by chunk, verified, synced and renamed over the target only when complete.
+/// Dropped before [`BackupFile::finish`], it removes the temp file, so an incomplete backup never
+/// stays around looking like one.
 pub struct BackupFile {
     target: PathBuf,
-    temp: PathBuf,
-    file: Option<std::io::BufWriter<std::fs::File>>,
+    file: AtomicFile,
     written: u64,
+}
+
+/// A failed step of the atomic write, naming the path it worked on.
+fn file_error(error: FileError) -> BackupError {
+    BackupError::Io { path: error.path, source: error.source }
 }
 
 impl BackupFile {
     /// Starts receiving the file that will be `target`.
     pub fn create(target: &Path) -> Result<Self, BackupError> {
-        let io = |source| BackupError::Io { path: target.to_owned(), source };
-        let name = target.file_name().ok_or_else(|| {
-            io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path does not name a file"))
-        })?;
-        let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        // create_new with a random name: a leftover file would keep its own, maybe wider, mode.
-        let temp = dir.join(format!(".{}.{:016x}.partial", name.to_string_lossy(), fastrand::u64(..)));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(|source| BackupError::Io { path: temp.clone(), source })?;
-        Ok(Self { target: target.to_owned(), temp, file: Some(std::io::BufWriter::new(file)), written: 0 })
+        // `.partial`: a leftover after a crash says it is an incomplete backup.
+        let file = AtomicFile::create(target, atomic_file::PRIVATE, "partial").map_err(file_error)?;
+        Ok(Self { target: target.to_owned(), file, written: 0 })
     }
 
     /// Appends the next chunk.
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), BackupError> {
-        let io = |source| BackupError::Io { path: self.temp.clone(), source };
-        let file = self.file.as_mut().ok_or_else(|| io(std::io::Error::other("already finished")))?;
-        file.write_all(chunk).map_err(io)?;
+        self.file.write_all(chunk).map_err(file_error)?;
         self.written += chunk.len() as u64;
         Ok(())
     }
@@ -394,13 +387,8 @@ impl BackupFile {
     /// Syncs, verifies the whole file, renames it into place and syncs the directory. Returns
     /// the header and the file's size.
     pub fn finish(mut self) -> Result<(Header, u64), BackupError> {
-        let io = |path: &Path, source| BackupError::Io { path: path.to_owned(), source };
-        let file =
-            self.file.take().ok_or_else(|| io(&self.temp, std::io::Error::other("already finished")))?;
-        let file = file.into_inner().map_err(|e| io(&self.temp, e.into_error()))?;
-        file.sync_all().map_err(|e| io(&self.temp, e))?;
-        drop(file);
-        let header = verify(&self.temp).map_err(|error| match error {
+        self.file.sync().map_err(file_error)?;
+        let header = verify(self.file.temp_path()).map_err(|error| match error {
             BackupError::DigestMismatch { .. }
             | BackupError::Damaged { .. }
             | BackupError::NotABackup { .. } => {
@@ -408,21 +396,8 @@ impl BackupFile {
             }
             other => other,
         })?;
-        std::fs::rename(&self.temp, &self.target).map_err(|e| io(&self.target, e))?;
-        let dir = self.target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))?;
-        // Renamed: nothing left to clean up.
-        self.temp = PathBuf::new();
+        self.file.commit().map_err(file_error)?;
         Ok((header, self.written))
-    }
-}
-
-impl Drop for BackupFile {
-    fn drop(&mut self) {
-        if !self.temp.as_os_str().is_empty() {
-            // Best effort: an incomplete backup must not stay around looking like one.
-            let _ = std::fs::remove_file(&self.temp);
-        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! | key | value |
 //! | --- | --- |
 //! | `m` id(16) | `StoredMessage` |
-//! | `o` destination(2) precedence-rank(1) seq(8) | id — outbound messages still to be sent |
+//! | `o` destination(2) precedence-rank(1) seq(8) | id — outbound messages still to be sent (rank: `domain::order::precedence_rank`) |
 //! | `i` seq(8) | id — inbound requests (the inbox listing) |
 //! | `s` seq(8) | id — outbound envelopes (the outbox listing) |
 //! | `r` parent-id(16) seq(8) | id — envelopes that answer or continue `parent` |
@@ -45,6 +45,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::domain::identity::NodeCode;
+use crate::domain::order::precedence_rank;
 use crate::domain::timestamp;
 use crate::proto::{AuditRecord, Direction, EnvelopeKind, Event, Message, MessageState, Precedence};
 use crate::store::audit::ChainHead;
@@ -831,16 +832,6 @@ fn ack_key(message: &Message, id: Uuid) -> Option<Vec<u8>> {
     let mut key = prefixed(b'a', &seconds.to_be_bytes());
     key.extend_from_slice(id.as_bytes());
     Some(key)
-}
-
-/// FLASH sorts first.
-fn precedence_rank(precedence: Precedence) -> u8 {
-    match precedence {
-        Precedence::Flash => 1,
-        Precedence::Immediate => 2,
-        Precedence::Priority => 3,
-        Precedence::Routine | Precedence::Unspecified => 4,
-    }
 }
 
 /// Marks the store broken by `error` (a failed write or sync: it refuses writes until it is

@@ -135,7 +135,7 @@ impl Directory {
     pub fn sign(&mut self, key: &SecretariatKey) {
         self.version += 1;
         self.issued_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        self.signature = hex(key.pair.sign(&self.signed_bytes()).as_ref());
+        self.signature = hex::encode(key.pair.sign(&self.signed_bytes()));
     }
 
     /// Checks the signature with the secretariat's public key.
@@ -143,7 +143,7 @@ impl Directory {
         if self.signature.is_empty() {
             return Err("the directory is not signed (run `hanoi247 directory sign`)".into());
         }
-        let signature = unhex(&self.signature).ok_or("signature: not hex")?;
+        let signature = hex::decode(&self.signature).map_err(|_| "signature: not hex")?;
         UnparsedPublicKey::new(&ED25519, &public_key.0)
             .verify(&self.signed_bytes(), &signature)
             .map_err(|_| "the signature does not match the directory and the secretariat's public key".into())
@@ -183,7 +183,7 @@ impl Directory {
                 }
             }
             let fingerprint = &member.certificate_sha256;
-            if !fingerprint.is_empty() && unhex(fingerprint).is_none_or(|bytes| bytes.len() != 32) {
+            if !fingerprint.is_empty() && !hex::decode(fingerprint).is_ok_and(|bytes| bytes.len() == 32) {
                 return Err(format!("{at}.certificate_sha256: not 64 hex digits"));
             }
         }
@@ -300,17 +300,6 @@ pub fn fingerprint_of_file(path: &Path) -> Result<String, DirectoryError> {
     let certs = crate::trust::tls::load_certs(path).map_err(|e| DirectoryError::Key(e.to_string()))?;
     // load_certs refuses a file without certificates.
     Ok(certs.first().map(|c| fingerprint(c.as_ref())).unwrap_or_default())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
 }
 
 /// What a reload did.

@@ -1,9 +1,7 @@
 //! Making certificates with rcgen: the network CA, nodes' local CAs, node, desk-server and desk
 //! client certificates, and writing them with safe file modes. All keys are ECDSA P-256.
 
-use std::io::Write as _;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -14,6 +12,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
 
+use crate::atomic_file;
 use crate::domain::identity::{IdentityError, NodeCode, client_uri, node_uri};
 
 /// A certificate could not be made or written.
@@ -258,21 +257,19 @@ pub fn subject_of(cert_pem: &str) -> Result<Vec<u8>, PkiError> {
 /// Parses a hex serial number as printed by `certs issue` or `openssl x509 -serial` (colons and a
 /// `0x` prefix allowed).
 pub fn parse_serial(text: &str) -> Option<Vec<u8>> {
-    let hex: String = text.trim().trim_start_matches("0x").chars().filter(|c| *c != ':').collect();
-    if hex.is_empty() || hex.len() > 40 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+    let digits: String = text.trim().trim_start_matches("0x").chars().filter(|c| *c != ':').collect();
+    if digits.is_empty() || digits.len() > 40 {
         return None;
     }
-    let padded = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex };
-    let bytes = (0..padded.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&padded[i..i + 2], 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
+    // openssl may print an odd number of digits; a leading zero nibble keeps the value.
+    let padded = if digits.len() % 2 == 1 { format!("0{digits}") } else { digits };
+    let bytes = hex::decode(padded).ok()?;
     Some(canonical_serial(&bytes))
 }
 
 /// A serial number in upper-case hex, the way `openssl x509 -serial` prints it.
 pub fn format_serial(serial: &[u8]) -> String {
-    serial.iter().map(|b| format!("{b:02X}")).collect()
+    hex::encode_upper(serial)
 }
 
 impl CertificateAuthority {
@@ -353,44 +350,21 @@ impl CertificateAuthority {
     }
 }
 
-/// Writes `contents` atomically with `mode` from the moment the file exists: a fresh temp file in
-/// the same directory (so the rename stays on one file system), synced, renamed over `path`, then
-/// the directory synced so the rename survives a crash.
+/// Writes `contents` through [`atomic_file::write`], naming `path` in the error whichever step
+/// failed (the temp file's random name would mean nothing to the operator).
 fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io { path: path.to_owned(), source };
-    let file_name = path.file_name().ok_or_else(|| {
-        io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path does not name a file"))
-    })?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    // A random name and create_new: an existing file (a leftover, or another writer's) would keep
-    // its own, possibly wider, mode, and a private key must never be readable by others.
-    let temp = dir.join(format!(".{}.{:016x}.tmp", file_name.to_string_lossy(), fastrand::u64(..)));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temp)
-        .and_then(|mut file| {
-            file.write_all(contents)?;
-            file.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&temp, path));
-    if let Err(source) = written {
-        // Best effort: the temp file may not exist, and the write error is the one to report.
-        let _ = std::fs::remove_file(&temp);
-        return Err(io(source));
-    }
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    atomic_file::write(path, contents, mode)
+        .map_err(|e| PkiError::Io { path: path.to_owned(), source: e.source })
 }
 
 /// Writes a private key PEM readable by its owner only (0600).
 pub fn write_private_key(path: &Path, pem: &str) -> Result<(), PkiError> {
-    write_atomically(path, pem.as_bytes(), 0o600)
+    write_atomically(path, pem.as_bytes(), atomic_file::PRIVATE)
 }
 
 /// Writes a certificate PEM (0644: certificates are public).
 pub fn write_certificate(path: &Path, pem: &str) -> Result<(), PkiError> {
-    write_atomically(path, pem.as_bytes(), 0o644)
+    write_atomically(path, pem.as_bytes(), atomic_file::PUBLIC)
 }
 
 /// Characters of PKCS#12 passwords: no look-alikes (0/O, 1/l/I), so a person can type one.
@@ -427,15 +401,15 @@ pub fn pkcs12(certified: &CertifiedKey, ca_pem: &str, name: &str) -> Result<(Vec
 
 /// Writes a PKCS#12 file and, beside it as `<file>.password`, its password; both 0600.
 pub fn write_pkcs12(path: &Path, bytes: &[u8], password: &str) -> Result<(), PkiError> {
-    write_atomically(path, bytes, 0o600)?;
+    write_atomically(path, bytes, atomic_file::PRIVATE)?;
     let mut password_path = path.as_os_str().to_owned();
     password_path.push(".password");
-    write_atomically(Path::new(&password_path), format!("{password}\n").as_bytes(), 0o600)
+    write_atomically(Path::new(&password_path), format!("{password}\n").as_bytes(), atomic_file::PRIVATE)
 }
 
 /// Writes a public file (a signed directory, a public key) atomically, mode 0644.
 pub fn write_public_file(path: &Path, contents: &str) -> Result<(), PkiError> {
-    write_atomically(path, contents.as_bytes(), 0o644)
+    write_atomically(path, contents.as_bytes(), atomic_file::PUBLIC)
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use serde_json::json;
 use crate::domain::identity::{Identity, NodeCode};
 use crate::domain::names::ShortName as _;
 use crate::proto::{Envelope, GetProofResponse, Receipt};
-use crate::trust::signing::{self, hex};
+use crate::trust::signing;
 
 /// The `format` of the proof files this version writes and reads.
 pub const FORMAT: &str = "hanoi247-proof-v1";
@@ -139,7 +139,7 @@ pub fn build(response: &GetProofResponse) -> Result<ProofFile, ProofError> {
     let receipt = response.receipt.as_ref().map(|r| ReceiptPart {
         receiver: r.receiver.clone(),
         envelope_id: r.envelope_id.clone(),
-        envelope_sha256: hex(&r.envelope_sha256),
+        envelope_sha256: hex::encode(&r.envelope_sha256),
         received_at: r.received_at.as_ref().map(exact_time).unwrap_or_default(),
         signature_base64: BASE64.encode(&r.signature),
         certificate_chain: vec![pem(&r.receiver_certificate), receiver_ca],
@@ -149,7 +149,7 @@ pub fn build(response: &GetProofResponse) -> Result<ProofFile, ProofError> {
         network: response.network.clone(),
         envelope: EnvelopePart {
             id: envelope.id.clone(),
-            sha256: hex(&digest),
+            sha256: hex::encode(digest),
             canonical_base64: BASE64.encode(&response.envelope_canonical),
             readable: readable_envelope(&envelope),
         },
@@ -252,7 +252,7 @@ fn describe_ca(der: &[u8]) -> String {
     let subject = x509_parser::parse_x509_certificate(der)
         .map(|(_, c)| c.subject().to_string())
         .unwrap_or_else(|_| "(unparsable certificate)".into());
-    format!("{subject}, SHA-256 fingerprint {}", hex(&signing::sha256(der)))
+    format!("{subject}, SHA-256 fingerprint {}", hex::encode(signing::sha256(der)))
 }
 
 /// The CA to check a chain's node certificate against: of the trusted ones, the one that issued
@@ -285,10 +285,14 @@ pub fn verify(text: &str, trusted_cas: Option<&[Vec<u8>]>) -> Result<Verified, P
         ));
     }
     let digest = signing::sha256(&canonical);
-    if proof.envelope.sha256 != hex(&digest) {
+    if proof.envelope.sha256 != hex::encode(digest) {
         return Err(invalid(
             "envelope.sha256",
-            format!("{} is not the SHA-256 of the canonical bytes ({})", proof.envelope.sha256, hex(&digest)),
+            format!(
+                "{} is not the SHA-256 of the canonical bytes ({})",
+                proof.envelope.sha256,
+                hex::encode(digest)
+            ),
         ));
     }
     if proof.envelope.id != envelope.id {
@@ -362,7 +366,7 @@ pub fn verify(text: &str, trusted_cas: Option<&[Vec<u8>]>) -> Result<Verified, P
         None => (None, None),
     };
     Ok(Verified {
-        sha256: hex(&digest),
+        sha256: hex::encode(digest),
         ca: describe_ca(&ca),
         ca_given: trusted_cas.is_some(),
         origin: origin.uri(),
@@ -392,14 +396,10 @@ fn check_readable(readable: &Value, signed: &Value) -> Result<(), ProofError> {
     Ok(())
 }
 
+/// `text` decoded from hex, or an error naming the proof file's `part`: the verifier must say
+/// which part of the file is wrong, which `hex`'s own error does not.
 fn hex_decode(part: &str, text: &str) -> Result<Vec<u8>, ProofError> {
-    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(invalid(part, "not hexadecimal"));
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|e| invalid(part, e)))
-        .collect()
+    hex::decode(text).map_err(|_| invalid(part, "not hexadecimal"))
 }
 
 /// The readable part of a proof file: the envelope as JSON, enum values by short name. Part of
@@ -422,7 +422,7 @@ pub fn readable_envelope(e: &Envelope) -> Value {
         "in_reply_to": e.in_reply_to,
         "attachments": e.attachments.iter().map(|a| json!({
             "name": a.name, "media_type": a.media_type, "size_bytes": a.size_bytes,
-            "sha256": a.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "sha256": hex::encode(&a.sha256),
         })).collect::<Vec<_>>(),
         "handling_code": e.handling_code().short_name(),
         "handling_restrictions": e.handling_restrictions,
@@ -450,7 +450,7 @@ mod tests {
         let text = pem(&der);
         assert!(text.lines().all(|l| l.len() <= 64));
         assert_eq!(decode_pem("x", &text).unwrap(), der);
-        assert_eq!(hex_decode("x", &hex(&der)).unwrap(), der);
+        assert_eq!(hex_decode("x", &hex::encode(&der)).unwrap(), der);
         assert!(hex_decode("x", "abc").is_err());
         assert!(hex_decode("x", "zz").is_err());
     }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     ("domain", 0),
     ("config", 1),
+    ("atomic_file", 1),
     ("store", 2),
     ("trust", 2),
     ("runtime", 3),
