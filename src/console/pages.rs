@@ -15,7 +15,7 @@ use super::strings::Catalogue;
 use crate::domain::access::{self, Action, Role};
 use crate::domain::names::ShortName as _;
 use crate::domain::timestamp::{age, rfc3339};
-use crate::proto::{EnvelopeKind, Message, MessageState, Precedence, RequestType};
+use crate::proto::{EnvelopeKind, MessageState, Precedence, RequestType};
 
 pub use lists::{inbox, inbox_rows, outbox};
 pub use message::message;
@@ -104,27 +104,8 @@ pub fn layout(frame: &Frame<'_>, page: &str, title: &str, content: &str) -> Stri
     .into_string()
 }
 
-fn precedence_of(message: &Message) -> Precedence {
-    message.envelope.as_ref().map_or(Precedence::Unspecified, |e| e.precedence())
-}
-
-fn precedence_rank(precedence: Precedence) -> u8 {
-    match precedence {
-        Precedence::Flash => 0,
-        Precedence::Immediate => 1,
-        Precedence::Priority => 2,
-        Precedence::Routine => 3,
-        Precedence::Unspecified => 4,
-    }
-}
-
-/// The order of the inbox: overdue first, then by precedence, then the longest waiting first.
-pub fn sort_for_desk(messages: &mut [Message]) {
-    messages.sort_by_key(|m| {
-        let created = m.envelope.as_ref().and_then(|e| e.created_at).map(|t| (t.seconds, t.nanos));
-        (!m.overdue, precedence_rank(precedence_of(m)), created)
-    });
-}
+/// The inbox as the desk works it (one rule, owned by `domain::order`).
+pub use crate::domain::order::sort_for_desk;
 
 fn precedence_badge(precedence: Precedence) -> Markup {
     let name = precedence.short_name();
