@@ -171,7 +171,7 @@ pub fn refusal(frame: &Frame<'_>, message: &str) -> String {
 mod tests {
     use super::*;
     use crate::console::strings::ENGLISH;
-    use crate::proto::{Envelope, GetQueueResponse, ListPeersResponse, PeerInfo};
+    use crate::proto::{Envelope, GetQueueResponse, ListPeersResponse, Message, PeerInfo};
 
     fn message(precedence: Precedence, seconds: i64, overdue: bool) -> Message {
         Message {
