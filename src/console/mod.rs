@@ -144,12 +144,14 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// The browser's side of a connection: its leaf certificate (DER), read once per connection. The
-/// TLS configuration requires one, so an empty certificate only ever stands for "none", which no
-/// token matches and which names nobody.
+/// The browser's side of a connection, read once per connection: its leaf certificate (DER) and
+/// the identity it names. The TLS configuration requires a certificate, so an empty one only
+/// ever stands for "none", which no token matches and which names nobody.
 #[derive(Clone)]
 struct Browser {
     certificate: Arc<[u8]>,
+    /// What the certificate names, as a gRPC call with it would have it.
+    identity: Option<Identity>,
 }
 
 impl Connected<IncomingStream<'_, TlsListener>> for Browser {
@@ -157,19 +159,9 @@ impl Connected<IncomingStream<'_, TlsListener>> for Browser {
         // The TLS stream exposes its handshake's peer certificates only as its connect info.
         let info = tonic::transport::server::Connected::connect_info(stream.io());
         let certificate = info.peer_certs().and_then(|certs| certs.first().map(|c| c.to_vec()));
-        Browser { certificate: certificate.unwrap_or_default().into() }
-    }
-}
-
-impl Browser {
-    /// The leaf certificate (DER), empty without one.
-    fn certificate(&self) -> &[u8] {
-        &self.certificate
-    }
-
-    /// The identity the certificate names, as a gRPC call with it would have.
-    fn identity(&self) -> Option<Identity> {
-        identity_of_cert(&self.certificate).ok()
+        let certificate: Arc<[u8]> = certificate.unwrap_or_default().into();
+        let identity = identity_of_cert(&certificate).ok();
+        Browser { certificate, identity }
     }
 }
 
@@ -183,25 +175,20 @@ struct Viewer {
 
 impl Console {
     fn viewer(&self, browser: &Browser, headers: &HeaderMap) -> Viewer {
-        let certificate = browser.certificate();
-        let config = &self.context.config;
-        let name = match browser.identity() {
-            Some(Identity::Client { network, node, name })
-                if network == config.network && node == config.code =>
-            {
-                Some(name)
-            }
-            _ => None,
+        let (name, role) = match self.desk.client_role(browser.identity.as_ref()) {
+            Ok((name, role)) => (Some(name), role),
+            // Pages then show nobody signed in; every desk call is refused with the reason.
+            Err(_) => (None, None),
         };
-        let role = name.as_deref().and_then(|n| config.role_of(n));
         let language = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        Viewer { name, role, token: self.tokens.token(certificate), strings: strings::catalogue(language) }
+        let token = self.tokens.token(&browser.certificate);
+        Viewer { name, role, token, strings: strings::catalogue(language) }
     }
 
     /// The browser as a desk caller, if its certificate's role may make `action` (the desk
     /// records a refusal in the audit log).
     fn caller(&self, browser: &Browser, action: Action) -> Result<Caller, DeskError> {
-        self.desk.authorize(browser.identity(), action)
+        self.desk.authorize(browser.identity.clone(), action)
     }
 }
 
@@ -269,7 +256,7 @@ impl Console {
             .get(header::ORIGIN)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|origin| origin != format!("https://{host}"));
-        if foreign_origin || !self.tokens.verify(browser.certificate(), form.get("csrf")) {
+        if foreign_origin || !self.tokens.verify(&browser.certificate, form.get("csrf")) {
             let node = self.node();
             tracing::warn!(client = ?viewer.name, "console POST refused: form token missing or wrong, or foreign origin");
             return Some(html(

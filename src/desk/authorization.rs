@@ -2,7 +2,7 @@
 //! certificate identity becomes a role (and a refusal), and the audit records of calls and reads.
 
 use super::{Desk, DeskError};
-use crate::domain::access::{self, Action, Caller};
+use crate::domain::access::{self, Action, Caller, Role};
 use crate::domain::identity::Identity;
 use crate::store::Changes;
 use crate::store::StoreError;
@@ -26,21 +26,27 @@ impl Desk {
         })
     }
 
-    /// [`Desk::authorize`] without the audit record.
-    fn caller(&self, identity: Option<&Identity>, action: Action) -> Result<Caller, DeskError> {
+    /// The desk client of this node that `identity` names, with its role from the node config
+    /// (`None`: not listed under `[[clients]]`); refused if it names no desk client of this
+    /// node. [`Desk::authorize`] decides with it; the console shows who is signed in with it.
+    pub fn client_role(&self, identity: Option<&Identity>) -> Result<(String, Option<Role>), DeskError> {
         let me = self.context.code();
-        let name = match identity {
+        match identity {
             Some(Identity::Client { network, node, name })
                 if *network == self.context.config.network && *node == me =>
             {
-                name.clone()
+                Ok((name.clone(), self.context.config.role_of(name)))
             }
-            Some(other) => {
-                return Err(DeskError::Forbidden(format!("{other} is not a desk client of node {me}")));
-            }
-            None => return Err(DeskError::Forbidden("no client certificate identity".into())),
-        };
-        let Some(role) = self.context.config.role_of(&name) else {
+            Some(other) => Err(DeskError::Forbidden(format!("{other} is not a desk client of node {me}"))),
+            None => Err(DeskError::Forbidden("no client certificate identity".into())),
+        }
+    }
+
+    /// [`Desk::authorize`] without the audit record.
+    fn caller(&self, identity: Option<&Identity>, action: Action) -> Result<Caller, DeskError> {
+        let me = self.context.code();
+        let (name, role) = self.client_role(identity)?;
+        let Some(role) = role else {
             return Err(DeskError::Forbidden(format!(
                 "client '{name}' has no role on node {me}: add it under [[clients]] in the node config"
             )));
