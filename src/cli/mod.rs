@@ -950,7 +950,7 @@ async fn watch(args: &ClientArgs, mut after: Option<u64>) -> Result<(), CliError
         // Why the stream ended: a status, or none when the node simply closed it.
         let ended: Option<tonic::Status> = match desk.watch(WatchRequest { after_sequence: after }).await {
             Ok(stream) => {
-                let start = stream.metadata().get(crate::desk::service::WATCH_AFTER_HEADER);
+                let start = stream.metadata().get(crate::rpc::desk_service::WATCH_AFTER_HEADER);
                 let start = start.and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
                 after = after.or(start);
                 let mut events = stream.into_inner();

@@ -156,15 +156,6 @@ pub fn submit_request(form: &Form) -> Result<SubmitRequest, FieldError> {
     })
 }
 
-/// Splits a refusal message of the node (`"<field>: <message>"`, as `FieldError` displays) into
-/// the field and what is wrong with it.
-pub fn field_of(message: &str) -> Option<(&str, &str)> {
-    let (field, rest) = message.split_once(": ")?;
-    let plausible =
-        !field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c));
-    plausible.then_some((field, rest))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,7 +199,5 @@ mod tests {
         let bad =
             Form::parse(b"request_type=REQUEST_TYPE_PRESERVATION&preservation.preservation_days=ninety");
         assert_eq!(submit_request(&bad).unwrap_err().field, "preservation.preservation_days");
-        assert_eq!(field_of("preservation.offence: required"), Some(("preservation.offence", "required")));
-        assert_eq!(field_of("the node cannot write its store right now (x): retry"), None);
     }
 }

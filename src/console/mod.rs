@@ -1,12 +1,16 @@
 //! The desk console: the node's HTTPS listener for officers' browsers (TLS 1.3, a client
 //! certificate from the node's local CA required, HTTP/1.1 served by axum on our TLS streams).
 //!
-//! The console decides nothing itself: every page and every action is a call of the desk API's
-//! own methods (`DeskApi`), in process, with a request that carries the browser's client
-//! certificate exactly as a gRPC call on the desk listener would. So roles, scopes, validation
+//! The console decides nothing itself: every page and every action is a [`Desk`] operation, in
+//! process, made by the caller that [`Desk::authorize`] finds for the browser's client
+//! certificate, exactly as for a gRPC call on the desk listener. So roles, scopes, validation
 //! and the lifecycle are checked by the one code that guards the gRPC calls. What the console
 //! adds: HTML (`pages`), the words (`strings`), form decoding and the form token that stops
-//! cross-site requests (`form`), security headers, and Server-Sent Events from `Watch`.
+//! cross-site requests (`form`), security headers, Server-Sent Events from `watch`, and the HTTP
+//! status of each desk refusal ([`http_status`]).
+//!
+//! Boundary: may import `desk` and everything below it; never the gRPC edge (`rpc`), the node or
+//! the command line.
 
 mod form;
 mod history;
@@ -31,17 +35,16 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-use crate::desk::service::DeskApi;
+use crate::desk::{Desk, DeskError};
+use crate::domain::access::{Action, Caller};
 use crate::domain::identity::{Identity, identity_of_cert};
-use crate::proto::desk_service_server::DeskService;
 use crate::proto::{
-    AcknowledgeRequest, CancelRequest, DisputePrecedenceRequest, GetQueueRequest, GetRequest,
-    ListInboxRequest, ListOutboxRequest, ListPeersRequest, Precedence, RequeueRequest, RespondRequest,
-    WatchRequest,
+    AcknowledgeRequest, CancelRequest, DisputePrecedenceRequest, GetQueueResponse, GetRequest,
+    ListInboxRequest, ListOutboxRequest, Precedence, RequeueRequest, RespondRequest, WatchRequest,
 };
 use crate::runtime::context::NodeContext;
+use crate::store::StoreError;
 use crate::trust::tls::GuardedStream;
 use form::{Form, FormTokens};
 use pages::Frame;
@@ -63,7 +66,7 @@ const STYLE: &str = include_str!("assets/console.css");
 /// The console of one node.
 struct Console {
     context: Arc<NodeContext>,
-    desk: DeskApi,
+    desk: Arc<Desk>,
     tokens: FormTokens,
     history: Arc<history::QueueHistory>,
 }
@@ -71,17 +74,18 @@ struct Console {
 type Shared = Arc<Console>;
 
 /// Serves the console on `listener` until `stop`, with the desk listener's TLS server side
-/// (`desk_tls`: the same certificate, local CA and client CRL, reloaded with it).
+/// (`desk_tls`: the same certificate, local CA and client CRL, reloaded with it), calling the
+/// node's `desk`.
 pub async fn serve(
     listener: TcpListener,
     desk_tls: Arc<crate::trust::tls::ReloadableServer>,
-    context: Arc<NodeContext>,
+    desk: Arc<Desk>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let tokens =
         FormTokens::new().map_err(|_| std::io::Error::other("no random bytes for the form token key"))?;
-    let desk = DeskApi::new(Arc::clone(&context), stop.clone());
+    let context = Arc::clone(desk.context());
     let history = Arc::new(history::QueueHistory::default());
     let sampler = history::sample(Arc::clone(&context), Arc::clone(&history), stop.clone());
     let console = Arc::new(Console { context, desk, tokens, history });
@@ -140,28 +144,24 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// The browser's side of a connection: its certificates, in the form tonic hands the desk API.
+/// The browser's side of a connection, read once per connection: its leaf certificate (DER) and
+/// the identity it names. The TLS configuration requires a certificate, so an empty one only
+/// ever stands for "none", which no token matches and which names nobody.
 #[derive(Clone)]
-struct Browser(TlsConnectInfo<TcpConnectInfo>);
+struct Browser {
+    certificate: Arc<[u8]>,
+    /// What the certificate names, as a gRPC call with it would have it.
+    identity: Option<Identity>,
+}
 
 impl Connected<IncomingStream<'_, TlsListener>> for Browser {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        Browser(tonic::transport::server::Connected::connect_info(stream.io()))
-    }
-}
-
-impl Browser {
-    /// A desk API request made by this browser's certificate.
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.extensions_mut().insert(self.0.clone());
-        request
-    }
-
-    /// The leaf certificate (DER); the TLS configuration requires one, so an empty slice only
-    /// ever stands for "none", which no token matches.
-    fn certificate(&self) -> Vec<u8> {
-        self.0.peer_certs().and_then(|certs| certs.first().map(|c| c.to_vec())).unwrap_or_default()
+        // The TLS stream exposes its handshake's peer certificates only as its connect info.
+        let info = tonic::transport::server::Connected::connect_info(stream.io());
+        let certificate = info.peer_certs().and_then(|certs| certs.first().map(|c| c.to_vec()));
+        let certificate: Arc<[u8]> = certificate.unwrap_or_default().into();
+        let identity = identity_of_cert(&certificate).ok();
+        Browser { certificate, identity }
     }
 }
 
@@ -175,19 +175,20 @@ struct Viewer {
 
 impl Console {
     fn viewer(&self, browser: &Browser, headers: &HeaderMap) -> Viewer {
-        let certificate = browser.certificate();
-        let config = &self.context.config;
-        let name = match identity_of_cert(&certificate) {
-            Ok(Identity::Client { network, node, name })
-                if network == config.network && node == config.code =>
-            {
-                Some(name)
-            }
-            _ => None,
+        let (name, role) = match self.desk.client_role(browser.identity.as_ref()) {
+            Ok((name, role)) => (Some(name), role),
+            // Pages then show nobody signed in; every desk call is refused with the reason.
+            Err(_) => (None, None),
         };
-        let role = name.as_deref().and_then(|n| config.role_of(n));
         let language = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        Viewer { name, role, token: self.tokens.token(&certificate), strings: strings::catalogue(language) }
+        let token = self.tokens.token(&browser.certificate);
+        Viewer { name, role, token, strings: strings::catalogue(language) }
+    }
+
+    /// The browser as a desk caller, if its certificate's role may make `action` (the desk
+    /// records a refusal in the audit log).
+    fn caller(&self, browser: &Browser, action: Action) -> Result<Caller, DeskError> {
+        self.desk.authorize(browser.identity.clone(), action)
     }
 }
 
@@ -197,17 +198,33 @@ impl Viewer {
     }
 }
 
-/// The HTTP status for a desk API refusal.
-fn http_status(status: &tonic::Status) -> StatusCode {
-    use tonic::Code;
-    match status.code() {
-        Code::PermissionDenied | Code::Unauthenticated => StatusCode::FORBIDDEN,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::InvalidArgument => StatusCode::UNPROCESSABLE_ENTITY,
-        Code::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
-        Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+/// The HTTP status of a desk refusal: the console's one mapping of [`DeskError`].
+fn http_status(error: &DeskError) -> StatusCode {
+    match error {
+        DeskError::Forbidden(_) => StatusCode::FORBIDDEN,
+        DeskError::NotFound(_) => StatusCode::NOT_FOUND,
+        DeskError::Invalid(field) if field.over_limit => StatusCode::PAYLOAD_TOO_LARGE,
+        DeskError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        DeskError::Lifecycle { .. } | DeskError::WrongMessage(_) => StatusCode::CONFLICT,
+        DeskError::Store(store) if store_unavailable(store) => StatusCode::SERVICE_UNAVAILABLE,
+        DeskError::Store(_) | DeskError::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Whether the store failed to write for now (and may work again), rather than being damaged.
+fn store_unavailable(error: &StoreError) -> bool {
+    matches!(error, StoreError::Sled(_) | StoreError::Io(_) | StoreError::Recovering(_))
+}
+
+/// What a refusal page says: the desk's own words, and for a store that cannot write right now,
+/// what the officer should do.
+fn refusal_text(error: &DeskError) -> String {
+    match error {
+        DeskError::Store(store) if store_unavailable(store) => format!(
+            "the node cannot write its store right now ({store}); this action was not confirmed as stored: \
+             retry later (after a new request, check the outbox first: the store keeps whole messages or nothing)"
+        ),
+        other => other.to_string(),
     }
 }
 
@@ -220,9 +237,9 @@ impl Console {
         self.context.code().to_string()
     }
 
-    fn refused(&self, viewer: &Viewer, status: &tonic::Status) -> Response {
+    fn refused(&self, viewer: &Viewer, error: &DeskError) -> Response {
         let node = self.node();
-        html(http_status(status), pages::refusal(&viewer.frame(&node), status.message()))
+        html(http_status(error), pages::refusal(&viewer.frame(&node), &refusal_text(error)))
     }
 
     /// The refusal of a POST whose form token is not this certificate's, or that another site's page
@@ -239,7 +256,7 @@ impl Console {
             .get(header::ORIGIN)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|origin| origin != format!("https://{host}"));
-        if foreign_origin || !self.tokens.verify(&browser.certificate(), form.get("csrf")) {
+        if foreign_origin || !self.tokens.verify(&browser.certificate, form.get("csrf")) {
             let node = self.node();
             tracing::warn!(client = ?viewer.name, "console POST refused: form token missing or wrong, or foreign origin");
             return Some(html(
@@ -269,12 +286,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-async fn list_inbox(
-    console: &Console,
-    browser: &Browser,
-) -> Result<Vec<crate::proto::Message>, tonic::Status> {
+async fn list_inbox(console: &Console, browser: &Browser) -> Result<Vec<crate::proto::Message>, DeskError> {
+    let caller = console.caller(browser, Action::ListInbox)?;
     let request = ListInboxRequest { limit: LIST_LIMIT, ..Default::default() };
-    let mut messages = console.desk.list_inbox(browser.request(request)).await?.into_inner().messages;
+    let mut messages = console.desk.list_inbox(&caller, request).await?;
     pages::sort_for_desk(&mut messages);
     Ok(messages)
 }
@@ -287,7 +302,7 @@ async fn inbox(
     let viewer = console.viewer(&browser, &headers);
     match list_inbox(&console, &browser).await {
         Ok(messages) => html(StatusCode::OK, pages::inbox(&viewer.frame(&console.node()), &messages)),
-        Err(status) => console.refused(&viewer, &status),
+        Err(error) => console.refused(&viewer, &error),
     }
 }
 
@@ -299,7 +314,7 @@ async fn inbox_rows(
     let viewer = console.viewer(&browser, &headers);
     match list_inbox(&console, &browser).await {
         Ok(messages) => html(StatusCode::OK, pages::inbox_rows(&viewer.frame(&console.node()), &messages)),
-        Err(status) => (http_status(&status), status.message().to_owned()).into_response(),
+        Err(error) => (http_status(&error), refusal_text(&error)).into_response(),
     }
 }
 
@@ -310,12 +325,13 @@ async fn outbox(
 ) -> Response {
     let viewer = console.viewer(&browser, &headers);
     let request = ListOutboxRequest { limit: LIST_LIMIT, ..Default::default() };
-    match console.desk.list_outbox(browser.request(request)).await {
-        Ok(response) => html(
-            StatusCode::OK,
-            pages::outbox(&viewer.frame(&console.node()), &response.into_inner().messages),
-        ),
-        Err(status) => console.refused(&viewer, &status),
+    let listed = async {
+        let caller = console.caller(&browser, Action::ListOutbox)?;
+        console.desk.list_outbox(&caller, request).await
+    };
+    match listed.await {
+        Ok(messages) => html(StatusCode::OK, pages::outbox(&viewer.frame(&console.node()), &messages)),
+        Err(error) => console.refused(&viewer, &error),
     }
 }
 
@@ -324,22 +340,26 @@ async fn message_page(
     browser: &Browser,
     viewer: &Viewer,
     id: String,
-    refusal: Option<&tonic::Status>,
+    refusal: Option<&DeskError>,
 ) -> Response {
-    match console.desk.get(browser.request(GetRequest { id })).await {
+    let read = async {
+        let caller = console.caller(browser, Action::Get)?;
+        console.desk.get(&caller, GetRequest { id }).await
+    };
+    match read.await {
         Ok(response) => {
-            let response = response.into_inner();
             let message = response.message.unwrap_or_default();
+            let refusal_text = refusal.map(refusal_text);
             let page = pages::message(
                 &viewer.frame(&console.node()),
                 &message,
                 &response.replies,
-                refusal.map(|s| s.message()),
+                refusal_text.as_deref(),
             );
             html(refusal.map_or(StatusCode::OK, http_status), page)
         }
         // A refused action on a message the caller may not even read: the action's refusal.
-        Err(status) => console.refused(viewer, refusal.unwrap_or(&status)),
+        Err(error) => console.refused(viewer, refusal.unwrap_or(&error)),
     }
 }
 
@@ -366,38 +386,71 @@ async fn act(
     if let Some(refused) = console.post_refusal(&browser, &headers, &form, &viewer) {
         return refused;
     }
-    let desk = &console.desk;
-    let result = match action.as_str() {
-        "acknowledge" => {
-            let request = AcknowledgeRequest { id: id.clone(), note: form.get("note").to_owned() };
-            desk.acknowledge(browser.request(request)).await.map(drop)
-        }
-        "dispute" => {
-            let precedence = Precedence::from_str_name(&format!("PRECEDENCE_{}", form.get("precedence")))
-                .unwrap_or(Precedence::Unspecified);
-            let request = DisputePrecedenceRequest {
-                id: id.clone(),
-                precedence: precedence as i32,
-                reason: form.get("reason").to_owned(),
-            };
-            desk.dispute_precedence(browser.request(request)).await.map(drop)
-        }
-        "respond" => {
-            let request = RespondRequest { id: id.clone(), text: form.get("text").replace("\r\n", "\n") };
-            desk.respond(browser.request(request)).await.map(drop)
-        }
-        "cancel" => {
-            let request = CancelRequest { id: id.clone(), reason: form.get("reason").to_owned() };
-            desk.cancel(browser.request(request)).await.map(drop)
-        }
-        "requeue" => {
-            desk.requeue(browser.request(RequeueRequest { id: id.clone(), expires_at: None })).await.map(drop)
-        }
-        _ => return StatusCode::NOT_FOUND.into_response(),
+    let Some(button) = Button::of(&action, &id, &form) else {
+        return StatusCode::NOT_FOUND.into_response();
     };
-    match result {
+    let pressed = async {
+        let caller = console.caller(&browser, button.action())?;
+        button.press(&console.desk, &caller).await
+    };
+    match pressed.await {
         Ok(()) => Redirect::to(&format!("/message/{}", percent_path(&id))).into_response(),
-        Err(status) => message_page(&console, &browser, &viewer, id, Some(&status)).await,
+        Err(error) => message_page(&console, &browser, &viewer, id, Some(&error)).await,
+    }
+}
+
+/// A button of the message page, with the desk request its form makes.
+enum Button {
+    Acknowledge(AcknowledgeRequest),
+    Dispute(DisputePrecedenceRequest),
+    Respond(RespondRequest),
+    Cancel(CancelRequest),
+    Requeue(RequeueRequest),
+}
+
+impl Button {
+    /// The button `name` (the last segment of the form's path) on message `id`, if there is one.
+    fn of(name: &str, id: &str, form: &Form) -> Option<Self> {
+        let id = id.to_owned();
+        Some(match name {
+            "acknowledge" => Self::Acknowledge(AcknowledgeRequest { id, note: form.get("note").to_owned() }),
+            "dispute" => {
+                let precedence = Precedence::from_str_name(&format!("PRECEDENCE_{}", form.get("precedence")))
+                    .unwrap_or(Precedence::Unspecified);
+                Self::Dispute(DisputePrecedenceRequest {
+                    id,
+                    precedence: precedence as i32,
+                    reason: form.get("reason").to_owned(),
+                })
+            }
+            // Browsers send CRLF line ends; the stored text keeps plain LF.
+            "respond" => Self::Respond(RespondRequest { id, text: form.get("text").replace("\r\n", "\n") }),
+            "cancel" => Self::Cancel(CancelRequest { id, reason: form.get("reason").to_owned() }),
+            "requeue" => Self::Requeue(RequeueRequest { id, expires_at: None }),
+            _ => return None,
+        })
+    }
+
+    /// The desk call it makes.
+    fn action(&self) -> Action {
+        match self {
+            Self::Acknowledge(_) => Action::Acknowledge,
+            Self::Dispute(_) => Action::DisputePrecedence,
+            Self::Respond(_) => Action::Respond,
+            Self::Cancel(_) => Action::Cancel,
+            Self::Requeue(_) => Action::Requeue,
+        }
+    }
+
+    /// Makes the call as `caller` (authorized for [`Button::action`]).
+    async fn press(self, desk: &Desk, caller: &Caller) -> Result<(), DeskError> {
+        match self {
+            Self::Acknowledge(request) => desk.acknowledge(caller, request).await.map(drop),
+            Self::Dispute(request) => desk.dispute_precedence(caller, request).await.map(drop),
+            Self::Respond(request) => desk.respond(caller, request).await.map(drop),
+            Self::Cancel(request) => desk.cancel(caller, request).await.map(drop),
+            Self::Requeue(request) => desk.requeue(caller, request).await.map(drop),
+        }
     }
 }
 
@@ -459,21 +512,25 @@ async fn new_submit(
         Ok(request) => request,
         Err(error) => return again(StatusCode::UNPROCESSABLE_ENTITY, vec![(error.field, error.message)]),
     };
-    match console.desk.submit(browser.request(request)).await {
-        Ok(response) => {
-            let id = response.into_inner().message.and_then(|m| m.envelope).map(|e| e.id).unwrap_or_default();
+    let submitted = async {
+        let caller = console.caller(&browser, Action::Submit)?;
+        console.desk.submit(&caller, request).await
+    };
+    match submitted.await {
+        Ok(message) => {
+            let id = message.envelope.map(|e| e.id).unwrap_or_default();
             Redirect::to(&format!("/message/{}", percent_path(&id))).into_response()
         }
-        Err(status)
-            if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted) =>
-        {
-            let error = match form::field_of(status.message()) {
-                Some((field, message)) => (field.to_owned(), message.to_owned()),
-                None => (String::new(), status.message().to_owned()),
-            };
-            again(http_status(&status), vec![error])
+        Err(error) => {
+            let status = http_status(&error);
+            match error {
+                // Shown next to the field it names (above the form if it names none of its fields).
+                DeskError::Invalid(field_error) => {
+                    again(status, vec![(field_error.field, field_error.message)])
+                }
+                other => console.refused(&viewer, &other),
+            }
         }
-        Err(status) => console.refused(&viewer, &status),
     }
 }
 
@@ -483,13 +540,17 @@ async fn network(
     headers: HeaderMap,
 ) -> Response {
     let viewer = console.viewer(&browser, &headers);
-    let peers = match console.desk.list_peers(browser.request(ListPeersRequest {})).await {
-        Ok(peers) => peers.into_inner(),
-        Err(status) => return console.refused(&viewer, &status),
+    let peers = match console.caller(&browser, Action::ListPeers) {
+        Ok(caller) => console.desk.list_peers(&caller),
+        Err(error) => return console.refused(&viewer, &error),
     };
-    let queue = match console.desk.get_queue(browser.request(GetQueueRequest {})).await {
-        Ok(queue) => queue.into_inner(),
-        Err(status) => return console.refused(&viewer, &status),
+    let read_queue = async {
+        let caller = console.caller(&browser, Action::GetQueue)?;
+        console.desk.get_queue(&caller).await
+    };
+    let queue = match read_queue.await {
+        Ok(peers) => GetQueueResponse { peers },
+        Err(error) => return console.refused(&viewer, &error),
     };
     let now = std::time::SystemTime::now();
     // The sampled hour, ending with the depth just read.
@@ -505,16 +566,20 @@ async fn network(
 }
 
 /// The node's lifecycle events from now on, as Server-Sent Events (`event: change`, data the
-/// event as JSON), from the desk API's `Watch`, so an agency hears only of its own messages.
+/// event as JSON), from the desk's `watch`, so an agency hears only of its own messages.
 async fn events(
     State(console): State<Shared>,
     ConnectInfo(browser): ConnectInfo<Browser>,
     headers: HeaderMap,
 ) -> Response {
     let viewer = console.viewer(&browser, &headers);
-    let stream = match console.desk.watch(browser.request(WatchRequest { after_sequence: None })).await {
-        Ok(stream) => stream.into_inner(),
-        Err(status) => return console.refused(&viewer, &status),
+    let watch = async {
+        let caller = console.caller(&browser, Action::Watch)?;
+        console.desk.watch(&caller, WatchRequest { after_sequence: None }).await
+    };
+    let stream = match watch.await {
+        Ok(watching) => watching.events,
+        Err(error) => return console.refused(&viewer, &error),
     };
     // A store error ends the stream; the browser's EventSource reconnects by itself.
     let events = stream.map_while(|event| event.ok()).map(|event| {
@@ -523,4 +588,41 @@ async fn events(
         )
     });
     Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::validation::FieldError;
+
+    #[test]
+    fn desk_refusals_have_the_http_status_of_what_went_wrong() {
+        let cases = [
+            (DeskError::Forbidden("client 'x' (auditor) may not call Submit".into()), StatusCode::FORBIDDEN),
+            (DeskError::NotFound("0".into()), StatusCode::NOT_FOUND),
+            (DeskError::Invalid(FieldError::new("subject", "required")), StatusCode::UNPROCESSABLE_ENTITY),
+            (
+                DeskError::Invalid(FieldError::over_limit("subject", "too long")),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            (DeskError::WrongMessage("not a request this node sent".into()), StatusCode::CONFLICT),
+            (DeskError::Store(StoreError::Recovering("disk full".into())), StatusCode::SERVICE_UNAVAILABLE),
+            (
+                DeskError::Store(StoreError::Io(std::io::Error::other("sync"))),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (DeskError::Store(StoreError::Malformed("no envelope")), StatusCode::INTERNAL_SERVER_ERROR),
+        ];
+        for (error, status) in cases {
+            assert_eq!(http_status(&error), status, "{error}");
+        }
+    }
+
+    #[test]
+    fn a_store_that_cannot_write_is_explained_with_what_to_do() {
+        let text = refusal_text(&DeskError::Store(StoreError::Recovering("disk full".into())));
+        assert!(text.contains("cannot write its store right now") && text.contains("retry later"), "{text}");
+        let field = refusal_text(&DeskError::Invalid(FieldError::new("subject", "required")));
+        assert_eq!(field, "subject: required");
+    }
 }

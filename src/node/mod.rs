@@ -170,7 +170,7 @@ impl RunningNode {
             tls::incoming_reloadable(peer, node_tls.peer_server(), HANDSHAKE_TIMEOUT, stop.clone());
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<PeerServiceServer<crate::rpc::peer_service::PeerApi>>().await;
-        health.set_serving::<DeskServiceServer<crate::desk::service::DeskApi>>().await;
+        health.set_serving::<DeskServiceServer<crate::rpc::desk_service::DeskApi>>().await;
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
@@ -185,8 +185,10 @@ impl RunningNode {
             .serve_with_incoming_shutdown(peer_incoming, stop.clone().cancelled_owned());
         tasks.spawn(serve("peer", peer_addr, stop.clone(), peer_server));
 
+        // One desk for both of its edges (gRPC and console); its stream tasks run on `tasks`.
+        let operations = Arc::new(crate::desk::Desk::new(Arc::clone(&context), stop.clone(), tasks.clone()));
         let desk_service =
-            DeskServiceServer::new(crate::desk::service::DeskApi::new(Arc::clone(&context), stop.clone()))
+            DeskServiceServer::new(crate::rpc::desk_service::DeskApi::new(Arc::clone(&operations)))
                 .max_decoding_message_size(desk_decode_limit(&context.config.limits));
         let desk_incoming =
             tls::incoming_reloadable(desk, node_tls.desk_server(), HANDSHAKE_TIMEOUT, stop.clone());
@@ -217,8 +219,7 @@ impl RunningNode {
                 metrics_stop.cancel();
             }
         });
-        let console_server =
-            crate::console::serve(console, node_tls.desk_server(), Arc::clone(&context), stop.clone());
+        let console_server = crate::console::serve(console, node_tls.desk_server(), operations, stop.clone());
         let console_stop = stop.clone();
         tasks.spawn(async move {
             if let Err(error) = console_server.await {

@@ -2,7 +2,7 @@
 
 use tonic::Status;
 
-use crate::desk::service::DeskError;
+use crate::desk::DeskError;
 use crate::peer::receive::PeerError;
 use crate::store::StoreError;
 

@@ -17,11 +17,11 @@ use std::time::{Duration, SystemTime};
 
 use hanoi247::cli::desk_client::{self, DeskClient};
 use hanoi247::config::ClientConfig;
-use hanoi247::desk::service::WATCH_AFTER_HEADER;
 use hanoi247::proto::{
     AcknowledgeRequest, ConnectionState, Direction, EnvelopeKind, Event, GetQueueRequest, GetRequest,
     GetResponse, ListInboxRequest, ListOutboxRequest, Message, MessageState, Precedence, WatchRequest,
 };
+use hanoi247::rpc::desk_service::WATCH_AFTER_HEADER;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};

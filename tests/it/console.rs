@@ -1,7 +1,8 @@
 //! Issue 8 (desk console): the node's HTTPS console over our mTLS, driven by a small HTTP/1.1
 //! client over tokio-rustls with the client certificates `init` made: certificates refused, a
 //! FLASH arriving live, acknowledging with the form token, the form token required, roles refused
-//! server-side, agencies seeing only their own, the CSP, and field errors of the new-request form.
+//! server-side, agencies seeing only their own, the CSP, and field errors of the new-request form
+//! (the form's own and the desk's, shown next to the field they name).
 
 use std::sync::Arc;
 
@@ -353,6 +354,54 @@ async fn agencies_see_their_own_and_the_form_names_the_missing_field() {
     assert!(nav.contains("href=\"/new\"") && nav.contains("href=\"/outbox\""), "{nav}");
     assert!(!nav.contains("href=\"/inbox\"") && !nav.contains("href=\"/network\""), "{nav}");
     drop(officer);
+    net.stop("VN").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desks_field_errors_are_shown_next_to_their_fields_and_nothing_is_stored() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.start("VN").await;
+    let port = console_port(&net, "VN");
+    let officer = browser(&net, "VN", "officer");
+    let mut desk = net.desk("VN");
+    let before = outbox_len(&mut desk).await;
+    let token = fetch(Arc::clone(&officer), port, "/new", None).await.token();
+    let long_subject = "s".repeat(201);
+    let form = |destination: &'static str, subject: &str| {
+        urlencode(&[
+            ("csrf", token.as_str()),
+            ("destination", destination),
+            ("request_type", "REQUEST_TYPE_TECHNICAL_ADVICE"),
+            ("precedence", "PRECEDENCE_ROUTINE"),
+            ("subject", subject),
+            ("body", "Who holds this address?"),
+            ("handling_code", "HANDLING_CODE_H0"),
+        ])
+    };
+
+    // A destination the form can carry but the directory does not list: the desk's refusal names
+    // the field, and the form shows it there (not above the form), with what was typed kept.
+    let refused = fetch(Arc::clone(&officer), port, "/new", Some(&form("DE", "Subscriber"))).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let error = between(&refused.body, "id=\"f-destination-error\" role=\"alert\">", "</p>");
+    assert!(error.starts_with("DE is not in this node"), "{error}");
+    assert!(error.contains("(known: FR)"), "{error}");
+    assert!(refused.body.contains("aria-describedby=\"f-destination-error\""), "{}", refused.body);
+    assert!(!refused.body.contains("class=\"refusal\""), "the error names a field of the form");
+    assert!(refused.body.contains("value=\"Subscriber\""), "what was typed is kept");
+    assert_eq!(outbox_len(&mut desk).await, before, "nothing stored");
+
+    // A subject over the limit: too large (413), named as the subject's error.
+    let too_long = fetch(Arc::clone(&officer), port, "/new", Some(&form("FR", &long_subject))).await;
+    assert_eq!(too_long.status, 413, "{}", too_long.body);
+    let error = between(&too_long.body, "id=\"f-subject-error\" role=\"alert\">", "</p>");
+    assert_eq!(error, "201 characters, at most 200 (limits.max_subject_chars)");
+    assert_eq!(outbox_len(&mut desk).await, before, "nothing stored");
+
+    // The same form with both fixed is sent.
+    let sent = fetch(officer, port, "/new", Some(&form("FR", "Subscriber"))).await;
+    assert_eq!(sent.status, 303, "{}", sent.body);
+    assert_eq!(outbox_len(&mut desk).await, before + 1);
     net.stop("VN").await;
 }
 

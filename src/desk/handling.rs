@@ -1,0 +1,300 @@
+//! Acting on a stored message: acknowledging, disputing the precedence of and answering a request
+//! this node received (each queues a reply to its origin), and cancelling or requeueing one it
+//! sent.
+
+use uuid::Uuid;
+
+use super::authorization::audit_call;
+use super::submission::queue;
+use super::{Desk, DeskError, parse_id_field, stored_for};
+use crate::domain::access::{Action, Caller};
+use crate::domain::lifecycle::{self, Happening};
+use crate::domain::timestamp;
+use crate::domain::validation::{FieldError, check_reply_text};
+use crate::proto::{
+    AcknowledgeRequest, CancelRequest, Direction, DisputePrecedenceRequest, Envelope, EnvelopeKind, Message,
+    MessageState, Precedence, RequeueRequest, RespondRequest,
+};
+use crate::store::{Changes, view};
+use crate::store_proto::StoredMessage;
+
+impl Desk {
+    /// Acknowledges a received request (RECEIVED → ACKNOWLEDGED) and queues the acknowledgement
+    /// to its origin. Returns the request as stored now.
+    pub async fn acknowledge(
+        &self,
+        caller: &Caller,
+        request: AcknowledgeRequest,
+    ) -> Result<Message, DeskError> {
+        let AcknowledgeRequest { id, note } = request;
+        let id = parse_id_field("id", &id)?;
+        check_reply_text("note", &note, &self.context.config.limits)?;
+        let (request_message, ack) = self.context.store.write(|changes| {
+            audit_call(changes, caller, Action::Acknowledge, &id.to_string(), &note);
+            let (stored, envelope) = inbound_request(changes, id)?;
+            let (_, updated) = change(
+                changes,
+                stored,
+                id,
+                Happening::AcknowledgedHere,
+                format!("acknowledged by {}", caller.name),
+            )?;
+            let ack = self.reply(&envelope, EnvelopeKind::Acknowledgement, &envelope.origin, note);
+            let ack = queue(
+                changes,
+                &self.context.config.deadlines,
+                ack,
+                format!("acknowledgement of {id}"),
+                String::new(),
+                &self.context.signer.current(),
+            )?;
+            Ok::<_, DeskError>((updated, ack))
+        })?;
+        self.announce(&[request_message.clone(), ack]).await?;
+        Ok(request_message)
+    }
+
+    /// Queues a precedence dispute of a received request to its origin, proposing another
+    /// precedence. Returns the dispute as stored.
+    pub async fn dispute_precedence(
+        &self,
+        caller: &Caller,
+        request: DisputePrecedenceRequest,
+    ) -> Result<Message, DeskError> {
+        let DisputePrecedenceRequest { id, precedence, reason } = request;
+        let id = parse_id_field("id", &id)?;
+        check_reply_text("reason", &reason, &self.context.config.limits)?;
+        if reason.trim().is_empty() {
+            return Err(FieldError::new("reason", "required: why the precedence is wrong").into());
+        }
+        let proposed = match Precedence::try_from(precedence) {
+            Ok(Precedence::Unspecified) | Err(_) => {
+                return Err(
+                    FieldError::new("precedence", "required: FLASH, IMMEDIATE, PRIORITY or ROUTINE").into()
+                );
+            }
+            Ok(proposed) => proposed,
+        };
+        let dispute = self.context.store.write(|changes| {
+            let details =
+                format!("proposes {}: {reason}", proposed.as_str_name().trim_start_matches("PRECEDENCE_"));
+            audit_call(changes, caller, Action::DisputePrecedence, &id.to_string(), &details);
+            let (_, envelope) = inbound_request(changes, id)?;
+            if envelope.precedence() == proposed {
+                let message = format!("the request is already {}", proposed.as_str_name());
+                return Err(DeskError::from(FieldError::new("precedence", message)));
+            }
+            let mut dispute =
+                self.reply(&envelope, EnvelopeKind::PrecedenceDispute, &envelope.origin, reason);
+            // A dispute carries the precedence it proposes (envelope.proto).
+            dispute.precedence = proposed as i32;
+            queue(
+                changes,
+                &self.context.config.deadlines,
+                dispute,
+                format!("precedence of {id} disputed by {}", caller.name),
+                String::new(),
+                &self.context.signer.current(),
+            )
+        })?;
+        self.announce(std::slice::from_ref(&dispute)).await?;
+        Ok(dispute)
+    }
+
+    /// Answers a received request (acknowledging it first if it was not yet) and queues the
+    /// response to its origin. Returns the request as stored now.
+    pub async fn respond(&self, caller: &Caller, request: RespondRequest) -> Result<Message, DeskError> {
+        let RespondRequest { id, text } = request;
+        let id = parse_id_field("id", &id)?;
+        check_reply_text("text", &text, &self.context.config.limits)?;
+        if text.trim().is_empty() {
+            return Err(FieldError::new("text", "required: the answer").into());
+        }
+        let (answered, changed) = self.context.store.write(|changes| {
+            let details = format!("an answer of {} characters", text.chars().count());
+            audit_call(changes, caller, Action::Respond, &id.to_string(), &details);
+            let (mut stored, envelope) = inbound_request(changes, id)?;
+            let mut changed = Vec::new();
+            if view(&stored).state() == MessageState::Received {
+                let (after, updated) = change(
+                    changes,
+                    stored,
+                    id,
+                    Happening::AcknowledgedHere,
+                    format!("acknowledged by {} (with the response)", caller.name),
+                )?;
+                stored = after;
+                changed.push(updated);
+                let ack =
+                    self.reply(&envelope, EnvelopeKind::Acknowledgement, &envelope.origin, String::new());
+                changed.push(queue(
+                    changes,
+                    &self.context.config.deadlines,
+                    ack,
+                    format!("acknowledgement of {id}"),
+                    String::new(),
+                    &self.context.signer.current(),
+                )?);
+            }
+            let (_, answered) =
+                change(changes, stored, id, Happening::AnsweredHere, format!("answered by {}", caller.name))?;
+            changed.push(answered.clone());
+            let response = self.reply(&envelope, EnvelopeKind::Response, &envelope.origin, text);
+            changed.push(queue(
+                changes,
+                &self.context.config.deadlines,
+                response,
+                format!("response to {id}"),
+                String::new(),
+                &self.context.signer.current(),
+            )?);
+            Ok::<_, DeskError>((answered, changed))
+        })?;
+        self.announce(&changed).await?;
+        Ok(answered)
+    }
+
+    /// Withdraws a request this node sent; if it already left, queues a cancellation to its
+    /// destination. Returns the request as stored now.
+    pub async fn cancel(&self, caller: &Caller, request: CancelRequest) -> Result<Message, DeskError> {
+        let CancelRequest { id, reason } = request;
+        let id = parse_id_field("id", &id)?;
+        check_reply_text("reason", &reason, &self.context.config.limits)?;
+        if reason.trim().is_empty() {
+            return Err(FieldError::new("reason", "required: why the request is withdrawn").into());
+        }
+        let (cancelled, changed) = self.context.store.write(|changes| {
+            audit_call(changes, caller, Action::Cancel, &id.to_string(), &reason);
+            let stored = stored_for(changes, id)?;
+            let before = view(&stored);
+            let envelope = before.envelope.clone().unwrap_or_default();
+            if before.direction() != Direction::Outbound || envelope.kind() != EnvelopeKind::Request {
+                return Err(DeskError::WrongMessage(format!("{id} is not a request this node sent")));
+            }
+            let was_sent = !matches!(before.state(), MessageState::Queued | MessageState::WaitingRetry);
+            let owner = stored.submitted_by.clone();
+            let (_, cancelled) = change(
+                changes,
+                stored,
+                id,
+                Happening::CancelledHere,
+                format!("cancelled by {}: {reason}", caller.name),
+            )?;
+            let mut changed = vec![cancelled.clone()];
+            if was_sent {
+                let cancellation =
+                    self.reply(&envelope, EnvelopeKind::Cancellation, &envelope.destination, reason);
+                changed.push(queue(
+                    changes,
+                    &self.context.config.deadlines,
+                    cancellation,
+                    format!("cancellation of {id}"),
+                    owner,
+                    &self.context.signer.current(),
+                )?);
+            }
+            Ok((cancelled, changed))
+        })?;
+        self.announce(&changed).await?;
+        Ok(cancelled)
+    }
+
+    /// Puts a message this node sent back in the queue with a new expiry (default: the node's
+    /// default expiry from now), signed again. Returns the message as stored now.
+    pub async fn requeue(&self, caller: &Caller, request: RequeueRequest) -> Result<Message, DeskError> {
+        let RequeueRequest { id, expires_at } = request;
+        let id = parse_id_field("id", &id)?;
+        let expires_at =
+            expires_at.unwrap_or_else(|| timestamp::after(self.context.config.delivery.default_expiry));
+        if timestamp::to_system(&expires_at) <= std::time::SystemTime::now() {
+            return Err(FieldError::new("expires_at", "must be in the future").into());
+        }
+        let message = self.context.store.write(|changes| {
+            let details = format!("expires {}", timestamp::rfc3339(&expires_at));
+            audit_call(changes, caller, Action::Requeue, &id.to_string(), &details);
+            let mut stored = stored_for(changes, id)?;
+            if view(&stored).direction() != Direction::Outbound {
+                return Err(DeskError::WrongMessage(format!("{id} is not a message this node sent")));
+            }
+            let message = stored.message.get_or_insert_default();
+            let note = format!("requeued by {}, expires {}", caller.name, timestamp::rfc3339(&expires_at));
+            lifecycle::apply(message, Happening::RequeuedHere, timestamp::now(), note)
+                .map_err(|error| DeskError::Lifecycle { id, error })?;
+            message.next_attempt_at = None;
+            if let Some(envelope) = message.envelope.as_mut() {
+                envelope.expires_at = Some(expires_at);
+                // The expiry is signed: sign again (the message was never delivered).
+                self.context.signer.current().sign_envelope(envelope)?;
+            }
+            let message = message.clone();
+            stored.origin_certificate = self.context.signer.current().certificate().to_vec();
+            changes.put(stored)?;
+            Ok::<_, DeskError>(message)
+        })?;
+        self.announce(std::slice::from_ref(&message)).await?;
+        Ok(message)
+    }
+
+    /// A reply to `request` from this node to `to`, carrying `body`.
+    fn reply(&self, request: &Envelope, kind: EnvelopeKind, to: &str, body: String) -> Envelope {
+        let label = match kind {
+            EnvelopeKind::Acknowledgement => "Acknowledged",
+            EnvelopeKind::Response => "Response",
+            EnvelopeKind::Cancellation => "Cancelled",
+            EnvelopeKind::PrecedenceDispute => "Precedence disputed",
+            _ => "Re",
+        };
+        let subject: String = format!("{label}: {}", request.subject)
+            .chars()
+            .take(self.context.config.limits.max_subject_chars)
+            .collect();
+        Envelope {
+            id: Uuid::now_v7().to_string(),
+            origin: self.context.code().to_string(),
+            destination: to.to_owned(),
+            kind: kind as i32,
+            request_type: request.request_type,
+            precedence: request.precedence,
+            case_reference: request.case_reference.clone(),
+            subject,
+            body,
+            language: request.language.clone(),
+            created_at: Some(timestamp::now()),
+            expires_at: Some(timestamp::after(self.context.config.delivery.default_expiry)),
+            in_reply_to: request.id.clone(),
+            attachments: Vec::new(),
+            handling_code: request.handling_code,
+            handling_restrictions: request.handling_restrictions.clone(),
+            preservation: None,
+            // Signed when it is stored (`queue`).
+            origin_signature: Vec::new(),
+        }
+    }
+}
+
+/// Applies `happening` to a stored message and stores the result.
+fn change(
+    changes: &mut Changes<'_>,
+    mut stored: StoredMessage,
+    id: Uuid,
+    happening: Happening,
+    note: String,
+) -> Result<(StoredMessage, Message), DeskError> {
+    let message = stored.message.get_or_insert_default();
+    lifecycle::apply(message, happening, timestamp::now(), note)
+        .map_err(|error| DeskError::Lifecycle { id, error })?;
+    let message = message.clone();
+    changes.put(stored.clone())?;
+    Ok((stored, message))
+}
+
+/// The received request `id`, checked to be one.
+fn inbound_request(changes: &Changes<'_>, id: Uuid) -> Result<(StoredMessage, Envelope), DeskError> {
+    let stored = stored_for(changes, id)?;
+    let message = view(&stored);
+    let envelope = message.envelope.clone().unwrap_or_default();
+    if message.direction() != Direction::Inbound || envelope.kind() != EnvelopeKind::Request {
+        return Err(DeskError::WrongMessage(format!("{id} is not a request this node received")));
+    }
+    Ok((stored, envelope))
+}

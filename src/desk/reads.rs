@@ -1,0 +1,109 @@
+//! Reading: one message with its replies, its proof, the inbox and outbox listings, the queues
+//! and the peers. Every read that hands out message content is on the audit record (and
+//! durable) before it is returned.
+
+use uuid::Uuid;
+
+use super::operator_view::{self, ListFilter};
+use super::{Desk, DeskError, list_limit};
+use crate::domain::access::{Action, Caller};
+use crate::proto::{
+    GetProofRequest, GetProofResponse, GetRequest, GetResponse, ListInboxRequest, ListOutboxRequest,
+    ListPeersResponse, Message, PeerQueue,
+};
+use crate::runtime::context::NodeContext;
+use crate::store::{Listing, view};
+use crate::store_proto::StoredMessage;
+
+impl Desk {
+    /// One message and the replies to it that the caller may see.
+    pub async fn get(&self, caller: &Caller, request: GetRequest) -> Result<GetResponse, DeskError> {
+        let (id, stored) = self.visible_message(caller, &request.id)?;
+        let replies = self.context.store.replies(id)?;
+        let replies: Vec<Message> =
+            replies.iter().filter(|r| caller.may_see(&r.submitted_by)).map(view).collect();
+        let details = format!("replies: {}", replies.len());
+        self.audit_read(caller, Action::Get, &id.to_string(), &details).await?;
+        Ok(GetResponse { message: Some(view(&stored)), replies })
+    }
+
+    /// The received messages the caller may see, as the request filters them (overdue first).
+    pub async fn list_inbox(
+        &self,
+        caller: &Caller,
+        request: ListInboxRequest,
+    ) -> Result<Vec<Message>, DeskError> {
+        let filter = ListFilter::inbox(&request)?;
+        let limit = list_limit(request.limit);
+        let messages = operator_view::list(&self.context, Listing::Inbox, &filter, caller, limit)?;
+        self.audit_read(caller, Action::ListInbox, "", &format!("{} messages", messages.len())).await?;
+        Ok(messages)
+    }
+
+    /// The sent messages the caller may see, as the request filters them (overdue first).
+    pub async fn list_outbox(
+        &self,
+        caller: &Caller,
+        request: ListOutboxRequest,
+    ) -> Result<Vec<Message>, DeskError> {
+        let filter = ListFilter::outbox(&request)?;
+        let limit = list_limit(request.limit);
+        let messages = operator_view::list(&self.context, Listing::Outbox, &filter, caller, limit)?;
+        self.audit_read(caller, Action::ListOutbox, "", &format!("{} messages", messages.len())).await?;
+        Ok(messages)
+    }
+
+    /// What waits for each peer, by precedence.
+    pub async fn get_queue(&self, caller: &Caller) -> Result<Vec<PeerQueue>, DeskError> {
+        let peers = operator_view::queue(&self.context)?;
+        self.audit_read(caller, Action::GetQueue, "", &format!("{} peers", peers.len())).await?;
+        Ok(peers)
+    }
+
+    /// The directory's peers with their reachability and certificates. Not audited: it shows no
+    /// message content.
+    pub fn list_peers(&self, _caller: &Caller) -> ListPeersResponse {
+        operator_view::peers(&self.context)
+    }
+
+    /// What proves a message the caller may see: the canonical envelope, its signature and
+    /// certificate, the receipt and the network CAs.
+    pub async fn get_proof(
+        &self,
+        caller: &Caller,
+        request: GetProofRequest,
+    ) -> Result<GetProofResponse, DeskError> {
+        let (id, stored) = self.visible_message(caller, &request.id)?;
+        let proof = proof_of(&self.context, id, &stored)?;
+        // Recorded as a `Get` (what it reads), told apart by its details.
+        self.audit_read(caller, Action::Get, &id.to_string(), "proof (signatures and receipt)").await?;
+        Ok(proof)
+    }
+}
+
+/// What proves a stored message: the canonical envelope, its signature and certificate, the
+/// receipt and the network CA.
+fn proof_of(context: &NodeContext, id: Uuid, stored: &StoredMessage) -> Result<GetProofResponse, DeskError> {
+    let message = view(stored);
+    let envelope = message.envelope.clone().unwrap_or_default();
+    let signer = context.signer.current();
+    if envelope.origin_signature.is_empty() || stored.origin_certificate.is_empty() {
+        return Err(DeskError::WrongMessage(format!(
+            "{id} was stored before this node signed envelopes: there is no signature to prove it"
+        )));
+    }
+    Ok(GetProofResponse {
+        network: context.config.network.clone(),
+        envelope_canonical: crate::trust::signing::canonical_envelope(&envelope),
+        origin_signature: envelope.origin_signature.clone(),
+        origin_certificate: stored.origin_certificate.clone(),
+        receipt: stored.receipt.clone(),
+        network_ca_certificate: signer.network_ca_of(&stored.origin_certificate).to_vec(),
+        receiver_network_ca_certificate: stored
+            .receipt
+            .as_ref()
+            .map(|r| signer.network_ca_of(&r.receiver_certificate).to_vec())
+            .unwrap_or_default(),
+        direction: message.direction,
+    })
+}

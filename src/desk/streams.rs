@@ -1,0 +1,170 @@
+//! The desk's streams: lifecycle events (`watch`), the whole store as a backup file (`backup`) and
+//! the audit log (`list_audit`). Each is on the audit record before it starts; every task that
+//! feeds one runs on the node's task tracker and ends when the node stops or the reader goes.
+
+use std::pin::Pin;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::{Desk, DeskError, parse_id_field};
+use crate::domain::access::{self, Action, Caller};
+use crate::proto::{AuditRecord, BackupChunk, BackupRequest, Event, ListAuditRequest, WatchRequest};
+use crate::store::StoreError;
+use crate::store::audit::ChainHead;
+
+/// Lifecycle events, in sequence order.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, DeskError>> + Send>>;
+/// The chunks of a backup file.
+pub type BackupStream = Pin<Box<dyn Stream<Item = Result<BackupChunk, DeskError>> + Send>>;
+/// Audit records, in chain order.
+pub type AuditStream = Pin<Box<dyn Stream<Item = Result<AuditRecord, DeskError>> + Send>>;
+
+/// A `watch` under way.
+pub struct Watching {
+    /// The sequence number the events start after: the one asked for, or the latest durable
+    /// event when the caller asked for "from now" (so it can resume without a gap).
+    pub after: u64,
+    /// The events the caller may see.
+    pub events: EventStream,
+}
+
+/// A `list_audit` under way.
+pub struct AuditListing {
+    /// The chain head the records end at (it includes the record of this very read).
+    pub head: ChainHead,
+    /// The records.
+    pub records: AuditStream,
+}
+
+/// Audit records read per store access while streaming.
+const AUDIT_PAGE: usize = 512;
+
+impl Desk {
+    /// The lifecycle events after `request.after_sequence` (default: from now), until the node
+    /// stops or the reader goes; an agency sees only its own messages' events. Events that
+    /// retention removed are refused (the error says how to catch up).
+    pub async fn watch(&self, caller: &Caller, request: WatchRequest) -> Result<Watching, DeskError> {
+        let after =
+            request.after_sequence.unwrap_or_else(|| crate::store::events::latest(&self.context.store));
+        let pruned = self.context.store.events_pruned_through()?;
+        if after < pruned {
+            return Err(StoreError::EventsPruned { first: after + 1, through: pruned }.into());
+        }
+        self.audit_read(caller, Action::Watch, "", &format!("events after {after}")).await?;
+        let events = crate::store::events::follow(self.context.store.clone(), after, self.stop.clone());
+        let store = self.context.store.clone();
+        let caller = caller.clone();
+        // An agency follows only its own messages' events.
+        let visible = move |event: &Event| {
+            caller.scope == access::Scope::All
+                || event
+                    .message_id
+                    .parse()
+                    .ok()
+                    .and_then(|id| store.get(id).ok().flatten())
+                    .is_some_and(|stored| caller.may_see(&stored.submitted_by))
+        };
+        let events: EventStream = Box::pin(
+            events
+                .filter(move |item| item.as_ref().map_or(true, &visible))
+                .map(|item| item.map_err(DeskError::from)),
+        );
+        Ok(Watching { after, events })
+    }
+
+    /// A consistent copy of the whole store as a backup file, in chunks, taken after the read is
+    /// on the record and holding only what is on the device.
+    pub async fn backup(&self, caller: &Caller, _request: BackupRequest) -> Result<BackupStream, DeskError> {
+        // A copy of every message is a read of every message: on the record before it is taken.
+        self.audit_read(caller, Action::Backup, "", "the whole store").await?;
+        let store = self.context.store.clone();
+        let taken_at = std::time::SystemTime::now();
+        // The copy holds the writer lock for one walk over the keys: off the async workers.
+        let snapshot = self.tasks.spawn_blocking(move || store.snapshot()).await.unwrap_or_else(|e| {
+            Err(StoreError::Io(std::io::Error::other(format!("the snapshot task failed: {e}"))))
+        })?;
+        // Everything in the copy was applied before this flush began, so after it the copy holds
+        // only what is on the device.
+        self.context.store.persist().await?;
+        let client = caller.name.clone();
+        tracing::info!(%client, records = snapshot.len(), "backup taken; streaming it");
+        let chunks = crate::store::backup::Chunks::new(snapshot, self.context.code(), taken_at);
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let stop = self.stop.clone();
+        self.tasks.spawn_blocking(move || {
+            let mut sent = 0;
+            for data in chunks {
+                sent += data.len();
+                // A node shutting down, or a client gone, ends the stream; the file is then
+                // incomplete and the client's check says so.
+                if stop.is_cancelled() || sender.blocking_send(Ok(BackupChunk { data })).is_err() {
+                    tracing::warn!(%client, "backup stream ended before the file was complete");
+                    return;
+                }
+            }
+            tracing::info!(%client, bytes = sent, "backup sent");
+        });
+        Ok(Box::pin(ReceiverStream::new(receiver)))
+    }
+
+    /// The audit records up to and including the record of this read, only those about
+    /// `request.message_id` if given (damaged records always, so they are seen).
+    pub async fn list_audit(
+        &self,
+        caller: &Caller,
+        request: ListAuditRequest,
+    ) -> Result<AuditListing, DeskError> {
+        let filter = match request.message_id.trim() {
+            "" => None,
+            id => Some(parse_id_field("message_id", id)?.to_string()),
+        };
+        let details = filter.as_ref().map(|id| format!("records of {id}")).unwrap_or_default();
+        let head = self.audit_read(caller, Action::ListAudit, "", &details).await?;
+        let records = self.stream_audit(head.sequence, filter);
+        Ok(AuditListing { head, records })
+    }
+
+    /// Streams the audit records up to `upto` (durable when the call began), only those about
+    /// `message_id` if given (damaged records always, so they are seen). Pages are read as the
+    /// client takes them, so a long chain is never held in memory whole.
+    fn stream_audit(&self, upto: u64, message_id: Option<String>) -> AuditStream {
+        let (sender, receiver) = tokio::sync::mpsc::channel(AUDIT_PAGE);
+        let store = self.context.store.clone();
+        let stop: CancellationToken = self.stop.clone();
+        self.tasks.spawn(async move {
+            let mut after = 0;
+            while after < upto {
+                let page = match store.audit_records(after, upto, AUDIT_PAGE) {
+                    Ok(page) => page,
+                    Err(error) => {
+                        // The reader may be gone already; then nobody is left to tell.
+                        let _ = sender.send(Err(DeskError::from(error))).await;
+                        return;
+                    }
+                };
+                // Paged by the keys' sequence numbers, not the records' own (which may be forged).
+                let Some(&(last, _)) = page.last() else { return };
+                after = last;
+                for (_, record) in page {
+                    if message_id
+                        .as_ref()
+                        .is_some_and(|id| *id != record.message_id && record.damaged.is_empty())
+                    {
+                        continue;
+                    }
+                    tokio::select! {
+                        sent = sender.send(Ok(record)) => {
+                            if sent.is_err() {
+                                return;
+                            }
+                        }
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }
+        });
+        Box::pin(ReceiverStream::new(receiver))
+    }
+}
