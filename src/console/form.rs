@@ -79,24 +79,14 @@ impl FormTokens {
 
     /// The token for the client certificate `certificate` (DER), as hex.
     pub fn token(&self, certificate: &[u8]) -> String {
-        hmac::sign(&self.key, certificate).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(hmac::sign(&self.key, certificate).as_ref())
     }
 
     /// Whether `token` is the one for `certificate` (compared in constant time).
     pub fn verify(&self, certificate: &[u8], token: &str) -> bool {
-        let Some(tag) = unhex(token) else { return false };
+        let Ok(tag) = hex::decode(token) else { return false };
         hmac::verify(&self.key, certificate, &tag).is_ok()
     }
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
 }
 
 /// The new-request form's fields of the preservation request, by name as in the proto (which

@@ -2,6 +2,7 @@
 //! this node received (each queues a reply to its origin), and cancelling or requeueing one it
 //! sent.
 
+use crate::domain::names::ShortName as _;
 use uuid::Uuid;
 
 use super::authorization::audit_call;
@@ -76,8 +77,7 @@ impl Desk {
             Ok(proposed) => proposed,
         };
         let dispute = self.context.store.write(|changes| {
-            let details =
-                format!("proposes {}: {reason}", proposed.as_str_name().trim_start_matches("PRECEDENCE_"));
+            let details = format!("proposes {}: {reason}", proposed.short_name());
             audit_call(changes, caller, Action::DisputePrecedence, &id.to_string(), &details);
             let (_, envelope) = inbound_request(changes, id)?;
             if envelope.precedence() == proposed {

@@ -1,6 +1,7 @@
 //! Sending: a new request from a desk client (`submit`), and the signing and queueing of every
 //! envelope this node originates (requests and the replies `handling` makes).
 
+use crate::domain::names::ShortName as _;
 use uuid::Uuid;
 
 use super::authorization::audit_call;
@@ -22,12 +23,12 @@ impl Desk {
     pub async fn submit(&self, caller: &Caller, request: SubmitRequest) -> Result<Message, DeskError> {
         let mut envelope = self.submit_envelope(request)?;
         let (id, destination, precedence) =
-            (envelope.id.clone(), envelope.destination.clone(), envelope.precedence().as_str_name());
+            (envelope.id.clone(), envelope.destination.clone(), envelope.precedence());
         // Signed before the store's lock: concurrent Submits sign in parallel.
         let signer = self.context.signer.current();
         signer.sign_envelope(&mut envelope)?;
         let message = self.context.store.write(|changes| {
-            let details = format!("to {destination}, {}", precedence.trim_start_matches("PRECEDENCE_"));
+            let details = format!("to {destination}, {}", precedence.short_name());
             audit_call(changes, caller, Action::Submit, &id, &details);
             queue_signed(
                 changes,
@@ -39,7 +40,7 @@ impl Desk {
             )
         })?;
         self.announce(std::slice::from_ref(&message)).await?;
-        tracing::info!(message_id = %id, peer = %destination, precedence, client = %caller.name, "request submitted");
+        tracing::info!(message_id = %id, peer = %destination, precedence = precedence.as_str_name(), client = %caller.name, "request submitted");
         Ok(message)
     }
 
