@@ -148,7 +148,7 @@ impl RunningNode {
             PeerServiceServer::new(crate::rpc::peer_service::PeerApi::new(Arc::clone(&context)))
                 .max_decoding_message_size(crate::domain::validation::MAX_BATCH_BYTES + MESSAGE_SLACK);
         let peer_incoming =
-            tls::incoming_reloadable(peer, node_tls.peer_server(), HANDSHAKE_TIMEOUT, stop.clone());
+            tls::incoming_reloadable(peer, node_tls.peer_server(), HANDSHAKE_TIMEOUT, stop.clone(), &tasks);
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<PeerServiceServer<crate::rpc::peer_service::PeerApi>>().await;
         health.set_serving::<DeskServiceServer<crate::desk::service::DeskApi>>().await;
@@ -170,7 +170,7 @@ impl RunningNode {
             DeskServiceServer::new(crate::desk::service::DeskApi::new(Arc::clone(&context), stop.clone()))
                 .max_decoding_message_size(desk_decode_limit(&context.config.limits));
         let desk_incoming =
-            tls::incoming_reloadable(desk, node_tls.desk_server(), HANDSHAKE_TIMEOUT, stop.clone());
+            tls::incoming_reloadable(desk, node_tls.desk_server(), HANDSHAKE_TIMEOUT, stop.clone(), &tasks);
         let desk_server = Server::builder()
             .layer(MapResponseLayer::new(crate::rpc::codec::oversized_is_resource_exhausted))
             .add_service(health_service)
@@ -209,6 +209,13 @@ impl RunningNode {
         });
         tracing::info!(node = %context.code(), %peer_addr, %desk_addr, %metrics_addr, %console_addr, "node started");
         Ok(Self { peer_addr, desk_addr, metrics_addr, console_addr, context, stop, tasks, tls: node_tls })
+    }
+
+    /// Fires the node's reload trigger for every SIGHUP received on `signal`, until the node
+    /// stops (a task of the node, so shutdown waits for it).
+    pub fn forward_hangups(&self, signal: tokio::signal::unix::Signal) {
+        let trigger = self.context.reload.clone();
+        self.tasks.spawn(crate::trust::reload::forward_hangups(signal, trigger, self.stop.clone()));
     }
 
     /// Reloads the TLS material now, as SIGHUP does (a hook for other triggers and for

@@ -154,6 +154,13 @@ impl PeerDelivery {
     /// Runs until `stop`; picks up whatever the outbox holds (also after a restart). Calls still
     /// in flight at `stop` are abandoned: their messages stay queued and are sent again later.
     pub async fn run(mut self, stop: CancellationToken) {
+        self.deliver(&stop).await;
+        // Ended here rather than when the set drops, so that no call of this task runs on after
+        // it: the node's shutdown waits for this task.
+        self.in_flight.shutdown().await;
+    }
+
+    async fn deliver(&mut self, stop: &CancellationToken) {
         loop {
             let wait = tokio::select! {
                 () = stop.cancelled() => return,

@@ -24,6 +24,7 @@ mod operator_view;
 mod pipelining;
 mod revocation;
 mod roles;
+mod shutdown;
 mod signing;
 mod storage_failure;
 mod tls_policy;
