@@ -7,6 +7,7 @@ mod audit;
 mod backup;
 mod bad_input;
 mod chaos;
+mod clock;
 mod console;
 mod console_browser;
 mod delivery;
