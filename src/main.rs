@@ -89,7 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Before the node is up: from here on SIGHUP reloads instead of killing the process.
             let hangups = hanoi247::trust::reload::hangup_signal()?;
             let node = RunningNode::start(config).await?;
-            tokio::spawn(hanoi247::trust::reload::forward_hangups(hangups, node.context.reload.clone()));
+            node.forward_hangups(hangups);
             shutdown_signal().await?;
             tracing::info!("shutting down");
             node.shutdown().await?;

@@ -8,6 +8,7 @@
 //! store, the network, TLS or files.
 
 pub mod access;
+pub mod clock;
 pub mod identity;
 pub mod json;
 pub mod lifecycle;

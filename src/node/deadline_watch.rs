@@ -3,13 +3,13 @@
 //! line; metrics count it), at the sender and at the receiver alike.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::runtime::context::NodeContext;
-use crate::store::{StoreError, awaits_acknowledgement, peer_of, view};
+use crate::store::{StoreError, awaits_acknowledgement, peer_of, view_at};
 
 /// How often deadlines are checked: the delay between a deadline and its announcement.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
@@ -31,9 +31,10 @@ pub async fn run(context: Arc<NodeContext>, stop: CancellationToken) {
 
 /// Announces every request that became overdue since the last check.
 pub async fn announce_overdue(context: &NodeContext) -> Result<(), StoreError> {
+    let now = context.clock.now();
     let due: Vec<Uuid> = context
         .store
-        .overdue(SystemTime::now())?
+        .overdue(now)?
         .iter()
         .filter(|stored| !stored.overdue_announced)
         .filter_map(|stored| stored.message.as_ref()?.envelope.as_ref()?.id.parse().ok())
@@ -50,7 +51,7 @@ pub async fn announce_overdue(context: &NodeContext) -> Result<(), StoreError> {
                 continue;
             }
             stored.overdue_announced = true;
-            announced.push(view(&stored));
+            announced.push(view_at(&stored, now));
             changes.put(stored)?;
         }
         Ok::<_, StoreError>(announced)
@@ -68,4 +69,42 @@ pub async fn announce_overdue(context: &NodeContext) -> Result<(), StoreError> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::domain::clock::Clock;
+    use crate::node::testing;
+    use crate::proto::MessageState;
+
+    #[tokio::test]
+    async fn a_request_is_announced_overdue_once_the_clock_passes_its_deadline() {
+        let start = SystemTime::now();
+        let manual = Clock::manual(start);
+        let (_dir, context) = testing::context(manual.clock()).await;
+        let far = start + Duration::from_secs(365 * 86_400);
+        let id = testing::store_request(&context, MessageState::Received, start, far);
+
+        announce_overdue(&context).await.unwrap();
+        assert!(!context.store.get(id).unwrap().unwrap().overdue_announced, "not before its deadline");
+
+        manual.advance(context.config.deadlines.flash + Duration::from_secs(1));
+        announce_overdue(&context).await.unwrap();
+        let stored = context.store.get(id).unwrap().unwrap();
+        assert!(stored.overdue_announced, "announced once the clock passed the deadline");
+        assert!(view_at(&stored, manual.now()).overdue);
+        let last = crate::store::events::latest(&context.store);
+        let events = context.store.events_between(0, last, 100).unwrap();
+        let overdue: Vec<_> = events.iter().filter(|e| e.overdue).collect();
+        assert_eq!(overdue.len(), 1, "{events:?}");
+        assert_eq!(overdue[0].message_id, id.to_string());
+
+        // Announced once: a later look changes nothing.
+        manual.advance(Duration::from_secs(3600));
+        announce_overdue(&context).await.unwrap();
+        assert_eq!(crate::store::events::latest(&context.store), last);
+    }
 }

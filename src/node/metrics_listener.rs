@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::names::ShortName;
 use crate::proto::{ConnectionState, Direction};
 use crate::runtime::context::NodeContext;
-use crate::store::view;
+use crate::store::{view, view_at};
 
 use crate::runtime::metrics::{Labels, labels};
 
@@ -143,7 +143,7 @@ fn seconds_since_epoch(time: SystemTime) -> f64 {
 impl Collector for NodeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let context = &self.0;
-        let now = SystemTime::now();
+        let now = context.clock.now();
         let mut depth = Vec::new();
         let mut oldest = Vec::new();
         let (mut delivered, mut calls_failed, mut up, mut last_contact) =
@@ -187,7 +187,11 @@ impl Collector for NodeCollector {
         }
         let overdue = context.store.overdue(now).unwrap_or_default();
         let count = |direction| {
-            overdue.iter().map(view).filter(|m| m.overdue && m.direction() == direction).count() as f64
+            overdue
+                .iter()
+                .map(|m| view_at(m, now))
+                .filter(|m| m.overdue && m.direction() == direction)
+                .count() as f64
         };
         let overdue_counts = vec![
             (labels(&[("side", "receiver")]), count(Direction::Inbound)),

@@ -18,6 +18,7 @@ use tonic::transport::Server;
 use tower::util::MapResponseLayer;
 
 use crate::config::NodeConfig;
+use crate::domain::clock::Clock;
 use crate::domain::identity::NodeCode;
 use crate::proto::desk_service_server::DeskServiceServer;
 use crate::proto::peer_service_server::PeerServiceServer;
@@ -116,30 +117,20 @@ impl RunningNode {
         peer: TcpListener,
         desk: TcpListener,
     ) -> Result<Self, NodeError> {
-        check_own_certificate(&config)?;
-        let public_key = crate::trust::directory::PublicKey::from_hex(&config.directory.public_key).map_err(
-            |message| {
-                crate::trust::directory::DirectoryError::Key(format!("directory.public_key: {message}"))
-            },
-        )?;
-        let directory = crate::trust::directory::LiveDirectory::load(
-            &config.directory.file,
-            public_key,
-            &config.network,
-        )?;
-        tracing::info!(version = directory.current().version, file = %config.directory.file.display(), "directory loaded");
-        // Reloadable TLS material: CRLs, own certificates and keys (revocation and rotation).
-        let node_tls = Arc::new(tls::NodeTls::load(&config.tls)?);
+        Self::start_with_clock(config, peer, desk, Clock::system()).await
+    }
+
+    /// Like [`RunningNode::start_on`], with `clock` as the node's "now" for deadlines, expiry
+    /// and retention: tests pass a manual clock and move it instead of waiting.
+    pub async fn start_with_clock(
+        config: NodeConfig,
+        peer: TcpListener,
+        desk: TcpListener,
+        clock: Clock,
+    ) -> Result<Self, NodeError> {
+        let (context, node_tls) = open(config, clock).await?;
         let client_tls = node_tls.client_config();
-        let signer =
-            crate::trust::signing::Signer::load(&config.tls.cert, &config.tls.key, &config.tls.network_ca)?;
-        let store = Store::open_with(&config.data_dir, config.store.checkpoint_interval)?;
-        let (using, seen) = (directory.current().version, store.directory_version()?);
-        if using < seen {
-            let file = config.directory.file.display().to_string();
-            return Err(NodeError::DirectoryRollback { file, using, seen });
-        }
-        record_directory_version(&store, using).await?;
+        let config = &context.config;
         let addr = |listener: &TcpListener, address| {
             listener.local_addr().map_err(|source| NodeError::Listen { address, source })
         };
@@ -149,17 +140,7 @@ impl RunningNode {
         let console = bind(config.console.listen).await?;
         let console_addr = addr(&console, config.console.listen)?;
 
-        let context = Arc::new(NodeContext {
-            config,
-            store,
-            peers: Default::default(),
-            metrics: Default::default(),
-            signer: crate::trust::signing::LiveSigner::new(signer),
-            directory,
-            reload: crate::trust::reload::ReloadTrigger::new(),
-            tls_reloaded: tokio::sync::watch::Sender::new(0),
-            wakers: Default::default(),
-        });
+        let context = Arc::new(context);
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
 
@@ -167,7 +148,7 @@ impl RunningNode {
             PeerServiceServer::new(crate::rpc::peer_service::PeerApi::new(Arc::clone(&context)))
                 .max_decoding_message_size(crate::domain::validation::MAX_BATCH_BYTES + MESSAGE_SLACK);
         let peer_incoming =
-            tls::incoming_reloadable(peer, node_tls.peer_server(), HANDSHAKE_TIMEOUT, stop.clone());
+            tls::incoming_reloadable(peer, node_tls.peer_server(), HANDSHAKE_TIMEOUT, stop.clone(), &tasks);
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<PeerServiceServer<crate::rpc::peer_service::PeerApi>>().await;
         health.set_serving::<DeskServiceServer<crate::rpc::desk_service::DeskApi>>().await;
@@ -191,7 +172,7 @@ impl RunningNode {
             DeskServiceServer::new(crate::rpc::desk_service::DeskApi::new(Arc::clone(&operations)))
                 .max_decoding_message_size(desk_decode_limit(&context.config.limits));
         let desk_incoming =
-            tls::incoming_reloadable(desk, node_tls.desk_server(), HANDSHAKE_TIMEOUT, stop.clone());
+            tls::incoming_reloadable(desk, node_tls.desk_server(), HANDSHAKE_TIMEOUT, stop.clone(), &tasks);
         let desk_server = Server::builder()
             .layer(MapResponseLayer::new(crate::rpc::codec::oversized_is_resource_exhausted))
             .add_service(health_service)
@@ -231,6 +212,13 @@ impl RunningNode {
         Ok(Self { peer_addr, desk_addr, metrics_addr, console_addr, context, stop, tasks, tls: node_tls })
     }
 
+    /// Fires the node's reload trigger for every SIGHUP received on `signal`, until the node
+    /// stops (a task of the node, so shutdown waits for it).
+    pub fn forward_hangups(&self, signal: tokio::signal::unix::Signal) {
+        let trigger = self.context.reload.clone();
+        self.tasks.spawn(crate::trust::reload::forward_hangups(signal, trigger, self.stop.clone()));
+    }
+
     /// Reloads the TLS material now, as SIGHUP does (a hook for other triggers and for
     /// in-process nodes).
     pub fn reload_tls(&self) -> Result<tls::ReloadReport, TlsError> {
@@ -257,6 +245,43 @@ impl RunningNode {
         tracing::info!(node = %self.context.code(), "node stopped");
         Ok(())
     }
+}
+
+/// Loads what a node shares (checking its own certificate, the signed directory against the
+/// version last used, the TLS material and the signing key) and opens its store.
+async fn open(config: NodeConfig, clock: Clock) -> Result<(NodeContext, Arc<tls::NodeTls>), NodeError> {
+    check_own_certificate(&config)?;
+    let public_key =
+        crate::trust::directory::PublicKey::from_hex(&config.directory.public_key).map_err(|message| {
+            crate::trust::directory::DirectoryError::Key(format!("directory.public_key: {message}"))
+        })?;
+    let directory =
+        crate::trust::directory::LiveDirectory::load(&config.directory.file, public_key, &config.network)?;
+    tracing::info!(version = directory.current().version, file = %config.directory.file.display(), "directory loaded");
+    // Reloadable TLS material: CRLs, own certificates and keys (revocation and rotation).
+    let node_tls = Arc::new(tls::NodeTls::load(&config.tls)?);
+    let signer =
+        crate::trust::signing::Signer::load(&config.tls.cert, &config.tls.key, &config.tls.network_ca)?;
+    let store = Store::open_with(&config.data_dir, config.store.checkpoint_interval)?;
+    let (using, seen) = (directory.current().version, store.directory_version()?);
+    if using < seen {
+        let file = config.directory.file.display().to_string();
+        return Err(NodeError::DirectoryRollback { file, using, seen });
+    }
+    record_directory_version(&store, using).await?;
+    let context = NodeContext {
+        config,
+        clock,
+        store,
+        peers: Default::default(),
+        metrics: Default::default(),
+        signer: crate::trust::signing::LiveSigner::new(signer),
+        directory,
+        reload: crate::trust::reload::ReloadTrigger::new(),
+        tls_reloaded: tokio::sync::watch::Sender::new(0),
+        wakers: Default::default(),
+    };
+    Ok((context, node_tls))
 }
 
 /// One delivery task per member of the directory in use: starts a task for each new member,
@@ -485,4 +510,71 @@ fn check_own_certificate(config: &NodeConfig) -> Result<(), NodeError> {
         });
     }
     Ok(())
+}
+
+/// A node's shared state for unit tests: loaded as `start` loads it, with a clock the test
+/// moves, and no listener or task running.
+#[cfg(test)]
+pub mod testing {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use crate::cli::init::{InitOptions, init_network};
+    use crate::config::NodeConfig;
+    use crate::domain::clock::Clock;
+    use crate::proto::{Direction, Envelope, EnvelopeKind, Message, MessageState, Precedence};
+    use crate::runtime::context::NodeContext;
+    use crate::store_proto::StoredMessage;
+
+    /// Node VN of a two-node network (VN, FR) made by `init` in the returned temp dir.
+    pub(crate) async fn context(clock: Clock) -> (tempfile::TempDir, Arc<NodeContext>) {
+        let dir = tempfile::tempdir().unwrap();
+        let codes = ["VN".parse().unwrap(), "FR".parse().unwrap()];
+        let options =
+            InitOptions::with_base_port(dir.path().join("net"), "net".into(), &codes, 30000).unwrap();
+        let report = init_network(&options).unwrap();
+        let config = NodeConfig::load(report.node_config(codes[0]).unwrap()).unwrap();
+        let (context, _) = super::open(config, clock).await.unwrap();
+        (dir, Arc::new(context))
+    }
+
+    /// Stores a FLASH request created at `created`, in `state` (RECEIVED: from FR; QUEUED: to
+    /// FR), with its acknowledgement deadline and `expires_at`; returns its id.
+    pub(crate) fn store_request(
+        context: &NodeContext,
+        state: MessageState,
+        created: SystemTime,
+        expires_at: SystemTime,
+    ) -> uuid::Uuid {
+        let id = uuid::Uuid::now_v7();
+        let inbound = state == MessageState::Received;
+        let (origin, destination) = if inbound { ("FR", "VN") } else { ("VN", "FR") };
+        let envelope = Envelope {
+            id: id.to_string(),
+            origin: origin.into(),
+            destination: destination.into(),
+            kind: EnvelopeKind::Request as i32,
+            precedence: Precedence::Flash as i32,
+            created_at: Some(crate::domain::timestamp::from_system(created)),
+            expires_at: Some(crate::domain::timestamp::from_system(expires_at)),
+            ..Default::default()
+        };
+        let direction = if inbound { Direction::Inbound } else { Direction::Outbound };
+        let mut message = Message {
+            ack_deadline: context.config.deadlines.ack_deadline(&envelope),
+            envelope: Some(envelope),
+            direction: direction as i32,
+            ..Default::default()
+        };
+        let at = crate::domain::timestamp::from_system(created);
+        crate::domain::lifecycle::enter(&mut message, state, at, "test".into());
+        context
+            .store
+            .write(|changes| {
+                let seq = changes.next_seq()?;
+                changes.put(StoredMessage { message: Some(message), seq, ..Default::default() })
+            })
+            .unwrap();
+        id
+    }
 }

@@ -7,8 +7,6 @@
 //! some were removed; never a silent gap.
 
 use std::sync::Arc;
-use std::time::SystemTime;
-
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +31,7 @@ pub async fn run(context: Arc<NodeContext>, stop: CancellationToken) {
 /// One pass: removes every event older than the retention period, a step at a time.
 async fn prune(context: &Arc<NodeContext>, stop: &CancellationToken) {
     let keep = context.config.retention.events;
-    let Some(before) = SystemTime::now().checked_sub(keep) else { return };
+    let Some(before) = context.clock.now().checked_sub(keep) else { return };
     let why = format!("older than {} ([retention] events)", humantime::format_duration(keep));
     while !stop.is_cancelled() {
         let store = context.store.clone();
@@ -63,5 +61,37 @@ async fn prune(context: &Arc<NodeContext>, stop: &CancellationToken) {
         if count < PRUNE_STEP {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::domain::clock::Clock;
+    use crate::node::testing;
+    use crate::proto::MessageState;
+
+    #[tokio::test]
+    async fn events_are_removed_once_the_clock_passes_the_retention_period() {
+        let start = SystemTime::now();
+        let manual = Clock::manual(start);
+        let (_dir, context) = testing::context(manual.clock()).await;
+        let far = start + Duration::from_secs(365 * 86_400);
+        for _ in 0..2 {
+            testing::store_request(&context, MessageState::Received, start, far);
+        }
+        context.store.persist().await.unwrap();
+        let stop = CancellationToken::new();
+
+        prune(&context, &stop).await;
+        assert_eq!(context.store.events_pruned_through().unwrap(), 0, "nothing is old yet");
+
+        manual.advance(context.config.retention.events + Duration::from_secs(86_400));
+        prune(&context, &stop).await;
+        // Every event is old now; the last one stays (watchers count from it).
+        assert_eq!(context.store.events_pruned_through().unwrap(), 1);
+        assert_eq!(context.metrics.events_pruned.get(), 1);
     }
 }

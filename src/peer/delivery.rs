@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::DirectoryEntry;
+use crate::domain::clock::Clock;
 use crate::domain::identity::Identity;
 use crate::domain::lifecycle::{self, Happening};
 use crate::domain::timestamp;
@@ -153,6 +154,13 @@ impl PeerDelivery {
     /// Runs until `stop`; picks up whatever the outbox holds (also after a restart). Calls still
     /// in flight at `stop` are abandoned: their messages stay queued and are sent again later.
     pub async fn run(mut self, stop: CancellationToken) {
+        self.deliver(&stop).await;
+        // Ended here rather than when the set drops, so that no call of this task runs on after
+        // it: the node's shutdown waits for this task.
+        self.in_flight.shutdown().await;
+    }
+
+    async fn deliver(&mut self, stop: &CancellationToken) {
         loop {
             let wait = tokio::select! {
                 () = stop.cancelled() => return,
@@ -239,11 +247,12 @@ impl PeerDelivery {
                         if self.last_hello.is_none_or(|at| at.elapsed() >= probe_every) {
                             self.hello().await;
                         }
-                        let probe_at = SystemTime::now() + probe_every;
+                        let probe_at = self.context.clock.now() + probe_every;
                         wake_at = Some(wake_at.map_or(probe_at, |t| t.min(probe_at)));
                     }
-                    let delay = wake_at
-                        .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default().max(MIN_RETRY));
+                    let delay = wake_at.map(|t| {
+                        t.duration_since(self.context.clock.now()).unwrap_or_default().max(MIN_RETRY)
+                    });
                     return Ok(Wait { delay });
                 }
             }
@@ -256,7 +265,7 @@ impl PeerDelivery {
         let batch_size = self.context.config.delivery.batch_size;
         let candidates =
             self.context.store.outbox_for(self.peer.code, self.sending.len() + batch_size * SCAN_FACTOR)?;
-        let now = SystemTime::now();
+        let now = self.context.clock.now();
         let mut expired = Vec::new();
         let mut due = Vec::new();
         let mut due_bytes = 0;
@@ -328,7 +337,7 @@ impl PeerDelivery {
                     status.connection = ConnectionState::Connected;
                     status.failures = 0;
                     status.next_attempt_at = None;
-                    status.last_contact_at = Some(SystemTime::now());
+                    status.last_contact_at = Some(self.context.clock.now());
                     status.delivered += count as u64;
                 });
                 if response.results.len() != count {
@@ -366,7 +375,7 @@ impl PeerDelivery {
             status.failures = failures;
             status.failed_calls += 1;
             status.last_error = error.to_owned();
-            status.next_attempt_at = Some(SystemTime::now() + delay);
+            status.next_attempt_at = Some(self.context.clock.now() + delay);
         });
     }
 
@@ -377,7 +386,7 @@ impl PeerDelivery {
         let request = HelloRequest {
             node: self.context.code().to_string(),
             software_version: SOFTWARE_VERSION.to_owned(),
-            time: Some(timestamp::now()),
+            time: Some(self.context.clock.timestamp()),
             directory_version: self.context.directory.current().version,
         };
         let started = std::time::Instant::now();
@@ -392,7 +401,7 @@ impl PeerDelivery {
                 status.connection = ConnectionState::Connected;
                 status.failures = 0;
                 status.next_attempt_at = None;
-                status.last_contact_at = Some(SystemTime::now());
+                status.last_contact_at = Some(self.context.clock.now());
                 status.round_trip = Some(round_trip);
                 status.software_version = response.software_version;
                 status.directory_version = response.directory_version;
@@ -434,6 +443,7 @@ impl PeerDelivery {
                 _ => None,
             })
             .collect();
+        let clock = &self.context.clock;
         let changed = self.context.store.write(|changes| {
             let mut changed = Vec::new();
             for ((stored, result), bad_receipt) in due.into_iter().zip(results).zip(bad_receipts) {
@@ -452,13 +462,13 @@ impl PeerDelivery {
                 };
                 current.hold_until = match &outcome {
                     Some(Outcome::Receipt(_)) => None,
-                    _ => Some(timestamp::after(refused_delay)),
+                    _ => Some(clock.after(refused_delay)),
                 };
                 let message = current.message.get_or_insert_default();
                 let changed_now = match outcome {
                     None if bad_receipt.is_some() => {
                         self.context.peers.update(peer, |status| status.retries += 1);
-                        fail(message, bad_receipt.as_deref().unwrap_or_default(), refused_delay)
+                        fail(message, bad_receipt.as_deref().unwrap_or_default(), refused_delay, clock)
                     }
                     Some(Outcome::Receipt(receipt)) => {
                         message.received_at = receipt.received_at;
@@ -468,14 +478,14 @@ impl PeerDelivery {
                         } else {
                             format!("receipt from {peer}")
                         };
-                        apply_logged(message, Happening::ReceiptArrived, note)
+                        apply_logged(message, Happening::ReceiptArrived, note, clock)
                     }
                     Some(Outcome::Refusal(refusal)) => {
                         self.context.peers.update(peer, |status| status.retries += 1);
                         let error = format!("refused by {peer}: {}", refusal.message);
-                        fail(message, &error, refused_delay)
+                        fail(message, &error, refused_delay, clock)
                     }
-                    None => fail(message, &format!("{peer} returned an empty result"), refused_delay),
+                    None => fail(message, &format!("{peer} returned an empty result"), refused_delay, clock),
                 };
                 if changed_now {
                     changed.push(message.clone());
@@ -533,12 +543,13 @@ impl PeerDelivery {
         delay: Duration,
     ) -> Result<(), StoreError> {
         self.context.peers.update(self.peer.code, |status| status.retries += due.len() as u64);
+        let clock = &self.context.clock;
         let changed = self.context.store.write(|changes| {
             let mut changed = Vec::new();
             for stored in due {
                 let Some(mut current) = changes.get(message_id(&stored))? else { continue };
                 let message = current.message.get_or_insert_default();
-                if fail(message, error, delay) {
+                if fail(message, error, delay, clock) {
                     changed.push(message.clone());
                 }
                 changes.put(current)?;
@@ -552,6 +563,7 @@ impl PeerDelivery {
     }
 
     async fn expire(&self, expired: Vec<StoredMessage>) -> Result<(), StoreError> {
+        let clock = &self.context.clock;
         let changed = self.context.store.write(|changes| {
             let mut changed = Vec::new();
             for stored in expired {
@@ -561,7 +573,7 @@ impl PeerDelivery {
                     "" => "expired before delivery".to_owned(),
                     error => format!("expired before delivery; last error: {error}"),
                 };
-                if apply_logged(message, Happening::DeadlinePassed, note) {
+                if apply_logged(message, Happening::DeadlinePassed, note, clock) {
                     message.next_attempt_at = None;
                     changed.push(message.clone());
                 }
@@ -580,18 +592,18 @@ impl PeerDelivery {
 }
 
 /// Records a failed attempt on a message still waiting; returns whether its state changed.
-fn fail(message: &mut Message, error: &str, delay: Duration) -> bool {
+fn fail(message: &mut Message, error: &str, delay: Duration, clock: &Clock) -> bool {
     if !matches!(message.state(), MessageState::Queued | MessageState::WaitingRetry) {
         return false;
     }
     message.attempts = message.attempts.saturating_add(1);
     message.last_error = error.to_owned();
-    message.next_attempt_at = Some(timestamp::after(delay));
-    apply_logged(message, Happening::SendFailed, format!("{error} (attempt {})", message.attempts))
+    message.next_attempt_at = Some(clock.after(delay));
+    apply_logged(message, Happening::SendFailed, format!("{error} (attempt {})", message.attempts), clock)
 }
 
-fn apply_logged(message: &mut Message, happening: Happening, note: String) -> bool {
-    match lifecycle::apply(message, happening, timestamp::now(), note) {
+fn apply_logged(message: &mut Message, happening: Happening, note: String, clock: &Clock) -> bool {
+    match lifecycle::apply(message, happening, clock.timestamp(), note) {
         Ok(changed) => changed,
         Err(error) => {
             tracing::warn!(%error, ?happening, "delivery outcome does not apply");
@@ -631,4 +643,35 @@ pub fn describe(status: &tonic::Status) -> String {
         parts.insert(0, status.message().to_owned());
     }
     format!("{:?}: {}", status.code(), parts.join(": "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::clock::Clock;
+    use crate::node::testing;
+
+    #[tokio::test]
+    async fn a_queued_message_expires_once_the_clock_passes_its_expiry() {
+        let start = SystemTime::now();
+        let manual = Clock::manual(start);
+        let (_dir, context) = testing::context(manual.clock()).await;
+        let expiry = Duration::from_secs(3600);
+        let id = testing::store_request(&context, MessageState::Queued, start, start + expiry);
+        let fr = "FR".parse().unwrap();
+        let entry = context.peer(fr).unwrap();
+        let tls = crate::trust::tls::NodeTls::load(&context.config.tls).unwrap().client_config();
+        let mut delivery = PeerDelivery::new(Arc::clone(&context), entry, tls, context.waker(fr)).unwrap();
+
+        let Pick::Batch(batch) = delivery.pick().await.unwrap() else { panic!("due before its expiry") };
+        assert_eq!(batch.iter().map(message_id).collect::<Vec<_>>(), vec![id]);
+
+        manual.advance(expiry);
+        assert!(matches!(delivery.pick().await.unwrap(), Pick::Nothing(None)), "nothing left to send");
+        let message = view(&context.store.get(id).unwrap().unwrap());
+        assert_eq!(message.state(), MessageState::Expired);
+        let expired_at = message.timeline.last().and_then(|t| t.at).unwrap();
+        assert_eq!(timestamp::to_system(&expired_at), start + expiry, "stamped with the node's clock");
+        assert!(context.store.outbox_for(fr, 10).unwrap().is_empty());
+    }
 }

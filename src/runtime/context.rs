@@ -40,6 +40,8 @@ impl DeliveryWaker {
 pub struct NodeContext {
     /// The configuration the node started with.
     pub config: NodeConfig,
+    /// What deadlines, expiry and retention take as "now": the system clock, except in tests.
+    pub clock: crate::domain::clock::Clock,
     /// The durable state.
     pub store: Store,
     /// What the delivery tasks know about each peer.

@@ -3,8 +3,12 @@
 //! write as the change they report, so a watcher sees every event once, in order, without gaps,
 //! across restarts of the node and of the watcher.
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::watch;
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::proto::Event;
@@ -18,53 +22,101 @@ pub fn latest(store: &Store) -> u64 {
     *store.durable_events().borrow()
 }
 
-/// The events after `after`, until `stop` or the receiver goes away.
-pub fn follow(
+/// The events after `after`, until `stop` or the stream is dropped.
+///
+/// No task of its own: the stream reads the store when it is polled, so it runs inside the call
+/// that serves it (the node waits for those at shutdown) and reads no further ahead than the
+/// watcher takes.
+pub fn follow(store: Store, after: u64, stop: CancellationToken) -> Follow {
+    let durable = store.durable_events();
+    let follower = Follower { store, durable, last: after, stop, read: VecDeque::new(), ended: false };
+    Follow { idle: Some(follower), step: None }
+}
+
+/// The stream of events [`follow`] returns.
+pub struct Follow {
+    /// The follower between two events (`None` while a step runs, and after the end).
+    idle: Option<Follower>,
+    /// The step under way: the next event and the follower after it.
+    step: Option<Step>,
+}
+
+type Step = Pin<Box<dyn Future<Output = Option<(Result<Event, StoreError>, Follower)>> + Send>>;
+
+impl Stream for Follow {
+    type Item = Result<Event, StoreError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let step = match &mut this.step {
+            Some(step) => step,
+            None => match this.idle.take() {
+                Some(follower) => this.step.insert(Box::pin(follower.next())),
+                None => return Poll::Ready(None),
+            },
+        };
+        let Poll::Ready(stepped) = step.as_mut().poll(cx) else { return Poll::Pending };
+        this.step = None;
+        Poll::Ready(stepped.map(|(item, follower)| {
+            this.idle = Some(follower);
+            item
+        }))
+    }
+}
+
+/// Where a watcher is: the last event it was given and the events read but not given yet.
+struct Follower {
     store: Store,
-    after: u64,
+    durable: watch::Receiver<u64>,
+    last: u64,
     stop: CancellationToken,
-) -> ReceiverStream<Result<Event, StoreError>> {
-    let (sender, receiver) = mpsc::channel(64);
-    tokio::spawn(async move {
-        let mut durable = store.durable_events();
-        let mut last = after;
+    read: VecDeque<Event>,
+    /// An error was given: nothing follows it.
+    ended: bool,
+}
+
+impl Follower {
+    /// The next event (or error) and the follower after it; `None` at the end.
+    async fn next(mut self) -> Option<(Result<Event, StoreError>, Self)> {
         loop {
-            let upto = *durable.borrow_and_update();
-            while last < upto {
-                let events = match store.events_between(last, upto, REPLAY_CHUNK) {
-                    Ok(events) if !events.is_empty() => events,
-                    Ok(_) => break,
-                    Err(error) => {
-                        let _ = sender.send(Err(error)).await;
-                        return;
+            // A watcher that stops reading must not keep the node from shutting down.
+            if self.ended || self.stop.is_cancelled() {
+                return None;
+            }
+            if let Some(event) = self.read.pop_front() {
+                self.last = event.sequence;
+                return Some((Ok(event), self));
+            }
+            let upto = *self.durable.borrow_and_update();
+            if self.last < upto {
+                match self.store.events_between(self.last, upto, REPLAY_CHUNK) {
+                    Ok(events) if !events.is_empty() => {
+                        // Events are gap-free except where retention removed the oldest (never
+                        // the last one): a watcher behind them is told, never given a silent gap.
+                        if let Some(next) = events.first()
+                            && next.sequence != self.last + 1
+                        {
+                            let gap =
+                                StoreError::EventsPruned { first: self.last + 1, through: next.sequence - 1 };
+                            self.ended = true;
+                            return Some((Err(gap), self));
+                        }
+                        self.read = events.into();
+                        continue;
                     }
-                };
-                // Events are gap-free except where retention removed the oldest (never the last
-                // one): a watcher behind them is told, never given a silent gap.
-                if let Some(next) = events.first()
-                    && next.sequence != last + 1
-                {
-                    let gap = StoreError::EventsPruned { first: last + 1, through: next.sequence - 1 };
-                    let _ = sender.send(Err(gap)).await;
-                    return;
-                }
-                for event in events {
-                    last = event.sequence;
-                    // A watcher that stops reading must not keep the node from shutting down.
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        sent = sender.send(Ok(event)) => if sent.is_err() { return },
+                    Ok(_) => {}
+                    Err(error) => {
+                        self.ended = true;
+                        return Some((Err(error), self));
                     }
                 }
             }
             tokio::select! {
-                () = stop.cancelled() => return,
-                () = sender.closed() => return,
-                changed = durable.changed() => if changed.is_err() { return },
+                () = self.stop.cancelled() => return None,
+                changed = self.durable.changed() => if changed.is_err() { return None },
             }
         }
-    });
-    ReceiverStream::new(receiver)
+    }
 }
 
 #[cfg(test)]
@@ -118,5 +170,23 @@ mod tests {
         let mut after = follow(store.clone(), 2, stop.clone());
         assert_eq!(after.next().await.unwrap().unwrap().sequence, 3);
         stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_follower_gives_events_once_durable_and_ends_at_stop_while_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let stop = CancellationToken::new();
+        let mut events = follow(store.clone(), 0, stop.clone());
+        queue_one(&store);
+        store.persist().await.unwrap();
+        assert_eq!(events.next().await.unwrap().unwrap().sequence, 1);
+
+        // Nothing more is durable: the follower waits, then ends when the node stops.
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), events.next()).await;
+        assert!(waiting.is_err(), "no event to give: {waiting:?}");
+        stop.cancel();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), events.next()).await;
+        assert!(ended.unwrap().is_none(), "the stream ends at stop");
     }
 }

@@ -993,9 +993,15 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<StoredMessage, StoreError> {
 
 /// The stored message as the desk API shows it, with `overdue` worked out for this moment.
 pub fn view(stored: &StoredMessage) -> Message {
+    view_at(stored, SystemTime::now())
+}
+
+/// The stored message as shown at `now` (a node's clock): `overdue` once its acknowledgement
+/// deadline is at or before `now` and it still waits for one.
+pub fn view_at(stored: &StoredMessage, now: SystemTime) -> Message {
     let mut message = stored.message.clone().unwrap_or_default();
     message.overdue = awaits_acknowledgement(&message)
-        && message.ack_deadline.as_ref().is_some_and(|d| timestamp::to_system(d) <= SystemTime::now());
+        && message.ack_deadline.as_ref().is_some_and(|d| timestamp::to_system(d) <= now);
     message
 }
 

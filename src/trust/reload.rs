@@ -124,10 +124,20 @@ pub fn hangup_signal() -> std::io::Result<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }
 
-/// Fires `trigger` for every SIGHUP received on `signal`.
-pub async fn forward_hangups(mut signal: tokio::signal::unix::Signal, trigger: ReloadTrigger) {
-    while signal.recv().await.is_some() {
-        trigger.fire("SIGHUP");
+/// Fires `trigger` for every SIGHUP received on `signal`, until `stop`.
+pub async fn forward_hangups(
+    mut signal: tokio::signal::unix::Signal,
+    trigger: ReloadTrigger,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            received = signal.recv() => match received {
+                Some(()) => trigger.fire("SIGHUP"),
+                None => return,
+            },
+        }
     }
 }
 

@@ -13,9 +13,11 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::domain::identity::{Identity, identity_of_cert};
@@ -107,20 +109,25 @@ pub fn client_config(server_ca: &Path, cert: &Path, key: &Path) -> Result<Arc<Cl
 
 /// The TLS connections accepted on `listener`, for `Server::serve_with_incoming_shutdown`.
 /// Handshakes run concurrently with a deadline, so a slow or silent client holds up nobody;
-/// failed handshakes are logged and dropped. Stops accepting when `stop` is cancelled.
+/// failed handshakes are logged and dropped. Stops accepting when `stop` is cancelled; the
+/// accept loop is a task of `tasks`.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     handshake_timeout: Duration,
     stop: CancellationToken,
+    tasks: &TaskTracker,
 ) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>> {
     let acceptor = TlsAcceptor::from(config);
-    accept_loop(listener, move || acceptor.clone(), Ok, handshake_timeout, stop)
+    let (incoming, accepting) = accept_loop(listener, move || acceptor.clone(), Ok, handshake_timeout, stop);
+    tasks.spawn(accepting);
+    incoming
 }
 
 /// The accept loop behind [`incoming`] and [`incoming_reloadable`]: `acceptor` is asked for the
 /// configuration of each new handshake, `finish` turns a finished handshake into what the server
-/// reads (or refuses it).
+/// reads (or refuses it). Returns the connections and the loop, for the caller to run as a task
+/// it waits for: the loop ends soon after `stop`, and no handshake of it runs on after it ends.
 fn accept_loop<S: Send + 'static>(
     listener: TcpListener,
     acceptor: impl Fn() -> TlsAcceptor + Send + 'static,
@@ -130,13 +137,17 @@ fn accept_loop<S: Send + 'static>(
     + 'static,
     handshake_timeout: Duration,
     stop: CancellationToken,
-) -> ReceiverStream<Result<S, std::io::Error>> {
+) -> (ReceiverStream<Result<S, std::io::Error>>, impl Future<Output = ()> + Send + 'static) {
     let (sender, receiver) = mpsc::channel(64);
     let finish = Arc::new(finish);
-    tokio::spawn(async move {
+    let accepting = async move {
+        // The handshakes under way, owned by the loop so that none outlives it.
+        let mut handshakes = JoinSet::new();
         loop {
             let (tcp, remote) = tokio::select! {
                 () = stop.cancelled() => break,
+                // Finished handshakes are collected as they end, so the set stays small.
+                Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -151,7 +162,7 @@ fn accept_loop<S: Send + 'static>(
             let acceptor = acceptor();
             let sender = sender.clone();
             let finish = Arc::clone(&finish);
-            tokio::spawn(async move {
+            handshakes.spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp).into_fallible()).await {
                     Ok(Ok(stream)) => match finish(stream) {
                         Ok(stream) => {
@@ -167,8 +178,12 @@ fn accept_loop<S: Send + 'static>(
                 }
             });
         }
-    });
-    ReceiverStream::new(receiver)
+        // Stopping: the servers take no new connection after `stop`, so a handshake still under
+        // way could only end in a connection nobody serves. End them now rather than let them
+        // run out their timeout after the node is gone.
+        handshakes.shutdown().await;
+    };
+    (ReceiverStream::new(receiver), accepting)
 }
 
 /// Closes a refused connection so that the client reads our TLS alert ("certificate required",
@@ -474,15 +489,18 @@ pub fn incoming_reloadable(
     server: Arc<ReloadableServer>,
     handshake_timeout: Duration,
     stop: CancellationToken,
+    tasks: &TaskTracker,
 ) -> ReceiverStream<Result<GuardedStream, std::io::Error>> {
     let for_accept = Arc::clone(&server);
-    accept_loop(
+    let (incoming, accepting) = accept_loop(
         listener,
         move || for_accept.acceptor(),
         move |stream| server.register(stream),
         handshake_timeout,
         stop,
-    )
+    );
+    tasks.spawn(accepting);
+    incoming
 }
 
 /// An accepted TLS connection that a reload can close: reads and writes fail once its client
@@ -762,13 +780,40 @@ impl NodeTls {
 /// The desk console's connections: like [`incoming_reloadable`] on the desk listener's server
 /// side (each handshake with the newest certificate, local CA and client CRL; registered so that
 /// a reload revoking a client certificate closes its console connections too), but offering
-/// `http/1.1` to browsers instead of gRPC's `h2`.
+/// `http/1.1` to browsers instead of gRPC's `h2`. The accept loop is a task of `tasks`.
+pub fn incoming_console_tracked(
+    listener: TcpListener,
+    desk: Arc<ReloadableServer>,
+    handshake_timeout: Duration,
+    stop: CancellationToken,
+    tasks: &TaskTracker,
+) -> ReceiverStream<Result<GuardedStream, std::io::Error>> {
+    let (incoming, accepting) = console_accept_loop(listener, desk, handshake_timeout, stop);
+    tasks.spawn(accepting);
+    incoming
+}
+
+/// [`incoming_console_tracked`] for a caller without the node's task tracker: the accept loop
+/// still ends soon after `stop`, handshakes included, but nobody waits for it to end.
 pub fn incoming_console(
     listener: TcpListener,
     desk: Arc<ReloadableServer>,
     handshake_timeout: Duration,
     stop: CancellationToken,
 ) -> ReceiverStream<Result<GuardedStream, std::io::Error>> {
+    let (incoming, accepting) = console_accept_loop(listener, desk, handshake_timeout, stop);
+    // Untracked until `console::serve` is given the node's tracker (then it calls
+    // `incoming_console_tracked` and this function goes).
+    tokio::spawn(accepting);
+    incoming
+}
+
+fn console_accept_loop(
+    listener: TcpListener,
+    desk: Arc<ReloadableServer>,
+    handshake_timeout: Duration,
+    stop: CancellationToken,
+) -> (ReceiverStream<Result<GuardedStream, std::io::Error>>, impl Future<Output = ()> + Send + 'static) {
     let for_accept = Arc::clone(&desk);
     accept_loop(
         listener,

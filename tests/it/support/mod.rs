@@ -462,3 +462,15 @@ pub fn desk_with_tls(
         tls::channel(dial, std::sync::Arc::new(config)).unwrap(),
     )
 }
+
+impl Network {
+    /// Starts `node` in this process with `clock` as its "now" for deadlines, expiry and
+    /// retention (a manual clock the test moves instead of waiting).
+    pub async fn start_with_clock(&mut self, node: &str, clock: hanoi247::domain::clock::Clock) {
+        let config = self.config(node);
+        let peer = TcpListener::bind(config.listen.peer).await.unwrap();
+        let desk = TcpListener::bind(config.listen.desk).await.unwrap();
+        let running = RunningNode::start_with_clock(config, peer, desk, clock).await.unwrap();
+        self.running.insert(code(node), running);
+    }
+}
