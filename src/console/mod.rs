@@ -81,6 +81,7 @@ pub async fn serve(
     desk_tls: Arc<crate::trust::tls::ReloadableServer>,
     desk: Arc<Desk>,
     stop: CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let tokens =
@@ -89,7 +90,8 @@ pub async fn serve(
     let history = Arc::new(history::QueueHistory::default());
     let sampler = history::sample(Arc::clone(&context), Arc::clone(&history), stop.clone());
     let console = Arc::new(Console { context, desk, tokens, history });
-    let incoming = crate::trust::tls::incoming_console(listener, desk_tls, HANDSHAKE_TIMEOUT, stop.clone());
+    let incoming =
+        crate::trust::tls::incoming_console(listener, desk_tls, HANDSHAKE_TIMEOUT, stop.clone(), &tasks);
     let app = router(console).into_make_service_with_connect_info::<Browser>();
     let server =
         axum::serve(TlsListener { incoming, local }, app).with_graceful_shutdown(stop.cancelled_owned());

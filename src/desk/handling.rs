@@ -206,7 +206,7 @@ impl Desk {
         let id = parse_id_field("id", &id)?;
         let expires_at =
             expires_at.unwrap_or_else(|| timestamp::after(self.context.config.delivery.default_expiry));
-        if timestamp::to_system(&expires_at) <= std::time::SystemTime::now() {
+        if timestamp::to_system(&expires_at) <= self.context.clock.now() {
             return Err(FieldError::new("expires_at", "must be in the future").into());
         }
         let message = self.context.store.write(|changes| {

@@ -14,7 +14,7 @@ use crate::proto::{
     PeerQueue, Precedence,
 };
 use crate::runtime::context::NodeContext;
-use crate::store::{Listing, StoreError, peer_of, view};
+use crate::store::{Listing, StoreError, peer_of, view, view_at};
 
 /// Certificates expiring within this are warned about.
 pub const CERTIFICATE_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -104,12 +104,13 @@ pub fn list(
         Listing::Inbox => Direction::Inbound,
         Listing::Outbox => Direction::Outbound,
     };
+    let now = context.clock.now();
     let mut shown: Vec<Message> = context
         .store
-        .overdue(SystemTime::now())?
+        .overdue(now)?
         .iter()
         .filter(|stored| caller.may_see(&stored.submitted_by))
-        .map(view)
+        .map(|stored| view_at(stored, now))
         .filter(|m| m.direction() == direction && m.overdue && filter.matches(m))
         .take(limit)
         .collect();
@@ -117,13 +118,13 @@ pub fn list(
         shown.iter().filter_map(|m| m.envelope.as_ref().map(|e| e.id.clone())).collect();
     if !filter.overdue_only {
         let rest = context.store.list(listing, limit - shown.len(), |stored| {
-            let message = view(stored);
+            let message = view_at(stored, now);
             let id = message.envelope.as_ref().map(|e| e.id.as_str()).unwrap_or_default();
             caller.may_see(&stored.submitted_by)
                 && filter.matches(&message)
                 && !overdue_ids.iter().any(|o| o == id)
         })?;
-        shown.extend(rest.iter().map(view));
+        shown.extend(rest.iter().map(|stored| view_at(stored, now)));
     }
     Ok(shown)
 }

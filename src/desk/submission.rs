@@ -78,7 +78,7 @@ impl Desk {
             ("", None) => new_case_reference(config.code),
             (given, _) => given.to_owned(),
         };
-        let now = timestamp::now();
+        let now = timestamp::from_system(self.context.clock.now());
         if let Some(expires_at) = &request.expires_at
             && timestamp::to_system(expires_at) <= timestamp::to_system(&now)
         {

@@ -200,7 +200,8 @@ impl RunningNode {
                 metrics_stop.cancel();
             }
         });
-        let console_server = crate::console::serve(console, node_tls.desk_server(), operations, stop.clone());
+        let console_server =
+            crate::console::serve(console, node_tls.desk_server(), operations, stop.clone(), tasks.clone());
         let console_stop = stop.clone();
         tasks.spawn(async move {
             if let Err(error) = console_server.await {

@@ -781,7 +781,7 @@ impl NodeTls {
 /// side (each handshake with the newest certificate, local CA and client CRL; registered so that
 /// a reload revoking a client certificate closes its console connections too), but offering
 /// `http/1.1` to browsers instead of gRPC's `h2`. The accept loop is a task of `tasks`.
-pub fn incoming_console_tracked(
+pub fn incoming_console(
     listener: TcpListener,
     desk: Arc<ReloadableServer>,
     handshake_timeout: Duration,
@@ -790,21 +790,6 @@ pub fn incoming_console_tracked(
 ) -> ReceiverStream<Result<GuardedStream, std::io::Error>> {
     let (incoming, accepting) = console_accept_loop(listener, desk, handshake_timeout, stop);
     tasks.spawn(accepting);
-    incoming
-}
-
-/// [`incoming_console_tracked`] for a caller without the node's task tracker: the accept loop
-/// still ends soon after `stop`, handshakes included, but nobody waits for it to end.
-pub fn incoming_console(
-    listener: TcpListener,
-    desk: Arc<ReloadableServer>,
-    handshake_timeout: Duration,
-    stop: CancellationToken,
-) -> ReceiverStream<Result<GuardedStream, std::io::Error>> {
-    let (incoming, accepting) = console_accept_loop(listener, desk, handshake_timeout, stop);
-    // Untracked until `console::serve` is given the node's tracker (then it calls
-    // `incoming_console_tracked` and this function goes).
-    tokio::spawn(accepting);
     incoming
 }
 
