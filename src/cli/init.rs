@@ -266,6 +266,11 @@ poll_interval = "2s"
 # `interval`; a watcher resuming from before them is told so. Messages and the audit log stay.
 events = "30days"
 interval = "1h"
+
+[store]
+# Writes are durable in the write-ahead log (data_dir/wal); the database is checkpointed behind
+# it this often and the log cut there.
+checkpoint_interval = "2s"
 "#
     )
 }
