@@ -1,6 +1,21 @@
 //! hanoi247: a node of the 24/7 network of the UN Convention against Cybercrime.
 //!
-//! See `ARCHITECTURE.md` for the map of modules and `../proto` for the wire contract.
+//! One node per State; nodes exchange signed envelopes over gRPC with mutual TLS, and every
+//! message is durable before anyone is told it is stored. `docs/design.md` says what the node
+//! promises, `ARCHITECTURE.md` where each rule lives, `proto/` the wire contract.
+//!
+//! # Layout
+//!
+//! The folders are layers, bottom up; imports only run downwards (`tests/it/layers.rs`).
+//!
+//! - `domain`: rules with no I/O (identities, roles, validation, lifecycle, order, clock, names).
+//! - `config`, `atomic_file`: the configuration files; the one atomic file write.
+//! - `store`: the only sled user, behind its write-ahead log. `trust`: TLS, signatures, proofs,
+//!   certificates, the signed directory.
+//! - `runtime`: what the running services share (`NodeContext`).
+//! - `peer`: delivery to and receipt from other nodes. `desk`: the desk operations.
+//! - `rpc`: the gRPC edge. `console`: the officers' HTTPS console.
+//! - `node`: the composition root. `cli`: the command line.
 
 pub mod atomic_file;
 pub mod cli;

@@ -946,6 +946,9 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
 async fn watch(args: &ClientArgs, mut after: Option<u64>) -> Result<(), CliError> {
     let mut desk = client(args)?;
     let mut backoff = std::time::Duration::from_millis(200);
+    // Events retention removed, said once the stream that goes on after them is open, so that
+    // nothing that happens after the notice is missed.
+    let mut removed: Option<String> = None;
     loop {
         // Why the stream ended: a status, or none when the node simply closed it.
         let ended: Option<tonic::Status> = match desk.watch(WatchRequest { after_sequence: after }).await {
@@ -953,6 +956,9 @@ async fn watch(args: &ClientArgs, mut after: Option<u64>) -> Result<(), CliError
                 let start = stream.metadata().get(crate::rpc::desk_service::WATCH_AFTER_HEADER);
                 let start = start.and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
                 after = after.or(start);
+                if let Some(message) = removed.take() {
+                    eprintln!("watch: {message}; continuing with new events");
+                }
                 let mut events = stream.into_inner();
                 loop {
                     match events.next().await {
@@ -969,9 +975,9 @@ async fn watch(args: &ClientArgs, mut after: Option<u64>) -> Result<(), CliError
             Err(status) => Some(status),
         };
         if let Some(status) = ended.as_ref().filter(|s| s.code() == tonic::Code::OutOfRange) {
-            // Retention removed events this watcher had not seen: say so, then go on with what
-            // happens from now (the lists show the current state of everything).
-            eprintln!("watch: {}; continuing with new events", status.message());
+            // Retention removed events this watcher had not seen: go on with what happens from now
+            // (the lists show the current state of everything), and say so.
+            removed = Some(status.message().to_owned());
             after = None;
             continue;
         }

@@ -54,6 +54,9 @@ impl GroupCommit {
             progress: watch::Sender::new(Progress::default()),
         });
         let flusher = Arc::clone(&shared);
+        // Not joined: it ends when the owner drops (`closed`), and everything anyone waits for
+        // is durable before their wait returns, so an exit that cuts it short loses nothing
+        // that was acknowledged.
         std::thread::Builder::new().name("hanoi247-flusher".into()).spawn(move || {
             loop {
                 let target = {

@@ -225,7 +225,9 @@ impl Store {
     }
 
     /// Starts the thread that checkpoints sled every `interval` while the store is open. It
-    /// holds the store weakly and ends within one interval after the last handle goes.
+    /// holds the store weakly and ends within one interval after the last handle goes. Nobody
+    /// joins it: a node's shutdown checkpoints by itself ([`Store::checkpoint`]), and a
+    /// checkpoint cut short when the process exits is a crash the write-ahead log recovers from.
     fn start_checkpoints(&self, interval: std::time::Duration) -> std::io::Result<()> {
         let (opened, writer, broken) =
             (Arc::downgrade(&self.opened), Arc::downgrade(&self.writer), Arc::downgrade(&self.broken));

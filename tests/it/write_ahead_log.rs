@@ -13,12 +13,9 @@ use tokio::sync::Mutex;
 
 use crate::support::*;
 
-/// Sets `node`'s checkpoint interval (a `[store]` table appended to its config).
+/// Sets `node`'s checkpoint interval (`[store] checkpoint_interval` of its config).
 fn checkpoint_every(net: &Network, node: &str, interval: &str) {
-    let path = net.config_path(node);
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&format!("\n[store]\ncheckpoint_interval = \"{interval}\"\n"));
-    std::fs::write(&path, text).unwrap();
+    net.edit_config(node, "checkpoint_interval = \"2s\"", &format!("checkpoint_interval = \"{interval}\""));
 }
 
 fn wal_dir(net: &Network, node: &str) -> PathBuf {
