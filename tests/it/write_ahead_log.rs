@@ -5,11 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use hanoi247::proto::{GetRequest, Precedence};
-use tokio::sync::Mutex;
 
 use crate::support::*;
 
@@ -92,45 +89,10 @@ async fn sigkill_during_checkpoints_and_log_cuts_loses_no_confirmed_submit() {
     // A checkpoint every 100 ms: kills land before, inside and after checkpoints and cuts.
     checkpoint_every(&net, "VN", "100ms");
     let mut confirmed = Vec::new();
-    for round in 0..3 {
+    for _ in 0..3 {
         let vn_process = net.spawn("VN").await;
-        let round_confirmed = Arc::new(Mutex::new(Vec::new()));
-        let killing = Arc::new(AtomicBool::new(false));
-        let mut writers = Vec::new();
-        for writer in 0..16 {
-            let (mut desk, confirmed, killing) =
-                (net.desk("VN"), Arc::clone(&round_confirmed), Arc::clone(&killing));
-            writers.push(tokio::spawn(async move {
-                for i in 0..1000 {
-                    if killing.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let mut request =
-                        advice_request("FR", Precedence::Routine, &format!("round {round} {writer}/{i}"));
-                    // Large enough that the rounds fill more than one 16 MiB log segment.
-                    request.body = "x".repeat(24 * 1024);
-                    match desk.submit(request).await {
-                        Ok(response) => confirmed
-                            .lock()
-                            .await
-                            .push(response.into_inner().message.unwrap().envelope.unwrap().id),
-                        // The node is being killed: this one was never confirmed.
-                        Err(_) => return,
-                    }
-                }
-            }));
-        }
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while round_confirmed.lock().await.len() < 300 {
-            assert!(tokio::time::Instant::now() < deadline, "round {round}: the burst is too slow");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        killing.store(true, Ordering::SeqCst);
-        vn_process.kill9();
-        for writer in writers {
-            writer.await.unwrap();
-        }
-        confirmed.extend(round_confirmed.lock().await.drain(..));
+        // 24 KiB bodies: the rounds fill more than one 16 MiB log segment.
+        confirmed.extend(burst_then_kill9(&net, "VN", vn_process, 16, 24 * 1024, 300).await);
     }
     let _vn_process = net.spawn("VN").await;
     assert_all_stored(&net, &confirmed).await;

@@ -474,3 +474,52 @@ impl Network {
         self.running.insert(code(node), running);
     }
 }
+
+/// Submits to `node` from `writers` concurrent desk clients (requests to FR with `body_bytes` of
+/// body) until at least `before_kill` are confirmed, then SIGKILLs the node with submissions in
+/// flight. Returns the ids of every confirmed submission.
+pub async fn burst_then_kill9(
+    net: &Network,
+    node: &str,
+    process: ChildNode,
+    writers: usize,
+    body_bytes: usize,
+    before_kill: usize,
+) -> Vec<String> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let confirmed = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let killing = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let (mut desk, confirmed, killing) = (net.desk(node), Arc::clone(&confirmed), Arc::clone(&killing));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..1000 {
+                if killing.load(Ordering::SeqCst) {
+                    return;
+                }
+                let mut request = advice_request("FR", Precedence::Routine, &format!("burst {writer}/{i}"));
+                request.body = "x".repeat(body_bytes);
+                match desk.submit(request).await {
+                    Ok(response) => confirmed
+                        .lock()
+                        .await
+                        .push(response.into_inner().message.unwrap().envelope.unwrap().id),
+                    // The node is being killed: this one was never confirmed.
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while confirmed.lock().await.len() < before_kill {
+        assert!(tokio::time::Instant::now() < deadline, "the burst is too slow");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    killing.store(true, Ordering::SeqCst);
+    process.kill9();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    confirmed.lock().await.clone()
+}
