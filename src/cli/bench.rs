@@ -223,18 +223,23 @@ async fn drained(operator: &mut DeskClient) -> Result<Duration, BenchError> {
     }
 }
 
-/// Store flushes so far, from a node's metrics listener.
-fn flushes(metrics_port: u16) -> f64 {
+/// The store's (log syncs, keys written) so far, from a node's metrics listener.
+fn store_counts(metrics_port: u16) -> (f64, f64) {
     use std::io::Read as _;
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", metrics_port)) else { return f64::NAN };
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", metrics_port)) else {
+        return (f64::NAN, f64::NAN);
+    };
     let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
-    // The sample line reads `hanoi247_store_flushes_total{} 51`.
-    text.lines()
-        .find_map(|l| l.strip_prefix("hanoi247_store_flushes_total"))
-        .and_then(|v| v.trim_start_matches("{}").trim().parse().ok())
-        .unwrap_or(f64::NAN)
+    // A sample line reads `hanoi247_store_flushes_total{} 51`.
+    let sample = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim_start_matches("{}").trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (sample("hanoi247_store_flushes_total"), sample("hanoi247_store_keys_written_total"))
 }
 
 async fn free_port() -> Result<u16, BenchError> {
@@ -347,15 +352,16 @@ pub async fn run(options: BenchOptions) -> Result<Value, BenchError> {
     let stored_cpu = cpu_per_message(vn_cpu, vn.cpu(), options.latency_samples);
 
     // 2. Submit throughput with the destination down, and flushes per message.
-    let flushes_before = tokio::task::spawn_blocking(move || flushes(vn_metrics)).await.map_err(fail)?;
+    let before = tokio::task::spawn_blocking(move || store_counts(vn_metrics)).await.map_err(fail)?;
     let vn_cpu = vn.cpu();
     let elapsed =
         submit_many(&vn_desk, &options, options.messages, options.concurrency, "Submit throughput, FR down")
             .await?;
-    let flushes_after = tokio::task::spawn_blocking(move || flushes(vn_metrics)).await.map_err(fail)?;
+    let after = tokio::task::spawn_blocking(move || store_counts(vn_metrics)).await.map_err(fail)?;
     let submit_rate = options.messages as f64 / elapsed.as_secs_f64();
     let submit_cpu = cpu_per_message(vn_cpu, vn.cpu(), options.messages);
-    let flushes_per_message = (flushes_after - flushes_before) / options.messages as f64;
+    let flushes_per_message = (after.0 - before.0) / options.messages as f64;
+    let keys_per_message = (after.1 - before.1) / options.messages as f64;
 
     // 3. The backlog drains when FR starts.
     let backlog = options.messages + options.latency_samples;
@@ -458,6 +464,7 @@ pub async fn run(options: BenchOptions) -> Result<Value, BenchError> {
         "submit_to_stored": stored_latency,
         "submit_throughput_destination_down_per_s": submit_rate,
         "store_flushes_per_message": flushes_per_message,
+        "store_keys_per_message": keys_per_message,
         "backlog_messages": backlog,
         "backlog_drain_s": drain.as_secs_f64(),
         "receiver_startup_s": startup.as_secs_f64(),
@@ -517,10 +524,16 @@ pub fn table(report: &Value) -> String {
             "≥ 6,000 /s at 64; CPU ≤ 1.3 × sled-floor wal".into(),
         ),
         (
-            "store flushes per message",
+            "store flushes (log syncs) per message",
             format!("{:.3}", report["store_flushes_per_message"].as_f64().unwrap_or(0.0)),
             String::new(),
             "≤ 0.2 at 64".into(),
+        ),
+        (
+            "sled keys written per message",
+            format!("{:.1}", report["store_keys_per_message"].as_f64().unwrap_or(0.0)),
+            String::new(),
+            "as few as the rules allow".into(),
         ),
         (
             "Submit → receipt, concurrency 1",

@@ -199,6 +199,7 @@ impl Collector for NodeCollector {
         ];
         let store_size = context.store.size_on_disk().unwrap_or(0) as f64;
         let flushes = vec![(Vec::new(), context.store.flushes())];
+        let keys_written = vec![(Vec::new(), context.store.keys_written())];
 
         gauge(
             &mut encoder,
@@ -259,8 +260,14 @@ impl Collector for NodeCollector {
         counter(
             &mut encoder,
             "store_flushes",
-            "Store flushes (flush + sync) since start; shared by concurrent writes",
+            "Syncs of the store's write-ahead log since start; shared by concurrent writes",
             &flushes,
+        )?;
+        counter(
+            &mut encoder,
+            "store_keys_written",
+            "Database keys set or removed by the store's writes since start",
+            &keys_written,
         )?;
         encode_directory_versions(&mut encoder, context)?;
         Ok(())

@@ -126,6 +126,8 @@ struct Opened {
 struct WriteBatch {
     sled: sled::Batch,
     record: Vec<u8>,
+    /// Keys set or removed (each costs sled work now and at the next checkpoint).
+    keys: u64,
 }
 
 impl WriteBatch {
@@ -133,11 +135,13 @@ impl WriteBatch {
         let (key, value) = (key.as_ref(), value.as_ref());
         wal::encode_put(&mut self.record, key, value);
         self.sled.insert(key, value);
+        self.keys += 1;
     }
 
     fn remove(&mut self, key: impl AsRef<[u8]>) {
         wal::encode_remove(&mut self.record, key.as_ref());
         self.sled.remove(key.as_ref());
+        self.keys += 1;
     }
 }
 
@@ -153,6 +157,8 @@ pub struct Store {
     opened: Arc<std::sync::RwLock<Option<Opened>>>,
     /// Why the store is broken (empty when it is healthy).
     broken: Arc<Mutex<String>>,
+    /// sled keys set or removed by writes since the store opened.
+    keys_written: Arc<AtomicU64>,
     /// Shares flushes between concurrent writers.
     commit: Arc<crate::store::group_commit::GroupCommit>,
     /// Serialises read-modify-write operations so each sees the effects of the one before.
@@ -213,6 +219,7 @@ impl Store {
             dir: Arc::new(dir.to_owned()),
             opened,
             broken: Arc::new(Mutex::new(String::new())),
+            keys_written: Arc::new(AtomicU64::new(0)),
             commit: Arc::new(commit),
             writer: Arc::new(Mutex::new(())),
             last_event: Arc::new(AtomicU64::new(last_event)),
@@ -419,9 +426,14 @@ impl Store {
         read_u64(&self.db()?, DIRECTORY_VERSION_KEY, "directory version")
     }
 
-    /// How many flushes (flush + sync) the store has made since it opened.
+    /// How many syncs of the write-ahead log the store has made since it opened.
     pub fn flushes(&self) -> u64 {
         self.commit.flushes()
+    }
+
+    /// How many sled keys writes have set or removed since the store opened.
+    pub fn keys_written(&self) -> u64 {
+        self.keys_written.load(Ordering::Relaxed)
     }
 
     /// Bytes the store takes on disk.
@@ -460,13 +472,14 @@ impl Store {
             return Err(StoreError::Recovering(why).into());
         }
         let wal = self.wal()?;
-        let WriteBatch { sled: batch, record } = batch;
+        let WriteBatch { sled: batch, record, keys } = batch;
         if let Err(error) = self.db()?.apply_batch(batch) {
             return Err(self.broke(error.into()).into());
         }
         // Appended in the order applied (both under the writer lock), so a replay after a crash
         // applies the records in the same order.
         wal.append(&record);
+        self.keys_written.fetch_add(keys, Ordering::Relaxed);
         self.last_event.store(new_last_event, Ordering::Release);
         *self.audit_head.lock().unwrap_or_else(|p| p.into_inner()) = new_audit_head;
         self.commit.applied();
@@ -1183,6 +1196,26 @@ impl Importer {
 mod tests {
     use super::*;
     use crate::proto::Envelope;
+
+    #[test]
+    fn every_key_a_write_sets_or_removes_is_counted_and_comes_back_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(|changes| {
+                changes.batch.insert(b"xkey", b"value");
+                changes.batch.remove(b"xgone");
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert_eq!(store.keys_written(), 2);
+        // Never checkpointed: the write is only in the log, and the reopen replays it.
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(store.persist()).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.db().unwrap().get(b"xkey").unwrap().unwrap(), b"value".as_slice());
+    }
 
     fn outbound(store: &Store, destination: &str, precedence: Precedence) -> Uuid {
         let id = Uuid::now_v7();
