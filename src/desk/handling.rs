@@ -6,7 +6,6 @@ use crate::domain::names::ShortName as _;
 use uuid::Uuid;
 
 use super::authorization::audit_call;
-use super::submission::queue;
 use super::{Desk, DeskError, parse_id_field, stored_for};
 use crate::domain::access::{Action, Caller};
 use crate::domain::lifecycle::{self, Happening};
@@ -41,14 +40,7 @@ impl Desk {
                 format!("acknowledged by {}", caller.name),
             )?;
             let ack = self.reply(&envelope, EnvelopeKind::Acknowledgement, &envelope.origin, note);
-            let ack = queue(
-                changes,
-                &self.context.config.deadlines,
-                ack,
-                format!("acknowledgement of {id}"),
-                String::new(),
-                &self.context.signer.current(),
-            )?;
+            let ack = self.queue_reply(changes, ack, format!("acknowledgement of {id}"), String::new())?;
             Ok::<_, DeskError>((updated, ack))
         })?;
         self.announce(&[request_message.clone(), ack]).await?;
@@ -88,13 +80,11 @@ impl Desk {
                 self.reply(&envelope, EnvelopeKind::PrecedenceDispute, &envelope.origin, reason);
             // A dispute carries the precedence it proposes (envelope.proto).
             dispute.precedence = proposed as i32;
-            queue(
+            self.queue_reply(
                 changes,
-                &self.context.config.deadlines,
                 dispute,
                 format!("precedence of {id} disputed by {}", caller.name),
                 String::new(),
-                &self.context.signer.current(),
             )
         })?;
         self.announce(std::slice::from_ref(&dispute)).await?;
@@ -127,27 +117,18 @@ impl Desk {
                 changed.push(updated);
                 let ack =
                     self.reply(&envelope, EnvelopeKind::Acknowledgement, &envelope.origin, String::new());
-                changed.push(queue(
+                changed.push(self.queue_reply(
                     changes,
-                    &self.context.config.deadlines,
                     ack,
                     format!("acknowledgement of {id}"),
                     String::new(),
-                    &self.context.signer.current(),
                 )?);
             }
             let (_, answered) =
                 change(changes, stored, id, Happening::AnsweredHere, format!("answered by {}", caller.name))?;
             changed.push(answered.clone());
             let response = self.reply(&envelope, EnvelopeKind::Response, &envelope.origin, text);
-            changed.push(queue(
-                changes,
-                &self.context.config.deadlines,
-                response,
-                format!("response to {id}"),
-                String::new(),
-                &self.context.signer.current(),
-            )?);
+            changed.push(self.queue_reply(changes, response, format!("response to {id}"), String::new())?);
             Ok::<_, DeskError>((answered, changed))
         })?;
         self.announce(&changed).await?;
@@ -184,13 +165,11 @@ impl Desk {
             if was_sent {
                 let cancellation =
                     self.reply(&envelope, EnvelopeKind::Cancellation, &envelope.destination, reason);
-                changed.push(queue(
+                changed.push(self.queue_reply(
                     changes,
-                    &self.context.config.deadlines,
                     cancellation,
                     format!("cancellation of {id}"),
                     owner,
-                    &self.context.signer.current(),
                 )?);
             }
             Ok((cancelled, changed))

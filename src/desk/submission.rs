@@ -122,8 +122,29 @@ fn new_case_reference(origin: NodeCode) -> String {
     format!("{origin}-{}-{:08x}", &year[..4], fastrand::u32(..))
 }
 
+impl Desk {
+    /// Signs a reply this node sends (acknowledgement, response, dispute, cancellation) and
+    /// stores it QUEUED in this write.
+    pub(super) fn queue_reply(
+        &self,
+        changes: &mut Changes<'_>,
+        envelope: Envelope,
+        note: String,
+        submitted_by: String,
+    ) -> Result<Message, DeskError> {
+        queue(
+            changes,
+            &self.context.config.deadlines,
+            envelope,
+            note,
+            submitted_by,
+            &self.context.signer.current(),
+        )
+    }
+}
+
 /// Signs a new outbound envelope and stores it, QUEUED (with the signing certificate, for proofs).
-pub(super) fn queue(
+fn queue(
     changes: &mut Changes<'_>,
     deadlines: &DeadlinesConfig,
     mut envelope: Envelope,
