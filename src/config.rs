@@ -1,4 +1,8 @@
-//! Node and desk-client configuration files (TOML), with their defaults and path resolution.
+//! Node and desk-client configuration files (TOML), with their defaults and path resolution,
+//! checked once at load.
+//!
+//! Boundary: imports `domain` only. The member list is not configuration: it is the signed
+//! directory (`trust::directory`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

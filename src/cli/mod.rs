@@ -1,5 +1,8 @@
 //! The `hanoi247` command line: its arguments and the client commands, which talk to a running
 //! node through the desk API exactly as an agency system would.
+//!
+//! The top layer: may import everything. Client commands never open a store (`restore` is
+//! offline, run by `main`); `demo` runs nodes in process, `bench` as child processes.
 
 pub mod bench;
 pub mod certs;

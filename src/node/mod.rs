@@ -1,5 +1,9 @@
 //! One running node: opens the store, serves the peer and desk listeners, runs one delivery task
-//! per directory peer, and shuts all of it down gracefully.
+//! per directory peer, and shuts all of it down gracefully (stop accepting, let in-flight calls
+//! and writes finish, make the store durable and checkpoint it).
+//!
+//! The composition root: it may import every layer but `cli`, and holds no business rule of
+//! its own — it wires, schedules (deadline watch, retention, reloads) and serves metrics.
 
 pub mod deadline_watch;
 pub mod metrics_listener;

@@ -1,5 +1,9 @@
 //! The node's durable state: every message, the per-destination outbox, the inbox and outbox
-//! listings and the reply links, in one sled database. The only module that touches sled.
+//! listings and the reply links, in one sled database behind a write-ahead log (`wal`, where a
+//! write becomes durable; sled is checkpointed behind it). The only module that touches sled.
+//!
+//! Boundary: imports `domain`, `config` and `atomic_file` only; never TLS, the network or any
+//! layer above it.
 //!
 //! Layout (one tree, prefixed keys, values are protobuf):
 //!
