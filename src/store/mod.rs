@@ -62,9 +62,10 @@ const SCHEMA_KEY: &[u8] = b"cschema";
 const AUDIT_HEAD_KEY: &[u8] = b"caudit";
 /// The highest signed-directory version this node has used (big-endian u64).
 const DIRECTORY_VERSION_KEY: &[u8] = b"cdirectory";
-/// The LSN of the last write-ahead log record sled holds durably (big-endian u64): recovery
-/// replays the records after it.
-const CHECKPOINT_KEY: &[u8] = b"ccheckpoint";
+/// The LSN of the last write-ahead log record applied to sled (big-endian u64), written in the
+/// same batch as that record's changes: whatever sled recovers after a crash, it says exactly
+/// which records it holds, and recovery replays only the ones after it.
+const APPLIED_LSN_KEY: &[u8] = b"clsn";
 
 /// The layout version this code reads and writes (the table above). A store written by a newer
 /// version is refused; an older one is migrated on open (none exists yet: 1 is the first).
@@ -476,14 +477,19 @@ impl Store {
             return Err(StoreError::Recovering(why).into());
         }
         let wal = self.wal()?;
-        let WriteBatch { sled: batch, record, keys } = batch;
+        let WriteBatch { sled: mut batch, record, keys } = batch;
+        // sled writes its buffers to disk when they fill, not only at checkpoints, so after a
+        // crash it may hold writes the log never synced; the LSN in the same batch tells
+        // recovery where sled stands, so it never replays older records over newer ones.
+        let lsn = wal.next_lsn();
+        batch.insert(APPLIED_LSN_KEY, lsn.to_be_bytes().as_slice());
         if let Err(error) = self.db()?.apply_batch(batch) {
             return Err(self.broke(error.into()).into());
         }
-        // Appended in the order applied (both under the writer lock), so a replay after a crash
-        // applies the records in the same order.
+        // Appended in the order applied (both under the writer lock, so the LSN is the one read
+        // above), and a replay applies the records in the same order.
         wal.append(&record);
-        self.keys_written.fetch_add(keys, Ordering::Relaxed);
+        self.keys_written.fetch_add(keys + 1, Ordering::Relaxed);
         self.last_event.store(new_last_event, Ordering::Release);
         *self.audit_head.lock().unwrap_or_else(|p| p.into_inner()) = new_audit_head;
         self.commit.applied();
@@ -880,15 +886,11 @@ fn checkpoint(opened: &std::sync::RwLock<Option<Opened>>, writer: &Mutex<()>) ->
         let opened = opened.as_ref().ok_or_else(|| StoreError::Recovering("reopening".into()))?;
         (opened.db.clone(), Arc::clone(&opened.db_file), Arc::clone(&opened.wal))
     };
+    // Under the writer lock, every record up to `through` is applied to sled (each with its LSN):
+    // after the flush, sled holds them durably and the log before them can go.
     let through = {
-        // Under the writer lock: every record up to `through` is applied to sled, and the marker
-        // is applied after all of them. sled recovers a prefix of what was applied to it, so a
-        // recovered marker implies every record it covers was recovered too; without the marker
-        // in each write's batch, a write costs no extra sled key.
         let _writer = lock(writer);
-        let through = wal.last_appended();
-        db.insert(CHECKPOINT_KEY, through.to_be_bytes().as_slice())?;
-        through
+        wal.last_appended()
     };
     db.flush()?;
     file.sync_data()?;
@@ -940,9 +942,11 @@ fn open_db(dir: &Path) -> Result<Opened, StoreError> {
             .mode(sled::Mode::HighThroughput),
     )?;
     let db_file = Arc::new(File::open(dir.join("db"))?);
-    let checkpoint = read_u64(&db, CHECKPOINT_KEY, "checkpoint")?;
-    let (wal, recovered) = wal::Wal::recover(&dir.join("wal"), checkpoint, |_, record| {
-        db.apply_batch(wal::decode_record(record)?).map_err(|e| e.to_string())
+    let checkpoint = read_u64(&db, APPLIED_LSN_KEY, "applied LSN")?;
+    let (wal, recovered) = wal::Wal::recover(&dir.join("wal"), checkpoint, |lsn, record| {
+        let mut batch = wal::decode_record(record)?;
+        batch.insert(APPLIED_LSN_KEY, lsn.to_be_bytes().as_slice());
+        db.apply_batch(batch).map_err(|e| e.to_string())
     })
     .map_err(|e| StoreError::Corrupt { key: "write-ahead log".into(), reason: e.to_string() })?;
     let opened = Opened { db, db_file, wal: Arc::new(wal) };
@@ -1212,7 +1216,7 @@ mod tests {
                 Ok::<_, StoreError>(())
             })
             .unwrap();
-        assert_eq!(store.keys_written(), 2);
+        assert_eq!(store.keys_written(), 3, "two keys and the applied LSN");
         // Never checkpointed: the write is only in the log, and the reopen replays it.
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(store.persist()).unwrap();

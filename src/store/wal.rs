@@ -258,6 +258,11 @@ impl Wal {
         lsn
     }
 
+    /// The LSN the next appended record gets.
+    pub fn next_lsn(&self) -> u64 {
+        lock(&self.pending).next_lsn
+    }
+
     /// The LSN of the last record appended (durable or not); 0 before the first.
     pub fn last_appended(&self) -> u64 {
         lock(&self.pending).next_lsn - 1
