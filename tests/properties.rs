@@ -426,6 +426,7 @@ fn valid_envelope(limits: &Limits) -> impl Strategy<Value = Envelope> + use<> {
                     preservation,
                     // Signatures are checked by `Deliver`, not by `receive_batch`.
                     origin_signature: Vec::new(),
+                    origin_batch: None,
                 }
             },
         )
@@ -614,6 +615,7 @@ fn as_desk_would(request: SubmitRequest) -> Envelope {
         handling_restrictions: request.handling_restrictions,
         preservation: request.preservation,
         origin_signature: Vec::new(),
+        origin_batch: None,
     }
 }
 

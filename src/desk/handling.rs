@@ -247,6 +247,7 @@ impl Desk {
             preservation: None,
             // Signed when it is stored (`queue`).
             origin_signature: Vec::new(),
+            origin_batch: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 
 mod authorization;
 mod error;
+mod group_signing;
 mod handling;
 pub mod operator_view;
 mod reads;
@@ -47,13 +48,15 @@ pub struct Desk {
     stop: CancellationToken,
     /// The node's tasks: the streams' producer tasks run on it, so shutdown waits for them.
     tasks: TaskTracker,
+    /// Signs concurrent `Submit`s' envelopes together.
+    group_signer: group_signing::GroupSigner,
 }
 
 impl Desk {
     /// The desk over a node's shared state; `stop` ends its streams and `tasks` tracks the tasks
     /// that feed them (the node's own tracker, so shutdown waits for them).
     pub fn new(context: Arc<NodeContext>, stop: CancellationToken, tasks: TaskTracker) -> Self {
-        Self { context, stop, tasks }
+        Self { context, stop, tasks, group_signer: Default::default() }
     }
 
     /// The node's shared state this desk works on.

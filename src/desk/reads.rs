@@ -96,6 +96,7 @@ fn proof_of(context: &NodeContext, id: Uuid, stored: &StoredMessage) -> Result<G
         network: context.config.network.clone(),
         envelope_canonical: crate::trust::signing::canonical_envelope(&envelope),
         origin_signature: envelope.origin_signature.clone(),
+        origin_batch: envelope.origin_batch.clone(),
         origin_certificate: stored.origin_certificate.clone(),
         receipt: stored.receipt.clone(),
         network_ca_certificate: signer.network_ca_of(&stored.origin_certificate).to_vec(),

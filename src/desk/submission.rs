@@ -21,12 +21,15 @@ impl Desk {
     /// Stores a new request from `caller` to another node, signed and QUEUED, and wakes its
     /// delivery task. Returns the stored message.
     pub async fn submit(&self, caller: &Caller, request: SubmitRequest) -> Result<Message, DeskError> {
-        let mut envelope = self.submit_envelope(request)?;
+        let envelope = self.submit_envelope(request)?;
         let (id, destination, precedence) =
             (envelope.id.clone(), envelope.destination.clone(), envelope.precedence());
-        // Signed before the store's lock: concurrent Submits sign in parallel.
-        let signer = self.context.signer.current();
-        signer.sign_envelope(&mut envelope)?;
+        // Signed before the store's lock, together with the envelopes of concurrent Submits to
+        // the same destination when it verifies batch signatures.
+        let in_groups =
+            destination.parse().is_ok_and(|code| self.context.peers.verifies_batch_signatures(code));
+        let signed = self.group_signer.sign(&self.context.signer, envelope, in_groups).await?;
+        let (envelope, signer) = (signed.envelope, signed.signer);
         let message = self.context.store.write(|changes| {
             let details = format!("to {destination}, {}", precedence.short_name());
             audit_call(changes, caller, Action::Submit, &id, &details);
@@ -110,6 +113,7 @@ impl Desk {
             preservation: request.preservation,
             // Signed when it is stored (`queue`).
             origin_signature: Vec::new(),
+            origin_batch: None,
         };
         check_envelope(&envelope, &config.limits)?;
         Ok(envelope)

@@ -64,6 +64,8 @@ pub struct PeerDelivery {
     resuming: bool,
     /// The peer's certificate chains already checked on its receipts.
     chains: crate::trust::signing::CheckedChains,
+    /// The peer's batch receipt signatures already verified.
+    batches: crate::trust::signing::VerifiedBatches,
 }
 
 /// A run of numbered batches (see `batch_order`).
@@ -148,6 +150,7 @@ impl PeerDelivery {
             backoff_until: None,
             resuming: false,
             chains: Default::default(),
+            batches: Default::default(),
         })
     }
 
@@ -308,6 +311,7 @@ impl PeerDelivery {
             sender_session: self.session.id.to_string(),
             batch_number: number,
             answered_through,
+            accepts_batch_receipts: true,
         };
         self.sending.extend(batch.iter().map(message_id));
         let mut client = self.client.clone();
@@ -388,6 +392,7 @@ impl PeerDelivery {
             software_version: SOFTWARE_VERSION.to_owned(),
             time: Some(self.context.clock.timestamp()),
             directory_version: self.context.directory.current().version,
+            verifies_batch_signatures: true,
         };
         let started = std::time::Instant::now();
         let result = self.client.hello(request).await;
@@ -405,6 +410,7 @@ impl PeerDelivery {
                 status.round_trip = Some(round_trip);
                 status.software_version = response.software_version;
                 status.directory_version = response.directory_version;
+                status.verifies_batch_signatures = response.verifies_batch_signatures;
             }
             Err(error) => {
                 status.connection = ConnectionState::Failing;
@@ -506,13 +512,19 @@ impl PeerDelivery {
     }
 
     /// An envelope as sent: queued envelopes are signed when stored. One stored unsigned (by an
-    /// older version), or signed with a key the node no longer presents (its certificate was
-    /// rotated since), is signed again for sending: receivers check against the TLS certificate.
-    /// The stored signature stays, with the certificate that made it, for proofs.
+    /// older version), signed with a key the node no longer presents (its certificate was
+    /// rotated since), or signed in a batch for a peer that no longer says it verifies batch
+    /// signatures (it was downgraded), is signed again alone for sending: receivers check
+    /// against the TLS certificate. The stored signature stays, with the certificate that made
+    /// it, for proofs.
     fn signed(&self, stored: &StoredMessage) -> Option<Envelope> {
         let mut envelope = view(stored).envelope?;
         let signer = self.context.signer.current();
-        if (envelope.origin_signature.is_empty() || stored.origin_certificate != signer.certificate())
+        let batch_refused =
+            envelope.origin_batch.is_some() && !self.context.peers.verifies_batch_signatures(self.peer.code);
+        if (envelope.origin_signature.is_empty()
+            || stored.origin_certificate != signer.certificate()
+            || batch_refused)
             && let Err(error) = signer.sign_envelope(&mut envelope)
         {
             tracing::error!(message_id = %envelope.id, %error, "cannot sign an envelope again");
@@ -533,6 +545,7 @@ impl PeerDelivery {
             &receiver,
             network_ca,
             Some(&self.chains),
+            Some(&self.batches),
         )
     }
 

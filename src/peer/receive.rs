@@ -63,12 +63,17 @@ pub struct BatchSigning<'a> {
     pub sender_certificate: &'a [u8],
     /// Counted per failed envelope signature (`signature_failures`), when given.
     pub metrics: Option<&'a crate::runtime::metrics::Metrics>,
+    /// Batch signatures already verified (each signed root is checked once), when given.
+    pub batches: Option<&'a crate::trust::signing::VerifiedBatches>,
+    /// The sender takes batch receipts (format 2): one signature over the batch's receipts.
+    pub batch_receipts: bool,
 }
 
 impl BatchSigning<'_> {
     /// Checks an envelope's `origin_signature`; the refusal names the field and the envelope.
-    fn check(&self, sender: NodeCode, envelope: &Envelope) -> Result<(), FieldError> {
-        crate::trust::signing::verify_envelope(envelope, self.sender_certificate).map(|_| ()).map_err(
+    /// Returns the envelope's digest.
+    fn check(&self, sender: NodeCode, envelope: &Envelope) -> Result<[u8; 32], FieldError> {
+        crate::trust::signing::verify_envelope_with(envelope, self.sender_certificate, self.batches).map_err(
             |error| {
                 if let Some(metrics) = self.metrics {
                     let labels = labels(&[("peer", sender.as_str()), ("signed", "envelope")]);
@@ -100,12 +105,14 @@ pub struct Receiver {
     context: Arc<NodeContext>,
     /// The order in which pipelined batches from each peer are stored.
     batch_order: crate::peer::batch_order::BatchOrder,
+    /// Peers' batch signatures already verified.
+    batches: crate::trust::signing::VerifiedBatches,
 }
 
 impl Receiver {
     /// The receiver over a node's shared state.
     pub fn new(context: Arc<NodeContext>) -> Self {
-        Self { context, batch_order: Default::default() }
+        Self { context, batch_order: Default::default(), batches: Default::default() }
     }
 
     /// The directory peer that `identity` (from the caller's certificate) names, refused unless
@@ -145,7 +152,13 @@ impl Receiver {
         certificate: &[u8],
         request: DeliverRequest,
     ) -> Result<DeliverResponse, PeerError> {
-        let DeliverRequest { envelopes, sender_session, batch_number, answered_through } = request;
+        let DeliverRequest {
+            envelopes,
+            sender_session,
+            batch_number,
+            answered_through,
+            accepts_batch_receipts,
+        } = request;
         let config = &self.context.config;
         check_batch_shape(config, sender, &envelopes)?;
         let signer = self.context.signer.current();
@@ -153,6 +166,8 @@ impl Receiver {
             signer: &signer,
             sender_certificate: certificate,
             metrics: Some(&self.context.metrics),
+            batches: Some(&self.batches),
+            batch_receipts: accepts_batch_receipts,
         };
         let checks = check_envelopes(config, sender, &envelopes, Some(&signing));
         let turn = self
@@ -167,6 +182,15 @@ impl Receiver {
             .await?;
         let directory = self.context.directory.current();
         let own_entry = directory.member(config.code);
+        // Signed after the batch's turn, so that `received_at` is when it is stored.
+        let now = timestamp::now();
+        let receipts = sign_receipts(&signing, config.code, &envelopes, &checks, now)?;
+        // Every envelope that passed its checks has a receipt (its digest was checked).
+        let checks = checks
+            .into_iter()
+            .zip(receipts)
+            .map(|(c, r)| c.map(|(id, _)| (id, r.unwrap_or_default())))
+            .collect();
         let (results, changed) =
             store_batch(&self.context.store, config, sender, envelopes, checks, Some(&signing), own_entry)?;
         // Written in order; the flush below covers this batch and every earlier one.
@@ -192,6 +216,7 @@ impl Receiver {
             software_version: SOFTWARE_VERSION.to_owned(),
             time: Some(timestamp::now()),
             directory_version: self.context.directory.current().version,
+            verifies_batch_signatures: true,
         }
     }
 
@@ -249,25 +274,17 @@ fn check_fingerprint(certificate: &[u8], member: &crate::config::DirectoryEntry)
 }
 
 /// Stores one new inbound envelope (with the sender's certificate and the signed receipt, when
-/// signing) and applies it to the message it answers. Returns the changed messages (for events)
-/// and the receipt.
+/// signing) as received at the receipt's time, and applies it to the message it answers.
+/// Returns the changed messages (for events).
 fn receive(
     changes: &mut Changes<'_>,
     deadlines: &DeadlinesConfig,
     sender: NodeCode,
     envelope: Envelope,
+    receipt: &Receipt,
     signing: Option<&BatchSigning<'_>>,
-) -> Result<(Vec<Message>, Receipt), PeerError> {
-    let now = timestamp::now();
-    let receipt = match signing {
-        Some(signing) => signing.signer.receipt(&envelope, &envelope.destination, now)?,
-        None => Receipt {
-            envelope_id: envelope.id.clone(),
-            receiver: envelope.destination.clone(),
-            received_at: Some(now),
-            ..Default::default()
-        },
-    };
+) -> Result<Vec<Message>, PeerError> {
+    let now = receipt.received_at.unwrap_or_else(timestamp::now);
     let mut changed = Vec::new();
     let kind = envelope.kind();
     let parent_id = Uuid::parse_str(&envelope.in_reply_to).ok();
@@ -345,7 +362,7 @@ fn receive(
             tracing::warn!(message_id = %parent_id, peer = %sender, "reply from a node the request does not concern");
         }
     }
-    Ok((changed, receipt))
+    Ok(changed)
 }
 
 /// What `Deliver` does with a batch from `sender` (whose certificate was checked), short of
@@ -361,7 +378,22 @@ pub fn receive_batch(
     envelopes: Vec<Envelope>,
 ) -> Result<(Vec<DeliveryResult>, Vec<Message>), PeerError> {
     check_batch_shape(config, sender, &envelopes)?;
-    let checks = check_envelopes(config, sender, &envelopes, None);
+    let now = timestamp::now();
+    let checks = check_envelopes(config, sender, &envelopes, None)
+        .into_iter()
+        .zip(&envelopes)
+        .map(|(check, envelope)| {
+            check.map(|(id, _)| {
+                let receipt = Receipt {
+                    envelope_id: envelope.id.clone(),
+                    receiver: config.code.to_string(),
+                    received_at: Some(now),
+                    ..Default::default()
+                };
+                (id, receipt)
+            })
+        })
+        .collect();
     store_batch(store, config, sender, envelopes, checks, None, None)
 }
 
@@ -383,6 +415,9 @@ fn check_batch_shape(config: &NodeConfig, sender: NodeCode, envelopes: &[Envelop
     Ok(())
 }
 
+/// An envelope's id and, when its signature was checked, its digest; or why it is refused.
+type Checked = Result<(Uuid, Option<[u8; 32]>), FieldError>;
+
 /// Validates each envelope and, when signing, its signature: the costly part of receiving, so it
 /// runs before the batch waits for its turn (`batch_order`) and before the store's lock, where
 /// pipelined batches check concurrently.
@@ -391,28 +426,55 @@ fn check_envelopes(
     sender: NodeCode,
     envelopes: &[Envelope],
     signing: Option<&BatchSigning<'_>>,
-) -> Vec<Result<Uuid, FieldError>> {
+) -> Vec<Checked> {
     envelopes
         .iter()
         .map(|envelope| {
             let id = check_from_peer(config, envelope)?;
-            if let Some(signing) = signing {
-                signing.check(sender, envelope)?;
-            }
-            Ok(id)
+            let digest = match signing {
+                Some(signing) => Some(signing.check(sender, envelope)?),
+                None => None,
+            };
+            Ok((id, digest))
         })
         .collect()
 }
 
+/// The signed receipts of a batch's checked envelopes, all received at `now`: one signature for
+/// the whole batch when the sender takes batch receipts, else one each. A duplicate's receipt is
+/// made too and then replaced by the one stored with it (in a batch it costs a leaf, not a
+/// signature). `None` for a refused envelope.
+fn sign_receipts(
+    signing: &BatchSigning<'_>,
+    me: NodeCode,
+    envelopes: &[Envelope],
+    checks: &[Checked],
+    now: prost_types::Timestamp,
+) -> Result<Vec<Option<Receipt>>, PeerError> {
+    let members: Vec<(&str, [u8; 32])> = envelopes
+        .iter()
+        .zip(checks)
+        .filter_map(|(envelope, check)| match check {
+            Ok((_, Some(digest))) => Some((envelope.id.as_str(), *digest)),
+            _ => None,
+        })
+        .collect();
+    let mut signed = signing.signer.receipts(&members, me.as_str(), now, signing.batch_receipts)?.into_iter();
+    Ok(checks
+        .iter()
+        .map(|check| if matches!(check, Ok((_, Some(_)))) { signed.next() } else { None })
+        .collect())
+}
+
 /// In one atomic write: refuses the envelopes whose `checks` failed (a `Refusal` naming the
 /// field), deduplicates the others by id (a duplicate gets its original receipt) and stores the
-/// new ones.
+/// new ones with the receipt made for them.
 fn store_batch(
     store: &Store,
     config: &NodeConfig,
     sender: NodeCode,
     envelopes: Vec<Envelope>,
-    checks: Vec<Result<Uuid, FieldError>>,
+    checks: Vec<Result<(Uuid, Receipt), FieldError>>,
     signing: Option<&BatchSigning<'_>>,
     own_entry: Option<&DirectoryEntry>,
 ) -> Result<(Vec<DeliveryResult>, Vec<Message>), PeerError> {
@@ -433,8 +495,8 @@ fn store_batch(
         let mut changed = Vec::new();
         for (envelope, check) in envelopes.into_iter().zip(checks) {
             let envelope_id = envelope.id.clone();
-            let id = match check {
-                Ok(id) => id,
+            let (id, new_receipt) = match check {
+                Ok(checked) => checked,
                 Err(field) => {
                     results.push(refused(&envelope, field));
                     continue;
@@ -462,9 +524,15 @@ fn store_batch(
                     ..Default::default()
                 },
                 (None, _) => {
-                    let (mut new, receipt) = receive(changes, &config.deadlines, sender, envelope, signing)?;
-                    changed.append(&mut new);
-                    receipt
+                    changed.append(&mut receive(
+                        changes,
+                        &config.deadlines,
+                        sender,
+                        envelope,
+                        &new_receipt,
+                        signing,
+                    )?);
+                    new_receipt
                 }
             };
             results.push(DeliveryResult { outcome: Some(Outcome::Receipt(receipt)) });

@@ -37,6 +37,8 @@ pub struct PeerStatus {
     pub failed_calls: u64,
     /// Envelopes scheduled for another attempt since start (after a failed call or a refusal).
     pub retries: u64,
+    /// The peer said in `Hello` that it verifies batch signatures (format 2).
+    pub verifies_batch_signatures: bool,
 }
 
 impl Default for PeerStatus {
@@ -54,6 +56,7 @@ impl Default for PeerStatus {
             delivered: 0,
             failed_calls: 0,
             retries: 0,
+            verifies_batch_signatures: false,
         }
     }
 }
@@ -76,5 +79,11 @@ impl PeerBoard {
     pub fn get(&self, peer: NodeCode) -> PeerStatus {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         peers.get(&peer).cloned().unwrap_or_default()
+    }
+
+    /// Whether `peer` said in its last `Hello` that it verifies batch signatures (format 2).
+    pub fn verifies_batch_signatures(&self, peer: NodeCode) -> bool {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.get(&peer).is_some_and(|status| status.verifies_batch_signatures)
     }
 }

@@ -7,6 +7,7 @@
 //! anything above them.
 
 pub mod directory;
+pub mod merkle;
 pub mod pki;
 pub mod proof;
 pub mod reload;

@@ -7,6 +7,13 @@
 //! chain. Chains are PEM, the node certificate first and the network CA last. The encodings are
 //! those of [`crate::trust::signing`].
 //!
+//! Format `hanoi247-proof-v2` is v1 plus, where a signature covers a batch (signature format 2),
+//! a `batch` part beside it: the member's leaf hash, index, the tree's size, the inclusion path
+//! and the signed root, all hex. The file still stands alone: the path leads from this
+//! envelope's (or receipt's) leaf to the root the signature covers. A file whose signatures are
+//! both single is written as v1, and v1 files verify as they always did. A failed check names
+//! the part: the leaf, a step of the path, the root, the signature or the certificate.
+//!
 //! **Boundary:** pure: builds from a `GetProofResponse` and verifies bytes; never talks to a node.
 
 use std::time::SystemTime;
@@ -23,17 +30,19 @@ use serde_json::json;
 
 use crate::domain::identity::{Identity, NodeCode};
 use crate::domain::names::ShortName as _;
-use crate::proto::{Envelope, GetProofResponse, Receipt};
-use crate::trust::signing;
+use crate::proto::{BatchInclusion, Envelope, GetProofResponse, Receipt};
+use crate::trust::{merkle, signing};
 
-/// The `format` of the proof files this version writes and reads.
+/// The `format` of proof files whose signatures each cover one envelope or receipt.
 pub const FORMAT: &str = "hanoi247-proof-v1";
+/// The `format` of proof files with a signature over a batch (a `batch` part beside it).
+pub const FORMAT_V2: &str = "hanoi247-proof-v2";
 
 /// A proof file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProofFile {
-    /// Always [`FORMAT`].
+    /// [`FORMAT`], or [`FORMAT_V2`] when a signature covers a batch.
     pub format: String,
     /// The network name in both nodes' `spiffe://<network>/node/<CC>` identities.
     pub network: String,
@@ -69,6 +78,26 @@ pub struct OriginPart {
     pub signature_base64: String,
     /// PEM certificates: the origin's node certificate, then the network CA.
     pub certificate_chain: Vec<String>,
+    /// Where the envelope sits in the batch the signature covers (v2; absent: signed alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchPart>,
+}
+
+/// A member's place in a batch that one signature covers (proof format v2), all hashes hex.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BatchPart {
+    /// The member's leaf hash, SHA-256(0x00 || leaf data): the leaf data is the envelope's digest
+    /// for the origin, "hanoi247-receipt-leaf-v2\n" || the receipt fields for the receipt.
+    pub leaf: String,
+    /// The leaf's index in the tree, from 0.
+    pub leaf_index: u64,
+    /// How many members the tree has.
+    pub tree_size: u64,
+    /// Sibling hashes from the leaf up to the root (RFC 9162 §2.1.3).
+    pub audit_path: Vec<String>,
+    /// The root the signature covers, over "hanoi247-…-batch-v2\n" || tree_size (u64 BE) || root.
+    pub root: String,
 }
 
 /// The receiver's signed receipt.
@@ -87,6 +116,9 @@ pub struct ReceiptPart {
     pub signature_base64: String,
     /// PEM certificates: the receiver's node certificate, then the network CA.
     pub certificate_chain: Vec<String>,
+    /// Where the receipt sits in the batch of receipts the signature covers (v2; absent: alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchPart>,
 }
 
 /// A proof file that cannot be made, read or does not verify.
@@ -136,16 +168,35 @@ pub fn build(response: &GetProofResponse) -> Result<ProofFile, ProofError> {
         [] => ca.clone(),
         der => pem(der),
     };
-    let receipt = response.receipt.as_ref().map(|r| ReceiptPart {
-        receiver: r.receiver.clone(),
-        envelope_id: r.envelope_id.clone(),
-        envelope_sha256: hex::encode(&r.envelope_sha256),
-        received_at: r.received_at.as_ref().map(exact_time).unwrap_or_default(),
-        signature_base64: BASE64.encode(&r.signature),
-        certificate_chain: vec![pem(&r.receiver_certificate), receiver_ca],
-    });
+    let receipt = match response.receipt.as_ref() {
+        None => None,
+        Some(r) => {
+            let batch = match &r.receipt_batch {
+                None => None,
+                Some(inclusion) => {
+                    let at = r.received_at.unwrap_or_default();
+                    let leaf = signing::receipt_leaf(&r.envelope_sha256, &r.envelope_id, &r.receiver, &at);
+                    Some(batch_part("receipt.receipt_batch", &leaf, inclusion)?)
+                }
+            };
+            Some(ReceiptPart {
+                receiver: r.receiver.clone(),
+                envelope_id: r.envelope_id.clone(),
+                envelope_sha256: hex::encode(&r.envelope_sha256),
+                received_at: r.received_at.as_ref().map(exact_time).unwrap_or_default(),
+                signature_base64: BASE64.encode(&r.signature),
+                certificate_chain: vec![pem(&r.receiver_certificate), receiver_ca],
+                batch,
+            })
+        }
+    };
+    let origin_batch = match &response.origin_batch {
+        None => None,
+        Some(inclusion) => Some(batch_part("origin_batch", &digest, inclusion)?),
+    };
+    let batched = origin_batch.is_some() || receipt.as_ref().is_some_and(|r| r.batch.is_some());
     Ok(ProofFile {
-        format: FORMAT.to_owned(),
+        format: if batched { FORMAT_V2 } else { FORMAT }.to_owned(),
         network: response.network.clone(),
         envelope: EnvelopePart {
             id: envelope.id.clone(),
@@ -157,9 +208,124 @@ pub fn build(response: &GetProofResponse) -> Result<ProofFile, ProofError> {
             node: envelope.origin.clone(),
             signature_base64: BASE64.encode(&response.origin_signature),
             certificate_chain: vec![pem(&response.origin_certificate), ca],
+            batch: origin_batch,
         },
         receipt,
     })
+}
+
+/// The `batch` part of a proof file for a member with `leaf_data` and its `inclusion`.
+fn batch_part(part: &str, leaf_data: &[u8], inclusion: &BatchInclusion) -> Result<BatchPart, ProofError> {
+    let root = signing::inclusion_root(leaf_data, inclusion).map_err(|e| invalid(part, e))?;
+    Ok(BatchPart {
+        leaf: hex::encode(merkle::leaf_hash(leaf_data)),
+        leaf_index: inclusion.leaf_index,
+        tree_size: inclusion.tree_size,
+        audit_path: inclusion.audit_path.iter().map(hex::encode).collect(),
+        root: hex::encode(root),
+    })
+}
+
+/// The inclusion a `batch` part states (`part` names it in errors).
+fn inclusion_of(part: &str, batch: &BatchPart) -> Result<BatchInclusion, ProofError> {
+    let audit_path = batch
+        .audit_path
+        .iter()
+        .enumerate()
+        .map(|(i, step)| hash32(&format!("{part}.audit_path[{i}]"), step).map(|h| h.to_vec()))
+        .collect::<Result<_, _>>()?;
+    Ok(BatchInclusion {
+        format: signing::BATCH_FORMAT,
+        leaf_index: batch.leaf_index,
+        tree_size: batch.tree_size,
+        audit_path,
+    })
+}
+
+/// A 32-byte hash from hex, or an error naming `part`.
+fn hash32(part: &str, text: &str) -> Result<merkle::Hash, ProofError> {
+    let bytes = hex_decode(part, text)?;
+    merkle::Hash::try_from(bytes.as_slice())
+        .map_err(|_| invalid(part, format!("{} bytes, not 32", bytes.len())))
+}
+
+/// Checks a batch signature of a proof file and names the part that fails: `part` is `origin`
+/// or `receipt`, `leaf_data` what the member's leaf must hold, `context` the signed prefix.
+/// Order: the stated leaf must be this member's; the path must lead somewhere; then the signature
+/// is tried over the stated root and over the root the path leads to, which tells a bent path
+/// (the stated root verifies) from a replaced root (the path's root verifies) from a bad
+/// signature (neither does).
+fn verify_batch(
+    part: &str,
+    batch: &BatchPart,
+    leaf_data: &[u8],
+    context: &[u8],
+    certificate: &[u8],
+    signature: &[u8],
+) -> Result<(), ProofError> {
+    let leaf = merkle::leaf_hash(leaf_data);
+    if hash32(&format!("{part}.batch.leaf"), &batch.leaf)? != leaf {
+        return Err(invalid(
+            &format!("{part}.batch.leaf"),
+            format!(
+                "{} is not the leaf of this {} ({})",
+                batch.leaf,
+                if part == "origin" { "envelope" } else { "receipt" },
+                hex::encode(leaf)
+            ),
+        ));
+    }
+    let stated = hash32(&format!("{part}.batch.root"), &batch.root)?;
+    let inclusion = inclusion_of(&format!("{part}.batch"), batch)?;
+    let path: Vec<merkle::Hash> =
+        inclusion.audit_path.iter().filter_map(|step| merkle::Hash::try_from(step.as_slice()).ok()).collect();
+    let reached = merkle::root_from_path(&leaf, batch.leaf_index, batch.tree_size, &path).map_err(|e| {
+        let field = match e {
+            merkle::PathError::IndexOutOfRange { .. } => "leaf_index",
+            merkle::PathError::WrongLength { .. } => "audit_path",
+        };
+        invalid(&format!("{part}.batch.{field}"), e)
+    })?;
+    let verifies = |root: &merkle::Hash| {
+        signing::verify_with_certificate(
+            certificate,
+            &signing::batch_signed_bytes(context, batch.tree_size, root),
+            signature,
+        )
+    };
+    let over_stated = verifies(&stated);
+    if reached == stated {
+        return over_stated
+            .map_err(|e| invalid(&format!("{part}.signature_base64"), format!("the {}'s {e}", whose(part))));
+    }
+    if over_stated.is_ok() {
+        return Err(invalid(
+            &format!("{part}.batch.audit_path"),
+            format!("leads to the root {}, not to the signed root {}", hex::encode(reached), batch.root),
+        ));
+    }
+    if verifies(&reached).is_ok() {
+        return Err(invalid(
+            &format!("{part}.batch.root"),
+            format!(
+                "{} is not the root the path leads to ({}), which is the one signed",
+                batch.root,
+                hex::encode(reached)
+            ),
+        ));
+    }
+    Err(invalid(
+        &format!("{part}.signature_base64"),
+        format!(
+            "the {}'s signature verifies over neither the stated root nor the one the path leads to",
+            whose(part)
+        ),
+    ))
+}
+
+/// "origin" or "receiver", for messages about a part's signature.
+fn whose(part: &str) -> &'static str {
+    if part == "origin" { "origin" } else { "receiver" }
 }
 
 /// What a verified proof shows.
@@ -179,6 +345,15 @@ pub struct Verified {
     pub receipt: Option<(String, String)>,
     /// The CA that issued the receiver's certificate, when not the origin's (a CA rotation).
     pub receipt_ca: Option<String>,
+    /// The origin's and the receipt's batch (leaf index, tree size), when signed in one.
+    pub batches: [Option<(u64, u64)>; 2],
+}
+
+/// A batch as people read it: "member 3 of a batch of 17".
+fn describe_batch(batch: Option<(u64, u64)>) -> String {
+    batch.map_or_else(String::new, |(index, size)| {
+        format!(" (signed once for a batch of {size}, of which this is member {}; the path leads to the signed root)", index + 1)
+    })
 }
 
 impl std::fmt::Display for Verified {
@@ -193,8 +368,11 @@ impl std::fmt::Display for Verified {
         writeln!(f, "network CA: {} ({trust})", self.ca)?;
         writeln!(
             f,
-            "origin: node {} ({}) signed this envelope (SHA-256 {}):",
-            e.origin, self.origin, self.sha256
+            "origin: node {} ({}) signed this envelope (SHA-256 {}){}:",
+            e.origin,
+            self.origin,
+            self.sha256,
+            describe_batch(self.batches[0])
         )?;
         let readable = readable_envelope(e);
         let field = |name: &str| readable[name].as_str().unwrap_or_default().to_owned();
@@ -213,8 +391,9 @@ impl std::fmt::Display for Verified {
         match &self.receipt {
             Some((receiver, at)) => writeln!(
                 f,
-                "receipt: node {} ({receiver}) acknowledged durable receipt of this envelope at {at}",
-                e.destination
+                "receipt: node {} ({receiver}) acknowledged durable receipt of this envelope at {at}{}",
+                e.destination,
+                describe_batch(self.batches[1])
             ),
             None => writeln!(f, "receipt: none in this file; it proves nothing about delivery"),
         }?;
@@ -271,8 +450,15 @@ fn anchor(leaf: &[u8], chain_ca: Vec<u8>, trusted: Option<&[Vec<u8>]>) -> Vec<u8
 /// that the file is consistent, so the output says so).
 pub fn verify(text: &str, trusted_cas: Option<&[Vec<u8>]>) -> Result<Verified, ProofError> {
     let proof: ProofFile = serde_json::from_str(text)?;
-    if proof.format != FORMAT {
-        return Err(invalid("format", format!("'{}' is not {FORMAT}", proof.format)));
+    if proof.format != FORMAT && proof.format != FORMAT_V2 {
+        return Err(invalid("format", format!("'{}' is neither {FORMAT} nor {FORMAT_V2}", proof.format)));
+    }
+    let batched = proof.origin.batch.is_some() || proof.receipt.as_ref().is_some_and(|r| r.batch.is_some());
+    if proof.format == FORMAT && batched {
+        return Err(invalid(
+            "format",
+            format!("{FORMAT} has no batch parts; a file with them is {FORMAT_V2}"),
+        ));
     }
     // The envelope: the signed bytes decide; everything else must agree with them.
     let canonical = decode_base64("envelope.canonical_base64", &proof.envelope.canonical_base64)?;
@@ -318,8 +504,17 @@ pub fn verify(text: &str, trusted_cas: Option<&[Vec<u8>]>) -> Result<Verified, P
     signing::check_certificate(&origin_cert, &ca, &origin, created_at)
         .map_err(|e| invalid("origin.certificate_chain", e))?;
     let signature = decode_base64("origin.signature_base64", &proof.origin.signature_base64)?;
-    signing::verify_with_certificate(&origin_cert, &signing::envelope_signed_bytes(&digest), &signature)
-        .map_err(|e| invalid("origin.signature_base64", format!("the origin's {e}")))?;
+    match &proof.origin.batch {
+        None => signing::verify_with_certificate(
+            &origin_cert,
+            &signing::envelope_signed_bytes(&digest),
+            &signature,
+        )
+        .map_err(|e| invalid("origin.signature_base64", format!("the origin's {e}")))?,
+        Some(batch) => {
+            verify_batch("origin", batch, &digest, signing::ENVELOPE_BATCH_CONTEXT, &origin_cert, &signature)?
+        }
+    }
 
     // The receipt, by a certificate of the network CA naming the destination.
     let receipt = match &proof.receipt {
@@ -345,13 +540,38 @@ pub fn verify(text: &str, trusted_cas: Option<&[Vec<u8>]>) -> Result<Verified, P
                 envelope_sha256: hex_decode("receipt.envelope_sha256", &part.envelope_sha256)?,
                 signature: decode_base64("receipt.signature_base64", &part.signature_base64)?,
                 receiver_certificate: receiver_cert,
+                receipt_batch: part.batch.as_ref().map(|b| inclusion_of("receipt.batch", b)).transpose()?,
             };
-            signing::verify_receipt(&receipt, &envelope, &receiver, &receiver_ca).map_err(|e| {
+            let checked = signing::verify_receipt(&receipt, &envelope, &receiver, &receiver_ca);
+            // A batch receipt that matches and chains: its batch part names what fails, if anything.
+            if let (
+                Some(batch),
+                Ok(()) | Err(signing::SigningError::Signature(_) | signing::SigningError::Inclusion(_)),
+            ) = (&part.batch, &checked)
+            {
+                let at = receipt.received_at.unwrap_or_default();
+                let leaf = signing::receipt_leaf(
+                    &receipt.envelope_sha256,
+                    &receipt.envelope_id,
+                    &receipt.receiver,
+                    &at,
+                );
+                verify_batch(
+                    "receipt",
+                    batch,
+                    &leaf,
+                    signing::RECEIPT_BATCH_CONTEXT,
+                    &receipt.receiver_certificate,
+                    &receipt.signature,
+                )?;
+            }
+            checked.map_err(|e| {
                 let part = match e {
                     signing::SigningError::Signature(_) => "receipt.signature_base64",
                     signing::SigningError::Chain(_) | signing::SigningError::Certificate(_) => {
                         "receipt.certificate_chain"
                     }
+                    signing::SigningError::Inclusion(_) => "receipt.batch",
                     _ => "receipt",
                 };
                 invalid(part, format!("the receiver's {e}"))
@@ -373,6 +593,10 @@ pub fn verify(text: &str, trusted_cas: Option<&[Vec<u8>]>) -> Result<Verified, P
         receipt,
         receipt_ca,
         envelope,
+        batches: [
+            proof.origin.batch.as_ref().map(|b| (b.leaf_index, b.tree_size)),
+            proof.receipt.as_ref().and_then(|r| r.batch.as_ref()).map(|b| (b.leaf_index, b.tree_size)),
+        ],
     })
 }
 

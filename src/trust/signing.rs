@@ -11,9 +11,19 @@
 //!   length || envelope id || u16 BE length || receiver code || received_at.seconds (i64 BE) ||
 //!   received_at.nanos (i32 BE)`. `duplicate` is not signed (a duplicate is the same receipt).
 //!
+//! - **Batches (format 2).** An origin that stores several envelopes together may sign them once:
+//!   it builds a Merkle tree ([`crate::trust::merkle`], RFC 9162 §2.1) whose leaves are the
+//!   envelopes' digests and signs `"hanoi247-envelope-batch-v2\n" || tree size (u64 BE) || root`;
+//!   each envelope carries the signature with its inclusion path (`Envelope.origin_batch`, which
+//!   the canonical encoding leaves out, like the signature). A receiver signs the receipts of one
+//!   `Deliver` batch the same way: leaves `"hanoi247-receipt-leaf-v2\n" || the format-1 receipt
+//!   fields after the prefix`, signed bytes `"hanoi247-receipt-batch-v2\n" || size || root`, the
+//!   path in `Receipt.receipt_batch`. A batch of one is signed in format 1. Format 1 stays valid
+//!   everywhere: a member signs format 2 only for a peer that said it verifies it.
+//!
 //! Signatures are ECDSA P-256 with SHA-256, ASN.1 DER, made with the node's TLS key (`pki` makes
 //! every key P-256). The domain-separation prefixes keep an envelope signature from ever passing
-//! as a receipt signature and the other way round.
+//! as a receipt signature, and a batch signature as a single one, and the other way round.
 //!
 //! **Boundary:** pure cryptography over bytes and certificates; never reads the store or the
 //! network. Certificates are checked here without the TLS stack, so a proof verifies offline.
@@ -32,16 +42,25 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::time::ASN1Time;
 
 use crate::domain::identity::{Identity, identity_of_cert};
-use crate::proto::{Envelope, Receipt};
+use crate::proto::{BatchInclusion, Envelope, Receipt};
+use crate::trust::merkle::{self, Hash};
 use crate::trust::tls;
 
 /// Prefix of the bytes an origin signs.
 pub const ENVELOPE_CONTEXT: &[u8] = b"hanoi247-envelope-v1\n";
 /// Prefix of the bytes a receiver signs.
 pub const RECEIPT_CONTEXT: &[u8] = b"hanoi247-receipt-v1\n";
+/// Prefix of the bytes an origin signs for a batch of envelopes (format 2).
+pub const ENVELOPE_BATCH_CONTEXT: &[u8] = b"hanoi247-envelope-batch-v2\n";
+/// Prefix of a receipt's leaf in a batch of receipts (format 2).
+pub const RECEIPT_LEAF_CONTEXT: &[u8] = b"hanoi247-receipt-leaf-v2\n";
+/// Prefix of the bytes a receiver signs for a batch of receipts (format 2).
+pub const RECEIPT_BATCH_CONTEXT: &[u8] = b"hanoi247-receipt-batch-v2\n";
+/// `BatchInclusion.format` of a batch signature.
+pub const BATCH_FORMAT: u32 = 2;
 
 /// A signature, certificate or key that does not check out.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SigningError {
     /// The node's key or certificate file cannot be used for signing.
     #[error("{path}: {message}")]
@@ -64,12 +83,16 @@ pub enum SigningError {
     /// A receipt does not match the envelope it claims to be for.
     #[error("receipt: {0}")]
     Mismatch(String),
+    /// A batch member's inclusion path does not lead to a root (format 2).
+    #[error("batch inclusion: {0}")]
+    Inclusion(String),
 }
 
 /// The canonical encoding of `envelope`: what its signature and digest cover.
 pub fn canonical_envelope(envelope: &Envelope) -> Vec<u8> {
     let mut unsigned = envelope.clone();
     unsigned.origin_signature.clear();
+    unsigned.origin_batch = None;
     unsigned.encode_to_vec()
 }
 
@@ -98,9 +121,17 @@ pub fn receipt_signed_bytes(
     receiver: &str,
     received_at: &Timestamp,
 ) -> Vec<u8> {
-    let mut bytes =
-        Vec::with_capacity(RECEIPT_CONTEXT.len() + 32 + 4 + envelope_id.len() + receiver.len() + 12);
-    bytes.extend_from_slice(RECEIPT_CONTEXT);
+    [RECEIPT_CONTEXT, &receipt_fields(digest, envelope_id, receiver, received_at)].concat()
+}
+
+/// A receipt's leaf in a batch of receipts (format 2): the format-1 fields under their own prefix.
+pub fn receipt_leaf(digest: &[u8], envelope_id: &str, receiver: &str, received_at: &Timestamp) -> Vec<u8> {
+    [RECEIPT_LEAF_CONTEXT, &receipt_fields(digest, envelope_id, receiver, received_at)].concat()
+}
+
+/// The receipt fields both formats sign, laid out after their prefix.
+fn receipt_fields(digest: &[u8], envelope_id: &str, receiver: &str, received_at: &Timestamp) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(32 + 4 + envelope_id.len() + receiver.len() + 12);
     bytes.extend_from_slice(digest);
     for text in [envelope_id, receiver] {
         // Ids and node codes are short; a longer text is cut off at u16::MAX, which no valid
@@ -112,6 +143,55 @@ pub fn receipt_signed_bytes(
     bytes.extend_from_slice(&received_at.seconds.to_be_bytes());
     bytes.extend_from_slice(&received_at.nanos.to_be_bytes());
     bytes
+}
+
+/// The bytes a batch signature (format 2) covers: `context || tree_size (u64 BE) || root`.
+pub fn batch_signed_bytes(context: &[u8], tree_size: u64, root: &Hash) -> Vec<u8> {
+    [context, &tree_size.to_be_bytes(), root].concat()
+}
+
+/// The root that a member's inclusion path leads to from its leaf (`leaf_data`, unhashed).
+pub fn inclusion_root(leaf_data: &[u8], inclusion: &BatchInclusion) -> Result<Hash, SigningError> {
+    if inclusion.format != BATCH_FORMAT {
+        return Err(SigningError::Inclusion(format!(
+            "signature format {} is not {BATCH_FORMAT}, the batch format this version knows",
+            inclusion.format
+        )));
+    }
+    let path = audit_path(inclusion)?;
+    merkle::root_from_path(&merkle::leaf_hash(leaf_data), inclusion.leaf_index, inclusion.tree_size, &path)
+        .map_err(|e| SigningError::Inclusion(e.to_string()))
+}
+
+/// The steps of an inclusion path as hashes.
+fn audit_path(inclusion: &BatchInclusion) -> Result<Vec<Hash>, SigningError> {
+    inclusion
+        .audit_path
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            Hash::try_from(step.as_slice()).map_err(|_| {
+                SigningError::Inclusion(format!("audit path step {i} is {} bytes, not 32", step.len()))
+            })
+        })
+        .collect()
+}
+
+/// What a signature covers: in format 1 (`inclusion` unset) the member alone (`single`), in
+/// format 2 the root its inclusion path leads to from `leaf_data`, under `batch_context`.
+pub fn covered_bytes(
+    single: impl FnOnce() -> Vec<u8>,
+    batch_context: &[u8],
+    leaf_data: &[u8],
+    inclusion: Option<&BatchInclusion>,
+) -> Result<Vec<u8>, SigningError> {
+    match inclusion {
+        None => Ok(single()),
+        Some(inclusion) => {
+            let root = inclusion_root(leaf_data, inclusion)?;
+            Ok(batch_signed_bytes(batch_context, inclusion.tree_size, &root))
+        }
+    }
 }
 
 /// A parsed certificate, with errors that say what is wrong.
@@ -150,12 +230,72 @@ pub fn verify_with_certificate(der: &[u8], message: &[u8], signature: &[u8]) -> 
         .map_err(|_| SigningError::Signature(format!("does not verify with the key of '{}'", cert.subject())))
 }
 
-/// Checks that the envelope's `origin_signature` was made by the key of `certificate`; returns
-/// the envelope's digest.
+/// Checks that the envelope's `origin_signature` was made by the key of `certificate`, alone
+/// (format 1) or over the batch its `origin_batch` path leads to (format 2); returns the
+/// envelope's digest.
 pub fn verify_envelope(envelope: &Envelope, certificate: &[u8]) -> Result<[u8; 32], SigningError> {
+    verify_envelope_with(envelope, certificate, None)
+}
+
+/// [`verify_envelope`], with a batch signature answered from `batches` when another member of
+/// the same batch was verified before.
+pub fn verify_envelope_with(
+    envelope: &Envelope,
+    certificate: &[u8],
+    batches: Option<&VerifiedBatches>,
+) -> Result<[u8; 32], SigningError> {
     let digest = envelope_digest(envelope);
-    verify_with_certificate(certificate, &envelope_signed_bytes(&digest), &envelope.origin_signature)?;
+    let inclusion = envelope.origin_batch.as_ref();
+    let covered =
+        covered_bytes(|| envelope_signed_bytes(&digest), ENVELOPE_BATCH_CONTEXT, &digest, inclusion)?;
+    verify_covered(certificate, &covered, &envelope.origin_signature, inclusion.and(batches))?;
     Ok(digest)
+}
+
+/// Checks a signature over `covered`, through `batches` when given (batch signatures only: a
+/// format-1 signature covers one member, so remembering it saves nothing).
+fn verify_covered(
+    certificate: &[u8],
+    covered: &[u8],
+    signature: &[u8],
+    batches: Option<&VerifiedBatches>,
+) -> Result<(), SigningError> {
+    match batches {
+        Some(batches) => batches.verify(certificate, covered, signature),
+        None => verify_with_certificate(certificate, covered, signature),
+    }
+}
+
+/// Batch signatures already verified: a receiver checks each signed root once, however many
+/// members of the batch arrive (in one call or several). Holds a few thousand entries at most
+/// (it starts over beyond that); an entry is the exact certificate, signed bytes and signature.
+#[derive(Debug, Default)]
+pub struct VerifiedBatches(std::sync::Mutex<std::collections::HashSet<Hash>>);
+
+/// Most signatures [`VerifiedBatches`] remembers.
+const VERIFIED_BATCHES: usize = 4096;
+
+impl VerifiedBatches {
+    /// [`verify_with_certificate`], answered from memory for exactly these bytes seen good before.
+    pub fn verify(&self, certificate: &[u8], covered: &[u8], signature: &[u8]) -> Result<(), SigningError> {
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in [certificate, covered, signature] {
+            hasher.update(&(part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(hasher.finish().as_ref());
+        if self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&key) {
+            return Ok(());
+        }
+        verify_with_certificate(certificate, covered, signature)?;
+        let mut known = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.len() >= VERIFIED_BATCHES {
+            known.clear();
+        }
+        known.insert(key);
+        Ok(())
+    }
 }
 
 /// Checks that `certificate` was issued by `ca`, was valid at `at` (as was the CA) and carries
@@ -270,17 +410,19 @@ pub fn verify_receipt(
     receiver: &Identity,
     network_ca: &[u8],
 ) -> Result<(), SigningError> {
-    verify_receipt_with(receipt, envelope, receiver, network_ca, None)
+    verify_receipt_with(receipt, envelope, receiver, network_ca, None, None)
 }
 
 /// [`verify_receipt`], with the certificate chain answered from `chains` when it was checked
-/// before (a sender checking a stream of receipts from the same peer).
+/// before, and a batch signature from `batches` (a sender checking a stream of receipts from the
+/// same peer).
 pub fn verify_receipt_with(
     receipt: &Receipt,
     envelope: &Envelope,
     receiver: &Identity,
     network_ca: &[u8],
     chains: Option<&CheckedChains>,
+    batches: Option<&VerifiedBatches>,
 ) -> Result<(), SigningError> {
     let digest = envelope_digest(envelope);
     if receipt.envelope_id != envelope.id {
@@ -309,8 +451,15 @@ pub fn verify_receipt_with(
         Some(chains) => chains.check(&receipt.receiver_certificate, network_ca, receiver, at)?,
         None => check_certificate(&receipt.receiver_certificate, network_ca, receiver, at)?,
     }
-    let signed = receipt_signed_bytes(&digest, &receipt.envelope_id, &receipt.receiver, &received_at);
-    verify_with_certificate(&receipt.receiver_certificate, &signed, &receipt.signature)
+    let (id, me) = (&receipt.envelope_id, &receipt.receiver);
+    let inclusion = receipt.receipt_batch.as_ref();
+    let covered = covered_bytes(
+        || receipt_signed_bytes(&digest, id, me, &received_at),
+        RECEIPT_BATCH_CONTEXT,
+        &receipt_leaf(&digest, id, me, &received_at),
+        inclusion,
+    )?;
+    verify_covered(&receipt.receiver_certificate, &covered, &receipt.signature, inclusion.and(batches))
 }
 
 /// Lower-case hexadecimal: the `hex` crate's encoder under the name callers outside the crate
@@ -395,11 +544,55 @@ impl Signer {
             .map_err(|_| SigningError::Signature("the system random generator failed".into()))
     }
 
-    /// Sets `origin_signature` over the envelope as it is now (any earlier signature is replaced).
+    /// Sets `origin_signature` over the envelope as it is now, alone (format 1; any earlier
+    /// signature and batch inclusion are replaced).
     pub fn sign_envelope(&self, envelope: &mut Envelope) -> Result<(), SigningError> {
+        envelope.origin_batch = None;
         let digest = envelope_digest(envelope);
         envelope.origin_signature = self.sign(&envelope_signed_bytes(&digest))?;
         Ok(())
+    }
+
+    /// Signs `envelopes` together: one alone in format 1; two or more with one signature over
+    /// their Merkle tree (format 2), each keeping its inclusion path in `origin_batch`.
+    pub fn sign_envelopes(&self, envelopes: &mut [Envelope]) -> Result<(), SigningError> {
+        if let [envelope] = envelopes {
+            return self.sign_envelope(envelope);
+        }
+        let digests: Vec<[u8; 32]> = envelopes.iter().map(envelope_digest).collect();
+        let leaves: Vec<&[u8]> = digests.iter().map(<[u8; 32]>::as_slice).collect();
+        let (signature, inclusions) = self.sign_batch(ENVELOPE_BATCH_CONTEXT, &leaves)?;
+        for (envelope, inclusion) in envelopes.iter_mut().zip(inclusions) {
+            envelope.origin_signature = signature.clone();
+            envelope.origin_batch = Some(inclusion);
+        }
+        Ok(())
+    }
+
+    /// One signature over the Merkle tree of `leaves` (unhashed leaf data), and each leaf's
+    /// inclusion.
+    fn sign_batch(
+        &self,
+        context: &[u8],
+        leaves: &[&[u8]],
+    ) -> Result<(Vec<u8>, Vec<BatchInclusion>), SigningError> {
+        let hashes: Vec<Hash> = leaves.iter().map(|leaf| merkle::leaf_hash(leaf)).collect();
+        let Some((root, paths)) = merkle::tree(&hashes) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let size = hashes.len() as u64;
+        let signature = self.sign(&batch_signed_bytes(context, size, &root))?;
+        let inclusions = paths
+            .into_iter()
+            .enumerate()
+            .map(|(index, path)| BatchInclusion {
+                format: BATCH_FORMAT,
+                leaf_index: index as u64,
+                tree_size: size,
+                audit_path: path.iter().map(|step| step.to_vec()).collect(),
+            })
+            .collect();
+        Ok((signature, inclusions))
     }
 
     /// A signed receipt, from `receiver` (this node), for `envelope` stored at `received_at`.
@@ -410,16 +603,49 @@ impl Signer {
         received_at: Timestamp,
     ) -> Result<Receipt, SigningError> {
         let digest = envelope_digest(envelope);
-        let signature = self.sign(&receipt_signed_bytes(&digest, &envelope.id, receiver, &received_at))?;
-        Ok(Receipt {
-            envelope_id: envelope.id.clone(),
+        let mut receipts = self.receipts(&[(&envelope.id, digest)], receiver, received_at, false)?;
+        // One member in, one receipt out.
+        Ok(receipts.pop().unwrap_or_default())
+    }
+
+    /// Signed receipts, from `receiver` (this node), for envelopes (id and digest) stored at
+    /// `received_at`: one signature each (format 1), or, with `batch` and two or more, one
+    /// signature over their Merkle tree (format 2).
+    pub fn receipts(
+        &self,
+        envelopes: &[(&str, [u8; 32])],
+        receiver: &str,
+        received_at: Timestamp,
+        batch: bool,
+    ) -> Result<Vec<Receipt>, SigningError> {
+        let receipt = |(id, digest): &(&str, [u8; 32]), signature, receipt_batch| Receipt {
+            envelope_id: (*id).to_owned(),
             receiver: receiver.to_owned(),
             received_at: Some(received_at),
             duplicate: false,
             envelope_sha256: digest.to_vec(),
             signature,
             receiver_certificate: self.certificate.clone(),
-        })
+            receipt_batch,
+        };
+        if !batch || envelopes.len() < 2 {
+            return envelopes
+                .iter()
+                .map(|member @ (id, digest)| {
+                    let signature = self.sign(&receipt_signed_bytes(digest, id, receiver, &received_at))?;
+                    Ok(receipt(member, signature, None))
+                })
+                .collect();
+        }
+        let leaves: Vec<Vec<u8>> =
+            envelopes.iter().map(|(id, digest)| receipt_leaf(digest, id, receiver, &received_at)).collect();
+        let leaves: Vec<&[u8]> = leaves.iter().map(Vec::as_slice).collect();
+        let (signature, inclusions) = self.sign_batch(RECEIPT_BATCH_CONTEXT, &leaves)?;
+        Ok(envelopes
+            .iter()
+            .zip(inclusions)
+            .map(|(member, inclusion)| receipt(member, signature.clone(), Some(inclusion)))
+            .collect())
     }
 }
 
@@ -603,11 +829,11 @@ mod tests {
             nanos: 0,
         };
         let receipt = fr.receipt(&signed, "FR", at).unwrap();
-        verify_receipt_with(&receipt, &signed, &fr_id, &ca, Some(&chains)).unwrap();
+        verify_receipt_with(&receipt, &signed, &fr_id, &ca, Some(&chains), None).unwrap();
         let mut forged = receipt.clone();
         forged.received_at = Some(Timestamp { nanos: 1, ..at });
         assert!(matches!(
-            verify_receipt_with(&forged, &signed, &fr_id, &ca, Some(&chains)),
+            verify_receipt_with(&forged, &signed, &fr_id, &ca, Some(&chains), None),
             Err(SigningError::Signature(_))
         ));
     }
@@ -633,6 +859,102 @@ mod tests {
             check_certificate(&under_new, &old_der, &node("net", "FR"), std::time::SystemTime::now())
                 .is_err()
         );
+    }
+
+    fn envelopes(n: usize) -> Vec<Envelope> {
+        (0..n).map(|i| Envelope { id: format!("0190f3c4-0000-7000-8000-{i:012}"), ..envelope() }).collect()
+    }
+
+    #[test]
+    fn a_batch_is_signed_once_and_every_member_verifies_alone() {
+        let (signer, ca, _dir) = new_signer("VN");
+        let mut single = envelopes(1);
+        signer.sign_envelopes(&mut single).unwrap();
+        assert_eq!(single[0].origin_batch, None, "a batch of one is signed in format 1");
+        verify_envelope(&single[0], signer.certificate()).unwrap();
+
+        let mut batch = envelopes(5);
+        signer.sign_envelopes(&mut batch).unwrap();
+        let batches = VerifiedBatches::default();
+        for (i, member) in batch.iter().enumerate() {
+            let inclusion = member.origin_batch.as_ref().unwrap();
+            assert_eq!((inclusion.leaf_index, inclusion.tree_size, inclusion.format), (i as u64, 5, 2));
+            assert_eq!(member.origin_signature, batch[0].origin_signature, "one signature");
+            verify_envelope(member, signer.certificate()).unwrap();
+            verify_envelope_with(member, signer.certificate(), Some(&batches)).unwrap();
+            // The digest leaves the batch inclusion out, like the signature.
+            let mut bare = member.clone();
+            bare.origin_batch = None;
+            assert_eq!(envelope_digest(&bare), envelope_digest(member));
+        }
+        assert_eq!(batches.0.lock().unwrap().len(), 1, "the root was verified once");
+
+        // A changed member, a bent path, a moved index, another format: refused, also when the
+        // root was verified before.
+        let mut changed = batch[2].clone();
+        changed.body.push('!');
+        assert!(verify_envelope_with(&changed, signer.certificate(), Some(&batches)).is_err());
+        let mut bent = batch[2].clone();
+        bent.origin_batch.as_mut().unwrap().audit_path[0][0] ^= 1;
+        assert!(matches!(
+            verify_envelope_with(&bent, signer.certificate(), Some(&batches)),
+            Err(SigningError::Signature(_))
+        ));
+        let mut moved = batch[2].clone();
+        moved.origin_batch.as_mut().unwrap().leaf_index = 3;
+        assert!(verify_envelope_with(&moved, signer.certificate(), Some(&batches)).is_err());
+        let mut short = batch[2].clone();
+        short.origin_batch.as_mut().unwrap().audit_path.pop();
+        assert!(matches!(verify_envelope(&short, signer.certificate()), Err(SigningError::Inclusion(_))));
+        let mut future = batch[2].clone();
+        future.origin_batch.as_mut().unwrap().format = 3;
+        let error = verify_envelope(&future, signer.certificate()).unwrap_err();
+        assert!(error.to_string().contains("format 3"), "{error}");
+        // A batch signature never passes as a single one, nor the other way round.
+        let mut unbatched = batch[2].clone();
+        unbatched.origin_batch = None;
+        assert!(verify_envelope(&unbatched, signer.certificate()).is_err());
+        // Signing alone again (a downgraded peer) drops the inclusion.
+        let mut alone = batch[2].clone();
+        signer.sign_envelope(&mut alone).unwrap();
+        assert_eq!(alone.origin_batch, None);
+        verify_envelope(&alone, signer.certificate()).unwrap();
+        let _ = ca;
+    }
+
+    #[test]
+    fn batch_receipts_verify_each_and_single_ones_stay_format_1() {
+        let (fr, ca, _dir) = new_signer("FR");
+        let batch = envelopes(3);
+        let members: Vec<(&str, [u8; 32])> =
+            batch.iter().map(|e| (e.id.as_str(), envelope_digest(e))).collect();
+        let at = Timestamp { seconds: std::time::UNIX_EPOCH.elapsed().unwrap().as_secs() as i64, nanos: 7 };
+        let receipts = fr.receipts(&members, "FR", at, true).unwrap();
+        let batches = VerifiedBatches::default();
+        for (receipt, envelope) in receipts.iter().zip(&batch) {
+            assert!(receipt.receipt_batch.is_some());
+            verify_receipt(receipt, envelope, &node("net", "FR"), &ca).unwrap();
+            verify_receipt_with(receipt, envelope, &node("net", "FR"), &ca, None, Some(&batches)).unwrap();
+        }
+        assert_eq!(batches.0.lock().unwrap().len(), 1);
+        // A batch receipt for another member of the batch does not pass for this one.
+        let mut swapped = receipts[0].clone();
+        swapped.receipt_batch = receipts[1].receipt_batch.clone();
+        assert!(verify_receipt(&swapped, &batch[0], &node("net", "FR"), &ca).is_err());
+        let mut later = receipts[1].clone();
+        later.received_at = Some(Timestamp { nanos: 8, ..at });
+        assert!(
+            verify_receipt_with(&later, &batch[1], &node("net", "FR"), &ca, None, Some(&batches)).is_err()
+        );
+        // Without `batch`, or alone, each receipt is signed on its own.
+        for receipt in fr
+            .receipts(&members, "FR", at, false)
+            .unwrap()
+            .iter()
+            .chain(&fr.receipts(&members[..1], "FR", at, true).unwrap())
+        {
+            assert_eq!(receipt.receipt_batch, None);
+        }
     }
 
     #[test]

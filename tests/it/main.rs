@@ -6,6 +6,7 @@ mod agency_python;
 mod audit;
 mod backup;
 mod bad_input;
+mod batch_signatures;
 mod chaos;
 mod clock;
 mod console;

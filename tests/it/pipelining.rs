@@ -27,6 +27,7 @@ fn batch(envelopes: &[Envelope], session: &str, number: u64) -> DeliverRequest {
         sender_session: session.into(),
         batch_number: number,
         answered_through: 0,
+        accepts_batch_receipts: false,
     }
 }
 

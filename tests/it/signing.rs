@@ -217,7 +217,7 @@ async fn metric(net: &Network, node: &str, sample: &str) -> Option<f64> {
 }
 
 /// Runs the real binary; returns (success, stdout, stderr).
-async fn hanoi247(args: Vec<String>) -> (bool, String, String) {
+pub async fn hanoi247(args: Vec<String>) -> (bool, String, String) {
     let output = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_hanoi247")).args(args).output().unwrap()
     })
@@ -230,7 +230,7 @@ async fn hanoi247(args: Vec<String>) -> (bool, String, String) {
     )
 }
 
-async fn verify(file: &Path, ca: Option<&Path>) -> (bool, String, String) {
+pub async fn verify(file: &Path, ca: Option<&Path>) -> (bool, String, String) {
     let mut args = vec!["verify".to_owned(), file.display().to_string()];
     if let Some(ca) = ca {
         args.extend(["--ca".to_owned(), ca.display().to_string()]);
@@ -240,7 +240,7 @@ async fn verify(file: &Path, ca: Option<&Path>) -> (bool, String, String) {
 
 /// Writes `proof` changed by `change` next to `original` and runs `verify` on it: it must fail,
 /// naming `part`.
-async fn assert_tamper_fails(
+pub async fn assert_tamper_fails(
     original: &Value,
     dir: &Path,
     what: &str,
@@ -259,7 +259,7 @@ async fn assert_tamper_fails(
 }
 
 /// Flips one bit of the byte at `index` (from the end when negative) of a base64 field.
-fn flip_base64(value: &mut Value, index: isize) {
+pub fn flip_base64(value: &mut Value, index: isize) {
     let mut bytes = BASE64.decode(value.as_str().unwrap()).unwrap();
     let at = if index < 0 { bytes.len() - index.unsigned_abs() } else { index as usize };
     bytes[at] ^= 0x01;
