@@ -185,3 +185,59 @@ async fn a_proof_file_of_the_release_before_batch_signatures_still_verifies() {
     let (ok, _, stderr) = verify(&path, None).await;
     assert!(!ok && stderr.contains("format: "), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_peer_gets_single_signatures_and_a_newer_one_batch_receipts() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    // Made while FR is down, so VN has not heard FR's Hello: each envelope signed alone.
+    net.start("VN").await;
+    let mut vn = net.desk("VN");
+    let mut envelopes = Vec::new();
+    for i in 0..4 {
+        let id = submit(&mut vn, advice_request("FR", Precedence::Routine, &format!("request {i}"))).await;
+        let message = vn.get(GetRequest { id }).await.unwrap().into_inner().message.unwrap();
+        envelopes.push(message.envelope.unwrap());
+    }
+    net.stop("VN").await;
+    assert!(envelopes.iter().all(|e| e.origin_batch.is_none()), "no batch signatures before a Hello says so");
+    net.start("FR").await;
+    let mut as_vn = net.peer_client("VN", "FR");
+    let hello = as_vn
+        .hello(hanoi247::proto::HelloRequest { node: "VN".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(hello.verifies_batch_signatures, "FR says it verifies batch signatures");
+
+    let fr_identity = hanoi247::domain::identity::Identity::Node {
+        network: net.config("FR").network.clone(),
+        code: code("FR"),
+    };
+    let ca = {
+        use rustls::pki_types::pem::PemObject as _;
+        let pem = std::fs::read(net.config("VN").tls.network_ca).unwrap();
+        rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap().to_vec()
+    };
+    // An older sender (it does not ask for batch receipts) gets one signature per receipt; a
+    // newer one a signature per batch. Both verify, each receipt for its own envelope.
+    let session = uuid::Uuid::now_v7().to_string();
+    for (number, accepts_batch_receipts) in [(1u64, false), (2, true)] {
+        let members = &envelopes[(number as usize - 1) * 2..number as usize * 2];
+        let request = hanoi247::proto::DeliverRequest {
+            envelopes: members.to_vec(),
+            sender_session: session.clone(),
+            batch_number: number,
+            answered_through: 0,
+            accepts_batch_receipts,
+        };
+        let response = as_vn.deliver(request).await.unwrap().into_inner();
+        for (result, envelope) in response.results.iter().zip(members) {
+            let Some(hanoi247::proto::delivery_result::Outcome::Receipt(receipt)) = &result.outcome else {
+                panic!("not receipted: {result:?}");
+            };
+            assert_eq!(receipt.receipt_batch.is_some(), accepts_batch_receipts, "{receipt:?}");
+            hanoi247::trust::signing::verify_receipt(receipt, envelope, &fr_identity, &ca).unwrap();
+        }
+    }
+    net.stop("FR").await;
+}
