@@ -33,6 +33,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod crash_point;
 pub mod events;
 pub mod group_commit;
 pub mod wal;
@@ -893,6 +894,7 @@ fn checkpoint(opened: &std::sync::RwLock<Option<Opened>>, writer: &Mutex<()>) ->
         wal.last_appended()
     };
     db.flush()?;
+    crash_point::reached("checkpoint");
     file.sync_data()?;
     wal.cut(through).map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
     Ok(())

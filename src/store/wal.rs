@@ -298,6 +298,11 @@ impl Wal {
         let end = segment.written + length;
         segment.allocate(end)?;
         let at = segment.written;
+        if super::crash_point::armed_for("append") {
+            // Half the frame on its way to the disk, the rest not: a torn frame.
+            segment.file.write_all_at(&frame[..frame.len() / 2], at).map_err(io(&segment.path))?;
+            super::crash_point::reached("append");
+        }
         segment.file.write_all_at(&frame, at).map_err(io(&segment.path))?;
         segment.file.sync_data().map_err(io(&segment.path))?;
         segment.written += length;
@@ -317,6 +322,7 @@ impl Wal {
                 break;
             }
             std::fs::remove_file(&first.path).map_err(io(&first.path))?;
+            super::crash_point::reached("cut");
             segments.remove(0);
             deleted += 1;
         }

@@ -124,10 +124,16 @@ impl Network {
 
     /// Runs `node` as a child process of the real binary and waits until its desk answers.
     pub async fn spawn(&self, node: &str) -> ChildNode {
+        self.spawn_with_env(node, &[]).await
+    }
+
+    /// [`Network::spawn`] with extra environment variables (e.g. a crash point).
+    pub async fn spawn_with_env(&self, node: &str, env: &[(&str, &str)]) -> ChildNode {
         let log = std::fs::File::create(self.dir.path().join(format!("{node}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_hanoi247"))
             .args(["node", "--config"])
             .arg(self.config_path(node))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
