@@ -37,6 +37,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 latency_samples: args.latency_samples.max(1),
                 keep: args.keep,
                 startup_messages: args.startup_messages,
+                recovery_writes: args.recovery_writes,
             };
             let report = hanoi247::cli::bench::run(options).await?;
             if args.json {

@@ -440,6 +440,10 @@ pub struct BenchArgs {
     /// its start-up (the issue 9 figure is for 1000000; the fill takes minutes and gigabytes).
     #[arg(long)]
     pub startup_messages: Option<usize>,
+    /// Then submit this many messages to the sender with checkpoints held off, kill it with
+    /// SIGKILL and time its start-up, which replays them from the write-ahead log (0: skip).
+    #[arg(long, default_value_t = 100_000)]
+    pub recovery_writes: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
