@@ -288,10 +288,11 @@ fn receive(
         Some(dispute) if kind == EnvelopeKind::PrecedenceDispute => {
             let proposed = dispute.precedence().short_name();
             tracing::warn!(message_id = %dispute.in_reply_to, peer = %sender, proposed, "precedence disputed");
-            format!(
-                "received from {sender}: disputes the precedence of {}, proposes {proposed}: {body}",
+            let summary = format!(
+                "received from {sender}: disputes the precedence of {}, proposes {proposed}",
                 dispute.in_reply_to
-            )
+            );
+            changes.note_with_text(summary, &body)
         }
         _ => format!("received from {sender}"),
     };
@@ -325,11 +326,7 @@ fn receive(
             Direction::Outbound => parent_envelope.destination == sender.as_str(),
             _ => parent_envelope.origin == sender.as_str(),
         };
-        let note = if body.is_empty() {
-            format!("{verb} by {sender}")
-        } else {
-            format!("{verb} by {sender}: {body}")
-        };
+        let note = changes.note_with_text(format!("{verb} by {sender}"), &body);
         if concerned {
             match lifecycle::apply(target, happening, now, note) {
                 Ok(true) => {

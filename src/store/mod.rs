@@ -464,6 +464,7 @@ impl Store {
             last_event,
             actor: NODE_ACTOR.to_owned(),
             audit_head,
+            kept_out_of_audit: Vec::new(),
         };
         let result = operation(&mut changes)?;
         let Changes { mut batch, last_event: new_last_event, audit_head: new_audit_head, .. } = changes;
@@ -610,6 +611,9 @@ pub struct Changes<'a> {
     actor: String,
     /// The end of the audit chain including this operation's records.
     audit_head: ChainHead,
+    /// Notes that carry foreign or officer text, each with the words the audit log gets in its
+    /// place ([`Changes::note_with_text`]).
+    kept_out_of_audit: Vec<(String, String)>,
 }
 
 impl Changes<'_> {
@@ -733,15 +737,37 @@ impl Changes<'_> {
         self.audit_head
     }
 
+    /// "summary: text", a note for a message's timeline (which officers read) that carries
+    /// foreign or officer `text` (a body, a note, a reason, a peer's refusal). Wherever the note
+    /// reaches this operation's audit records, the text stands as its length and digest
+    /// ([`audit::text_digest`]): the auditor sees who did what, never content.
+    pub fn note_with_text(&mut self, summary: impl Into<String>, text: &str) -> String {
+        let summary = summary.into();
+        if text.is_empty() {
+            return summary;
+        }
+        let note = format!("{summary}: {text}");
+        let audited = format!("{summary}: {}", audit::text_digest(text));
+        self.kept_out_of_audit.push((note.clone(), audited));
+        note
+    }
+
     /// Appends an audit record (who: the actor, `action`, the message concerned or "", short
-    /// `details`) to the hash chain, in this operation's batch.
+    /// `details` with no content: see [`Changes::note_with_text`]) to the hash chain, in this
+    /// operation's batch.
     pub fn audit(&mut self, action: &str, message_id: &str, details: &str) {
+        let mut details = details.to_owned();
+        for (note, audited) in &self.kept_out_of_audit {
+            if details.contains(note.as_str()) {
+                details = details.replace(note.as_str(), audited);
+            }
+        }
         let mut record = AuditRecord {
             at: Some(timestamp::now()),
             who: self.actor.clone(),
             action: action.to_owned(),
             message_id: message_id.to_owned(),
-            details: details.to_owned(),
+            details,
             ..Default::default()
         };
         self.audit_head = crate::store::audit::seal(&self.audit_head, &mut record);
