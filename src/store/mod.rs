@@ -1424,6 +1424,42 @@ mod audit_tests {
     }
 
     #[test]
+    fn a_note_with_text_keeps_the_text_in_the_timeline_and_its_digest_in_the_audit_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = Uuid::now_v7();
+        let text = "a: the informant's name";
+        let note = store
+            .write(|changes| {
+                let mut stored = queued(id);
+                let note = changes.note_with_text("cancelled by alice", text);
+                assert_eq!(changes.note_with_text("acknowledged by FR", ""), "acknowledged by FR");
+                let message = stored.message.as_mut().unwrap();
+                crate::domain::lifecycle::apply(
+                    message,
+                    crate::domain::lifecycle::Happening::CancelledHere,
+                    timestamp::now(),
+                    note.clone(),
+                )
+                .unwrap();
+                changes.put(stored)?;
+                Ok::<_, StoreError>(note)
+            })
+            .unwrap();
+        assert_eq!(note, format!("cancelled by alice: {text}"), "the timeline keeps the text");
+        let timeline = view(&store.get(id).unwrap().unwrap()).timeline;
+        assert_eq!(timeline.last().unwrap().note, note);
+        let records: Vec<AuditRecord> =
+            store.audit_records(0, 10, 10).unwrap().into_iter().map(|(_, r)| r).collect();
+        let cancelled = records.iter().find(|r| r.action == "CANCELLED").unwrap();
+        let digest = crate::store::audit::text_digest(text);
+        assert_eq!(cancelled.details, format!("cancelled by alice: {digest}"));
+        let hex = digest.strip_prefix("23 characters, SHA-256 ").unwrap();
+        assert!(hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()), "{digest}");
+        assert!(records.iter().all(|r| !r.details.contains("informant")), "{records:#?}");
+    }
+
+    #[test]
     fn old_events_are_pruned_oldest_first_never_the_last_with_an_audit_record() {
         let dir = tempfile::tempdir().unwrap();
         {
