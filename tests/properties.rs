@@ -22,6 +22,7 @@ use hanoi247::proto::{
     RequestType, SubmitRequest,
 };
 use hanoi247::store::{Listing, Store, view};
+use hanoi247::trust::signing::envelope_digest;
 use proptest::prelude::*;
 use prost::Message as _;
 use prost_types::Timestamp;
@@ -165,9 +166,11 @@ impl Node {
         self.runtime.block_on(self.store.persist()).unwrap();
         prop_assert_eq!(results.len(), envelopes.len(), "one result per envelope");
         for (envelope, result) in envelopes.into_iter().zip(results) {
-            let verdict = check_envelope(&envelope, self.limits()).and_then(|()| {
-                if envelope.destination == ME { Ok(()) } else { Err(FieldError::new("destination", "")) }
-            });
+            let verdict = check_envelope(&envelope, self.limits())
+                .and_then(|()| {
+                    if envelope.destination == ME { Ok(()) } else { Err(FieldError::new("destination", "")) }
+                })
+                .and_then(|()| self.references(&envelope));
             match (verdict, result.outcome) {
                 (Ok(()), Some(Outcome::Receipt(receipt))) => {
                     prop_assert!(
@@ -203,6 +206,26 @@ impl Node {
             }
         }
         self.check_consistent()
+    }
+
+    /// What `Deliver` says of a valid envelope's id and `in_reply_to`, given what this case
+    /// accepted (all from VN): a known id only for the same envelope again (same digest), a
+    /// reply only to an accepted envelope.
+    fn references(&self, envelope: &Envelope) -> Result<(), FieldError> {
+        let id = Uuid::parse_str(&envelope.id).map_err(|_| FieldError::new("id", ""))?;
+        if let Some(first) = self.accepted.get(&id) {
+            return if envelope_digest(first) == envelope_digest(envelope) {
+                Ok(())
+            } else {
+                Err(FieldError::new("id", "another envelope under this id"))
+            };
+        }
+        match Uuid::parse_str(&envelope.in_reply_to) {
+            Ok(parent) if !self.accepted.contains_key(&parent) => {
+                Err(FieldError::new("in_reply_to", "not exchanged with VN"))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// After a refused batch: no new event (every change to a message records one) and none

@@ -461,7 +461,9 @@ pub async fn run(options: BenchOptions) -> Result<Value, BenchError> {
             let normal = std::fs::read_to_string(&vn_config).map_err(fail)?;
             let held_off = normal.replace("checkpoint_interval = \"2s\"", "checkpoint_interval = \"24h\"");
             if held_off == normal {
-                return Err(fail("VN's config has no checkpoint_interval = \"2s\" line to hold checkpoints off"));
+                return Err(fail(
+                    "VN's config has no checkpoint_interval = \"2s\" line to hold checkpoints off",
+                ));
             }
             std::fs::write(&vn_config, held_off).map_err(fail)?;
             let vn = NodeProcess::start(&vn_config, &log("vn-uncheckpointed"))?;

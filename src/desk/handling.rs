@@ -15,6 +15,7 @@ use crate::proto::{
     AcknowledgeRequest, CancelRequest, Direction, DisputePrecedenceRequest, Envelope, EnvelopeKind, Message,
     MessageState, Precedence, RequeueRequest, RespondRequest,
 };
+use crate::store::audit::text_digest;
 use crate::store::{Changes, view};
 use crate::store_proto::StoredMessage;
 
@@ -30,7 +31,9 @@ impl Desk {
         let id = parse_id_field("id", &id)?;
         check_reply_text("note", &note, &self.context.config.limits)?;
         let (request_message, ack) = self.context.store.write(|changes| {
-            audit_call(changes, caller, Action::Acknowledge, &id.to_string(), &note);
+            let details =
+                if note.is_empty() { String::new() } else { format!("a note of {}", text_digest(&note)) };
+            audit_call(changes, caller, Action::Acknowledge, &id.to_string(), &details);
             let (stored, envelope) = inbound_request(changes, id)?;
             let (_, updated) = change(
                 changes,
@@ -69,7 +72,7 @@ impl Desk {
             Ok(proposed) => proposed,
         };
         let dispute = self.context.store.write(|changes| {
-            let details = format!("proposes {}: {reason}", proposed.short_name());
+            let details = format!("proposes {}, a reason of {}", proposed.short_name(), text_digest(&reason));
             audit_call(changes, caller, Action::DisputePrecedence, &id.to_string(), &details);
             let (_, envelope) = inbound_request(changes, id)?;
             if envelope.precedence() == proposed {
@@ -101,7 +104,7 @@ impl Desk {
             return Err(FieldError::new("text", "required: the answer").into());
         }
         let (answered, changed) = self.context.store.write(|changes| {
-            let details = format!("an answer of {} characters", text.chars().count());
+            let details = format!("an answer of {}", text_digest(&text));
             audit_call(changes, caller, Action::Respond, &id.to_string(), &details);
             let (mut stored, envelope) = inbound_request(changes, id)?;
             let mut changed = Vec::new();
@@ -145,7 +148,13 @@ impl Desk {
             return Err(FieldError::new("reason", "required: why the request is withdrawn").into());
         }
         let (cancelled, changed) = self.context.store.write(|changes| {
-            audit_call(changes, caller, Action::Cancel, &id.to_string(), &reason);
+            audit_call(
+                changes,
+                caller,
+                Action::Cancel,
+                &id.to_string(),
+                &format!("a reason of {}", text_digest(&reason)),
+            );
             let stored = stored_for(changes, id)?;
             let before = view(&stored);
             let envelope = before.envelope.clone().unwrap_or_default();
@@ -154,13 +163,8 @@ impl Desk {
             }
             let was_sent = !matches!(before.state(), MessageState::Queued | MessageState::WaitingRetry);
             let owner = stored.submitted_by.clone();
-            let (_, cancelled) = change(
-                changes,
-                stored,
-                id,
-                Happening::CancelledHere,
-                format!("cancelled by {}: {reason}", caller.name),
-            )?;
+            let note = changes.note_with_text(format!("cancelled by {}", caller.name), &reason);
+            let (_, cancelled) = change(changes, stored, id, Happening::CancelledHere, note)?;
             let mut changed = vec![cancelled.clone()];
             if was_sent {
                 let cancellation =

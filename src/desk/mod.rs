@@ -28,7 +28,7 @@ use crate::domain::access::Caller;
 use crate::domain::validation::FieldError;
 use crate::proto::{Direction, Message, MessageState, Precedence};
 use crate::runtime::context::NodeContext;
-use crate::store::{Changes, view};
+use crate::store::Changes;
 use crate::store_proto::StoredMessage;
 
 pub use error::DeskError;
@@ -62,15 +62,6 @@ impl Desk {
     /// The node's shared state this desk works on.
     pub fn context(&self) -> &Arc<NodeContext> {
         &self.context
-    }
-
-    /// The stored message `id`, as desk clients see it.
-    fn load(&self, id: Uuid) -> Result<Message, DeskError> {
-        self.context
-            .store
-            .get(id)?
-            .map(|stored| view(&stored))
-            .ok_or_else(|| DeskError::NotFound(id.to_string()))
     }
 
     /// Persists (which also releases the changes' events to watchers), then wakes the delivery

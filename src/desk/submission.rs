@@ -13,7 +13,7 @@ use crate::domain::lifecycle;
 use crate::domain::timestamp;
 use crate::domain::validation::{FieldError, check_envelope};
 use crate::proto::{Direction, Envelope, EnvelopeKind, HandlingCode, Message, MessageState, SubmitRequest};
-use crate::store::Changes;
+use crate::store::{Changes, peer_of, view};
 use crate::store_proto::StoredMessage;
 use crate::trust::signing::Signer;
 
@@ -21,7 +21,7 @@ impl Desk {
     /// Stores a new request from `caller` to another node, signed and QUEUED, and wakes its
     /// delivery task. Returns the stored message.
     pub async fn submit(&self, caller: &Caller, request: SubmitRequest) -> Result<Message, DeskError> {
-        let envelope = self.submit_envelope(request)?;
+        let envelope = self.submit_envelope(caller, request)?;
         let (id, destination, precedence) =
             (envelope.id.clone(), envelope.destination.clone(), envelope.precedence());
         // Signed before the store's lock, together with the envelopes of concurrent Submits to
@@ -49,7 +49,7 @@ impl Desk {
 
     /// The envelope a `SubmitRequest` describes, checked against the directory, the store (the
     /// request it answers) and the limits; not yet signed.
-    fn submit_envelope(&self, request: SubmitRequest) -> Result<Envelope, DeskError> {
+    fn submit_envelope(&self, caller: &Caller, request: SubmitRequest) -> Result<Envelope, DeskError> {
         let config = &self.context.config;
         let destination: NodeCode =
             request.destination.parse().map_err(|e| FieldError::new("destination", format!("{e}")))?;
@@ -67,12 +67,7 @@ impl Desk {
         member.check_accepts(request.request_type())?;
         let parent = match request.in_reply_to.as_str() {
             "" => None,
-            id => Some(self.load(parse_id_field("in_reply_to", id)?).map_err(|e| match e {
-                DeskError::NotFound(id) => {
-                    FieldError::new("in_reply_to", format!("no message with id {id}")).into()
-                }
-                other => other,
-            })?),
+            id => Some(self.replied_to(caller, id, destination)?),
         };
         let case_reference = match (request.case_reference.trim(), &parent) {
             ("", Some(parent)) => {
@@ -117,6 +112,26 @@ impl Desk {
         };
         check_envelope(&envelope, &config.limits)?;
         Ok(envelope)
+    }
+}
+
+impl Desk {
+    /// The message a new request to `destination` answers (`in_reply_to`): one the caller may
+    /// see (the rule of `Get`) and exchanged with `destination`. Anything else is refused as if
+    /// the id were unknown, so that `Submit` tells nobody whether a message they may not see
+    /// exists, and nobody threads a request into another's case or copies its case reference.
+    fn replied_to(&self, caller: &Caller, id: &str, destination: NodeCode) -> Result<Message, DeskError> {
+        let id = parse_id_field("in_reply_to", id)?;
+        let parent = self
+            .context
+            .store
+            .get(id)?
+            .filter(|stored| caller.may_see(&stored.submitted_by))
+            .map(|stored| view(&stored));
+        match parent {
+            Some(parent) if peer_of(&parent) == destination.as_str() => Ok(parent),
+            _ => Err(FieldError::new("in_reply_to", format!("no message with id {id}")).into()),
+        }
     }
 }
 

@@ -488,7 +488,8 @@ impl PeerDelivery {
                     }
                     Some(Outcome::Refusal(refusal)) => {
                         self.context.peers.update(peer, |status| status.retries += 1);
-                        let error = format!("refused by {peer}: {}", refusal.message);
+                        // The peer's words, kept out of the audit log (a hostile peer could echo content).
+                        let error = changes.note_with_text(format!("refused by {peer}"), &refusal.message);
                         fail(message, &error, refused_delay, clock)
                     }
                     None => fail(message, &format!("{peer} returned an empty result"), refused_delay, clock),
@@ -582,9 +583,10 @@ impl PeerDelivery {
             for stored in expired {
                 let Some(mut current) = changes.get(message_id(&stored))? else { continue };
                 let message = current.message.get_or_insert_default();
+                // The last error may hold a peer's refusal, which stays out of the audit log.
                 let note = match message.last_error.as_str() {
                     "" => "expired before delivery".to_owned(),
-                    error => format!("expired before delivery; last error: {error}"),
+                    error => changes.note_with_text("expired before delivery; last error", error),
                 };
                 if apply_logged(message, Happening::DeadlinePassed, note, clock) {
                     message.next_attempt_at = None;

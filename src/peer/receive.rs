@@ -305,10 +305,11 @@ fn receive(
         Some(dispute) if kind == EnvelopeKind::PrecedenceDispute => {
             let proposed = dispute.precedence().short_name();
             tracing::warn!(message_id = %dispute.in_reply_to, peer = %sender, proposed, "precedence disputed");
-            format!(
-                "received from {sender}: disputes the precedence of {}, proposes {proposed}: {body}",
+            let summary = format!(
+                "received from {sender}: disputes the precedence of {}, proposes {proposed}",
                 dispute.in_reply_to
-            )
+            );
+            changes.note_with_text(summary, &body)
         }
         _ => format!("received from {sender}"),
     };
@@ -342,11 +343,7 @@ fn receive(
             Direction::Outbound => parent_envelope.destination == sender.as_str(),
             _ => parent_envelope.origin == sender.as_str(),
         };
-        let note = if body.is_empty() {
-            format!("{verb} by {sender}")
-        } else {
-            format!("{verb} by {sender}: {body}")
-        };
+        let note = changes.note_with_text(format!("{verb} by {sender}"), &body);
         if concerned {
             match lifecycle::apply(target, happening, now, note) {
                 Ok(true) => {
@@ -467,8 +464,9 @@ fn sign_receipts(
 }
 
 /// In one atomic write: refuses the envelopes whose `checks` failed (a `Refusal` naming the
-/// field), deduplicates the others by id (a duplicate gets its original receipt) and stores the
-/// new ones with the receipt made for them.
+/// field), deduplicates the others by id, origin and digest (a duplicate gets its original
+/// receipt; other content under a known id is refused), refuses replies to messages not
+/// exchanged with `sender`, and stores the new ones with the receipt made for them.
 fn store_batch(
     store: &Store,
     config: &NodeConfig,
@@ -503,6 +501,14 @@ fn store_batch(
                 }
             };
             let existing = changes.get(id)?;
+            let reference = match &existing {
+                Some(existing) => check_same_envelope(existing, sender, &envelope),
+                None => check_parent(changes, sender, &envelope)?,
+            };
+            if let Err(field) = reference {
+                results.push(refused(&envelope, field));
+                continue;
+            }
             // A new request of a type this node's directory entry leaves out is refused (the
             // sender's directory may be older); a resent one already stored keeps its receipt.
             if existing.is_none()
@@ -538,6 +544,56 @@ fn store_batch(
             results.push(DeliveryResult { outcome: Some(Outcome::Receipt(receipt)) });
         }
         Ok::<_, PeerError>((results, changed))
+    })
+}
+
+/// Refuses an envelope under an id already stored here unless it is the same envelope resent by
+/// its origin (same origin, same digest): only then is it a duplicate, answered with the stored
+/// receipt. A member sending another pair's id, or other content under a known id, learns
+/// nothing of that message and changes nothing.
+fn check_same_envelope(
+    existing: &StoredMessage,
+    sender: NodeCode,
+    envelope: &Envelope,
+) -> Result<(), FieldError> {
+    let stored = view(existing);
+    let same = stored.direction() == Direction::Inbound
+        && stored.envelope.as_ref().is_some_and(|stored| {
+            stored.origin == sender.as_str()
+                && crate::trust::signing::envelope_digest(stored)
+                    == crate::trust::signing::envelope_digest(envelope)
+        });
+    if same {
+        Ok(())
+    } else {
+        Err(FieldError::new("id", format!("this node holds another envelope under {}", envelope.id)))
+    }
+}
+
+/// Refuses a new envelope whose `in_reply_to` is not a message exchanged with `sender` (one it
+/// sent here, or one this node sent it): a member may neither thread into a case between other
+/// members nor move their messages. An unknown parent is refused the same way (the sender
+/// retries, so a parent that arrives later is not lost), which also keeps the refusal from
+/// telling whether another pair's message exists.
+fn check_parent(
+    changes: &Changes<'_>,
+    sender: NodeCode,
+    envelope: &Envelope,
+) -> Result<Result<(), FieldError>, StoreError> {
+    let Ok(parent_id) = Uuid::parse_str(&envelope.in_reply_to) else {
+        // No reference (validation refused a malformed one before).
+        return Ok(Ok(()));
+    };
+    let exchanged = changes
+        .get(parent_id)?
+        .is_some_and(|parent| crate::store::peer_of(&view(&parent)) == sender.as_str());
+    Ok(if exchanged {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "in_reply_to",
+            format!("no message with id {parent_id} between {sender} and this node"),
+        ))
     })
 }
 

@@ -30,6 +30,14 @@ pub const GENESIS_HASH: [u8; 32] = [0; 32];
 /// Longest `details` kept in a record (longer text is cut, on a character boundary).
 pub const MAX_DETAILS_CHARS: usize = 200;
 
+/// What the audit log says of a text it must not hold (a body, a note, a reason, a peer's
+/// refusal): "N characters, SHA-256 <hex>". Whoever holds the text can show it is the one
+/// recorded; the auditor learns nothing of its content.
+pub fn text_digest(text: &str) -> String {
+    let digest = digest::digest(&digest::SHA256, text.as_bytes());
+    format!("{} characters, SHA-256 {}", text.chars().count(), hex::encode(digest.as_ref()))
+}
+
 /// Response header of `ListAudit`: "<sequence>:<hash hex>" of the chain's last record when the
 /// call began.
 pub const AUDIT_HEAD_HEADER: &str = "hanoi247-audit-head";

@@ -465,6 +465,7 @@ impl Store {
             last_event,
             actor: NODE_ACTOR.to_owned(),
             audit_head,
+            kept_out_of_audit: Vec::new(),
         };
         let result = operation(&mut changes)?;
         let Changes { mut batch, last_event: new_last_event, audit_head: new_audit_head, .. } = changes;
@@ -611,6 +612,9 @@ pub struct Changes<'a> {
     actor: String,
     /// The end of the audit chain including this operation's records.
     audit_head: ChainHead,
+    /// Notes that carry foreign or officer text, each with the words the audit log gets in its
+    /// place ([`Changes::note_with_text`]).
+    kept_out_of_audit: Vec<(String, String)>,
 }
 
 impl Changes<'_> {
@@ -734,15 +738,37 @@ impl Changes<'_> {
         self.audit_head
     }
 
+    /// "summary: text", a note for a message's timeline (which officers read) that carries
+    /// foreign or officer `text` (a body, a note, a reason, a peer's refusal). Wherever the note
+    /// reaches this operation's audit records, the text stands as its length and digest
+    /// ([`audit::text_digest`]): the auditor sees who did what, never content.
+    pub fn note_with_text(&mut self, summary: impl Into<String>, text: &str) -> String {
+        let summary = summary.into();
+        if text.is_empty() {
+            return summary;
+        }
+        let note = format!("{summary}: {text}");
+        let audited = format!("{summary}: {}", audit::text_digest(text));
+        self.kept_out_of_audit.push((note.clone(), audited));
+        note
+    }
+
     /// Appends an audit record (who: the actor, `action`, the message concerned or "", short
-    /// `details`) to the hash chain, in this operation's batch.
+    /// `details` with no content: see [`Changes::note_with_text`]) to the hash chain, in this
+    /// operation's batch.
     pub fn audit(&mut self, action: &str, message_id: &str, details: &str) {
+        let mut details = details.to_owned();
+        for (note, audited) in &self.kept_out_of_audit {
+            if details.contains(note.as_str()) {
+                details = details.replace(note.as_str(), audited);
+            }
+        }
         let mut record = AuditRecord {
             at: Some(timestamp::now()),
             who: self.actor.clone(),
             action: action.to_owned(),
             message_id: message_id.to_owned(),
-            details: details.to_owned(),
+            details,
             ..Default::default()
         };
         self.audit_head = crate::store::audit::seal(&self.audit_head, &mut record);
@@ -1397,6 +1423,42 @@ mod audit_tests {
         assert_eq!((records[1].who.as_str(), records[1].action.as_str()), ("alice (officer)", "Get"));
         assert_eq!(crate::store::audit::verify(&records, Some(&store.audit_head())), Ok(store.audit_head()));
         assert_eq!(store.audit_records(1, 10, 10).unwrap().len(), 1, "after 1, up to the head");
+    }
+
+    #[test]
+    fn a_note_with_text_keeps_the_text_in_the_timeline_and_its_digest_in_the_audit_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = Uuid::now_v7();
+        let text = "a: the informant's name";
+        let note = store
+            .write(|changes| {
+                let mut stored = queued(id);
+                let note = changes.note_with_text("cancelled by alice", text);
+                assert_eq!(changes.note_with_text("acknowledged by FR", ""), "acknowledged by FR");
+                let message = stored.message.as_mut().unwrap();
+                crate::domain::lifecycle::apply(
+                    message,
+                    crate::domain::lifecycle::Happening::CancelledHere,
+                    timestamp::now(),
+                    note.clone(),
+                )
+                .unwrap();
+                changes.put(stored)?;
+                Ok::<_, StoreError>(note)
+            })
+            .unwrap();
+        assert_eq!(note, format!("cancelled by alice: {text}"), "the timeline keeps the text");
+        let timeline = view(&store.get(id).unwrap().unwrap()).timeline;
+        assert_eq!(timeline.last().unwrap().note, note);
+        let records: Vec<AuditRecord> =
+            store.audit_records(0, 10, 10).unwrap().into_iter().map(|(_, r)| r).collect();
+        let cancelled = records.iter().find(|r| r.action == "CANCELLED").unwrap();
+        let digest = crate::store::audit::text_digest(text);
+        assert_eq!(cancelled.details, format!("cancelled by alice: {digest}"));
+        let hex = digest.strip_prefix("23 characters, SHA-256 ").unwrap();
+        assert!(hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()), "{digest}");
+        assert!(records.iter().all(|r| !r.details.contains("informant")), "{records:#?}");
     }
 
     #[test]

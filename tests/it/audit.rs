@@ -239,3 +239,100 @@ async fn a_damaged_record_and_a_deleted_last_record_are_named() {
     let (ok, _, stderr) = audit_cli(&auditor, &["verify", "--anchor", "12:zz"]);
     assert!(!ok && stderr.contains("--anchor") && stderr.contains("64 digits"), "{stderr}");
 }
+
+/// Issue 14, bullet 2: the auditor sees who did what to which message, never content. Answers,
+/// acknowledgement notes, dispute and cancel reasons reach the audit records of both nodes only
+/// as a length and a SHA-256 digest; the officers still read the text itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_holds_no_content_only_lengths_and_digests() {
+    use hanoi247::proto::DisputePrecedenceRequest;
+    use hanoi247::store::audit::text_digest;
+
+    let clients = [
+        ("VN", "duty", Role::Officer),
+        ("VN", "ops", Role::Operator),
+        ("VN", "audit", Role::Auditor),
+        ("FR", "duty", Role::Officer),
+        ("FR", "audit", Role::Auditor),
+    ];
+    let mut net = Network::with_clients(&["VN", "FR"], &clients).await;
+    net.start("VN").await;
+    net.start("FR").await;
+    let (mut vn, mut fr) = (net.desk_as("VN", "duty"), net.desk_as("FR", "duty"));
+    let (mut vn_audit, mut fr_audit) = (net.desk_as("VN", "audit"), net.desk_as("FR", "audit"));
+    let note = "suspect known as Rook, device seized in Lyon";
+    let answer = "subscriber: Jean Martin, 12 rue des Lilas; IP 198.51.100.7";
+    let dispute_reason = "the account of Marie Durand is already frozen";
+    let cancel_reason = "the informant Paul Leroy withdrew his statement";
+    let secrets = [note, answer, dispute_reason, cancel_reason];
+
+    // An answered request: acknowledged with a note, then answered.
+    let answered = submit(&mut vn, preservation_request("FR")).await;
+    wait_state(&mut fr, &answered, MessageState::Received).await;
+    fr.acknowledge(AcknowledgeRequest { id: answered.clone(), note: note.into() }).await.unwrap();
+    fr.respond(RespondRequest { id: answered.clone(), text: answer.into() }).await.unwrap();
+    wait_state(&mut vn, &answered, MessageState::Answered).await;
+    // A disputed request, then withdrawn.
+    let disputed = submit(&mut vn, advice_request("FR", Precedence::Flash, "disputed")).await;
+    wait_state(&mut fr, &disputed, MessageState::Received).await;
+    let dispute = DisputePrecedenceRequest {
+        id: disputed.clone(),
+        precedence: Precedence::Routine as i32,
+        reason: dispute_reason.into(),
+    };
+    fr.dispute_precedence(dispute).await.unwrap();
+    let mut at_vn = vn.clone();
+    eventually("VN has the dispute", async || {
+        let got = at_vn.get(GetRequest { id: disputed.clone() }).await.unwrap().into_inner();
+        !got.replies.is_empty()
+    })
+    .await;
+    let mut ops = net.desk_as("VN", "ops");
+    ops.cancel(CancelRequest { id: disputed.clone(), reason: cancel_reason.into() }).await.unwrap();
+    wait_state(&mut fr, &disputed, MessageState::Cancelled).await;
+
+    // The officers read the text, in the replies and in the timelines.
+    let got = vn.get(GetRequest { id: answered.clone() }).await.unwrap().into_inner();
+    assert!(got.replies.iter().any(|r| r.envelope.as_ref().unwrap().body == answer), "{got:#?}");
+    let notes = |m: &hanoi247::proto::Message| m.timeline.iter().map(|t| t.note.clone()).collect::<Vec<_>>();
+    assert!(notes(got.message.as_ref().unwrap()).iter().any(|n| n.contains(answer)), "{got:#?}");
+    let at_fr = fr.get(GetRequest { id: disputed.clone() }).await.unwrap().into_inner().message.unwrap();
+    assert!(notes(&at_fr).iter().any(|n| n.contains(cancel_reason)), "{at_fr:#?}");
+
+    // The auditors of both nodes see no word of it: each text stands as its length and digest.
+    for (node, desk) in [("VN", &mut vn_audit), ("FR", &mut fr_audit)] {
+        let records = audit_log(desk, "").await;
+        hanoi247::store::audit::verify(&records, None).unwrap();
+        for record in &records {
+            let text = format!("{} {} {} {}", record.who, record.action, record.message_id, record.details);
+            for secret in secrets {
+                // Not even a part of it (the old records kept the first 200 characters).
+                assert!(!text.contains(&secret[..12]), "{node}: content in the audit log: {record:#?}");
+            }
+        }
+        let digested = |action: &str, id: &str, secret: &str| {
+            records
+                .iter()
+                .any(|r| r.action == action && r.message_id == id && r.details.contains(&text_digest(secret)))
+        };
+        match node {
+            "VN" => {
+                assert!(digested("ANSWERED", &answered, answer), "VN: {records:#?}");
+                assert!(digested("ACKNOWLEDGED", &answered, note), "VN: {records:#?}");
+                assert!(digested("Cancel", &disputed, cancel_reason), "VN: {records:#?}");
+                assert!(digested("CANCELLED", &disputed, cancel_reason), "VN: {records:#?}");
+            }
+            _ => {
+                assert!(digested("Acknowledge", &answered, note), "FR: {records:#?}");
+                assert!(digested("Respond", &answered, answer), "FR: {records:#?}");
+                assert!(digested("DisputePrecedence", &disputed, dispute_reason), "FR: {records:#?}");
+                assert!(digested("CANCELLED", &disputed, cancel_reason), "FR: {records:#?}");
+            }
+        }
+    }
+    // Both nodes still serve.
+    let after = submit(&mut vn, preservation_request("FR")).await;
+    wait_state(&mut fr, &after, MessageState::Received).await;
+    net.stop("VN").await;
+    net.stop("FR").await;
+}

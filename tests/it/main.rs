@@ -24,6 +24,7 @@ mod lifecycle;
 mod local_network;
 mod operator_view;
 mod pipelining;
+mod references;
 mod revocation;
 mod roles;
 mod shutdown;

@@ -157,18 +157,32 @@ async fn a_receipt_for_other_bytes_is_a_failed_delivery() {
     let mut net = Network::new(&["VN", "FR"]).await;
     let envelope = stored_envelope(&mut net).await;
     net.start("FR").await;
-    // FR first gets another envelope under the same id, properly signed by VN's key...
-    let mut other = envelope.clone();
-    other.body = "a different body".into();
-    signer_of(&net, "VN").sign_envelope(&mut other).unwrap();
+    // FR stores the envelope, but the receipt it keeps is then made one for other bytes (FR
+    // refuses other content under a known id, so only its disk can be made to lie)...
     let mut as_vn = net.peer_client("VN", "FR");
     let results = as_vn
-        .deliver(DeliverRequest { envelopes: vec![other], ..Default::default() })
+        .deliver(DeliverRequest { envelopes: vec![envelope.clone()], ..Default::default() })
         .await
         .unwrap()
         .into_inner()
         .results;
     assert!(matches!(results[0].outcome, Some(Outcome::Receipt(_))), "{results:?}");
+    net.stop("FR").await;
+    {
+        use prost::Message as _;
+        let mut other = envelope.clone();
+        other.body = "a different body".into();
+        let db = sled::open(net.config("FR").data_dir).unwrap();
+        let id = uuid::Uuid::parse_str(&envelope.id).unwrap();
+        let key = [&b"m"[..], id.as_bytes()].concat();
+        let mut stored =
+            hanoi247::store_proto::StoredMessage::decode(db.get(&key).unwrap().unwrap().as_ref()).unwrap();
+        let received_at = stored.receipt.as_ref().unwrap().received_at.unwrap();
+        stored.receipt = Some(signer_of(&net, "FR").receipt(&other, "FR", received_at).unwrap());
+        db.insert(&key, stored.encode_to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    net.start("FR").await;
 
     // ...so the receipt VN gets for its own envelope is for other bytes: not a delivery.
     net.start("VN").await;
