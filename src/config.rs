@@ -361,7 +361,8 @@ impl DeadlinesConfig {
             return None;
         }
         let created = crate::domain::timestamp::to_system(envelope.created_at.as_ref()?);
-        Some(crate::domain::timestamp::from_system(created + self.for_precedence(envelope.precedence())))
+        let deadline = crate::domain::timestamp::plus(created, self.for_precedence(envelope.precedence()));
+        Some(crate::domain::timestamp::from_system(deadline))
     }
 }
 
@@ -504,6 +505,13 @@ impl NodeConfig {
             return Err(format!(
                 "delivery.batch_size: {} is more than limits.max_batch_envelopes ({}): peers with the same limits would refuse every batch",
                 self.delivery.batch_size, self.limits.max_batch_envelopes
+            ));
+        }
+        if self.delivery.default_expiry > self.limits.max_lifetime {
+            return Err(format!(
+                "delivery.default_expiry: {} is more than limits.max_lifetime ({}): every request sent with the default expiry would be refused",
+                humantime::format_duration(self.delivery.default_expiry),
+                humantime::format_duration(self.limits.max_lifetime)
             ));
         }
         let d = &self.delivery;

@@ -10,7 +10,7 @@ use crate::domain::identity::{Identity, NodeCode};
 use crate::domain::lifecycle::{self, Happening};
 use crate::domain::names::ShortName;
 use crate::domain::timestamp;
-use crate::domain::validation::{FieldError, check_batch, check_envelope};
+use crate::domain::validation::{FieldError, check_batch, check_envelope, check_times};
 use crate::proto::delivery_result::Outcome;
 use crate::proto::{
     DeliverRequest, DeliverResponse, DeliveryResult, Direction, Envelope, EnvelopeKind, HelloRequest,
@@ -154,7 +154,7 @@ impl Receiver {
             sender_certificate: certificate,
             metrics: Some(&self.context.metrics),
         };
-        let checks = check_envelopes(config, sender, &envelopes, Some(&signing));
+        let checks = check_envelopes(config, sender, &envelopes, Some(&signing), self.context.clock.now());
         let turn = self
             .batch_order
             .admit(
@@ -361,7 +361,8 @@ pub fn receive_batch(
     envelopes: Vec<Envelope>,
 ) -> Result<(Vec<DeliveryResult>, Vec<Message>), PeerError> {
     check_batch_shape(config, sender, &envelopes)?;
-    let checks = check_envelopes(config, sender, &envelopes, None);
+    // No node clock here (the property tests and the fuzz target): the system's.
+    let checks = check_envelopes(config, sender, &envelopes, None, std::time::SystemTime::now());
     store_batch(store, config, sender, envelopes, checks, None, None)
 }
 
@@ -391,11 +392,13 @@ fn check_envelopes(
     sender: NodeCode,
     envelopes: &[Envelope],
     signing: Option<&BatchSigning<'_>>,
+    now: std::time::SystemTime,
 ) -> Vec<Result<Uuid, FieldError>> {
     envelopes
         .iter()
         .map(|envelope| {
             let id = check_from_peer(config, envelope)?;
+            check_times(envelope, now, &config.limits)?;
             if let Some(signing) = signing {
                 signing.check(sender, envelope)?;
             }
