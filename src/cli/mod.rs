@@ -1033,9 +1033,9 @@ fn print_event(event: &crate::proto::Event, json: bool) {
             event.at.as_ref().map(crate::domain::timestamp::rfc3339).unwrap_or_default(),
             crate::domain::lifecycle::state_name(event.state()),
             if event.overdue { " OVERDUE" } else { "" },
-            event.message_id,
-            event.peer,
-            event.note
+            crate::domain::text::printable(&event.message_id, false),
+            crate::domain::text::printable(&event.peer, false),
+            crate::domain::text::printable(&event.note, false)
         );
     }
 }

@@ -683,6 +683,58 @@ mod tests {
     }
 
     #[test]
+    fn controls_and_bidi_overrides_are_refused_naming_the_field() {
+        assert_eq!(field_of(|e| e.subject = "Urgent \u{1b}]0;pwned\u{7}".into()), "subject");
+        assert_eq!(field_of(|e| e.subject = "a\tb".into()), "subject");
+        assert_eq!(field_of(|e| e.case_reference = "VN-\u{202E}1".into()), "case_reference");
+        assert_eq!(field_of(|e| e.body = "a\u{85}b".into()), "body");
+        assert_eq!(
+            field_of(|e| e.preservation.as_mut().unwrap().facts = "\u{2066}x".into()),
+            "preservation.facts"
+        );
+        let mut envelope = valid();
+        envelope.body = "line one\r\n\tline two\n".into();
+        envelope.subject = "שלום \u{200F}(RLM)".into();
+        check_envelope(&envelope, &Limits::default()).unwrap();
+        let error = check_reply_text("note", "ok\u{1b}[2J", &Limits::default()).unwrap_err();
+        assert_eq!(error.field, "note");
+        assert!(error.message.contains("U+001B"), "{error}");
+    }
+
+    #[test]
+    fn times_are_checked_against_now_skew_and_lifetime() {
+        let limits = Limits::default();
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let at = |seconds: i64, nanos: i32| Some(Timestamp { seconds, nanos });
+        let field = |created: Option<Timestamp>, expires: Option<Timestamp>| {
+            let mut envelope = valid();
+            envelope.created_at = created;
+            envelope.expires_at = expires;
+            check_times(&envelope, now, &limits).err().map(|e| e.field)
+        };
+        let day = 86_400;
+        assert_eq!(field(at(1_800_000_000, 0), at(1_800_000_000 + 7 * day, 0)), None);
+        // Long queued: created a year ago, still fine.
+        assert_eq!(field(at(1_800_000_000 - 360 * day, 0), at(1_800_000_000 + day, 0)), None);
+        assert_eq!(
+            field(at(1_800_000_000 + 3600, 0), at(1_800_000_000 + day, 0)).as_deref(),
+            Some("created_at")
+        );
+        assert_eq!(
+            field(at(1_800_000_000, 2_000_000_000), at(1_800_000_000 + day, 0)).as_deref(),
+            Some("created_at")
+        );
+        assert_eq!(field(at(1_800_000_000, 0), at(1_800_000_000 + day, -1)).as_deref(), Some("expires_at"));
+        assert_eq!(field(at(1_800_000_000, 0), at(253_402_300_800, 0)).as_deref(), Some("expires_at"));
+        assert_eq!(
+            field(at(1_800_000_000, 0), at(1_800_000_000 + 400 * day, 0)).as_deref(),
+            Some("expires_at")
+        );
+        assert_eq!(field(at(1_800_000_000, 0), at(1_800_000_000, 0)).as_deref(), Some("expires_at"));
+        assert_eq!(field(at(i64::MIN, i32::MIN), at(i64::MAX, i32::MAX)).as_deref(), Some("created_at"));
+    }
+
+    #[test]
     fn a_continuation_needs_no_preservation_fields() {
         let mut envelope = valid();
         envelope.preservation = None;
