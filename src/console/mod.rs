@@ -92,7 +92,12 @@ pub async fn serve(
     let console = Arc::new(Console { context, desk, tokens, history });
     let incoming =
         crate::trust::tls::incoming_console(listener, desk_tls, HANDSHAKE_TIMEOUT, stop.clone(), &tasks);
-    let app = router(console).into_make_service_with_connect_info::<Browser>();
+    let panics = crate::runtime::catch_panic::CatchPanicLayer::new(
+        "console",
+        crate::runtime::catch_panic::PanicAnswer::Http,
+        console.context.metrics.panics.clone(),
+    );
+    let app = router(console).layer(panics).into_make_service_with_connect_info::<Browser>();
     let server =
         axum::serve(TlsListener { incoming, local }, app).with_graceful_shutdown(stop.cancelled_owned());
     let (served, ()) = tokio::join!(server.into_future(), sampler);
