@@ -104,6 +104,24 @@ pub async fn serve(
     served
 }
 
+/// The message page and the inbox rows of `message` as an officer of node `node` sees them, in
+/// English: the pure rendering the console serves, for the property tests (whatever a stored
+/// message holds, rendering it must not panic).
+pub fn render_for_officer(
+    node: &str,
+    message: &crate::proto::Message,
+    replies: &[crate::proto::Message],
+) -> [String; 2] {
+    let frame = Frame {
+        strings: &strings::ENGLISH,
+        node,
+        name: Some("officer"),
+        role: Some(crate::domain::access::Role::Officer),
+        token: "token",
+    };
+    [pages::message(&frame, message, replies, None), pages::inbox_rows(&frame, std::slice::from_ref(message))]
+}
+
 fn router(console: Shared) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/inbox") }))
