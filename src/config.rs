@@ -680,6 +680,29 @@ public_key = "0000000000000000000000000000000000000000000000000000000000000000"
     }
 
     #[test]
+    fn time_limits_have_defaults_and_hold_the_default_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(config.limits.max_clock_skew, Duration::from_secs(300));
+        assert_eq!(config.limits.max_lifetime, Duration::from_secs(365 * 86_400));
+        let text = format!("{MINIMAL}\n[limits]\nmax_clock_skew = \"30s\"\nmax_lifetime = \"30days\"\n");
+        let config = NodeConfig::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(config.limits.max_clock_skew, Duration::from_secs(30));
+        let text = format!("{MINIMAL}\n[limits]\nmax_lifetime = \"1day\"\n");
+        let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
+        assert!(err.contains("delivery.default_expiry") && err.contains("limits.max_lifetime"), "{err}");
+        // A deadline far beyond year 9999 saturates instead of overflowing.
+        let huge = DeadlinesConfig { flash: Duration::MAX, ..DeadlinesConfig::default() };
+        let envelope = crate::proto::Envelope {
+            kind: crate::proto::EnvelopeKind::Request as i32,
+            precedence: crate::proto::Precedence::Flash as i32,
+            created_at: Some(prost_types::Timestamp { seconds: i64::MAX, nanos: 0 }),
+            ..Default::default()
+        };
+        assert_eq!(huge.ack_deadline(&envelope).unwrap().seconds, crate::domain::timestamp::MAX_SECONDS);
+    }
+
+    #[test]
     fn endpoint_host_strips_port_and_brackets() {
         assert_eq!(endpoint_host("localhost:7247"), "localhost");
         assert_eq!(endpoint_host("[::1]:7247"), "::1");
