@@ -95,6 +95,11 @@ async fn out_of_range_times_are_refused_at_both_edges_naming_the_field() {
     let status =
         vn.list_inbox(ListInboxRequest { since: Some(since), ..Default::default() }).await.unwrap_err();
     assert_names(&status, "since");
+    let requeue = hanoi247::proto::RequeueRequest {
+        id: uuid::Uuid::now_v7().to_string(),
+        expires_at: Some(Timestamp { seconds: i64::MAX, nanos: i32::MAX }),
+    };
+    assert_names(&net.desk_as("VN", "operator").requeue(requeue).await.unwrap_err(), "expires_at");
     assert!(outbox(&mut vn).await.is_empty(), "nothing stored");
 
     // From a peer: each envelope refused on its own, the good one stored.
