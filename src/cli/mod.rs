@@ -521,7 +521,11 @@ impl ListArgs {
         self.precedences.iter().map(|p| precedence(*p) as i32).collect()
     }
     fn since(&self) -> Option<prost_types::Timestamp> {
-        self.since.map(|ago| crate::domain::timestamp::from_system(std::time::SystemTime::now() - ago))
+        // `--since 100000years` reaches before 1970: from the start, rather than an overflow.
+        self.since.map(|ago| {
+            let from = std::time::SystemTime::now().checked_sub(ago).unwrap_or(std::time::UNIX_EPOCH);
+            crate::domain::timestamp::from_system(from.max(std::time::UNIX_EPOCH))
+        })
     }
 }
 
