@@ -361,7 +361,8 @@ impl DeadlinesConfig {
             return None;
         }
         let created = crate::domain::timestamp::to_system(envelope.created_at.as_ref()?);
-        Some(crate::domain::timestamp::from_system(created + self.for_precedence(envelope.precedence())))
+        let deadline = crate::domain::timestamp::plus(created, self.for_precedence(envelope.precedence()));
+        Some(crate::domain::timestamp::from_system(deadline))
     }
 }
 
@@ -504,6 +505,13 @@ impl NodeConfig {
             return Err(format!(
                 "delivery.batch_size: {} is more than limits.max_batch_envelopes ({}): peers with the same limits would refuse every batch",
                 self.delivery.batch_size, self.limits.max_batch_envelopes
+            ));
+        }
+        if self.delivery.default_expiry > self.limits.max_lifetime {
+            return Err(format!(
+                "delivery.default_expiry: {} is more than limits.max_lifetime ({}): every request sent with the default expiry would be refused",
+                humantime::format_duration(self.delivery.default_expiry),
+                humantime::format_duration(self.limits.max_lifetime)
             ));
         }
         let d = &self.delivery;
@@ -669,6 +677,29 @@ public_key = "0000000000000000000000000000000000000000000000000000000000000000"
         let text = format!("{MINIMAL}\n[limits]\nmax_subject = 20\n");
         let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
         assert!(err.contains("max_subject"), "{err}");
+    }
+
+    #[test]
+    fn time_limits_have_defaults_and_hold_the_default_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(config.limits.max_clock_skew, Duration::from_secs(300));
+        assert_eq!(config.limits.max_lifetime, Duration::from_secs(365 * 86_400));
+        let text = format!("{MINIMAL}\n[limits]\nmax_clock_skew = \"30s\"\nmax_lifetime = \"30days\"\n");
+        let config = NodeConfig::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(config.limits.max_clock_skew, Duration::from_secs(30));
+        let text = format!("{MINIMAL}\n[limits]\nmax_lifetime = \"1day\"\n");
+        let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
+        assert!(err.contains("delivery.default_expiry") && err.contains("limits.max_lifetime"), "{err}");
+        // A deadline far beyond year 9999 saturates instead of overflowing.
+        let huge = DeadlinesConfig { flash: Duration::MAX, ..DeadlinesConfig::default() };
+        let envelope = crate::proto::Envelope {
+            kind: crate::proto::EnvelopeKind::Request as i32,
+            precedence: crate::proto::Precedence::Flash as i32,
+            created_at: Some(prost_types::Timestamp { seconds: i64::MAX, nanos: 0 }),
+            ..Default::default()
+        };
+        assert_eq!(huge.ack_deadline(&envelope).unwrap().seconds, crate::domain::timestamp::MAX_SECONDS);
     }
 
     #[test]

@@ -143,7 +143,8 @@ async fn shutdown_signal() -> std::io::Result<()> {
 
 /// Lets a command whose output goes into a closed pipe (`hanoi247 inbox | head`) end quietly, as
 /// Unix tools do, instead of panicking in `println!`. Not for the long-running commands: a node
-/// must never die of a signal (its sockets write with MSG_NOSIGNAL either way).
+/// must never die of a signal, and `watch` outlives its node's restarts, where a write to the
+/// closed socket would raise SIGPIPE too; `watch` ends on a closed stdout by itself (exit 0).
 fn die_quietly_on_closed_stdout() {
     // SAFETY: called first thing in `main`, before any other thread exists; setting a signal's
     // disposition to the default has no memory effects.
@@ -154,7 +155,10 @@ fn die_quietly_on_closed_stdout() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Node { .. } | Command::Demo | Command::Bench(_)) {
+    if !matches!(
+        cli.command,
+        Command::Node { .. } | Command::Demo | Command::Bench(_) | Command::Watch { .. }
+    ) {
         die_quietly_on_closed_stdout();
     }
     let runtime = match tokio::runtime::Runtime::new() {

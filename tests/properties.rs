@@ -14,7 +14,7 @@ use std::path::Path;
 
 use hanoi247::config::{Limits, NodeConfig};
 use hanoi247::domain::identity::NodeCode;
-use hanoi247::domain::validation::{FieldError, check_envelope};
+use hanoi247::domain::validation::{FieldError, check_envelope, check_times};
 use hanoi247::peer::receive::{PeerError, receive_batch};
 use hanoi247::proto::delivery_result::Outcome;
 use hanoi247::proto::{
@@ -170,6 +170,7 @@ impl Node {
                 .and_then(|()| {
                     if envelope.destination == ME { Ok(()) } else { Err(FieldError::new("destination", "")) }
                 })
+                .and_then(|()| check_times(&envelope, std::time::SystemTime::now(), self.limits()))
                 .and_then(|()| self.references(&envelope));
             match (verdict, result.outcome) {
                 (Ok(()), Some(Outcome::Receipt(receipt))) => {
@@ -314,8 +315,9 @@ fn within_limits(envelope: &Envelope, limits: &Limits) -> bool {
         && preservation_ok
 }
 
-/// Characters of every width (1 to 4 bytes in UTF-8), spaces and a control character.
-const ALPHABET: [char; 12] = ['a', 'Z', '7', ' ', '-', 'é', 'ệ', 'ü', '中', '語', '😀', '\u{0}'];
+/// Characters of every width (1 to 4 bytes in UTF-8), spaces and a right-to-left mark (allowed;
+/// controls and bidi overrides are faults).
+const ALPHABET: [char; 12] = ['a', 'Z', '7', ' ', '-', 'é', 'ệ', 'ü', '中', '語', '😀', '\u{200F}'];
 
 /// One line of `len` characters, starting with a letter so that it is never blank.
 fn line_of(len: usize) -> impl Strategy<Value = String> {
@@ -345,9 +347,56 @@ fn pooled_id() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Seconds since the epoch now, when the strategies are built.
+fn now_seconds() -> i64 {
+    hanoi247::domain::timestamp::now().seconds
+}
+
+/// A `created_at` a peer may send: up to 300 days old (queued), not ahead of this node's clock.
 fn timestamp() -> impl Strategy<Value = Timestamp> {
-    (1_700_000_000i64..1_900_000_000, 0..1_000_000_000i32)
+    let now = now_seconds();
+    (now - 300 * 86_400..now - 1, 0..1_000_000_000i32)
         .prop_map(|(seconds, nanos)| Timestamp { seconds, nanos })
+}
+
+/// An `expires_at` within the default lifetime (365 days) of `created_at`.
+fn expiry_after(created: &Timestamp, lifetime_seconds: i64) -> Timestamp {
+    Timestamp { seconds: created.seconds + lifetime_seconds, nanos: created.nanos }
+}
+
+/// Any timestamp at all: extremes, `nanos` out of range, years before 1970 and after 9999.
+fn any_timestamp() -> impl Strategy<Value = Timestamp> {
+    let seconds = prop_oneof![
+        Just(i64::MIN),
+        Just(i64::MAX),
+        Just(-1),
+        Just(0),
+        Just(253_402_300_799),
+        Just(253_402_300_800),
+        any::<i64>(),
+        (now_seconds() - 86_400)..(now_seconds() + 86_400),
+    ];
+    let nanos = prop_oneof![
+        Just(i32::MIN),
+        Just(i32::MAX),
+        Just(-1),
+        Just(999_999_999),
+        Just(1_000_000_000),
+        any::<i32>(),
+        0..1_000_000_000i32
+    ];
+    (seconds, nanos).prop_map(|(seconds, nanos)| Timestamp { seconds, nanos })
+}
+
+/// Any text: controls (C0, DEL, C1), bidi overrides, isolates and marks, newlines, tabs and any
+/// other character.
+fn any_text() -> impl Strategy<Value = String> {
+    let hostile = prop::sample::select(vec![
+        '\u{0}', '\u{7}', '\u{1b}', '\t', '\n', '\r', '\u{7f}', '\u{85}', '\u{9b}', '\u{200E}', '\u{200F}',
+        '\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}', '\\', 'a', 'é', '中', '😀', ']', ';',
+    ]);
+    prop::collection::vec(prop_oneof![3 => hostile, 1 => any::<char>()], 0..24)
+        .prop_map(|chars| chars.into_iter().collect())
 }
 
 fn attachment(limits: &Limits) -> impl Strategy<Value = Attachment> + use<> {
@@ -395,7 +444,7 @@ fn valid_envelope(limits: &Limits) -> impl Strategy<Value = Envelope> + use<> {
             prop_oneof![Just(String::new()), text_within(limits.max_body_chars)],
             language,
             timestamp(),
-            timestamp(),
+            1i64..365 * 86_400,
         ),
         (
             prop::collection::vec(attachment(limits), 0..=limits.max_attachments),
@@ -408,7 +457,7 @@ fn valid_envelope(limits: &Limits) -> impl Strategy<Value = Envelope> + use<> {
             |(
                 (id, kind, request_type, precedence, in_reply_to),
                 (case_reference, subject),
-                (body, language, created_at, expires_at),
+                (body, language, created_at, lifetime),
                 (attachments, handling_code, restrictions),
                 (preservation, with_preservation),
             )| {
@@ -436,8 +485,8 @@ fn valid_envelope(limits: &Limits) -> impl Strategy<Value = Envelope> + use<> {
                     subject,
                     body,
                     language: language.into(),
+                    expires_at: Some(expiry_after(&created_at, lifetime)),
                     created_at: Some(created_at),
-                    expires_at: Some(expires_at),
                     in_reply_to,
                     attachments,
                     handling_code,
@@ -479,6 +528,7 @@ enum Fault {
     Handling(i32),
     NoCreatedAt,
     NoExpiresAt,
+    Times(Timestamp, Timestamp),
     PreservationDays(u32),
     NoMutualLegalAssistance,
     NoPreservation,
@@ -489,7 +539,13 @@ fn fault(limits: &Limits) -> impl Strategy<Value = Fault> + use<> {
     let bad_text = |limit: usize| prop_oneof![3 => text_over(limit), 1 => Just(String::new()), 1 => Just(" \t ".to_owned())];
     prop_oneof![
         60 => Just(Fault::None),
-        1 => prop_oneof![bad_text(limits.max_subject_chars), Just("two\nlines".to_owned())].prop_map(Fault::Subject),
+        1 => prop_oneof![
+            bad_text(limits.max_subject_chars),
+            Just("two\nlines".to_owned()),
+            Just("x\u{1b}]0;t\u{7}".to_owned()),
+            Just("\u{202E}txt".to_owned()),
+        ].prop_map(Fault::Subject),
+        1 => prop_oneof![Just("a\u{1b}[2J".to_owned()), Just("b\u{85}".to_owned()), Just("\u{2066}c".to_owned())].prop_map(Fault::Body),
         1 => bad_text(limits.max_case_reference_chars).prop_map(Fault::CaseReference),
         1 => text_over(limits.max_body_chars).prop_map(Fault::Body),
         1 => bad_text(limits.max_text_chars).prop_map(Fault::Restrictions),
@@ -509,6 +565,7 @@ fn fault(limits: &Limits) -> impl Strategy<Value = Fault> + use<> {
         1 => bad_code().prop_map(Fault::Handling),
         1 => Just(Fault::NoCreatedAt),
         1 => Just(Fault::NoExpiresAt),
+        2 => (any_timestamp(), any_timestamp()).prop_map(|(created, expires)| Fault::Times(created, expires)),
         1 => (0u32..60).prop_map(Fault::PreservationDays),
         1 => Just(Fault::NoMutualLegalAssistance),
         1 => Just(Fault::NoPreservation),
@@ -555,6 +612,10 @@ fn with_fault(mut envelope: Envelope, fault: Fault, limits: &Limits) -> Envelope
         Fault::Handling(value) => envelope.handling_code = value,
         Fault::NoCreatedAt => envelope.created_at = None,
         Fault::NoExpiresAt => envelope.expires_at = None,
+        Fault::Times(created, expires) => {
+            envelope.created_at = Some(created);
+            envelope.expires_at = Some(expires);
+        }
         Fault::PreservationDays(days) => {
             envelope.preservation.get_or_insert_with(preservation).preservation_days = days
         }
@@ -644,7 +705,9 @@ fn as_desk_would(request: SubmitRequest) -> Envelope {
 
 /// Validation's verdict on an envelope agrees with the limits and never panics.
 fn validate(envelope: &Envelope, limits: &Limits) -> Result<(), TestCaseError> {
-    match check_envelope(envelope, limits) {
+    match check_envelope(envelope, limits)
+        .and_then(|()| check_times(envelope, std::time::SystemTime::now(), limits))
+    {
         Ok(()) => prop_assert!(within_limits(envelope, limits), "accepted over a limit: {envelope:?}"),
         Err(error) => {
             prop_assert!(!error.field.is_empty() && !error.message.is_empty(), "{error:?}");
@@ -719,5 +782,98 @@ proptest! {
             // The same batch again: every envelope accepted from it is now a duplicate.
             node.deliver(first)
         })?;
+    }
+}
+
+/// A request envelope from [`SENDER`] carrying `texts` (subject, body, case reference) and the
+/// given times, as a hostile peer could send it or an older version could have stored it.
+fn hostile_envelope(texts: &[String; 3], created: Timestamp, expires: Timestamp) -> Envelope {
+    Envelope {
+        id: Uuid::now_v7().to_string(),
+        origin: SENDER.into(),
+        destination: ME.into(),
+        kind: EnvelopeKind::Request as i32,
+        request_type: RequestType::TechnicalAdvice as i32,
+        precedence: 1,
+        case_reference: texts[2].clone(),
+        subject: texts[0].clone(),
+        body: texts[1].clone(),
+        language: "en".into(),
+        created_at: Some(created),
+        expires_at: Some(expires),
+        handling_code: HandlingCode::H0 as i32,
+        ..Default::default()
+    }
+}
+
+/// No character that could drive a terminal or reorder text, but for the newlines, tabs and
+/// CRLF a multi-line text keeps.
+fn printable_output(what: &str, text: &str) -> Result<(), TestCaseError> {
+    let raw =
+        text.chars().find(|c| hanoi247::domain::text::is_unsafe(*c) && !matches!(c, '\n' | '\t' | '\r'));
+    prop_assert!(raw.is_none(), "{what} printed {raw:?} raw: {text:?}");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Issue 14, acceptance 2: arbitrary timestamps (any `seconds` and `nanos`) and arbitrary
+    /// text (controls, bidi overrides) through `Submit`'s validation, `Deliver` and every
+    /// renderer (the CLI table and `show`, the JSON views, the console's message page and inbox
+    /// rows): nothing panics, refusals name a field, and no renderer prints a control raw.
+    #[test]
+    fn hostile_times_and_text_never_panic_at_an_edge_or_in_a_renderer(
+        texts in [any_text(), any_text(), any_text()],
+        times in [any_timestamp(), any_timestamp(), any_timestamp(), any_timestamp()],
+        note in any_text(),
+    ) {
+        let limits = limits();
+        let [created, expires, at, deadline] = times;
+        // The desk: what a client's `Submit` becomes, and the checks `Submit` runs on it.
+        let request = SubmitRequest {
+            destination: ME.into(),
+            request_type: RequestType::TechnicalAdvice as i32,
+            precedence: 1,
+            subject: texts[0].clone(),
+            body: texts[1].clone(),
+            case_reference: texts[2].clone(),
+            expires_at: Some(expires),
+            ..Default::default()
+        };
+        let _ = hanoi247::domain::validation::check_timestamp("expires_at", &expires);
+        validate(&as_desk_would(request), &limits)?;
+        // The peer edge.
+        let envelope = hostile_envelope(&texts, created, expires);
+        validate(&envelope, &limits)?;
+        with_node(|node| node.deliver(vec![envelope.clone()]))?;
+        // Every renderer, on a message as an older version might have stored it.
+        let message = hanoi247::proto::Message {
+            envelope: Some(envelope),
+            direction: Direction::Inbound as i32,
+            timeline: vec![hanoi247::proto::TimelineEntry { at: Some(at), state: 2, note: note.clone() }],
+            last_error: note.clone(),
+            next_attempt_at: Some(deadline),
+            received_at: Some(at),
+            ack_deadline: Some(deadline),
+            ..Default::default()
+        };
+        let event = hanoi247::proto::Event {
+            sequence: 1,
+            at: Some(at),
+            message_id: texts[0].clone(),
+            peer: texts[2].clone(),
+            note,
+            ..Default::default()
+        };
+        let table = hanoi247::cli::render::message_table(std::slice::from_ref(&message));
+        printable_output("the inbox table", &table)?;
+        let details = hanoi247::cli::render::message_details(&message, std::slice::from_ref(&message));
+        printable_output("show", &details)?;
+        let _ = hanoi247::cli::render::message_json(&message).to_string();
+        let _ = hanoi247::domain::json::event_json(&event).to_string();
+        for page in hanoi247::console::render_for_officer(ME, &message, std::slice::from_ref(&message)) {
+            printable_output("the console", &page)?;
+        }
     }
 }

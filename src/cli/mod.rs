@@ -525,7 +525,11 @@ impl ListArgs {
         self.precedences.iter().map(|p| precedence(*p) as i32).collect()
     }
     fn since(&self) -> Option<prost_types::Timestamp> {
-        self.since.map(|ago| crate::domain::timestamp::from_system(std::time::SystemTime::now() - ago))
+        // `--since 100000years` reaches before 1970: from the start, rather than an overflow.
+        self.since.map(|ago| {
+            let from = std::time::SystemTime::now().checked_sub(ago).unwrap_or(std::time::UNIX_EPOCH);
+            crate::domain::timestamp::from_system(from.max(std::time::UNIX_EPOCH))
+        })
     }
 }
 
@@ -972,7 +976,12 @@ async fn watch(args: &ClientArgs, mut after: Option<u64>) -> Result<(), CliError
                         Some(Ok(event)) => {
                             after = Some(event.sequence);
                             backoff = std::time::Duration::from_millis(200);
-                            print_event(&event, args.json);
+                            match print_event(&event, args.json) {
+                                Ok(()) => {}
+                                // The reader went away (`watch | head`): done, as Unix tools are.
+                                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                                Err(error) => return Err(CliError::Io(error)),
+                            }
                         }
                         Some(Err(status)) => break Some(status),
                         None => break None,
@@ -1027,21 +1036,27 @@ async fn backup(args: &ClientArgs, out: &std::path::Path) -> Result<(), CliError
     Ok(())
 }
 
-fn print_event(event: &crate::proto::Event, json: bool) {
+/// One event on stdout, flushed (a watcher's reader sees it at once); a write error is returned,
+/// never a panic, so that a closed pipe ends `watch` quietly.
+fn print_event(event: &crate::proto::Event, json: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
     if json {
-        println!("{}", render::event_json(event));
+        writeln!(stdout, "{}", render::event_json(event))?;
     } else {
-        println!(
+        writeln!(
+            stdout,
             "{:>6}  {}  {:<13}{} {}  {}  {}",
             event.sequence,
             event.at.as_ref().map(crate::domain::timestamp::rfc3339).unwrap_or_default(),
             crate::domain::lifecycle::state_name(event.state()),
             if event.overdue { " OVERDUE" } else { "" },
-            event.message_id,
-            event.peer,
-            event.note
-        );
+            crate::domain::text::printable(&event.message_id, false),
+            crate::domain::text::printable(&event.peer, false),
+            crate::domain::text::printable(&event.note, false)
+        )?;
     }
+    stdout.flush()
 }
 
 fn print_list(messages: &[Message], json: bool) {

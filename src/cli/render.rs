@@ -13,6 +13,16 @@ pub use crate::domain::json::event_json;
 use crate::domain::json::time;
 use crate::trust::proof::readable_envelope as envelope_json;
 
+/// Foreign text for one line of a table: controls and bidi overrides escaped (`domain::text`).
+fn line(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::domain::text::printable(text, false)
+}
+
+/// Foreign multi-line text (a body): tabs and newlines kept, other controls escaped.
+fn block(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::domain::text::printable(text, true)
+}
+
 /// A message (envelope and lifecycle) as JSON.
 pub fn message_json(m: &Message) -> Value {
     json!({
@@ -46,13 +56,13 @@ pub fn message_table(messages: &[Message]) -> String {
         let _ = writeln!(
             out,
             "{:<36}  {:<4} {:<9} {:<13} {:<7} {:>8}  {}",
-            e.id,
-            peer,
+            line(&e.id),
+            line(peer),
             e.precedence().short_name(),
             state_name(m.state()),
             if m.overdue { "OVERDUE" } else { "" },
             created.as_ref().map(age).unwrap_or_default(),
-            e.subject
+            line(&e.subject)
         );
     }
     out
@@ -62,7 +72,7 @@ pub fn message_table(messages: &[Message]) -> String {
 pub fn message_details(m: &Message, replies: &[Message]) -> String {
     let e = m.envelope.clone().unwrap_or_default();
     let mut out = String::new();
-    let _ = writeln!(out, "{}  {}", e.id, state_name(m.state()));
+    let _ = writeln!(out, "{}  {}", line(&e.id), state_name(m.state()));
     let rows = [
         ("kind", e.kind().short_name().to_owned()),
         ("from → to", format!("{} → {}", e.origin, e.destination)),
@@ -80,10 +90,10 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
         ("last error", m.last_error.clone()),
     ];
     for (label, value) in rows.iter().filter(|(_, v)| !v.is_empty()) {
-        let _ = writeln!(out, "  {label:<12} {value}");
+        let _ = writeln!(out, "  {label:<12} {}", line(value));
     }
     if !e.body.is_empty() {
-        let _ = writeln!(out, "  body\n    {}", e.body.replace('\n', "\n    "));
+        let _ = writeln!(out, "  body\n    {}", block(&e.body).replace('\n', "\n    "));
     }
     if let Some(p) = &e.preservation {
         let _ = writeln!(out, "  preservation");
@@ -96,7 +106,11 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
             ("custodian/location", &p.custodian_or_location),
             ("necessity", &p.necessity),
         ] {
-            let _ = writeln!(out, "    {label:<21} {value}");
+            let _ = writeln!(
+                out,
+                "    {label:<21} {}",
+                block(value).replace('\n', "\n                          ")
+            );
         }
         let _ = writeln!(
             out,
@@ -113,7 +127,7 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
             "    {}  {:<13} {}",
             t.at.as_ref().map(rfc3339).unwrap_or_default(),
             state_name(t.state()),
-            t.note
+            line(&t.note)
         );
     }
     if !replies.is_empty() {
@@ -125,10 +139,10 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
                 "    {}  {:<16} {} → {}  {:<10} {}",
                 re.created_at.as_ref().map(rfc3339).unwrap_or_default(),
                 re.kind().short_name(),
-                re.origin,
-                re.destination,
+                line(&re.origin),
+                line(&re.destination),
                 state_name(r.state()),
-                if re.body.is_empty() { re.subject } else { re.body }
+                line(if re.body.is_empty() { &re.subject } else { &re.body })
             );
         }
     }
@@ -177,7 +191,7 @@ pub fn queue_table(peers: &[crate::proto::PeerQueue]) -> String {
             next,
             q.failures,
             q.connection().short_name(),
-            q.last_error
+            line(&q.last_error)
         );
     }
     out
@@ -222,7 +236,7 @@ pub fn peers_json(p: &crate::proto::ListPeersResponse) -> Value {
 pub fn peers_table(p: &crate::proto::ListPeersResponse) -> String {
     let mut out = String::new();
     for warning in &p.warnings {
-        let _ = writeln!(out, "WARNING: {warning}");
+        let _ = writeln!(out, "WARNING: {}", line(warning));
     }
     let _ = writeln!(
         out,
@@ -241,11 +255,11 @@ pub fn peers_table(p: &crate::proto::ListPeersResponse) -> String {
             i.connection().short_name(),
             i.last_contact_at.as_ref().map(|t| format!("{} ago", age(t))).unwrap_or_else(|| "never".into()),
             if i.round_trip_ms > 0.0 { format!("{:.1}ms", i.round_trip_ms) } else { "-".into() },
-            if i.software_version.is_empty() { "-" } else { &i.software_version },
+            if i.software_version.is_empty() { "-".into() } else { line(&i.software_version) },
             days,
             directory_version_cell(i.directory_version, p.directory_version),
-            i.endpoint,
-            i.name
+            line(&i.endpoint),
+            line(&i.name)
         );
     }
     let own = p.own_certificate_expires_at.as_ref().map(rfc3339).unwrap_or_default();
@@ -287,13 +301,13 @@ pub fn directory_table(directory: &crate::trust::directory::Directory) -> String
             out,
             "{:<4} {:<24} {:<10} {:<16} {:<18} {:<16} {:<16} {}",
             m.code,
-            m.endpoint,
-            m.languages.join(","),
-            m.time_zone,
-            m.phone,
-            types,
+            line(&m.endpoint),
+            line(&m.languages.join(",")),
+            line(&m.time_zone),
+            line(&m.phone),
+            line(&types),
             pin,
-            m.name
+            line(&m.name)
         );
     }
     out
@@ -325,7 +339,7 @@ pub fn audit_table(records: &[crate::proto::AuditRecord]) -> String {
     );
     for r in records {
         if !r.damaged.is_empty() {
-            let _ = writeln!(out, "{:>6}  DAMAGED: {}", r.sequence, r.damaged);
+            let _ = writeln!(out, "{:>6}  DAMAGED: {}", r.sequence, line(&r.damaged));
             continue;
         }
         let hash = hex::encode(&r.hash);
@@ -334,11 +348,11 @@ pub fn audit_table(records: &[crate::proto::AuditRecord]) -> String {
             "{:>6}  {:<24}  {:<24} {:<13} {:<36}  {:<12}  {}",
             r.sequence,
             r.at.as_ref().map(rfc3339).unwrap_or_default(),
-            r.who,
-            r.action,
-            r.message_id,
+            line(&r.who),
+            line(&r.action),
+            line(&r.message_id),
             hash.get(..12).unwrap_or_default(),
-            r.details
+            line(&r.details)
         );
     }
     out

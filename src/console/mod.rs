@@ -92,11 +92,34 @@ pub async fn serve(
     let console = Arc::new(Console { context, desk, tokens, history });
     let incoming =
         crate::trust::tls::incoming_console(listener, desk_tls, HANDSHAKE_TIMEOUT, stop.clone(), &tasks);
-    let app = router(console).into_make_service_with_connect_info::<Browser>();
+    let panics = crate::runtime::catch_panic::CatchPanicLayer::new(
+        "console",
+        crate::runtime::catch_panic::PanicAnswer::Http,
+        console.context.metrics.panics.clone(),
+    );
+    let app = router(console).layer(panics).into_make_service_with_connect_info::<Browser>();
     let server =
         axum::serve(TlsListener { incoming, local }, app).with_graceful_shutdown(stop.cancelled_owned());
     let (served, ()) = tokio::join!(server.into_future(), sampler);
     served
+}
+
+/// The message page and the inbox rows of `message` as an officer of node `node` sees them, in
+/// English: the pure rendering the console serves, for the property tests (whatever a stored
+/// message holds, rendering it must not panic).
+pub fn render_for_officer(
+    node: &str,
+    message: &crate::proto::Message,
+    replies: &[crate::proto::Message],
+) -> [String; 2] {
+    let frame = Frame {
+        strings: &strings::ENGLISH,
+        node,
+        name: Some("officer"),
+        role: Some(crate::domain::access::Role::Officer),
+        token: "token",
+    };
+    [pages::message(&frame, message, replies, None), pages::inbox_rows(&frame, std::slice::from_ref(message))]
 }
 
 fn router(console: Shared) -> Router {

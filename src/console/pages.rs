@@ -22,6 +22,17 @@ pub use message::message;
 pub use network::network;
 pub use new_request::new_request;
 
+/// Foreign text for one line of a page: controls and bidi overrides shown as `\u{…}`
+/// (`domain::text`); maud then escapes it for HTML.
+pub fn foreign(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::domain::text::printable(text, false)
+}
+
+/// Foreign multi-line text (a body): tabs and newlines kept, other controls shown as `\u{…}`.
+pub fn foreign_block(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::domain::text::printable(text, true)
+}
+
 /// Who is looking, for the frame of every page.
 pub struct Frame<'a> {
     /// The words.

@@ -187,6 +187,9 @@ impl Desk {
     pub async fn requeue(&self, caller: &Caller, request: RequeueRequest) -> Result<Message, DeskError> {
         let RequeueRequest { id, expires_at } = request;
         let id = parse_id_field("id", &id)?;
+        if let Some(expires_at) = &expires_at {
+            crate::domain::validation::check_timestamp("expires_at", expires_at)?;
+        }
         let expires_at =
             expires_at.unwrap_or_else(|| timestamp::after(self.context.config.delivery.default_expiry));
         if timestamp::to_system(&expires_at) <= self.context.clock.now() {
@@ -206,6 +209,12 @@ impl Desk {
             message.next_attempt_at = None;
             if let Some(envelope) = message.envelope.as_mut() {
                 envelope.expires_at = Some(expires_at);
+                // Peers check the lifetime from `created_at`, which a requeue keeps.
+                crate::domain::validation::check_times(
+                    envelope,
+                    self.context.clock.now(),
+                    &self.context.config.limits,
+                )?;
                 // The expiry is signed: sign again (the message was never delivered).
                 self.context.signer.current().sign_envelope(envelope)?;
             }

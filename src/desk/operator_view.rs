@@ -55,6 +55,9 @@ impl ListFilter {
             "" => None,
             code => Some(code.parse().map_err(|e| FieldError::new("peer", format!("{e}")))?),
         };
+        if let Some(since) = since {
+            crate::domain::validation::check_timestamp("since", since)?;
+        }
         Ok(Self { states, precedences, overdue_only, peer, since: since.map(timestamp::to_system) })
     }
 

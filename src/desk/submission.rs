@@ -11,7 +11,7 @@ use crate::domain::access::{Action, Caller};
 use crate::domain::identity::NodeCode;
 use crate::domain::lifecycle;
 use crate::domain::timestamp;
-use crate::domain::validation::{FieldError, check_envelope};
+use crate::domain::validation::{FieldError, check_envelope, check_times, check_timestamp};
 use crate::proto::{Direction, Envelope, EnvelopeKind, HandlingCode, Message, MessageState, SubmitRequest};
 use crate::store::{Changes, peer_of, view};
 use crate::store_proto::StoredMessage;
@@ -77,6 +77,9 @@ impl Desk {
             (given, _) => given.to_owned(),
         };
         let now = timestamp::from_system(self.context.clock.now());
+        if let Some(expires_at) = &request.expires_at {
+            check_timestamp("expires_at", expires_at)?;
+        }
         if let Some(expires_at) = &request.expires_at
             && timestamp::to_system(expires_at) <= timestamp::to_system(&now)
         {
@@ -111,6 +114,7 @@ impl Desk {
             origin_batch: None,
         };
         check_envelope(&envelope, &config.limits)?;
+        check_times(&envelope, self.context.clock.now(), &config.limits)?;
         Ok(envelope)
     }
 }

@@ -39,7 +39,7 @@ impl Clock {
 
     /// `duration` from now, as a protobuf timestamp.
     pub fn after(&self, duration: Duration) -> prost_types::Timestamp {
-        crate::domain::timestamp::from_system(self.now() + duration)
+        crate::domain::timestamp::from_system(crate::domain::timestamp::plus(self.now(), duration))
     }
 }
 

@@ -2,7 +2,7 @@
 //! (`identity`), who may do what (`access`), what makes an envelope acceptable (`validation`),
 //! the message lifecycle (`lifecycle`), time (`timestamp`), the names of proto values
 //! (`names`) and their JSON views (`json`), precedence ranks and the desk's inbox order
-//! (`order`).
+//! (`order`), and which characters foreign text may hold (`text`).
 //!
 //! Boundary: imports nothing of this crate but the generated `proto` types; never touches the
 //! store, the network, TLS or files.
@@ -14,5 +14,6 @@ pub mod json;
 pub mod lifecycle;
 pub mod names;
 pub mod order;
+pub mod text;
 pub mod timestamp;
 pub mod validation;

@@ -79,6 +79,7 @@ pub fn check_envelope(envelope: &Envelope, limits: &Limits) -> Result<(), FieldE
         ));
     }
     check_lengths(envelope, limits)?;
+    check_characters(envelope)?;
     Uuid::parse_str(&envelope.id).map_err(|_| FieldError::new("id", "must be a UUID"))?;
     for (field, code) in [("origin", &envelope.origin), ("destination", &envelope.destination)] {
         code.parse::<crate::domain::identity::NodeCode>()
@@ -202,9 +203,115 @@ fn check_lengths(envelope: &Envelope, limits: &Limits) -> Result<(), FieldError>
 }
 
 /// A text a desk client gives for the body of a reply envelope (`note` of `Acknowledge`, `text`
-/// of `Respond`, `reason` of `Cancel`) within `limits.max_body_chars`.
+/// of `Respond`, `reason` of `Cancel`) within `limits.max_body_chars`, with no character a body
+/// may not hold.
 pub fn check_reply_text(field: &str, text: &str, limits: &Limits) -> Result<(), FieldError> {
-    check_chars(field, text, limits.max_body_chars, "max_body_chars")
+    check_chars(field, text, limits.max_body_chars, "max_body_chars")?;
+    check_safe_text(field, text, true)
+}
+
+/// Every text field free of the characters `domain::text` refuses: single-line fields (subject,
+/// case reference, language, attachment names and media types) hold no control at all; the
+/// multi-line ones (body, handling restrictions, preservation texts) may hold tab and newlines.
+fn check_characters(envelope: &Envelope) -> Result<(), FieldError> {
+    for (field, value) in [
+        ("case_reference", &envelope.case_reference),
+        ("subject", &envelope.subject),
+        ("language", &envelope.language),
+    ] {
+        check_safe_text(field, value, false)?;
+    }
+    check_safe_text("body", &envelope.body, true)?;
+    check_safe_text("handling_restrictions", &envelope.handling_restrictions, true)?;
+    for (i, attachment) in envelope.attachments.iter().enumerate() {
+        for (name, value) in [("name", &attachment.name), ("media_type", &attachment.media_type)] {
+            check_safe_text(&format!("attachments[{i}].{name}"), value, false)?;
+        }
+    }
+    if let Some(p) = &envelope.preservation {
+        for (name, value) in preservation_texts(p) {
+            check_safe_text(&format!("preservation.{name}"), value, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// `value` holds no character `domain::text` refuses (on one line, or `multiline`); the refusal
+/// names the field, the character's code point and its position, never the text itself.
+pub fn check_safe_text(field: &str, value: &str, multiline: bool) -> Result<(), FieldError> {
+    match crate::domain::text::first_unsafe(value, multiline) {
+        None => Ok(()),
+        Some((position, c)) => {
+            let what = if matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') {
+                "a bidi override or isolate"
+            } else {
+                "a control character"
+            };
+            let allowed = if multiline { " (tab and newlines are allowed)" } else { " (one line of text)" };
+            Err(FieldError::new(
+                field,
+                format!("U+{:04X} at character {position} is {what}: not allowed{allowed}", u32::from(c)),
+            ))
+        }
+    }
+}
+
+/// The times of `envelope` against `now` and `limits`: each a real instant (`nanos` in
+/// `0..1_000_000_000`, from 1970 to 9999), `created_at` at most `max_clock_skew` ahead of `now`
+/// (a queued envelope may arrive long after it was created, so the past is not bounded), and
+/// `expires_at` after `created_at` by at most `max_lifetime`. Run after [`check_envelope`].
+pub fn check_times(
+    envelope: &Envelope,
+    now: std::time::SystemTime,
+    limits: &Limits,
+) -> Result<(), FieldError> {
+    use crate::domain::timestamp;
+    let created = envelope.created_at.as_ref().ok_or_else(|| FieldError::new("created_at", "required"))?;
+    let expires = envelope.expires_at.as_ref().ok_or_else(|| FieldError::new("expires_at", "required"))?;
+    check_timestamp("created_at", created)?;
+    check_timestamp("expires_at", expires)?;
+    let now = timestamp::from_system(now);
+    let ahead = timestamp::nanos_between(&now, created);
+    if ahead > limits.max_clock_skew.as_nanos() as i128 {
+        return Err(FieldError::new(
+            "created_at",
+            format!(
+                "{} is {}s ahead of this node's clock, at most {} (limits.max_clock_skew)",
+                timestamp::rfc3339(created),
+                ahead / 1_000_000_000,
+                humantime::format_duration(limits.max_clock_skew)
+            ),
+        ));
+    }
+    let lifetime = timestamp::nanos_between(created, expires);
+    if lifetime <= 0 {
+        return Err(FieldError::new("expires_at", "must be after created_at"));
+    }
+    if lifetime > limits.max_lifetime.as_nanos() as i128 {
+        return Err(FieldError::new(
+            "expires_at",
+            format!(
+                "{} is more than {} after created_at (limits.max_lifetime)",
+                timestamp::rfc3339(expires),
+                humantime::format_duration(limits.max_lifetime)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A timestamp a client or peer gave: a real instant this node can compute with and show.
+pub fn check_timestamp(field: &str, value: &prost_types::Timestamp) -> Result<(), FieldError> {
+    if !(0..1_000_000_000).contains(&value.nanos) {
+        return Err(FieldError::new(field, format!("nanos {} is not in 0..1000000000", value.nanos)));
+    }
+    if !crate::domain::timestamp::is_valid(value) {
+        return Err(FieldError::new(
+            field,
+            format!("seconds {} is not a time from 1970 to 9999", value.seconds),
+        ));
+    }
+    Ok(())
 }
 
 /// A `Deliver` call carries at most `limits.max_batch_envelopes` envelopes.
@@ -317,6 +424,22 @@ pub struct Limits {
     /// Longest short name: an attachment's name and media type, the language tag. Default 256.
     #[serde(default = "default_max_name_chars")]
     pub max_name_chars: usize,
+    /// How far ahead of this node's clock an envelope's `created_at` may be (the sender's clock
+    /// running fast). Default 5 minutes. Only the future is bounded: a queued envelope may
+    /// arrive long after it was created.
+    #[serde(default = "default_max_clock_skew", with = "humantime_serde")]
+    pub max_clock_skew: std::time::Duration,
+    /// Longest time from an envelope's `created_at` to its `expires_at`. Default 365 days; at
+    /// least `delivery.default_expiry`.
+    #[serde(default = "default_max_lifetime", with = "humantime_serde")]
+    pub max_lifetime: std::time::Duration,
+}
+
+fn default_max_clock_skew() -> std::time::Duration {
+    std::time::Duration::from_secs(5 * 60)
+}
+fn default_max_lifetime() -> std::time::Duration {
+    std::time::Duration::from_secs(365 * 24 * 3600)
 }
 
 fn default_max_envelope_bytes() -> usize {
@@ -355,6 +478,8 @@ impl Default for Limits {
             max_body_chars: default_max_body_chars(),
             max_text_chars: default_max_text_chars(),
             max_name_chars: default_max_name_chars(),
+            max_clock_skew: default_max_clock_skew(),
+            max_lifetime: default_max_lifetime(),
         }
     }
 }
@@ -379,6 +504,9 @@ impl Limits {
             if value == 0 {
                 return Err(format!("limits.{key}: must be at least 1"));
             }
+        }
+        if self.max_lifetime.is_zero() {
+            return Err("limits.max_lifetime: must be more than 0".into());
         }
         if self.max_envelope_bytes > Self::MAX_ENVELOPE_BYTES_CEILING {
             return Err(format!(
@@ -552,6 +680,58 @@ mod tests {
         check_batch(2, &Limits { max_batch_envelopes: 2, ..limits.clone() }).unwrap();
         assert_eq!(check_reply_text("text", "1234567", &limits).unwrap_err().field, "text");
         check_reply_text("text", "123456", &limits).unwrap();
+    }
+
+    #[test]
+    fn controls_and_bidi_overrides_are_refused_naming_the_field() {
+        assert_eq!(field_of(|e| e.subject = "Urgent \u{1b}]0;pwned\u{7}".into()), "subject");
+        assert_eq!(field_of(|e| e.subject = "a\tb".into()), "subject");
+        assert_eq!(field_of(|e| e.case_reference = "VN-\u{202E}1".into()), "case_reference");
+        assert_eq!(field_of(|e| e.body = "a\u{85}b".into()), "body");
+        assert_eq!(
+            field_of(|e| e.preservation.as_mut().unwrap().facts = "\u{2066}x".into()),
+            "preservation.facts"
+        );
+        let mut envelope = valid();
+        envelope.body = "line one\r\n\tline two\n".into();
+        envelope.subject = "שלום \u{200F}(RLM)".into();
+        check_envelope(&envelope, &Limits::default()).unwrap();
+        let error = check_reply_text("note", "ok\u{1b}[2J", &Limits::default()).unwrap_err();
+        assert_eq!(error.field, "note");
+        assert!(error.message.contains("U+001B"), "{error}");
+    }
+
+    #[test]
+    fn times_are_checked_against_now_skew_and_lifetime() {
+        let limits = Limits::default();
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let at = |seconds: i64, nanos: i32| Some(Timestamp { seconds, nanos });
+        let field = |created: Option<Timestamp>, expires: Option<Timestamp>| {
+            let mut envelope = valid();
+            envelope.created_at = created;
+            envelope.expires_at = expires;
+            check_times(&envelope, now, &limits).err().map(|e| e.field)
+        };
+        let day = 86_400;
+        assert_eq!(field(at(1_800_000_000, 0), at(1_800_000_000 + 7 * day, 0)), None);
+        // Long queued: created a year ago, still fine.
+        assert_eq!(field(at(1_800_000_000 - 360 * day, 0), at(1_800_000_000 + day, 0)), None);
+        assert_eq!(
+            field(at(1_800_000_000 + 3600, 0), at(1_800_000_000 + day, 0)).as_deref(),
+            Some("created_at")
+        );
+        assert_eq!(
+            field(at(1_800_000_000, 2_000_000_000), at(1_800_000_000 + day, 0)).as_deref(),
+            Some("created_at")
+        );
+        assert_eq!(field(at(1_800_000_000, 0), at(1_800_000_000 + day, -1)).as_deref(), Some("expires_at"));
+        assert_eq!(field(at(1_800_000_000, 0), at(253_402_300_800, 0)).as_deref(), Some("expires_at"));
+        assert_eq!(
+            field(at(1_800_000_000, 0), at(1_800_000_000 + 400 * day, 0)).as_deref(),
+            Some("expires_at")
+        );
+        assert_eq!(field(at(1_800_000_000, 0), at(1_800_000_000, 0)).as_deref(), Some("expires_at"));
+        assert_eq!(field(at(i64::MIN, i32::MIN), at(i64::MAX, i32::MAX)).as_deref(), Some("created_at"));
     }
 
     #[test]

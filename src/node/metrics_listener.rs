@@ -86,6 +86,11 @@ async fn scrape(State((context, _)): State<AppState>) -> impl IntoResponse {
         "Lifecycle events removed after [retention] events (messages and the audit log are kept)",
         metrics.events_pruned.clone(),
     );
+    registry.register(
+        "panics",
+        "Panics in request handlers answered as internal errors (INTERNAL, HTTP 500), by listener",
+        metrics.panics.clone(),
+    );
     registry.register_collector(Box::new(NodeCollector(Arc::clone(&context))));
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &registry) {

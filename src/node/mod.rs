@@ -162,7 +162,15 @@ impl RunningNode {
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .build_v1()
         };
+        let catch_panic = |listener| {
+            crate::runtime::catch_panic::CatchPanicLayer::new(
+                listener,
+                crate::runtime::catch_panic::PanicAnswer::Grpc,
+                context.metrics.panics.clone(),
+            )
+        };
         let peer_server = Server::builder()
+            .layer(catch_panic("peer"))
             .layer(MapResponseLayer::new(crate::rpc::codec::oversized_is_resource_exhausted))
             .add_service(health_service.clone())
             .add_service(reflection()?)
@@ -178,6 +186,7 @@ impl RunningNode {
         let desk_incoming =
             tls::incoming_reloadable(desk, node_tls.desk_server(), HANDSHAKE_TIMEOUT, stop.clone(), &tasks);
         let desk_server = Server::builder()
+            .layer(catch_panic("desk"))
             .layer(MapResponseLayer::new(crate::rpc::codec::oversized_is_resource_exhausted))
             .add_service(health_service)
             .add_service(reflection()?)

@@ -250,7 +250,7 @@ impl PeerDelivery {
                         if self.last_hello.is_none_or(|at| at.elapsed() >= probe_every) {
                             self.hello().await;
                         }
-                        let probe_at = self.context.clock.now() + probe_every;
+                        let probe_at = crate::domain::timestamp::plus(self.context.clock.now(), probe_every);
                         wake_at = Some(wake_at.map_or(probe_at, |t| t.min(probe_at)));
                     }
                     let delay = wake_at.map(|t| {
@@ -379,7 +379,7 @@ impl PeerDelivery {
             status.failures = failures;
             status.failed_calls += 1;
             status.last_error = error.to_owned();
-            status.next_attempt_at = Some(self.context.clock.now() + delay);
+            status.next_attempt_at = Some(crate::domain::timestamp::plus(self.context.clock.now(), delay));
         });
     }
 

@@ -10,7 +10,7 @@ use crate::domain::identity::{Identity, NodeCode};
 use crate::domain::lifecycle::{self, Happening};
 use crate::domain::names::ShortName;
 use crate::domain::timestamp;
-use crate::domain::validation::{FieldError, check_batch, check_envelope};
+use crate::domain::validation::{FieldError, check_batch, check_envelope, check_times};
 use crate::proto::delivery_result::Outcome;
 use crate::proto::{
     DeliverRequest, DeliverResponse, DeliveryResult, Direction, Envelope, EnvelopeKind, HelloRequest,
@@ -169,7 +169,7 @@ impl Receiver {
             batches: Some(&self.batches),
             batch_receipts: accepts_batch_receipts,
         };
-        let checks = check_envelopes(config, sender, &envelopes, Some(&signing));
+        let checks = check_envelopes(config, sender, &envelopes, Some(&signing), self.context.clock.now());
         let turn = self
             .batch_order
             .admit(
@@ -375,8 +375,9 @@ pub fn receive_batch(
     envelopes: Vec<Envelope>,
 ) -> Result<(Vec<DeliveryResult>, Vec<Message>), PeerError> {
     check_batch_shape(config, sender, &envelopes)?;
+    // No node clock here (the property tests and the fuzz target): the system's.
     let now = timestamp::now();
-    let checks = check_envelopes(config, sender, &envelopes, None)
+    let checks = check_envelopes(config, sender, &envelopes, None, timestamp::to_system(&now))
         .into_iter()
         .zip(&envelopes)
         .map(|(check, envelope)| {
@@ -423,11 +424,13 @@ fn check_envelopes(
     sender: NodeCode,
     envelopes: &[Envelope],
     signing: Option<&BatchSigning<'_>>,
+    now: std::time::SystemTime,
 ) -> Vec<Checked> {
     envelopes
         .iter()
         .map(|envelope| {
             let id = check_from_peer(config, envelope)?;
+            check_times(envelope, now, &config.limits)?;
             let digest = match signing {
                 Some(signing) => Some(signing.check(sender, envelope)?),
                 None => None,

@@ -2,7 +2,9 @@
 
 use maud::{Markup, html};
 
-use super::{Frame, kind_or_type, layout, overdue_badge, precedence_badge, state_badge, ticking_age, time};
+use super::{
+    Frame, foreign, kind_or_type, layout, overdue_badge, precedence_badge, state_badge, ticking_age, time,
+};
 use crate::domain::names::ShortName as _;
 use crate::proto::Message;
 
@@ -21,9 +23,9 @@ fn rows(frame: &Frame<'_>, messages: &[Message]) -> Markup {
                 {
                     td { (precedence_badge(e.precedence())) (overdue_badge(frame.strings, m.overdue)) }
                     td { (state_badge(m.state())) }
-                    td { (e.origin) }
+                    td { (foreign(&e.origin)) }
                     td { (kind_or_type(e.kind(), e.request_type())) }
-                    td { a href={ "/message/" (e.id) } { (e.subject) } }
+                    td { a href={ "/message/" (e.id) } { (foreign(&e.subject)) } }
                     td { (ticking_age(e.created_at.as_ref())) }
                     td { (time(m.ack_deadline.as_ref())) }
                 }
@@ -88,14 +90,14 @@ pub fn outbox(frame: &Frame<'_>, messages: &[Message]) -> String {
                             tr data-id=(e.id) {
                                 td { (precedence_badge(e.precedence())) (overdue_badge(s, m.overdue)) }
                                 td { (state_badge(m.state())) }
-                                td { (e.destination) }
+                                td { (foreign(&e.destination)) }
                                 td { (kind_or_type(e.kind(), e.request_type())) }
-                                td { a href={ "/message/" (e.id) } { (e.subject) } }
+                                td { a href={ "/message/" (e.id) } { (foreign(&e.subject)) } }
                                 td { (ticking_age(e.created_at.as_ref())) }
                                 td { (time(m.ack_deadline.as_ref())) }
                                 td { (m.attempts) }
                                 td { (time(m.next_attempt_at.as_ref())) }
-                                td.error { (m.last_error) }
+                                td.error { (foreign(&m.last_error)) }
                             }
                         }
                     }

@@ -2,7 +2,9 @@
 
 use maud::{Markup, Render, html};
 
-use super::{Frame, kind_or_type, layout, overdue_badge, precedence_badge, state_badge, time};
+use super::{
+    Frame, foreign, foreign_block, kind_or_type, layout, overdue_badge, precedence_badge, state_badge, time,
+};
 use crate::console::form::PRESERVATION_TEXT_FIELDS;
 use crate::domain::access::Action;
 use crate::domain::names::ShortName as _;
@@ -34,22 +36,22 @@ pub fn message(frame: &Frame<'_>, message: &Message, replies: &[Message], refusa
                 (definition("state", html! {
                     (state_badge(message.state())) (overdue_badge(s, message.overdue))
                 }))
-                (definition("origin", &e.origin))
-                (definition("destination", &e.destination))
-                (definition("case_reference", &e.case_reference))
-                (definition("subject", &e.subject))
-                (definition("body", html! { pre.body { (e.body) } }))
-                (definition("language", &e.language))
+                (definition("origin", foreign(&e.origin)))
+                (definition("destination", foreign(&e.destination)))
+                (definition("case_reference", foreign(&e.case_reference)))
+                (definition("subject", foreign(&e.subject)))
+                (definition("body", html! { pre.body { (foreign_block(&e.body)) } }))
+                (definition("language", foreign(&e.language)))
                 (definition("created_at", time(e.created_at.as_ref())))
                 (definition("expires_at", time(e.expires_at.as_ref())))
                 (definition("ack_deadline", time(message.ack_deadline.as_ref())))
                 (definition("received_at", time(message.received_at.as_ref())))
                 (definition("handling_code", e.handling_code().short_name()))
-                (definition("handling_restrictions", &e.handling_restrictions))
+                (definition("handling_restrictions", foreign_block(&e.handling_restrictions)))
                 @if outbound {
                     (definition("attempts", message.attempts))
                     (definition("next_attempt_at", time(message.next_attempt_at.as_ref())))
-                    (definition("last_error", &message.last_error))
+                    (definition("last_error", foreign(&message.last_error)))
                 }
             }
         }
@@ -66,7 +68,7 @@ pub fn message(frame: &Frame<'_>, message: &Message, replies: &[Message], refusa
                         &p.custodian_or_location,
                         &p.necessity,
                     ]) {
-                        (definition(s.field_label(name), html! { span.pre { (value) } }))
+                        (definition(s.field_label(name), html! { span.pre { (foreign_block(value)) } }))
                     }
                     (definition(
                         s.field_label("preservation.mutual_legal_assistance_to_follow"),
@@ -87,8 +89,8 @@ pub fn message(frame: &Frame<'_>, message: &Message, replies: &[Message], refusa
                         tbody {
                             @for a in &e.attachments {
                                 tr {
-                                    td { (a.name) }
-                                    td { (a.media_type) }
+                                    td { (foreign(&a.name)) }
+                                    td { (foreign(&a.media_type)) }
                                     td { (a.size_bytes) }
                                     td { code.digest { (hex::encode(&a.sha256)) } }
                                 }
@@ -113,8 +115,8 @@ pub fn message(frame: &Frame<'_>, message: &Message, replies: &[Message], refusa
                                 a href={ "/message/" (re.id) } {
                                     (kind_or_type(re.kind(), re.request_type()))
                                 }
-                                " " (re.origin) " → " (re.destination) " " (state_badge(r.state()))
-                                " " (time(re.created_at.as_ref())) " " span.pre { (re.body) }
+                                " " (foreign(&re.origin)) " → " (foreign(&re.destination)) " " (state_badge(r.state()))
+                                " " (time(re.created_at.as_ref())) " " span.pre { (foreign_block(&re.body)) }
                             }
                         }
                     }
@@ -139,7 +141,7 @@ pub fn message(frame: &Frame<'_>, message: &Message, replies: &[Message], refusa
                                 td { time datetime=(utc) { (utc) } }
                                 td { time datetime=(utc) data-local-only {} }
                                 td { (state_badge(entry.state())) }
-                                td { (entry.note) }
+                                td { (foreign(&entry.note)) }
                             }
                         }
                     }
@@ -154,7 +156,7 @@ pub fn message(frame: &Frame<'_>, message: &Message, replies: &[Message], refusa
             (actions(frame, message))
         }
     };
-    let title = format!("{} {}", s.message_title, e.subject);
+    let title = format!("{} {}", s.message_title, foreign(&e.subject));
     layout(frame, "message", &title, &content.into_string())
 }
 

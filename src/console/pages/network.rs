@@ -2,7 +2,7 @@
 
 use maud::{PreEscaped, html};
 
-use super::{Frame, layout, ticking_age, time};
+use super::{Frame, foreign, layout, ticking_age, time};
 use crate::domain::names::ShortName as _;
 use crate::proto::{GetQueueResponse, ListPeersResponse};
 
@@ -22,7 +22,7 @@ pub fn network(
                 @let connection = peer.connection().short_name();
                 @let error = if peer.last_error.is_empty() { &q.last_error } else { &peer.last_error };
                 article.tile.(format!("conn-{}", connection.to_ascii_lowercase())) data-peer=(peer.peer) {
-                    h2 { (peer.peer) " " small { (peer.name) } }
+                    h2 { (foreign(&peer.peer)) " " small { (foreign(&peer.name)) } }
                     dl {
                         dt { (s.connection) }
                         dd { (connection) }
@@ -48,7 +48,7 @@ pub fn network(
                         dt { (s.certificate_expiry) }
                         dd { (time(peer.certificate_expires_at.as_ref())) }
                         dt { (s.col_last_error) }
-                        dd.error { (error) }
+                        dd.error { (foreign(error)) }
                     }
                     figure {
                         figcaption { (s.queue_chart) }
@@ -63,7 +63,7 @@ pub fn network(
                 h2 { (s.warnings) }
                 ul {
                     @for warning in &peers.warnings {
-                        li { (warning) }
+                        li { (foreign(warning)) }
                     }
                 }
             }
