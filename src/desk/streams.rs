@@ -36,6 +36,8 @@ pub struct AuditListing {
     pub head: ChainHead,
     /// The records.
     pub records: AuditStream,
+    /// The newest head of this log each peer says it witnessed (from its last `Hello` answer).
+    pub witnessed: Vec<(crate::domain::identity::NodeCode, crate::proto::SignedAuditHead)>,
 }
 
 /// Audit records read per store access while streaming.
@@ -123,7 +125,8 @@ impl Desk {
         let details = filter.as_ref().map(|id| format!("records of {id}")).unwrap_or_default();
         let head = self.audit_read(caller, Action::ListAudit, "", &details).await?;
         let records = self.stream_audit(head.sequence, filter);
-        Ok(AuditListing { head, records })
+        let witnessed = self.context.peers.witnessed_my_heads();
+        Ok(AuditListing { head, records, witnessed })
     }
 
     /// Streams the audit records up to `upto` (durable when the call began), only those about

@@ -86,6 +86,11 @@ async fn scrape(State((context, _)): State<AppState>) -> impl IntoResponse {
         "Lifecycle events removed after [retention] events (messages and the audit log are kept)",
         metrics.events_pruned.clone(),
     );
+    registry.register(
+        "audit_head_rollbacks",
+        "Audit heads a peer gave in Hello that are behind or fork from the one witnessed before (its log was cut or rewritten)",
+        metrics.audit_head_rollbacks.clone(),
+    );
     registry.register_collector(Box::new(NodeCollector(Arc::clone(&context))));
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &registry) {

@@ -388,10 +388,21 @@ impl PeerDelivery {
             software_version: SOFTWARE_VERSION.to_owned(),
             time: Some(self.context.clock.timestamp()),
             directory_version: self.context.directory.current().version,
+            audit_head: crate::peer::witness::own_head(&self.context),
         };
         let started = std::time::Instant::now();
         let result = self.client.hello(request).await;
         let round_trip = started.elapsed();
+        if let Ok(response) = &result {
+            let response = response.get_ref();
+            crate::peer::witness::on_hello_answer(
+                &self.context,
+                self.peer.code,
+                response.audit_head.as_ref(),
+                response.witnessed_head.as_ref(),
+            )
+            .await;
+        }
         if result.is_ok() {
             self.failures = 0;
         }

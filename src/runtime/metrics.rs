@@ -23,6 +23,9 @@ pub struct Metrics {
     pub signature_failures: Family<Labels, Counter>,
     /// Lifecycle events removed by retention.
     pub events_pruned: Counter,
+    /// Audit heads a peer gave in `Hello` that are behind, or fork from, the one witnessed of it
+    /// before (its log was cut short or rewritten), by peer.
+    pub audit_head_rollbacks: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -34,6 +37,7 @@ impl Default for Metrics {
             ack_lead_time: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 18))),
             signature_failures: Family::default(),
             events_pruned: Counter::default(),
+            audit_head_rollbacks: Family::default(),
         }
     }
 }

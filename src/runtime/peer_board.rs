@@ -37,6 +37,10 @@ pub struct PeerStatus {
     pub failed_calls: u64,
     /// Envelopes scheduled for another attempt since start (after a failed call or a refusal).
     pub retries: u64,
+    /// The newest head of THIS node's audit log that the peer says it witnessed (its last
+    /// `Hello` answer, signature checked with this node's certificate); memory only, so a
+    /// rewritten store cannot change it.
+    pub witnessed_my_head: Option<crate::proto::SignedAuditHead>,
 }
 
 impl Default for PeerStatus {
@@ -54,6 +58,7 @@ impl Default for PeerStatus {
             delivered: 0,
             failed_calls: 0,
             retries: 0,
+            witnessed_my_head: None,
         }
     }
 }
@@ -76,5 +81,16 @@ impl PeerBoard {
     pub fn get(&self, peer: NodeCode) -> PeerStatus {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         peers.get(&peer).cloned().unwrap_or_default()
+    }
+
+    /// What each peer answered it witnessed of this node's audit log, ordered by peer.
+    pub fn witnessed_my_heads(&self) -> Vec<(NodeCode, crate::proto::SignedAuditHead)> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut heads: Vec<_> = peers
+            .iter()
+            .filter_map(|(code, status)| status.witnessed_my_head.clone().map(|head| (*code, head)))
+            .collect();
+        heads.sort_by(|(a, _), (b, _)| a.as_str().cmp(b.as_str()));
+        heads
     }
 }

@@ -34,6 +34,42 @@ pub const MAX_DETAILS_CHARS: usize = 200;
 /// call began.
 pub const AUDIT_HEAD_HEADER: &str = "hanoi247-audit-head";
 
+/// Response header of `ListAudit`, once per peer: "<CC> <sequence>:<hash hex> <signed at, Unix
+/// seconds>", the newest head of this log that peer says it witnessed (`peer::witness`).
+pub const AUDIT_WITNESSED_HEADER: &str = "hanoi247-audit-witnessed";
+
+/// A head of this log that a peer witnessed, as `audit verify` reads it from
+/// [`AUDIT_WITNESSED_HEADER`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessedHead {
+    /// The peer that kept it.
+    pub peer: String,
+    /// The head.
+    pub head: ChainHead,
+    /// When this node signed it, Unix seconds.
+    pub signed_at: i64,
+}
+
+impl WitnessedHead {
+    /// The header value.
+    pub fn to_text(&self) -> String {
+        format!("{} {} {}", self.peer, self.head.to_text(), self.signed_at)
+    }
+
+    /// Parses [`WitnessedHead::to_text`].
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = text.split_whitespace();
+        let (Some(peer), Some(head), Some(signed_at), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("'{text}': expected <CC> <sequence>:<hash hex> <unix seconds>"));
+        };
+        let signed_at =
+            signed_at.parse().map_err(|_| format!("'{signed_at}' is not a time in Unix seconds"))?;
+        Ok(Self { peer: peer.to_owned(), head: ChainHead::parse(head)?, signed_at })
+    }
+}
+
 /// The end of the chain: the last record's sequence number and hash (0 and [`GENESIS_HASH`] for
 /// an empty chain). Appending needs only this, so it is O(1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +231,39 @@ pub enum BrokenLink {
         /// The last record found.
         found: u64,
     },
+    /// A peer witnessed a head past the chain's end: the chain was cut short (and its head
+    /// rewritten) after the peer saw it.
+    #[error(
+        "the log ends at record {found} but {peer} witnessed head {witnessed} signed at {signed_at}: records {first} to {witnessed} were deleted (the log was cut short and its head rewritten)"
+    )]
+    BehindWitness {
+        /// The peer.
+        peer: String,
+        /// The last record found.
+        found: u64,
+        /// The first missing sequence number.
+        first: u64,
+        /// The sequence number the peer witnessed.
+        witnessed: u64,
+        /// When the witnessed head was signed (RFC 3339).
+        signed_at: String,
+    },
+    /// The chain's record at a head a peer witnessed is not the record it witnessed.
+    #[error(
+        "record {sequence} is not the one {peer} witnessed as the head signed at {signed_at} (hash {witnessed_hash}, now {found_hash}): the log was rewritten from there"
+    )]
+    ForkFromWitness {
+        /// The peer.
+        peer: String,
+        /// The witnessed sequence number.
+        sequence: u64,
+        /// The witnessed hash (hex).
+        witnessed_hash: String,
+        /// The hash in the chain now (hex).
+        found_hash: String,
+        /// When the witnessed head was signed (RFC 3339).
+        signed_at: String,
+    },
     /// The chain does not contain the anchor the caller noted earlier.
     #[error("record {sequence}: does not match the anchor noted earlier ({reason})")]
     AnchorMismatch {
@@ -299,6 +368,45 @@ pub fn check_anchor(anchor: &ChainHead, record: &AuditRecord) -> Option<Result<(
             })
         }
     })
+}
+
+/// Checks a verified chain against what peers witnessed: `hashes` holds the hash of every record
+/// whose sequence number a witnessed head names (`None` for the chain's end past the last record).
+pub fn check_witnessed(
+    end: &ChainHead,
+    witnessed: &[WitnessedHead],
+    hash_at: impl Fn(u64) -> Option<[u8; 32]>,
+) -> Result<(), BrokenLink> {
+    for seen in witnessed {
+        let signed_at = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(seen.signed_at).unwrap_or(0)),
+        )
+        .to_string();
+        if seen.head.sequence > end.sequence {
+            return Err(BrokenLink::BehindWitness {
+                peer: seen.peer.clone(),
+                found: end.sequence,
+                first: end.sequence + 1,
+                witnessed: seen.head.sequence,
+                signed_at,
+            });
+        }
+        if seen.head.sequence == 0 {
+            continue;
+        }
+        let found = hash_at(seen.head.sequence);
+        if found != Some(seen.head.hash) {
+            return Err(BrokenLink::ForkFromWitness {
+                peer: seen.peer.clone(),
+                sequence: seen.head.sequence,
+                witnessed_hash: hex::encode(seen.head.hash),
+                found_hash: found.map(hex::encode).unwrap_or_else(|| "missing".into()),
+                signed_at,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Verifies a whole chain against the head the node reported.
