@@ -298,6 +298,14 @@ pub struct RestoreArgs {
     /// backup of another node.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The node certificate that checks the backup's signature (default with --config: its
+    /// `[tls] cert`); a backup whose signature does not verify with it is refused.
+    #[arg(long, value_name = "NODE.PEM")]
+    pub cert: Option<PathBuf>,
+    /// Restore a backup made before backups were signed (format 1): only its SHA-256, which
+    /// anyone can recompute, is checked.
+    #[arg(long)]
+    pub accept_unsigned: bool,
 }
 
 /// `certs` subcommands.

@@ -92,7 +92,15 @@ impl Desk {
         self.context.store.persist().await?;
         let client = caller.name.clone();
         tracing::info!(%client, records = snapshot.len(), "backup taken; streaming it");
-        let chunks = crate::store::backup::Chunks::new(snapshot, self.context.code(), taken_at);
+        let signer = self.context.signer.current();
+        let node = self.context.code();
+        let sign: crate::store::backup::SignDigest = Box::new(move |digest| {
+            crate::trust::witness::sign_backup(&signer, node, digest).unwrap_or_else(|error| {
+                tracing::error!(%error, "could not sign the backup; restore will refuse it as unsigned");
+                Vec::new()
+            })
+        });
+        let chunks = crate::store::backup::Chunks::new(snapshot, node, taken_at, sign);
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         let stop = self.stop.clone();
         self.tasks.spawn_blocking(move || {

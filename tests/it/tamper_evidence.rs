@@ -112,3 +112,109 @@ async fn a_log_cut_short_on_disk_is_named_with_the_head_a_peer_witnessed() {
     wait_state(&mut duty, &id, hanoi247::proto::MessageState::Delivered).await;
     net.stop("FR").await;
 }
+
+/// The backup file's parts: content (header and records), SHA-256, signature.
+fn split_backup(bytes: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let signature_len = usize::from(u16::from_be_bytes([bytes[bytes.len() - 2], bytes[bytes.len() - 1]]));
+    let signature_at = bytes.len() - 2 - signature_len;
+    let digest_at = signature_at - 32;
+    (
+        bytes[..digest_at].to_vec(),
+        bytes[digest_at..signature_at].to_vec(),
+        bytes[signature_at..bytes.len() - 2].to_vec(),
+    )
+}
+
+fn join_backup(content: &[u8], digest: &[u8], signature: &[u8]) -> Vec<u8> {
+    let length = u16::try_from(signature.len()).unwrap().to_be_bytes();
+    [content, digest, signature, &length].concat()
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    hanoi247::trust::signing::sha256(bytes).to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refuses_a_backup_changed_or_signed_by_another_key() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.start("VN").await;
+    net.start("FR").await;
+    let mut officer = net.desk("VN");
+    let id = submit(&mut officer, preservation_request("FR")).await;
+    let operator = net.client_config_path_of("VN", "operator");
+    let file = net.dir().join("vn.backup");
+    let (ok, stdout, stderr) = cli(&operator, &["backup", "--out", file.to_str().unwrap()]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let good = std::fs::read(&file).unwrap();
+    let (content, digest, signature) = split_backup(&good);
+    assert_eq!(digest, sha256(&content), "the layout is content, SHA-256, signature, length");
+    assert!(!signature.is_empty(), "the node signed its backup");
+
+    let restore = |name: &str, bytes: &[u8]| {
+        let input = net.dir().join(format!("{name}.backup"));
+        std::fs::write(&input, bytes).unwrap();
+        let target = net.dir().join(format!("restored-{name}"));
+        let output = Command::new(env!("CARGO_BIN_EXE_hanoi247"))
+            .args(["restore", "--in"])
+            .arg(&input)
+            .arg("--data-dir")
+            .arg(&target)
+            .arg("--cert")
+            .arg(net.config("VN").tls.cert)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stderr, target)
+    };
+
+    // A record changed and the SHA-256 recomputed: only the signature can tell.
+    let mut forged = content.clone();
+    let at = forged.len() - 10;
+    forged[at] ^= 0x01;
+    let (ok, stderr, target) = restore("recomputed", &join_backup(&forged, &sha256(&forged), &signature));
+    assert!(!ok && stderr.contains("signature does not verify"), "{stderr}");
+    assert!(!target.exists(), "nothing was restored");
+
+    // A byte changed, checksum left: the SHA-256 says so.
+    let (ok, stderr, target) = restore("flipped", &join_backup(&forged, &digest, &signature));
+    assert!(!ok && stderr.contains("SHA-256 does not match"), "{stderr}");
+    assert!(!target.exists(), "nothing was restored");
+
+    // The checksum itself changed.
+    let mut other_digest = digest.clone();
+    other_digest[0] ^= 0x01;
+    let (ok, stderr, _) = restore("checksum", &join_backup(&content, &other_digest, &signature));
+    assert!(!ok && stderr.contains("SHA-256 does not match"), "{stderr}");
+
+    // Signed by another node's key (FR's), over the right checksum.
+    let fr = net.config("FR");
+    let fr_signer =
+        hanoi247::trust::signing::Signer::load(&fr.tls.cert, &fr.tls.key, &fr.tls.network_ca).unwrap();
+    let digest_bytes: [u8; 32] = digest.clone().try_into().unwrap();
+    let by_fr = hanoi247::trust::witness::sign_backup(&fr_signer, code("VN"), &digest_bytes).unwrap();
+    let (ok, stderr, target) = restore("by-fr", &join_backup(&content, &digest, &by_fr));
+    assert!(
+        !ok && stderr.contains("signature does not verify") && stderr.contains("another key"),
+        "{stderr}"
+    );
+    assert!(!target.exists(), "nothing was restored");
+
+    // An old unsigned backup (format 1) is refused unless the operator accepts it.
+    let mut unsigned = content.clone();
+    unsigned[8..12].copy_from_slice(&1u32.to_be_bytes());
+    let unsigned = [unsigned.clone(), sha256(&unsigned)].concat();
+    let (ok, stderr, target) = restore("unsigned", &unsigned);
+    assert!(!ok && stderr.contains("not signed") && stderr.contains("--accept-unsigned"), "{stderr}");
+    assert!(!target.exists(), "nothing was restored");
+
+    // The untouched file restores, checked with the node's certificate.
+    let (ok, stderr, target) = restore("good", &good);
+    assert!(ok, "{stderr}");
+    assert!(target.exists());
+
+    // The node still serves.
+    let got = officer.get(hanoi247::proto::GetRequest { id: id.clone() }).await.unwrap();
+    assert_eq!(got.into_inner().message.unwrap().envelope.unwrap().id, id);
+    net.stop("VN").await;
+    net.stop("FR").await;
+}
