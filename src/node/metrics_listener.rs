@@ -248,6 +248,14 @@ impl Collector for NodeCollector {
             None,
             &overdue_counts,
         )?;
+        let stale_crls = crate::trust::tls::stale_crls(tls);
+        gauge(
+            &mut encoder,
+            "crl_stale",
+            "1 while a revocation list in use is past its nextUpdate (page: publish a new one; [tls] crl_stale says whether handshakes are refused meanwhile)",
+            None,
+            &[(Vec::new(), if stale_crls.is_empty() { 0.0 } else { 1.0 })],
+        )?;
         gauge(
             &mut encoder,
             "certificate_expiry_timestamp_seconds",

@@ -218,3 +218,98 @@ async fn restore_refuses_a_backup_changed_or_signed_by_another_key() {
     net.stop("VN").await;
     net.stop("FR").await;
 }
+
+/// Re-signs the network CA's revocation list with the given validity (hours from now).
+fn sign_network_crl(net: &Network, from_hours: i64, until_hours: i64) {
+    use hanoi247::trust::pki::CertificateAuthority;
+    let config = net.config("VN");
+    let ca_cert = std::fs::read_to_string(&config.tls.network_ca).unwrap();
+    let ca_key = std::fs::read_to_string(net.dir().join("net/network-ca.key")).unwrap();
+    let ca = CertificateAuthority::from_pem(&ca_cert, &ca_key).unwrap();
+    let path = config.tls.peer_crl.unwrap();
+    let mut list = ca.read_revocation_list(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    list.number += 1;
+    let now = time::OffsetDateTime::now_utc();
+    let pem = ca
+        .sign_revocation_list_between(
+            &list,
+            now + time::Duration::hours(from_hours),
+            now + time::Duration::hours(until_hours),
+        )
+        .unwrap();
+    std::fs::write(&path, pem).unwrap();
+}
+
+async fn hello_from_fr(net: &Network) -> Result<(), tonic::Status> {
+    net.peer_client("FR", "VN").hello(hanoi247::proto::HelloRequest::default()).await.map(|_| ())
+}
+
+/// `hanoi247_crl_stale` of VN, once its metrics listener answers.
+async fn crl_stale_metric(net: &Network) -> Option<f64> {
+    let port = net.config("VN").metrics.listen.port();
+    let mut value = None;
+    eventually("VN's metrics listener shows hanoi247_crl_stale", async || {
+        value = tokio::task::spawn_blocking(move || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            metric(port, "hanoi247_crl_stale{}")
+        })
+        .await
+        .unwrap();
+        value.is_some()
+    })
+    .await;
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_crl_pages_by_default_and_strict_refuses_the_handshake() {
+    let net = Network::new(&["VN", "FR"]).await;
+    // The network CA's list ran out an hour ago (its CA is late).
+    sign_network_crl(&net, -48, -1);
+
+    // Default policy: the node keeps serving peers, logs an ERROR and the metric pages.
+    let vn = net.spawn("VN").await;
+    hello_from_fr(&net).await.expect("default: a stale CRL keeps peers served");
+    assert_eq!(crl_stale_metric(&net).await, Some(1.0));
+    let log = net.log_of("VN");
+    assert!(log.contains("ERROR") && log.contains("CRL is past its nextUpdate"), "{log}");
+    assert!(vn.terminate().await.success());
+
+    // strict: the peer's handshake is refused; the desk (its own, fresh CRL) still serves.
+    net.edit_config(
+        "VN",
+        "peer_crl = \"../network-ca.crl\"",
+        "peer_crl = \"../network-ca.crl\"\ncrl_stale = \"strict\"",
+    );
+    let vn = net.spawn("VN").await;
+    hello_from_fr(&net).await.expect_err("strict: a stale CRL refuses the handshake");
+    let fr = net.config("FR");
+    let fr_tls = hanoi247::trust::tls::client_config(&fr.tls.network_ca, &fr.tls.cert, &fr.tls.key).unwrap();
+    let alert = handshake_alert(fr_tls, net.config("VN").listen.peer.port()).await;
+    // webpki refuses a certificate whose revocation status it cannot know (rustls says UnknownCA).
+    assert!(alert.contains("UnknownCA"), "{alert}");
+    assert_eq!(crl_stale_metric(&net).await, Some(1.0));
+    let mut officer = net.desk("VN");
+    inbox(&mut officer).await;
+
+    // A fresh list, reloaded on SIGHUP: served again, and the page clears.
+    sign_network_crl(&net, -1, 24 * 7);
+    vn.hangup();
+    let mut last = String::new();
+    eventually("FR is served again after a fresh CRL", async || match hello_from_fr(&net).await {
+        Ok(()) => true,
+        Err(status) => {
+            last = status.to_string();
+            false
+        }
+    })
+    .await;
+    assert_eq!(crl_stale_metric(&net).await, Some(0.0), "{last}");
+}
+
+#[test]
+fn the_metrics_listener_binds_loopback_by_default() {
+    let config: hanoi247::config::MetricsConfig = toml::from_str("").unwrap();
+    assert!(config.listen.ip().is_loopback(), "{}", config.listen);
+    assert!(hanoi247::config::MetricsConfig::default().listen.ip().is_loopback());
+}
