@@ -313,3 +313,71 @@ fn the_metrics_listener_binds_loopback_by_default() {
     assert!(config.listen.ip().is_loopback(), "{}", config.listen);
     assert!(hanoi247::config::MetricsConfig::default().listen.ip().is_loopback());
 }
+
+/// The permission bits of `path`.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// `deploy/compose-prepare.sh` keeps the keys private (0600) and puts only the peer and desk
+/// listeners on the container's interfaces; `deploy/compose.yaml` publishes only the peer port
+/// beyond the host (the desk on the host's loopback, metrics not at all).
+#[test]
+fn the_compose_preparation_keeps_keys_private_and_publishes_only_the_peer_port() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIPPED: openssl not installed (compose-prepare.sh needs it)");
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_hanoi247");
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let dir = tempfile::tempdir().unwrap();
+    let net = dir.path().join("net");
+    let init = Command::new(bin)
+        .args(["init", "--out"])
+        .arg(&net)
+        .args(["--nodes", "VN,FR", "--base-port", "7247"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let prepare = Command::new("bash")
+        .arg(deploy.join("compose-prepare.sh"))
+        .arg(&net)
+        .env("HANOI247", bin)
+        .output()
+        .unwrap();
+    assert!(prepare.status.success(), "{}", String::from_utf8_lossy(&prepare.stderr));
+
+    let compose = std::fs::read_to_string(deploy.join("compose.yaml")).unwrap();
+    let published: Vec<&str> = compose
+        .lines()
+        .map(str::trim)
+        .filter_map(|line| line.strip_prefix("- \"").and_then(|l| l.strip_suffix('"')))
+        .filter(|mapping| mapping.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '.'))
+        .collect();
+    assert!(!published.is_empty(), "{compose}");
+    for (cc, i) in [("vn", 0u16), ("fr", 1)] {
+        let prepared = net.join("compose").join(cc);
+        for key in ["node.key", "desk.key"] {
+            assert_eq!(mode(&prepared.join(key)), 0o600, "{cc}/{key}");
+        }
+        let config = hanoi247::config::NodeConfig::load(&prepared.join("node.toml")).unwrap();
+        let (peer, desk, metrics) = (7247 + 10 * i, 7248 + 10 * i, 7249 + 10 * i);
+        assert!(config.listen.peer.ip().is_unspecified(), "{cc}: peers must reach {}", config.listen.peer);
+        assert_eq!(config.metrics.listen.port(), metrics);
+        assert!(config.metrics.listen.ip().is_loopback(), "{cc}: metrics on {}", config.metrics.listen);
+        assert!(config.console.listen.ip().is_loopback(), "{cc}: console on {}", config.console.listen);
+        // Beyond the host: the peer port only. On the host's loopback: the desk.
+        assert!(published.contains(&format!("{peer}:{peer}").as_str()), "{published:?}");
+        assert!(published.contains(&format!("127.0.0.1:{desk}:{desk}").as_str()), "{published:?}");
+        assert!(
+            !published.iter().any(|p| p.ends_with(&format!(":{metrics}"))),
+            "metrics published: {published:?}"
+        );
+    }
+    for mapping in &published {
+        let parts: Vec<&str> = mapping.split(':').collect();
+        let is_peer = parts.len() == 2 && [7247, 7257, 7267].iter().any(|p| parts[0] == p.to_string());
+        assert!(is_peer || mapping.starts_with("127.0.0.1:"), "{mapping} is published beyond the host");
+    }
+}
