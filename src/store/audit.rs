@@ -553,6 +553,49 @@ mod tests {
     }
 
     #[test]
+    fn heads_peers_witnessed_name_a_cut_or_a_rewrite() {
+        let records = chain(5);
+        let hash_at = |records: &[AuditRecord]| {
+            let records = records.to_vec();
+            move |sequence: u64| {
+                records.iter().find(|r| r.sequence == sequence).map(|r| r.hash.clone().try_into().unwrap())
+            }
+        };
+        let witnessed = |head: ChainHead| WitnessedHead { peer: "FR".into(), head, signed_at: 1_800_000_000 };
+        let seen = witnessed(head_of(&records[..4]));
+        assert_eq!(WitnessedHead::parse(&seen.to_text()), Ok(seen.clone()));
+        assert!(check_witnessed(&head_of(&records), std::slice::from_ref(&seen), hash_at(&records)).is_ok());
+
+        // Cut to 2 records: the peer's head 4 is past the end.
+        let error =
+            check_witnessed(&head_of(&records[..2]), std::slice::from_ref(&seen), hash_at(&records[..2]))
+                .unwrap_err();
+        assert!(
+            matches!(error, BrokenLink::BehindWitness { found: 2, first: 3, witnessed: 4, .. }),
+            "{error}"
+        );
+        assert!(
+            error.to_string().starts_with(
+                "the log ends at record 2 but FR witnessed head 4 signed at 2027-01-15T08:00:00Z"
+            ),
+            "{error}"
+        );
+
+        // Rewritten from record 3 on, as long as before: record 4 is not the one witnessed.
+        let mut rewritten = records[..2].to_vec();
+        let mut head = head_of(&rewritten);
+        for i in 3..=5 {
+            let mut record =
+                AuditRecord { who: "mallory".into(), message_id: format!("x{i}"), ..Default::default() };
+            head = seal(&head, &mut record);
+            rewritten.push(record);
+        }
+        let error = check_witnessed(&head, &[seen], hash_at(&rewritten)).unwrap_err();
+        assert!(matches!(error, BrokenLink::ForkFromWitness { sequence: 4, .. }), "{error}");
+        assert!(WitnessedHead::parse("FR 4:zz 1").is_err());
+    }
+
+    #[test]
     fn long_details_are_cut_on_a_character_boundary() {
         let mut record = AuditRecord { details: "é".repeat(MAX_DETAILS_CHARS + 5), ..Default::default() };
         seal(&ChainHead::default(), &mut record);

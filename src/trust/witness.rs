@@ -117,3 +117,56 @@ pub fn verify_backup(
         signature,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::pki::CertificateAuthority;
+
+    fn signer(dir: &std::path::Path, ca: &CertificateAuthority, code: &str) -> Signer {
+        let issued = ca.issue_node("net", code.parse().unwrap(), &[], 10).unwrap();
+        let (cert, key, ca_path) =
+            (dir.join(format!("{code}.pem")), dir.join(format!("{code}.key")), dir.join("ca.pem"));
+        std::fs::write(&cert, &issued.cert_pem).unwrap();
+        std::fs::write(&key, &issued.key_pem).unwrap();
+        std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+        Signer::load(&cert, &key, &ca_path).unwrap()
+    }
+
+    #[test]
+    fn a_signed_head_verifies_only_unchanged_for_its_node_and_never_as_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::generate("net CA", 10).unwrap();
+        let (vn, fr) = (signer(dir.path(), &ca, "VN"), signer(dir.path(), &ca, "FR"));
+        let code: NodeCode = "VN".parse().unwrap();
+        let at = crate::domain::timestamp::now();
+        let head = sign_audit_head(&vn, code, 41, [9; 32], at).unwrap();
+        verify_audit_head(&head, code, vn.certificate()).unwrap();
+        let network_ca = vn.network_ca_of(&head.certificate).to_vec();
+        check_head_certificate(&head, "net", code, &network_ca).unwrap();
+
+        for changed in [
+            SignedAuditHead { sequence: 40, ..head.clone() },
+            SignedAuditHead { hash: vec![8; 32], ..head.clone() },
+            SignedAuditHead {
+                signed_at: Some(Timestamp { seconds: 1_800_000_001, nanos: 7 }),
+                ..head.clone()
+            },
+        ] {
+            assert!(verify_audit_head(&changed, code, vn.certificate()).is_err(), "{changed:?}");
+        }
+        assert!(verify_audit_head(&head, code, fr.certificate()).is_err(), "another node's key");
+        let error = verify_audit_head(&head, "FR".parse().unwrap(), fr.certificate()).unwrap_err();
+        assert!(error.to_string().contains("names node 'VN'"), "{error}");
+        assert!(check_head_certificate(&head, "net", "FR".parse().unwrap(), &network_ca).is_err());
+
+        // Domain separation: a backup signature over the same bytes is not a head signature.
+        let digest = [9; 32];
+        let backup = sign_backup(&vn, code, &digest).unwrap();
+        verify_backup(vn.certificate(), code, &digest, &backup).unwrap();
+        assert!(verify_backup(fr.certificate(), code, &digest, &backup).is_err());
+        assert!(verify_backup(vn.certificate(), code, &[8; 32], &backup).is_err());
+        let as_head = SignedAuditHead { signature: backup, ..head.clone() };
+        assert!(verify_audit_head(&as_head, code, vn.certificate()).is_err());
+    }
+}
