@@ -73,12 +73,33 @@ pub async fn keep(
         return Err(WitnessError::Signature { node: peer, source });
     }
     let store = |source| WitnessError::Store { node: peer, source };
-    let kept = context.store.witnessed_head(peer).map_err(store)?;
-    let outcome = match &kept {
+    let compare = |kept: &Option<SignedAuditHead>| match kept {
         None => Witnessed::Kept,
         Some(kept) if head.sequence > kept.sequence => Witnessed::Kept,
         Some(kept) if head.sequence == kept.sequence && head.hash == kept.hash => Witnessed::Same,
-        Some(kept) => {
+        Some(_) => Witnessed::RolledBack,
+    };
+    // Most Hellos bring the head already kept: no write then.
+    let kept = context.store.witnessed_head(peer).map_err(store)?;
+    let (outcome, kept) = match compare(&kept) {
+        Witnessed::Kept => context
+            .store
+            // Compared again under the store's writer lock, so two Hellos of one peer at once
+            // cannot replace a newer head with an older one.
+            .write(|changes| {
+                let kept = context.store.witnessed_head(peer)?;
+                let outcome = compare(&kept);
+                if outcome == Witnessed::Kept {
+                    changes.keep_witnessed_head(peer, head);
+                }
+                Ok::<_, StoreError>((outcome, kept))
+            })
+            .map_err(store)?,
+        outcome => (outcome, kept),
+    };
+    match (outcome, kept) {
+        (Witnessed::Kept, _) => context.store.persist().await.map_err(store)?,
+        (Witnessed::RolledBack, Some(kept)) => {
             context.metrics.audit_head_rollbacks.get_or_create(&labels(&[("peer", peer.as_str())])).inc();
             tracing::error!(
                 peer = %peer,
@@ -88,18 +109,8 @@ pub async fn keep(
                 given_hash = %hex::encode(&head.hash),
                 "a peer's audit log went back: the head it gave is behind, or forks from, the head it signed before (its log was cut short or rewritten); the older head is kept as evidence"
             );
-            Witnessed::RolledBack
         }
-    };
-    if outcome == Witnessed::Kept {
-        context
-            .store
-            .write(|changes| {
-                changes.keep_witnessed_head(peer, head);
-                Ok::<_, StoreError>(())
-            })
-            .map_err(store)?;
-        context.store.persist().await.map_err(store)?;
+        _ => {}
     }
     Ok(outcome)
 }
