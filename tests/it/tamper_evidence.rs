@@ -111,6 +111,14 @@ async fn a_log_cut_short_on_disk_is_named_with_the_head_a_peer_witnessed() {
     let id = submit(&mut duty, preservation_request("FR")).await;
     wait_state(&mut duty, &id, hanoi247::proto::MessageState::Delivered).await;
     net.stop("FR").await;
+
+    // FR keeps the head in its store (`w` + node code), signed by VN, not only in memory.
+    let db = sled::open(net.config("FR").data_dir).unwrap();
+    let kept = db.get(b"wVN").unwrap().expect("FR stored the head it witnessed of VN");
+    let kept = hanoi247::proto::SignedAuditHead::decode(kept.as_ref()).unwrap();
+    assert_eq!((kept.node.as_str(), kept.sequence), ("VN", witnessed));
+    let vn_cert = hanoi247::trust::tls::load_certs(&net.config("VN").tls.cert).unwrap();
+    hanoi247::trust::witness::verify_audit_head(&kept, code("VN"), vn_cert[0].as_ref()).unwrap();
 }
 
 /// The backup file's parts: content (header and records), SHA-256, signature.
