@@ -13,7 +13,9 @@
 #                        made with openssl as in certs/README.md ("With an external CA"), whose
 #                        SANs are spiffe://<network>/node/<CC>, DNS:<cc> (the service name),
 #                        DNS:localhost, IP:127.0.0.1 and IP:::1
-#   node.toml            init's node.toml with listeners on 0.0.0.0, data_dir /var/lib/hanoi247
+#   node.toml            init's node.toml with the peer and desk listeners on 0.0.0.0 (the metrics
+#                        listener and the console stay on the container's loopback: they are not
+#                        for the network), data_dir /var/lib/hanoi247
 #                        (the container's data volume), network_ca and the directory in the same
 #                        directory
 #   directory.toml       init's signed directory with every member's endpoint host replaced by
@@ -28,10 +30,10 @@
 # The desk certificate is kept: desk clients on the host reach the published desk port on
 # 127.0.0.1, which it names, so init's <name>.client.toml files work unchanged.
 #
-# DEVELOPMENT ONLY: the private keys in NET_DIR/compose/ are made readable by everyone (0644) so
-# that the image's non-root user (uid 65532) can read the bind-mounted files whatever uid ran
-# this script. For a real node, give the keys to the container's user (chown 65532, mode 0400) or
-# use your orchestrator's secrets, and never put the network CA's key on a node.
+# The private keys in NET_DIR/compose/ are mode 0600; certificates, CRLs and configs 0644. The
+# image runs as the non-root uid 65532, which must own the keys: run as root, this script gives
+# them to 65532; otherwise it says the one command to run (sudo chown). Or use your
+# orchestrator's secrets; never put the network CA's key on a node.
 # Needs: bash, openssl, awk.
 set -euo pipefail
 
@@ -109,7 +111,7 @@ EXT
         /^data_dir[[:space:]]*=/ { print "data_dir = \"/var/lib/hanoi247\""; next }
         /^network_ca[[:space:]]*=/ { print "network_ca = \"network-ca.pem\""; next }
         /^peer_crl[[:space:]]*=/ { print "peer_crl = \"network-ca.crl\""; next }
-        /^(peer|desk|listen)[[:space:]]*=[[:space:]]*"127\.0\.0\.1:/ { sub(/"127\.0\.0\.1:/, "\"0.0.0.0:"); print; next }
+        /^(peer|desk)[[:space:]]*=[[:space:]]*"127\.0\.0\.1:/ && section ~ /^\[listen\]/ { sub(/"127\.0\.0\.1:/, "\"0.0.0.0:"); print; next }
         /^file[[:space:]]*=/ && section ~ /^\[directory\]/ { print "file = \"directory.toml\""; next }
         { print }
         ' "$config"
@@ -120,7 +122,9 @@ EXT
     "$bin" directory add --file "$directory" --code "$code" --name "24/7 point of contact $code" \
         --endpoint "$cc:${peer##*:}" --cert "$out/node.pem" --languages en --time-zone UTC >/dev/null
 
-    chmod 0644 "$out"/*.key "$out"/*.pem "$out/node.toml"
+    chmod 0600 "$out"/*.key
+    chmod 0644 "$out"/*.pem "$out/node.toml"
+    if [[ $(id -u) == 0 ]]; then chown 65532:65532 "$out"/*.key; fi
     echo "$code: $out (node certificate names $cc, localhost, 127.0.0.1, ::1)"
 done
 if ((!found)); then
@@ -132,3 +136,6 @@ for out in "$net"/compose/*/; do
     cp "$directory" "$out/directory.toml"
     chmod 0644 "$out/directory.toml"
 done
+if [[ $(id -u) != 0 ]]; then
+    echo "the keys are mode 0600 and yours; the containers run as uid 65532: sudo chown 65532:65532 $net/compose/*/*.key"
+fi

@@ -233,6 +233,23 @@ pub struct TlsConfig {
     /// Unset: desk clients' certificates are not checked for revocation.
     #[serde(default)]
     pub client_crl: Option<PathBuf>,
+    /// What a revocation list past its nextUpdate does: `serve` (default) keeps using it, logs
+    /// an ERROR and sets `hanoi247_crl_stale` to 1 so the operator is paged; `strict` refuses
+    /// every handshake its CA's certificates make until a fresh CRL is published.
+    #[serde(default)]
+    pub crl_stale: CrlStalePolicy,
+}
+
+/// The `[tls] crl_stale` policy: what a revocation list past its nextUpdate does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrlStalePolicy {
+    /// Keep serving with the stale list (revocations it holds still apply) and raise the alert:
+    /// refusing would lock every peer or client out at once when a CA is late.
+    #[default]
+    Serve,
+    /// Refuse the handshakes of certificates whose CA's list is stale (fail closed).
+    Strict,
 }
 
 /// How the delivery tasks send and retry.

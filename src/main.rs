@@ -109,7 +109,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 _ => anyhow::bail!("restore: give --data-dir DIR or --config NODE.TOML"),
             };
-            let restored = hanoi247::store::backup::restore(&args.input, &target, expect)?;
+            let cert = args.cert.clone().or_else(|| config.as_ref().map(|c| c.tls.cert.clone()));
+            let certificate = cert.as_deref().map(hanoi247::trust::tls::load_certs).transpose()?;
+            let certificate = certificate.and_then(|certs| certs.first().map(|c| c.to_vec()));
+            let check = |node: hanoi247::domain::identity::NodeCode, digest: &[u8; 32], signature: &[u8]| {
+                let certificate = certificate.as_deref().unwrap_or_default();
+                hanoi247::trust::witness::verify_backup(certificate, node, digest, signature)
+                    .map_err(|e| e.to_string())
+            };
+            let authenticity = hanoi247::store::backup::Authenticity {
+                verify: cert.as_deref().map(|path| (&check as _, path)),
+                accept_unsigned: args.accept_unsigned,
+            };
+            let restored = hanoi247::store::backup::restore(&args.input, &target, expect, &authenticity)?;
             let made = humantime::format_rfc3339_seconds(restored.header.created_at);
             println!(
                 "restored node {}'s store (backup taken {made}) into {}: messages {}, events {}, records {}",

@@ -298,6 +298,14 @@ pub struct RestoreArgs {
     /// backup of another node.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The node certificate that checks the backup's signature (default with --config: its
+    /// `[tls] cert`); a backup whose signature does not verify with it is refused.
+    #[arg(long, value_name = "NODE.PEM")]
+    pub cert: Option<PathBuf>,
+    /// Restore a backup made before backups were signed (format 1): only its SHA-256, which
+    /// anyone can recompute, is checked.
+    #[arg(long)]
+    pub accept_unsigned: bool,
 }
 
 /// `certs` subcommands.
@@ -1144,12 +1152,29 @@ fn reported_head<T>(response: &tonic::Response<T>) -> Result<ChainHead, CliError
     ChainHead::parse(text).map_err(|e| CliError::Usage(format!("the node reported a bad audit head: {e}")))
 }
 
+/// The heads of this log that peers witnessed, from the `ListAudit` response headers.
+fn witnessed_heads<T>(
+    response: &tonic::Response<T>,
+) -> Result<Vec<crate::store::audit::WitnessedHead>, CliError> {
+    response
+        .metadata()
+        .get_all(crate::store::audit::AUDIT_WITNESSED_HEADER)
+        .iter()
+        .map(|value| {
+            crate::store::audit::WitnessedHead::parse(value.to_str().unwrap_or_default())
+                .map_err(|e| CliError::Usage(format!("the node reported a bad witnessed head: {e}")))
+        })
+        .collect()
+}
+
 /// `audit verify`: fetches the whole chain and verifies it here, record by record.
 async fn audit_verify(args: &ClientArgs, anchor: Option<&str>) -> Result<(), CliError> {
     let anchor =
         anchor.map(ChainHead::parse).transpose().map_err(|e| CliError::Usage(format!("--anchor {e}")))?;
     let response = client(args)?.list_audit(ListAuditRequest::default()).await?;
     let reported = reported_head(&response)?;
+    let witnessed = witnessed_heads(&response)?;
+    let mut witnessed_hashes = std::collections::HashMap::new();
     let mut records = response.into_inner();
     let mut verifier = crate::store::audit::Verifier::new();
     let mut anchor_found = false;
@@ -1158,6 +1183,9 @@ async fn audit_verify(args: &ClientArgs, anchor: Option<&str>) -> Result<(), Cli
             Some(Ok(record)) => {
                 if let Err(broken) = verifier.push(&record) {
                     break Err(broken);
+                }
+                if witnessed.iter().any(|w| w.head.sequence == record.sequence) {
+                    witnessed_hashes.insert(record.sequence, verifier.head().hash);
                 }
                 if let Some(checked) =
                     anchor.as_ref().and_then(|a| crate::store::audit::check_anchor(a, &record))
@@ -1179,14 +1207,27 @@ async fn audit_verify(args: &ClientArgs, anchor: Option<&str>) -> Result<(), Cli
         }),
         _ => Ok(head),
     });
+    let outcome = outcome.and_then(|head| {
+        crate::store::audit::check_witnessed(&head, &witnessed, |sequence| {
+            witnessed_hashes.get(&sequence).copied()
+        })
+        .map(|()| head)
+    });
     match outcome {
         Ok(head) => {
             if args.json {
-                print_json(
-                    &serde_json::json!({ "intact": true, "records": head.sequence, "head": head.to_text() }),
-                );
+                let witnessed: Vec<_> = witnessed
+                    .iter()
+                    .map(|w| serde_json::json!({ "peer": w.peer, "head": w.head.to_text(), "signed_at": w.signed_at }))
+                    .collect();
+                print_json(&serde_json::json!({
+                    "intact": true, "records": head.sequence, "head": head.to_text(), "witnessed": witnessed,
+                }));
             } else {
                 println!("audit log intact: {} records; head {}", head.sequence, head.to_text());
+                for w in &witnessed {
+                    println!("witnessed by {}: head {} (reached by this log)", w.peer, w.head.to_text());
+                }
                 println!("(note the head somewhere else and check it later with --anchor)");
             }
             Ok(())

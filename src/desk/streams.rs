@@ -36,6 +36,8 @@ pub struct AuditListing {
     pub head: ChainHead,
     /// The records.
     pub records: AuditStream,
+    /// The newest head of this log each peer says it witnessed (from its last `Hello` answer).
+    pub witnessed: Vec<(crate::domain::identity::NodeCode, crate::proto::SignedAuditHead)>,
 }
 
 /// Audit records read per store access while streaming.
@@ -90,7 +92,15 @@ impl Desk {
         self.context.store.persist().await?;
         let client = caller.name.clone();
         tracing::info!(%client, records = snapshot.len(), "backup taken; streaming it");
-        let chunks = crate::store::backup::Chunks::new(snapshot, self.context.code(), taken_at);
+        let signer = self.context.signer.current();
+        let node = self.context.code();
+        let sign: crate::store::backup::SignDigest = Box::new(move |digest| {
+            crate::trust::witness::sign_backup(&signer, node, digest).unwrap_or_else(|error| {
+                tracing::error!(%error, "could not sign the backup; restore will refuse it as unsigned");
+                Vec::new()
+            })
+        });
+        let chunks = crate::store::backup::Chunks::new(snapshot, node, taken_at, sign);
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         let stop = self.stop.clone();
         self.tasks.spawn_blocking(move || {
@@ -123,7 +133,8 @@ impl Desk {
         let details = filter.as_ref().map(|id| format!("records of {id}")).unwrap_or_default();
         let head = self.audit_read(caller, Action::ListAudit, "", &details).await?;
         let records = self.stream_audit(head.sequence, filter);
-        Ok(AuditListing { head, records })
+        let witnessed = self.context.peers.witnessed_my_heads();
+        Ok(AuditListing { head, records, witnessed })
     }
 
     /// Streams the audit records up to `upto` (durable when the call began), only those about

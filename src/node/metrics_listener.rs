@@ -91,6 +91,11 @@ async fn scrape(State((context, _)): State<AppState>) -> impl IntoResponse {
         "Panics in request handlers answered as internal errors (INTERNAL, HTTP 500), by listener",
         metrics.panics.clone(),
     );
+    registry.register(
+        "audit_head_rollbacks",
+        "Audit heads a peer gave in Hello that are behind or fork from the one witnessed before (its log was cut or rewritten)",
+        metrics.audit_head_rollbacks.clone(),
+    );
     registry.register_collector(Box::new(NodeCollector(Arc::clone(&context))));
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &registry) {
@@ -247,6 +252,14 @@ impl Collector for NodeCollector {
             "Requests past their acknowledgement deadline, not acknowledged",
             None,
             &overdue_counts,
+        )?;
+        let stale_crls = crate::trust::tls::stale_crls(tls);
+        gauge(
+            &mut encoder,
+            "crl_stale",
+            "1 while a revocation list in use is past its nextUpdate (page: publish a new one; [tls] crl_stale says whether handshakes are refused meanwhile)",
+            None,
+            &[(Vec::new(), if stale_crls.is_empty() { 0.0 } else { 1.0 })],
         )?;
         gauge(
             &mut encoder,

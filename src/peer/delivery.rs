@@ -393,10 +393,21 @@ impl PeerDelivery {
             time: Some(self.context.clock.timestamp()),
             directory_version: self.context.directory.current().version,
             verifies_batch_signatures: true,
+            audit_head: crate::peer::witness::own_head(&self.context),
         };
         let started = std::time::Instant::now();
         let result = self.client.hello(request).await;
         let round_trip = started.elapsed();
+        if let Ok(response) = &result {
+            let response = response.get_ref();
+            crate::peer::witness::on_hello_answer(
+                &self.context,
+                self.peer.code,
+                response.audit_head.as_ref(),
+                response.witnessed_head.as_ref(),
+            )
+            .await;
+        }
         if result.is_ok() {
             self.failures = 0;
         }

@@ -1,6 +1,7 @@
 //! The peer side: one delivery task per directory peer (`delivery`) and the order in which
 //! pipelined batches from a peer are stored (`batch_order`), and receiving batches from peers
-//! (`receive`, behind the gRPC `PeerService`).
+//! (`receive`, behind the gRPC `PeerService`), and witnessing peers' signed audit heads
+//! (`witness`).
 //!
 //! Boundary: may import `runtime` and everything below it; never the desk, the gRPC edge, the
 //! console or the node.
@@ -8,3 +9,4 @@
 pub mod batch_order;
 pub mod delivery;
 pub mod receive;
+pub mod witness;

@@ -217,7 +217,31 @@ impl Receiver {
             time: Some(timestamp::now()),
             directory_version: self.context.directory.current().version,
             verifies_batch_signatures: true,
+            audit_head: None,
+            witnessed_head: None,
         }
+    }
+
+    /// [`Receiver::hello`], witnessing the caller's signed audit head (checked with its TLS
+    /// `certificate`) and answering with this node's head and the newest head of the caller's.
+    pub async fn hello_witnessed(
+        &self,
+        caller: NodeCode,
+        certificate: &[u8],
+        request: &HelloRequest,
+    ) -> HelloResponse {
+        let mut response = self.hello(caller, request);
+        if let Some(head) = &request.audit_head
+            && let Err(error) = crate::peer::witness::keep(&self.context, caller, head, certificate).await
+        {
+            tracing::warn!(%error, "audit head from Hello not kept");
+        }
+        response.audit_head = crate::peer::witness::own_head(&self.context);
+        response.witnessed_head = self.context.store.witnessed_head(caller).unwrap_or_else(|error| {
+            tracing::warn!(%error, peer = %caller, "reading the witnessed audit head");
+            None
+        });
+        response
     }
 
     /// Counts what a `Deliver` call stored, once it is durable.

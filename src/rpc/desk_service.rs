@@ -175,6 +175,18 @@ impl DeskService for DeskApi {
         if let Ok(header) = listing.head.to_text().parse() {
             response.metadata_mut().insert(crate::store::audit::AUDIT_HEAD_HEADER, header);
         }
+        for (peer, head) in &listing.witnessed {
+            let Ok(hash) = <[u8; 32]>::try_from(head.hash.as_slice()) else { continue };
+            let witnessed = crate::store::audit::WitnessedHead {
+                peer: peer.to_string(),
+                head: crate::store::audit::ChainHead { sequence: head.sequence, hash },
+                signed_at: head.signed_at.map_or(0, |at| at.seconds),
+            };
+            // A node code, digits, ':', hex digits and spaces: always a valid header value.
+            if let Ok(value) = witnessed.to_text().parse() {
+                response.metadata_mut().append(crate::store::audit::AUDIT_WITNESSED_HEADER, value);
+            }
+        }
         Ok(response)
     }
 }

@@ -40,6 +40,6 @@ impl PeerService for PeerApi {
         let certificate = caller_certificate(&request);
         let caller =
             self.receiver.authenticate(crate::trust::tls::caller_identity(&request), &certificate)?;
-        Ok(Response::new(self.receiver.hello(caller, request.get_ref())))
+        Ok(Response::new(self.receiver.hello_witnessed(caller, &certificate, request.get_ref()).await))
     }
 }

@@ -26,6 +26,9 @@ pub struct Metrics {
     /// Panics in request handlers answered as internal errors, by listener (`peer`, `desk`,
     /// `console`): each one is a bug to report.
     pub panics: Family<Labels, Counter>,
+    /// Audit heads a peer gave in `Hello` that are behind, or fork from, the one witnessed of it
+    /// before (its log was cut short or rewritten), by peer.
+    pub audit_head_rollbacks: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -38,6 +41,7 @@ impl Default for Metrics {
             signature_failures: Family::default(),
             events_pruned: Counter::default(),
             panics: Family::default(),
+            audit_head_rollbacks: Family::default(),
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct PeerStatus {
     pub retries: u64,
     /// The peer said in `Hello` that it verifies batch signatures (format 2).
     pub verifies_batch_signatures: bool,
+    /// The newest head of THIS node's audit log that the peer says it witnessed (its last
+    /// `Hello` answer, signature checked with this node's certificate); memory only, so a
+    /// rewritten store cannot change it.
+    pub witnessed_my_head: Option<crate::proto::SignedAuditHead>,
 }
 
 impl Default for PeerStatus {
@@ -57,6 +61,7 @@ impl Default for PeerStatus {
             failed_calls: 0,
             retries: 0,
             verifies_batch_signatures: false,
+            witnessed_my_head: None,
         }
     }
 }
@@ -85,5 +90,16 @@ impl PeerBoard {
     pub fn verifies_batch_signatures(&self, peer: NodeCode) -> bool {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         peers.get(&peer).is_some_and(|status| status.verifies_batch_signatures)
+    }
+
+    /// What each peer answered it witnessed of this node's audit log, ordered by peer.
+    pub fn witnessed_my_heads(&self) -> Vec<(NodeCode, crate::proto::SignedAuditHead)> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut heads: Vec<_> = peers
+            .iter()
+            .filter_map(|(code, status)| status.witnessed_my_head.clone().map(|head| (*code, head)))
+            .collect();
+        heads.sort_by(|(a, _), (b, _)| a.as_str().cmp(b.as_str()));
+        heads
     }
 }

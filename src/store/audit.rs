@@ -42,6 +42,42 @@ pub fn text_digest(text: &str) -> String {
 /// call began.
 pub const AUDIT_HEAD_HEADER: &str = "hanoi247-audit-head";
 
+/// Response header of `ListAudit`, once per peer: "<CC> <sequence>:<hash hex> <signed at, Unix
+/// seconds>", the newest head of this log that peer says it witnessed (`peer::witness`).
+pub const AUDIT_WITNESSED_HEADER: &str = "hanoi247-audit-witnessed";
+
+/// A head of this log that a peer witnessed, as `audit verify` reads it from
+/// [`AUDIT_WITNESSED_HEADER`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessedHead {
+    /// The peer that kept it.
+    pub peer: String,
+    /// The head.
+    pub head: ChainHead,
+    /// When this node signed it, Unix seconds.
+    pub signed_at: i64,
+}
+
+impl WitnessedHead {
+    /// The header value.
+    pub fn to_text(&self) -> String {
+        format!("{} {} {}", self.peer, self.head.to_text(), self.signed_at)
+    }
+
+    /// Parses [`WitnessedHead::to_text`].
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = text.split_whitespace();
+        let (Some(peer), Some(head), Some(signed_at), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("'{text}': expected <CC> <sequence>:<hash hex> <unix seconds>"));
+        };
+        let signed_at =
+            signed_at.parse().map_err(|_| format!("'{signed_at}' is not a time in Unix seconds"))?;
+        Ok(Self { peer: peer.to_owned(), head: ChainHead::parse(head)?, signed_at })
+    }
+}
+
 /// The end of the chain: the last record's sequence number and hash (0 and [`GENESIS_HASH`] for
 /// an empty chain). Appending needs only this, so it is O(1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +239,39 @@ pub enum BrokenLink {
         /// The last record found.
         found: u64,
     },
+    /// A peer witnessed a head past the chain's end: the chain was cut short (and its head
+    /// rewritten) after the peer saw it.
+    #[error(
+        "the log ends at record {found} but {peer} witnessed head {witnessed} signed at {signed_at}: records {first} to {witnessed} were deleted (the log was cut short and its head rewritten)"
+    )]
+    BehindWitness {
+        /// The peer.
+        peer: String,
+        /// The last record found.
+        found: u64,
+        /// The first missing sequence number.
+        first: u64,
+        /// The sequence number the peer witnessed.
+        witnessed: u64,
+        /// When the witnessed head was signed (RFC 3339).
+        signed_at: String,
+    },
+    /// The chain's record at a head a peer witnessed is not the record it witnessed.
+    #[error(
+        "record {sequence} is not the one {peer} witnessed as the head signed at {signed_at} (hash {witnessed_hash}, now {found_hash}): the log was rewritten from there"
+    )]
+    ForkFromWitness {
+        /// The peer.
+        peer: String,
+        /// The witnessed sequence number.
+        sequence: u64,
+        /// The witnessed hash (hex).
+        witnessed_hash: String,
+        /// The hash in the chain now (hex).
+        found_hash: String,
+        /// When the witnessed head was signed (RFC 3339).
+        signed_at: String,
+    },
     /// The chain does not contain the anchor the caller noted earlier.
     #[error("record {sequence}: does not match the anchor noted earlier ({reason})")]
     AnchorMismatch {
@@ -307,6 +376,45 @@ pub fn check_anchor(anchor: &ChainHead, record: &AuditRecord) -> Option<Result<(
             })
         }
     })
+}
+
+/// Checks a verified chain against what peers witnessed: `hashes` holds the hash of every record
+/// whose sequence number a witnessed head names (`None` for the chain's end past the last record).
+pub fn check_witnessed(
+    end: &ChainHead,
+    witnessed: &[WitnessedHead],
+    hash_at: impl Fn(u64) -> Option<[u8; 32]>,
+) -> Result<(), BrokenLink> {
+    for seen in witnessed {
+        let signed_at = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(seen.signed_at).unwrap_or(0)),
+        )
+        .to_string();
+        if seen.head.sequence > end.sequence {
+            return Err(BrokenLink::BehindWitness {
+                peer: seen.peer.clone(),
+                found: end.sequence,
+                first: end.sequence + 1,
+                witnessed: seen.head.sequence,
+                signed_at,
+            });
+        }
+        if seen.head.sequence == 0 {
+            continue;
+        }
+        let found = hash_at(seen.head.sequence);
+        if found != Some(seen.head.hash) {
+            return Err(BrokenLink::ForkFromWitness {
+                peer: seen.peer.clone(),
+                sequence: seen.head.sequence,
+                witnessed_hash: hex::encode(seen.head.hash),
+                found_hash: found.map(hex::encode).unwrap_or_else(|| "missing".into()),
+                signed_at,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Verifies a whole chain against the head the node reported.
@@ -450,6 +558,49 @@ mod tests {
             check_anchor(&other, &records[1]),
             Some(Err(BrokenLink::AnchorMismatch { sequence: 2, .. }))
         ));
+    }
+
+    #[test]
+    fn heads_peers_witnessed_name_a_cut_or_a_rewrite() {
+        let records = chain(5);
+        let hash_at = |records: &[AuditRecord]| {
+            let records = records.to_vec();
+            move |sequence: u64| {
+                records.iter().find(|r| r.sequence == sequence).map(|r| r.hash.clone().try_into().unwrap())
+            }
+        };
+        let witnessed = |head: ChainHead| WitnessedHead { peer: "FR".into(), head, signed_at: 1_800_000_000 };
+        let seen = witnessed(head_of(&records[..4]));
+        assert_eq!(WitnessedHead::parse(&seen.to_text()), Ok(seen.clone()));
+        assert!(check_witnessed(&head_of(&records), std::slice::from_ref(&seen), hash_at(&records)).is_ok());
+
+        // Cut to 2 records: the peer's head 4 is past the end.
+        let error =
+            check_witnessed(&head_of(&records[..2]), std::slice::from_ref(&seen), hash_at(&records[..2]))
+                .unwrap_err();
+        assert!(
+            matches!(error, BrokenLink::BehindWitness { found: 2, first: 3, witnessed: 4, .. }),
+            "{error}"
+        );
+        assert!(
+            error.to_string().starts_with(
+                "the log ends at record 2 but FR witnessed head 4 signed at 2027-01-15T08:00:00Z"
+            ),
+            "{error}"
+        );
+
+        // Rewritten from record 3 on, as long as before: record 4 is not the one witnessed.
+        let mut rewritten = records[..2].to_vec();
+        let mut head = head_of(&rewritten);
+        for i in 3..=5 {
+            let mut record =
+                AuditRecord { who: "mallory".into(), message_id: format!("x{i}"), ..Default::default() };
+            head = seal(&head, &mut record);
+            rewritten.push(record);
+        }
+        let error = check_witnessed(&head, &[seen], hash_at(&rewritten)).unwrap_err();
+        assert!(matches!(error, BrokenLink::ForkFromWitness { sequence: 4, .. }), "{error}");
+        assert!(WitnessedHead::parse("FR 4:zz 1").is_err());
     }
 
     #[test]

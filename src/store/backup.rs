@@ -15,9 +15,17 @@
 //! | 8 | record count |
 //! | … | records: key length (4), key, value length (4), value — the store's own key/values |
 //! | 32 | SHA-256 of every byte before it |
+//! | L | format 2: the node's signature over that SHA-256 (`trust::witness`: ECDSA P-256, DER, after the prefix `"hanoi247-backup-v1\n"` and the node code) |
+//! | 2 | format 2: L |
 //!
 //! A reader checks the magic and the format version first (a later format may check itself
 //! differently), then the digest over the whole file, and only then trusts any length in it.
+//!
+//! The SHA-256 alone only catches accidents: anyone can change the records and recompute it. The
+//! signature is made with the node key, which a copy of the backup does not hold, and
+//! [`restore`] checks it with the node certificate, so a backup changed after it was made, or
+//! made by another key, is refused. A format 1 backup (made before signatures) has none: restore
+//! refuses it unless the operator says `--accept-unsigned` (its SHA-256 is still checked).
 
 use std::io::{BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
@@ -32,8 +40,10 @@ use crate::store::{Importer, SCHEMA_VERSION, Snapshot, StoreError};
 
 /// The first bytes of every backup file.
 pub const MAGIC: &[u8; 8] = b"H247BKUP";
-/// The file layout this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The file layout this code writes (it also reads [`UNSIGNED_FORMAT_VERSION`]).
+pub const FORMAT_VERSION: u32 = 2;
+/// The layout before backups were signed: read, but restored only when the operator accepts it.
+pub const UNSIGNED_FORMAT_VERSION: u32 = 1;
 /// Bytes before the first record.
 const HEADER_LEN: usize = 8 + 4 + 4 + 2 + 8 + 8 + 8;
 /// Bytes of the digest at the end.
@@ -118,6 +128,37 @@ pub enum BackupError {
         /// The directory.
         path: PathBuf,
     },
+    /// The backup has no signature (made before backups were signed, format 1).
+    #[error(
+        "{}: the backup is not signed (made by a hanoi247 before backups were signed), so nothing shows it was not changed since: its SHA-256 can be recomputed by anyone. Restore it only if you trust where the copy was kept, with --accept-unsigned",
+        path.display()
+    )]
+    Unsigned {
+        /// The file.
+        path: PathBuf,
+    },
+    /// No certificate was given to check the signature with.
+    #[error(
+        "{}: the backup is signed, but no node certificate was given to check it: give --cert NODE.PEM (the node's certificate) or --config NODE.TOML",
+        path.display()
+    )]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The signature does not verify with the node certificate.
+    #[error(
+        "{}: the backup's signature does not verify with {}: it was changed after it was made (its SHA-256 recomputed) or signed by another key ({reason}); do not restore it, use another copy",
+        path.display(), certificate.display()
+    )]
+    BadSignature {
+        /// The file.
+        path: PathBuf,
+        /// The certificate it was checked with.
+        certificate: PathBuf,
+        /// What the check said.
+        reason: String,
+    },
     /// The backup is of another node than the config it is restored for.
     #[error("the backup is of node {found}, but {} is the config of node {expected}", config.display())]
     WrongNode {
@@ -153,6 +194,10 @@ pub struct Header {
     pub sequence_floor: u64,
     /// How many records follow.
     pub record_count: u64,
+    /// SHA-256 of the file before it (filled in when read).
+    pub digest: [u8; DIGEST_LEN],
+    /// The node's signature over `digest`; `None` for format 1 or an empty one.
+    pub signature: Option<Vec<u8>>,
 }
 
 impl Header {
@@ -182,7 +227,7 @@ impl Header {
             return Err(BackupError::NotABackup { path: path.to_owned() });
         }
         let found = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if found != FORMAT_VERSION {
+        if found != FORMAT_VERSION && found != UNSIGNED_FORMAT_VERSION {
             return Err(BackupError::UnknownFormat { path: path.to_owned(), found });
         }
         Ok(())
@@ -210,6 +255,8 @@ impl Header {
             created_at: SystemTime::UNIX_EPOCH + Duration::from_millis(u64_at(18)),
             sequence_floor: u64_at(26),
             record_count: u64_at(34),
+            digest: [0; DIGEST_LEN],
+            signature: None,
         })
     }
 }
@@ -221,11 +268,17 @@ pub struct Chunks {
     next_record: usize,
     digest: Option<Context>,
     header: Option<[u8; HEADER_LEN]>,
+    sign: Option<SignDigest>,
 }
 
+/// Signs a backup's SHA-256 with the node key (`trust::witness::sign_backup`); an empty
+/// signature if it cannot (restore then refuses the file as unsigned).
+pub type SignDigest = Box<dyn FnOnce(&[u8; DIGEST_LEN]) -> Vec<u8> + Send>;
+
 impl Chunks {
-    /// The file of `snapshot`, a copy of `node`'s store taken at `created_at`.
-    pub fn new(snapshot: Snapshot, node: NodeCode, created_at: SystemTime) -> Self {
+    /// The file of `snapshot`, a copy of `node`'s store taken at `created_at`, its SHA-256
+    /// signed by `sign`.
+    pub fn new(snapshot: Snapshot, node: NodeCode, created_at: SystemTime, sign: SignDigest) -> Self {
         let header = Header {
             format_version: FORMAT_VERSION,
             schema_version: snapshot.schema_version(),
@@ -233,8 +286,16 @@ impl Chunks {
             created_at,
             sequence_floor: snapshot.sequence_floor(),
             record_count: snapshot.len() as u64,
+            digest: [0; DIGEST_LEN],
+            signature: None,
         };
-        Self { snapshot, next_record: 0, digest: Some(Context::new(&SHA256)), header: Some(header.encode()) }
+        Self {
+            snapshot,
+            next_record: 0,
+            digest: Some(Context::new(&SHA256)),
+            header: Some(header.encode()),
+            sign: Some(sign),
+        }
     }
 }
 
@@ -261,7 +322,14 @@ impl Iterator for Chunks {
         if self.next_record < self.snapshot.len() {
             self.digest = Some(digest);
         } else {
-            chunk.extend_from_slice(digest.finish().as_ref());
+            let mut digest_bytes = [0u8; DIGEST_LEN];
+            digest_bytes.copy_from_slice(digest.finish().as_ref());
+            chunk.extend_from_slice(&digest_bytes);
+            let signature = self.sign.take().map(|sign| sign(&digest_bytes)).unwrap_or_default();
+            // An ECDSA P-256 signature in DER is at most 72 bytes; a longer one is no signature.
+            let signature = if signature.len() > usize::from(u16::MAX) { Vec::new() } else { signature };
+            chunk.extend_from_slice(&signature);
+            chunk.extend_from_slice(&u16::try_from(signature.len()).unwrap_or(0).to_be_bytes());
         }
         Some(chunk)
     }
@@ -288,7 +356,19 @@ fn read_records(
     let mut start = [0u8; 12];
     let got = read_up_to(&mut file, &mut start).map_err(io)?;
     Header::check_start(path, &start[..got])?;
-    let Some(content_length) = length.checked_sub(DIGEST_LEN as u64).filter(|l| *l >= HEADER_LEN as u64)
+    let format = u32::from_be_bytes([start[8], start[9], start[10], start[11]]);
+    // Format 2 ends with the signature and its length, after the digest.
+    let trailer = if format == UNSIGNED_FORMAT_VERSION {
+        0
+    } else {
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut len = [0u8; 2];
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(-2)).map_err(io)?;
+        file.read_exact(&mut len).map_err(io)?;
+        u64::from(u16::from_be_bytes(len)) + 2
+    };
+    let Some(content_length) =
+        length.checked_sub(DIGEST_LEN as u64 + trailer).filter(|l| *l >= HEADER_LEN as u64)
     else {
         return Err(BackupError::DigestMismatch { path: path.to_owned() });
     };
@@ -307,11 +387,15 @@ fn read_records(
     if context.finish().as_ref() != stored {
         return Err(BackupError::DigestMismatch { path: path.to_owned() });
     }
+    let mut signature = vec![0u8; usize::try_from(trailer.saturating_sub(2)).unwrap_or(0)];
+    file.read_exact(&mut signature).map_err(io)?;
 
     let mut file = open()?;
     let mut header = [0u8; HEADER_LEN];
     file.read_exact(&mut header).map_err(io)?;
-    let header = Header::decode(path, &header)?;
+    let mut header = Header::decode(path, &header)?;
+    header.digest = stored;
+    header.signature = (!signature.is_empty()).then_some(signature);
     let mut left = content_length - HEADER_LEN as u64;
     let mut key = Vec::new();
     let mut value = Vec::new();
@@ -410,13 +494,50 @@ pub struct Restored {
     pub imported: crate::store::Imported,
 }
 
+/// Checks a backup's signature: `Ok` if the node's key made `signature` over `digest`.
+pub type VerifySignature<'a> = &'a dyn Fn(NodeCode, &[u8; DIGEST_LEN], &[u8]) -> Result<(), String>;
+
+/// How [`restore`] checks that the backup is the node's own, unchanged.
+pub struct Authenticity<'a> {
+    /// The node certificate's check and the certificate's path (for messages); `None` when none
+    /// was given.
+    pub verify: Option<(VerifySignature<'a>, &'a Path)>,
+    /// Restore a format 1 backup, which has no signature.
+    pub accept_unsigned: bool,
+}
+
+/// Refuses a backup whose signature is missing (unless accepted) or does not verify.
+fn check_authenticity(
+    input: &Path,
+    header: &Header,
+    authenticity: &Authenticity<'_>,
+) -> Result<(), BackupError> {
+    let Some(signature) = &header.signature else {
+        return if authenticity.accept_unsigned {
+            Ok(())
+        } else {
+            Err(BackupError::Unsigned { path: input.to_owned() })
+        };
+    };
+    let Some((verify, certificate)) = &authenticity.verify else {
+        return Err(BackupError::NoCertificate { path: input.to_owned() });
+    };
+    verify(header.node, &header.digest, signature).map_err(|reason| BackupError::BadSignature {
+        path: input.to_owned(),
+        certificate: certificate.to_path_buf(),
+        reason,
+    })
+}
+
 /// Rebuilds a store in `target` (new or empty) from the backup file `input`. With `expect`
-/// (node code and the config naming it), a backup of another node is refused. Offline: never
-/// opens a directory that is not empty, so never a running node's store.
+/// (node code and the config naming it), a backup of another node is refused; a backup whose
+/// signature does not verify (see [`Authenticity`]) is refused before anything is written.
+/// Offline: never opens a directory that is not empty, so never a running node's store.
 pub fn restore(
     input: &Path,
     target: &Path,
     expect: Option<(NodeCode, &Path)>,
+    authenticity: &Authenticity<'_>,
 ) -> Result<Restored, BackupError> {
     let header = verify(input)?;
     if header.schema_version > SCHEMA_VERSION {
@@ -428,17 +549,20 @@ pub fn restore(
         return Err(BackupError::WrongNode { found: header.node, expected, config: config.to_owned() });
     }
     let io = |source| BackupError::Io { path: target.to_owned(), source };
-    match std::fs::read_dir(target) {
+    let exists = match std::fs::read_dir(target) {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 return Err(BackupError::TargetNotEmpty { path: target.to_owned() });
             }
+            true
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(target).map_err(io)?;
-            std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
         Err(error) => return Err(io(error)),
+    };
+    check_authenticity(input, &header, authenticity)?;
+    if !exists {
+        std::fs::create_dir_all(target).map_err(io)?;
+        std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
     }
     let store_error = |source| BackupError::Store { path: target.to_owned(), source };
     let mut importer = Importer::create(target, header.sequence_floor).map_err(store_error)?;
@@ -488,9 +612,26 @@ mod tests {
         id
     }
 
+    /// A stand-in for the node key (the real one is in `trust`, above the store): the digest
+    /// reversed.
+    fn test_sign() -> SignDigest {
+        Box::new(|digest| digest.iter().rev().copied().collect())
+    }
+
+    fn test_verify(_: NodeCode, digest: &[u8; DIGEST_LEN], signature: &[u8]) -> Result<(), String> {
+        let expected: Vec<u8> = digest.iter().rev().copied().collect();
+        if signature == expected { Ok(()) } else { Err("not the test key's".into()) }
+    }
+
+    fn checked() -> Authenticity<'static> {
+        Authenticity { verify: Some((&test_verify, Path::new("node.pem"))), accept_unsigned: false }
+    }
+
     fn backup_of(store: &Store, path: &Path) {
         let mut file = BackupFile::create(path).unwrap();
-        for chunk in Chunks::new(store.snapshot().unwrap(), "VN".parse().unwrap(), SystemTime::now()) {
+        for chunk in
+            Chunks::new(store.snapshot().unwrap(), "VN".parse().unwrap(), SystemTime::now(), test_sign())
+        {
             file.write(&chunk).unwrap();
         }
         file.finish().unwrap();
@@ -513,7 +654,7 @@ mod tests {
         backup_of(&store, &file);
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
 
-        let restored = restore(&file, &dir.path().join("restored"), None).unwrap();
+        let restored = restore(&file, &dir.path().join("restored"), None, &checked()).unwrap();
         assert_eq!(restored.header.node.as_str(), "VN");
         assert_eq!(restored.imported.messages, 601);
         assert!(restored.header.sequence_floor > 1_000_000, "{:?}", restored.header);
@@ -618,7 +759,8 @@ mod tests {
             put(&store, &format!("{i} {body}"));
         }
         let chunks: Vec<_> =
-            Chunks::new(store.snapshot().unwrap(), "VN".parse().unwrap(), SystemTime::now()).collect();
+            Chunks::new(store.snapshot().unwrap(), "VN".parse().unwrap(), SystemTime::now(), test_sign())
+                .collect();
         assert!(chunks.len() > 1, "several chunks");
         let target = dir.path().join("vn.backup");
         let mut file = BackupFile::create(&target).unwrap();
@@ -661,19 +803,51 @@ mod tests {
         assert!(matches!(verify(&file).unwrap_err(), BackupError::NotABackup { .. }));
 
         // A newer schema, with a digest that matches (made by a newer hanoi247).
-        let mut schema = good[..good.len() - DIGEST_LEN].to_vec();
+        let signature_len = usize::from(u16::from_be_bytes([good[good.len() - 2], good[good.len() - 1]]));
+        let content = &good[..good.len() - 2 - signature_len - DIGEST_LEN];
+        let mut schema = content.to_vec();
         schema[12..16].copy_from_slice(&(SCHEMA_VERSION + 1).to_be_bytes());
         let digest = ring::digest::digest(&SHA256, &schema);
         schema.extend_from_slice(digest.as_ref());
+        schema.extend_from_slice(&good[good.len() - 2 - signature_len..]);
         std::fs::write(&file, &schema).unwrap();
-        let error = restore(&file, &dir.path().join("new"), None).unwrap_err();
+        let error = restore(&file, &dir.path().join("new"), None, &checked()).unwrap_err();
         assert!(matches!(error, BackupError::NewerSchema { .. }), "{error}");
         assert!(!dir.path().join("new").exists(), "nothing is created for a refused backup");
 
         std::fs::write(&file, &good).unwrap();
-        let error =
-            restore(&file, &dir.path().join("x"), Some(("FR".parse().unwrap(), Path::new("fr.toml"))))
-                .unwrap_err();
+        let error = restore(
+            &file,
+            &dir.path().join("x"),
+            Some(("FR".parse().unwrap(), Path::new("fr.toml"))),
+            &checked(),
+        )
+        .unwrap_err();
         assert!(matches!(error, BackupError::WrongNode { .. }), "{error}");
+
+        // Records changed and the SHA-256 recomputed: the signature no longer verifies.
+        let mut forged = content.to_vec();
+        forged[HEADER_LEN + 5] ^= 0x01;
+        let digest = ring::digest::digest(&SHA256, &forged);
+        forged.extend_from_slice(digest.as_ref());
+        forged.extend_from_slice(&good[good.len() - 2 - signature_len..]);
+        std::fs::write(&file, &forged).unwrap();
+        assert!(verify(&file).is_ok(), "the SHA-256 alone cannot tell");
+        let error = restore(&file, &dir.path().join("forged"), None, &checked()).unwrap_err();
+        assert!(matches!(error, BackupError::BadSignature { .. }), "{error}");
+        assert!(!dir.path().join("forged").exists(), "nothing is created for a refused backup");
+
+        // Format 1 (no signature): refused unless accepted.
+        let mut unsigned = content.to_vec();
+        unsigned[8..12].copy_from_slice(&UNSIGNED_FORMAT_VERSION.to_be_bytes());
+        let digest = ring::digest::digest(&SHA256, &unsigned);
+        unsigned.extend_from_slice(digest.as_ref());
+        std::fs::write(&file, &unsigned).unwrap();
+        let error = restore(&file, &dir.path().join("old"), None, &checked()).unwrap_err();
+        assert!(matches!(error, BackupError::Unsigned { .. }), "{error}");
+        assert!(error.to_string().contains("--accept-unsigned"), "{error}");
+        let accepted = Authenticity { accept_unsigned: true, ..checked() };
+        let restored = restore(&file, &dir.path().join("old"), None, &accepted).unwrap();
+        assert_eq!(restored.imported.messages, 1);
     }
 }

@@ -20,6 +20,7 @@
 //! | `c` "pruned" | the last event sequence number removed by retention (none: 0) |
 //! | `h` audit-seq(8) | `AuditRecord` — the audit log's hash chain, gap-free (see `audit`) |
 //! | `c` "audit" | the chain head: last audit sequence number(8) and its hash(32) |
+//! | `w` node-code(2) | `SignedAuditHead` — the newest audit head that member signed and gave us in `Hello` (its signature checked before it is kept) |
 //!
 //! Invariants: an outbound message has an `o` key exactly while it is QUEUED or WAITING_RETRY; a
 //! request has an `a` key exactly while it waits for an acknowledgement; every new timeline entry
@@ -808,6 +809,30 @@ impl Store {
             records.push((sequence, record));
         }
         Ok(records)
+    }
+}
+
+impl Changes<'_> {
+    /// Keeps `head` as the newest audit head witnessed of its node (the caller checked its
+    /// signature and that it is newer than the one kept).
+    pub fn keep_witnessed_head(&mut self, node: NodeCode, head: &crate::proto::SignedAuditHead) {
+        self.batch.insert(prefixed(b'w', node.as_str().as_bytes()), head.encode_to_vec());
+    }
+}
+
+impl Store {
+    /// The newest audit head witnessed of `node` (from its `Hello`s), if any.
+    pub fn witnessed_head(
+        &self,
+        node: NodeCode,
+    ) -> Result<Option<crate::proto::SignedAuditHead>, StoreError> {
+        let Some(bytes) = self.db()?.get(prefixed(b'w', node.as_str().as_bytes()))? else {
+            return Ok(None);
+        };
+        crate::proto::SignedAuditHead::decode(bytes.as_ref()).map(Some).map_err(|e| StoreError::Corrupt {
+            key: format!("witnessed audit head of {node}"),
+            reason: e.to_string(),
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Trust: TLS configurations and the caller's identity from its certificate (`tls`), signatures
 //! over envelopes and receipts (`signing`), offline proof files (`proof`), certificates made with
 //! rcgen (`pki`), the signed member directory (`directory`) and when to read files again
-//! (`reload`).
+//! (`reload`); signed audit heads and backup signatures (`witness`).
 //!
 //! Boundary: may import `domain` and `config`; never the store, the peer side, the desk or
 //! anything above them.
@@ -13,3 +13,4 @@ pub mod proof;
 pub mod reload;
 pub mod signing;
 pub mod tls;
+pub mod witness;

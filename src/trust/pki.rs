@@ -281,9 +281,20 @@ impl CertificateAuthority {
     /// A revocation list signed by this CA (PEM), valid from now.
     pub fn sign_revocation_list(&self, list: &RevocationList) -> Result<String, PkiError> {
         let now = OffsetDateTime::now_utc();
+        self.sign_revocation_list_between(list, now, now + Duration::days(CRL_VALIDITY_DAYS))
+    }
+
+    /// A revocation list signed by this CA (PEM) with the given thisUpdate and nextUpdate (a
+    /// list already past its nextUpdate, to rehearse the `[tls] crl_stale` policy).
+    pub fn sign_revocation_list_between(
+        &self,
+        list: &RevocationList,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<String, PkiError> {
         let params = rcgen::CertificateRevocationListParams {
-            this_update: now,
-            next_update: now + Duration::days(CRL_VALIDITY_DAYS),
+            this_update,
+            next_update,
             crl_number: list.number.into(),
             issuing_distribution_point: None,
             revoked_certs: list

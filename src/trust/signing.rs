@@ -544,6 +544,12 @@ impl Signer {
             .map_err(|_| SigningError::Signature("the system random generator failed".into()))
     }
 
+    /// Signs `body` after `context`, one of the other domain-separation prefixes (audit heads,
+    /// backups): `trust::witness` builds the bodies, so no caller can sign arbitrary bytes.
+    pub(crate) fn sign_in_context(&self, context: &[u8], body: &[u8]) -> Result<Vec<u8>, SigningError> {
+        self.sign(&[context, body].concat())
+    }
+
     /// Sets `origin_signature` over the envelope as it is now, alone (format 1; any earlier
     /// signature and batch inclusion are replaced).
     pub fn sign_envelope(&self, envelope: &mut Envelope) -> Result<(), SigningError> {

@@ -359,29 +359,69 @@ pub fn load_crls(path: &Path, ca: &Path) -> Result<Vec<CertificateRevocationList
         }
         if parsed.next_update().is_some_and(|next| next.timestamp() < i64::try_from(now).unwrap_or(i64::MAX))
         {
-            // Still used: refusing it would lock every client out at once.
-            tracing::warn!(crl = %path.display(), issuer = %parsed.issuer(), "CRL is past its nextUpdate; publish a new one");
+            // What happens next is `[tls] crl_stale`'s choice (the verifiers); the alert is
+            // the same either way, and `hanoi247_crl_stale` stays 1 until a fresh list is loaded.
+            tracing::error!(crl = %path.display(), issuer = %parsed.issuer(), "CRL is past its nextUpdate: publish a new one ([tls] crl_stale: serve keeps using it, strict refuses the handshakes it covers)");
         }
     }
     Ok(crls)
 }
 
+/// The revocation lists among `files`' that are past their nextUpdate now (read from the files
+/// at each call, so a list that goes stale while the node runs shows without a reload).
+pub fn stale_crls(files: &crate::config::TlsConfig) -> Vec<std::path::PathBuf> {
+    let now = i64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    )
+    .unwrap_or(i64::MAX);
+    let stale = |path: &Path| {
+        let Ok(bytes) = std::fs::read(path) else { return false };
+        let ders: Vec<_> =
+            CertificateRevocationListDer::pem_slice_iter(&bytes).filter_map(Result::ok).collect();
+        let ders = if ders.is_empty() { vec![CertificateRevocationListDer::from(bytes)] } else { ders };
+        ders.iter().any(|der| {
+            x509_parser::parse_x509_crl(der.as_ref())
+                .is_ok_and(|(_, crl)| crl.next_update().is_some_and(|next| next.timestamp() < now))
+        })
+    };
+    [files.peer_crl.as_deref(), files.client_crl.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|p| stale(p))
+        .map(Path::to_owned)
+        .collect()
+}
+
 /// The verifier of client certificates chaining to `ca`, checked against `crl` when given.
-fn client_verifier(ca: &Path, crl: Option<&Path>) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+fn client_verifier(
+    ca: &Path,
+    crl: Option<&Path>,
+    stale: crate::config::CrlStalePolicy,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let mut builder = WebPkiClientVerifier::builder_with_provider(load_roots(ca)?, provider());
     if let Some(crl) = crl {
         // Our CAs sign end entities only; a certificate whose CA has no CRL in the file is
         // refused (webpki's default), so a CRL file that misses a CA fails closed.
         builder = builder.with_crls(load_crls(crl, ca)?).only_check_end_entity_revocation();
+        if stale == crate::config::CrlStalePolicy::Strict {
+            builder = builder.enforce_revocation_expiration();
+        }
     }
     Ok(builder.build()?)
 }
 
 /// The verifier of servers' certificates chaining to `ca`, checked against `crl` when given.
-fn server_verifier(ca: &Path, crl: Option<&Path>) -> Result<Arc<WebPkiServerVerifier>, TlsError> {
+fn server_verifier(
+    ca: &Path,
+    crl: Option<&Path>,
+    stale: crate::config::CrlStalePolicy,
+) -> Result<Arc<WebPkiServerVerifier>, TlsError> {
     let mut builder = WebPkiServerVerifier::builder_with_provider(load_roots(ca)?, provider());
     if let Some(crl) = crl {
         builder = builder.with_crls(load_crls(crl, ca)?).only_check_end_entity_revocation();
+        if stale == crate::config::CrlStalePolicy::Strict {
+            builder = builder.enforce_revocation_expiration();
+        }
     }
     Ok(builder.build()?)
 }
@@ -663,9 +703,9 @@ fn server_material(
 }
 
 fn load_material(files: &crate::config::TlsConfig) -> Result<Material, TlsError> {
-    let peer_verifier = client_verifier(&files.network_ca, files.peer_crl.as_deref())?;
+    let peer_verifier = client_verifier(&files.network_ca, files.peer_crl.as_deref(), files.crl_stale)?;
     let peer = server_material(Arc::clone(&peer_verifier), &files.cert, &files.key)?;
-    let desk_verifier = client_verifier(&files.local_ca, files.client_crl.as_deref())?;
+    let desk_verifier = client_verifier(&files.local_ca, files.client_crl.as_deref(), files.crl_stale)?;
     let desk = server_material(desk_verifier, &files.desk_cert, &files.desk_key)?;
     let node_certs = load_certs(&files.cert)?;
     // load_certs refuses an empty file, so there is a first certificate.
@@ -676,7 +716,7 @@ fn load_material(files: &crate::config::TlsConfig) -> Result<Material, TlsError>
         tracing::error!(cert = %files.cert.display(), %error, "this node's own certificate fails the peer checks (revoked or expired?): issue a new one");
     }
     let node_key = Arc::new(CertifiedKey::from_der(node_certs, load_key(&files.key)?, &provider())?);
-    let peers_verifier = server_verifier(&files.network_ca, files.peer_crl.as_deref())?;
+    let peers_verifier = server_verifier(&files.network_ca, files.peer_crl.as_deref(), files.crl_stale)?;
     Ok(Material { peer, desk, node_key, peers_verifier, identity })
 }
 

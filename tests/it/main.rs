@@ -31,5 +31,6 @@ mod roles;
 mod shutdown;
 mod signing;
 mod storage_failure;
+mod tamper_evidence;
 mod tls_policy;
 mod write_ahead_log;
