@@ -23,6 +23,12 @@ pub struct Metrics {
     pub signature_failures: Family<Labels, Counter>,
     /// Lifecycle events removed by retention.
     pub events_pruned: Counter,
+    /// Connections refused or dropped before they carried a call, by listener and reason
+    /// (`connections`, `handshakes`, `address`: over a `[limits]` cap; `handshake`: TLS
+    /// refused; `timeout`: handshake too slow).
+    pub connections_refused: Family<Labels, Counter>,
+    /// Desk calls refused by the per-client rate (`limits.desk_calls_per_second`) or stream cap.
+    pub desk_calls_limited: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -34,6 +40,8 @@ impl Default for Metrics {
             ack_lead_time: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 18))),
             signature_failures: Family::default(),
             events_pruned: Counter::default(),
+            connections_refused: Family::default(),
+            desk_calls_limited: Family::default(),
         }
     }
 }

@@ -23,6 +23,7 @@ mod lifecycle;
 mod local_network;
 mod operator_view;
 mod pipelining;
+mod resource_bounds;
 mod revocation;
 mod roles;
 mod shutdown;
