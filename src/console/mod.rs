@@ -201,6 +201,7 @@ fn http_status(error: &DeskError) -> StatusCode {
     match error {
         DeskError::Forbidden(_) => StatusCode::FORBIDDEN,
         DeskError::NotFound(_) => StatusCode::NOT_FOUND,
+        DeskError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         DeskError::Invalid(field) if field.over_limit => StatusCode::PAYLOAD_TOO_LARGE,
         DeskError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
         DeskError::Lifecycle { .. } | DeskError::WrongMessage(_) => StatusCode::CONFLICT,
@@ -598,6 +599,7 @@ mod tests {
         let cases = [
             (DeskError::Forbidden("client 'x' (auditor) may not call Submit".into()), StatusCode::FORBIDDEN),
             (DeskError::NotFound("0".into()), StatusCode::NOT_FOUND),
+            (DeskError::Busy("over limits.desk_calls_per_second".into()), StatusCode::TOO_MANY_REQUESTS),
             (DeskError::Invalid(FieldError::new("subject", "required")), StatusCode::UNPROCESSABLE_ENTITY),
             (
                 DeskError::Invalid(FieldError::over_limit("subject", "too long")),

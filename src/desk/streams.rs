@@ -52,6 +52,7 @@ impl Desk {
         if after < pruned {
             return Err(StoreError::EventsPruned { first: after + 1, through: pruned }.into());
         }
+        let slot = self.open_stream(caller)?;
         self.audit_read(caller, Action::Watch, "", &format!("events after {after}")).await?;
         let events = crate::store::events::follow(self.context.store.clone(), after, self.stop.clone());
         let store = self.context.store.clone();
@@ -69,7 +70,11 @@ impl Desk {
         let events: EventStream = Box::pin(
             events
                 .filter(move |item| item.as_ref().map_or(true, &visible))
-                .map(|item| item.map_err(DeskError::from)),
+                // The stream holds its place among the client's streams until it is dropped.
+                .map(move |item| {
+                    let _open = &slot;
+                    item.map_err(DeskError::from)
+                }),
         );
         Ok(Watching { after, events })
     }

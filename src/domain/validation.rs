@@ -283,6 +283,17 @@ fn check_language(tag: &str) -> Result<(), FieldError> {
     }
 }
 
+/// Refuses a list filter `field` with more than `limits.max_filter_values` values.
+pub fn check_filter(field: &str, values: usize, limits: &Limits) -> Result<(), FieldError> {
+    if values > limits.max_filter_values {
+        return Err(FieldError::over_limit(
+            field,
+            format!("{values} values, at most {} (limits.max_filter_values)", limits.max_filter_values),
+        ));
+    }
+    Ok(())
+}
+
 /// Input limits (`[limits]`): sizes and counts beyond which a desk call or an envelope from a
 /// peer is refused with RESOURCE_EXHAUSTED naming the limit. Every node of a network should use
 /// the same values: a receiver with smaller limits refuses what a sender accepted.
@@ -339,10 +350,10 @@ pub struct Limits {
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: std::time::Duration,
     /// Desk calls per second one desk client may make on average (gRPC and console together);
-    /// beyond it a call is refused with RESOURCE_EXHAUSTED saying when to retry. Default 20.
+    /// beyond it a call is refused with RESOURCE_EXHAUSTED saying when to retry. Default 200.
     #[serde(default = "default_desk_calls_per_second")]
     pub desk_calls_per_second: u32,
-    /// Desk calls one client may make at once above its rate. Default 100.
+    /// Desk calls one client may make at once above its rate. Default 2000.
     #[serde(default = "default_desk_call_burst")]
     pub desk_call_burst: u32,
     /// Most values in one list filter (`states`, `precedences`, `peers`, ...). Default 32.
@@ -404,10 +415,10 @@ fn default_request_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(30)
 }
 fn default_desk_calls_per_second() -> u32 {
-    20
+    200
 }
 fn default_desk_call_burst() -> u32 {
-    100
+    2000
 }
 fn default_max_filter_values() -> usize {
     32

@@ -223,3 +223,136 @@ async fn streams_per_connection_are_capped_and_the_request_timeout_spares_watch(
     net.stop("FR").await;
     net.stop("VN").await;
 }
+
+/// A desk client over its call rate is refused with RESOURCE_EXHAUSTED naming the limit and
+/// when to retry; nothing of the refused call is stored, other clients are served, and so is
+/// the same client once it waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desk_client_over_its_call_rate_is_told_when_to_retry() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    with_limits(&net, "VN", "desk_calls_per_second = 1\ndesk_call_burst = 3\n");
+    net.start("VN").await;
+    let mut officer = net.desk("VN");
+    for _ in 0..3 {
+        officer.list_inbox(ListInboxRequest::default()).await.unwrap();
+    }
+    let status = officer.submit(advice_request("FR", Precedence::Flash, "over the rate")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let message = status.message();
+    assert!(message.contains("limits.desk_calls_per_second") && message.contains("retry in"), "{message}");
+    let limited = "hanoi247_desk_calls_limited_total{reason=\"rate\"}";
+    assert_eq!(sample(&net, "VN", limited).await, 1.0);
+
+    let mut operator = net.desk_as("VN", "operator");
+    assert!(outbox(&mut operator).await.is_empty(), "the refused submission stored nothing");
+    eventually("the officer is served again after waiting", async || {
+        officer.list_inbox(ListInboxRequest::default()).await.is_ok()
+    })
+    .await;
+    net.stop("VN").await;
+}
+
+/// A list filter with more values than `limits.max_filter_values` is refused naming the field;
+/// at the limit it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_over_the_limit_are_refused_naming_the_field() {
+    use hanoi247::proto::ListOutboxRequest;
+    let mut net = Network::new(&["VN", "FR"]).await;
+    with_limits(&net, "VN", "max_filter_values = 4\n");
+    net.start("VN").await;
+    let mut vn = net.desk("VN");
+    let id = submit(&mut vn, advice_request("FR", Precedence::Flash, "listed")).await;
+    // FR is down: the request is queued or waiting to retry.
+    let states = |n| {
+        [MessageState::Queued, MessageState::WaitingRetry].iter().cycle().take(n).map(|s| *s as i32).collect()
+    };
+    let precedences = |n| vec![Precedence::Flash as i32; n];
+
+    let status =
+        vn.list_inbox(ListInboxRequest { states: states(5), ..Default::default() }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().starts_with("states") && status.message().contains("limits.max_filter_values"));
+    let request = ListOutboxRequest { precedences: precedences(5), ..Default::default() };
+    let status = vn.list_outbox(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().starts_with("precedences"), "{status:?}");
+
+    let request = ListOutboxRequest { states: states(4), precedences: precedences(4), ..Default::default() };
+    let listed = vn.list_outbox(request).await.unwrap().into_inner().messages;
+    assert_eq!(ids(&listed), vec![id], "at the limit the filter is served");
+    net.stop("VN").await;
+}
+
+/// `Watch` streams per client: one over `limits.max_streams_per_client` is refused naming the
+/// limit; another client is not affected; the place comes back when a stream ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_per_client_are_capped() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    with_limits(&net, "VN", "max_streams_per_client = 2\n");
+    net.start("VN").await;
+    let mut officer = net.desk("VN");
+    let first = officer.watch(WatchRequest::default()).await.unwrap().into_inner();
+    let _second = officer.watch(WatchRequest::default()).await.unwrap().into_inner();
+    let status = officer.watch(WatchRequest::default()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("limits.max_streams_per_client"), "{status:?}");
+    let mut operator = net.desk_as("VN", "operator");
+    let _theirs = operator.watch(WatchRequest::default()).await.expect("another client has its own cap");
+    let limited = "hanoi247_desk_calls_limited_total{reason=\"streams\"}";
+    assert_eq!(sample(&net, "VN", limited).await, 1.0);
+
+    drop(first);
+    eventually("a place comes back when a stream ends", async || {
+        officer.watch(WatchRequest::default()).await.is_ok()
+    })
+    .await;
+    net.stop("VN").await;
+}
+
+/// A loop of the same read and the same refused call writes one audit record each, then one
+/// record with the count when the interval ends; the chain still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_reads_and_refusals_are_aggregated_in_the_audit_log() {
+    use hanoi247::domain::access::Role;
+    use hanoi247::proto::{AuditRecord, GetRequest, ListAuditRequest};
+    use tokio_stream::StreamExt;
+    const LOOPS: usize = 50;
+    async fn records(auditor: &mut hanoi247::cli::desk_client::DeskClient) -> Vec<AuditRecord> {
+        let mut stream = auditor.list_audit(ListAuditRequest::default()).await.unwrap().into_inner();
+        let mut records = Vec::new();
+        while let Some(record) = tokio::time::timeout(DEADLINE, stream.next()).await.unwrap() {
+            records.push(record.unwrap());
+        }
+        records
+    }
+    let clients = [("VN", "duty", Role::Officer), ("VN", "audit", Role::Auditor)];
+    let mut net = Network::with_clients(&["VN", "FR"], &clients).await;
+    with_limits(&net, "VN", "audit_aggregation_interval = \"1s\"\n");
+    net.start("VN").await;
+    let (mut duty, mut auditor) = (net.desk_as("VN", "duty"), net.desk_as("VN", "audit"));
+    let before = records(&mut auditor).await.len();
+    for _ in 0..LOOPS {
+        duty.list_inbox(ListInboxRequest::default()).await.unwrap();
+        let refused = auditor.get(GetRequest { id: uuid::Uuid::nil().to_string() }).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    }
+    let after = records(&mut auditor).await;
+    assert!(
+        after.len() <= before + 3,
+        "{} records for {LOOPS} reads and {LOOPS} refusals: {:#?}",
+        after.len() - before,
+        &after[before..]
+    );
+    let repeated = format!("[repeated {} more times", LOOPS - 1);
+    let mut last = Vec::new();
+    eventually("the counts of the repeats are recorded", async || {
+        last = records(&mut auditor).await;
+        let counted = |who: &str, action: &str| {
+            last.iter().any(|r| r.who == who && r.action == action && r.details.contains(&repeated))
+        };
+        counted("duty (officer)", "ListInbox") && counted("audit (auditor)", "Get")
+    })
+    .await;
+    hanoi247::store::audit::verify(&last, None).unwrap();
+    net.stop("VN").await;
+}
