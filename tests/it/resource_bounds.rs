@@ -355,3 +355,52 @@ async fn repeated_reads_and_refusals_are_aggregated_in_the_audit_log() {
     hanoi247::store::audit::verify(&last, None).unwrap();
     net.stop("VN").await;
 }
+
+/// The console's event stream (SSE) counts among the client's streams: with a `Watch` open and
+/// `max_streams_per_client = 1`, the officer's browser gets 429 for `/events`, another client's
+/// browser is served, and the officer's is once the `Watch` ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_event_streams_count_among_the_clients_streams() {
+    use std::sync::Arc;
+    use tokio::io::AsyncWriteExt;
+    fn browser(net: &Network, name: &str) -> Arc<rustls::ClientConfig> {
+        let client = hanoi247::config::ClientConfig::load(&net.client_config_path_of("VN", name)).unwrap();
+        let tls = hanoi247::trust::tls::client_config(&client.ca, &client.cert, &client.key).unwrap();
+        let mut config = (*tls).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+    /// The status line of `GET /events` (the connection is kept open by the caller's drop).
+    async fn events(config: Arc<rustls::ClientConfig>, port: u16) -> String {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+        let request =
+            format!("GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !seen.windows(2).any(|w| w == b"\r\n") {
+            let n = tokio::time::timeout(DEADLINE, tls.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "the console closed the connection");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        text.lines().next().unwrap_or_default().to_owned()
+    }
+    let mut net = Network::new(&["VN", "FR"]).await;
+    with_limits(&net, "VN", "max_streams_per_client = 1\n");
+    net.start("VN").await;
+    let port = net.config("VN").console.listen.port();
+    let watch = net.desk("VN").watch(WatchRequest::default()).await.unwrap().into_inner();
+    let status = events(browser(&net, "officer"), port).await;
+    assert!(status.starts_with("HTTP/1.1 429"), "{status}");
+    let status = events(browser(&net, "operator"), port).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "another client: {status}");
+    drop(watch);
+    eventually("the officer's browser gets its stream once the Watch ends", async || {
+        events(browser(&net, "officer"), port).await.starts_with("HTTP/1.1 200")
+    })
+    .await;
+    net.stop("VN").await;
+}
