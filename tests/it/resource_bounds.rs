@@ -404,3 +404,22 @@ async fn console_event_streams_count_among_the_clients_streams() {
     .await;
     net.stop("VN").await;
 }
+
+/// A connection that never finishes its handshake is closed after `limits.handshake_timeout`,
+/// and counted; the node serves meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    with_limits(&net, "VN", "handshake_timeout = \"1s\"\n");
+    net.start("VN").await;
+    let port = net.config("VN").listen.peer.port();
+    let opened = Instant::now();
+    let mut silent = idle_connection("127.0.0.1", port).await;
+    net.desk("VN").list_inbox(ListInboxRequest::default()).await.expect("the node serves meanwhile");
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await, "closed after the handshake timeout");
+    let took = opened.elapsed();
+    assert!(took >= Duration::from_millis(900), "not before the timeout: {took:?}");
+    let timeouts = "hanoi247_connections_refused_total{listener=\"peer\",reason=\"timeout\"}";
+    assert_eq!(sample(&net, "VN", timeouts).await, 1.0);
+    net.stop("VN").await;
+}
