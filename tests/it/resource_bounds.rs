@@ -186,7 +186,10 @@ async fn refused_handshakes_are_counted_and_logged_once_per_interval() {
     })
     .await;
     let log = net.log_of("VN");
-    let lines = log.lines().filter(|line| line.contains("WARN") && line.contains("refused")).count();
+    let lines = log
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains("further refusals on this listener"))
+        .count();
     assert_eq!(lines, 1, "one WARN line for {SCANS} refusals:\n{log}");
     // The node still serves its desk.
     net.desk("VN").list_inbox(ListInboxRequest::default()).await.unwrap();
@@ -232,10 +235,17 @@ async fn a_desk_client_over_its_call_rate_is_told_when_to_retry() {
     with_limits(&net, "VN", "desk_calls_per_second = 1\ndesk_call_burst = 3\n");
     net.start("VN").await;
     let mut officer = net.desk("VN");
-    for _ in 0..3 {
-        officer.list_inbox(ListInboxRequest::default()).await.unwrap();
-    }
-    let status = officer.submit(advice_request("FR", Precedence::Flash, "over the rate")).await.unwrap_err();
+    // The burst, then a token a second: submissions until one is refused (a slow machine may
+    // earn a token or two on the way).
+    let mut stored = Vec::new();
+    let status = loop {
+        assert!(stored.len() < 20, "20 submissions and none refused");
+        match officer.submit(advice_request("FR", Precedence::Flash, "over the rate")).await {
+            Ok(answer) => stored.push(answer.into_inner().message.unwrap().envelope.unwrap().id),
+            Err(status) => break status,
+        }
+    };
+    assert!(stored.len() >= 3, "the burst is served: {}", stored.len());
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     let message = status.message();
     assert!(message.contains("limits.desk_calls_per_second") && message.contains("retry in"), "{message}");
@@ -243,7 +253,10 @@ async fn a_desk_client_over_its_call_rate_is_told_when_to_retry() {
     assert_eq!(sample(&net, "VN", limited).await, 1.0);
 
     let mut operator = net.desk_as("VN", "operator");
-    assert!(outbox(&mut operator).await.is_empty(), "the refused submission stored nothing");
+    let mut listed = ids(&outbox(&mut operator).await);
+    listed.sort();
+    stored.sort();
+    assert_eq!(listed, stored, "the refused submission stored nothing");
     eventually("the officer is served again after waiting", async || {
         officer.list_inbox(ListInboxRequest::default()).await.is_ok()
     })
