@@ -141,7 +141,14 @@ impl Desk {
         self.tasks.spawn(async move {
             let mut after = 0;
             while after < upto {
-                let page = match store.audit_records(after, upto, AUDIT_PAGE) {
+                // Each page is read off the async workers.
+                let reader = store.clone();
+                let page = tokio::task::spawn_blocking(move || reader.audit_records(after, upto, AUDIT_PAGE))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(StoreError::Io(std::io::Error::other(format!("an audit page task failed: {e}"))))
+                    });
+                let page = match page {
                     Ok(page) => page,
                     Err(error) => {
                         // The reader may be gone already; then nobody is left to tell.
