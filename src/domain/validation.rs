@@ -344,7 +344,7 @@ pub struct Limits {
     /// Concurrent HTTP/2 streams (calls) per connection on both gRPC listeners. Default 64.
     #[serde(default = "default_max_streams_per_connection")]
     pub max_streams_per_connection: u32,
-    /// How long a gRPC call may take to answer on both listeners (DEADLINE_EXCEEDED after it).
+    /// How long a gRPC call may take to answer on both listeners (then CANCELLED, "Timeout expired").
     /// A streaming call (`Watch`, `Backup`, `ListAudit`) answers when its stream starts, so
     /// the stream itself is not cut. Default 30s.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]

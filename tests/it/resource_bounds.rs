@@ -436,3 +436,37 @@ async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
     assert_eq!(sample(&net, "VN", timeouts).await, 1.0);
     net.stop("VN").await;
 }
+
+/// `limits.request_timeout` cuts a call that does not answer in time: a `Deliver` that waits for
+/// a predecessor batch that never comes (the receiver waits up to 2 s for it) is cut at 500 ms;
+/// nothing is stored and the node serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_does_not_answer_within_the_request_timeout_is_cut() {
+    use hanoi247::proto::{DeliverRequest, Envelope};
+    let mut net = Network::new(&["VN", "FR"]).await;
+    with_limits(&net, "VN", "request_timeout = \"500ms\"\n");
+    net.start("VN").await;
+    let mut fr = net.peer_client("FR", "VN");
+    let envelope = Envelope {
+        id: uuid::Uuid::now_v7().to_string(),
+        origin: "FR".into(),
+        destination: "VN".into(),
+        ..Default::default()
+    };
+    // Batch 2 of a new session: batch 1 never comes.
+    let request = DeliverRequest {
+        envelopes: vec![envelope],
+        sender_session: uuid::Uuid::now_v7().to_string(),
+        batch_number: 2,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let status = fr.deliver(request).await.expect_err("cut by the request timeout");
+    let took = started.elapsed();
+    assert_eq!(status.code(), tonic::Code::Cancelled, "{status:?}");
+    assert!(status.message().contains("Timeout expired"), "{status:?}");
+    assert!(took < Duration::from_millis(1_500), "cut at the timeout, not after the 2 s wait: {took:?}");
+    let mut vn = net.desk("VN");
+    assert!(inbox(&mut vn).await.is_empty(), "nothing stored");
+    net.stop("VN").await;
+}
