@@ -720,6 +720,32 @@ public_key = "0000000000000000000000000000000000000000000000000000000000000000"
     }
 
     #[test]
+    fn resource_bounds_have_defaults_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(config.limits.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(config.limits.max_connections_per_listener, 1024);
+        assert_eq!(config.limits.audit_aggregation_interval, Duration::from_secs(60));
+        let text = format!("{MINIMAL}\n[limits]\nhandshake_timeout = \"3s\"\nmax_filter_values = 4\n");
+        let config = NodeConfig::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(
+            (config.limits.handshake_timeout, config.limits.max_filter_values),
+            (Duration::from_secs(3), 4)
+        );
+        for (bad, named) in [
+            ("max_streams_per_client = 0", "limits.max_streams_per_client"),
+            ("desk_calls_per_second = 0", "limits.desk_calls_per_second"),
+            ("request_timeout = \"0s\"", "limits.request_timeout"),
+            ("max_handshakes_per_listener = 2000", "limits.max_handshakes_per_listener"),
+            ("max_peer_connections_per_address = 2000", "limits.max_peer_connections_per_address"),
+        ] {
+            let text = format!("{MINIMAL}\n[limits]\n{bad}\n");
+            let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
+            assert!(err.contains(named), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn endpoint_host_strips_port_and_brackets() {
         assert_eq!(endpoint_host("localhost:7247"), "localhost");
         assert_eq!(endpoint_host("[::1]:7247"), "::1");

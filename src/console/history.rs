@@ -51,8 +51,11 @@ pub async fn sample(context: Arc<NodeContext>, history: Arc<QueueHistory>, stop:
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        // A store that cannot be read now leaves a gap in the chart, nothing worse.
-        if let Ok(queues) = crate::desk::operator_view::queue(&context) {
+        // A store that cannot be read now leaves a gap in the chart, nothing worse. The queue
+        // scan runs off the async workers.
+        let scanned = Arc::clone(&context);
+        let queues = tokio::task::spawn_blocking(move || crate::desk::operator_view::queue(&scanned)).await;
+        if let Ok(Ok(queues)) = queues {
             let depths = queues.into_iter().map(|q| (q.peer, q.flash + q.immediate + q.priority + q.routine));
             history.record(SystemTime::now(), depths);
         }

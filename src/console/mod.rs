@@ -20,7 +20,6 @@ pub mod strings;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -50,9 +49,6 @@ use form::{Form, FormTokens};
 use pages::Frame;
 use strings::Catalogue;
 
-/// How long a TLS handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Messages a listing page shows at most.
 const LIST_LIMIT: u32 = 500;
 
@@ -79,6 +75,7 @@ type Shared = Arc<Console>;
 pub async fn serve(
     listener: TcpListener,
     desk_tls: Arc<crate::trust::tls::ReloadableServer>,
+    admission: Arc<crate::trust::admission::Admission>,
     desk: Arc<Desk>,
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
@@ -90,8 +87,7 @@ pub async fn serve(
     let history = Arc::new(history::QueueHistory::default());
     let sampler = history::sample(Arc::clone(&context), Arc::clone(&history), stop.clone());
     let console = Arc::new(Console { context, desk, tokens, history });
-    let incoming =
-        crate::trust::tls::incoming_console(listener, desk_tls, HANDSHAKE_TIMEOUT, stop.clone(), &tasks);
+    let incoming = crate::trust::tls::incoming_console(listener, desk_tls, admission, stop.clone(), &tasks);
     let panics = crate::runtime::catch_panic::CatchPanicLayer::new(
         "console",
         crate::runtime::catch_panic::PanicAnswer::Http,
@@ -228,6 +224,7 @@ fn http_status(error: &DeskError) -> StatusCode {
     match error {
         DeskError::Forbidden(_) => StatusCode::FORBIDDEN,
         DeskError::NotFound(_) => StatusCode::NOT_FOUND,
+        DeskError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         DeskError::Invalid(field) if field.over_limit => StatusCode::PAYLOAD_TOO_LARGE,
         DeskError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
         DeskError::Lifecycle { .. } | DeskError::WrongMessage(_) => StatusCode::CONFLICT,
@@ -625,6 +622,7 @@ mod tests {
         let cases = [
             (DeskError::Forbidden("client 'x' (auditor) may not call Submit".into()), StatusCode::FORBIDDEN),
             (DeskError::NotFound("0".into()), StatusCode::NOT_FOUND),
+            (DeskError::Busy("over limits.desk_calls_per_second".into()), StatusCode::TOO_MANY_REQUESTS),
             (DeskError::Invalid(FieldError::new("subject", "required")), StatusCode::UNPROCESSABLE_ENTITY),
             (
                 DeskError::Invalid(FieldError::over_limit("subject", "too long")),

@@ -30,6 +30,10 @@ pub enum DeskError {
     /// The caller may not make this call or see this message (certificate, role or ownership).
     #[error("{0}")]
     Forbidden(String),
+    /// The client is over a `[limits]` bound of its own (call rate, open streams); the message
+    /// names the limit and when to retry. Nothing was done.
+    #[error("{0}")]
+    Busy(String),
     /// The store could not be read or written; nothing was changed.
     #[error(transparent)]
     Store(#[from] StoreError),

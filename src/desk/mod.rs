@@ -10,6 +10,7 @@
 //! statuses: errors become gRPC statuses in `rpc::status` and HTTP statuses in the console.
 
 mod authorization;
+mod bounds;
 mod error;
 mod group_signing;
 mod handling;
@@ -50,13 +51,39 @@ pub struct Desk {
     tasks: TaskTracker,
     /// Signs concurrent `Submit`s' envelopes together.
     group_signer: group_signing::GroupSigner,
+    /// Each client's call rate (`limits.desk_calls_per_second`).
+    rate: bounds::CallRate,
+    /// Each client's open streams (`limits.max_streams_per_client`).
+    streams: bounds::StreamCount,
+    /// Repeated audit records, counted until the end of `limits.audit_aggregation_interval`.
+    series: Arc<bounds::AuditSeries>,
 }
 
 impl Desk {
     /// The desk over a node's shared state; `stop` ends its streams and `tasks` tracks the tasks
     /// that feed them (the node's own tracker, so shutdown waits for them).
+    /// Its task writing the counts of repeated audit records runs on `tasks` too.
     pub fn new(context: Arc<NodeContext>, stop: CancellationToken, tasks: TaskTracker) -> Self {
-        Self { context, stop, tasks, group_signer: Default::default() }
+        let limits = &context.config.limits;
+        let (rate, streams) = (bounds::CallRate::new(limits), bounds::StreamCount::new(limits));
+        let series = Arc::new(bounds::AuditSeries::new());
+        tasks.spawn(authorization::write_repeats(Arc::clone(&context), Arc::clone(&series), stop.clone()));
+        Self { context, stop, tasks, group_signer: Default::default(), rate, streams, series }
+    }
+
+    /// Runs `work` (a listing that scans the store) off the async workers.
+    async fn off_the_workers<T: Send + 'static, E: Into<DeskError> + Send + 'static>(
+        &self,
+        work: impl FnOnce(&NodeContext) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, DeskError> {
+        let context = Arc::clone(&self.context);
+        match self.tasks.spawn_blocking(move || work(&context)).await {
+            Ok(done) => done.map_err(Into::into),
+            Err(e) => Err(crate::store::StoreError::Io(std::io::Error::other(format!(
+                "a listing task failed: {e}"
+            )))
+            .into()),
+        }
     }
 
     /// The node's shared state this desk works on.

@@ -33,9 +33,15 @@ impl Desk {
         caller: &Caller,
         request: ListInboxRequest,
     ) -> Result<Vec<Message>, DeskError> {
+        self.check_filters(&request.states, &request.precedences)?;
         let filter = ListFilter::inbox(&request)?;
         let limit = list_limit(request.limit);
-        let messages = operator_view::list(&self.context, Listing::Inbox, &filter, caller, limit)?;
+        let scanner = caller.clone();
+        let messages = self
+            .off_the_workers(move |context| {
+                operator_view::list(context, Listing::Inbox, &filter, &scanner, limit)
+            })
+            .await?;
         self.audit_read(caller, Action::ListInbox, "", &format!("{} messages", messages.len())).await?;
         Ok(messages)
     }
@@ -46,16 +52,30 @@ impl Desk {
         caller: &Caller,
         request: ListOutboxRequest,
     ) -> Result<Vec<Message>, DeskError> {
+        self.check_filters(&request.states, &request.precedences)?;
         let filter = ListFilter::outbox(&request)?;
         let limit = list_limit(request.limit);
-        let messages = operator_view::list(&self.context, Listing::Outbox, &filter, caller, limit)?;
+        let scanner = caller.clone();
+        let messages = self
+            .off_the_workers(move |context| {
+                operator_view::list(context, Listing::Outbox, &filter, &scanner, limit)
+            })
+            .await?;
         self.audit_read(caller, Action::ListOutbox, "", &format!("{} messages", messages.len())).await?;
         Ok(messages)
     }
 
+    /// Refuses a list filter with more values than `limits.max_filter_values`, naming it.
+    fn check_filters(&self, states: &[i32], precedences: &[i32]) -> Result<(), DeskError> {
+        let limits = &self.context.config.limits;
+        crate::domain::validation::check_filter("states", states.len(), limits)?;
+        crate::domain::validation::check_filter("precedences", precedences.len(), limits)?;
+        Ok(())
+    }
+
     /// What waits for each peer, by precedence.
     pub async fn get_queue(&self, caller: &Caller) -> Result<Vec<PeerQueue>, DeskError> {
-        let peers = operator_view::queue(&self.context)?;
+        let peers = self.off_the_workers(operator_view::queue).await?;
         self.audit_read(caller, Action::GetQueue, "", &format!("{} peers", peers.len())).await?;
         Ok(peers)
     }

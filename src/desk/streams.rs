@@ -54,6 +54,7 @@ impl Desk {
         if after < pruned {
             return Err(StoreError::EventsPruned { first: after + 1, through: pruned }.into());
         }
+        let slot = self.open_stream(caller)?;
         self.audit_read(caller, Action::Watch, "", &format!("events after {after}")).await?;
         let events = crate::store::events::follow(self.context.store.clone(), after, self.stop.clone());
         let store = self.context.store.clone();
@@ -71,7 +72,11 @@ impl Desk {
         let events: EventStream = Box::pin(
             events
                 .filter(move |item| item.as_ref().map_or(true, &visible))
-                .map(|item| item.map_err(DeskError::from)),
+                // The stream holds its place among the client's streams until it is dropped.
+                .map(move |item| {
+                    let _open = &slot;
+                    item.map_err(DeskError::from)
+                }),
         );
         Ok(Watching { after, events })
     }
@@ -147,7 +152,14 @@ impl Desk {
         self.tasks.spawn(async move {
             let mut after = 0;
             while after < upto {
-                let page = match store.audit_records(after, upto, AUDIT_PAGE) {
+                // Each page is read off the async workers.
+                let reader = store.clone();
+                let page = tokio::task::spawn_blocking(move || reader.audit_records(after, upto, AUDIT_PAGE))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(StoreError::Io(std::io::Error::other(format!("an audit page task failed: {e}"))))
+                    });
+                let page = match page {
                     Ok(page) => page,
                     Err(error) => {
                         // The reader may be gone already; then nobody is left to tell.

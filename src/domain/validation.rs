@@ -390,6 +390,17 @@ fn check_language(tag: &str) -> Result<(), FieldError> {
     }
 }
 
+/// Refuses a list filter `field` with more than `limits.max_filter_values` values.
+pub fn check_filter(field: &str, values: usize, limits: &Limits) -> Result<(), FieldError> {
+    if values > limits.max_filter_values {
+        return Err(FieldError::over_limit(
+            field,
+            format!("{values} values, at most {} (limits.max_filter_values)", limits.max_filter_values),
+        ));
+    }
+    Ok(())
+}
+
 /// Input limits (`[limits]`): sizes and counts beyond which a desk call or an envelope from a
 /// peer is refused with RESOURCE_EXHAUSTED naming the limit. Every node of a network should use
 /// the same values: a receiver with smaller limits refuses what a sender accepted.
@@ -433,6 +444,48 @@ pub struct Limits {
     /// least `delivery.default_expiry`.
     #[serde(default = "default_max_lifetime", with = "humantime_serde")]
     pub max_lifetime: std::time::Duration,
+    /// Connections open at once on each listener (peer, desk, console), handshakes included;
+    /// one more is closed at once, before its handshake. Default 1024.
+    #[serde(default = "default_max_connections_per_listener")]
+    pub max_connections_per_listener: usize,
+    /// TLS handshakes under way at once on each listener; one more is closed at once. Default 64.
+    #[serde(default = "default_max_handshakes_per_listener")]
+    pub max_handshakes_per_listener: usize,
+    /// Connections open at once from one IP address on the peer listener. Default 32.
+    #[serde(default = "default_max_peer_connections_per_address")]
+    pub max_peer_connections_per_address: usize,
+    /// How long a TLS handshake may take before the connection is closed. Default 10s.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: std::time::Duration,
+    /// Concurrent HTTP/2 streams (calls) per connection on both gRPC listeners. Default 64.
+    #[serde(default = "default_max_streams_per_connection")]
+    pub max_streams_per_connection: u32,
+    /// How long a gRPC call may take to answer on both listeners (then CANCELLED, "Timeout expired").
+    /// A streaming call (`Watch`, `Backup`, `ListAudit`) answers when its stream starts, so
+    /// the stream itself is not cut. Default 30s.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: std::time::Duration,
+    /// Desk calls per second one desk client may make on average (gRPC and console together);
+    /// beyond it a call is refused with RESOURCE_EXHAUSTED saying when to retry. Default 200.
+    #[serde(default = "default_desk_calls_per_second")]
+    pub desk_calls_per_second: u32,
+    /// Desk calls one client may make at once above its rate. Default 2000.
+    #[serde(default = "default_desk_call_burst")]
+    pub desk_call_burst: u32,
+    /// Most values in one list filter (`states`, `precedences`, `peers`, ...). Default 32.
+    #[serde(default = "default_max_filter_values")]
+    pub max_filter_values: usize,
+    /// `Watch` calls and console event streams open at once per desk client. Default 8.
+    #[serde(default = "default_max_streams_per_client")]
+    pub max_streams_per_client: usize,
+    /// Repeated audit records (the same client, action, message and outcome) within this
+    /// interval are written as one record with a count at its end. Default 60s.
+    #[serde(default = "default_audit_aggregation_interval", with = "humantime_serde")]
+    pub audit_aggregation_interval: std::time::Duration,
+    /// At most one WARN line per listener per interval about refused connections and
+    /// handshakes, with the count of those not logged. Default 10s.
+    #[serde(default = "default_refusal_log_interval", with = "humantime_serde")]
+    pub refusal_log_interval: std::time::Duration,
 }
 
 fn default_max_clock_skew() -> std::time::Duration {
@@ -466,6 +519,42 @@ fn default_max_text_chars() -> usize {
 fn default_max_name_chars() -> usize {
     256
 }
+fn default_max_connections_per_listener() -> usize {
+    1024
+}
+fn default_max_handshakes_per_listener() -> usize {
+    64
+}
+fn default_max_peer_connections_per_address() -> usize {
+    32
+}
+fn default_handshake_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+fn default_max_streams_per_connection() -> u32 {
+    64
+}
+fn default_request_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+fn default_desk_calls_per_second() -> u32 {
+    200
+}
+fn default_desk_call_burst() -> u32 {
+    2000
+}
+fn default_max_filter_values() -> usize {
+    32
+}
+fn default_max_streams_per_client() -> usize {
+    8
+}
+fn default_audit_aggregation_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+fn default_refusal_log_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -480,6 +569,18 @@ impl Default for Limits {
             max_name_chars: default_max_name_chars(),
             max_clock_skew: default_max_clock_skew(),
             max_lifetime: default_max_lifetime(),
+            max_connections_per_listener: default_max_connections_per_listener(),
+            max_handshakes_per_listener: default_max_handshakes_per_listener(),
+            max_peer_connections_per_address: default_max_peer_connections_per_address(),
+            handshake_timeout: default_handshake_timeout(),
+            max_streams_per_connection: default_max_streams_per_connection(),
+            request_timeout: default_request_timeout(),
+            desk_calls_per_second: default_desk_calls_per_second(),
+            desk_call_burst: default_desk_call_burst(),
+            max_filter_values: default_max_filter_values(),
+            max_streams_per_client: default_max_streams_per_client(),
+            audit_aggregation_interval: default_audit_aggregation_interval(),
+            refusal_log_interval: default_refusal_log_interval(),
         }
     }
 }
@@ -500,6 +601,14 @@ impl Limits {
             ("max_body_chars", self.max_body_chars),
             ("max_text_chars", self.max_text_chars),
             ("max_name_chars", self.max_name_chars),
+            ("max_connections_per_listener", self.max_connections_per_listener),
+            ("max_handshakes_per_listener", self.max_handshakes_per_listener),
+            ("max_peer_connections_per_address", self.max_peer_connections_per_address),
+            ("max_streams_per_connection", self.max_streams_per_connection as usize),
+            ("desk_calls_per_second", self.desk_calls_per_second as usize),
+            ("desk_call_burst", self.desk_call_burst as usize),
+            ("max_filter_values", self.max_filter_values),
+            ("max_streams_per_client", self.max_streams_per_client),
         ] {
             if value == 0 {
                 return Err(format!("limits.{key}: must be at least 1"));
@@ -512,6 +621,37 @@ impl Limits {
             return Err(format!(
                 "limits.max_envelope_bytes: at most {} (half of a Deliver batch)",
                 Self::MAX_ENVELOPE_BYTES_CEILING
+            ));
+        }
+        self.check_resource_bounds()
+    }
+
+    /// The resource bounds: times long enough to be usable, and the caps consistent.
+    fn check_resource_bounds(&self) -> Result<(), String> {
+        for (key, value, least) in [
+            ("handshake_timeout", self.handshake_timeout, std::time::Duration::from_millis(100)),
+            ("request_timeout", self.request_timeout, std::time::Duration::from_millis(100)),
+            (
+                "audit_aggregation_interval",
+                self.audit_aggregation_interval,
+                std::time::Duration::from_millis(100),
+            ),
+            ("refusal_log_interval", self.refusal_log_interval, std::time::Duration::from_millis(100)),
+        ] {
+            if value < least {
+                return Err(format!("limits.{key}: at least {}", humantime::format_duration(least)));
+            }
+        }
+        if self.max_handshakes_per_listener > self.max_connections_per_listener {
+            return Err(format!(
+                "limits.max_handshakes_per_listener: {} is more than limits.max_connections_per_listener ({}); a handshake is a connection",
+                self.max_handshakes_per_listener, self.max_connections_per_listener
+            ));
+        }
+        if self.max_peer_connections_per_address > self.max_connections_per_listener {
+            return Err(format!(
+                "limits.max_peer_connections_per_address: {} is more than limits.max_connections_per_listener ({})",
+                self.max_peer_connections_per_address, self.max_connections_per_listener
             ));
         }
         Ok(())

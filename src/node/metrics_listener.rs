@@ -96,6 +96,16 @@ async fn scrape(State((context, _)): State<AppState>) -> impl IntoResponse {
         "Audit heads a peer gave in Hello that are behind or fork from the one witnessed before (its log was cut or rewritten)",
         metrics.audit_head_rollbacks.clone(),
     );
+    registry.register(
+        "connections_refused",
+        "Connections refused or dropped before they carried a call, by listener and reason",
+        metrics.connections_refused.clone(),
+    );
+    registry.register(
+        "desk_calls_limited",
+        "Desk calls refused by the per-client call rate or stream cap, by reason",
+        metrics.desk_calls_limited.clone(),
+    );
     registry.register_collector(Box::new(NodeCollector(Arc::clone(&context))));
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &registry) {

@@ -28,6 +28,7 @@ use crate::proto::desk_service_server::DeskServiceServer;
 use crate::proto::peer_service_server::PeerServiceServer;
 use crate::runtime::context::NodeContext;
 use crate::store::{Store, StoreError};
+use crate::trust::admission::{Admission, Refusal, RefusalCounter};
 use crate::trust::tls::{self, TlsError};
 
 pub use crate::runtime::context::SOFTWARE_VERSION;
@@ -38,9 +39,6 @@ const MESSAGE_SLACK: usize = 64 * 1024;
 
 /// How long in-flight calls may take to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// How long a TLS handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -151,8 +149,13 @@ impl RunningNode {
         let peer_service =
             PeerServiceServer::new(crate::rpc::peer_service::PeerApi::new(Arc::clone(&context)))
                 .max_decoding_message_size(crate::domain::validation::MAX_BATCH_BYTES + MESSAGE_SLACK);
-        let peer_incoming =
-            tls::incoming_reloadable(peer, node_tls.peer_server(), HANDSHAKE_TIMEOUT, stop.clone(), &tasks);
+        let peer_incoming = tls::incoming_reloadable(
+            peer,
+            node_tls.peer_server(),
+            admission(&context, "peer", true),
+            stop.clone(),
+            &tasks,
+        );
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<PeerServiceServer<crate::rpc::peer_service::PeerApi>>().await;
         health.set_serving::<DeskServiceServer<crate::rpc::desk_service::DeskApi>>().await;
@@ -169,7 +172,7 @@ impl RunningNode {
                 context.metrics.panics.clone(),
             )
         };
-        let peer_server = Server::builder()
+        let peer_server = bounded_server(&context.config.limits)
             .layer(catch_panic("peer"))
             .layer(MapResponseLayer::new(crate::rpc::codec::oversized_is_resource_exhausted))
             .add_service(health_service.clone())
@@ -183,9 +186,14 @@ impl RunningNode {
         let desk_service =
             DeskServiceServer::new(crate::rpc::desk_service::DeskApi::new(Arc::clone(&operations)))
                 .max_decoding_message_size(desk_decode_limit(&context.config.limits));
-        let desk_incoming =
-            tls::incoming_reloadable(desk, node_tls.desk_server(), HANDSHAKE_TIMEOUT, stop.clone(), &tasks);
-        let desk_server = Server::builder()
+        let desk_incoming = tls::incoming_reloadable(
+            desk,
+            node_tls.desk_server(),
+            admission(&context, "desk", false),
+            stop.clone(),
+            &tasks,
+        );
+        let desk_server = bounded_server(&context.config.limits)
             .layer(catch_panic("desk"))
             .layer(MapResponseLayer::new(crate::rpc::codec::oversized_is_resource_exhausted))
             .add_service(health_service)
@@ -213,8 +221,14 @@ impl RunningNode {
                 metrics_stop.cancel();
             }
         });
-        let console_server =
-            crate::console::serve(console, node_tls.desk_server(), operations, stop.clone(), tasks.clone());
+        let console_server = crate::console::serve(
+            console,
+            node_tls.desk_server(),
+            admission(&context, "console", false),
+            operations,
+            stop.clone(),
+            tasks.clone(),
+        );
         let console_stop = stop.clone();
         tasks.spawn(async move {
             if let Err(error) = console_server.await {
@@ -480,6 +494,27 @@ async fn reload_tls_on_trigger(tls: Arc<tls::NodeTls>, context: Arc<NodeContext>
             context.tls_reloaded.send_modify(|n| *n += 1);
         }
     }
+}
+
+/// A gRPC server with the `[limits]` of every connection: concurrent streams (HTTP/2's own
+/// cap, and calls handled at once) and the time a call may take to answer. tonic's timeout
+/// covers the handler until it returns its response, not the body of a streaming response,
+/// so `Watch`, `Backup` and `ListAudit` streams run on past it.
+fn bounded_server(limits: &crate::config::Limits) -> Server {
+    Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .concurrency_limit_per_connection(limits.max_streams_per_connection as usize)
+        .timeout(limits.request_timeout)
+}
+
+/// The caps of listener `name` from `[limits]`, its refusals counted in the node's metrics.
+fn admission(context: &Arc<NodeContext>, name: &'static str, per_address: bool) -> Arc<Admission> {
+    let counted = Arc::clone(context);
+    let counter: RefusalCounter = Arc::new(move |listener, why: Refusal| {
+        let labels = crate::runtime::metrics::labels(&[("listener", listener), ("reason", why.label())]);
+        counted.metrics.connections_refused.get_or_create(&labels).inc();
+    });
+    Admission::new(name, &context.config.limits, per_address, counter)
 }
 
 /// The desk listener's decode limit: one `Submit` carries one envelope, so a request far over

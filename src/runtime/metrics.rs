@@ -29,6 +29,12 @@ pub struct Metrics {
     /// Audit heads a peer gave in `Hello` that are behind, or fork from, the one witnessed of it
     /// before (its log was cut short or rewritten), by peer.
     pub audit_head_rollbacks: Family<Labels, Counter>,
+    /// Connections refused or dropped before they carried a call, by listener and reason
+    /// (`connections`, `handshakes`, `address`: over a `[limits]` cap; `handshake`: TLS
+    /// refused; `timeout`: handshake too slow).
+    pub connections_refused: Family<Labels, Counter>,
+    /// Desk calls refused by the per-client rate (`limits.desk_calls_per_second`) or stream cap.
+    pub desk_calls_limited: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -42,6 +48,8 @@ impl Default for Metrics {
             events_pruned: Counter::default(),
             panics: Family::default(),
             audit_head_rollbacks: Family::default(),
+            connections_refused: Family::default(),
+            desk_calls_limited: Family::default(),
         }
     }
 }

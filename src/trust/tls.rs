@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::domain::identity::{Identity, identity_of_cert};
+use crate::trust::admission::{Admission, ConnectionSlot, Refusal};
 
 /// A TLS file or configuration problem.
 #[derive(Debug, thiserror::Error)]
@@ -107,35 +108,23 @@ pub fn client_config(server_ca: &Path, cert: &Path, key: &Path) -> Result<Arc<Cl
     Ok(Arc::new(config))
 }
 
-/// The TLS connections accepted on `listener`, for `Server::serve_with_incoming_shutdown`.
-/// Handshakes run concurrently with a deadline, so a slow or silent client holds up nobody;
-/// failed handshakes are logged and dropped. Stops accepting when `stop` is cancelled; the
-/// accept loop is a task of `tasks`.
-pub fn incoming(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    handshake_timeout: Duration,
-    stop: CancellationToken,
-    tasks: &TaskTracker,
-) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>> {
-    let acceptor = TlsAcceptor::from(config);
-    let (incoming, accepting) = accept_loop(listener, move || acceptor.clone(), Ok, handshake_timeout, stop);
-    tasks.spawn(accepting);
-    incoming
-}
-
-/// The accept loop behind [`incoming`] and [`incoming_reloadable`]: `acceptor` is asked for the
-/// configuration of each new handshake, `finish` turns a finished handshake into what the server
-/// reads (or refuses it). Returns the connections and the loop, for the caller to run as a task
-/// it waits for: the loop ends soon after `stop`, and no handshake of it runs on after it ends.
+/// The accept loop behind [`incoming_reloadable`] and [`incoming_console`]: `acceptor` is asked
+/// for the configuration of each new handshake, `finish` turns a finished handshake into what the
+/// server reads (or refuses it), with the connection's slot to hold while it is open. Returns the
+/// connections and the loop, for the caller to run as a task it waits for: the loop ends soon
+/// after `stop`, and no handshake of it runs on after it ends.
+///
+/// `admission` decides at accept, before any TLS byte is read: a connection over its caps is
+/// closed at once. Handshakes run concurrently with its deadline, so a slow or silent client
+/// holds up nobody; refusals are counted and logged at most once per interval.
 fn accept_loop<S: Send + 'static>(
     listener: TcpListener,
     acceptor: impl Fn() -> TlsAcceptor + Send + 'static,
-    finish: impl Fn(tokio_rustls::server::TlsStream<TcpStream>) -> Result<S, std::io::Error>
+    finish: impl Fn(tokio_rustls::server::TlsStream<TcpStream>, ConnectionSlot) -> Result<S, std::io::Error>
     + Send
     + Sync
     + 'static,
-    handshake_timeout: Duration,
+    admission: Arc<Admission>,
     stop: CancellationToken,
 ) -> (ReceiverStream<Result<S, std::io::Error>>, impl Future<Output = ()> + Send + 'static) {
     let (sender, receiver) = mpsc::channel(64);
@@ -158,23 +147,37 @@ fn accept_loop<S: Send + 'static>(
                     }
                 },
             };
+            let (slot, handshake) = match admission.admit(remote.ip()) {
+                Ok(admitted) => admitted,
+                Err(why) => {
+                    // Dropped unread: the socket closes now, before any handshake work.
+                    drop(tcp);
+                    admission.refused(remote, why, &"over the listener's limits");
+                    continue;
+                }
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor();
             let sender = sender.clone();
             let finish = Arc::clone(&finish);
+            let admission = Arc::clone(&admission);
             handshakes.spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp).into_fallible()).await {
-                    Ok(Ok(stream)) => match finish(stream) {
+                let handshake_timeout = admission.handshake_timeout();
+                let shaken =
+                    tokio::time::timeout(handshake_timeout, acceptor.accept(tcp).into_fallible()).await;
+                drop(handshake);
+                match shaken {
+                    Ok(Ok(stream)) => match finish(stream, slot) {
                         Ok(stream) => {
                             let _ = sender.send(Ok(stream)).await;
                         }
-                        Err(error) => tracing::warn!(%remote, %error, "TLS connection refused"),
+                        Err(error) => admission.refused(remote, Refusal::Handshake, &error),
                     },
                     Ok(Err((error, tcp))) => {
-                        tracing::warn!(%remote, %error, "TLS handshake refused");
+                        admission.refused(remote, Refusal::Handshake, &error);
                         close_after_alert(tcp).await;
                     }
-                    Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+                    Err(_) => admission.refused(remote, Refusal::Timeout, &"TLS handshake timed out"),
                 }
             });
         }
@@ -473,6 +476,7 @@ impl ReloadableServer {
     fn register(
         &self,
         stream: tokio_rustls::server::TlsStream<TcpStream>,
+        slot: ConnectionSlot,
     ) -> Result<GuardedStream, std::io::Error> {
         let chain = stream.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
         let mut accepted = self.accepted.lock().unwrap_or_else(PoisonError::into_inner);
@@ -487,6 +491,7 @@ impl ReloadableServer {
             cut: Box::pin(cut.cancelled_owned()),
             refused: false,
             _alive: alive,
+            _slot: slot,
         })
     }
 
@@ -527,7 +532,7 @@ fn verify_chain(
 pub fn incoming_reloadable(
     listener: TcpListener,
     server: Arc<ReloadableServer>,
-    handshake_timeout: Duration,
+    admission: Arc<Admission>,
     stop: CancellationToken,
     tasks: &TaskTracker,
 ) -> ReceiverStream<Result<GuardedStream, std::io::Error>> {
@@ -535,8 +540,8 @@ pub fn incoming_reloadable(
     let (incoming, accepting) = accept_loop(
         listener,
         move || for_accept.acceptor(),
-        move |stream| server.register(stream),
-        handshake_timeout,
+        move |stream, slot| server.register(stream, slot),
+        admission,
         stop,
     );
     tasks.spawn(accepting);
@@ -550,6 +555,8 @@ pub struct GuardedStream {
     cut: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     refused: bool,
     _alive: Arc<()>,
+    /// Its place among the listener's connections, given back when the connection ends.
+    _slot: ConnectionSlot,
 }
 
 impl GuardedStream {
@@ -824,11 +831,11 @@ impl NodeTls {
 pub fn incoming_console(
     listener: TcpListener,
     desk: Arc<ReloadableServer>,
-    handshake_timeout: Duration,
+    admission: Arc<Admission>,
     stop: CancellationToken,
     tasks: &TaskTracker,
 ) -> ReceiverStream<Result<GuardedStream, std::io::Error>> {
-    let (incoming, accepting) = console_accept_loop(listener, desk, handshake_timeout, stop);
+    let (incoming, accepting) = console_accept_loop(listener, desk, admission, stop);
     tasks.spawn(accepting);
     incoming
 }
@@ -836,7 +843,7 @@ pub fn incoming_console(
 fn console_accept_loop(
     listener: TcpListener,
     desk: Arc<ReloadableServer>,
-    handshake_timeout: Duration,
+    admission: Arc<Admission>,
     stop: CancellationToken,
 ) -> (ReceiverStream<Result<GuardedStream, std::io::Error>>, impl Future<Output = ()> + Send + 'static) {
     let for_accept = Arc::clone(&desk);
@@ -847,8 +854,8 @@ fn console_accept_loop(
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
             TlsAcceptor::from(Arc::new(config))
         },
-        move |stream| desk.register(stream),
-        handshake_timeout,
+        move |stream, slot| desk.register(stream, slot),
+        admission,
         stop,
     )
 }

@@ -26,6 +26,7 @@ mod local_network;
 mod operator_view;
 mod pipelining;
 mod references;
+mod resource_bounds;
 mod revocation;
 mod roles;
 mod shutdown;
