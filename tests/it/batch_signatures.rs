@@ -9,7 +9,7 @@ use std::path::Path;
 use hanoi247::proto::{GetProofRequest, GetRequest, MessageState, Precedence};
 use serde_json::Value;
 
-use crate::signing::{assert_tamper_fails, flip_base64, hanoi247, verify};
+use crate::signing::{assert_tamper_fails, flip_base64, show_proof, verify};
 use crate::support::*;
 
 /// How many `Submit`s go at once in one round, and how many rounds at most until the node has
@@ -79,17 +79,7 @@ async fn a_batch_signed_message_has_a_proof_that_verifies_offline_and_names_each
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proof.json");
-    let client = net.client_config_path("VN").display().to_string();
-    let (ok, _, stderr) = hanoi247(vec![
-        "show".into(),
-        id.clone(),
-        "--config".into(),
-        client,
-        "--proof".into(),
-        file.display().to_string(),
-    ])
-    .await;
-    assert!(ok, "show --proof failed: {stderr}");
+    show_proof(&net, "VN", &id, &file).await;
     let network_ca = net.config("VN").tls.network_ca;
     let (ok, stdout, stderr) = verify(&file, Some(&network_ca)).await;
     assert!(ok, "verify failed: {stderr}");
@@ -103,11 +93,11 @@ async fn a_batch_signed_message_has_a_proof_that_verifies_offline_and_names_each
     assert!(proof["receipt"]["batch"]["tree_size"].as_u64().unwrap() > 1, "{proof}");
     let dir = dir.path();
     // The envelope: one changed byte, the digest fixed to match: the leaf is not this envelope's.
-    let canonical = BASE64_DECODE(proof["envelope"]["canonical_base64"].as_str().unwrap());
+    let canonical = base64_decode(proof["envelope"]["canonical_base64"].as_str().unwrap());
     let subject_at = canonical.windows(7).position(|w| w == b"request").unwrap() as isize;
     assert_tamper_fails(&proof, dir, "batch envelope byte", "origin.batch.leaf", |p| {
         flip_base64(&mut p["envelope"]["canonical_base64"], subject_at);
-        let bytes = BASE64_DECODE(p["envelope"]["canonical_base64"].as_str().unwrap());
+        let bytes = base64_decode(p["envelope"]["canonical_base64"].as_str().unwrap());
         p["envelope"]["sha256"] =
             Value::String(hanoi247::trust::signing::hex(&hanoi247::trust::signing::sha256(&bytes)));
         p["envelope"]["readable"] = serde_json::json!({});
@@ -153,8 +143,7 @@ async fn a_batch_signed_message_has_a_proof_that_verifies_offline_and_names_each
     net.stop("FR").await;
 }
 
-#[allow(non_snake_case)]
-fn BASE64_DECODE(text: &str) -> Vec<u8> {
+fn base64_decode(text: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(text).unwrap()
 }

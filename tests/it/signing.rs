@@ -231,7 +231,7 @@ async fn metric(net: &Network, node: &str, sample: &str) -> Option<f64> {
 }
 
 /// Runs the real binary; returns (success, stdout, stderr).
-pub async fn hanoi247(args: Vec<String>) -> (bool, String, String) {
+async fn hanoi247(args: Vec<String>) -> (bool, String, String) {
     let output = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_hanoi247")).args(args).output().unwrap()
     })
@@ -242,6 +242,22 @@ pub async fn hanoi247(args: Vec<String>) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// `hanoi247 show ID --proof FILE` with `node`'s officer client; fails the test unless written.
+pub async fn show_proof(net: &Network, node: &str, id: &str, file: &Path) {
+    let client = net.client_config_path(node).display().to_string();
+    let (ok, stdout, stderr) = hanoi247(vec![
+        "show".into(),
+        id.to_owned(),
+        "--config".into(),
+        client,
+        "--proof".into(),
+        file.display().to_string(),
+    ])
+    .await;
+    assert!(ok, "show --proof failed: {stderr}");
+    assert!(stdout.contains("written to"), "{stdout}");
 }
 
 pub async fn verify(file: &Path, ca: Option<&Path>) -> (bool, String, String) {
@@ -292,18 +308,7 @@ async fn a_proof_file_passes_verify_and_one_changed_byte_fails_it() {
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proof.json");
-    let client = net.client_config_path("VN").display().to_string();
-    let (ok, stdout, stderr) = hanoi247(vec![
-        "show".into(),
-        id.clone(),
-        "--config".into(),
-        client,
-        "--proof".into(),
-        file.display().to_string(),
-    ])
-    .await;
-    assert!(ok, "show --proof failed: {stderr}");
-    assert!(stdout.contains("written to"), "{stdout}");
+    show_proof(&net, "VN", &id, &file).await;
 
     // The good file passes, with the CA inside it and with the network CA given.
     let (ok, stdout, stderr) = verify(&file, None).await;
