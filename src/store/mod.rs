@@ -126,6 +126,32 @@ struct Opened {
     db_file: Arc<File>,
     /// Where every write becomes durable before anyone is told (see [`wal`]).
     wal: Arc<wal::Wal>,
+    /// How many outbox keys each (destination, precedence rank) has: counted once when sled is
+    /// opened and kept by every write, so the queue view and the metrics need not scan a long
+    /// queue (a scan per refresh was 15 % of a sender's CPU while it drained 30,000).
+    outbox_counts: Mutex<HashMap<OutboxQueue, usize>>,
+}
+
+/// One destination's queue of one precedence: the node code's bytes and the precedence rank.
+type OutboxQueue = ([u8; 2], u8);
+
+/// The queue an outbox key (`o` + destination + rank + sequence) belongs to.
+fn outbox_queue_of(key: &[u8]) -> Option<OutboxQueue> {
+    match key {
+        [b'o', a, b, rank, ..] => Some(([*a, *b], *rank)),
+        _ => None,
+    }
+}
+
+/// Counts the outbox keys of each queue (once, when the store opens).
+fn count_outbox(db: &sled::Db) -> Result<HashMap<OutboxQueue, usize>, StoreError> {
+    let mut counts = HashMap::new();
+    for key in db.scan_prefix([b'o']).keys() {
+        if let Some(queue) = outbox_queue_of(&key?) {
+            *counts.entry(queue).or_default() += 1;
+        }
+    }
+    Ok(counts)
 }
 
 /// One store write: the sled batch and the same changes as a write-ahead log record.
@@ -467,9 +493,12 @@ impl Store {
             actor: NODE_ACTOR.to_owned(),
             audit_head,
             kept_out_of_audit: Vec::new(),
+            outbox_delta: HashMap::new(),
         };
         let result = operation(&mut changes)?;
-        let Changes { mut batch, last_event: new_last_event, audit_head: new_audit_head, .. } = changes;
+        let Changes {
+            mut batch, last_event: new_last_event, audit_head: new_audit_head, outbox_delta, ..
+        } = changes;
         if new_last_event != last_event {
             batch.insert(EVENT_COUNTER_KEY, new_last_event.to_be_bytes().as_slice());
         }
@@ -489,6 +518,7 @@ impl Store {
         if let Err(error) = self.db()?.apply_batch(batch) {
             return Err(self.broke(error.into()).into());
         }
+        self.count_queued(outbox_delta);
         // Appended in the order applied (both under the writer lock, so the LSN is the one read
         // above), and a replay applies the records in the same order.
         wal.append(&record);
@@ -497,6 +527,20 @@ impl Store {
         *self.audit_head.lock().unwrap_or_else(|p| p.into_inner()) = new_audit_head;
         self.commit.applied();
         Ok(result)
+    }
+
+    /// Applies a write's queue length changes (under the writer lock, after its batch applied).
+    fn count_queued(&self, delta: HashMap<OutboxQueue, isize>) {
+        if delta.is_empty() {
+            return;
+        }
+        let opened = self.opened.read().unwrap_or_else(|p| p.into_inner());
+        let Some(opened) = opened.as_ref() else { return };
+        let mut counts = lock(&opened.outbox_counts);
+        for (queue, change) in delta {
+            let count = counts.entry(queue).or_default();
+            *count = count.saturating_add_signed(change);
+        }
     }
 
     /// One message by id.
@@ -562,18 +606,25 @@ impl Store {
         {
             let mut ranked = prefix.clone();
             ranked.push(precedence_rank(precedence));
-            let mut count = 0;
-            let mut first = None;
-            for item in self.db()?.scan_prefix(&ranked) {
-                let (_, id) = item?;
-                if count == 0 {
-                    first = self.ids_to_messages(std::iter::once(Ok(id)))?.pop();
-                }
-                count += 1;
-            }
+            let first = match self.db()?.scan_prefix(&ranked).next() {
+                Some(item) => self.ids_to_messages(std::iter::once(item.map(|(_, id)| id)))?.pop(),
+                None => None,
+            };
+            let count = self.queued(destination, precedence)?;
             summary.push((precedence, count, first));
         }
         Ok(summary)
+    }
+
+    /// How many messages of `precedence` wait for `destination` (kept in memory, not scanned).
+    fn queued(&self, destination: NodeCode, precedence: Precedence) -> Result<usize, StoreError> {
+        let opened = self.opened.read().unwrap_or_else(|p| p.into_inner());
+        let opened = opened.as_ref().ok_or_else(|| StoreError::Recovering("reopening".into()))?;
+        let mut key = vec![b'o'];
+        key.extend_from_slice(destination.as_str().as_bytes());
+        key.push(precedence_rank(precedence));
+        let queue = outbox_queue_of(&key);
+        Ok(queue.and_then(|q| lock(&opened.outbox_counts).get(&q).copied()).unwrap_or(0))
     }
 
     /// How many messages wait for `destination`.
@@ -616,6 +667,8 @@ pub struct Changes<'a> {
     /// Notes that carry foreign or officer text, each with the words the audit log gets in its
     /// place ([`Changes::note_with_text`]).
     kept_out_of_audit: Vec<(String, String)>,
+    /// How this operation changes each queue's length (applied with the batch).
+    outbox_delta: HashMap<OutboxQueue, isize>,
 }
 
 impl Changes<'_> {
@@ -650,7 +703,14 @@ impl Changes<'_> {
                 key.extend_from_slice(destination);
                 key.push(precedence_rank(envelope.precedence()));
                 key.extend_from_slice(&seq);
-                if matches!(message.state(), MessageState::Queued | MessageState::WaitingRetry) {
+                let queued =
+                    |m: &Message| matches!(m.state(), MessageState::Queued | MessageState::WaitingRetry);
+                let was_queued = before.as_ref().and_then(|b| b.message.as_ref()).is_some_and(queued);
+                let is_queued = queued(message);
+                if let Some(queue) = outbox_queue_of(&key).filter(|_| was_queued != is_queued) {
+                    *self.outbox_delta.entry(queue).or_default() += if is_queued { 1 } else { -1 };
+                }
+                if is_queued {
                     self.batch.insert(key, id.as_bytes().as_slice());
                 } else {
                     self.batch.remove(key);
@@ -1002,7 +1062,8 @@ fn open_db(dir: &Path) -> Result<Opened, StoreError> {
         db.apply_batch(batch).map_err(|e| e.to_string())
     })
     .map_err(|e| StoreError::Corrupt { key: "write-ahead log".into(), reason: e.to_string() })?;
-    let opened = Opened { db, db_file, wal: Arc::new(wal) };
+    let outbox_counts = Mutex::new(count_outbox(&db)?);
+    let opened = Opened { db, db_file, wal: Arc::new(wal), outbox_counts };
     if recovered.replayed > 0 {
         tracing::info!(records = recovered.replayed, checkpoint, "write-ahead log replayed");
     }
@@ -1388,6 +1449,56 @@ mod tests {
             .unwrap();
         assert_eq!(store.outbox_len(fr).unwrap(), 0);
         assert_eq!(view(&store.get(id).unwrap().unwrap()).state(), MessageState::Delivered);
+    }
+
+    /// The queue lengths kept in memory, as the queue view reads them.
+    fn summary_counts(store: &Store, destination: NodeCode) -> Vec<usize> {
+        store.outbox_summary(destination).unwrap().into_iter().map(|(_, count, _)| count).collect()
+    }
+
+    #[test]
+    fn queue_lengths_kept_in_memory_equal_the_outbox_keys_through_writes_failures_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let fr: NodeCode = "FR".parse().unwrap();
+        let de: NodeCode = "DE".parse().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let flash = outbound(&store, "FR", Precedence::Flash);
+        outbound(&store, "FR", Precedence::Flash);
+        outbound(&store, "FR", Precedence::Routine);
+        outbound(&store, "DE", Precedence::Priority);
+        assert_eq!(summary_counts(&store, fr), [2, 0, 0, 1]);
+        assert_eq!(summary_counts(&store, de), [0, 0, 1, 0]);
+        // Queued -> waiting for a retry stays in the queue; put twice in one write counts once.
+        store
+            .write(|changes| {
+                let mut stored = changes.get(flash)?.unwrap();
+                stored.message.as_mut().unwrap().set_state(MessageState::WaitingRetry);
+                changes.put(stored.clone())?;
+                changes.put(stored)
+            })
+            .unwrap();
+        assert_eq!(summary_counts(&store, fr), [2, 0, 0, 1]);
+        let abandoned: Result<(), StoreError> = store.write(|changes| {
+            let mut stored = changes.get(flash)?.unwrap();
+            stored.message.as_mut().unwrap().set_state(MessageState::Delivered);
+            changes.put(stored)?;
+            Err(StoreError::Malformed("abandoned"))
+        });
+        assert!(abandoned.is_err());
+        assert_eq!(summary_counts(&store, fr), [2, 0, 0, 1], "an abandoned write changes no count");
+        store
+            .write(|changes| {
+                let mut stored = changes.get(flash)?.unwrap();
+                stored.message.as_mut().unwrap().set_state(MessageState::Delivered);
+                changes.put(stored)
+            })
+            .unwrap();
+        assert_eq!(summary_counts(&store, fr), [1, 0, 0, 1]);
+        assert_eq!(store.outbox_len(fr).unwrap(), 2, "the counts and the keys agree");
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(summary_counts(&reopened, fr), [1, 0, 0, 1], "counted again from sled on open");
+        assert_eq!(summary_counts(&reopened, de), [0, 0, 1, 0]);
     }
 }
 
