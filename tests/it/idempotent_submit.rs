@@ -4,6 +4,7 @@
 //! nothing stored; a malformed id is INVALID_ARGUMENT naming the field; ids of different clients
 //! never meet. `hanoi247 send` makes an id and retries by itself.
 
+use std::io::Write as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Command, Stdio};
 
@@ -259,4 +260,77 @@ async fn the_cli_retries_with_its_request_id_across_a_node_restart() {
     assert_eq!(stored.len(), 1, "one message: {stderr}");
     let id = &stored[0].envelope.as_ref().unwrap().id;
     assert!(stdout.starts_with(id.as_str()), "the CLI prints the stored id: {stdout}");
+}
+
+/// The Python agency kit (`examples/agency-python`) does the same as the CLI: VN is killed
+/// between storing its request and answering, `agency.py` retries with its request id until the
+/// restarted VN answers that it has the request, and follows it to FR's answer. One message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_kit_retries_with_its_request_id_across_a_node_restart() {
+    use crate::support::python::{Venv, cached_venv, read};
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agency-python");
+    let has_tomllib = Command::new("python3")
+        .args(["-c", "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !has_tomllib {
+        let _ = writeln!(std::io::stderr(), "SKIPPED: agency.py needs python3 3.11 or later");
+        return;
+    }
+    let requirements = example.join("requirements.txt");
+    // The same cache as `agency_python`'s test: the venv is built once.
+    let python =
+        match tokio::task::spawn_blocking(move || cached_venv("agency-venv", &requirements)).await.unwrap() {
+            Venv::Ready(python) => python,
+            Venv::PypiUnreachable(reason) => {
+                let _ = writeln!(std::io::stderr(), "SKIPPED: PyPI unreachable: {reason}");
+                return;
+            }
+        };
+    // VN's first client is an officer: `spawn` reads its inbox to know the node is ready.
+    let clients = [("VN", "duty", Role::Officer), ("VN", "police-a05", Role::Agency)];
+    let mut net = Network::with_clients(&["VN", "FR"], &clients).await;
+    net.start("FR").await;
+    let armed = "submit-answer:1";
+    let mut vn_process = net.spawn_with_env("VN", &[(hanoi247::store::crash_point::VARIABLE, armed)]).await;
+    let log = net.dir().join("agency.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut agency = Command::new(&python)
+        .arg(example.join("agency.py"))
+        .arg("--config")
+        .arg(net.client_config_path_of("VN", "police-a05"))
+        .args(["--to", "FR", "--timeout", "60", "--stubs"])
+        .arg(net.dir().join("stubs"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let killed = wait_exit(&mut vn_process.child).await;
+    assert_eq!(killed.signal(), Some(9), "killed by its crash point: {killed:?}\n{}", read(&log));
+    let _vn_process = net.spawn("VN").await;
+
+    // FR's officer answers the one request that arrives.
+    let mut fr = net.desk("FR");
+    let mut arrived = Vec::new();
+    eventually("the agency's request reaches FR", async || {
+        arrived = inbox(&mut fr).await;
+        !arrived.is_empty()
+    })
+    .await;
+    let id = arrived[0].envelope.as_ref().unwrap().id.clone();
+    fr.respond(hanoi247::proto::RespondRequest { id: id.clone(), text: "Preserved".into() }).await.unwrap();
+    let status = wait_exit(&mut agency).await;
+    let output = read(&log);
+    assert!(status.success(), "agency.py exited {status}:\n{output}");
+    assert!(output.contains("retrying in"), "agency.py did not say it retried:\n{output}");
+    assert!(output.contains("had already stored this request"), "{output}");
+    assert!(output.contains(&format!("submitted {id}")), "{output}");
+    assert!(output.contains("ANSWERED by FR: Preserved"), "{output}");
+    assert_eq!(inbox(&mut fr).await.len(), 1, "FR received one request");
+    let mut police = net.desk_as("VN", "police-a05");
+    assert_eq!(outbox(&mut police).await.len(), 1, "VN stored one request:\n{output}");
+    net.stop("FR").await;
 }
