@@ -34,6 +34,19 @@ pub struct Submitted {
     pub replayed: bool,
 }
 
+/// What the store write of a `Submit` did.
+enum Stored {
+    /// Stored this message.
+    New(Box<Message>),
+    /// Nothing: a concurrent call under the same client request id had stored `message_id`.
+    Earlier {
+        /// The client request id.
+        request_id: Uuid,
+        /// The message the other call stored.
+        message_id: Uuid,
+    },
+}
+
 /// The field a client request id comes in.
 const REQUEST_ID_FIELD: &str = "client_request_id";
 
@@ -88,6 +101,7 @@ impl Desk {
             destination.parse().is_ok_and(|code| self.context.peers.verifies_batch_signatures(code));
         let signed = self.group_signer.sign(&self.context.signer, envelope, in_groups).await?;
         let (envelope, signer) = (signed.envelope, signed.signer);
+        let message_id = Uuid::parse_str(&id).map_err(|_| StoreError::Malformed("id is not a UUID"))?;
         let stored = self.context.store.write(|changes| {
             if let Some((request_id, digest)) = client_request {
                 if let Some(earlier) = changes.client_request(&caller.name, request_id)? {
@@ -95,9 +109,8 @@ impl Desk {
                     check_same_request(request_id, &earlier, &digest)?;
                     let details = format!("replayed: client request id {request_id}");
                     audit_call(changes, caller, Action::Submit, &earlier.message_id.to_string(), &details);
-                    return Ok(Err((request_id, earlier.message_id)));
+                    return Ok(Stored::Earlier { request_id, message_id: earlier.message_id });
                 }
-                let message_id = Uuid::parse_str(&id).map_err(|_| FieldError::new("id", "must be a UUID"))?;
                 changes.record_client_request(&caller.name, request_id, ClientRequest { message_id, digest });
             }
             let details = format!("to {destination}, {}", precedence.short_name());
@@ -110,13 +123,14 @@ impl Desk {
                 caller.name.clone(),
                 &signer,
             )
-            .map(Ok)
+            .map(|message| Stored::New(Box::new(message)))
         })?;
         let message = match stored {
-            Ok(message) => message,
-            Err((request_id, earlier)) => {
+            Stored::New(message) => *message,
+            Stored::Earlier { request_id, message_id } => {
+                // The earlier call's write is applied; make it durable before answering with it.
                 self.context.store.persist().await?;
-                return self.replayed(caller, request_id, earlier);
+                return self.replayed(caller, request_id, message_id);
             }
         };
         self.announce(std::slice::from_ref(&message)).await?;
