@@ -163,3 +163,25 @@ pub async fn submit_retrying(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_may_have_been_cut_short_is_retried() {
+        assert!(worth_retrying(&tonic::Status::unavailable("node restarting")));
+        assert!(worth_retrying(&tonic::Status::deadline_exceeded("no answer in time")));
+        // An answer of the node, however bad, is final: retrying would not change it.
+        for answered in [
+            tonic::Status::unknown("the node said so"),
+            tonic::Status::already_exists("client_request_id: used"),
+            tonic::Status::invalid_argument("subject: required"),
+            tonic::Status::resource_exhausted("over its call rate"),
+            tonic::Status::internal("damaged"),
+        ] {
+            assert!(!worth_retrying(&answered), "{answered:?}");
+            assert_eq!(attempt_failure(&answered), format!("{:?}", answered.code()));
+        }
+    }
+}

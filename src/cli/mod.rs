@@ -1119,8 +1119,10 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
     if args.client.json {
         print_json(&render::message_json(&message));
     } else {
+        // QUEUED when stored now; a replayed request may have moved on (DELIVERED, ...).
+        let state = crate::domain::lifecycle::state_name(message.state());
         let envelope = message.envelope.unwrap_or_default();
-        println!("{}  QUEUED for {} (case {})", envelope.id, envelope.destination, envelope.case_reference);
+        println!("{}  {state} for {} (case {})", envelope.id, envelope.destination, envelope.case_reference);
     }
     Ok(())
 }
