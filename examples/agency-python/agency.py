@@ -17,6 +17,10 @@ the file); the node lists the client under [[clients]] with role "agency" (or "o
 
 Exit status: 0 answered; 1 the request ended without an answer (EXPIRED or CANCELLED); 2 the
 timeout passed; 3 the node could not be reached or refused the call.
+
+`Submit` carries a client request id (a UUID made once per run) and is retried with it on
+UNAVAILABLE and DEADLINE_EXCEEDED: the node stores the request once however many attempts reach
+it (even across a node restart) and answers a retry with the message already stored.
 """
 
 import argparse
@@ -24,6 +28,7 @@ import pathlib
 import sys
 import time
 import tomllib
+import uuid
 
 import grpc
 
@@ -34,6 +39,13 @@ HERE = pathlib.Path(__file__).resolve().parent
 WATCH_AFTER_HEADER = "hanoi247-watch-after"
 
 EXIT_ANSWERED, EXIT_ENDED, EXIT_TIMEOUT, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+# Submit retries: attempts in all, the first pause (doubled each time, up to the longest), and
+# the deadline of one attempt. About 18 s of pauses: long enough for a node to restart.
+SUBMIT_ATTEMPTS, FIRST_PAUSE, LONGEST_PAUSE, ATTEMPT_TIMEOUT = 8, 0.25, 5.0, 30.0
+# What may have been cut short on its way (node down or restarting, connection cut, no answer in
+# time): worth sending again under the same client request id. Anything else is an answer.
+RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def say(text: str) -> None:
@@ -110,6 +122,24 @@ def preservation_request(desk_pb2, envelope_pb2, args) -> object:
     )
 
 
+def submit_with_retries(stub, request):
+    """`Submit`s `request` (which carries its `client_request_id`), retrying it unchanged on
+    UNAVAILABLE and DEADLINE_EXCEEDED with a growing pause; says so at each retry."""
+    pause = FIRST_PAUSE
+    for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+        try:
+            return stub.Submit(request, timeout=ATTEMPT_TIMEOUT)
+        except grpc.RpcError as error:
+            if error.code() not in RETRY_CODES or attempt == SUBMIT_ATTEMPTS:
+                raise
+            say(f"submit failed ({error.code().name}: {error.details()}); retrying in "
+                f"{int(pause * 1000)} ms (attempt {attempt + 1} of {SUBMIT_ATTEMPTS}, "
+                f"same client request id {request.client_request_id})")
+            time.sleep(pause)
+            pause = min(pause * 2, LONGEST_PAUSE)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def state_name(desk_pb2, state: int) -> str:
     return desk_pb2.MessageState.Name(state).removeprefix("MESSAGE_STATE_")
 
@@ -151,12 +181,17 @@ def run(args) -> int:
             return EXIT_UNREACHABLE
         last_sequence = int(headers[WATCH_AFTER_HEADER]) if WATCH_AFTER_HEADER in headers else None
 
+        request = preservation_request(desk_pb2, envelope_pb2, args)
+        # One id for this request, the same in every retry: the node stores it once.
+        request.client_request_id = str(uuid.uuid4())
         try:
-            submitted = stub.Submit(preservation_request(desk_pb2, envelope_pb2, args), timeout=30)
+            submitted = submit_with_retries(stub, request)
         except grpc.RpcError as error:
             say(f"submit refused: {error.code().name}: {error.details()}")
             watch.cancel()
             return EXIT_UNREACHABLE
+        if submitted.replayed:
+            say(f"the node had already stored this request (client request id {request.client_request_id})")
         envelope = submitted.message.envelope
         message_id = envelope.id
         say(f"submitted {message_id} case {envelope.case_reference} to {envelope.destination}: "

@@ -80,3 +80,108 @@ pub async fn wait_for_state(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// How `Submit` is retried by [`submit_retrying`]: attempts in all, the pause before the first
+/// retry (doubled for each next one, up to `max_pause`), and how long one attempt may take.
+#[derive(Debug, Clone, Copy)]
+pub struct SubmitRetry {
+    /// Attempts in all (at least 1).
+    pub attempts: u32,
+    /// The pause before the first retry.
+    pub first_pause: Duration,
+    /// The longest pause.
+    pub max_pause: Duration,
+    /// The deadline of one attempt (sent as `grpc-timeout`): a node that does not answer in time
+    /// becomes DEADLINE_EXCEEDED, which is retried.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for SubmitRetry {
+    /// Eight attempts over about 18 seconds of pauses (long enough for a node to restart), 30 s
+    /// each.
+    fn default() -> Self {
+        Self {
+            attempts: 8,
+            first_pause: Duration::from_millis(250),
+            max_pause: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Whether a failed `Submit` may have been cut short on its way (the node down or restarting,
+/// no answer in time, the connection cut), so that the same request, under the same
+/// `client_request_id`, is worth sending again: UNAVAILABLE, DEADLINE_EXCEEDED, and a
+/// connection that broke before any answer came. tonic reports the last (a node killed
+/// mid-call) as UNKNOWN "transport error", with its transport error as the source; an UNKNOWN
+/// the node itself answered has no source and is not retried.
+pub fn worth_retrying(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
+        tonic::Code::Unknown => connection_broke(status),
+        _ => false,
+    }
+}
+
+/// Whether `status` is this client's own report of a connection that broke (no answer came).
+fn connection_broke(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some_and(|source| source.is::<tonic::transport::Error>())
+}
+
+/// A failed attempt in a few words: its code, or "connection cut" for a broken connection.
+pub fn attempt_failure(status: &tonic::Status) -> String {
+    if status.code() == tonic::Code::Unknown && connection_broke(status) {
+        return "connection cut".into();
+    }
+    format!("{:?}", status.code())
+}
+
+/// `Submit`s `request` and retries it, as it is, when [`worth_retrying`] (UNAVAILABLE,
+/// DEADLINE_EXCEEDED, a connection cut), within `retry`. The request should carry a `client_request_id`: the node then stores it once however
+/// many attempts reach it, and answers a retry with the message already stored (`replayed`).
+/// `on_retry` hears of each retry (the attempt about to be made, why, and the pause before it).
+pub async fn submit_retrying(
+    client: &mut DeskClient,
+    request: crate::proto::SubmitRequest,
+    retry: SubmitRetry,
+    mut on_retry: impl FnMut(u32, &tonic::Status, Duration),
+) -> Result<crate::proto::SubmitResponse, tonic::Status> {
+    let mut pause = retry.first_pause;
+    let mut attempt = 1;
+    loop {
+        let mut call = tonic::Request::new(request.clone());
+        call.set_timeout(retry.attempt_timeout);
+        match client.submit(call).await {
+            Ok(response) => return Ok(response.into_inner()),
+            Err(status) if worth_retrying(&status) && attempt < retry.attempts => {
+                attempt += 1;
+                on_retry(attempt, &status, pause);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(retry.max_pause);
+            }
+            Err(status) => return Err(status),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_may_have_been_cut_short_is_retried() {
+        assert!(worth_retrying(&tonic::Status::unavailable("node restarting")));
+        assert!(worth_retrying(&tonic::Status::deadline_exceeded("no answer in time")));
+        // An answer of the node, however bad, is final: retrying would not change it.
+        for answered in [
+            tonic::Status::unknown("the node said so"),
+            tonic::Status::already_exists("client_request_id: used"),
+            tonic::Status::invalid_argument("subject: required"),
+            tonic::Status::resource_exhausted("over its call rate"),
+            tonic::Status::internal("damaged"),
+        ] {
+            assert!(!worth_retrying(&answered), "{answered:?}");
+            assert_eq!(attempt_failure(&answered), format!("{:?}", answered.code()));
+        }
+    }
+}

@@ -1095,14 +1095,34 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
         handling_code: handling(args.handling) as i32,
         handling_restrictions: args.restrictions.clone(),
         preservation: preservation_from_fields(&args.fields)?,
+        // One per invocation: every retry below repeats it, so the node stores the request once.
+        client_request_id: uuid::Uuid::now_v7().to_string(),
     };
-    let response = client(&args.client)?.submit(request).await?.into_inner();
+    let request_id = request.client_request_id.clone();
+    let retry = desk_client::SubmitRetry::default();
+    let response = desk_client::submit_retrying(&mut client(&args.client)?, request, retry, |attempt, status, pause| {
+        eprintln!(
+            "Submit failed ({}: {}); retrying in {} ms (attempt {attempt} of {}, same client request id {request_id})",
+            desk_client::attempt_failure(status),
+            crate::domain::text::printable(status.message(), false),
+            pause.as_millis(),
+            retry.attempts
+        );
+    })
+    .await?;
+    if response.replayed {
+        eprintln!(
+            "the node had already stored this request (client request id {request_id}): nothing was stored twice"
+        );
+    }
     let message = response.message.unwrap_or_default();
     if args.client.json {
         print_json(&render::message_json(&message));
     } else {
+        // QUEUED when stored now; a replayed request may have moved on (DELIVERED, ...).
+        let state = crate::domain::lifecycle::state_name(message.state());
         let envelope = message.envelope.unwrap_or_default();
-        println!("{}  QUEUED for {} (case {})", envelope.id, envelope.destination, envelope.case_reference);
+        println!("{}  {state} for {} (case {})", envelope.id, envelope.destination, envelope.case_reference);
     }
     Ok(())
 }

@@ -143,6 +143,8 @@ pub fn submit_request(form: &Form) -> Result<SubmitRequest, FieldError> {
         handling_code: HandlingCode::from_str_name(form.get("handling_code")).unwrap_or_default() as i32,
         handling_restrictions: form.get("handling_restrictions").trim().to_owned(),
         preservation,
+        // A browser never retries a POST by itself; an officer sees the outcome.
+        client_request_id: String::new(),
     })
 }
 

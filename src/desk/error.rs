@@ -34,6 +34,10 @@ pub enum DeskError {
     /// names the limit and when to retry. Nothing was done.
     #[error("{0}")]
     Busy(String),
+    /// What the call would create exists already and is not what the call asked for (a client
+    /// request id reused for a different request); the message names the field. Nothing was done.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The store could not be read or written; nothing was changed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -34,6 +34,7 @@ use crate::store_proto::StoredMessage;
 
 pub use error::DeskError;
 pub use streams::{AuditListing, AuditStream, BackupStream, EventStream, Watching};
+pub use submission::Submitted;
 
 /// Listings return this many when the caller does not say.
 const DEFAULT_LIST_LIMIT: usize = 100;

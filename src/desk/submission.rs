@@ -1,5 +1,12 @@
 //! Sending: a new request from a desk client (`submit`), and the signing and queueing of every
 //! envelope this node originates (requests and the replies `handling` makes).
+//!
+//! A `Submit` may carry a client request id (a UUID the client makes once per request and sends
+//! with every retry). The store keeps (client, request id) → (message id, digest of the
+//! request's content) in the write that stores the message, so no crash separates them, and
+//! looks it up again under the writer lock before storing: a retry, whenever it comes and
+//! however many arrive at once, gets the message already stored and never makes a second one.
+//! A different request under a used id is refused (ALREADY_EXISTS).
 
 use crate::domain::names::ShortName as _;
 use uuid::Uuid;
@@ -13,14 +20,78 @@ use crate::domain::lifecycle;
 use crate::domain::timestamp;
 use crate::domain::validation::{FieldError, check_envelope, check_times, check_timestamp};
 use crate::proto::{Direction, Envelope, EnvelopeKind, HandlingCode, Message, MessageState, SubmitRequest};
-use crate::store::{Changes, peer_of, view};
+use crate::store::{Changes, ClientRequest, StoreError, peer_of, view};
 use crate::store_proto::StoredMessage;
 use crate::trust::signing::Signer;
 
+/// What a `Submit` answers: the request it stored, or the one an earlier call with the same client
+/// request id stored.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The stored request (QUEUED when stored by this call, as it stands now when replayed).
+    pub message: Message,
+    /// The call repeated an earlier one: nothing new was stored.
+    pub replayed: bool,
+}
+
+/// What the store write of a `Submit` did.
+enum Stored {
+    /// Stored this message.
+    New(Box<Message>),
+    /// Nothing: a concurrent call under the same client request id had stored `message_id`.
+    Earlier {
+        /// The client request id.
+        request_id: Uuid,
+        /// The message the other call stored.
+        message_id: Uuid,
+    },
+}
+
+/// The field a client request id comes in.
+const REQUEST_ID_FIELD: &str = "client_request_id";
+
 impl Desk {
     /// Stores a new request from `caller` to another node, signed and QUEUED, and wakes its
-    /// delivery task. Returns the stored message.
+    /// delivery task. Returns the stored message (for a retry under a client request id, the one
+    /// the first call stored: see [`Desk::submit_or_replay`]).
     pub async fn submit(&self, caller: &Caller, request: SubmitRequest) -> Result<Message, DeskError> {
+        Ok(self.submit_or_replay(caller, request).await?.message)
+    }
+
+    /// [`Desk::submit`], saying whether the call replayed an earlier one: with a
+    /// `client_request_id` this client already used for the same content, nothing is stored and
+    /// the earlier message comes back; for other content, ALREADY_EXISTS.
+    pub async fn submit_or_replay(
+        &self,
+        caller: &Caller,
+        mut request: SubmitRequest,
+    ) -> Result<Submitted, DeskError> {
+        let Some(request_id) = client_request_id(&request.client_request_id)? else {
+            return self.submit_new(caller, request, None).await;
+        };
+        // The id is not content: a retry may spell the same UUID differently.
+        request.client_request_id.clear();
+        let digest = request_digest(&request);
+        // A retry of a request already stored needs no signature and no lock; the check under
+        // the lock in `submit_new` covers a first call still on its way.
+        if let Some(earlier) = self.context.store.client_request(&caller.name, request_id)? {
+            check_same_request(request_id, &earlier, &digest)?;
+            let details = format!("replayed: client request id {request_id}");
+            self.audit_read(caller, Action::Submit, &earlier.message_id.to_string(), &details).await?;
+            return self.replayed(caller, request_id, earlier.message_id);
+        }
+        self.submit_new(caller, request, Some((request_id, digest))).await
+    }
+
+    /// Stores `request` as a new message, recording `client_request` (its request id and the
+    /// digest of its content) with it, unless the id turns out to be taken under the store's
+    /// writer lock (by a concurrent call): then that call's message is the answer.
+    async fn submit_new(
+        &self,
+        caller: &Caller,
+        request: SubmitRequest,
+        client_request: Option<(Uuid, [u8; 32])>,
+    ) -> Result<Submitted, DeskError> {
         let envelope = self.submit_envelope(caller, request)?;
         let (id, destination, precedence) =
             (envelope.id.clone(), envelope.destination.clone(), envelope.precedence());
@@ -30,7 +101,18 @@ impl Desk {
             destination.parse().is_ok_and(|code| self.context.peers.verifies_batch_signatures(code));
         let signed = self.group_signer.sign(&self.context.signer, envelope, in_groups).await?;
         let (envelope, signer) = (signed.envelope, signed.signer);
-        let message = self.context.store.write(|changes| {
+        let message_id = Uuid::parse_str(&id).map_err(|_| StoreError::Malformed("id is not a UUID"))?;
+        let stored = self.context.store.write(|changes| {
+            if let Some((request_id, digest)) = client_request {
+                if let Some(earlier) = changes.client_request(&caller.name, request_id)? {
+                    // A concurrent call with this id stored first; this envelope is dropped.
+                    check_same_request(request_id, &earlier, &digest)?;
+                    let details = format!("replayed: client request id {request_id}");
+                    audit_call(changes, caller, Action::Submit, &earlier.message_id.to_string(), &details);
+                    return Ok(Stored::Earlier { request_id, message_id: earlier.message_id });
+                }
+                changes.record_client_request(&caller.name, request_id, ClientRequest { message_id, digest });
+            }
             let details = format!("to {destination}, {}", precedence.short_name());
             audit_call(changes, caller, Action::Submit, &id, &details);
             queue_signed(
@@ -41,10 +123,32 @@ impl Desk {
                 caller.name.clone(),
                 &signer,
             )
+            .map(|message| Stored::New(Box::new(message)))
         })?;
+        let message = match stored {
+            Stored::New(message) => *message,
+            Stored::Earlier { request_id, message_id } => {
+                // The earlier call's write is applied; make it durable before answering with it.
+                self.context.store.persist().await?;
+                return self.replayed(caller, request_id, message_id);
+            }
+        };
         self.announce(std::slice::from_ref(&message)).await?;
+        // Durable, not yet answered: a crash test kills the node here and retries.
+        crate::store::crash_point::reached("submit-answer");
         tracing::info!(message_id = %id, peer = %destination, precedence = precedence.as_str_name(), client = %caller.name, "request submitted");
-        Ok(message)
+        Ok(Submitted { message, replayed: false })
+    }
+
+    /// The answer to a replayed `Submit`: the message the earlier call stored, as it stands now.
+    /// Call only after that message is durable.
+    fn replayed(&self, caller: &Caller, request_id: Uuid, message_id: Uuid) -> Result<Submitted, DeskError> {
+        let stored = self.context.store.get(message_id)?.ok_or_else(|| StoreError::Corrupt {
+            key: format!("request id {request_id} of {}", caller.name),
+            reason: format!("names message {message_id}, which is not stored"),
+        })?;
+        tracing::info!(%message_id, %request_id, client = %caller.name, "submit replayed");
+        Ok(Submitted { message: view(&stored), replayed: true })
     }
 
     /// The envelope a `SubmitRequest` describes, checked against the directory, the store (the
@@ -137,6 +241,45 @@ impl Desk {
             _ => Err(FieldError::new("in_reply_to", format!("no message with id {id}")).into()),
         }
     }
+}
+
+/// The client request id of a `Submit`: none when empty; refused naming the field unless a UUID
+/// other than the nil one (which a client that forgot to make one would send every time).
+fn client_request_id(text: &str) -> Result<Option<Uuid>, FieldError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match Uuid::parse_str(text.trim()) {
+        Ok(id) if id.is_nil() => {
+            Err(FieldError::new(REQUEST_ID_FIELD, "must not be the nil UUID: make a new UUID per request"))
+        }
+        Ok(id) => Ok(Some(id)),
+        Err(_) => Err(FieldError::new(
+            REQUEST_ID_FIELD,
+            format!("'{text}' is not a UUID: make a new UUID per request and send it again with every retry"),
+        )),
+    }
+}
+
+/// SHA-256 of a request's content (its protobuf encoding, with `client_request_id` cleared):
+/// what a retry must repeat exactly. prost encodes a message's fields in field order, so the
+/// same content gives the same bytes.
+fn request_digest(request: &SubmitRequest) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, &prost::Message::encode_to_vec(request));
+    let mut bytes = [0; 32];
+    bytes.copy_from_slice(digest.as_ref());
+    bytes
+}
+
+/// Refuses a request under an id that `earlier` (a different request of the same client) took.
+fn check_same_request(request_id: Uuid, earlier: &ClientRequest, digest: &[u8; 32]) -> Result<(), DeskError> {
+    if earlier.digest == *digest {
+        return Ok(());
+    }
+    Err(DeskError::AlreadyExists(format!(
+        "{REQUEST_ID_FIELD}: {request_id} was used by this client for a different request (message {}); nothing was stored: make a new UUID for a new request",
+        earlier.message_id
+    )))
 }
 
 /// A case reference for a request that starts a case: "<origin>-<year>-<8 hex digits>".

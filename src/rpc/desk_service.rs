@@ -55,8 +55,8 @@ fn with_statuses<T: 'static>(
 impl DeskService for DeskApi {
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
         let caller = self.authorize(&request, Action::Submit)?;
-        let message = self.desk.submit(&caller, request.into_inner()).await?;
-        Ok(Response::new(SubmitResponse { message: Some(message) }))
+        let submitted = self.desk.submit_or_replay(&caller, request.into_inner()).await?;
+        Ok(Response::new(SubmitResponse { message: Some(submitted.message), replayed: submitted.replayed }))
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {

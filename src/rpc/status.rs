@@ -29,6 +29,7 @@ impl From<DeskError> for Status {
             }
             DeskError::Forbidden(_) => Status::permission_denied(error.to_string()),
             DeskError::Busy(_) => Status::resource_exhausted(error.to_string()),
+            DeskError::AlreadyExists(_) => Status::already_exists(error.to_string()),
             DeskError::Store(store) => store_status(store),
             DeskError::Signing(_) => Status::internal(error.to_string()),
         };

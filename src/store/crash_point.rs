@@ -2,7 +2,8 @@
 //! environment kills itself with SIGKILL the `n`-th time it reaches `<point>`, so a test can
 //! kill it exactly inside a log append (half a frame written), a checkpoint (sled flushed, its
 //! file not yet synced) or a log cut (one segment deleted, the folder not yet synced) instead of
-//! hoping a timed kill lands there. The points: `append`, `checkpoint`, `cut`.
+//! hoping a timed kill lands there. The points: `append`, `checkpoint`, `cut`, and
+//! `submit-answer` (a `Submit` durable, its answer not yet sent: the desk passes it).
 //!
 //! Unset (always, outside tests), a point costs one atomic load. Nothing else reads the
 //! variable; a malformed value is ignored with a WARN at the first point reached.

@@ -21,6 +21,7 @@
 //! | `h` audit-seq(8) | `AuditRecord` — the audit log's hash chain, gap-free (see `audit`) |
 //! | `c` "audit" | the chain head: last audit sequence number(8) and its hash(32) |
 //! | `w` node-code(2) | `SignedAuditHead` — the newest audit head that member signed and gave us in `Hello` (its signature checked before it is kept) |
+//! | `q` client-request-id(16) client-name | message id(16) and request digest(32) — the `Submit` a desk client made under that request id (see [`ClientRequest`]) |
 //!
 //! Invariants: an outbound message has an `o` key exactly while it is QUEUED or WAITING_RETRY; a
 //! request has an `a` key exactly while it waits for an acknowledgement; every new timeline entry
@@ -29,7 +30,8 @@
 //! told that something is stored (and no event is visible to watchers) before
 //! [`Store::persist`] has returned after the change. Every new timeline entry and overdue
 //! announcement also appends an audit record in the same batch, and the audit chain head is
-//! written in the batch that appends to it. Events are removed only oldest first, so those
+//! written in the batch that appends to it. A `q` key is written in the batch that stores the
+//! message it names, so no crash leaves one without the other. Events are removed only oldest first, so those
 //! kept are always `(pruned, events]` without gaps.
 
 pub mod audit;
@@ -872,6 +874,78 @@ impl Store {
     }
 }
 
+/// What a desk client's `Submit` under a client request id stored: the message, and the digest
+/// of the request's content, so that a retry can be told from a different request reusing the id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// The message that `Submit` stored.
+    pub message_id: Uuid,
+    /// SHA-256 of the request's content fields, as the desk computes it.
+    pub digest: [u8; 32],
+}
+
+impl ClientRequest {
+    fn to_bytes(self) -> [u8; 48] {
+        let mut bytes = [0; 48];
+        bytes[..16].copy_from_slice(self.message_id.as_bytes());
+        bytes[16..].copy_from_slice(&self.digest);
+        bytes
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let message_id = Uuid::from_slice(bytes.get(..16)?).ok()?;
+        let digest = bytes.get(16..)?.try_into().ok()?;
+        Some(Self { message_id, digest })
+    }
+}
+
+/// The key of `client`'s request id `request_id`: the id first, so that a point read finds it
+/// and the names of clients need no separator (keys are only ever read whole).
+fn client_request_key(client: &str, request_id: Uuid) -> Vec<u8> {
+    let mut key = prefixed(b'q', request_id.as_bytes());
+    key.extend_from_slice(client.as_bytes());
+    key
+}
+
+impl Store {
+    /// What `client`'s `Submit` under `request_id` stored, if it made one. Outside the writer
+    /// lock: a hint only (the answer may be about to change); decide under [`Store::write`]
+    /// with [`Changes::client_request`].
+    pub fn client_request(
+        &self,
+        client: &str,
+        request_id: Uuid,
+    ) -> Result<Option<ClientRequest>, StoreError> {
+        let key = client_request_key(client, request_id);
+        match self.db()?.get(&key)? {
+            None => Ok(None),
+            Some(bytes) => ClientRequest::from_bytes(&bytes).map(Some).ok_or_else(|| StoreError::Corrupt {
+                key: format!("request id {request_id} of {client}"),
+                reason: format!("{} bytes, expected 48", bytes.len()),
+            }),
+        }
+    }
+}
+
+impl Changes<'_> {
+    /// What `client`'s `Submit` under `request_id` stored, read under the writer lock (so no
+    /// other write can record the same id between this read and this operation's own record).
+    /// An operation records at most one request id.
+    pub fn client_request(
+        &self,
+        client: &str,
+        request_id: Uuid,
+    ) -> Result<Option<ClientRequest>, StoreError> {
+        self.store.client_request(client, request_id)
+    }
+
+    /// Records that `client`'s `Submit` under `request_id` stored `request` (one small key, in
+    /// the batch and log record that store the message).
+    pub fn record_client_request(&mut self, client: &str, request_id: Uuid, request: ClientRequest) {
+        self.batch.insert(client_request_key(client, request_id), request.to_bytes());
+    }
+}
+
 impl Changes<'_> {
     /// Keeps `head` as the newest audit head witnessed of its node (the caller checked its
     /// signature and that it is newer than the one kept).
@@ -1340,9 +1414,24 @@ mod tests {
     }
 
     fn outbound(store: &Store, destination: &str, precedence: Precedence) -> Uuid {
+        outbound_to(store, destination, precedence, |_, _| {})
+    }
+
+    /// A routine outbound message to FR, with whatever `also` writes in its batch.
+    fn outbound_with(store: &Store, also: impl FnOnce(&mut Changes<'_>, Uuid)) -> Uuid {
+        outbound_to(store, "FR", Precedence::Routine, also)
+    }
+
+    fn outbound_to(
+        store: &Store,
+        destination: &str,
+        precedence: Precedence,
+        also: impl FnOnce(&mut Changes<'_>, Uuid),
+    ) -> Uuid {
         let id = Uuid::now_v7();
         store
             .write(|changes| {
+                also(changes, id);
                 let seq = changes.next_seq()?;
                 let message = Message {
                     envelope: Some(Envelope {
@@ -1372,6 +1461,40 @@ mod tests {
 
     fn ids(messages: &[StoredMessage]) -> Vec<Uuid> {
         messages.iter().map(|m| Uuid::parse_str(&view(m).envelope.unwrap().id).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_client_request_id_is_in_the_log_record_of_its_message_and_per_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let (request_id, digest) = (Uuid::now_v7(), [7; 32]);
+        let message_id = {
+            let store = Store::open(dir.path()).unwrap();
+            let message_id = outbound(&store, "FR", Precedence::Routine);
+            // The store was empty: what the first message cost is what one message costs.
+            let per_message = store.keys_written();
+            let written = ClientRequest {
+                message_id: outbound_with(&store, |changes, id| {
+                    changes.record_client_request(
+                        "police",
+                        request_id,
+                        ClientRequest { message_id: id, digest },
+                    );
+                }),
+                digest,
+            };
+            // One small key more than a message without a request id.
+            assert_eq!(store.keys_written(), 2 * per_message + 1, "keys of one message, plus one");
+            store.persist().await.unwrap();
+            assert_ne!(written.message_id, message_id);
+            written.message_id
+        };
+        // Never checkpointed: both come back from the same log record.
+        let store = Store::open(dir.path()).unwrap();
+        let found = store.client_request("police", request_id).unwrap().unwrap();
+        assert_eq!(found, ClientRequest { message_id, digest });
+        assert!(store.get(message_id).unwrap().is_some());
+        assert_eq!(store.client_request("customs", request_id).unwrap(), None, "per client");
+        assert_eq!(store.client_request("polic", request_id).unwrap(), None, "whole names only");
     }
 
     #[tokio::test]

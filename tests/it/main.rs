@@ -18,6 +18,7 @@ mod durability;
 mod expiry;
 mod faults;
 mod hostile_edges;
+mod idempotent_submit;
 mod identity_checks;
 mod in_flight;
 mod layers;
