@@ -840,6 +840,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                 overdue_only: args.overdue,
                 peer: args.peer.clone().unwrap_or_default(),
                 since: args.since(),
+                ..Default::default()
             };
             let list = client(&args.client)?.list_inbox(request).await?.into_inner();
             print_list(&list.messages, args.client.json);
@@ -853,6 +854,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                 overdue_only: args.overdue,
                 peer: args.peer.clone().unwrap_or_default(),
                 since: args.since(),
+                ..Default::default()
             };
             let list = client(&args.client)?.list_outbox(request).await?.into_inner();
             print_list(&list.messages, args.client.json);
@@ -1247,7 +1249,7 @@ async fn audit_verify(args: &ClientArgs, anchor: Option<&str>) -> Result<(), Cli
 
 /// `audit list`: the records as the node streams them, oldest first.
 async fn audit_list(args: &ClientArgs, message: Option<&str>) -> Result<(), CliError> {
-    let request = ListAuditRequest { message_id: message.unwrap_or_default().to_owned() };
+    let request = ListAuditRequest { message_id: message.unwrap_or_default().to_owned(), ..Default::default() };
     let mut stream = client(args)?.list_audit(request).await?.into_inner();
     let mut records = Vec::new();
     while let Some(record) = stream.next().await {

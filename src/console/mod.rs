@@ -311,7 +311,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 async fn list_inbox(console: &Console, browser: &Browser) -> Result<Vec<crate::proto::Message>, DeskError> {
     let caller = console.caller(browser, Action::ListInbox)?;
     let request = ListInboxRequest { limit: LIST_LIMIT, ..Default::default() };
-    let mut messages = console.desk.list_inbox(&caller, request).await?;
+    let mut messages = console.desk.list_inbox(&caller, request).await?.messages;
     pages::sort_for_desk(&mut messages);
     Ok(messages)
 }
@@ -349,7 +349,7 @@ async fn outbox(
     let request = ListOutboxRequest { limit: LIST_LIMIT, ..Default::default() };
     let listed = async {
         let caller = console.caller(&browser, Action::ListOutbox)?;
-        console.desk.list_outbox(&caller, request).await
+        console.desk.list_outbox(&caller, request).await.map(|page| page.messages)
     };
     match listed.await {
         Ok(messages) => html(StatusCode::OK, pages::outbox(&viewer.frame(&console.node()), &messages)),

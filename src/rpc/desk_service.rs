@@ -69,8 +69,8 @@ impl DeskService for DeskApi {
         request: Request<ListInboxRequest>,
     ) -> Result<Response<ListInboxResponse>, Status> {
         let caller = self.authorize(&request, Action::ListInbox)?;
-        let messages = self.desk.list_inbox(&caller, request.into_inner()).await?;
-        Ok(Response::new(ListInboxResponse { messages }))
+        let page = self.desk.list_inbox(&caller, request.into_inner()).await?;
+        Ok(Response::new(ListInboxResponse { messages: page.messages, next_page_token: page.next_page_token }))
     }
 
     async fn list_outbox(
@@ -78,8 +78,8 @@ impl DeskService for DeskApi {
         request: Request<ListOutboxRequest>,
     ) -> Result<Response<ListOutboxResponse>, Status> {
         let caller = self.authorize(&request, Action::ListOutbox)?;
-        let messages = self.desk.list_outbox(&caller, request.into_inner()).await?;
-        Ok(Response::new(ListOutboxResponse { messages }))
+        let page = self.desk.list_outbox(&caller, request.into_inner()).await?;
+        Ok(Response::new(ListOutboxResponse { messages: page.messages, next_page_token: page.next_page_token }))
     }
 
     async fn get_queue(
