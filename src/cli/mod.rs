@@ -1249,7 +1249,8 @@ async fn audit_verify(args: &ClientArgs, anchor: Option<&str>) -> Result<(), Cli
 
 /// `audit list`: the records as the node streams them, oldest first.
 async fn audit_list(args: &ClientArgs, message: Option<&str>) -> Result<(), CliError> {
-    let request = ListAuditRequest { message_id: message.unwrap_or_default().to_owned(), ..Default::default() };
+    let request =
+        ListAuditRequest { message_id: message.unwrap_or_default().to_owned(), ..Default::default() };
     let mut stream = client(args)?.list_audit(request).await?.into_inner();
     let mut records = Vec::new();
     while let Some(record) = stream.next().await {

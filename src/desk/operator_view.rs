@@ -90,7 +90,9 @@ impl Cursor {
         };
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| refused())?;
         match bytes.as_slice() {
-            [TOKEN_FORMAT, b'a', key @ ..] if key.len() == 25 && key[0] == b'a' => Ok(Cursor::Overdue(key.to_vec())),
+            [TOKEN_FORMAT, b'a', key @ ..] if key.len() == 25 && key[0] == b'a' => {
+                Ok(Cursor::Overdue(key.to_vec()))
+            }
             [TOKEN_FORMAT, b'r'] => Ok(Cursor::Rest(None)),
             [TOKEN_FORMAT, b'r', key @ ..] if key.len() == 9 && key[0] == listing_prefix => {
                 Ok(Cursor::Rest(Some(key.to_vec())))
@@ -142,7 +144,10 @@ impl ListFilter {
             }
         }
         if search.case_reference.chars().count() > MAX_SEARCH_CHARS {
-            return Err(FieldError::over_limit("case_reference", format!("at most {MAX_SEARCH_CHARS} characters")));
+            return Err(FieldError::over_limit(
+                "case_reference",
+                format!("at most {MAX_SEARCH_CHARS} characters"),
+            ));
         }
         if search.text.chars().count() > MAX_SEARCH_CHARS {
             return Err(FieldError::over_limit("text", format!("at most {MAX_SEARCH_CHARS} characters")));

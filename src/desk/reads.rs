@@ -29,11 +29,7 @@ impl Desk {
 
     /// One page of the received messages the caller may see, as the request filters and searches
     /// them (overdue first).
-    pub async fn list_inbox(
-        &self,
-        caller: &Caller,
-        request: ListInboxRequest,
-    ) -> Result<Page, DeskError> {
+    pub async fn list_inbox(&self, caller: &Caller, request: ListInboxRequest) -> Result<Page, DeskError> {
         self.check_filters(&request.states, &request.precedences, &request.text)?;
         let filter = ListFilter::inbox(&request)?;
         let limit = list_limit(request.limit);
@@ -49,11 +45,7 @@ impl Desk {
 
     /// One page of the sent messages the caller may see, as the request filters and searches them
     /// (overdue first).
-    pub async fn list_outbox(
-        &self,
-        caller: &Caller,
-        request: ListOutboxRequest,
-    ) -> Result<Page, DeskError> {
+    pub async fn list_outbox(&self, caller: &Caller, request: ListOutboxRequest) -> Result<Page, DeskError> {
         self.check_filters(&request.states, &request.precedences, &request.text)?;
         let filter = ListFilter::outbox(&request)?;
         let limit = list_limit(request.limit);

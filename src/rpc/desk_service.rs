@@ -70,7 +70,10 @@ impl DeskService for DeskApi {
     ) -> Result<Response<ListInboxResponse>, Status> {
         let caller = self.authorize(&request, Action::ListInbox)?;
         let page = self.desk.list_inbox(&caller, request.into_inner()).await?;
-        Ok(Response::new(ListInboxResponse { messages: page.messages, next_page_token: page.next_page_token }))
+        Ok(Response::new(ListInboxResponse {
+            messages: page.messages,
+            next_page_token: page.next_page_token,
+        }))
     }
 
     async fn list_outbox(
@@ -79,7 +82,10 @@ impl DeskService for DeskApi {
     ) -> Result<Response<ListOutboxResponse>, Status> {
         let caller = self.authorize(&request, Action::ListOutbox)?;
         let page = self.desk.list_outbox(&caller, request.into_inner()).await?;
-        Ok(Response::new(ListOutboxResponse { messages: page.messages, next_page_token: page.next_page_token }))
+        Ok(Response::new(ListOutboxResponse {
+            messages: page.messages,
+            next_page_token: page.next_page_token,
+        }))
     }
 
     async fn get_queue(

@@ -132,7 +132,8 @@ fn field_status(field: &FieldError, message: &str) -> Status {
 
 /// A refusal with `code`, `message` and an `ErrorInfo` of `reason`.
 fn refusal(code: Code, message: &str, reason: Reason, metadata: HashMap<&str, String>) -> Status {
-    let metadata: HashMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_owned(), cut(&v))).collect();
+    let metadata: HashMap<String, String> =
+        metadata.into_iter().map(|(k, v)| (k.to_owned(), cut(&v))).collect();
     let details = ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, metadata);
     Status::with_error_details(code, cut(message), details)
 }
