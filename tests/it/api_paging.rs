@@ -230,3 +230,58 @@ async fn search_finds_by_case_reference_and_body_word_and_respects_agency_scope(
     net.stop("FR").await;
     net.stop("VN").await;
 }
+
+/// Runs the CLI; (success, stdout, stderr).
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hanoi247")).args(args).output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_pages_searches_and_names_the_refused_field() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.start("VN").await;
+    let mut vn = net.desk("VN");
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let request = SubmitRequest {
+            case_reference: format!("CASE-{}", i % 2),
+            body: format!("word{i} shared"),
+            ..advice_request("FR", Precedence::Routine, &format!("subject {i}"))
+        };
+        sent.push(submit(&mut vn, request).await);
+    }
+    let config = net.client_config_path("VN");
+    let config = config.to_str().unwrap();
+    let listed = |extra: &[&str]| {
+        let (ok, stdout, stderr) = cli(&[&["outbox", "--config", config, "--json"], extra].concat());
+        assert!(ok, "{extra:?}: {stderr}");
+        let messages: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+        let ids: Vec<String> =
+            messages.iter().map(|m| m["envelope"]["id"].as_str().unwrap().to_owned()).collect();
+        (ids, stderr)
+    };
+    // One page of 2, its token on stderr; the next page from it; --all every page.
+    let (first, stderr) = listed(&["--limit", "2"]);
+    assert_eq!(first.len(), 2);
+    let token: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap();
+    let token = token["next_page_token"].as_str().unwrap().to_owned();
+    let (second, _) = listed(&["--limit", "2", "--page-token", &token]);
+    assert_eq!(second.len(), 2);
+    assert!(second.iter().all(|id| !first.contains(id)));
+    let (all, stderr) = listed(&["--limit", "2", "--all"]);
+    assert_eq!(all.iter().collect::<HashSet<_>>(), sent.iter().collect::<HashSet<_>>());
+    assert!(stderr.is_empty(), "{stderr}");
+    // Search: by case, by word, both.
+    assert_eq!(listed(&["--case", "case-1"]).0.len(), 2);
+    assert_eq!(listed(&["--search", "WORD3"]).0, vec![sent[3].clone()]);
+    assert_eq!(listed(&["--search", "shared", "--case", "CASE-0"]).0.len(), 3);
+    assert!(listed(&["--until", "1h"]).0.is_empty());
+    // A refused field is named with its reason.
+    let (ok, _, stderr) = cli(&["outbox", "--config", config, "--page-token", "garbage!"]);
+    assert!(!ok);
+    assert!(stderr.contains("INVALID_FIELD") && stderr.contains("page_token:"), "{stderr}");
+    assert_eq!(outbox(&mut vn).await.len(), 5, "nothing stored by the refused calls");
+    net.stop("VN").await;
+}
