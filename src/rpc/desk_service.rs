@@ -181,6 +181,12 @@ impl DeskService for DeskApi {
         if let Ok(header) = listing.head.to_text().parse() {
             response.metadata_mut().insert(crate::store::audit::AUDIT_HEAD_HEADER, header);
         }
+        // URL-safe base64: always a valid header value.
+        if let Ok(token) = listing.next_page_token.parse()
+            && !listing.next_page_token.is_empty()
+        {
+            response.metadata_mut().insert(crate::desk::NEXT_PAGE_TOKEN_HEADER, token);
+        }
         for (peer, head) in &listing.witnessed {
             let Ok(hash) = <[u8; 32]>::try_from(head.hash.as_slice()) else { continue };
             let witnessed = crate::store::audit::WitnessedHead {

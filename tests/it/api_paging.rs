@@ -6,7 +6,10 @@ use std::collections::HashSet;
 
 use hanoi247::cli::desk_client::DeskClient;
 use hanoi247::domain::access::Role;
-use hanoi247::proto::{ListInboxRequest, ListOutboxRequest, Message, Precedence, SubmitRequest};
+use hanoi247::proto::{
+    AuditRecord, ListAuditRequest, ListInboxRequest, ListOutboxRequest, Message, Precedence, SubmitRequest,
+};
+use tokio_stream::StreamExt;
 use tonic_types::StatusExt;
 
 use crate::support::*;
@@ -283,5 +286,62 @@ async fn the_cli_pages_searches_and_names_the_refused_field() {
     assert!(!ok);
     assert!(stderr.contains("INVALID_FIELD") && stderr.contains("page_token:"), "{stderr}");
     assert_eq!(outbox(&mut vn).await.len(), 5, "nothing stored by the refused calls");
+    net.stop("VN").await;
+}
+
+/// One `ListAudit` call: its records and its next page token ("" when none).
+async fn audit_page(desk: &mut DeskClient, limit: u32, token: &str) -> (Vec<AuditRecord>, String) {
+    let request = ListAuditRequest { limit, page_token: token.into(), ..Default::default() };
+    let response = desk.list_audit(request).await.unwrap();
+    let next = response
+        .metadata()
+        .get("hanoi247-next-page-token")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let mut stream = response.into_inner();
+    let mut records = Vec::new();
+    while let Some(record) = stream.next().await {
+        records.push(record.unwrap());
+    }
+    (records, next)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_pages_to_the_first_pages_head_and_refuses_a_bad_token() {
+    let clients = [("VN", "officer", Role::Officer), ("VN", "audit", Role::Auditor)];
+    let mut net = Network::with_clients(&["VN", "FR"], &clients).await;
+    net.start("VN").await;
+    let mut officer = net.desk_as("VN", "officer");
+    for i in 0..7 {
+        submit(&mut officer, advice_request("FR", Precedence::Routine, &format!("audited {i}"))).await;
+    }
+    let mut audit = net.desk_as("VN", "audit");
+    let mut sequences = Vec::new();
+    let (mut records, mut token) = audit_page(&mut audit, 4, "").await;
+    let mut pages = 1;
+    loop {
+        assert!(records.len() <= 4);
+        sequences.extend(records.iter().map(|r| r.sequence));
+        if token.is_empty() {
+            break;
+        }
+        // Records keep coming (each page's own read is one); the pages end all the same.
+        submit(&mut officer, advice_request("FR", Precedence::Routine, "meanwhile")).await;
+        (records, token) = audit_page(&mut audit, 4, &token).await;
+        pages += 1;
+    }
+    let first_head = *sequences.last().unwrap();
+    assert_eq!(sequences, (1..=first_head).collect::<Vec<_>>(), "each record once, in order");
+    assert_eq!(pages, first_head.div_ceil(4));
+    let whole = audit_page(&mut audit, 0, "").await;
+    assert!(whole.1.is_empty(), "not paged: no token");
+    assert!(whole.0.len() as u64 > first_head);
+
+    for token in ["garbage!", "AAAA"] {
+        let request = ListAuditRequest { page_token: token.into(), ..Default::default() };
+        let status = audit.list_audit(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert_eq!(status.get_details_bad_request().unwrap().field_violations[0].field, "page_token");
+    }
     net.stop("VN").await;
 }
