@@ -188,6 +188,18 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_lists_every_reason() {
+        let readme = include_str!("../../README.md");
+        for reason in Reason::ALL {
+            assert!(
+                readme.contains(&format!("| `{}` |", reason.as_str())),
+                "{} not in the README",
+                reason.as_str()
+            );
+        }
+    }
+
+    #[test]
     fn a_huge_message_is_cut_in_the_details_too() {
         let huge = "x".repeat(10_000);
         let status = Status::from(DeskError::Invalid(FieldError::new("id", huge)));
