@@ -382,3 +382,29 @@ pub fn expiry_warning(what: &str, expires_at: SystemTime) -> Option<String> {
         Ok(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_belong_to_their_listing() {
+        let inbox = Listing::Inbox.key_prefix();
+        let outbox = Listing::Outbox.key_prefix();
+        let mut listing_key = vec![inbox];
+        listing_key.extend_from_slice(&42u64.to_be_bytes());
+        let mut overdue_key = vec![b'a'];
+        overdue_key.extend_from_slice(&[7; 24]);
+        for cursor in
+            [Cursor::Rest(None), Cursor::Rest(Some(listing_key.clone())), Cursor::Overdue(overdue_key)]
+        {
+            assert_eq!(Cursor::from_token(&cursor.token(), inbox), Ok(cursor));
+        }
+        assert_eq!(Cursor::from_token("", inbox), Ok(Cursor::Start));
+        let inbox_token = Cursor::Rest(Some(listing_key)).token();
+        assert_eq!(Cursor::from_token(&inbox_token, outbox).unwrap_err().field, "page_token");
+        for garbage in ["%%%", "AAAA", "AQ", &inbox_token[..inbox_token.len() - 2]] {
+            assert_eq!(Cursor::from_token(garbage, inbox).unwrap_err().field, "page_token", "{garbage}");
+        }
+    }
+}
