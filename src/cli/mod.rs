@@ -523,6 +523,21 @@ pub struct ListArgs {
     /// Only created within this long ago ("2h", "3days").
     #[arg(long, value_parser = humantime::parse_duration)]
     pub since: Option<std::time::Duration>,
+    /// Only created more than this long ago ("1h").
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub until: Option<std::time::Duration>,
+    /// Only with this case reference (ignoring ASCII case).
+    #[arg(long)]
+    pub case: Option<String>,
+    /// Only those whose subject or body holds every word of this text (ignoring case).
+    #[arg(long)]
+    pub search: Option<String>,
+    /// Start at this page (a `next_page_token` printed by an earlier call).
+    #[arg(long, conflicts_with = "all")]
+    pub page_token: Option<String>,
+    /// Every page, not only the first (`--limit` per call).
+    #[arg(long)]
+    pub all: bool,
 }
 
 impl ListArgs {
@@ -533,12 +548,49 @@ impl ListArgs {
         self.precedences.iter().map(|p| precedence(*p) as i32).collect()
     }
     fn since(&self) -> Option<prost_types::Timestamp> {
-        // `--since 100000years` reaches before 1970: from the start, rather than an overflow.
-        self.since.map(|ago| {
-            let from = std::time::SystemTime::now().checked_sub(ago).unwrap_or(std::time::UNIX_EPOCH);
-            crate::domain::timestamp::from_system(from.max(std::time::UNIX_EPOCH))
-        })
+        self.since.map(ago)
     }
+    fn until(&self) -> Option<prost_types::Timestamp> {
+        self.until.map(ago)
+    }
+    /// The inbox request of the page after `token` ("" for the first).
+    fn inbox(&self, token: &str) -> ListInboxRequest {
+        ListInboxRequest {
+            limit: self.limit,
+            states: self.states(),
+            precedences: self.precedences(),
+            overdue_only: self.overdue,
+            peer: self.peer.clone().unwrap_or_default(),
+            since: self.since(),
+            page_token: token.to_owned(),
+            case_reference: self.case.clone().unwrap_or_default(),
+            text: self.search.clone().unwrap_or_default(),
+            until: self.until(),
+        }
+    }
+    /// The outbox request of the page after `token`, with the same filters.
+    fn outbox(&self, token: &str) -> ListOutboxRequest {
+        let inbox = self.inbox(token);
+        ListOutboxRequest {
+            limit: inbox.limit,
+            states: inbox.states,
+            precedences: inbox.precedences,
+            overdue_only: inbox.overdue_only,
+            peer: inbox.peer,
+            since: inbox.since,
+            page_token: inbox.page_token,
+            case_reference: inbox.case_reference,
+            text: inbox.text,
+            until: inbox.until,
+        }
+    }
+}
+
+/// The time `ago` before now; `100000years` reaches before 1970: from the start, rather than an
+/// overflow.
+fn ago(ago: std::time::Duration) -> prost_types::Timestamp {
+    let from = std::time::SystemTime::now().checked_sub(ago).unwrap_or(std::time::UNIX_EPOCH);
+    crate::domain::timestamp::from_system(from.max(std::time::UNIX_EPOCH))
 }
 
 /// Message states on the command line.
@@ -773,8 +825,9 @@ pub fn run_directory(command: DirectoryCommand) -> Result<(), crate::trust::dire
     Ok(())
 }
 
+/// A refusal from its status details when it has them (reason and field), else code and causes.
 fn describe_status(status: &tonic::Status) -> String {
-    crate::peer::delivery::describe(status)
+    render::refusal_from_details(status).unwrap_or_else(|| crate::peer::delivery::describe(status))
 }
 
 fn client(args: &ClientArgs) -> Result<DeskClient, CliError> {
@@ -833,29 +886,33 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
     match command {
         Command::Send(args) => send(args).await,
         Command::Inbox(args) => {
-            let request = ListInboxRequest {
-                limit: args.limit,
-                states: args.states(),
-                precedences: args.precedences(),
-                overdue_only: args.overdue,
-                peer: args.peer.clone().unwrap_or_default(),
-                since: args.since(),
-            };
-            let list = client(&args.client)?.list_inbox(request).await?.into_inner();
-            print_list(&list.messages, args.client.json);
+            let mut desk = client(&args.client)?;
+            let mut token = args.page_token.clone().unwrap_or_default();
+            let mut messages = Vec::new();
+            loop {
+                let page = desk.list_inbox(args.inbox(&token)).await?.into_inner();
+                messages.extend(page.messages);
+                token = page.next_page_token;
+                if !args.all || token.is_empty() {
+                    break;
+                }
+            }
+            print_list(&messages, args.client.json, &token);
             Ok(())
         }
         Command::Outbox(args) => {
-            let request = ListOutboxRequest {
-                limit: args.limit,
-                states: args.states(),
-                precedences: args.precedences(),
-                overdue_only: args.overdue,
-                peer: args.peer.clone().unwrap_or_default(),
-                since: args.since(),
-            };
-            let list = client(&args.client)?.list_outbox(request).await?.into_inner();
-            print_list(&list.messages, args.client.json);
+            let mut desk = client(&args.client)?;
+            let mut token = args.page_token.clone().unwrap_or_default();
+            let mut messages = Vec::new();
+            loop {
+                let page = desk.list_outbox(args.outbox(&token)).await?.into_inner();
+                messages.extend(page.messages);
+                token = page.next_page_token;
+                if !args.all || token.is_empty() {
+                    break;
+                }
+            }
+            print_list(&messages, args.client.json, &token);
             Ok(())
         }
         Command::Queue(args) => {
@@ -1067,11 +1124,20 @@ fn print_event(event: &crate::proto::Event, json: bool) -> std::io::Result<()> {
     stdout.flush()
 }
 
-fn print_list(messages: &[Message], json: bool) {
+/// A listing on stdout (always the same shape); with a next page, its token on stderr (a JSON
+/// object `{"next_page_token": ...}` with `--json`).
+fn print_list(messages: &[Message], json: bool, next_page_token: &str) {
     if json {
         print_json(&Value::Array(messages.iter().map(render::message_json).collect()));
     } else {
         print!("{}", render::message_table(messages));
+    }
+    if !next_page_token.is_empty() {
+        if json {
+            eprintln!("{}", serde_json::json!({ "next_page_token": next_page_token }));
+        } else {
+            eprintln!("more: --page-token {next_page_token}");
+        }
     }
 }
 
@@ -1267,7 +1333,8 @@ async fn audit_verify(args: &ClientArgs, anchor: Option<&str>) -> Result<(), Cli
 
 /// `audit list`: the records as the node streams them, oldest first.
 async fn audit_list(args: &ClientArgs, message: Option<&str>) -> Result<(), CliError> {
-    let request = ListAuditRequest { message_id: message.unwrap_or_default().to_owned() };
+    let request =
+        ListAuditRequest { message_id: message.unwrap_or_default().to_owned(), ..Default::default() };
     let mut stream = client(args)?.list_audit(request).await?.into_inner();
     let mut records = Vec::new();
     while let Some(record) = stream.next().await {

@@ -357,3 +357,38 @@ pub fn audit_table(records: &[crate::proto::AuditRecord]) -> String {
     }
     out
 }
+
+/// A refusal as the CLI shows it, from its status details (`ErrorInfo`, `BadRequest`): "<CODE>
+/// <REASON>: <field>: <what is wrong>"; `None` for a status without them.
+pub fn refusal_from_details(status: &tonic::Status) -> Option<String> {
+    use tonic_types::StatusExt as _;
+    let info = status.get_details_error_info()?;
+    let fields = status.get_details_bad_request().map(|bad| bad.field_violations).unwrap_or_default();
+    let what = if fields.is_empty() {
+        line(status.message()).into_owned()
+    } else {
+        fields
+            .iter()
+            .map(|v| format!("{}: {}", line(&v.field), line(&v.description)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    Some(format!("{:?} {}: {what}", status.code(), line(&info.reason)))
+}
+
+/// A refusal's status details as JSON: `{"reason", "domain", "metadata", "field_violations":
+/// [{"field", "description"}]}`; `None` for a status without them.
+pub fn refusal_details_json(status: &tonic::Status) -> Option<Value> {
+    use tonic_types::StatusExt as _;
+    let info = status.get_details_error_info()?;
+    let fields = status.get_details_bad_request().map(|bad| bad.field_violations).unwrap_or_default();
+    Some(json!({
+        "reason": info.reason,
+        "domain": info.domain,
+        "metadata": info.metadata,
+        "field_violations": fields
+            .iter()
+            .map(|v| json!({ "field": v.field, "description": v.description }))
+            .collect::<Vec<_>>(),
+    }))
+}

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -310,22 +310,49 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-async fn list_inbox(console: &Console, browser: &Browser) -> Result<Vec<crate::proto::Message>, DeskError> {
+/// The search and page of a listing's query string (`q`, `case`, `peer`, `page`).
+fn list_search(query: Option<&str>) -> pages::ListSearch {
+    let form = Form::parse(query.unwrap_or_default().as_bytes());
+    pages::ListSearch {
+        text: form.get("q").trim().to_owned(),
+        case_reference: form.get("case").trim().to_owned(),
+        peer: form.get("peer").trim().to_ascii_uppercase(),
+        page: form.get("page").trim().to_owned(),
+    }
+}
+
+async fn list_inbox(
+    console: &Console,
+    browser: &Browser,
+    search: &pages::ListSearch,
+) -> Result<(Vec<crate::proto::Message>, String), DeskError> {
     let caller = console.caller(browser, Action::ListInbox)?;
-    let request = ListInboxRequest { limit: LIST_LIMIT, ..Default::default() };
-    let mut messages = console.desk.list_inbox(&caller, request).await?;
+    let request = ListInboxRequest {
+        limit: LIST_LIMIT,
+        text: search.text.clone(),
+        case_reference: search.case_reference.clone(),
+        peer: search.peer.clone(),
+        page_token: search.page.clone(),
+        ..Default::default()
+    };
+    let page = console.desk.list_inbox(&caller, request).await?;
+    let mut messages = page.messages;
     pages::sort_for_desk(&mut messages);
-    Ok(messages)
+    Ok((messages, page.next_page_token))
 }
 
 async fn inbox(
     State(console): State<Shared>,
     ConnectInfo(browser): ConnectInfo<Browser>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let viewer = console.viewer(&browser, &headers);
-    match list_inbox(&console, &browser).await {
-        Ok(messages) => html(StatusCode::OK, pages::inbox(&viewer.frame(&console.node()), &messages)),
+    let search = list_search(query.as_deref());
+    match list_inbox(&console, &browser, &search).await {
+        Ok((messages, next)) => {
+            html(StatusCode::OK, pages::inbox(&viewer.frame(&console.node()), &messages, &search, &next))
+        }
         Err(error) => console.refused(&viewer, &error),
     }
 }
@@ -333,11 +360,15 @@ async fn inbox(
 async fn inbox_rows(
     State(console): State<Shared>,
     ConnectInfo(browser): ConnectInfo<Browser>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let viewer = console.viewer(&browser, &headers);
-    match list_inbox(&console, &browser).await {
-        Ok(messages) => html(StatusCode::OK, pages::inbox_rows(&viewer.frame(&console.node()), &messages)),
+    let search = list_search(query.as_deref());
+    match list_inbox(&console, &browser, &search).await {
+        Ok((messages, _)) => {
+            html(StatusCode::OK, pages::inbox_rows(&viewer.frame(&console.node()), &messages))
+        }
         Err(error) => (http_status(&error), refusal_text(&error)).into_response(),
     }
 }
@@ -345,16 +376,28 @@ async fn inbox_rows(
 async fn outbox(
     State(console): State<Shared>,
     ConnectInfo(browser): ConnectInfo<Browser>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let viewer = console.viewer(&browser, &headers);
-    let request = ListOutboxRequest { limit: LIST_LIMIT, ..Default::default() };
+    let search = list_search(query.as_deref());
+    let request = ListOutboxRequest {
+        limit: LIST_LIMIT,
+        text: search.text.clone(),
+        case_reference: search.case_reference.clone(),
+        peer: search.peer.clone(),
+        page_token: search.page.clone(),
+        ..Default::default()
+    };
     let listed = async {
         let caller = console.caller(&browser, Action::ListOutbox)?;
         console.desk.list_outbox(&caller, request).await
     };
     match listed.await {
-        Ok(messages) => html(StatusCode::OK, pages::outbox(&viewer.frame(&console.node()), &messages)),
+        Ok(page) => html(
+            StatusCode::OK,
+            pages::outbox(&viewer.frame(&console.node()), &page.messages, &search, &page.next_page_token),
+        ),
         Err(error) => console.refused(&viewer, &error),
     }
 }
@@ -479,6 +522,8 @@ impl Button {
 }
 
 /// A path segment with everything but unreserved characters escaped.
+/// `segment` percent-encoded for a path segment or a query string value (unreserved characters
+/// kept).
 fn percent_path(segment: &str) -> String {
     segment
         .bytes()

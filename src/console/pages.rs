@@ -17,7 +17,7 @@ use crate::domain::names::ShortName as _;
 use crate::domain::timestamp::{age, rfc3339};
 use crate::proto::{EnvelopeKind, MessageState, Precedence, RequestType};
 
-pub use lists::{inbox, inbox_rows, outbox};
+pub use lists::{ListSearch, inbox, inbox_rows, outbox};
 pub use message::message;
 pub use network::network;
 pub use new_request::new_request;
@@ -234,7 +234,7 @@ mod tests {
             ..Default::default()
         };
         let pages = [
-            super::inbox(&frame, std::slice::from_ref(&from_fr)),
+            super::inbox(&frame, std::slice::from_ref(&from_fr), &super::ListSearch::default(), ""),
             super::message(&frame, &from_fr, &[], Some(hostile)),
             super::network(&frame, &peers, &GetQueueResponse::default(), &|peer| {
                 crate::console::history::chart(&[], std::time::SystemTime::UNIX_EPOCH, peer)
@@ -244,7 +244,7 @@ mod tests {
             assert!(!page.contains("<script>"), "{page}");
             assert!(page.contains(escaped), "{page}");
         }
-        let inbox = super::inbox(&frame, std::slice::from_ref(&from_fr));
+        let inbox = super::inbox(&frame, std::slice::from_ref(&from_fr), &super::ListSearch::default(), "");
         assert!(inbox.contains("<td>FR&quot;&lt;script&gt;"), "the quote is escaped too: {inbox}");
     }
 }

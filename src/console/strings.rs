@@ -32,6 +32,18 @@ pub struct Catalogue {
     pub outbox_title: &'static str,
     /// Outbox when empty.
     pub outbox_empty: &'static str,
+    /// Search form: words of the subject or body.
+    pub search_text: &'static str,
+    /// Search form: case reference.
+    pub search_case: &'static str,
+    /// Search form: peer node code.
+    pub search_peer: &'static str,
+    /// Search form: the button.
+    pub search_button: &'static str,
+    /// Search form: back to the whole list.
+    pub search_clear: &'static str,
+    /// Link to the next page of a list.
+    pub next_page: &'static str,
     /// Banner when a FLASH request arrives.
     pub flash_banner: &'static str,
     /// Live-update status: connected.
@@ -182,6 +194,12 @@ pub const ENGLISH: Catalogue = Catalogue {
     inbox_empty: "Nothing has come in.",
     outbox_title: "Outbox",
     outbox_empty: "Nothing sent.",
+    search_text: "Subject or body",
+    search_case: "Case reference",
+    search_peer: "Peer",
+    search_button: "Search",
+    search_clear: "Show all",
+    next_page: "Next page →",
     flash_banner: "FLASH request received: act now.",
     live_on: "live",
     live_off: "reconnecting…",

@@ -36,6 +36,9 @@ pub use error::DeskError;
 pub use streams::{AuditListing, AuditStream, BackupStream, EventStream, Watching};
 pub use submission::Submitted;
 
+/// The `ListAudit` response header with the page token of the next page (when paged).
+pub const NEXT_PAGE_TOKEN_HEADER: &str = "hanoi247-next-page-token";
+
 /// Listings return this many when the caller does not say.
 const DEFAULT_LIST_LIMIT: usize = 100;
 /// And never more than this.

@@ -27,15 +27,98 @@ pub struct ListFilter {
     overdue_only: bool,
     peer: Option<NodeCode>,
     since: Option<SystemTime>,
+    until: Option<SystemTime>,
+    case_reference: String,
+    /// The words of `text`, lowercased.
+    words: Vec<String>,
+    /// Where this page starts.
+    cursor: Cursor,
+}
+
+/// What a listing's filter searches for besides the states, precedences and peer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Search<'a> {
+    since: Option<&'a Timestamp>,
+    until: Option<&'a Timestamp>,
+    case_reference: &'a str,
+    text: &'a str,
+    page_token: &'a str,
+}
+
+/// Where a page of a listing starts. A listing is two parts: the overdue messages (oldest
+/// deadline first, by the store's overdue index), then the others (newest first, by the
+/// listing's keys); a cursor is the last key seen in one of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Cursor {
+    /// The first page.
+    #[default]
+    Start,
+    /// In the overdue part, after this overdue-index key.
+    Overdue(Vec<u8>),
+    /// In the other messages, below this listing key (from the newest when `None`).
+    Rest(Option<Vec<u8>>),
+}
+
+/// The first byte of every page token: its format, so that a later format can be told apart.
+const TOKEN_FORMAT: u8 = 1;
+
+impl Cursor {
+    /// The opaque page token (URL-safe base64, so it fits a link's query string).
+    fn token(&self) -> String {
+        use base64::Engine as _;
+        let (part, key): (u8, &[u8]) = match self {
+            Cursor::Start => return String::new(),
+            Cursor::Overdue(key) => (b'a', key),
+            Cursor::Rest(key) => (b'r', key.as_deref().unwrap_or_default()),
+        };
+        let mut bytes = vec![TOKEN_FORMAT, part];
+        bytes.extend_from_slice(key);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The cursor a `page_token` names, or a refusal naming `page_token`.
+    fn from_token(token: &str, listing_prefix: u8) -> Result<Self, FieldError> {
+        use base64::Engine as _;
+        if token.is_empty() {
+            return Ok(Cursor::Start);
+        }
+        let refused = || {
+            FieldError::new(
+                "page_token",
+                "not a page token of this listing: pass a next_page_token from a response, unchanged",
+            )
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| refused())?;
+        match bytes.as_slice() {
+            [TOKEN_FORMAT, b'a', key @ ..] if key.len() == 25 && key[0] == b'a' => {
+                Ok(Cursor::Overdue(key.to_vec()))
+            }
+            [TOKEN_FORMAT, b'r'] => Ok(Cursor::Rest(None)),
+            [TOKEN_FORMAT, b'r', key @ ..] if key.len() == 9 && key[0] == listing_prefix => {
+                Ok(Cursor::Rest(Some(key.to_vec())))
+            }
+            _ => Err(refused()),
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// The messages of this page.
+    pub messages: Vec<Message>,
+    /// The token of the next page; empty when this is the last.
+    pub next_page_token: String,
 }
 
 impl ListFilter {
     fn new(
+        listing: Listing,
         states: &[i32],
         precedences: &[i32],
         overdue_only: bool,
         peer: &str,
-        since: Option<&Timestamp>,
+        search: Search<'_>,
     ) -> Result<Self, FieldError> {
         let states = states
             .iter()
@@ -55,31 +138,66 @@ impl ListFilter {
             "" => None,
             code => Some(code.parse().map_err(|e| FieldError::new("peer", format!("{e}")))?),
         };
-        if let Some(since) = since {
-            crate::domain::validation::check_timestamp("since", since)?;
+        for (field, time) in [("since", search.since), ("until", search.until)] {
+            if let Some(time) = time {
+                crate::domain::validation::check_timestamp(field, time)?;
+            }
         }
-        Ok(Self { states, precedences, overdue_only, peer, since: since.map(timestamp::to_system) })
+        if search.case_reference.chars().count() > MAX_SEARCH_CHARS {
+            return Err(FieldError::over_limit(
+                "case_reference",
+                format!("at most {MAX_SEARCH_CHARS} characters"),
+            ));
+        }
+        if search.text.chars().count() > MAX_SEARCH_CHARS {
+            return Err(FieldError::over_limit("text", format!("at most {MAX_SEARCH_CHARS} characters")));
+        }
+        Ok(Self {
+            states,
+            precedences,
+            overdue_only,
+            peer,
+            since: search.since.map(timestamp::to_system),
+            until: search.until.map(timestamp::to_system),
+            case_reference: search.case_reference.trim().to_owned(),
+            words: search.text.split_whitespace().map(str::to_lowercase).collect(),
+            cursor: Cursor::from_token(search.page_token.trim(), listing.key_prefix())?,
+        })
     }
 
     /// The filter of a `ListInbox` call.
     pub fn inbox(request: &ListInboxRequest) -> Result<Self, FieldError> {
         Self::new(
+            Listing::Inbox,
             &request.states,
             &request.precedences,
             request.overdue_only,
             &request.peer,
-            request.since.as_ref(),
+            Search {
+                since: request.since.as_ref(),
+                until: request.until.as_ref(),
+                case_reference: &request.case_reference,
+                text: &request.text,
+                page_token: &request.page_token,
+            },
         )
     }
 
     /// The filter of a `ListOutbox` call.
     pub fn outbox(request: &ListOutboxRequest) -> Result<Self, FieldError> {
         Self::new(
+            Listing::Outbox,
             &request.states,
             &request.precedences,
             request.overdue_only,
             &request.peer,
-            request.since.as_ref(),
+            Search {
+                since: request.since.as_ref(),
+                until: request.until.as_ref(),
+                case_reference: &request.case_reference,
+                text: &request.text,
+                page_token: &request.page_token,
+            },
         )
     }
 
@@ -92,44 +210,83 @@ impl ListFilter {
             && self.since.is_none_or(|since| {
                 envelope.created_at.as_ref().is_some_and(|created| timestamp::to_system(created) >= since)
             })
+            && self.until.is_none_or(|until| {
+                envelope.created_at.as_ref().is_some_and(|created| timestamp::to_system(created) < until)
+            })
+            && (self.case_reference.is_empty()
+                || envelope.case_reference.trim().eq_ignore_ascii_case(&self.case_reference))
+            && (self.words.is_empty() || {
+                let subject = envelope.subject.to_lowercase();
+                let body = envelope.body.to_lowercase();
+                self.words.iter().all(|word| subject.contains(word.as_str()) || body.contains(word.as_str()))
+            })
     }
 }
 
-/// A listing: overdue messages first (oldest deadline first), then the rest newest first.
+/// Longest `case_reference` or `text` a search takes, in characters.
+const MAX_SEARCH_CHARS: usize = 256;
+
+/// One page of a listing: overdue messages first (oldest deadline first), then the rest newest
+/// first, from where `filter`'s page token says, at most `limit`.
 pub fn list(
     context: &NodeContext,
     listing: Listing,
     filter: &ListFilter,
     caller: &Caller,
     limit: usize,
-) -> Result<Vec<Message>, StoreError> {
+) -> Result<Page, StoreError> {
     let direction = match listing {
         Listing::Inbox => Direction::Inbound,
         Listing::Outbox => Direction::Outbound,
     };
     let now = context.clock.now();
-    let mut shown: Vec<Message> = context
-        .store
-        .overdue(now)?
-        .iter()
-        .filter(|stored| caller.may_see(&stored.submitted_by))
-        .map(|stored| view_at(stored, now))
-        .filter(|m| m.direction() == direction && m.overdue && filter.matches(m))
-        .take(limit)
-        .collect();
-    let overdue_ids: Vec<String> =
-        shown.iter().filter_map(|m| m.envelope.as_ref().map(|e| e.id.clone())).collect();
-    if !filter.overdue_only {
-        let rest = context.store.list(listing, limit - shown.len(), |stored| {
-            let message = view_at(stored, now);
-            let id = message.envelope.as_ref().map(|e| e.id.as_str()).unwrap_or_default();
-            caller.may_see(&stored.submitted_by)
-                && filter.matches(&message)
-                && !overdue_ids.iter().any(|o| o == id)
-        })?;
-        shown.extend(rest.iter().map(|stored| view_at(stored, now)));
+    let mut page = Page::default();
+    let rest_from = match &filter.cursor {
+        Cursor::Rest(key) => key.clone(),
+        Cursor::Start | Cursor::Overdue(_) => {
+            let after = match &filter.cursor {
+                Cursor::Overdue(key) => Some(key.as_slice()),
+                _ => None,
+            };
+            // One more than the page, to know whether a next page exists.
+            let overdue = context.store.overdue_page(now, after, limit + 1, |stored| {
+                let message = view_at(stored, now);
+                caller.may_see(&stored.submitted_by)
+                    && message.direction() == direction
+                    && message.overdue
+                    && filter.matches(&message)
+            })?;
+            let mut last_key: Option<Vec<u8>> = None;
+            for (key, stored) in overdue {
+                if page.messages.len() == limit {
+                    page.next_page_token = last_key.map_or(Cursor::Start, Cursor::Overdue).token();
+                    return Ok(page);
+                }
+                page.messages.push(view_at(&stored, now));
+                last_key = Some(key);
+            }
+            None
+        }
+    };
+    if filter.overdue_only {
+        return Ok(page);
     }
-    Ok(shown)
+    let remaining = limit - page.messages.len();
+    let rest = context.store.list_page(listing, rest_from.as_deref(), remaining + 1, |stored| {
+        let message = view_at(stored, now);
+        // Overdue messages were in the first part.
+        caller.may_see(&stored.submitted_by) && !message.overdue && filter.matches(&message)
+    })?;
+    let mut last_key: Option<Vec<u8>> = None;
+    for (key, stored) in rest {
+        if page.messages.len() == limit {
+            page.next_page_token = Cursor::Rest(last_key).token();
+            return Ok(page);
+        }
+        page.messages.push(view_at(&stored, now));
+        last_key = Some(key);
+    }
+    Ok(page)
 }
 
 /// The queue view: one entry per directory peer.
@@ -223,5 +380,31 @@ pub fn expiry_warning(what: &str, expires_at: SystemTime) -> Option<String> {
             humantime::format_rfc3339_seconds(expires_at)
         )),
         Ok(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_belong_to_their_listing() {
+        let inbox = Listing::Inbox.key_prefix();
+        let outbox = Listing::Outbox.key_prefix();
+        let mut listing_key = vec![inbox];
+        listing_key.extend_from_slice(&42u64.to_be_bytes());
+        let mut overdue_key = vec![b'a'];
+        overdue_key.extend_from_slice(&[7; 24]);
+        for cursor in
+            [Cursor::Rest(None), Cursor::Rest(Some(listing_key.clone())), Cursor::Overdue(overdue_key)]
+        {
+            assert_eq!(Cursor::from_token(&cursor.token(), inbox), Ok(cursor));
+        }
+        assert_eq!(Cursor::from_token("", inbox), Ok(Cursor::Start));
+        let inbox_token = Cursor::Rest(Some(listing_key)).token();
+        assert_eq!(Cursor::from_token(&inbox_token, outbox).unwrap_err().field, "page_token");
+        for garbage in ["%%%", "AAAA", "AQ", &inbox_token[..inbox_token.len() - 2]] {
+            assert_eq!(Cursor::from_token(garbage, inbox).unwrap_err().field, "page_token", "{garbage}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::operator_view::{self, ListFilter};
+use super::operator_view::{self, ListFilter, Page};
 use super::{Desk, DeskError, list_limit};
 use crate::domain::access::{Action, Caller};
 use crate::proto::{
@@ -27,49 +27,45 @@ impl Desk {
         Ok(GetResponse { message: Some(view(&stored)), replies })
     }
 
-    /// The received messages the caller may see, as the request filters them (overdue first).
-    pub async fn list_inbox(
-        &self,
-        caller: &Caller,
-        request: ListInboxRequest,
-    ) -> Result<Vec<Message>, DeskError> {
-        self.check_filters(&request.states, &request.precedences)?;
+    /// One page of the received messages the caller may see, as the request filters and searches
+    /// them (overdue first).
+    pub async fn list_inbox(&self, caller: &Caller, request: ListInboxRequest) -> Result<Page, DeskError> {
+        self.check_filters(&request.states, &request.precedences, &request.text)?;
         let filter = ListFilter::inbox(&request)?;
         let limit = list_limit(request.limit);
         let scanner = caller.clone();
-        let messages = self
+        let page = self
             .off_the_workers(move |context| {
                 operator_view::list(context, Listing::Inbox, &filter, &scanner, limit)
             })
             .await?;
-        self.audit_read(caller, Action::ListInbox, "", &format!("{} messages", messages.len())).await?;
-        Ok(messages)
+        self.audit_read(caller, Action::ListInbox, "", &format!("{} messages", page.messages.len())).await?;
+        Ok(page)
     }
 
-    /// The sent messages the caller may see, as the request filters them (overdue first).
-    pub async fn list_outbox(
-        &self,
-        caller: &Caller,
-        request: ListOutboxRequest,
-    ) -> Result<Vec<Message>, DeskError> {
-        self.check_filters(&request.states, &request.precedences)?;
+    /// One page of the sent messages the caller may see, as the request filters and searches them
+    /// (overdue first).
+    pub async fn list_outbox(&self, caller: &Caller, request: ListOutboxRequest) -> Result<Page, DeskError> {
+        self.check_filters(&request.states, &request.precedences, &request.text)?;
         let filter = ListFilter::outbox(&request)?;
         let limit = list_limit(request.limit);
         let scanner = caller.clone();
-        let messages = self
+        let page = self
             .off_the_workers(move |context| {
                 operator_view::list(context, Listing::Outbox, &filter, &scanner, limit)
             })
             .await?;
-        self.audit_read(caller, Action::ListOutbox, "", &format!("{} messages", messages.len())).await?;
-        Ok(messages)
+        self.audit_read(caller, Action::ListOutbox, "", &format!("{} messages", page.messages.len())).await?;
+        Ok(page)
     }
 
-    /// Refuses a list filter with more values than `limits.max_filter_values`, naming it.
-    fn check_filters(&self, states: &[i32], precedences: &[i32]) -> Result<(), DeskError> {
+    /// Refuses a list filter (or search text) with more values (words) than
+    /// `limits.max_filter_values`, naming it.
+    fn check_filters(&self, states: &[i32], precedences: &[i32], text: &str) -> Result<(), DeskError> {
         let limits = &self.context.config.limits;
         crate::domain::validation::check_filter("states", states.len(), limits)?;
         crate::domain::validation::check_filter("precedences", precedences.len(), limits)?;
+        crate::domain::validation::check_filter("text", text.split_whitespace().count(), limits)?;
         Ok(())
     }
 

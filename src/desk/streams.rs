@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Desk, DeskError, parse_id_field};
 use crate::domain::access::{self, Action, Caller};
+use crate::domain::validation::FieldError;
 use crate::proto::{AuditRecord, BackupChunk, BackupRequest, Event, ListAuditRequest, WatchRequest};
 use crate::store::StoreError;
 use crate::store::audit::ChainHead;
@@ -38,6 +39,49 @@ pub struct AuditListing {
     pub records: AuditStream,
     /// The newest head of this log each peer says it witnessed (from its last `Hello` answer).
     pub witnessed: Vec<(crate::domain::identity::NodeCode, crate::proto::SignedAuditHead)>,
+    /// With a `limit`: the page token of the next page; empty after the last.
+    pub next_page_token: String,
+}
+
+/// Where a page of the audit listing starts: after `after`, up to `upto` (the head when the
+/// first page was read, so that paging ends although every page's own read adds a record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AuditCursor {
+    after: u64,
+    upto: u64,
+}
+
+/// The first bytes of an audit page token: its format and what it pages.
+const AUDIT_TOKEN_TAG: [u8; 2] = [1, b'h'];
+
+impl AuditCursor {
+    fn token(self) -> String {
+        use base64::Engine as _;
+        let mut bytes = AUDIT_TOKEN_TAG.to_vec();
+        bytes.extend_from_slice(&self.after.to_be_bytes());
+        bytes.extend_from_slice(&self.upto.to_be_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The cursor of `token`, or a refusal naming `page_token`.
+    fn from_token(token: &str) -> Result<Self, FieldError> {
+        use base64::Engine as _;
+        let refused = || {
+            FieldError::new(
+                "page_token",
+                "not a page token of the audit listing: pass a hanoi247-next-page-token header's value, unchanged",
+            )
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| refused())?;
+        let (tag, rest) = bytes.split_at_checked(2).ok_or_else(refused)?;
+        let (after, upto) = rest.split_at_checked(8).ok_or_else(refused)?;
+        let after = u64::from_be_bytes(after.try_into().map_err(|_| refused())?);
+        let upto = u64::from_be_bytes(upto.try_into().map_err(|_| refused())?);
+        if tag != AUDIT_TOKEN_TAG || after > upto {
+            return Err(refused());
+        }
+        Ok(Self { after, upto })
+    }
 }
 
 /// Audit records read per store access while streaming.
@@ -135,11 +179,27 @@ impl Desk {
             "" => None,
             id => Some(parse_id_field("message_id", id)?.to_string()),
         };
+        let cursor = match request.page_token.trim() {
+            "" => None,
+            token => Some(AuditCursor::from_token(token)?),
+        };
         let details = filter.as_ref().map(|id| format!("records of {id}")).unwrap_or_default();
         let head = self.audit_read(caller, Action::ListAudit, "", &details).await?;
-        let records = self.stream_audit(head.sequence, filter);
         let witnessed = self.context.peers.witnessed_my_heads();
-        Ok(AuditListing { head, records, witnessed })
+        if request.limit == 0 && cursor.is_none() {
+            let records = self.stream_audit(head.sequence, filter);
+            return Ok(AuditListing { head, records, witnessed, next_page_token: String::new() });
+        }
+        // A page: read whole (at most `limit` records) before answering, so that the next
+        // page's token can be in the response headers.
+        let cursor = cursor.unwrap_or(AuditCursor { after: 0, upto: head.sequence });
+        let limit = super::list_limit(request.limit);
+        let (page, next) = self
+            .off_the_workers(move |context| audit_page(&context.store, cursor, filter.as_deref(), limit))
+            .await?;
+        let records: AuditStream = Box::pin(tokio_stream::iter(page.into_iter().map(Ok)));
+        let next_page_token = next.map(AuditCursor::token).unwrap_or_default();
+        Ok(AuditListing { head, records, witnessed, next_page_token })
     }
 
     /// Streams the audit records up to `upto` (durable when the call began), only those about
@@ -190,4 +250,32 @@ impl Desk {
         });
         Box::pin(ReceiverStream::new(receiver))
     }
+}
+
+/// One page of the audit records in `cursor`'s range: at most `limit`, only those about
+/// `message_id` if given (damaged records always), and the cursor of the next page if a record
+/// is left after it.
+fn audit_page(
+    store: &crate::store::Store,
+    cursor: AuditCursor,
+    message_id: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<AuditRecord>, Option<AuditCursor>), StoreError> {
+    let mut kept = Vec::new();
+    let mut after = cursor.after;
+    while after < cursor.upto {
+        let records = store.audit_records(after, cursor.upto, AUDIT_PAGE)?;
+        let Some(&(last, _)) = records.last() else { break };
+        for (sequence, record) in records {
+            if message_id.is_some_and(|id| id != record.message_id && record.damaged.is_empty()) {
+                continue;
+            }
+            if kept.len() == limit {
+                return Ok((kept, Some(AuditCursor { after: sequence - 1, upto: cursor.upto })));
+            }
+            kept.push(record);
+        }
+        after = last;
+    }
+    Ok((kept, None))
 }

@@ -159,11 +159,12 @@ impl RunningNode {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<PeerServiceServer<crate::rpc::peer_service::PeerApi>>().await;
         health.set_serving::<DeskServiceServer<crate::rpc::desk_service::DeskApi>>().await;
+        // Reflection v1 and the older v1alpha, which Python's grpcio-reflection and older grpcurl
+        // speak.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .build_v1()
         };
         let catch_panic = |listener| {
             crate::runtime::catch_panic::CatchPanicLayer::new(
@@ -176,7 +177,8 @@ impl RunningNode {
             .layer(catch_panic("peer"))
             .layer(MapResponseLayer::new(crate::rpc::codec::oversized_is_resource_exhausted))
             .add_service(health_service.clone())
-            .add_service(reflection()?)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?)
             .add_service(peer_service)
             .serve_with_incoming_shutdown(peer_incoming, stop.clone().cancelled_owned());
         tasks.spawn(serve("peer", peer_addr, stop.clone(), peer_server));
@@ -197,7 +199,8 @@ impl RunningNode {
             .layer(catch_panic("desk"))
             .layer(MapResponseLayer::new(crate::rpc::codec::oversized_is_resource_exhausted))
             .add_service(health_service)
-            .add_service(reflection()?)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?)
             .add_service(desk_service)
             .serve_with_incoming_shutdown(desk_incoming, stop.clone().cancelled_owned());
         tasks.spawn(serve("desk", desk_addr, stop.clone(), desk_server));

@@ -52,7 +52,9 @@ impl<U: prost::Message + Default> Decoder for ProtoDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        U::decode(buf).map(Some).map_err(|error| Status::invalid_argument(decode_error_message(&error)))
+        U::decode(buf)
+            .map(Some)
+            .map_err(|error| super::status::malformed_request(&decode_error_message(&error)))
     }
 
     fn buffer_settings(&self) -> BufferSettings {

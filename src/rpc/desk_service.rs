@@ -69,8 +69,11 @@ impl DeskService for DeskApi {
         request: Request<ListInboxRequest>,
     ) -> Result<Response<ListInboxResponse>, Status> {
         let caller = self.authorize(&request, Action::ListInbox)?;
-        let messages = self.desk.list_inbox(&caller, request.into_inner()).await?;
-        Ok(Response::new(ListInboxResponse { messages }))
+        let page = self.desk.list_inbox(&caller, request.into_inner()).await?;
+        Ok(Response::new(ListInboxResponse {
+            messages: page.messages,
+            next_page_token: page.next_page_token,
+        }))
     }
 
     async fn list_outbox(
@@ -78,8 +81,11 @@ impl DeskService for DeskApi {
         request: Request<ListOutboxRequest>,
     ) -> Result<Response<ListOutboxResponse>, Status> {
         let caller = self.authorize(&request, Action::ListOutbox)?;
-        let messages = self.desk.list_outbox(&caller, request.into_inner()).await?;
-        Ok(Response::new(ListOutboxResponse { messages }))
+        let page = self.desk.list_outbox(&caller, request.into_inner()).await?;
+        Ok(Response::new(ListOutboxResponse {
+            messages: page.messages,
+            next_page_token: page.next_page_token,
+        }))
     }
 
     async fn get_queue(
@@ -174,6 +180,12 @@ impl DeskService for DeskApi {
         // Digits, ':' and hex digits: always a valid header value.
         if let Ok(header) = listing.head.to_text().parse() {
             response.metadata_mut().insert(crate::store::audit::AUDIT_HEAD_HEADER, header);
+        }
+        // URL-safe base64: always a valid header value.
+        if let Ok(token) = listing.next_page_token.parse()
+            && !listing.next_page_token.is_empty()
+        {
+            response.metadata_mut().insert(crate::desk::NEXT_PAGE_TOKEN_HEADER, token);
         }
         for (peer, head) in &listing.witnessed {
             let Ok(hash) = <[u8; 32]>::try_from(head.hash.as_slice()) else { continue };

@@ -216,6 +216,11 @@ pub enum Listing {
 }
 
 impl Listing {
+    /// The first byte of this listing's keys (what a page token of it holds).
+    pub fn key_prefix(self) -> u8 {
+        self.prefix()
+    }
+
     fn prefix(self) -> u8 {
         match self {
             Listing::Inbox => b'i',
@@ -573,6 +578,73 @@ impl Store {
             let (_, id) = item?;
             let message = self.ids_to_messages(std::iter::once(Ok(id)))?;
             kept.extend(message.into_iter().filter(|m| keep(m)));
+        }
+        Ok(kept)
+    }
+
+    /// One page of a listing, newest first: up to `limit` messages that `keep` accepts, from
+    /// the first key below `before` (from the newest when `None`), each with its listing key
+    /// (what the next page starts below). New messages take higher keys, so a page that
+    /// continues below a key never shows them: paging is stable while messages arrive.
+    pub fn list_page(
+        &self,
+        listing: Listing,
+        before: Option<&[u8]>,
+        limit: usize,
+        keep: impl Fn(&StoredMessage) -> bool,
+    ) -> Result<Vec<(Vec<u8>, StoredMessage)>, StoreError> {
+        let db = self.db()?;
+        let prefix = [listing.prefix()];
+        let end = match before {
+            Some(key) if key.first() == Some(&listing.prefix()) => key.to_vec(),
+            _ => vec![listing.prefix() + 1],
+        };
+        let mut kept = Vec::new();
+        for item in db.range(prefix.to_vec()..end).rev() {
+            if kept.len() >= limit {
+                break;
+            }
+            let (key, id) = item?;
+            for message in self.ids_to_messages(std::iter::once(Ok(id)))? {
+                if keep(&message) {
+                    kept.push((key.to_vec(), message));
+                }
+            }
+        }
+        Ok(kept)
+    }
+
+    /// One page of the messages whose acknowledgement deadline passed by `now`, oldest deadline
+    /// first: up to `limit` that `keep` accepts, from the first overdue-index key above `after`,
+    /// each with its key (what the next page starts above).
+    pub fn overdue_page(
+        &self,
+        now: SystemTime,
+        after: Option<&[u8]>,
+        limit: usize,
+        keep: impl Fn(&StoredMessage) -> bool,
+    ) -> Result<Vec<(Vec<u8>, StoredMessage)>, StoreError> {
+        let seconds = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let db = self.db()?;
+        let start = match after {
+            Some(key) if key.first() == Some(&b'a') => std::ops::Bound::Excluded(key.to_vec()),
+            _ => std::ops::Bound::Included(vec![b'a']),
+        };
+        let mut kept = Vec::new();
+        for item in db.range::<Vec<u8>, _>((start, std::ops::Bound::Excluded(vec![b'a' + 1]))) {
+            if kept.len() >= limit {
+                break;
+            }
+            let (key, _) = item?;
+            if key.get(1..9).is_none_or(|s| s > seconds.to_be_bytes().as_slice()) {
+                break;
+            }
+            let id = sled::IVec::from(key.get(9..).unwrap_or_default());
+            for message in self.ids_to_messages(std::iter::once(Ok(id)))? {
+                if keep(&message) {
+                    kept.push((key.to_vec(), message));
+                }
+            }
         }
         Ok(kept)
     }

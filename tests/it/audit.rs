@@ -29,7 +29,7 @@ fn audit_cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) 
 }
 
 async fn audit_log(desk: &mut hanoi247::cli::desk_client::DeskClient, message_id: &str) -> Vec<AuditRecord> {
-    let request = ListAuditRequest { message_id: message_id.into() };
+    let request = ListAuditRequest { message_id: message_id.into(), ..Default::default() };
     let mut stream = desk.list_audit(request).await.unwrap().into_inner();
     let mut records = Vec::new();
     while let Some(record) = tokio::time::timeout(DEADLINE, stream.next()).await.unwrap() {
@@ -135,7 +135,10 @@ async fn the_chain_records_who_did_what_and_names_an_edited_or_deleted_record() 
     assert!(refused("audit (auditor)", "Get", ""), "{refusals:#?}");
     assert!(refused("police (agency)", "Get", &id), "{refusals:#?}");
     // A bad filter names the field.
-    let status = vn_audit.list_audit(ListAuditRequest { message_id: "nope".into() }).await.unwrap_err();
+    let status = vn_audit
+        .list_audit(ListAuditRequest { message_id: "nope".into(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("message_id"), "{status:?}");
 

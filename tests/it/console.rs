@@ -451,3 +451,59 @@ async fn a_revoked_certificate_loses_the_console_too() {
     assert!(alert.contains("CertificateRevoked"), "{alert}");
     drop(vn);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_searches_and_pages_within_agency_scope() {
+    let clients = [("VN", "police", Role::Agency), ("VN", "cert", Role::Agency)];
+    let mut net = Network::with_clients(&["VN", "FR"], &clients).await;
+    net.start("VN").await;
+    let port = console_port(&net, "VN");
+    let request = |case: &str, subject: &str| hanoi247::proto::SubmitRequest {
+        case_reference: case.into(),
+        body: "seized wallet".into(),
+        ..advice_request("FR", hanoi247::proto::Precedence::Routine, subject)
+    };
+    let police_desk = net.desk_as("VN", "police");
+    // 501: one more than a console page.
+    let mut tasks = Vec::new();
+    for i in 0..501 {
+        let mut desk = police_desk.clone();
+        let request = request(if i == 0 { "VN-7" } else { "VN-8" }, &format!("police {i}"));
+        tasks.push(tokio::spawn(async move { submit(&mut desk, request).await }));
+    }
+    let mut of_police = Vec::new();
+    for task in tasks {
+        of_police.push(task.await.unwrap());
+    }
+    let of_cert = submit(&mut net.desk_as("VN", "cert"), request("VN-7", "cert's")).await;
+
+    let police = browser(&net, "VN", "police");
+    let first = fetch(Arc::clone(&police), port, "/outbox", None).await;
+    assert_eq!(first.status, 200);
+    assert!(first.body.contains("role=\"search\""), "a search box");
+    let next = between(&first.body, "<a rel=\"next\" href=\"", "\"").replace("&amp;", "&");
+    let second = fetch(Arc::clone(&police), port, &next, None).await;
+    assert_eq!(second.status, 200, "{next}");
+    assert!(!second.body.contains("rel=\"next\""), "two pages in all");
+    for id in &of_police {
+        let on = [&first, &second].iter().filter(|page| page.body.contains(id.as_str())).count();
+        assert_eq!(on, 1, "{id} on exactly one page");
+    }
+    assert!(!first.body.contains(&of_cert) && !second.body.contains(&of_cert), "cert's is not police's");
+
+    // Search by case reference and by a word, within the agency's own.
+    let found = fetch(Arc::clone(&police), port, "/outbox?case=vn-7", None).await;
+    assert!(found.body.contains(&of_police[0]) && !found.body.contains(&of_cert), "{}", found.body);
+    assert!(!found.body.contains(&of_police[1]));
+    assert!(found.body.contains("value=\"vn-7\""), "the search stays in the box");
+    let cert = browser(&net, "VN", "cert");
+    let found = fetch(Arc::clone(&cert), port, "/outbox?q=Wallet&case=VN-7", None).await;
+    assert!(found.body.contains(&of_cert) && !found.body.contains(&of_police[0]));
+
+    // A page token that is not one: refused naming it, nothing changed.
+    let bad = fetch(Arc::clone(&police), port, "/outbox?page=nonsense", None).await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.body.contains("page_token"), "{}", bad.body);
+    assert_eq!(outbox(&mut net.desk_as("VN", "police")).await.len(), 501);
+    net.stop("VN").await;
+}

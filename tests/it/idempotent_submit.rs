@@ -225,7 +225,7 @@ async fn a_replay_is_audited_as_such() {
     let first = submit_answer(&mut duty, request("audited", &request_id)).await;
     submit_answer(&mut duty, request("audited", &request_id)).await;
     let mut auditor = net.desk_as("VN", "auditor");
-    let request = ListAuditRequest { message_id: id_of(&first) };
+    let request = ListAuditRequest { message_id: id_of(&first), ..Default::default() };
     let mut stream = auditor.list_audit(request).await.unwrap().into_inner();
     let mut submits = Vec::new();
     while let Some(record) = stream.next().await {

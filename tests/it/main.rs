@@ -3,6 +3,7 @@
 mod support;
 
 mod agency_python;
+mod api_paging;
 mod audit;
 mod backup;
 mod bad_input;
@@ -27,6 +28,7 @@ mod local_network;
 mod operator_view;
 mod pipelining;
 mod references;
+mod reflection;
 mod resource_bounds;
 mod revocation;
 mod roles;

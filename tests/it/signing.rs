@@ -411,7 +411,7 @@ async fn get_proof_is_for_whoever_may_read_the_message_and_names_bad_ids() {
     assert!(status.message().contains(&unknown), "{}", status.message());
 
     // Reading a proof is audited like a Get, and so is the refusal.
-    let request = hanoi247::proto::ListAuditRequest { message_id: of_police.clone() };
+    let request = hanoi247::proto::ListAuditRequest { message_id: of_police.clone(), ..Default::default() };
     let mut stream = audit.list_audit(request).await.unwrap().into_inner();
     let mut records = Vec::new();
     while let Some(record) = tokio::time::timeout(DEADLINE, stream.next()).await.unwrap() {
@@ -423,7 +423,7 @@ async fn get_proof_is_for_whoever_may_read_the_message_and_names_bad_ids() {
             .any(|r| r.who == "police (agency)" && r.action == "Get" && r.details.starts_with("proof")),
         "{records:?}"
     );
-    let request = hanoi247::proto::ListAuditRequest { message_id: of_duty.clone() };
+    let request = hanoi247::proto::ListAuditRequest { message_id: of_duty.clone(), ..Default::default() };
     let mut stream = audit.list_audit(request).await.unwrap().into_inner();
     let mut records = Vec::new();
     while let Some(record) = tokio::time::timeout(DEADLINE, stream.next()).await.unwrap() {

@@ -68,7 +68,7 @@
     if (!rows) return;
     if (refreshing) { again = true; return; }
     again = false;
-    refreshing = fetch("/inbox/rows", { credentials: "same-origin", cache: "no-store" })
+    refreshing = fetch("/inbox/rows" + window.location.search, { credentials: "same-origin", cache: "no-store" })
       .then(function (response) { return response.ok ? response.text() : Promise.reject(response.status); })
       .then(function (html) {
         const before = new Set(Array.from(rows.querySelectorAll("tr[data-id]")).map(function (r) { return r.dataset.id; }));

@@ -1,4 +1,4 @@
-//! The inbox and the outbox: one table row per message.
+//! The inbox and the outbox: a search form, one table row per message, a link to the next page.
 
 use maud::{Markup, html};
 
@@ -7,6 +7,66 @@ use super::{
 };
 use crate::domain::names::ShortName as _;
 use crate::proto::Message;
+
+/// What a listing page searches for and where it starts, as its query string carries it.
+#[derive(Debug, Clone, Default)]
+pub struct ListSearch {
+    /// Words of the subject or body (`q`).
+    pub text: String,
+    /// Case reference (`case`).
+    pub case_reference: String,
+    /// Peer node code (`peer`).
+    pub peer: String,
+    /// The page token (`page`); empty for the first page.
+    pub page: String,
+}
+
+impl ListSearch {
+    /// The query string of this search at page `token` (no page when empty).
+    fn query(&self, token: &str) -> String {
+        let mut pairs = vec![
+            ("q", self.text.as_str()),
+            ("case", self.case_reference.as_str()),
+            ("peer", self.peer.as_str()),
+        ];
+        pairs.push(("page", token));
+        let query: Vec<String> = pairs
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(name, value)| format!("{name}={}", super::super::percent_path(value)))
+            .collect();
+        query.join("&")
+    }
+
+    fn is_empty(&self) -> bool {
+        self.text.is_empty() && self.case_reference.is_empty() && self.peer.is_empty() && self.page.is_empty()
+    }
+}
+
+/// The search form and, when there is one, the link to the next page.
+fn search_form(frame: &Frame<'_>, path: &str, search: &ListSearch) -> Markup {
+    let s = frame.strings;
+    html! {
+        form.search method="get" action=(path) role="search" {
+            label { (s.search_text) " " input name="q" type="search" value=(search.text); }
+            label { (s.search_case) " " input name="case" type="text" value=(search.case_reference); }
+            label { (s.search_peer) " " input name="peer" type="text" size="3" value=(search.peer); }
+            button type="submit" { (s.search_button) }
+            @if !search.is_empty() {
+                " " a href=(path) { (s.search_clear) }
+            }
+        }
+    }
+}
+
+/// The link to the next page, if any.
+fn next_link(frame: &Frame<'_>, path: &str, search: &ListSearch, next_page_token: &str) -> Markup {
+    html! {
+        @if !next_page_token.is_empty() {
+            p.pages { a rel="next" href={ (path) "?" (search.query(next_page_token)) } { (frame.strings.next_page) } }
+        }
+    }
+}
 
 /// The rows of the inbox table (also served alone, for the live refresh).
 pub fn inbox_rows(frame: &Frame<'_>, messages: &[Message]) -> String {
@@ -34,12 +94,13 @@ fn rows(frame: &Frame<'_>, messages: &[Message]) -> Markup {
     }
 }
 
-/// The inbox page.
-pub fn inbox(frame: &Frame<'_>, messages: &[Message]) -> String {
+/// The inbox page: one page of `search`, with the link to the page after it.
+pub fn inbox(frame: &Frame<'_>, messages: &[Message], search: &ListSearch, next_page_token: &str) -> String {
     let s = frame.strings;
     let columns =
         [s.col_precedence, s.col_state, s.col_from, s.col_type, s.col_subject, s.col_age, s.col_deadline];
     let content = html! {
+        (search_form(frame, "/inbox", search))
         div.table-wrap {
             table.messages #inbox {
                 thead {
@@ -55,12 +116,14 @@ pub fn inbox(frame: &Frame<'_>, messages: &[Message]) -> String {
         @if messages.is_empty() {
             p.empty { (s.inbox_empty) }
         }
+        (next_link(frame, "/inbox", search, next_page_token))
     };
     layout(frame, "inbox", s.inbox_title, &content.into_string())
 }
 
-/// The outbox page: state, last error, next retry and deadline of what this node sent.
-pub fn outbox(frame: &Frame<'_>, messages: &[Message]) -> String {
+/// The outbox page: state, last error, next retry and deadline of what this node sent; one page
+/// of `search`, with the link to the page after it.
+pub fn outbox(frame: &Frame<'_>, messages: &[Message], search: &ListSearch, next_page_token: &str) -> String {
     let s = frame.strings;
     let columns = [
         s.col_precedence,
@@ -75,6 +138,7 @@ pub fn outbox(frame: &Frame<'_>, messages: &[Message]) -> String {
         s.col_last_error,
     ];
     let content = html! {
+        (search_form(frame, "/outbox", search))
         div.table-wrap {
             table.messages #outbox {
                 thead {
@@ -107,6 +171,7 @@ pub fn outbox(frame: &Frame<'_>, messages: &[Message]) -> String {
         @if messages.is_empty() {
             p.empty { (s.outbox_empty) }
         }
+        (next_link(frame, "/outbox", search, next_page_token))
     };
     layout(frame, "outbox", s.outbox_title, &content.into_string())
 }
