@@ -96,7 +96,7 @@ pub enum Command {
         proof: Option<PathBuf>,
     },
     /// Check a proof file from `show --proof` offline: signatures, certificate chains,
-    /// identities and digests; says what it proves or exactly what fails (exit status 1).
+    /// identities and digests; says what it proves or exactly what fails (exit status 7).
     Verify {
         /// The proof file.
         file: PathBuf,
@@ -227,7 +227,7 @@ pub enum DirectoryCommand {
         #[arg(long, default_value = "secretariat.key")]
         key: PathBuf,
     },
-    /// Check the signature and print the members; exits non-zero when it does not verify.
+    /// Check the signature and print the members; exits 7 when it does not verify.
     Verify {
         /// The directory file.
         #[arg(long, default_value = "directory.toml")]
@@ -273,7 +273,7 @@ pub struct DirectoryAddArgs {
 /// `audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Fetch the whole hash chain and verify it here: exits non-zero naming the first broken
+    /// Fetch the whole hash chain and verify it here: exits 7 naming the first broken
     /// link (a changed, deleted, damaged or reordered record).
     Verify {
         /// Client options.
