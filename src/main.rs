@@ -133,8 +133,27 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 verify: cert.as_deref().map(|path| (&check as _, path)),
                 accept_unsigned: args.accept_unsigned,
             };
-            let restored = hanoi247::store::backup::restore(&args.input, &target, expect, &authenticity)?;
+            let shown = hanoi247::cli::progress(
+                cli.json,
+                None,
+                "{spinner} restore: rebuilding the store ({elapsed})",
+            );
+            let restored = hanoi247::store::backup::restore(&args.input, &target, expect, &authenticity);
+            shown.finish_and_clear();
+            let restored = restored?;
             let made = humantime::format_rfc3339_seconds(restored.header.created_at);
+            if cli.json {
+                let value = serde_json::json!({
+                    "node": restored.header.node.as_str(),
+                    "created_at": made.to_string(),
+                    "data_dir": target.display().to_string(),
+                    "messages": restored.imported.messages,
+                    "events": restored.imported.events,
+                    "records": restored.imported.records,
+                });
+                println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+                return Ok(());
+            }
             println!(
                 "restored node {}'s store (backup taken {made}) into {}: messages {}, events {}, records {}",
                 restored.header.node,

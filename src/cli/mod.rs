@@ -828,6 +828,26 @@ fn connect(args: &ClientArgs) -> Result<(DeskClient, Call), CliError> {
     Ok((client, Call { target, timeout: args.timeout }))
 }
 
+/// A progress display on stderr for a long command (`backup`, `restore`, `audit verify`): drawn
+/// only when stderr is a terminal and not with `--json`, so scripts and logs never see it.
+/// `length` makes it a bar (`{pos}` of `{len}`), without one a spinner; the template names the
+/// unit (`{bytes}` or `{pos}`).
+pub fn progress(json: bool, length: Option<u64>, template: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    if json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match length {
+        Some(length) => indicatif::ProgressBar::new(length),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
 fn print_json(value: &Value) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
@@ -1158,9 +1178,12 @@ async fn backup(args: &ClientArgs, out: &std::path::Path) -> Result<(), CliError
     let (mut desk, call) = connect(args)?;
     let mut chunks = call.run(desk.backup(crate::proto::BackupRequest {})).await?.into_inner();
     let mut file = crate::store::backup::BackupFile::create(out)?;
+    let shown = progress(args.json, None, "{spinner} backup: {bytes} received ({bytes_per_sec}, {elapsed})");
     while let Some(chunk) = call.run(chunks.message()).await? {
         file.write(&chunk.data)?;
+        shown.inc(chunk.data.len() as u64);
     }
+    shown.finish_and_clear();
     // A stream cut short (the node stopped) fails the digest check here; nothing is renamed.
     let (header, bytes) = file.finish()?;
     let created_at =
@@ -1326,11 +1349,17 @@ async fn audit_verify(args: &ClientArgs, anchor: Option<&str>) -> Result<(), Cli
     let witnessed = witnessed_heads(&response)?;
     let mut witnessed_hashes = std::collections::HashMap::new();
     let mut records = response.into_inner();
+    let shown = progress(
+        args.json,
+        Some(reported.sequence),
+        "audit verify: {bar:30} {pos}/{len} records ({per_sec}, {elapsed})",
+    );
     let mut verifier = crate::store::audit::Verifier::new();
     let mut anchor_found = false;
     let outcome = loop {
         match call.run(records.message()).await {
             Ok(Some(record)) => {
+                shown.inc(1);
                 if let Err(broken) = verifier.push(&record) {
                     break Err(broken);
                 }
@@ -1350,6 +1379,7 @@ async fn audit_verify(args: &ClientArgs, anchor: Option<&str>) -> Result<(), Cli
             Ok(None) => break verifier.finish(Some(&reported)),
         }
     };
+    shown.finish_and_clear();
     let outcome = outcome.and_then(|head| match anchor {
         Some(anchor) if !anchor_found => Err(crate::store::audit::BrokenLink::AnchorMismatch {
             sequence: anchor.sequence,
