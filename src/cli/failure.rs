@@ -136,6 +136,9 @@ pub enum CliError {
     ConfigMissing {
         /// The file.
         path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
     },
     /// The config is not valid (the message names the key).
     #[error("{0}; fix the file and try again")]
@@ -149,6 +152,9 @@ pub enum CliError {
         key: String,
         /// The config file.
         config: PathBuf,
+        /// The error explained (for `--verbose`).
+        #[source]
+        cause: Box<CliError>,
     },
     /// A file a config key names cannot be used.
     #[error("{}: {message} (config key {key} in {}): replace the file or correct the key", file.display(), config.display())]
@@ -161,6 +167,9 @@ pub enum CliError {
         config: PathBuf,
         /// What is wrong with it.
         message: String,
+        /// The error explained (for `--verbose`).
+        #[source]
+        cause: Box<CliError>,
     },
     /// A private key is not the key of the certificate beside it.
     #[error("the key {} does not match the certificate {} (config keys {key_key} and {cert_key} in {}): point both keys at one pair, or issue a new pair", key.display(), cert.display(), config.display())]
@@ -170,11 +179,14 @@ pub enum CliError {
         /// The key file.
         key: PathBuf,
         /// The config key naming the certificate.
-        cert_key: String,
+        cert_key: &'static str,
         /// The config key naming the key.
-        key_key: String,
+        key_key: &'static str,
         /// The config file.
         config: PathBuf,
+        /// The error explained (for `--verbose`).
+        #[source]
+        cause: Box<CliError>,
     },
     /// Another process holds the store's lock.
     #[error("the data directory {} is in use: is another node running? (config key data_dir in {}): stop it, or give this node its own data_dir", dir.display(), config.display())]
@@ -183,6 +195,9 @@ pub enum CliError {
         dir: PathBuf,
         /// The node config.
         config: PathBuf,
+        /// The error explained (for `--verbose`).
+        #[source]
+        cause: Box<CliError>,
     },
     /// A listener address is taken.
     #[error("cannot listen on {address}: {reason} (config key {key} in {}): is another node running? stop it or choose another port", config.display())]
@@ -195,6 +210,9 @@ pub enum CliError {
         config: PathBuf,
         /// The system's words.
         reason: String,
+        /// The error explained (for `--verbose`).
+        #[source]
+        cause: Box<CliError>,
     },
     /// The node could not be reached.
     #[error("cannot reach the node at {}: {reason}; is it running? (endpoint in {})", target.endpoint, target.config.display())]
@@ -203,6 +221,9 @@ pub enum CliError {
         target: Box<Target>,
         /// Why, in the system's words.
         reason: String,
+        /// The failed call's status (for `--verbose`).
+        #[source]
+        status: Option<Box<tonic::Status>>,
     },
     /// The node is there but unavailable.
     #[error("the node at {} is unavailable: {reason}; try again later", target.endpoint)]
@@ -211,6 +232,9 @@ pub enum CliError {
         target: Box<Target>,
         /// What it said.
         reason: String,
+        /// The failed call's status (for `--verbose`).
+        #[source]
+        status: Option<Box<tonic::Status>>,
     },
     /// No answer within the deadline.
     #[error("no answer from the node at {} within {}: it accepts connections but does not answer; check its log, or give a longer --timeout", target.endpoint, humantime::format_duration(*waited))]
@@ -227,6 +251,9 @@ pub enum CliError {
         target: Box<Target>,
         /// The TLS alert.
         alert: String,
+        /// The failed call's status (for `--verbose`).
+        #[source]
+        status: Option<Box<tonic::Status>>,
     },
     /// The node's certificate does not chain to the CA this client trusts.
     #[error("the node at {} presented a certificate that {} does not trust ({reason}): is `ca` in {} the node's local CA, and `endpoint` the right node?", target.endpoint, target.ca.display(), target.config.display())]
@@ -235,6 +262,9 @@ pub enum CliError {
         target: Box<Target>,
         /// What TLS said.
         reason: String,
+        /// The failed call's status (for `--verbose`).
+        #[source]
+        status: Option<Box<tonic::Status>>,
     },
     /// The node refused the call.
     #[error("the node refused: {message} ({code:?}){}", advice(*code))]
@@ -259,6 +289,9 @@ pub enum CliError {
         code: tonic::Code,
         /// The node's message.
         message: String,
+        /// The failed call's status (for `--verbose`).
+        #[source]
+        status: Option<Box<tonic::Status>>,
     },
     /// A local file could not be read or written.
     #[error("{}: {source}", path.display())]
@@ -376,7 +409,7 @@ impl CliError {
     /// The file involved, when there is one.
     pub fn file(&self) -> Option<&Path> {
         match self {
-            CliError::ConfigMissing { path } | CliError::File { path, .. } => Some(path),
+            CliError::ConfigMissing { path, .. } | CliError::File { path, .. } => Some(path),
             CliError::MissingFile { file, .. } | CliError::BadFile { file, .. } => Some(file),
             CliError::KeyMismatch { key, .. } => Some(key),
             CliError::DataDirInUse { dir, .. } => Some(dir),
@@ -433,8 +466,8 @@ impl CliError {
     /// Names the node and the files of `target` in a failure of a call to it.
     pub fn at(self, target: &Target) -> CliError {
         match self {
-            CliError::Remote { code, message, .. } => {
-                CliError::Remote { target: Box::new(target.clone()), code, message }
+            CliError::Remote { code, message, status, .. } => {
+                CliError::Remote { target: Box::new(target.clone()), code, message, status }
             }
             other => other,
         }
@@ -477,15 +510,24 @@ pub fn from_status(status: &tonic::Status, target: &Target) -> CliError {
             line.rsplit("received fatal alert: ").next().filter(|_| line.contains("received fatal alert"))?;
         REFUSED_CERTIFICATE_ALERTS.iter().any(|a| alert.trim() == *a).then(|| alert.trim().to_owned())
     }) {
-        return CliError::CertificateRefused { target: Box::new(target.clone()), alert };
+        return CliError::CertificateRefused {
+            status: Some(Box::new(status.clone())),
+            target: Box::new(target.clone()),
+            alert,
+        };
     }
     if let Some(line) = all.lines().find(|l| l.contains("invalid peer certificate")) {
         let reason = line.rsplit("invalid peer certificate: ").next().unwrap_or(line).trim().to_owned();
-        return CliError::UntrustedNode { target: Box::new(target.clone()), reason };
+        return CliError::UntrustedNode {
+            status: Some(Box::new(status.clone())),
+            target: Box::new(target.clone()),
+            reason,
+        };
     }
     match io_kind {
         Some(std::io::ErrorKind::ConnectionRefused) => {
             return CliError::Unreachable {
+                status: Some(Box::new(status.clone())),
                 target: Box::new(target.clone()),
                 reason: "connection refused".into(),
             };
@@ -495,15 +537,21 @@ pub fn from_status(status: &tonic::Status, target: &Target) -> CliError {
         }
         Some(_) => {
             let reason = texts.last().cloned().unwrap_or_else(|| status.message().to_owned());
-            return CliError::Unreachable { target: Box::new(target.clone()), reason };
+            return CliError::Unreachable {
+                status: Some(Box::new(status.clone())),
+                target: Box::new(target.clone()),
+                reason,
+            };
         }
         None => {}
     }
     let message = status.message().to_owned();
     match status.code() {
-        tonic::Code::Unavailable => {
-            CliError::Unavailable { target: Box::new(target.clone()), reason: message }
-        }
+        tonic::Code::Unavailable => CliError::Unavailable {
+            status: Some(Box::new(status.clone())),
+            target: Box::new(target.clone()),
+            reason: message,
+        },
         // CANCELLED "Timeout expired" is tonic's word for a deadline the node enforced.
         tonic::Code::DeadlineExceeded => {
             CliError::Deadline { target: Box::new(target.clone()), waited: Duration::ZERO }
@@ -522,7 +570,12 @@ pub fn from_status(status: &tonic::Status, target: &Target) -> CliError {
         code => {
             // A transport failure without an I/O cause (an HTTP/2 error): say what it was.
             let message = if texts.is_empty() { message } else { texts.last().cloned().unwrap_or(message) };
-            CliError::Remote { target: Box::new(target.clone()), code, message }
+            CliError::Remote {
+                status: Some(Box::new(status.clone())),
+                target: Box::new(target.clone()),
+                code,
+                message,
+            }
         }
     }
 }
@@ -562,12 +615,14 @@ pub async fn probe_certificate(target: &Target, within: Duration) -> Option<CliE
         && REFUSED_CERTIFICATE_ALERTS.contains(&alert.trim())
     {
         return Some(CliError::CertificateRefused {
+            status: None,
             target: Box::new(target.clone()),
             alert: alert.trim().to_owned(),
         });
     }
     if let Some(reason) = error.strip_prefix("invalid peer certificate: ") {
         return Some(CliError::UntrustedNode {
+            status: None,
             target: Box::new(target.clone()),
             reason: reason.trim().to_owned(),
         });
@@ -617,10 +672,11 @@ pub fn name_config_file(
             let (Some(cert), Some(key)) = (path_of(cert_key), path_of(key_key)) else { continue };
             if !pair_matches(&cert, &key) {
                 return CliError::KeyMismatch {
+                    cause: Box::new(error),
                     cert,
                     key,
-                    cert_key: (*cert_key).to_owned(),
-                    key_key: (*key_key).to_owned(),
+                    cert_key,
+                    key_key,
                     config: config.to_owned(),
                 };
             }
@@ -635,11 +691,22 @@ pub fn name_config_file(
         let Some(at) = text.find(&shown) else { continue };
         let key = (*key).to_owned();
         if !file.exists() {
-            return CliError::MissingFile { file: file.clone(), key, config: config.to_owned() };
+            return CliError::MissingFile {
+                file: file.clone(),
+                key,
+                config: config.to_owned(),
+                cause: Box::new(error),
+            };
         }
         let rest = text[at + shown.len()..].trim_start_matches(':').trim();
         let message = if rest.is_empty() { text.clone() } else { rest.to_owned() };
-        return CliError::BadFile { file: file.clone(), key, config: config.to_owned(), message };
+        return CliError::BadFile {
+            file: file.clone(),
+            key,
+            config: config.to_owned(),
+            message,
+            cause: Box::new(error),
+        };
     }
     error
 }
@@ -664,7 +731,8 @@ pub fn node_start(
 ) -> CliError {
     let text = chain_text(&error);
     if text.contains("could not acquire lock") || text.contains("WouldBlock") {
-        return CliError::DataDirInUse { dir: config.data_dir.clone(), config: path.to_owned() };
+        let (dir, config) = (config.data_dir.clone(), path.to_owned());
+        return CliError::DataDirInUse { dir, config, cause: Box::new(CliError::Node(error)) };
     }
     if let crate::node::NodeError::Listen { address, source } = &error {
         let listeners = [
@@ -674,12 +742,9 @@ pub fn node_start(
             ("console.listen", config.console.listen),
         ];
         if let Some((key, _)) = listeners.iter().find(|(_, a)| a == address) {
-            return CliError::ListenerInUse {
-                address: address.to_string(),
-                key: (*key).to_owned(),
-                config: path.to_owned(),
-                reason: source.to_string(),
-            };
+            let (address, key, reason) = (address.to_string(), (*key).to_owned(), source.to_string());
+            let cause = Box::new(CliError::Node(error));
+            return CliError::ListenerInUse { address, key, config: path.to_owned(), reason, cause };
         }
     }
     let pairs = [("tls.cert", "tls.key"), ("tls.desk_cert", "tls.desk_key")];
@@ -703,7 +768,7 @@ pub fn config_error(error: crate::config::ConfigError) -> CliError {
         crate::config::ConfigError::Read { path, source }
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
-            CliError::ConfigMissing { path }
+            CliError::ConfigMissing { path, source }
         }
         other => CliError::Config(other),
     }

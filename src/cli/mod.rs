@@ -793,7 +793,12 @@ impl Call {
         };
         if failure::transport_unexplained(status, &explained) {
             let within = self.timeout.unwrap_or(CONNECT_TIMEOUT).min(CONNECT_TIMEOUT);
-            if let Some(refused) = failure::probe_certificate(&self.target, within).await {
+            if let Some(mut refused) = failure::probe_certificate(&self.target, within).await {
+                if let CliError::CertificateRefused { status: cause, .. }
+                | CliError::UntrustedNode { status: cause, .. } = &mut refused
+                {
+                    *cause = Some(Box::new(status.clone()));
+                }
                 return refused;
             }
         }

@@ -105,6 +105,16 @@ async fn a_node_that_cannot_start_names_the_file_and_config_key_and_what_to_do()
         ],
     );
     assert!(!run.error_line().contains("os error"), "{}", run.error_line());
+    // The cause only with --verbose, below the line, once.
+    let verbose = cli(&["node", "--config", &config, "--verbose"]).await;
+    assert_eq!(verbose.code, 8);
+    let causes: Vec<&str> = verbose.stderr.lines().filter(|l| l.starts_with("  caused by: ")).collect();
+    assert_eq!(causes.len(), 1, "{}", verbose.stderr);
+    assert!(
+        causes[0].ends_with("network-ca.crl: No such file or directory (os error 2)"),
+        "{}",
+        verbose.stderr
+    );
     std::fs::rename(&kept, &crl).unwrap();
 
     // The same with --json: one object on stderr naming the key.
