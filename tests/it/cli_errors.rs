@@ -349,7 +349,8 @@ async fn a_node_that_accepts_but_never_answers_ends_at_the_deadline() {
         6,
         &[&format!("no answer from the node at 127.0.0.1:{port} within 1s"), "give a longer --timeout"],
     );
-    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(10), "took {took:?}");
+    // Within the deadline, not the 5 s a connection attempt gets by default.
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(4), "took {took:?}");
     held.abort();
 }
 
