@@ -1032,7 +1032,19 @@ pub async fn run_client(
             };
             let verified = crate::trust::proof::verify(&text, cas.as_deref())
                 .map_err(|e| CliError::Proof(format!("{}: NOT VERIFIED: {e}", file.display())))?;
-            print!("{verified}");
+            if json {
+                print_json(&serde_json::json!({
+                    "verified": true,
+                    "envelope_id": verified.envelope.id,
+                    "sha256": verified.sha256,
+                    "ca": verified.ca,
+                    "ca_given": verified.ca_given,
+                    "origin": verified.origin,
+                    "receipt": verified.receipt.as_ref().map(|(by, at)| serde_json::json!({ "by": by, "at": at })),
+                }));
+            } else {
+                print!("{verified}");
+            }
             Ok(())
         }
         Command::Show { id: args, proof: None } => {

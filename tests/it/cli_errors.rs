@@ -390,8 +390,11 @@ async fn a_tampered_proof_or_backup_is_an_integrity_failure() {
     let file = net.dir().join("proof.json");
     let run = cli(&["show", &id, "--config", &officer, "--proof", &path(&file)]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let run = cli(&["verify", &path(&file)]).await;
+    let run = cli(&["verify", &path(&file), "--json"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
+    let value: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(value["verified"], true, "{value}");
+    assert_eq!(value["envelope_id"], id.as_str(), "{value}");
 
     let text = std::fs::read_to_string(&file).unwrap();
     let tampered = text.replacen("PRESERVATION", "PRESERVATIOM", 1);
@@ -399,6 +402,11 @@ async fn a_tampered_proof_or_backup_is_an_integrity_failure() {
     std::fs::write(&file, tampered).unwrap();
     let run = cli(&["verify", &path(&file)]).await;
     assert_failure(&run, 7, &["NOT VERIFIED"]);
+    let run = cli(&["verify", &path(&file), "--json"]).await;
+    assert_eq!(run.code, 7, "{}", run.stderr);
+    let value: serde_json::Value =
+        serde_json::from_str(run.stderr.trim()).expect("one JSON object on stderr");
+    assert_eq!(value["error"]["kind"], "integrity", "{value}");
 
     // A backup file that is not one.
     let junk = net.dir().join("junk.backup");
