@@ -389,7 +389,10 @@ impl CliError {
             CliError::Directory(crate::trust::directory::DirectoryError::Signature { .. }) => {
                 ExitKind::Integrity
             }
-            CliError::Directory(crate::trust::directory::DirectoryError::Usage(_)) => ExitKind::Usage,
+            CliError::Directory(crate::trust::directory::DirectoryError::Usage(_))
+            | CliError::Certs(crate::cli::certs::CertsError::Invalid(_))
+            | CliError::Init(crate::cli::init::InitError::Invalid(_)) => ExitKind::Usage,
+            CliError::Certs(crate::cli::certs::CertsError::Config(_)) => ExitKind::Config,
             CliError::DataDirInUse { .. }
             | CliError::ListenerInUse { .. }
             | CliError::Remote { .. }

@@ -44,8 +44,9 @@ pub struct Cli {
     /// With a failure, also print its causes (the one-line message names only what to do).
     #[arg(long, short, global = true)]
     pub verbose: bool,
-    /// Deadline of each call to the node ("30s", "2m"); `watch` has none (this bounds only its
-    /// connecting). For `backup` and `audit`, which stream, each chunk must come within it.
+    /// Deadline of each call to the node, connecting included ("30s", "2m"; 30 s when not
+    /// given); `watch` has none. For `backup` and `audit`, which stream, each chunk must come
+    /// within it.
     #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub timeout: Option<std::time::Duration>,
     /// What to do.
