@@ -352,6 +352,36 @@ async fn a_node_that_accepts_but_never_answers_ends_at_the_deadline() {
     // Within the deadline, not the 5 s a connection attempt gets by default.
     assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(4), "took {took:?}");
     held.abort();
+
+    // Finishes TLS with the node's own desk certificate, then never says a word of HTTP/2.
+    let config = net.config("VN");
+    let tls = hanoi247::trust::tls::server_config(
+        &config.tls.local_ca,
+        &config.tls.desk_cert,
+        &config.tls.desk_key,
+    )
+    .unwrap();
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = mute.local_addr().unwrap().port();
+    let (handshakes, mut handshaken) = tokio::sync::mpsc::unbounded_channel();
+    let held = tokio::spawn(async move {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let mut streams = Vec::new();
+        while let Ok((socket, _)) = mute.accept().await {
+            if let Ok(stream) = acceptor.accept(socket).await {
+                let _ = handshakes.send(());
+                streams.push(stream);
+            }
+        }
+    });
+    std::fs::write(&hung, text.replace(&desk, &format!("127.0.0.1:{port}"))).unwrap();
+    let started = Instant::now();
+    let run = cli(&["outbox", "--config", &path(&hung), "--timeout", "2s"]).await;
+    let took = started.elapsed();
+    assert!(handshaken.try_recv().is_ok(), "the TLS handshake finished");
+    assert_failure(&run, 6, &[&format!("no answer from the node at 127.0.0.1:{port} within 2s")]);
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "took {took:?}");
+    held.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
