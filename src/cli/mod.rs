@@ -952,11 +952,8 @@ pub async fn run_client(
                 peer: args.peer.clone().unwrap_or_default(),
                 since: args.since(),
             };
-            let list = {
-                let (mut desk, call) = connect(&args.client)?;
-                call.run(desk.list_inbox(request)).await?
-            }
-            .into_inner();
+            let (mut desk, call) = connect(&args.client)?;
+            let list = call.run(desk.list_inbox(request)).await?.into_inner();
             print_list(&list.messages, args.client.json);
             Ok(())
         }
@@ -969,20 +966,14 @@ pub async fn run_client(
                 peer: args.peer.clone().unwrap_or_default(),
                 since: args.since(),
             };
-            let list = {
-                let (mut desk, call) = connect(&args.client)?;
-                call.run(desk.list_outbox(request)).await?
-            }
-            .into_inner();
+            let (mut desk, call) = connect(&args.client)?;
+            let list = call.run(desk.list_outbox(request)).await?.into_inner();
             print_list(&list.messages, args.client.json);
             Ok(())
         }
         Command::Queue(args) => {
-            let queue = {
-                let (mut desk, call) = connect(&args)?;
-                call.run(desk.get_queue(GetQueueRequest {})).await?
-            }
-            .into_inner();
+            let (mut desk, call) = connect(&args)?;
+            let queue = call.run(desk.get_queue(GetQueueRequest {})).await?.into_inner();
             if args.json {
                 print_json(&Value::Array(queue.peers.iter().map(render::queue_json).collect()));
             } else {
@@ -991,11 +982,8 @@ pub async fn run_client(
             Ok(())
         }
         Command::Peers(args) => {
-            let peers = {
-                let (mut desk, call) = connect(&args)?;
-                call.run(desk.list_peers(ListPeersRequest {})).await?
-            }
-            .into_inner();
+            let (mut desk, call) = connect(&args)?;
+            let peers = call.run(desk.list_peers(ListPeersRequest {})).await?.into_inner();
             if args.json {
                 print_json(&render::peers_json(&peers));
             } else {
@@ -1005,11 +993,8 @@ pub async fn run_client(
         }
         Command::Show { id: args, proof: Some(path) } => {
             let request = crate::proto::GetProofRequest { id: args.id.clone() };
-            let response = {
-                let (mut desk, call) = connect(&args.client)?;
-                call.run(desk.get_proof(request)).await?
-            }
-            .into_inner();
+            let (mut desk, call) = connect(&args.client)?;
+            let response = call.run(desk.get_proof(request)).await?.into_inner();
             let proof = crate::trust::proof::build(&response)?;
             let text = serde_json::to_string_pretty(&proof).map_err(crate::trust::proof::ProofError::from)?;
             std::fs::write(&path, text + "\n")
@@ -1049,11 +1034,8 @@ pub async fn run_client(
             Ok(())
         }
         Command::Show { id: args, proof: None } => {
-            let got = {
-                let (mut desk, call) = connect(&args.client)?;
-                call.run(desk.get(GetRequest { id: args.id })).await?
-            }
-            .into_inner();
+            let (mut desk, call) = connect(&args.client)?;
+            let got = call.run(desk.get(GetRequest { id: args.id })).await?.into_inner();
             let message = got.message.unwrap_or_default();
             if args.client.json {
                 let mut value = render::message_json(&message);
@@ -1065,45 +1047,35 @@ pub async fn run_client(
             Ok(())
         }
         Command::Ack { id, note } => {
-            let response = {
-                let (mut desk, call) = connect(&id.client)?;
-                call.run(desk.acknowledge(AcknowledgeRequest { id: id.id, note })).await?
-            };
+            let (mut desk, call) = connect(&id.client)?;
+            let response = call.run(desk.acknowledge(AcknowledgeRequest { id: id.id, note })).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
             Ok(())
         }
         Command::Dispute { id, precedence: proposed, reason } => {
             let request =
                 DisputePrecedenceRequest { id: id.id, precedence: precedence(proposed) as i32, reason };
-            let response = {
-                let (mut desk, call) = connect(&id.client)?;
-                call.run(desk.dispute_precedence(request)).await?
-            };
+            let (mut desk, call) = connect(&id.client)?;
+            let response = call.run(desk.dispute_precedence(request)).await?;
             print_message(&response.into_inner().dispute.unwrap_or_default(), id.client.json);
             Ok(())
         }
         Command::Respond { id, text } => {
-            let response = {
-                let (mut desk, call) = connect(&id.client)?;
-                call.run(desk.respond(RespondRequest { id: id.id, text })).await?
-            };
+            let (mut desk, call) = connect(&id.client)?;
+            let response = call.run(desk.respond(RespondRequest { id: id.id, text })).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
             Ok(())
         }
         Command::Cancel { id, reason } => {
-            let response = {
-                let (mut desk, call) = connect(&id.client)?;
-                call.run(desk.cancel(CancelRequest { id: id.id, reason })).await?
-            };
+            let (mut desk, call) = connect(&id.client)?;
+            let response = call.run(desk.cancel(CancelRequest { id: id.id, reason })).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
             Ok(())
         }
         Command::Requeue { id, expires_in } => {
             let expires_at = expires_in.map(crate::domain::timestamp::after);
-            let response = {
-                let (mut desk, call) = connect(&id.client)?;
-                call.run(desk.requeue(RequeueRequest { id: id.id, expires_at })).await?
-            };
+            let (mut desk, call) = connect(&id.client)?;
+            let response = call.run(desk.requeue(RequeueRequest { id: id.id, expires_at })).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
             Ok(())
         }
@@ -1281,11 +1253,8 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
         handling_restrictions: args.restrictions.clone(),
         preservation: preservation_from_fields(&args.fields)?,
     };
-    let response = {
-        let (mut desk, call) = connect(&args.client)?;
-        call.run(desk.submit(request)).await?
-    }
-    .into_inner();
+    let (mut desk, call) = connect(&args.client)?;
+    let response = call.run(desk.submit(request)).await?.into_inner();
     let message = response.message.unwrap_or_default();
     if args.client.json {
         print_json(&render::message_json(&message));
