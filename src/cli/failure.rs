@@ -507,11 +507,10 @@ pub fn from_status(status: &tonic::Status, target: &Target) -> CliError {
         }
         source = cause.source();
     }
-    let all = texts.join("\n");
-    if let Some(alert) = all.lines().find_map(|line| {
-        let alert =
-            line.rsplit("received fatal alert: ").next().filter(|_| line.contains("received fatal alert"))?;
-        REFUSED_CERTIFICATE_ALERTS.iter().any(|a| alert.trim() == *a).then(|| alert.trim().to_owned())
+    if let Some(alert) = texts.iter().find_map(|text| {
+        let (_, alert) = text.split_once("received fatal alert: ")?;
+        let alert = alert.trim();
+        REFUSED_CERTIFICATE_ALERTS.contains(&alert).then(|| alert.to_owned())
     }) {
         return CliError::CertificateRefused {
             status: Some(Box::new(status.clone())),
@@ -519,12 +518,11 @@ pub fn from_status(status: &tonic::Status, target: &Target) -> CliError {
             alert,
         };
     }
-    if let Some(line) = all.lines().find(|l| l.contains("invalid peer certificate")) {
-        let reason = line.rsplit("invalid peer certificate: ").next().unwrap_or(line).trim().to_owned();
+    if let Some(reason) = texts.iter().find_map(|text| text.split_once("invalid peer certificate: ")) {
         return CliError::UntrustedNode {
             status: Some(Box::new(status.clone())),
             target: Box::new(target.clone()),
-            reason,
+            reason: reason.1.trim().to_owned(),
         };
     }
     match io_kind {

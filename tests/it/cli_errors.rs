@@ -404,7 +404,21 @@ async fn the_config_comes_from_the_environment_or_the_default_place() {
     // None anywhere: where it looked, and how to give one.
     let empty = tempfile::tempdir().unwrap();
     let run = cli_in(vec!["queue".into()], Vec::new(), Some(empty.path().to_owned())).await;
-    assert_failure(&run, 8, &["no config file: give --config FILE or set HANOI247_CONFIG", "client.toml"]);
+    assert_failure(
+        &run,
+        8,
+        &[
+            "no config file: give --config FILE or set HANOI247_CONFIG",
+            "client.toml and /etc/hanoi247/client.toml",
+        ],
+    );
+    let run = cli_in(vec!["node".into()], Vec::new(), Some(empty.path().to_owned())).await;
+    assert_failure(&run, 8, &["no config file", "node.toml and /etc/hanoi247/node.toml"]);
+
+    // A node's config from the environment too: HANOI247_CONFIG naming a file that is not there.
+    let env = vec![("HANOI247_CONFIG", path(&empty.path().join("node.toml")))];
+    let run = cli_in(vec!["node".into()], env, None).await;
+    assert_failure(&run, 8, &["node.toml: config file not found"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
