@@ -684,12 +684,16 @@ pub fn name_config_file(
         }
         return error;
     }
-    // The longest path first: `vn/node.pem` before a shorter one it might contain.
-    let mut by_length: Vec<_> = files.iter().collect();
-    by_length.sort_by_key(|(_, path)| std::cmp::Reverse(path.as_os_str().len()));
-    for (key, file) in by_length {
-        let shown = file.display().to_string();
-        let Some(at) = text.find(&shown) else { continue };
+    // The file the text starts with (errors say "{path}: {what}"): the earliest mention, the
+    // longest path where two start at one place (`vn/node.pem` rather than a shorter one in it).
+    let mentioned = files
+        .iter()
+        .filter_map(|(key, file)| {
+            let shown = file.display().to_string();
+            text.find(&shown).map(|at| (at, std::cmp::Reverse(shown.len()), key, file, shown))
+        })
+        .min_by_key(|(at, length, ..)| (*at, *length));
+    if let Some((at, _, key, file, shown)) = mentioned {
         let key = (*key).to_owned();
         if !file.exists() {
             return CliError::MissingFile {
