@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use hanoi247::cli::failure::{self, CliError};
 use hanoi247::cli::init::{InitOptions, init_network};
 use hanoi247::cli::{Cli, Command, LogFormat};
 use hanoi247::config::NodeConfig;
@@ -20,7 +21,7 @@ fn init_logging(format: LogFormat, default: &str) {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Demo => {
             // The story is on stdout; the nodes' own warnings (a stopped peer) would only repeat it.
@@ -40,8 +41,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 recovery_writes: args.recovery_writes,
             };
             let report = hanoi247::cli::bench::run(options).await?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             } else {
                 print!("{}", hanoi247::cli::bench::table(&report));
             }
@@ -55,20 +56,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let (Some(node), Some(name), role, None) =
                     (parts.next(), parts.next(), parts.next(), parts.next())
                 else {
-                    anyhow::bail!(
+                    return Err(CliError::Usage(format!(
                         "--clients {client}: expected NODE:NAME or NODE:NAME:ROLE, e.g. VN:alice or FR:cert:agency"
-                    );
+                    )));
                 };
                 let role = match role.unwrap_or("officer") {
                     "officer" => Role::Officer,
                     "operator" => Role::Operator,
                     "agency" => Role::Agency,
                     "auditor" => Role::Auditor,
-                    other => anyhow::bail!(
-                        "--clients {client}: '{other}' is not a role (officer, operator, agency, auditor)"
-                    ),
+                    other => {
+                        return Err(CliError::Usage(format!(
+                            "--clients {client}: '{other}' is not a role (officer, operator, agency, auditor)"
+                        )));
+                    }
                 };
-                options.clients.push((node.parse::<NodeCode>()?, name.to_owned(), role));
+                let node = node
+                    .parse::<NodeCode>()
+                    .map_err(|e| CliError::Usage(format!("--clients {client}: {e}")))?;
+                options.clients.push((node, name.to_owned(), role));
             }
             let report = init_network(&options)?;
             for (code, path) in &report.node_configs {
@@ -84,12 +90,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Node { config } => {
+        Command::Node { config: path } => {
             init_logging(cli.log_format, "info");
-            let config = NodeConfig::load(&config)?;
+            let path = failure::resolve_config(path.as_deref(), failure::NODE_CONFIG_DEFAULTS)?;
+            let config = NodeConfig::load(&path).map_err(failure::config_error)?;
             // Before the node is up: from here on SIGHUP reloads instead of killing the process.
             let hangups = hanoi247::trust::reload::hangup_signal()?;
-            let node = RunningNode::start(config).await?;
+            let node = RunningNode::start(config.clone())
+                .await
+                .map_err(|error| failure::node_start(error, &config, &path))?;
             node.forward_hangups(hangups);
             shutdown_signal().await?;
             tracing::info!("shutting down");
@@ -97,17 +106,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Directory(command) => {
             init_logging(cli.log_format, "warn");
-            hanoi247::cli::run_directory(command)?;
+            hanoi247::cli::run_directory(command, cli.json)?;
         }
         Command::Restore(args) => {
             init_logging(cli.log_format, "warn");
-            let config = args.config.as_deref().map(NodeConfig::load).transpose()?;
+            let config =
+                args.config.as_deref().map(NodeConfig::load).transpose().map_err(failure::config_error)?;
             let (target, expect) = match (&args.data_dir, &config, &args.config) {
                 (Some(dir), _, _) => (dir.clone(), None),
                 (None, Some(config), Some(path)) => {
                     (config.data_dir.clone(), Some((config.code, path.as_path())))
                 }
-                _ => anyhow::bail!("restore: give --data-dir DIR or --config NODE.TOML"),
+                _ => {
+                    return Err(CliError::Usage("restore: give --data-dir DIR or --config NODE.TOML".into()));
+                }
             };
             let cert = args.cert.clone().or_else(|| config.as_ref().map(|c| c.tls.cert.clone()));
             let certificate = cert.as_deref().map(hanoi247::trust::tls::load_certs).transpose()?;
@@ -121,8 +133,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 verify: cert.as_deref().map(|path| (&check as _, path)),
                 accept_unsigned: args.accept_unsigned,
             };
-            let restored = hanoi247::store::backup::restore(&args.input, &target, expect, &authenticity)?;
+            let shown = hanoi247::cli::progress(
+                cli.json,
+                None,
+                "{spinner} restore: rebuilding the store ({elapsed})",
+            );
+            let restored = hanoi247::store::backup::restore(&args.input, &target, expect, &authenticity);
+            shown.finish_and_clear();
+            let restored = restored?;
             let made = humantime::format_rfc3339_seconds(restored.header.created_at);
+            if cli.json {
+                let value = serde_json::json!({
+                    "node": restored.header.node.as_str(),
+                    "created_at": made.to_string(),
+                    "data_dir": target.display().to_string(),
+                    "messages": restored.imported.messages,
+                    "events": restored.imported.events,
+                    "records": restored.imported.records,
+                });
+                println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+                return Ok(());
+            }
             println!(
                 "restored node {}'s store (backup taken {made}) into {}: messages {}, events {}, records {}",
                 restored.header.node,
@@ -138,7 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         command => {
             init_logging(cli.log_format, "warn");
-            hanoi247::cli::run_client(command).await?;
+            hanoi247::cli::run_client(command, cli.json, cli.timeout).await?;
         }
     }
     Ok(())
@@ -165,8 +196,53 @@ fn die_quietly_on_closed_stdout() {
     }
 }
 
+/// Says why a command failed: one line (or one JSON object) on stderr; the causes below it only
+/// with `--verbose`, and in the debug log.
+fn report(error: &CliError, json: bool, verbose: bool) {
+    let causes = error.causes();
+    tracing::debug!(?causes, "{error}");
+    if json {
+        let mut value = error.json();
+        if verbose {
+            value["error"]["causes"] = serde_json::json!(causes);
+        }
+        eprintln!("{value}");
+    } else {
+        eprintln!("error: {error}");
+        if verbose {
+            for cause in causes {
+                eprintln!("  caused by: {cause}");
+            }
+        }
+    }
+}
+
+/// Parses the command line; a usage error is said as clap says it (exit 2), or as one JSON
+/// object with `--json`.
+fn parse() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(error) if !error.use_stderr() => {
+            // --help and --version.
+            let _ = error.print();
+            Err(ExitCode::SUCCESS)
+        }
+        Err(error) if std::env::args().any(|a| a == "--json") => {
+            let rendered = error.render().to_string();
+            let line = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            report(&CliError::Usage(line.to_owned()), true, false);
+            Err(ExitCode::from(failure::ExitKind::Usage.code()))
+        }
+        Err(error) => error.exit(),
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let (json, verbose) = (cli.json, cli.verbose);
     if !matches!(
         cli.command,
         Command::Node { .. } | Command::Demo | Command::Bench(_) | Command::Watch { .. }
@@ -176,15 +252,15 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
+            report(&CliError::Io(error), json, verbose);
+            return ExitCode::from(failure::ExitKind::Internal.code());
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            report(&error, json, verbose);
+            ExitCode::from(error.exit_kind().code())
         }
     }
 }

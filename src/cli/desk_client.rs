@@ -12,19 +12,32 @@ use crate::trust::tls::{self, Dial, TlsError};
 /// A desk API client over mutual TLS.
 pub type DeskClient = DeskServiceClient<Channel>;
 
+/// How long connecting (TCP and the TLS handshake) may take by default.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A client for the node that `config` points at. Connects lazily: the first call connects.
 pub fn connect(config: &ClientConfig) -> Result<DeskClient, TlsError> {
-    Ok(DeskServiceClient::new(channel(config)?))
+    connect_within(config, CONNECT_TIMEOUT)
+}
+
+/// [`connect`] with its own bound on connecting (the CLI's `--timeout`).
+pub fn connect_within(config: &ClientConfig, connect_timeout: Duration) -> Result<DeskClient, TlsError> {
+    Ok(DeskServiceClient::new(channel_within(config, connect_timeout)?))
 }
 
 /// A channel to the desk listener that `config` points at, for any service served there
 /// (the desk API, `grpc.health.v1`, reflection).
 pub fn channel(config: &ClientConfig) -> Result<Channel, TlsError> {
+    channel_within(config, CONNECT_TIMEOUT)
+}
+
+/// [`channel`] with its own bound on connecting.
+pub fn channel_within(config: &ClientConfig, connect_timeout: Duration) -> Result<Channel, TlsError> {
     let tls = tls::client_config(&config.ca, &config.cert, &config.key)?;
     let dial = Dial {
         endpoint: config.endpoint.clone(),
         expect: None,
-        connect_timeout: Duration::from_secs(5),
+        connect_timeout,
         request_timeout: None,
         observe: None,
     };

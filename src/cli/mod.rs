@@ -8,6 +8,7 @@ pub mod bench;
 pub mod certs;
 pub mod demo;
 pub mod desk_client;
+pub mod failure;
 pub mod init;
 pub mod render;
 
@@ -17,7 +18,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 use tokio_stream::StreamExt;
 
-use crate::cli::desk_client::DeskClient;
+use crate::cli::desk_client::{CONNECT_TIMEOUT, DeskClient};
+pub use crate::cli::failure::CliError;
+use crate::cli::failure::Target;
 use crate::config::ClientConfig;
 use crate::domain::identity::NodeCode;
 use crate::proto::{
@@ -30,11 +33,22 @@ use crate::store::audit::ChainHead;
 
 /// hanoi247: a node of the 24/7 network of the UN Convention against Cybercrime.
 #[derive(Debug, Parser)]
-#[command(name = "hanoi247", version, about)]
+#[command(name = "hanoi247", version, about, after_help = failure::EXIT_CODES_HELP)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// Print JSON instead of text; a failure is then one JSON object on stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// With a failure, also print its causes (the one-line message names only what to do).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    /// Deadline of each call to the node, connecting included ("30s", "2m"; 30 s when not
+    /// given); `watch` has none. For `backup` and `audit`, which stream, each chunk must come
+    /// within it.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -61,9 +75,10 @@ pub enum Command {
     /// Run a node in the foreground (logs to stderr; Ctrl-C or SIGTERM stops it gracefully,
     /// SIGHUP reloads its CRLs, certificates and keys).
     Node {
-        /// The node's config file.
-        #[arg(long)]
-        config: PathBuf,
+        /// The node's config file (default: $HANOI247_CONFIG, else ./node.toml, else
+        /// /etc/hanoi247/node.toml).
+        #[arg(long, env = "HANOI247_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Send a request to another node.
     Send(SendArgs),
@@ -82,7 +97,7 @@ pub enum Command {
         proof: Option<PathBuf>,
     },
     /// Check a proof file from `show --proof` offline: signatures, certificate chains,
-    /// identities and digests; says what it proves or exactly what fails (exit status 1).
+    /// identities and digests; says what it proves or exactly what fails (exit status 7).
     Verify {
         /// The proof file.
         file: PathBuf,
@@ -213,7 +228,7 @@ pub enum DirectoryCommand {
         #[arg(long, default_value = "secretariat.key")]
         key: PathBuf,
     },
-    /// Check the signature and print the members; exits non-zero when it does not verify.
+    /// Check the signature and print the members; exits 7 when it does not verify.
     Verify {
         /// The directory file.
         #[arg(long, default_value = "directory.toml")]
@@ -221,9 +236,6 @@ pub enum DirectoryCommand {
         /// The secretariat's public key: 64 hex digits, or a file holding them (`secretariat.pub`).
         #[arg(long)]
         public_key: String,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -262,7 +274,7 @@ pub struct DirectoryAddArgs {
 /// `audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Fetch the whole hash chain and verify it here: exits non-zero naming the first broken
+    /// Fetch the whole hash chain and verify it here: exits 7 naming the first broken
     /// link (a changed, deleted, damaged or reordered record).
     Verify {
         /// Client options.
@@ -452,9 +464,6 @@ pub struct BenchArgs {
     /// SIGKILL and time its start-up, which replays them from the write-ahead log (0: skip).
     #[arg(long, default_value_t = 100_000)]
     pub recovery_writes: usize,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `init` options.
@@ -481,12 +490,16 @@ pub struct InitArgs {
 /// Options every client command takes.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The client config (`<name>.client.toml` from `init`).
-    #[arg(long)]
-    pub config: PathBuf,
-    /// Print JSON instead of text.
-    #[arg(long)]
+    /// The client config (`<name>.client.toml` from `init`; default: $HANOI247_CONFIG, else
+    /// ./client.toml, else /etc/hanoi247/client.toml).
+    #[arg(long, env = "HANOI247_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print JSON instead of text (the global `--json`).
+    #[arg(skip)]
     pub json: bool,
+    /// The deadline of each call (the global `--timeout`, 30 s when not given).
+    #[arg(skip)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// A message id and the client options.
@@ -700,43 +713,11 @@ pub enum HandlingArg {
     H3,
 }
 
-/// A client command failed; the message says what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// Bad arguments.
-    #[error("{0}")]
-    Usage(String),
-    /// The config could not be used.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// TLS files could not be used.
-    #[error(transparent)]
-    Tls(#[from] crate::trust::tls::TlsError),
-    /// The node refused or could not be reached.
-    #[error("{}", describe_status(.0))]
-    Status(#[from] tonic::Status),
-    /// A local file could not be read.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    /// `audit verify` found a broken link.
-    #[error("the audit log is broken: {0}")]
-    AuditBroken(#[from] crate::store::audit::BrokenLink),
-    /// The backup file could not be written or is not whole.
-    #[error(transparent)]
-    Backup(#[from] crate::store::backup::BackupError),
-    /// A proof file could not be made or does not verify.
-    #[error("{0}")]
-    Proof(String),
-}
-
-impl From<crate::trust::proof::ProofError> for CliError {
-    fn from(error: crate::trust::proof::ProofError) -> Self {
-        CliError::Proof(error.to_string())
-    }
-}
-
 /// Runs a `directory` subcommand; prints what it did.
-pub fn run_directory(command: DirectoryCommand) -> Result<(), crate::trust::directory::DirectoryError> {
+pub fn run_directory(
+    command: DirectoryCommand,
+    json: bool,
+) -> Result<(), crate::trust::directory::DirectoryError> {
     use crate::trust::directory::{Directory, DirectoryError, PublicKey, SecretariatKey};
     match command {
         DirectoryCommand::Init { file, key, network } => {
@@ -808,7 +789,7 @@ pub fn run_directory(command: DirectoryCommand) -> Result<(), crate::trust::dire
                 directory.issued_at
             );
         }
-        DirectoryCommand::Verify { file, public_key, json } => {
+        DirectoryCommand::Verify { file, public_key } => {
             let public_key = PublicKey::from_hex_or_file(&public_key)
                 .map_err(|e| DirectoryError::Usage(format!("--public-key: {e}")))?;
             let directory = Directory::read(&file)?;
@@ -825,13 +806,104 @@ pub fn run_directory(command: DirectoryCommand) -> Result<(), crate::trust::dire
     Ok(())
 }
 
-/// A refusal from its status details when it has them (reason and field), else code and causes.
-fn describe_status(status: &tonic::Status) -> String {
-    render::refusal_from_details(status).unwrap_or_else(|| crate::peer::delivery::describe(status))
+/// The deadline of a call when `--timeout` is not given.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One command's calls to its node: the deadline of each, and the node and files its failures
+/// name.
+struct Call {
+    target: Target,
+    timeout: Option<std::time::Duration>,
 }
 
-fn client(args: &ClientArgs) -> Result<DeskClient, CliError> {
-    Ok(desk_client::connect(&ClientConfig::load(&args.config)?)?)
+impl Call {
+    /// Runs one call (or one step of a stream) within the deadline.
+    async fn run<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, CliError> {
+        let outcome = match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .map_err(|_| CliError::Deadline { target: Box::new(self.target.clone()), waited: limit })?,
+            None => call.await,
+        };
+        match outcome {
+            Ok(value) => Ok(value),
+            Err(status) => Err(self.fail(&status).await),
+        }
+    }
+
+    /// A failed call said with the node's address and this client's files; a connection that
+    /// broke for no reason it says is probed for a refused certificate.
+    async fn fail(&self, status: &tonic::Status) -> CliError {
+        tracing::debug!(?status, "call failed");
+        let explained = match failure::from_status(status, &self.target) {
+            CliError::Deadline { target, .. } => {
+                CliError::Deadline { target, waited: self.timeout.unwrap_or(CONNECT_TIMEOUT) }
+            }
+            other => other,
+        };
+        if failure::transport_unexplained(status, &explained) {
+            let within = self.timeout.unwrap_or(CONNECT_TIMEOUT).min(CONNECT_TIMEOUT);
+            if let Some(mut refused) = failure::probe_certificate(&self.target, within).await {
+                if let CliError::CertificateRefused { status: cause, .. }
+                | CliError::UntrustedNode { status: cause, .. } = &mut refused
+                {
+                    *cause = Some(Box::new(status.clone()));
+                }
+                return refused;
+            }
+        }
+        explained
+    }
+}
+
+/// The client config a command uses: `--config`, `$HANOI247_CONFIG`, or a default place.
+fn client_config(args: &ClientArgs) -> Result<(PathBuf, ClientConfig), CliError> {
+    let path = failure::resolve_config(args.config.as_deref(), failure::CLIENT_CONFIG_DEFAULTS)?;
+    let config = ClientConfig::load(&path).map_err(failure::config_error)?;
+    Ok((path, config))
+}
+
+/// A desk client for the node `args` names, and how its calls are made.
+fn connect(args: &ClientArgs) -> Result<(DeskClient, Call), CliError> {
+    let (path, config) = client_config(args)?;
+    let target = Target {
+        config: path.clone(),
+        endpoint: config.endpoint.clone(),
+        cert: config.cert.clone(),
+        ca: config.ca.clone(),
+        key: config.key.clone(),
+    };
+    // The handshake is part of the call: a node that accepts and never finishes it ends at the
+    // call's deadline, not later.
+    let connect_timeout = args.timeout.unwrap_or(CONNECT_TIMEOUT);
+    let client = desk_client::connect_within(&config, connect_timeout).map_err(|error| {
+        let files = failure::client_config_files(&config);
+        failure::name_config_file(CliError::Tls(error), &path, &files, &[("cert", "key")])
+    })?;
+    Ok((client, Call { target, timeout: args.timeout }))
+}
+
+/// A progress display on stderr for a long command (`backup`, `restore`, `audit verify`): drawn
+/// only when stderr is a terminal and not with `--json`, so scripts and logs never see it.
+/// `length` makes it a bar (`{pos}` of `{len}`), without one a spinner; the template names the
+/// unit (`{bytes}` or `{pos}`).
+pub fn progress(json: bool, length: Option<u64>, template: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    if json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match length {
+        Some(length) => indicatif::ProgressBar::new(length),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }
 
 fn print_json(value: &Value) {
@@ -881,16 +953,54 @@ pub fn preservation_from_fields(fields: &[String]) -> Result<Option<Preservation
     Ok(Some(p))
 }
 
-/// Runs a client command.
-pub async fn run_client(command: Command) -> Result<(), CliError> {
+/// The client options of a client command.
+fn client_args_mut(command: &mut Command) -> Option<&mut ClientArgs> {
+    match command {
+        Command::Send(args) => Some(&mut args.client),
+        Command::Inbox(args) | Command::Outbox(args) => Some(&mut args.client),
+        Command::Show { id, .. }
+        | Command::Ack { id, .. }
+        | Command::Dispute { id, .. }
+        | Command::Respond { id, .. }
+        | Command::Cancel { id, .. }
+        | Command::Requeue { id, .. } => Some(&mut id.client),
+        Command::Watch { client, .. }
+        | Command::Backup { client, .. }
+        | Command::Audit(AuditCommand::Verify { client, .. } | AuditCommand::List { client, .. }) => {
+            Some(client)
+        }
+        Command::Queue(client) | Command::Peers(client) => Some(client),
+        Command::Demo
+        | Command::Bench(_)
+        | Command::Init(_)
+        | Command::Node { .. }
+        | Command::Verify { .. }
+        | Command::Directory(_)
+        | Command::Restore(_)
+        | Command::Certs(_) => None,
+    }
+}
+
+/// Runs a client command with the global `--json` and `--timeout` (30 s when not given; none
+/// for `watch`, which waits for events as long as it runs).
+pub async fn run_client(
+    mut command: Command,
+    json: bool,
+    timeout: Option<std::time::Duration>,
+) -> Result<(), CliError> {
+    let watching = matches!(command, Command::Watch { .. });
+    if let Some(args) = client_args_mut(&mut command) {
+        args.json = json;
+        args.timeout = if watching { None } else { Some(timeout.unwrap_or(DEFAULT_TIMEOUT)) };
+    }
     match command {
         Command::Send(args) => send(args).await,
         Command::Inbox(args) => {
-            let mut desk = client(&args.client)?;
+            let (mut desk, call) = connect(&args.client)?;
             let mut token = args.page_token.clone().unwrap_or_default();
             let mut messages = Vec::new();
             loop {
-                let page = desk.list_inbox(args.inbox(&token)).await?.into_inner();
+                let page = call.run(desk.list_inbox(args.inbox(&token))).await?.into_inner();
                 messages.extend(page.messages);
                 token = page.next_page_token;
                 if !args.all || token.is_empty() {
@@ -901,11 +1011,11 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Outbox(args) => {
-            let mut desk = client(&args.client)?;
+            let (mut desk, call) = connect(&args.client)?;
             let mut token = args.page_token.clone().unwrap_or_default();
             let mut messages = Vec::new();
             loop {
-                let page = desk.list_outbox(args.outbox(&token)).await?.into_inner();
+                let page = call.run(desk.list_outbox(args.outbox(&token))).await?.into_inner();
                 messages.extend(page.messages);
                 token = page.next_page_token;
                 if !args.all || token.is_empty() {
@@ -916,7 +1026,8 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Queue(args) => {
-            let queue = client(&args)?.get_queue(GetQueueRequest {}).await?.into_inner();
+            let (mut desk, call) = connect(&args)?;
+            let queue = call.run(desk.get_queue(GetQueueRequest {})).await?.into_inner();
             if args.json {
                 print_json(&Value::Array(queue.peers.iter().map(render::queue_json).collect()));
             } else {
@@ -925,7 +1036,8 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Peers(args) => {
-            let peers = client(&args)?.list_peers(ListPeersRequest {}).await?.into_inner();
+            let (mut desk, call) = connect(&args)?;
+            let peers = call.run(desk.list_peers(ListPeersRequest {})).await?.into_inner();
             if args.json {
                 print_json(&render::peers_json(&peers));
             } else {
@@ -935,10 +1047,12 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
         }
         Command::Show { id: args, proof: Some(path) } => {
             let request = crate::proto::GetProofRequest { id: args.id.clone() };
-            let response = client(&args.client)?.get_proof(request).await?.into_inner();
+            let (mut desk, call) = connect(&args.client)?;
+            let response = call.run(desk.get_proof(request)).await?.into_inner();
             let proof = crate::trust::proof::build(&response)?;
             let text = serde_json::to_string_pretty(&proof).map_err(crate::trust::proof::ProofError::from)?;
-            std::fs::write(&path, text + "\n")?;
+            std::fs::write(&path, text + "\n")
+                .map_err(|source| CliError::File { path: path.clone(), source })?;
             println!(
                 "proof of {} written to {}; check it with: hanoi247 verify {}",
                 args.id,
@@ -948,7 +1062,8 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Verify { file, ca } => {
-            let text = std::fs::read_to_string(&file)?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|source| CliError::File { path: file.clone(), source })?;
             let cas = match ca {
                 Some(path) => {
                     Some(crate::trust::tls::load_certs(&path)?.iter().map(|c| c.to_vec()).collect::<Vec<_>>())
@@ -957,11 +1072,24 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             };
             let verified = crate::trust::proof::verify(&text, cas.as_deref())
                 .map_err(|e| CliError::Proof(format!("{}: NOT VERIFIED: {e}", file.display())))?;
-            print!("{verified}");
+            if json {
+                print_json(&serde_json::json!({
+                    "verified": true,
+                    "envelope_id": verified.envelope.id,
+                    "sha256": verified.sha256,
+                    "ca": verified.ca,
+                    "ca_given": verified.ca_given,
+                    "origin": verified.origin,
+                    "receipt": verified.receipt.as_ref().map(|(by, at)| serde_json::json!({ "by": by, "at": at })),
+                }));
+            } else {
+                print!("{verified}");
+            }
             Ok(())
         }
         Command::Show { id: args, proof: None } => {
-            let got = client(&args.client)?.get(GetRequest { id: args.id }).await?.into_inner();
+            let (mut desk, call) = connect(&args.client)?;
+            let got = call.run(desk.get(GetRequest { id: args.id })).await?.into_inner();
             let message = got.message.unwrap_or_default();
             if args.client.json {
                 let mut value = render::message_json(&message);
@@ -973,30 +1101,35 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Ack { id, note } => {
-            let response = client(&id.client)?.acknowledge(AcknowledgeRequest { id: id.id, note }).await?;
+            let (mut desk, call) = connect(&id.client)?;
+            let response = call.run(desk.acknowledge(AcknowledgeRequest { id: id.id, note })).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
             Ok(())
         }
         Command::Dispute { id, precedence: proposed, reason } => {
             let request =
                 DisputePrecedenceRequest { id: id.id, precedence: precedence(proposed) as i32, reason };
-            let response = client(&id.client)?.dispute_precedence(request).await?;
+            let (mut desk, call) = connect(&id.client)?;
+            let response = call.run(desk.dispute_precedence(request)).await?;
             print_message(&response.into_inner().dispute.unwrap_or_default(), id.client.json);
             Ok(())
         }
         Command::Respond { id, text } => {
-            let response = client(&id.client)?.respond(RespondRequest { id: id.id, text }).await?;
+            let (mut desk, call) = connect(&id.client)?;
+            let response = call.run(desk.respond(RespondRequest { id: id.id, text })).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
             Ok(())
         }
         Command::Cancel { id, reason } => {
-            let response = client(&id.client)?.cancel(CancelRequest { id: id.id, reason }).await?;
+            let (mut desk, call) = connect(&id.client)?;
+            let response = call.run(desk.cancel(CancelRequest { id: id.id, reason })).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
             Ok(())
         }
         Command::Requeue { id, expires_in } => {
             let expires_at = expires_in.map(crate::domain::timestamp::after);
-            let response = client(&id.client)?.requeue(RequeueRequest { id: id.id, expires_at }).await?;
+            let (mut desk, call) = connect(&id.client)?;
+            let response = call.run(desk.requeue(RequeueRequest { id: id.id, expires_at })).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
             Ok(())
         }
@@ -1019,8 +1152,10 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
 }
 
 /// Follows `Watch`, reconnecting after the node goes away and resuming after the last event seen.
+/// Ends (with its exit code) when retrying cannot help: the node refuses this client's
+/// certificate, or refuses the call.
 async fn watch(args: &ClientArgs, mut after: Option<u64>) -> Result<(), CliError> {
-    let mut desk = client(args)?;
+    let (mut desk, call) = connect(args)?;
     let mut backoff = std::time::Duration::from_millis(200);
     // Events retention removed, said once the stream that goes on after them is open, so that
     // nothing that happens after the notice is missed.
@@ -1062,7 +1197,20 @@ async fn watch(args: &ClientArgs, mut after: Option<u64>) -> Result<(), CliError
             after = None;
             continue;
         }
-        let lost = ended.as_ref().map_or_else(|| "the node ended the stream".to_owned(), describe_status);
+        let explained = match &ended {
+            Some(status) => Some(call.fail(status).await),
+            None => None,
+        };
+        let lost = match explained {
+            None => "the node ended the stream".to_owned(),
+            Some(
+                error @ (CliError::CertificateRefused { .. }
+                | CliError::UntrustedNode { .. }
+                | CliError::Refused { .. }
+                | CliError::NotFound { .. }),
+            ) => return Err(error),
+            Some(error) => error.to_string(),
+        };
         eprintln!("watch: {lost}; reconnecting in {backoff:?} (resuming after event {})", after.unwrap_or(0));
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
@@ -1071,11 +1219,15 @@ async fn watch(args: &ClientArgs, mut after: Option<u64>) -> Result<(), CliError
 
 /// Receives the node's backup stream into `out` (temp file, verified, renamed) and says what it holds.
 async fn backup(args: &ClientArgs, out: &std::path::Path) -> Result<(), CliError> {
-    let mut chunks = client(args)?.backup(crate::proto::BackupRequest {}).await?.into_inner();
+    let (mut desk, call) = connect(args)?;
+    let mut chunks = call.run(desk.backup(crate::proto::BackupRequest {})).await?.into_inner();
     let mut file = crate::store::backup::BackupFile::create(out)?;
-    while let Some(chunk) = chunks.next().await {
-        file.write(&chunk?.data)?;
+    let shown = progress(args.json, None, "{spinner} backup: {bytes} received ({bytes_per_sec}, {elapsed})");
+    while let Some(chunk) = call.run(chunks.message()).await? {
+        file.write(&chunk.data)?;
+        shown.inc(chunk.data.len() as u64);
     }
+    shown.finish_and_clear();
     // A stream cut short (the node stopped) fails the digest check here; nothing is renamed.
     let (header, bytes) = file.finish()?;
     let created_at =
@@ -1144,7 +1296,9 @@ fn print_list(messages: &[Message], json: bool, next_page_token: &str) {
 async fn send(args: SendArgs) -> Result<(), CliError> {
     let body = match (&args.body, &args.body_file) {
         (Some(body), _) => body.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path)?,
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).map_err(|source| CliError::File { path: path.clone(), source })?
+        }
         (None, None) => String::new(),
     };
     let request = SubmitRequest {
@@ -1165,8 +1319,13 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
         client_request_id: uuid::Uuid::now_v7().to_string(),
     };
     let request_id = request.client_request_id.clone();
-    let retry = desk_client::SubmitRetry::default();
-    let response = desk_client::submit_retrying(&mut client(&args.client)?, request, retry, |attempt, status, pause| {
+    let (mut desk, call) = connect(&args.client)?;
+    let mut retry = desk_client::SubmitRetry::default();
+    // `--timeout` bounds each attempt; the retries themselves are bounded in count.
+    if let Some(limit) = args.client.timeout {
+        retry.attempt_timeout = limit;
+    }
+    let retried = desk_client::submit_retrying(&mut desk, request, retry, |attempt, status, pause| {
         eprintln!(
             "Submit failed ({}: {}); retrying in {} ms (attempt {attempt} of {}, same client request id {request_id})",
             desk_client::attempt_failure(status),
@@ -1175,7 +1334,11 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
             retry.attempts
         );
     })
-    .await?;
+    .await;
+    let response = match retried {
+        Ok(response) => response,
+        Err(status) => return Err(call.fail(&status).await),
+    };
     if response.replayed {
         eprintln!(
             "the node had already stored this request (client request id {request_id}): nothing was stored twice"
@@ -1229,13 +1392,14 @@ fn handling(arg: HandlingArg) -> HandlingCode {
 /// Without it a verifier could not tell a chain cut short from a whole one, so it is required.
 fn reported_head<T>(response: &tonic::Response<T>) -> Result<ChainHead, CliError> {
     let value = response.metadata().get(crate::store::audit::AUDIT_HEAD_HEADER).ok_or_else(|| {
-        CliError::Usage(format!(
+        CliError::BadAnswer(format!(
             "the node did not report its audit head ({})",
             crate::store::audit::AUDIT_HEAD_HEADER
         ))
     })?;
     let text = value.to_str().unwrap_or_default();
-    ChainHead::parse(text).map_err(|e| CliError::Usage(format!("the node reported a bad audit head: {e}")))
+    ChainHead::parse(text)
+        .map_err(|e| CliError::BadAnswer(format!("the node reported a bad audit head: {e}")))
 }
 
 /// The heads of this log that peers witnessed, from the `ListAudit` response headers.
@@ -1248,7 +1412,7 @@ fn witnessed_heads<T>(
         .iter()
         .map(|value| {
             crate::store::audit::WitnessedHead::parse(value.to_str().unwrap_or_default())
-                .map_err(|e| CliError::Usage(format!("the node reported a bad witnessed head: {e}")))
+                .map_err(|e| CliError::BadAnswer(format!("the node reported a bad witnessed head: {e}")))
         })
         .collect()
 }
@@ -1257,16 +1421,23 @@ fn witnessed_heads<T>(
 async fn audit_verify(args: &ClientArgs, anchor: Option<&str>) -> Result<(), CliError> {
     let anchor =
         anchor.map(ChainHead::parse).transpose().map_err(|e| CliError::Usage(format!("--anchor {e}")))?;
-    let response = client(args)?.list_audit(ListAuditRequest::default()).await?;
+    let (mut desk, call) = connect(args)?;
+    let response = call.run(desk.list_audit(ListAuditRequest::default())).await?;
     let reported = reported_head(&response)?;
     let witnessed = witnessed_heads(&response)?;
     let mut witnessed_hashes = std::collections::HashMap::new();
     let mut records = response.into_inner();
+    let shown = progress(
+        args.json,
+        Some(reported.sequence),
+        "audit verify: {bar:30} {pos}/{len} records ({per_sec}, {elapsed})",
+    );
     let mut verifier = crate::store::audit::Verifier::new();
     let mut anchor_found = false;
     let outcome = loop {
-        match records.next().await {
-            Some(Ok(record)) => {
+        match call.run(records.message()).await {
+            Ok(Some(record)) => {
+                shown.inc(1);
                 if let Err(broken) = verifier.push(&record) {
                     break Err(broken);
                 }
@@ -1282,10 +1453,11 @@ async fn audit_verify(args: &ClientArgs, anchor: Option<&str>) -> Result<(), Cli
                     }
                 }
             }
-            Some(Err(status)) => return Err(status.into()),
-            None => break verifier.finish(Some(&reported)),
+            Err(error) => return Err(error),
+            Ok(None) => break verifier.finish(Some(&reported)),
         }
     };
+    shown.finish_and_clear();
     let outcome = outcome.and_then(|head| match anchor {
         Some(anchor) if !anchor_found => Err(crate::store::audit::BrokenLink::AnchorMismatch {
             sequence: anchor.sequence,
@@ -1335,10 +1507,11 @@ async fn audit_verify(args: &ClientArgs, anchor: Option<&str>) -> Result<(), Cli
 async fn audit_list(args: &ClientArgs, message: Option<&str>) -> Result<(), CliError> {
     let request =
         ListAuditRequest { message_id: message.unwrap_or_default().to_owned(), ..Default::default() };
-    let mut stream = client(args)?.list_audit(request).await?.into_inner();
+    let (mut desk, call) = connect(args)?;
+    let mut stream = call.run(desk.list_audit(request)).await?.into_inner();
     let mut records = Vec::new();
-    while let Some(record) = stream.next().await {
-        records.push(record?);
+    while let Some(record) = call.run(stream.message()).await? {
+        records.push(record);
     }
     if args.json {
         print_json(&Value::Array(records.iter().map(render::audit_json).collect()));

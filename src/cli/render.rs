@@ -358,8 +358,8 @@ pub fn audit_table(records: &[crate::proto::AuditRecord]) -> String {
     out
 }
 
-/// A refusal as the CLI shows it, from its status details (`ErrorInfo`, `BadRequest`): "<CODE>
-/// <REASON>: <field>: <what is wrong>"; `None` for a status without them.
+/// A refusal as the CLI shows it, from its status details (`ErrorInfo`, `BadRequest`):
+/// "<REASON>: <field>: <what is wrong>" (the code is said beside it); `None` without them.
 pub fn refusal_from_details(status: &tonic::Status) -> Option<String> {
     use tonic_types::StatusExt as _;
     let info = status.get_details_error_info()?;
@@ -373,7 +373,7 @@ pub fn refusal_from_details(status: &tonic::Status) -> Option<String> {
             .collect::<Vec<_>>()
             .join("; ")
     };
-    Some(format!("{:?} {}: {what}", status.code(), line(&info.reason)))
+    Some(format!("{}: {what}", line(&info.reason)))
 }
 
 /// A refusal's status details as JSON: `{"reason", "domain", "metadata", "field_violations":

@@ -9,6 +9,7 @@ mod backup;
 mod bad_input;
 mod batch_signatures;
 mod chaos;
+mod cli_errors;
 mod clock;
 mod console;
 mod console_browser;
