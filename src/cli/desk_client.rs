@@ -20,7 +20,8 @@ pub fn connect(config: &ClientConfig) -> Result<DeskClient, TlsError> {
 /// A channel to the desk listener that `config` points at, for any service served there
 /// (the desk API, `grpc.health.v1`, reflection).
 pub fn channel(config: &ClientConfig) -> Result<Channel, TlsError> {
-    let tls = tls::client_config(&config.ca, &config.cert, &config.key)?;
+    // Read again when the files change: a long-running client survives a certificate rotation.
+    let tls = tls::client_config_from_files(&config.ca, &config.cert, &config.key)?;
     let dial = Dial {
         endpoint: config.endpoint.clone(),
         expect: None,
