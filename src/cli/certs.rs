@@ -59,6 +59,8 @@ pub struct Issued {
     pub files: Vec<PathBuf>,
     /// What the operator has to do next, if anything.
     pub note: Option<String>,
+    /// The new certificate is in use now (`certs activate`), not only issued.
+    pub activated: bool,
 }
 
 impl Issued {
@@ -68,7 +70,8 @@ impl Issued {
         if let Some((serial, sha256)) = &self.previous {
             lines.push(format!("previous certificate: serial {serial}, SHA-256 {sha256}"));
         }
-        lines.push(format!("new certificate:      serial {}, SHA-256 {}", self.serial, self.sha256));
+        let what = if self.activated { "in use now:" } else { "issued" };
+        lines.push(format!("{what} serial {}, SHA-256 {}", self.serial, self.sha256));
         lines.extend(self.files.iter().map(|file| format!("wrote {}", file.display())));
         if let Some(note) = &self.note {
             lines.push(format!("next: {note}"));
@@ -168,7 +171,14 @@ pub fn issue_node(config_path: &Path, hosts: &[String], days: u32) -> Result<Iss
             next_cert.display()
         ),
     };
-    Ok(Issued { serial, sha256, previous: existing(&config.tls.cert), files, note: Some(note) })
+    Ok(Issued {
+        serial,
+        sha256,
+        previous: existing(&config.tls.cert),
+        files,
+        note: Some(note),
+        activated: false,
+    })
 }
 
 /// In the layout `init` makes (the secretariat's key beside the directory file), adds `sha256`
@@ -239,6 +249,7 @@ pub fn activate_node(config_path: &Path) -> Result<Issued, CertsError> {
         previous,
         files: vec![key.clone(), cert.clone(), previous_cert, previous_key],
         note: Some(note),
+        activated: true,
     })
 }
 
@@ -306,6 +317,7 @@ pub fn issue_client(config_path: &Path, name: &str, days: u32) -> Result<Issued,
         previous,
         files: vec![cert, key, p12, PathBuf::from(password_file), toml],
         note,
+        activated: false,
     })
 }
 

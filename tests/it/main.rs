@@ -29,6 +29,7 @@ mod references;
 mod resource_bounds;
 mod revocation;
 mod roles;
+mod rotation;
 mod shutdown;
 mod signing;
 mod storage_failure;

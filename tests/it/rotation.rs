@@ -1,0 +1,401 @@
+//! Issue 20 (rotation with overlap): a node certificate is rotated through the RUNBOOK's steps
+//! (issue → directory with the next pin → activate → directory with only the new pin) while
+//! FLASH requests flow both ways, and no connection is refused and no delivery fails; a desk
+//! client's certificate is rotated under a running `watch`; a client added to `[[clients]]`
+//! works after a reload without a restart, and a removed one's connections are closed; a pin
+//! that is neither current nor next is refused, naming both.
+
+use std::io::{BufRead as _, Read as _, Write as _};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hanoi247::cli::certs::{self, Authority, RevokeTarget};
+use hanoi247::domain::access::Role;
+use hanoi247::proto::peer_service_client::PeerServiceClient;
+use hanoi247::proto::{
+    GetRequest, HelloRequest, ListInboxRequest, ListPeersRequest, Message, MessageState, Precedence,
+    WatchRequest,
+};
+use hanoi247::trust::directory::{fingerprint, fingerprint_of_file};
+use hanoi247::trust::tls;
+
+use crate::support::*;
+
+/// FLASH requests each sender sends at most (every 100 ms): bounds the test's length.
+const MAX_PER_SENDER: usize = 300;
+
+/// Every node reads its directory and files again every 200 ms (the default is 2 s).
+fn fast_polling(net: &Network, nodes: &[&str]) {
+    for node in nodes {
+        net.edit_config(node, "poll_interval = \"2s\"", "poll_interval = \"200ms\"");
+    }
+}
+
+/// The directory version `node` uses.
+async fn directory_version(net: &Network, node: &str) -> u64 {
+    net.desk_as(node, "operator")
+        .list_peers(ListPeersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .directory_version
+}
+
+async fn all_use_version(net: &Network, nodes: &[&str], version: u64) {
+    for node in nodes {
+        eventually(&format!("{node} uses directory version {version}"), async || {
+            directory_version(net, node).await == version
+        })
+        .await;
+    }
+}
+
+/// The SHA-256 of the certificate `to`'s peer listener presents to `from` in a `Hello` (a whole
+/// call: a connection dropped right after its handshake would count as refused).
+async fn presented_pin(net: &Network, from: &str, to: &str) -> String {
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let observed = Arc::clone(&seen);
+    let dial = tls::Dial {
+        endpoint: format!("127.0.0.1:{}", net.config(to).listen.peer.port()),
+        expect: None,
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: Some(Duration::from_secs(10)),
+        observe: Some(Arc::new(move |cert| *observed.lock().unwrap() = fingerprint(cert.as_ref()))),
+    };
+    let config = tls::NodeTls::load(&net.config(from).tls).unwrap().client_config();
+    let mut peer = PeerServiceClient::new(tls::channel(dial, config).unwrap());
+    peer.hello(HelloRequest::default()).await.unwrap();
+    seen.lock().unwrap().clone()
+}
+
+/// The samples of `name` on a node's `/metrics`.
+fn metric_lines(net: &Network, node: &str, name: &str) -> Vec<String> {
+    let port = net.config(node).metrics.listen.port();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body.lines().filter(|line| line.starts_with(name)).map(str::to_owned).collect()
+}
+
+/// The sum of every sample of `name` on a node's `/metrics`.
+fn metric_sum(net: &Network, node: &str, name: &str) -> f64 {
+    metric_lines(net, node, name)
+        .iter()
+        .filter_map(|line| line.rsplit_once(' ').and_then(|(_, value)| value.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Sends a FLASH request from `from` to `to` every 100 ms until `stop` (or the bound); returns
+/// the ids the node confirmed as stored.
+fn send_every_100ms(
+    net: &Network,
+    from: &str,
+    to: &str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    let mut desk = net.desk(from);
+    let (from, to) = (from.to_owned(), to.to_owned());
+    tokio::spawn(async move {
+        let mut ids = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while !stop.load(Ordering::SeqCst) && ids.len() < MAX_PER_SENDER {
+            tick.tick().await;
+            let subject = format!("{from} to {to} #{}", ids.len());
+            ids.push(submit(&mut desk, advice_request(&to, Precedence::Flash, &subject)).await);
+        }
+        ids
+    })
+}
+
+/// Every message in `ids` reaches DELIVERED at `node` without one failed attempt (so none waited
+/// for a retry it was not already in), within `bound` of being queued.
+async fn delivered_at_first_attempt(net: &Network, node: &str, ids: &[String], bound: Duration) {
+    let mut desk = net.desk(node);
+    for id in ids {
+        let message = wait_state(&mut desk, id, MessageState::Delivered).await;
+        assert_eq!(
+            (message.attempts, message.last_error.as_str()),
+            (0, ""),
+            "{node}: {id} failed on the way: {:?}",
+            message.timeline
+        );
+        let at = |state: MessageState| {
+            let entry = message.timeline.iter().find(|e| e.state() == state).unwrap();
+            let at = entry.at.unwrap();
+            Duration::from_secs(at.seconds as u64) + Duration::from_nanos(at.nanos as u64)
+        };
+        let took = at(MessageState::Delivered).saturating_sub(at(MessageState::Queued));
+        assert!(took <= bound, "{node}: {id} took {took:?} to be delivered (bound {bound:?})");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_rotated_under_traffic_refuses_no_connection_and_fails_no_delivery() {
+    let nodes = ["VN", "DE", "FR"];
+    let mut net = Network::new(&nodes).await;
+    fast_polling(&net, &nodes);
+    for node in nodes {
+        net.start(node).await;
+    }
+    let fr_toml = net.config_path("FR");
+    let old_pin = fingerprint_of_file(&net.config("FR").tls.cert).unwrap();
+    let start_version = directory_version(&net, "VN").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders = [("VN", "FR"), ("DE", "FR"), ("FR", "VN"), ("FR", "DE")]
+        .map(|(from, to)| (from, send_every_100ms(&net, from, to, Arc::clone(&stop))));
+
+    // 1. A new certificate, staged; the directory pins it as FR's next one beside the current.
+    let issued = certs::issue_node(&fr_toml, &[], 30).unwrap();
+    assert_eq!(issued.previous.as_ref().map(|(_, sha)| sha.as_str()), Some(old_pin.as_str()));
+    assert_ne!(issued.sha256, old_pin);
+    assert_eq!(fingerprint_of_file(&net.config("FR").tls.cert).unwrap(), old_pin, "node.pem is untouched");
+    // 2. Every member installs that directory (here: the shared file, polled).
+    all_use_version(&net, &nodes, start_version + 1).await;
+    // 3. FR switches to the new certificate (the file, read by itself).
+    let activated = certs::activate_node(&fr_toml).unwrap();
+    assert_eq!(activated.sha256, issued.sha256);
+    assert!(fr_toml.with_file_name("node.previous.pem").exists());
+    for peer in ["VN", "DE"] {
+        eventually("FR presents its new certificate", async || {
+            presented_pin(&net, peer, "FR").await == issued.sha256
+        })
+        .await;
+    }
+    // 4. The directory with only the new pin.
+    net.edit_shared_directory(|directory| {
+        directory.promote_next_pin(code("FR")).unwrap();
+    });
+    all_use_version(&net, &nodes, start_version + 2).await;
+    // A few more rounds on the final directory, then stop.
+    let mut vn_desk = net.desk("VN");
+    let last = submit(&mut vn_desk, advice_request("FR", Precedence::Flash, "after the rotation")).await;
+    wait_state(&mut vn_desk, &last, MessageState::Delivered).await;
+    stop.store(true, Ordering::SeqCst);
+
+    let mut sent = 0;
+    for (from, sender) in senders {
+        let ids = sender.await.unwrap();
+        assert!(ids.len() < MAX_PER_SENDER, "{from} hit the bound before the rotation ended");
+        sent += ids.len();
+        delivered_at_first_attempt(&net, from, &ids, Duration::from_secs(5)).await;
+    }
+    assert!(sent >= 8, "only {sent} requests were sent during the rotation");
+    // Not `hanoi247_connections_refused_total`: a delivery task restarted for a new directory
+    // entry abandons a handshake under way, which the listener counts as refused ("connection
+    // reset by peer"). A refusal for identity, in either direction, fails the call it was for:
+    // a failed attempt above, or the peer board's error below.
+    for node in nodes {
+        let peers = net.desk_as(node, "operator").list_peers(ListPeersRequest {}).await.unwrap().into_inner();
+        for peer in peers.peers {
+            // A "connection refused" from before every node had started may remain; no refusal
+            // for identity may appear.
+            let error = peer.last_error.to_lowercase();
+            for word in ["certificate", "pins", "directory", "permission"] {
+                assert!(!error.contains(word), "{node} about {}: {}", peer.peer, peer.last_error);
+            }
+        }
+    }
+    assert_eq!(presented_pin(&net, "DE", "FR").await, issued.sha256);
+    for node in nodes {
+        net.stop(node).await;
+    }
+}
+
+/// Reads `watch --json` lines from `stdout` on a thread; sends each event's sequence number.
+fn read_sequences(stdout: std::process::ChildStdout) -> tokio::sync::mpsc::UnboundedReceiver<u64> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if let Some(sequence) =
+                event["sequence"].as_u64().or_else(|| event["sequence"].as_str()?.parse().ok())
+            {
+                let _ = sender.send(sequence);
+            }
+        }
+    });
+    receiver
+}
+
+/// The next sequence the watch prints, within the tests' deadline.
+async fn next_sequence(watched: &mut tokio::sync::mpsc::UnboundedReceiver<u64>) -> u64 {
+    tokio::time::timeout(DEADLINE, watched.recv())
+        .await
+        .expect("the watch prints the event")
+        .expect("watch runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desk_clients_certificate_rotated_under_a_running_watch_keeps_it_watching() {
+    let mut net = Network::with_clients(
+        &["VN", "FR"],
+        &[("FR", "alice", Role::Officer), ("FR", "bob", Role::Officer), ("FR", "operator", Role::Operator)],
+    )
+    .await;
+    fast_polling(&net, &["VN", "FR"]);
+    net.start("VN").await;
+    net.start("FR").await;
+    let fr_toml = net.config_path("FR");
+    let alice = net.client_config_path_of("FR", "alice");
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_hanoi247"))
+        .args(["watch", "--json", "--config"])
+        .arg(&alice)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watched = read_sequences(watch.stdout.take().unwrap());
+    let mut bob = net.desk_as("FR", "bob");
+    let mut events = Vec::new();
+    let mut submit_and_see = async |subject: &str, events: &mut Vec<u64>| {
+        submit(&mut bob, advice_request("VN", Precedence::Flash, subject)).await;
+        events.push(next_sequence(&mut watched).await);
+    };
+    submit_and_see("before", &mut events).await;
+
+    // alice's certificate is rotated: new PEM files and .p12, the previous pair kept.
+    let old_cert = std::fs::read(alice.with_file_name("alice.pem")).unwrap();
+    let issued = certs::issue_client(&fr_toml, "alice", 30).unwrap();
+    let (old_serial, _) = issued.previous.clone().expect("alice had a certificate");
+    assert_eq!(std::fs::read(alice.with_file_name("alice.previous.pem")).unwrap(), old_cert);
+    assert!(issued.files.contains(&alice.with_file_name("alice.p12")));
+    submit_and_see("after the new files", &mut events).await;
+
+    // The previous certificate is revoked: FR closes the watch's connection, which comes back
+    // with the new certificate, and nothing in between is missed.
+    let serial = hanoi247::trust::pki::parse_serial(&old_serial).unwrap();
+    certs::revoke(&fr_toml, &RevokeTarget::Serial(serial, Authority::Local)).unwrap();
+    let mut old_only = hanoi247::config::ClientConfig::load(&alice).unwrap();
+    old_only.cert = alice.with_file_name("alice.previous.pem");
+    old_only.key = alice.with_file_name("alice.previous.key");
+    eventually("FR refuses alice's previous certificate", async || {
+        let mut desk = hanoi247::cli::desk_client::connect(&old_only).unwrap();
+        let call = desk.list_inbox(ListInboxRequest { limit: 1, ..Default::default() }).await;
+        call.is_err_and(|status| format!("{status:?}").contains("Revoked"))
+    })
+    .await;
+    let refused_before = metric_sum(&net, "FR", "hanoi247_connections_refused_total");
+    assert!(refused_before > 0.0, "the refused handshake above is counted under this name");
+    submit_and_see("after the revocation", &mut events).await;
+    submit_and_see("later", &mut events).await;
+    assert!(events.windows(2).all(|w| w[1] > w[0]), "{events:?}");
+
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let mut stderr = String::new();
+    watch.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.contains("reconnecting"), "the revocation closed the watch's connection: {stderr}");
+    assert_eq!(
+        metric_sum(&net, "FR", "hanoi247_connections_refused_total"),
+        refused_before,
+        "the watch reconnected with the new certificate, not refused: {stderr}"
+    );
+    assert!(!stderr.to_lowercase().contains("revoked"), "{stderr}");
+    net.stop("FR").await;
+    net.stop("VN").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_added_by_reload_works_without_a_restart_and_a_removed_ones_connections_close() {
+    let mut net = Network::new(&["FR"]).await;
+    fast_polling(&net, &["FR"]);
+    net.start("FR").await;
+    let fr_toml = net.config_path("FR");
+    let issued = certs::issue_client(&fr_toml, "carol", 30).unwrap();
+    assert!(issued.note.as_deref().unwrap_or_default().contains("no restart needed"), "{:?}", issued.note);
+    let carol_config =
+        hanoi247::config::ClientConfig::load(&fr_toml.with_file_name("carol.client.toml")).unwrap();
+    let mut carol = hanoi247::cli::desk_client::connect(&carol_config).unwrap();
+    let refused = carol.list_inbox(ListInboxRequest { limit: 1, ..Default::default() }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(
+        refused.message().contains("add it under [[clients]]") && refused.message().contains("reload"),
+        "{}",
+        refused.message()
+    );
+
+    // Added under [[clients]]: the node reads it again (here on the file change; SIGHUP too).
+    let mut text = std::fs::read_to_string(&fr_toml).unwrap();
+    text.push_str("\n[[clients]]\nname = \"carol\"\nrole = \"officer\"\n");
+    std::fs::write(&fr_toml, &text).unwrap();
+    eventually("carol is let in without a restart", async || {
+        carol.list_inbox(ListInboxRequest { limit: 1, ..Default::default() }).await.is_ok()
+    })
+    .await;
+    let mut stream = carol.watch(WatchRequest { after_sequence: None }).await.unwrap().into_inner();
+
+    // Removed: its open stream is cut and every new call refused.
+    std::fs::write(&fr_toml, text.replace("\n[[clients]]\nname = \"carol\"\nrole = \"officer\"\n", "\n"))
+        .unwrap();
+    let ended = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match tokio_stream::StreamExt::next(&mut stream).await {
+                Some(Ok(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the removed client's watch is cut");
+    assert!(matches!(ended, None | Some(Err(_))), "{ended:?}");
+    let refused = hanoi247::cli::desk_client::connect(&carol_config)
+        .unwrap()
+        .list_inbox(ListInboxRequest { limit: 1, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    // The officer kept working throughout.
+    net.desk("FR").list_inbox(ListInboxRequest { limit: 1, ..Default::default() }).await.unwrap();
+    net.stop("FR").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_is_neither_the_current_nor_the_next_pin_is_refused_naming_both() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    let (current, next) = (fingerprint(b"current certificate"), fingerprint(b"next certificate"));
+    for (node, peer) in [("FR", "VN"), ("VN", "FR")] {
+        net.edit_directory(node, |directory| {
+            let member = directory.members.iter_mut().find(|m| m.code == code(peer)).unwrap();
+            member.certificate_sha256 = current.clone();
+            member.next_certificate_sha256 = next.clone();
+        });
+    }
+    net.start("FR").await;
+    // FR, called by VN: refused, both pins named.
+    let status = net.peer_client("VN", "FR").hello(HelloRequest::default()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    let both = format!("current {current} or next {next}");
+    assert!(status.message().contains(&both), "{}", status.message());
+
+    // VN, calling FR: the connection fails, naming both pins; FR gets nothing.
+    net.start("VN").await;
+    let mut vn_desk = net.desk("VN");
+    let id = submit(&mut vn_desk, preservation_request("FR")).await;
+    eventually("VN refuses FR's certificate", async || {
+        let got: Message =
+            vn_desk.get(GetRequest { id: id.clone() }).await.unwrap().into_inner().message.unwrap();
+        got.last_error.contains("the directory pins") && got.last_error.contains(&both)
+    })
+    .await;
+    assert!(inbox(&mut net.desk("FR")).await.is_empty(), "nothing reached FR");
+    net.stop("VN").await;
+    net.stop("FR").await;
+}
+
+/// `certs activate` without a staged certificate says what to run first; the node's files are
+/// untouched.
+#[test]
+fn activating_without_a_staged_certificate_is_refused_and_changes_nothing() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let net = runtime.block_on(Network::new(&["FR"]));
+    let fr_toml = net.config_path("FR");
+    let before = std::fs::read(net.config("FR").tls.cert).unwrap();
+    let err = certs::activate_node(&fr_toml).unwrap_err().to_string();
+    assert!(err.contains("node.next.pem") && err.contains("certs issue"), "{err}");
+    assert_eq!(std::fs::read(net.config("FR").tls.cert).unwrap(), before);
+    assert!(!Path::new(&fr_toml.with_file_name("node.previous.pem")).exists());
+}
