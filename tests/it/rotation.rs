@@ -399,3 +399,110 @@ fn activating_without_a_staged_certificate_is_refused_and_changes_nothing() {
     assert_eq!(std::fs::read(net.config("FR").tls.cert).unwrap(), before);
     assert!(!Path::new(&fr_toml.with_file_name("node.previous.pem")).exists());
 }
+
+/// Hello to `to` presenting the certificate and key in `cert` / `key`, trusting `ca`.
+async fn hello_with(
+    net: &Network,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    to: &str,
+) -> Result<(), tonic::Status> {
+    let dial = tls::Dial {
+        endpoint: format!("127.0.0.1:{}", net.config(to).listen.peer.port()),
+        expect: None,
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: Some(Duration::from_secs(10)),
+        observe: None,
+    };
+    let config = tls::client_config(ca, cert, key).unwrap();
+    PeerServiceClient::new(tls::channel(dial, config).unwrap())
+        .hello(HelloRequest::default())
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_ca_bundle_accepts_certificates_of_the_old_and_the_new_ca_during_the_change() {
+    use hanoi247::trust::pki::{self, CertificateAuthority, RevocationList};
+    let mut net = Network::new(&["VN", "FR"]).await;
+    fast_polling(&net, &["VN", "FR"]);
+    net.start("VN").await;
+    net.start("FR").await;
+    let (vn, fr, fr_toml) = (net.config("VN"), net.config("FR"), net.config_path("FR"));
+    let same = |a: &Path, b: &Path| a.canonicalize().unwrap() == b.canonicalize().unwrap();
+    assert!(same(&vn.tls.network_ca, &fr.tls.network_ca), "init shares one network CA file");
+
+    // FR's next certificate comes from a new network CA, staged beside its current one.
+    let new_ca = CertificateAuthority::generate("hanoi247 network CA 2027", 30).unwrap();
+    let hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    let next = new_ca.issue_node(&net.network, code("FR"), &hosts, 30).unwrap();
+    let (next_cert, next_key) = (certs::beside(&fr.tls.cert, "next"), certs::beside(&fr.tls.key, "next"));
+    pki::write_private_key(&next_key, &next.key_pem).unwrap();
+    pki::write_certificate(&next_cert, &next.cert_pem).unwrap();
+    net.edit_shared_directory(|directory| {
+        directory.set_next_pin(code("FR"), &fingerprint_of_file(&next_cert).unwrap()).unwrap();
+    });
+    let bundle = fr.tls.network_ca.with_file_name("bundle.pem");
+    let old_ca = std::fs::read_to_string(&fr.tls.network_ca).unwrap();
+    std::fs::write(&bundle, format!("{old_ca}{}", new_ca.cert_pem())).unwrap();
+    // Before the bundle is installed, VN refuses the new CA's certificate (pinned or not).
+    let refused = hello_with(&net, &bundle, &next_cert, &next_key, "VN").await.unwrap_err();
+    assert!(format!("{refused:?}").contains("UnknownCA"), "{refused:?}");
+
+    // Every member installs the bundle (both CAs) and a CRL of each: the old CA's certificates
+    // and the new one's are accepted alike.
+    let crl = fr.tls.peer_crl.clone().expect("init names the peer CRL");
+    let old_crl = std::fs::read_to_string(&crl).unwrap();
+    let new_crl = new_ca.sign_revocation_list(&RevocationList { number: 1, revoked: Vec::new() }).unwrap();
+    std::fs::write(&crl, format!("{old_crl}{new_crl}")).unwrap();
+    std::fs::copy(&bundle, &fr.tls.network_ca).unwrap();
+    eventually("VN accepts FR's certificate from the new CA", async || {
+        hello_with(&net, &bundle, &next_cert, &next_key, "VN").await.is_ok()
+    })
+    .await;
+    hello_with(&net, &bundle, &vn.tls.cert, &vn.tls.key, "FR").await.unwrap();
+
+    // FR switches to its new-CA certificate; VN (old CA) and FR (new CA) deliver both ways.
+    certs::activate_node(&fr_toml).unwrap();
+    eventually("FR presents its new-CA certificate", async || {
+        presented_pin(&net, "VN", "FR").await == fingerprint_of_file(&fr.tls.cert).unwrap()
+    })
+    .await;
+    let to_fr = submit(&mut net.desk("VN"), advice_request("FR", Precedence::Flash, "old CA to new")).await;
+    let to_vn = submit(&mut net.desk("FR"), advice_request("VN", Precedence::Flash, "new CA to old")).await;
+    delivered_at_first_attempt(&net, "VN", &[to_fr], Duration::from_secs(5)).await;
+    delivered_at_first_attempt(&net, "FR", &[to_vn], Duration::from_secs(5)).await;
+    net.stop("VN").await;
+    net.stop("FR").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_signed_by_the_secretariats_next_key_is_taken_where_that_key_is_configured() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    fast_polling(&net, &["VN", "FR"]);
+    let dir = tempfile::tempdir().unwrap();
+    let next_key = hanoi247::trust::directory::SecretariatKey::create(
+        &dir.path().join("next.key"),
+        &dir.path().join("next.pub"),
+    )
+    .unwrap();
+    let current = net.secretariat_key().public_key().to_hex();
+    net.edit_config(
+        "VN",
+        &format!("public_key = \"{current}\""),
+        &format!("public_key = \"{current}\"\nnext_public_key = \"{}\"", next_key.public_key().to_hex()),
+    );
+    net.start("VN").await;
+    net.start("FR").await;
+    let version = directory_version(&net, "VN").await;
+    sign_with(&net.shared_directory_path(), &next_key, |_| {});
+    all_use_version(&net, &["VN"], version + 1).await;
+    // FR was not given the next key: it keeps the version it has.
+    let mut vn_desk = net.desk("VN");
+    let id = submit(&mut vn_desk, advice_request("FR", Precedence::Flash, "still delivered")).await;
+    wait_state(&mut vn_desk, &id, MessageState::Delivered).await;
+    assert_eq!(directory_version(&net, "FR").await, version);
+    net.stop("VN").await;
+    net.stop("FR").await;
+}
