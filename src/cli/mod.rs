@@ -748,6 +748,13 @@ pub fn run_directory(command: DirectoryCommand) -> Result<(), crate::trust::dire
                 next_certificate_sha256: String::new(),
             };
             let replaced = directory.member(entry.code).is_some();
+            let mut entry = entry;
+            // A rotation under way stays under way when other values of the member change.
+            if let Some(old) = directory.member(entry.code)
+                && old.certificate_sha256 == entry.certificate_sha256
+            {
+                entry.next_certificate_sha256 = old.next_certificate_sha256.clone();
+            }
             directory.upsert(entry);
             directory.signature.clear();
             directory

@@ -205,28 +205,33 @@ async fn a_node_certificate_rotated_under_traffic_refuses_no_connection_and_fail
     }
 }
 
-/// Reads `watch --json` lines from `stdout` on a thread; sends each event's sequence number.
-fn read_sequences(stdout: std::process::ChildStdout) -> tokio::sync::mpsc::UnboundedReceiver<u64> {
+/// Reads `watch --json` lines from `stdout` on a thread; sends each event's sequence number and
+/// message id.
+fn read_events(stdout: std::process::ChildStdout) -> tokio::sync::mpsc::UnboundedReceiver<(u64, String)> {
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
             let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if let Some(sequence) =
-                event["sequence"].as_u64().or_else(|| event["sequence"].as_str()?.parse().ok())
-            {
-                let _ = sender.send(sequence);
+            if let (Some(sequence), Some(id)) = (event["sequence"].as_u64(), event["message_id"].as_str()) {
+                let _ = sender.send((sequence, id.to_owned()));
             }
         }
     });
     receiver
 }
 
-/// The next sequence the watch prints, within the tests' deadline.
-async fn next_sequence(watched: &mut tokio::sync::mpsc::UnboundedReceiver<u64>) -> u64 {
-    tokio::time::timeout(DEADLINE, watched.recv())
-        .await
-        .expect("the watch prints the event")
-        .expect("watch runs")
+/// The sequence of the first event the watch prints about message `id`, within the deadline.
+async fn event_about(watched: &mut tokio::sync::mpsc::UnboundedReceiver<(u64, String)>, id: &str) -> u64 {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let (sequence, about) = watched.recv().await.expect("watch runs");
+            if about == id {
+                return sequence;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the watch prints an event about {id}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,18 +247,19 @@ async fn a_desk_clients_certificate_rotated_under_a_running_watch_keeps_it_watch
     let fr_toml = net.config_path("FR");
     let alice = net.client_config_path_of("FR", "alice");
     let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_hanoi247"))
-        .args(["watch", "--json", "--config"])
+        // From the first event: the watch may connect after the first submission.
+        .args(["watch", "--json", "--after", "0", "--config"])
         .arg(&alice)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut watched = read_sequences(watch.stdout.take().unwrap());
+    let mut watched = read_events(watch.stdout.take().unwrap());
     let mut bob = net.desk_as("FR", "bob");
     let mut events = Vec::new();
     let mut submit_and_see = async |subject: &str, events: &mut Vec<u64>| {
-        submit(&mut bob, advice_request("VN", Precedence::Flash, subject)).await;
-        events.push(next_sequence(&mut watched).await);
+        let id = submit(&mut bob, advice_request("VN", Precedence::Flash, subject)).await;
+        events.push(event_about(&mut watched, &id).await);
     };
     submit_and_see("before", &mut events).await;
 
@@ -505,4 +511,71 @@ async fn a_directory_signed_by_the_secretariats_next_key_is_taken_where_that_key
     assert_eq!(directory_version(&net, "FR").await, version);
     net.stop("VN").await;
     net.stop("FR").await;
+}
+
+/// Runs the real binary; returns (success, stdout, stderr).
+fn hanoi247(args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hanoi247")).args(args).output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+fn the_rotation_commands_print_both_certificates_and_refuse_bad_input_changing_nothing() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let net = runtime.block_on(Network::new(&["VN", "FR"]));
+    let fr_toml = net.config_path("FR");
+    let fr_toml = fr_toml.to_str().unwrap();
+    let directory = net.shared_directory_path();
+    let file = directory.to_str().unwrap();
+    let old_pin = fingerprint_of_file(&net.config("FR").tls.cert).unwrap();
+
+    let (ok, out, err) = hanoi247(&["certs", "issue", "--node", "--config", fr_toml]);
+    assert!(ok, "{err}");
+    assert!(out.contains("previous certificate: serial") && out.contains(&old_pin), "{out}");
+    assert!(
+        out.contains("issued serial") && out.contains("node.next.pem") && out.contains("certs activate"),
+        "{out}"
+    );
+    let next_pin = fingerprint_of_file(&net.config("FR").tls.cert.with_file_name("node.next.pem")).unwrap();
+    let fr = |d: &hanoi247::trust::directory::Directory| d.member(code("FR")).unwrap().pins();
+    assert_eq!(
+        fr(&hanoi247::trust::directory::Directory::read(&directory).unwrap()),
+        [old_pin.clone(), next_pin.clone()]
+    );
+
+    // Bad input: named, and the directory file is left as it was.
+    let before = std::fs::read(&directory).unwrap();
+    for (args, named) in [
+        (vec!["--code", "XX", "--finish"], "XX is not a member"),
+        (vec!["--code", "VN", "--finish"], "VN has no next pin"),
+        (vec!["--code", "FR", "--next-cert", "/nonexistent.pem"], "/nonexistent.pem"),
+    ] {
+        let mut all = vec!["directory", "rotate", "--file", file];
+        all.extend(args);
+        let (ok, _, err) = hanoi247(&all);
+        assert!(!ok && err.contains(named), "{all:?}: {err}");
+        assert_eq!(std::fs::read(&directory).unwrap(), before, "{all:?} changed the directory");
+    }
+    let (ok, _, err) = hanoi247(&["directory", "rotate", "--file", file, "--code", "FR"]);
+    assert!(!ok && err.contains("--next-cert"), "{err}");
+
+    let (ok, out, err) = hanoi247(&["certs", "activate", "--config", fr_toml]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("in use now: serial") && out.contains(&next_pin) && out.contains("--finish"),
+        "{out}"
+    );
+    let (ok, out, err) = hanoi247(&["directory", "rotate", "--file", file, "--code", "FR", "--finish"]);
+    assert!(ok && out.contains(&format!("FR pins only {next_pin}")), "{out}{err}");
+    let (ok, _, err) = hanoi247(&[
+        "directory",
+        "sign",
+        "--file",
+        file,
+        "--key",
+        net.dir().join("net/secretariat.key").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(fr(&hanoi247::trust::directory::Directory::read(&directory).unwrap()), [next_pin]);
 }
