@@ -268,7 +268,17 @@ async fn a_desk_clients_certificate_rotated_under_a_running_watch_keeps_it_watch
     let issued = certs::issue_client(&fr_toml, "alice", 30).unwrap();
     let (old_serial, _) = issued.previous.clone().expect("alice had a certificate");
     assert_eq!(std::fs::read(alice.with_file_name("alice.previous.pem")).unwrap(), old_cert);
-    assert!(issued.files.contains(&alice.with_file_name("alice.p12")));
+    // The browser's .p12 holds the new certificate, under its new password.
+    let password = std::fs::read_to_string(alice.with_file_name("alice.p12.password")).unwrap();
+    let p12 = std::fs::read(alice.with_file_name("alice.p12")).unwrap();
+    let store = p12_keystore::KeyStore::from_pkcs12(
+        &p12,
+        password.trim_end(),
+        p12_keystore::Pkcs12ImportPolicy::Strict,
+    )
+    .unwrap();
+    let (_, chain) = store.private_key_chain().expect("the key with its certificates");
+    assert_eq!(fingerprint(chain.certs()[0].as_der()), issued.sha256);
     submit_and_see("after the new files", &mut events).await;
 
     // The previous certificate is revoked: FR closes the watch's connection, which comes back
