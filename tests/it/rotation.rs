@@ -590,3 +590,31 @@ fn the_rotation_commands_print_both_certificates_and_refuse_bad_input_changing_n
     assert!(ok, "{err}");
     assert_eq!(fr(&hanoi247::trust::directory::Directory::read(&directory).unwrap()), [next_pin]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_added_under_clients_works_after_sighup_in_the_same_process() {
+    let net = Network::new(&["FR"]).await;
+    // Only SIGHUP reloads here: files are not looked at again within the test.
+    net.edit_config("FR", "poll_interval = \"2s\"", "poll_interval = \"1h\"");
+    let mut fr = net.spawn("FR").await;
+    let fr_toml = net.config_path("FR");
+    certs::issue_client(&fr_toml, "dave", 30).unwrap();
+    let dave = hanoi247::config::ClientConfig::load(&fr_toml.with_file_name("dave.client.toml")).unwrap();
+    let mut desk = hanoi247::cli::desk_client::connect(&dave).unwrap();
+    let list = ListInboxRequest { limit: 1, ..Default::default() };
+    let refused = desk.list_inbox(list.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+
+    let mut text = std::fs::read_to_string(&fr_toml).unwrap();
+    text.push_str("\n[[clients]]\nname = \"dave\"\nrole = \"operator\"\n");
+    std::fs::write(&fr_toml, text).unwrap();
+    // Still refused until the reload: the file alone is not read again here.
+    assert_eq!(desk.list_inbox(list.clone()).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    fr.hangup();
+    eventually("FR logs the reload of [[clients]]", async || {
+        net.log_of("FR").contains("[[clients]] reloaded")
+    })
+    .await;
+    desk.list_inbox(list).await.unwrap();
+    assert!(fr.child.try_wait().unwrap().is_none(), "the same process, not restarted");
+}
