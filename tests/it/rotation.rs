@@ -555,6 +555,11 @@ fn the_rotation_commands_print_both_certificates_and_refuse_bad_input_changing_n
         [old_pin.clone(), next_pin.clone()]
     );
 
+    let public = net.dir().join("net/secretariat.pub");
+    let (ok, out, err) =
+        hanoi247(&["directory", "verify", "--file", file, "--public-key", public.to_str().unwrap()]);
+    assert!(ok && out.contains(&format!("next certificate SHA-256 {}", &next_pin[..16])), "{out}{err}");
+
     // Bad input: named, and the directory file is left as it was.
     let before = std::fs::read(&directory).unwrap();
     for (args, named) in [
