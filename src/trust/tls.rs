@@ -588,7 +588,7 @@ impl GuardedStream {
         if self.refused {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
-                "the client certificate is no longer accepted (revoked or expired)",
+                "the client certificate is no longer accepted (revoked, expired, or its client removed from [[clients]])",
             ));
         }
         Ok(())
