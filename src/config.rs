@@ -86,6 +86,10 @@ pub struct NodeConfig {
     /// How the store keeps its state (`[store]`).
     #[serde(default)]
     pub store: StoreConfig,
+    /// The file this was loaded from (set by [`NodeConfig::load`]): a reload reads `[[clients]]`
+    /// from it again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// How long the lifecycle events behind `Watch` are kept. Messages (with their timelines) and
@@ -170,6 +174,28 @@ pub struct DirectoryConfig {
     pub file: PathBuf,
     /// The network secretariat's Ed25519 public key, 64 hex digits.
     pub public_key: String,
+    /// While the secretariat rotates its key: the next key (64 hex digits). A directory signed by
+    /// either key is accepted; once every directory is signed by the next key it becomes
+    /// `public_key` and this is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_public_key: Option<String>,
+}
+
+impl DirectoryConfig {
+    /// The keys a directory signature may verify with: `public_key`, then `next_public_key`.
+    pub fn public_keys(&self) -> Result<Vec<crate::domain::identity::PublicKey>, String> {
+        let mut keys = vec![
+            crate::domain::identity::PublicKey::from_hex(&self.public_key)
+                .map_err(|e| format!("directory.public_key: {e}"))?,
+        ];
+        if let Some(next) = &self.next_public_key {
+            keys.push(
+                crate::domain::identity::PublicKey::from_hex(next)
+                    .map_err(|e| format!("directory.next_public_key: {e}"))?,
+            );
+        }
+        Ok(keys)
+    }
 }
 
 /// A desk client of this node and its role.
@@ -451,9 +477,36 @@ pub struct DirectoryEntry {
     /// certificate is refused even if the network CA issued it.
     #[serde(default)]
     pub certificate_sha256: String,
+    /// SHA-256 of the certificate it rotates to, 64 hex digits, during a rotation: while both are
+    /// listed, both are accepted. Absent (empty) otherwise, and then left out of the signed bytes,
+    /// so directories signed before this field existed verify unchanged.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub next_certificate_sha256: String,
 }
 
 impl DirectoryEntry {
+    /// The certificate SHA-256s accepted for this member: the current pin and, during a
+    /// rotation, the next one. Empty when the directory pins nothing for it.
+    pub fn pins(&self) -> Vec<String> {
+        [&self.certificate_sha256, &self.next_certificate_sha256]
+            .into_iter()
+            .filter(|pin| !pin.is_empty())
+            .map(|pin| pin.to_ascii_lowercase())
+            .collect()
+    }
+
+    /// Whether a certificate with SHA-256 `presented` (hex) may speak for this member: it pins
+    /// nothing, or `presented` is its current or its next pin.
+    pub fn pin_accepts(&self, presented: &str) -> bool {
+        let pins = self.pins();
+        pins.is_empty() || pins.iter().any(|pin| pin.eq_ignore_ascii_case(presented))
+    }
+
+    /// The pins for a refusal message: "current X" or "current X or next Y".
+    pub fn describe_pins(&self) -> String {
+        describe_pins(&self.pins())
+    }
+
     /// The host part of `endpoint`, which the peer's certificate must name.
     pub fn host(&self) -> &str {
         endpoint_host(&self.endpoint)
@@ -485,6 +538,15 @@ impl DirectoryEntry {
     }
 }
 
+/// Pins as a refusal names them: the first is the current one, a second the next one.
+pub fn describe_pins(pins: &[String]) -> String {
+    match pins {
+        [] => "no certificate".to_owned(),
+        [current] => format!("current {current}"),
+        [current, next, ..] => format!("current {current} or next {next}"),
+    }
+}
+
 /// The host of a `host:port` endpoint (brackets of an IPv6 literal removed).
 pub fn endpoint_host(endpoint: &str) -> &str {
     let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
@@ -512,6 +574,7 @@ impl NodeConfig {
             *file = base.join(&*file);
         }
         config.check().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        config.source = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
         Ok(config)
     }
 
@@ -554,8 +617,7 @@ impl NodeConfig {
                 return Err(format!("clients[{i}]: {} is listed twice", client.name));
             }
         }
-        crate::domain::identity::PublicKey::from_hex(&self.directory.public_key)
-            .map_err(|e| format!("directory.public_key: {e}"))?;
+        self.directory.public_keys()?;
         if self.reload.poll_interval < Duration::from_millis(100) {
             return Err("reload.poll_interval: at least 100ms".into());
         }
@@ -670,6 +732,19 @@ public_key = "0000000000000000000000000000000000000000000000000000000000000000"
         assert!(err.contains("directory.public_key"), "{err}");
         let config = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
         assert_eq!(config.directory.file, dir.path().join("../directory.toml"));
+    }
+
+    #[test]
+    fn the_secretariats_next_key_is_optional_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(config.directory.public_keys().unwrap().len(), 1);
+        let next = format!("{MINIMAL}next_public_key = \"{}\"\n", "1".repeat(64));
+        let config = NodeConfig::load(&write(dir.path(), &next)).unwrap();
+        assert_eq!(config.directory.public_keys().unwrap().len(), 2);
+        let bad = format!("{MINIMAL}next_public_key = \"12\"\n");
+        let err = NodeConfig::load(&write(dir.path(), &bad)).unwrap_err().to_string();
+        assert!(err.contains("directory.next_public_key"), "{err}");
     }
 
     #[test]

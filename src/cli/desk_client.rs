@@ -33,7 +33,8 @@ pub fn channel(config: &ClientConfig) -> Result<Channel, TlsError> {
 
 /// [`channel`] with its own bound on connecting.
 pub fn channel_within(config: &ClientConfig, connect_timeout: Duration) -> Result<Channel, TlsError> {
-    let tls = tls::client_config(&config.ca, &config.cert, &config.key)?;
+    // Read again when the files change: a long-running client survives a certificate rotation.
+    let tls = tls::client_config_from_files(&config.ca, &config.cert, &config.key)?;
     let dial = Dial {
         endpoint: config.endpoint.clone(),
         expect: None,

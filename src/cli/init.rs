@@ -243,6 +243,7 @@ fn member(node: &NodePlan, certificate_sha256: String) -> crate::config::Directo
         time_zone: "UTC".into(),
         phone: String::new(),
         certificate_sha256,
+        next_certificate_sha256: String::new(),
     }
 }
 

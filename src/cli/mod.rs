@@ -210,6 +210,26 @@ pub enum DirectoryCommand {
     /// Add a member or replace the member with its code. Leaves the directory unsigned until
     /// `sign`: work on a copy and publish the signed file.
     Add(DirectoryAddArgs),
+    /// Rotate a member's certificate without refusing it: `--next-cert` pins the new certificate
+    /// beside the current one (both accepted), `--finish` makes it the only pin, `--cancel`
+    /// drops it. Leaves the directory unsigned until `sign`.
+    Rotate {
+        /// The directory file.
+        #[arg(long, default_value = "directory.toml")]
+        file: PathBuf,
+        /// The member's node code.
+        #[arg(long)]
+        code: NodeCode,
+        /// The member's new node certificate (PEM).
+        #[arg(long, required_unless_present_any = ["finish", "cancel"], conflicts_with_all = ["finish", "cancel"])]
+        next_cert: Option<PathBuf>,
+        /// The member now presents its new certificate: drop the previous pin.
+        #[arg(long, conflicts_with = "cancel")]
+        finish: bool,
+        /// Abandon the rotation: drop the next pin.
+        #[arg(long)]
+        cancel: bool,
+    },
     /// Remove a member. Leaves the directory unsigned until `sign`.
     Remove {
         /// The directory file.
@@ -331,8 +351,16 @@ pub struct CertsArgs {
 /// `certs issue` and `certs revoke`.
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
-    /// A new node certificate (rotation: replaces tls.cert and tls.key) or a new desk client.
+    /// A new node certificate (rotation: staged as node.next.pem / node.next.key beside the one in
+    /// use, see `activate`) or a new desk client (its PEM files and .p12 rewritten).
     Issue(CertsIssueArgs),
+    /// Put the node certificate staged by `issue --node` in use (the current pair is kept as
+    /// node.previous.pem / node.previous.key); the running node switches within seconds.
+    Activate {
+        /// The node's config.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Add a certificate to its CA's revocation list (tls.peer_crl or tls.client_crl) and re-sign
     /// it; running nodes refuse the certificate after SIGHUP or within seconds.
     Revoke(CertsRevokeArgs),
@@ -395,12 +423,13 @@ pub fn run_certs(args: CertsArgs) -> Result<(), crate::cli::certs::CertsError> {
                 Some(name) => certs::issue_client(&args.config, name, args.days)?,
                 None => certs::issue_node(&args.config, &args.hosts, args.days)?,
             };
-            println!("issued serial {}", issued.serial);
-            for file in &issued.files {
-                println!("wrote {}", file.display());
+            for line in issued.lines() {
+                println!("{line}");
             }
-            if let Some(note) = issued.note {
-                println!("note: {note}");
+        }
+        CertsCommand::Activate { config } => {
+            for line in certs::activate_node(&config)?.lines() {
+                println!("{line}");
             }
         }
         CertsCommand::Revoke(args) => {
@@ -749,8 +778,16 @@ pub fn run_directory(
                 time_zone: args.time_zone,
                 phone: args.phone,
                 certificate_sha256: crate::trust::directory::fingerprint_of_file(&args.cert)?,
+                next_certificate_sha256: String::new(),
             };
             let replaced = directory.member(entry.code).is_some();
+            let mut entry = entry;
+            // A rotation under way stays under way when other values of the member change.
+            if let Some(old) = directory.member(entry.code)
+                && old.certificate_sha256 == entry.certificate_sha256
+            {
+                entry.next_certificate_sha256 = old.next_certificate_sha256.clone();
+            }
             directory.upsert(entry);
             directory.signature.clear();
             directory
@@ -763,6 +800,26 @@ pub fn run_directory(
                 args.code,
                 args.file.display()
             );
+        }
+        DirectoryCommand::Rotate { file, code, next_cert, finish, cancel } => {
+            let mut directory = Directory::read(&file)?;
+            let invalid = |message: String| DirectoryError::Invalid { path: file.clone(), message };
+            let done = if let Some(cert) = next_cert {
+                let pin = crate::trust::directory::fingerprint_of_file(&cert)?;
+                directory.set_next_pin(code, &pin).map_err(invalid)?;
+                format!("{code} next pin {pin} (both accepted)")
+            } else if finish {
+                let pin = directory.promote_next_pin(code).map_err(invalid)?;
+                format!("{code} pins only {pin} now")
+            } else {
+                let _ = cancel;
+                directory.set_next_pin(code, "").map_err(invalid)?;
+                format!("{code} next pin dropped")
+            };
+            directory.signature.clear();
+            directory.check().map_err(invalid)?;
+            directory.write(&file)?;
+            println!("{done}; {} is unsigned until `hanoi247 directory sign`", file.display());
         }
         DirectoryCommand::Remove { file, code } => {
             let mut directory = Directory::read(&file)?;

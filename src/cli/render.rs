@@ -309,6 +309,11 @@ pub fn directory_table(directory: &crate::trust::directory::Directory) -> String
             pin,
             line(&m.name)
         );
+        if !m.next_certificate_sha256.is_empty() {
+            // A rotation under way: the next certificate is accepted too.
+            let next = &m.next_certificate_sha256[..16.min(m.next_certificate_sha256.len())];
+            let _ = writeln!(out, "{:<4} next certificate SHA-256 {next} (rotation under way)", "");
+        }
     }
     out
 }

@@ -19,7 +19,7 @@ impl Desk {
     pub fn authorize(&self, identity: Option<Identity>, action: Action) -> Result<Caller, DeskError> {
         let who = || match &identity {
             Some(Identity::Client { name, .. }) => {
-                let role = self.context.config.role_of(name).map_or("no role", |role| role.name());
+                let role = self.context.clients.role_of(name).map_or("no role", |role| role.name());
                 format!("{name} ({role})")
             }
             Some(other) => other.to_string(),
@@ -76,7 +76,7 @@ impl Desk {
             Some(Identity::Client { network, node, name })
                 if *network == self.context.config.network && *node == me =>
             {
-                Ok((name.clone(), self.context.config.role_of(name)))
+                Ok((name.clone(), self.context.clients.role_of(name)))
             }
             Some(other) => Err(DeskError::Forbidden(format!("{other} is not a desk client of node {me}"))),
             None => Err(DeskError::Forbidden("no client certificate identity".into())),
@@ -89,7 +89,7 @@ impl Desk {
         let (name, role) = self.client_role(identity)?;
         let Some(role) = role else {
             return Err(DeskError::Forbidden(format!(
-                "client '{name}' has no role on node {me}: add it under [[clients]] in the node config"
+                "client '{name}' has no role on node {me}: add it under [[clients]] in the node config and reload the node (SIGHUP)"
             )));
         };
         let Some(scope) = access::scope(role, action) else {

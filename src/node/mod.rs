@@ -212,6 +212,10 @@ impl RunningNode {
         }
         tasks.spawn(context.reload.clone().poll_files(context.config.reload.poll_interval, stop.clone()));
         tasks.spawn(reload_directory(Arc::clone(&context), stop.clone()));
+        if let Some(source) = context.clients.source() {
+            context.reload.watch_file(source.to_owned());
+        }
+        tasks.spawn(reload_clients(Arc::clone(&context), Arc::clone(&node_tls), stop.clone()));
         tasks.spawn(crate::node::deadline_watch::run(Arc::clone(&context), stop.clone()));
         tasks.spawn(crate::node::retention::run(Arc::clone(&context), stop.clone()));
         tasks.spawn(recover_store(context.store.clone(), stop.clone()));
@@ -282,12 +286,9 @@ impl RunningNode {
 /// version last used, the TLS material and the signing key) and opens its store.
 async fn open(config: NodeConfig, clock: Clock) -> Result<(NodeContext, Arc<tls::NodeTls>), NodeError> {
     check_own_certificate(&config)?;
-    let public_key =
-        crate::trust::directory::PublicKey::from_hex(&config.directory.public_key).map_err(|message| {
-            crate::trust::directory::DirectoryError::Key(format!("directory.public_key: {message}"))
-        })?;
+    let public_keys = config.directory.public_keys().map_err(crate::trust::directory::DirectoryError::Key)?;
     let directory =
-        crate::trust::directory::LiveDirectory::load(&config.directory.file, public_key, &config.network)?;
+        crate::trust::directory::LiveDirectory::load(&config.directory.file, public_keys, &config.network)?;
     tracing::info!(version = directory.current().version, file = %config.directory.file.display(), "directory loaded");
     // Reloadable TLS material: CRLs, own certificates and keys (revocation and rotation).
     let node_tls = Arc::new(tls::NodeTls::load(&config.tls)?);
@@ -300,6 +301,7 @@ async fn open(config: NodeConfig, clock: Clock) -> Result<(NodeContext, Arc<tls:
         return Err(NodeError::DirectoryRollback { file, using, seen });
     }
     record_directory_version(&store, using).await?;
+    let clients = crate::trust::reload::LiveClients::new(&config);
     let context = NodeContext {
         config,
         clock,
@@ -309,6 +311,7 @@ async fn open(config: NodeConfig, clock: Clock) -> Result<(NodeContext, Arc<tls:
         signer: crate::trust::signing::LiveSigner::new(signer),
         directory,
         reload: crate::trust::reload::ReloadTrigger::new(),
+        clients,
         tls_reloaded: tokio::sync::watch::Sender::new(0),
         wakers: Default::default(),
     };
@@ -427,6 +430,40 @@ async fn reload_directory(context: Arc<NodeContext>, stop: CancellationToken) {
             Err(error) => {
                 tracing::error!(%error, version_in_use = in_use, "directory refused; keeping the one in use");
             }
+        }
+    }
+}
+
+/// Reads `[[clients]]` again whenever the reload trigger fires: an added client is let in by its
+/// next call; the open desk and console connections of a removed client, or of one whose role
+/// changed, are closed (a client that reconnects is authorised with its new role, or refused).
+async fn reload_clients(context: Arc<NodeContext>, tls: Arc<tls::NodeTls>, stop: CancellationToken) {
+    let mut fired = context.reload.subscribe();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = fired.changed() => if changed.is_err() { return },
+        }
+        let reloading = Arc::clone(&context);
+        let reloaded = tokio::task::spawn_blocking(move || reloading.clients.reload()).await;
+        match reloaded {
+            Ok(Ok(report)) => {
+                let mut gone = report.removed.clone();
+                gone.extend(report.changed.iter().cloned());
+                let closed = tls.close_desk_clients(&gone);
+                if !report.added.is_empty() || !gone.is_empty() {
+                    tracing::info!(added = ?report.added, removed = ?report.removed, role_changed = ?report.changed, closed_connections = closed, "[[clients]] reloaded");
+                }
+                if report.restart_needed {
+                    tracing::warn!(
+                        "node.toml changed outside [[clients]]: those changes take effect at the next restart"
+                    );
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "[[clients]] not reloaded; keeping the clients in use");
+            }
+            Err(join) => tracing::error!(error = %join, "[[clients]] reload failed"),
         }
     }
 }

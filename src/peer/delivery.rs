@@ -135,8 +135,7 @@ impl PeerDelivery {
                 observer.peers.update(code, |status| status.certificate_expires_at = expiry);
             })),
         };
-        let pin = Some(peer.certificate_sha256.clone()).filter(|pin| !pin.is_empty());
-        let client = PeerServiceClient::new(tls::channel_pinned(dial, tls, pin)?);
+        let client = PeerServiceClient::new(tls::channel_pinned(dial, tls, peer.pins())?);
         Ok(Self {
             context,
             peer,

@@ -116,7 +116,7 @@ impl Receiver {
     }
 
     /// The directory peer that `identity` (from the caller's certificate) names, refused unless
-    /// `certificate` is the one the directory pins for it (when it pins one).
+    /// `certificate` is one the directory pins for it (current or next; when it pins any).
     pub fn authenticate(
         &self,
         identity: Option<Identity>,
@@ -276,23 +276,22 @@ impl Receiver {
     }
 }
 
-/// Refuses a caller whose certificate is not the one the directory pins for its code (when it
-/// pins one): a stolen or mis-issued certificate from the network CA is not enough.
+/// Refuses a caller whose certificate is not one the directory pins for its code (its current
+/// pin or, during a rotation, its next one; when it pins any): a stolen or mis-issued
+/// certificate from the network CA is not enough.
 fn check_fingerprint(certificate: &[u8], member: &crate::config::DirectoryEntry) -> Result<(), PeerError> {
-    if member.certificate_sha256.is_empty() {
-        return Ok(());
-    }
     let presented = if certificate.is_empty() {
         String::new()
     } else {
         crate::domain::identity::fingerprint(certificate)
     };
-    if presented.eq_ignore_ascii_case(&member.certificate_sha256) {
+    if member.pin_accepts(&presented) {
         Ok(())
     } else {
         Err(PeerError::NotAPeer(format!(
-            "node {}'s certificate (SHA-256 {presented}) is not the one in the directory ({})",
-            member.code, member.certificate_sha256
+            "node {}'s certificate (SHA-256 {presented}) is not the one in the directory (it pins {})",
+            member.code,
+            member.describe_pins()
         )))
     }
 }

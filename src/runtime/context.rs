@@ -52,6 +52,8 @@ pub struct NodeContext {
     pub directory: crate::trust::directory::LiveDirectory,
     /// Fires on SIGHUP and when a watched file changes; reloadable parts subscribe to it.
     pub reload: crate::trust::reload::ReloadTrigger,
+    /// The desk clients and their roles (`[[clients]]`), replaced on reload.
+    pub clients: crate::trust::reload::LiveClients,
     /// Counts successful TLS reloads: the delivery tasks then reconnect, so that a connection
     /// this node opened to a peer whose certificate is now revoked does not outlive the reload.
     pub(crate) tls_reloaded: tokio::sync::watch::Sender<u64>,

@@ -15,6 +15,7 @@
 //! name = "..."; endpoint = "host:port"; languages = [...]; request_types = [...]
 //! time_zone = "Europe/Paris"; phone = "+33 ..."
 //! certificate_sha256 = "<64 hex digits>" # SHA-256 of the member's node certificate (DER)
+//! next_certificate_sha256 = "<64 hex>"   # optional, during a rotation: also accepted
 //! ```
 //!
 //! The signed bytes are [`SIGNATURE_CONTEXT`] followed by the compact JSON (serde_json, no
@@ -24,6 +25,17 @@
 //! phone, certificate_sha256`), every key present (empty strings and lists included). So the
 //! signature covers every value and the member order, but not TOML layout or comments: a
 //! changed value, an added or removed member fails verification, reformatting does not.
+//!
+//! Rotation (format v2): a member may carry `next_certificate_sha256`, the certificate it
+//! rotates to; peers accept both while both are listed. An empty next pin is left out of the
+//! JSON, and a directory without any next pin is signed exactly as before (context
+//! [`SIGNATURE_CONTEXT`]), so directories signed before the field existed verify unchanged. A
+//! directory with a next pin is signed under [`SIGNATURE_CONTEXT_V2`] with the field in each
+//! member's JSON after `certificate_sha256`: the pin is covered, and such a signature can never
+//! pass for a v1 directory's (a node that does not know the field refuses the file by its name).
+//!
+//! The secretariat's key can be rotated too: a node accepts a signature by `directory.public_key`
+//! or by `directory.next_public_key` when that is set (see [`LiveDirectory`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +50,9 @@ use crate::domain::identity::NodeCode;
 /// Prefixed to the signed bytes so that a secretariat signature over a directory can never be
 /// taken for a signature over anything else (and a future format gets another prefix).
 pub const SIGNATURE_CONTEXT: &[u8] = b"hanoi247 directory v1\n";
+
+/// The context of a directory in which some member carries a next certificate pin (rotation).
+pub const SIGNATURE_CONTEXT_V2: &[u8] = b"hanoi247 directory v2\n";
 
 /// Why a directory, a key or a certificate could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +140,8 @@ impl Directory {
             issued_at: &self.issued_at,
             members: &self.members,
         };
-        let mut bytes = SIGNATURE_CONTEXT.to_vec();
+        let rotating = self.members.iter().any(|m| !m.next_certificate_sha256.is_empty());
+        let mut bytes = if rotating { SIGNATURE_CONTEXT_V2 } else { SIGNATURE_CONTEXT }.to_vec();
         // Serialising plain strings, numbers and lists into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut bytes, &signed);
         bytes
@@ -140,13 +156,59 @@ impl Directory {
 
     /// Checks the signature with the secretariat's public key.
     pub fn verify(&self, public_key: &PublicKey) -> Result<(), String> {
+        self.verify_any(std::slice::from_ref(public_key))
+    }
+
+    /// Checks the signature with any of `public_keys` (the secretariat's key and, while it
+    /// rotates its key, the next one).
+    pub fn verify_any(&self, public_keys: &[PublicKey]) -> Result<(), String> {
         if self.signature.is_empty() {
             return Err("the directory is not signed (run `hanoi247 directory sign`)".into());
         }
         let signature = hex::decode(&self.signature).map_err(|_| "signature: not hex")?;
-        UnparsedPublicKey::new(&ED25519, &public_key.0)
-            .verify(&self.signed_bytes(), &signature)
-            .map_err(|_| "the signature does not match the directory and the secretariat's public key".into())
+        let bytes = self.signed_bytes();
+        if public_keys
+            .iter()
+            .any(|key| UnparsedPublicKey::new(&ED25519, &key.0).verify(&bytes, &signature).is_ok())
+        {
+            return Ok(());
+        }
+        let keys: Vec<String> = public_keys.iter().map(PublicKey::to_hex).collect();
+        Err(format!(
+            "the signature does not match the directory and the secretariat's public key ({})",
+            keys.join(" or next ")
+        ))
+    }
+
+    /// Starts the rotation of member `code`'s certificate: `next_sha256` is accepted beside its
+    /// current pin (unsigned until [`Directory::sign`]).
+    pub fn set_next_pin(&mut self, code: NodeCode, next_sha256: &str) -> Result<(), String> {
+        let member = self
+            .members
+            .iter_mut()
+            .find(|m| m.code == code)
+            .ok_or_else(|| format!("{code} is not a member"))?;
+        if member.certificate_sha256.is_empty() {
+            return Err(format!(
+                "{code} has no current pin: pin its certificate with `directory add --cert` instead"
+            ));
+        }
+        member.next_certificate_sha256 = next_sha256.to_ascii_lowercase();
+        Ok(())
+    }
+
+    /// Ends the rotation of member `code`'s certificate: its next pin becomes the only pin.
+    pub fn promote_next_pin(&mut self, code: NodeCode) -> Result<String, String> {
+        let member = self
+            .members
+            .iter_mut()
+            .find(|m| m.code == code)
+            .ok_or_else(|| format!("{code} is not a member"))?;
+        if member.next_certificate_sha256.is_empty() {
+            return Err(format!("{code} has no next pin: there is no rotation to finish"));
+        }
+        member.certificate_sha256 = std::mem::take(&mut member.next_certificate_sha256);
+        Ok(member.certificate_sha256.clone())
     }
 
     /// The member `code`, if listed.
@@ -186,6 +248,17 @@ impl Directory {
             if !fingerprint.is_empty() && !hex::decode(fingerprint).is_ok_and(|bytes| bytes.len() == 32) {
                 return Err(format!("{at}.certificate_sha256: not 64 hex digits"));
             }
+            let next = &member.next_certificate_sha256;
+            if !next.is_empty() {
+                if !hex::decode(next).is_ok_and(|bytes| bytes.len() == 32) {
+                    return Err(format!("{at}.next_certificate_sha256: not 64 hex digits"));
+                }
+                if fingerprint.is_empty() {
+                    return Err(format!(
+                        "{at}.next_certificate_sha256: set without certificate_sha256 (a next pin rotates from a current one)"
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -207,9 +280,19 @@ impl Directory {
 
     /// Reads a directory file and checks its signature and network: what a node accepts.
     pub fn load_verified(path: &Path, public_key: &PublicKey, network: &str) -> Result<Self, DirectoryError> {
+        Self::load_verified_any(path, std::slice::from_ref(public_key), network)
+    }
+
+    /// Like [`Directory::load_verified`], signed by any of `public_keys` (the secretariat's key
+    /// and, while it rotates its key, the next one).
+    pub fn load_verified_any(
+        path: &Path,
+        public_keys: &[PublicKey],
+        network: &str,
+    ) -> Result<Self, DirectoryError> {
         let directory = Self::read(path)?;
         directory
-            .verify(public_key)
+            .verify_any(public_keys)
             .map_err(|message| DirectoryError::Signature { path: path.to_owned(), message })?;
         if directory.network != network {
             return Err(DirectoryError::Invalid {
@@ -320,18 +403,19 @@ pub enum Reloaded {
 /// `watch` channel tells the delivery supervisor about each replacement.
 pub struct LiveDirectory {
     path: PathBuf,
-    public_key: PublicKey,
+    public_keys: Vec<PublicKey>,
     network: String,
     current: watch::Sender<Arc<Directory>>,
 }
 
 impl LiveDirectory {
-    /// Loads the directory a node starts with; a bad one stops the start.
-    pub fn load(path: &Path, public_key: PublicKey, network: &str) -> Result<Self, DirectoryError> {
-        let directory = Directory::load_verified(path, &public_key, network)?;
+    /// Loads the directory a node starts with, signed by one of `public_keys` (the secretariat's
+    /// key, and its next key while that rotates); a bad one stops the start.
+    pub fn load(path: &Path, public_keys: Vec<PublicKey>, network: &str) -> Result<Self, DirectoryError> {
+        let directory = Directory::load_verified_any(path, &public_keys, network)?;
         Ok(Self {
             path: path.to_owned(),
-            public_key,
+            public_keys,
             network: network.to_owned(),
             current: watch::channel(Arc::new(directory)).0,
         })
@@ -351,7 +435,7 @@ impl LiveDirectory {
     /// (unreadable, bad signature, other network, older or equal version with other content) is
     /// refused and the directory in use stays.
     pub fn reload(&self) -> Result<Reloaded, DirectoryError> {
-        let new = Directory::load_verified(&self.path, &self.public_key, &self.network)?;
+        let new = Directory::load_verified_any(&self.path, &self.public_keys, &self.network)?;
         let old = self.current();
         if new == *old {
             return Ok(Reloaded::Unchanged);
@@ -390,6 +474,7 @@ mod tests {
             time_zone: "Europe/Paris".into(),
             phone: "+33 1 00 00 00 00".into(),
             certificate_sha256: fingerprint(b"certificate"),
+            next_certificate_sha256: String::new(),
         }
     }
 
@@ -479,7 +564,7 @@ mod tests {
         let path = dir.path().join("directory.toml");
         let (mut directory, key) = signed();
         directory.write(&path).unwrap();
-        let live = LiveDirectory::load(&path, key.public_key(), "hanoi247-test").unwrap();
+        let live = LiveDirectory::load(&path, vec![key.public_key()], "hanoi247-test").unwrap();
         assert_eq!(live.reload().unwrap(), Reloaded::Unchanged);
 
         // A bad signature is refused; the old directory stays.
@@ -501,6 +586,109 @@ mod tests {
         let err = live.reload().unwrap_err().to_string();
         assert!(err.contains("not newer"), "{err}");
         assert_eq!(live.current().members.len(), 3);
+    }
+
+    /// A directory as signed before next pins existed: the v1 context and members' JSON without
+    /// the field, written out by hand so that the test does not depend on today's code.
+    #[test]
+    fn a_directory_signed_before_next_pins_existed_still_verifies() {
+        let (key, _) = SecretariatKey::generate().unwrap();
+        let pin = fingerprint(b"certificate");
+        let json = format!(
+            r#"{{"network":"hanoi247-test","version":3,"issued_at":"2026-01-01T00:00:00Z","members":[{{"code":"FR","name":"24/7 FR","endpoint":"127.0.0.1:7247","languages":["fr"],"request_types":[],"time_zone":"Europe/Paris","phone":"","certificate_sha256":"{pin}"}}]}}"#
+        );
+        let signature = hex::encode(key.pair.sign(&[SIGNATURE_CONTEXT, json.as_bytes()].concat()));
+        let text = format!(
+            "network = \"hanoi247-test\"\nversion = 3\nissued_at = \"2026-01-01T00:00:00Z\"\nsignature = \"{signature}\"\n\n[[members]]\ncode = \"FR\"\nname = \"24/7 FR\"\nendpoint = \"127.0.0.1:7247\"\nlanguages = [\"fr\"]\nrequest_types = []\ntime_zone = \"Europe/Paris\"\nphone = \"\"\ncertificate_sha256 = \"{pin}\"\n"
+        );
+        let old = Directory::parse(Path::new("old.toml"), &text).unwrap();
+        old.verify(&key.public_key()).unwrap();
+        assert_eq!(old.signed_bytes(), [SIGNATURE_CONTEXT, json.as_bytes()].concat());
+        // Written by today's code, the old directory is byte for byte what it was signed as.
+        let rewritten = Directory::parse(Path::new("d.toml"), &old.to_toml()).unwrap();
+        rewritten.verify(&key.public_key()).unwrap();
+        assert!(!old.to_toml().contains("next_certificate_sha256"));
+
+        // A next pin added to the old file by hand is not covered by its signature.
+        let added = text.replace(
+            "certificate_sha256 = ",
+            &format!("next_certificate_sha256 = \"{}\"\ncertificate_sha256 = ", fingerprint(b"new")),
+        );
+        let forged = Directory::parse(Path::new("forged.toml"), &added).unwrap();
+        assert!(forged.verify(&key.public_key()).is_err());
+    }
+
+    #[test]
+    fn a_next_pin_is_signed_under_the_v2_context_and_covered() {
+        let (mut directory, key) = signed();
+        let next = fingerprint(b"new certificate");
+        directory.set_next_pin("FR".parse().unwrap(), &next).unwrap();
+        directory.sign(&key);
+        assert!(directory.signed_bytes().starts_with(SIGNATURE_CONTEXT_V2));
+        let parsed = Directory::parse(Path::new("d.toml"), &directory.to_toml()).unwrap();
+        parsed.verify(&key.public_key()).unwrap();
+        assert_eq!(
+            parsed.member("FR".parse().unwrap()).unwrap().pins(),
+            [fingerprint(b"certificate"), next.clone()]
+        );
+        // Dropping or changing the next pin breaks the signature.
+        let mut dropped = parsed.clone();
+        dropped.members.iter_mut().for_each(|m| m.next_certificate_sha256.clear());
+        assert!(dropped.verify(&key.public_key()).is_err());
+        let mut changed = parsed.clone();
+        changed.set_next_pin("FR".parse().unwrap(), &fingerprint(b"other")).unwrap();
+        assert!(changed.verify(&key.public_key()).is_err());
+
+        // Finishing the rotation: the next pin becomes the only one.
+        let mut finished = parsed;
+        assert_eq!(finished.promote_next_pin("FR".parse().unwrap()).unwrap(), next);
+        let fr = finished.member("FR".parse().unwrap()).unwrap();
+        assert_eq!(fr.pins(), vec![next.clone()]);
+        assert!(finished.promote_next_pin("FR".parse().unwrap()).unwrap_err().contains("no next pin"));
+        assert!(finished.set_next_pin("XX".parse().unwrap(), &next).unwrap_err().contains("not a member"));
+    }
+
+    #[test]
+    fn both_pins_are_accepted_and_a_third_is_named_with_both() {
+        let mut fr = member("FR");
+        let (current, next) = (fingerprint(b"certificate"), fingerprint(b"new certificate"));
+        fr.next_certificate_sha256 = next.clone();
+        assert!(fr.pin_accepts(&current) && fr.pin_accepts(&next.to_uppercase()));
+        assert!(!fr.pin_accepts(&fingerprint(b"stolen")) && !fr.pin_accepts(""));
+        assert_eq!(fr.describe_pins(), format!("current {current} or next {next}"));
+        fr.next_certificate_sha256 = "abc".into();
+        let mut directory = Directory::empty("hanoi247-test");
+        directory.members.push(fr.clone());
+        assert!(directory.check().unwrap_err().contains("members[0] (FR).next_certificate_sha256"));
+        fr.next_certificate_sha256 = next;
+        fr.certificate_sha256.clear();
+        directory.members = vec![fr];
+        assert!(directory.check().unwrap_err().contains("without certificate_sha256"));
+    }
+
+    #[test]
+    fn a_directory_signed_by_the_secretariats_next_key_is_accepted_beside_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("directory.toml");
+        let (mut directory, current) = signed();
+        directory.write(&path).unwrap();
+        let (next, _) = SecretariatKey::generate().unwrap();
+        let live = LiveDirectory::load(&path, vec![current.public_key(), next.public_key()], "hanoi247-test")
+            .unwrap();
+        directory.upsert(member("VN"));
+        directory.sign(&next);
+        directory.write(&path).unwrap();
+        assert_eq!(live.reload().unwrap(), Reloaded::Updated { from: 1, to: 2 });
+        // A key that is neither is refused, naming both.
+        let (stranger, _) = SecretariatKey::generate().unwrap();
+        directory.sign(&stranger);
+        directory.write(&path).unwrap();
+        let err = live.reload().unwrap_err().to_string();
+        assert!(
+            err.contains(&current.public_key().to_hex()) && err.contains(&next.public_key().to_hex()),
+            "{err}"
+        );
+        assert_eq!(live.current().version, 2);
     }
 
     #[test]

@@ -229,17 +229,14 @@ pub struct Dial {
 
 /// A lazily connecting gRPC channel over our TLS: reconnects by itself after failures.
 pub fn channel(dial: Dial, config: Arc<ClientConfig>) -> Result<Channel, TlsError> {
-    channel_pinned(dial, config, None)
+    channel_pinned(dial, config, Vec::new())
 }
 
-/// Like [`channel`], and when `pin_sha256` is given (64 hex digits, the signed directory's
-/// `certificate_sha256`) the server's leaf certificate must have exactly that SHA-256: a
-/// handshake with any other certificate, even one from the right CA, fails the connection.
-pub fn channel_pinned(
-    dial: Dial,
-    config: Arc<ClientConfig>,
-    pin_sha256: Option<String>,
-) -> Result<Channel, TlsError> {
+/// Like [`channel`], and when `pins` are given (64 hex digits each: the signed directory's
+/// `certificate_sha256` and, during a rotation, `next_certificate_sha256`) the server's leaf
+/// certificate must have one of those SHA-256s: a handshake with any other certificate, even one
+/// from the right CA, fails the connection, naming the pins.
+pub fn channel_pinned(dial: Dial, config: Arc<ClientConfig>, pins: Vec<String>) -> Result<Channel, TlsError> {
     let endpoint_error = |message: String| TlsError::Endpoint { endpoint: dial.endpoint.clone(), message };
     let host = crate::config::endpoint_host(&dial.endpoint).to_owned();
     let server_name = ServerName::try_from(host).map_err(|e| endpoint_error(e.to_string()))?;
@@ -258,7 +255,7 @@ pub fn channel_pinned(
     let connect = tower::service_fn(move |_: http::Uri| {
         let (connector, server_name, address, expect, observe) =
             (connector.clone(), server_name.clone(), address.clone(), expect.clone(), observe.clone());
-        let pin_sha256 = pin_sha256.clone();
+        let pins = pins.clone();
         async move {
             let attempt = async {
                 let tcp = TcpStream::connect(&address).await?;
@@ -281,7 +278,7 @@ pub fn channel_pinned(
                         _ => return Err(std::io::Error::other(format!("{address} presented no identity"))),
                     }
                 }
-                if let Some(pin) = &pin_sha256 {
+                if !pins.is_empty() {
                     let presented = stream
                         .get_ref()
                         .1
@@ -289,9 +286,10 @@ pub fn channel_pinned(
                         .and_then(|c| c.first())
                         .map(|c| crate::domain::identity::fingerprint(c.as_ref()))
                         .unwrap_or_default();
-                    if !presented.eq_ignore_ascii_case(pin) {
+                    if !pins.iter().any(|pin| pin.eq_ignore_ascii_case(&presented)) {
                         return Err(std::io::Error::other(format!(
-                            "{address} presented a certificate with SHA-256 {presented}, the directory pins {pin}"
+                            "{address} presented a certificate with SHA-256 {presented}, the directory pins {}",
+                            crate::config::describe_pins(&pins)
                         )));
                     }
                 }
@@ -495,6 +493,28 @@ impl ReloadableServer {
         })
     }
 
+    /// Closes the open connections whose client certificate names a desk client in `names`;
+    /// returns how many.
+    fn close_clients(&self, names: &[String], listener: &str) -> usize {
+        if names.is_empty() {
+            return 0;
+        }
+        let mut accepted = self.accepted.lock().unwrap_or_else(PoisonError::into_inner);
+        accepted.retain(|a| a.alive.strong_count() > 0);
+        let mut closed = 0;
+        for connection in accepted.iter().filter(|a| !a.cut.is_cancelled()) {
+            let who = connection.chain.first().and_then(|c| identity_of_cert(c).ok());
+            if let Some(Identity::Client { name, .. }) = &who
+                && names.contains(name)
+            {
+                tracing::warn!(listener, client = %name, "closing a connection of a client no longer listed (or with another role) in [[clients]]");
+                connection.cut.cancel();
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     /// Swaps in new material; returns how many open connections it refused and closed.
     fn replace(&self, material: ServerMaterial, listener: &str) -> usize {
         let verifier = Arc::clone(&material.verifier);
@@ -568,7 +588,7 @@ impl GuardedStream {
         if self.refused {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
-                "the client certificate is no longer accepted (revoked or expired)",
+                "the client certificate is no longer accepted (revoked, expired, or its client removed from [[clients]])",
             ));
         }
         Ok(())
@@ -821,6 +841,90 @@ impl NodeTls {
             closed_peer_connections: self.peer.replace(material.peer, "peer"),
             closed_desk_connections: self.desk.replace(material.desk, "desk"),
         })
+    }
+}
+
+/// A client certificate read from its files again when they change (modification time and
+/// size, looked at on each handshake): a desk client whose certificate is rotated under it (a
+/// `watch` running for days) reconnects with the new one. A pair that does not load (a key that
+/// does not match, a file half written) keeps the previous one.
+#[derive(Debug)]
+struct FileClientCert {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    loaded: Mutex<(Option<FilesSeen>, Arc<CertifiedKey>)>,
+}
+
+/// The (modification time, size) of a certificate file and of its key file.
+type FilesSeen = [Option<(std::time::SystemTime, u64)>; 2];
+
+impl FileClientCert {
+    fn seen(&self) -> FilesSeen {
+        let state =
+            |path: &Path| std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+        [state(&self.cert), state(&self.key)]
+    }
+
+    fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+        Ok(Arc::new(CertifiedKey::from_der(load_certs(cert)?, load_key(key)?, &provider())?))
+    }
+}
+
+impl ResolvesClientCert for FileClientCert {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        let seen = self.seen();
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        if loaded.0 != Some(seen) {
+            match Self::load(&self.cert, &self.key) {
+                Ok(key) => *loaded = (Some(seen), key),
+                Err(error) => {
+                    tracing::warn!(cert = %self.cert.display(), %error, "client certificate not reloaded; using the previous one")
+                }
+            }
+        }
+        Some(Arc::clone(&loaded.1))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Checks that the private key in `key` belongs to the (first) certificate in `cert`.
+pub fn check_key_pair(cert: &Path, key: &Path) -> Result<(), TlsError> {
+    CertifiedKey::from_der(load_certs(cert)?, load_key(key)?, &provider())
+        .map(|_| ())
+        .map_err(|e| file_error(key, format!("not the key of {}: {e}", cert.display())))
+}
+
+/// Like [`client_config`], but the certificate and key are read again from their files when
+/// they change, for the next handshake (desk clients that run for long: `watch`).
+pub fn client_config_from_files(
+    server_ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let resolver = FileClientCert {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        loaded: Mutex::new((None, FileClientCert::load(cert, key)?)),
+    };
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(load_roots(server_ca)?)
+        .with_client_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    // A resumed session carries the certificate of the first handshake: always a full one, so
+    // that a rotated certificate is the one presented.
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+impl NodeTls {
+    /// Closes the open desk and console connections of the desk clients `names` (removed from
+    /// `[[clients]]`, or given another role); returns how many.
+    pub fn close_desk_clients(&self, names: &[String]) -> usize {
+        self.desk.close_clients(names, "desk")
     }
 }
 

@@ -137,6 +137,7 @@ async fn a_member_added_while_running_is_served(net: &mut Network, reload: impl 
         time_zone: "Europe/Berlin".into(),
         phone: String::new(),
         certificate_sha256: hanoi247::trust::directory::fingerprint_of_file(&de.tls.cert).unwrap(),
+        next_certificate_sha256: String::new(),
     };
     net.edit_shared_directory(|directory| directory.upsert(de_entry));
     reload().await;
@@ -212,6 +213,7 @@ async fn a_removed_member_is_refused_and_its_queue_waits_visible_until_it_is_lis
             time_zone: "Europe/Paris".into(),
             phone: String::new(),
             certificate_sha256: hanoi247::trust::directory::fingerprint_of_file(&fr_config.tls.cert).unwrap(),
+            next_certificate_sha256: String::new(),
         })
     });
     wait_state(&mut vn_desk, &id, MessageState::Delivered).await;

@@ -33,6 +33,7 @@ mod reflection;
 mod resource_bounds;
 mod revocation;
 mod roles;
+mod rotation;
 mod shutdown;
 mod signing;
 mod storage_failure;

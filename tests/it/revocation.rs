@@ -160,10 +160,13 @@ async fn a_revoked_peer_is_refused_and_its_queue_waits_for_its_new_certificate()
         "FR's open connection was closed by the reload"
     );
 
-    // Rotation: a new certificate for FR from the network CA; FR reads it from the file alone
-    // (no SIGHUP) and its queue drains to VN.
+    // Rotation: a new certificate for FR from the network CA, staged and pinned as FR's next one
+    // (tests/it/rotation.rs checks that nothing is refused on the way); once activated, FR reads
+    // it from the file alone (no SIGHUP) and its queue drains to VN.
     let out = hanoi247(&["certs", "issue", "--node", "--config"], &[&net.config_path("FR")]);
     assert!(out.contains("issued serial"), "{out}");
+    let out = hanoi247(&["certs", "activate", "--config"], &[&net.config_path("FR")]);
+    assert!(out.contains("in use now: serial"), "{out}");
     wait_state(&mut fr_desk, &after, MessageState::Delivered).await;
     assert!(ids(&inbox(&mut vn_desk).await).contains(&after));
     assert!(
