@@ -8,7 +8,9 @@
 //! A head behind the one kept, or at the same sequence number with another hash, is never kept:
 //! it is logged as an ERROR and counted (`hanoi247_audit_head_rollbacks`), because an honest log
 //! only grows. (A node restored from an older backup shows as a rollback too, which is what its
-//! peers should see.)
+//! peers should see.) The exception is a head behind the one kept that was also signed before
+//! it: two Hellos of one peer crossing on the way (during a certificate rotation both sides
+//! reconnect at once) bring its heads out of order, and the older one is simply late.
 
 use crate::domain::identity::NodeCode;
 use crate::proto::SignedAuditHead;
@@ -47,6 +49,25 @@ pub enum Witnessed {
     Same,
     /// Behind the one kept, or another hash at its sequence number: not kept.
     RolledBack,
+    /// Behind the one kept and signed before it: a Hello that arrived late; not kept.
+    Late,
+}
+
+/// What `head` is beside the head `kept` of the same peer.
+fn judge(head: &SignedAuditHead, kept: Option<&SignedAuditHead>) -> Witnessed {
+    match kept {
+        None => Witnessed::Kept,
+        Some(kept) if head.sequence > kept.sequence => Witnessed::Kept,
+        Some(kept) if head.sequence == kept.sequence && head.hash == kept.hash => Witnessed::Same,
+        Some(kept) if head.sequence < kept.sequence && signed_before(head, kept) => Witnessed::Late,
+        Some(_) => Witnessed::RolledBack,
+    }
+}
+
+/// Whether `head` was signed before `kept` (by the same node's clock).
+fn signed_before(head: &SignedAuditHead, kept: &SignedAuditHead) -> bool {
+    let at = |h: &SignedAuditHead| h.signed_at.map(|t| (t.seconds, t.nanos));
+    matches!((at(head), at(kept)), (Some(head), Some(kept)) if head < kept)
 }
 
 /// This node's audit head as it stands, signed now; `None` (logged) if signing fails.
@@ -73,12 +94,7 @@ pub async fn keep(
         return Err(WitnessError::Signature { node: peer, source });
     }
     let store = |source| WitnessError::Store { node: peer, source };
-    let compare = |kept: &Option<SignedAuditHead>| match kept {
-        None => Witnessed::Kept,
-        Some(kept) if head.sequence > kept.sequence => Witnessed::Kept,
-        Some(kept) if head.sequence == kept.sequence && head.hash == kept.hash => Witnessed::Same,
-        Some(_) => Witnessed::RolledBack,
-    };
+    let compare = |kept: &Option<SignedAuditHead>| judge(head, kept.as_ref());
     // Most Hellos bring the head already kept: no write then.
     let kept = context.store.witnessed_head(peer).map_err(store)?;
     let (outcome, kept) = match compare(&kept) {
@@ -144,5 +160,33 @@ pub async fn on_hello_answer(
         Err(error) => {
             tracing::warn!(peer = %peer, %error, "the head of this node's audit log that the peer witnessed does not verify with this node's certificate (a new key since?)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(sequence: u64, hash: u8, signed_at: i64) -> SignedAuditHead {
+        SignedAuditHead {
+            sequence,
+            hash: vec![hash; 32],
+            signed_at: Some(prost_types::Timestamp { seconds: signed_at, nanos: 0 }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_late_hello_is_not_a_rollback_but_a_shorter_log_signed_later_is() {
+        let kept = head(10, 1, 1_000);
+        assert_eq!(judge(&head(11, 2, 1_001), Some(&kept)), Witnessed::Kept);
+        assert_eq!(judge(&head(10, 1, 1_005), Some(&kept)), Witnessed::Same);
+        // Signed before the head kept: an older Hello that crossed a newer one.
+        assert_eq!(judge(&head(9, 3, 999), Some(&kept)), Witnessed::Late);
+        // Signed after it with a shorter log: the log went back.
+        assert_eq!(judge(&head(9, 3, 1_001), Some(&kept)), Witnessed::RolledBack);
+        // Another hash at the same sequence number is a fork, whenever it was signed.
+        assert_eq!(judge(&head(10, 4, 999), Some(&kept)), Witnessed::RolledBack);
+        assert_eq!(judge(&head(1, 1, 1), None), Witnessed::Kept);
     }
 }
