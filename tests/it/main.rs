@@ -17,6 +17,7 @@ mod directory;
 mod durability;
 mod expiry;
 mod faults;
+mod health;
 mod hostile_edges;
 mod identity_checks;
 mod in_flight;
