@@ -91,8 +91,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let hangups = hanoi247::trust::reload::hangup_signal()?;
             let node = RunningNode::start(config).await?;
             node.forward_hangups(hangups);
+            // systemd (Type=notify) hears READY=1 once every listener is bound and serving.
+            let systemd = hanoi247::node::systemd::Notifier::from_env().map(std::sync::Arc::new);
+            let watchdog = systemd.as_ref().map(|notifier| {
+                notifier.notify("READY=1");
+                tokio::spawn(ping_watchdog(std::sync::Arc::clone(notifier)))
+            });
             shutdown_signal().await?;
             tracing::info!("shutting down");
+            if let Some(notifier) = &systemd {
+                notifier.notify("STOPPING=1");
+            }
+            if let Some(watchdog) = watchdog {
+                watchdog.abort();
+            }
             node.shutdown().await?;
         }
         Command::Directory(command) => {
@@ -142,6 +154,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sends `WATCHDOG=1` every half of `WATCHDOG_USEC` while the runtime runs (a hung runtime
+/// stops the pings, and systemd restarts the node).
+async fn ping_watchdog(notifier: std::sync::Arc<hanoi247::node::systemd::Notifier>) {
+    let Some(every) = hanoi247::node::systemd::Notifier::watchdog_interval() else { return };
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        notifier.notify("WATCHDOG=1");
+    }
 }
 
 /// Ctrl-C or SIGTERM.

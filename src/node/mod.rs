@@ -8,6 +8,7 @@
 pub mod deadline_watch;
 pub mod metrics_listener;
 pub mod retention;
+pub mod systemd;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -103,6 +104,7 @@ pub struct RunningNode {
     stop: CancellationToken,
     tasks: TaskTracker,
     tls: Arc<tls::NodeTls>,
+    health: tonic_health::server::HealthReporter,
 }
 
 impl RunningNode {
@@ -236,8 +238,19 @@ impl RunningNode {
                 console_stop.cancel();
             }
         });
+        tasks.spawn(report_health(Arc::clone(&context), health.clone(), stop.clone()));
         tracing::info!(node = %context.code(), %peer_addr, %desk_addr, %metrics_addr, %console_addr, "node started");
-        Ok(Self { peer_addr, desk_addr, metrics_addr, console_addr, context, stop, tasks, tls: node_tls })
+        Ok(Self {
+            peer_addr,
+            desk_addr,
+            metrics_addr,
+            console_addr,
+            context,
+            stop,
+            tasks,
+            tls: node_tls,
+            health,
+        })
     }
 
     /// Fires the node's reload trigger for every SIGHUP received on `signal`, until the node
@@ -260,6 +273,8 @@ impl RunningNode {
 
     /// Stops accepting, lets in-flight calls and writes finish, and flushes the store.
     pub async fn shutdown(self) -> Result<(), NodeError> {
+        // Probes hear NOT_SERVING before the listeners stop accepting.
+        set_health(&self.health, false).await;
         self.stop.cancel();
         self.tasks.close();
         // In-flight calls get a grace period; a client that never reads its stream (a stalled
@@ -443,6 +458,56 @@ async fn recover_store(store: crate::store::Store, stop: CancellationToken) {
             let _ = tokio::task::spawn_blocking(move || store.recover()).await;
         }
     }
+}
+
+/// How often the health task looks at the store: the store marks itself broken on a failed
+/// write and has no other signal, and a probe may lag by this much.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Keeps `grpc.health.v1.Health` truthful: NOT_SERVING (the whole server, `""`, and both
+/// services) while the store cannot write, SERVING again once it reopened, NOT_SERVING for good
+/// once the node stops.
+async fn report_health(
+    context: Arc<NodeContext>,
+    health: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => {
+                set_health(&health, false).await;
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        let writable = context.store.broken().is_none();
+        if writable != serving {
+            serving = writable;
+            set_health(&health, serving).await;
+        }
+    }
+}
+
+/// Sets the whole server's and both services' health status.
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic_health::ServingStatus;
+    let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <PeerServiceServer<crate::rpc::peer_service::PeerApi> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health
+        .set_service_status(
+            <DeskServiceServer<crate::rpc::desk_service::DeskApi> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
 }
 
 /// Reloads off the async workers: reading and checking files and CRLs is blocking work.

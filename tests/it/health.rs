@@ -2,8 +2,12 @@
 //! text they are, and health that tells the truth (the store cannot write, shutdown, systemd).
 
 use std::io::{Read as _, Write as _};
+use std::time::Duration;
 
 use hanoi247::proto::{AcknowledgeRequest, MessageState, Precedence};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::support::*;
 
@@ -117,4 +121,109 @@ async fn metrics_are_openmetrics_with_the_figures_an_operator_pages_on() {
     assert_eq!(sample(&body, "hanoi247_unacknowledged_oldest_age_seconds{precedence=\"FLASH\"}"), Some(0.0));
     net.stop("FR").await;
     net.stop("VN").await;
+}
+
+/// The gRPC health status of `service` ("" for the whole server) on `node`'s peer listener,
+/// asked with `as_node`'s certificate.
+async fn grpc_health(net: &Network, as_node: &str, node: &str, service: &str) -> ServingStatus {
+    let mut client = HealthClient::new(net.peer_channel(as_node, node));
+    let request = HealthCheckRequest { service: service.into() };
+    client.check(request).await.unwrap().into_inner().status()
+}
+
+/// Everything that says whether `node` can take work: `/readyz`, gRPC health (the server and
+/// the desk service), `hanoi247_store_writable`.
+async fn readiness(net: &Network, node: &str) -> (u16, ServingStatus, ServingStatus, Option<f64>) {
+    let port = net.config(node).metrics.listen.port();
+    let (ready, _, _) = get_async(port, "/readyz").await;
+    let server = grpc_health(net, "FR", node, "").await;
+    let desk = grpc_health(net, "FR", node, "hanoi247.v1.DeskService").await;
+    let (_, _, body) = get_async(port, "/metrics").await;
+    (ready, server, desk, sample(&body, "hanoi247_store_writable"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_not_serving_while_the_store_cannot_write_and_serving_once_it_can() {
+    let net = Network::new(&["VN", "FR"]).await;
+    let vn_process = net.spawn_with_file_limit("VN", 2048).await;
+    let mut vn = net.desk("VN");
+    let serving = (200, ServingStatus::Serving, ServingStatus::Serving, Some(1.0));
+    assert_eq!(readiness(&net, "VN").await, serving);
+
+    // Fill the "disk" until a Submit is refused: the store has failed a write.
+    for n in 0.. {
+        assert!(n < 400, "the disk never filled up");
+        let mut request = advice_request("FR", Precedence::Routine, &format!("filler {n}"));
+        request.body = "x".repeat(16 * 1024);
+        if let Err(status) = vn.submit(request).await {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            break;
+        }
+    }
+    let not_serving = (503, ServingStatus::NotServing, ServingStatus::NotServing, Some(0.0));
+    eventually("every probe says the store cannot write", async || {
+        readiness(&net, "VN").await == not_serving
+    })
+    .await;
+    let (_, _, why) = get_async(net.config("VN").metrics.listen.port(), "/readyz").await;
+    assert!(why.contains("store cannot write"), "{why}");
+
+    // Space returns: the store reopens by itself, and every probe says so.
+    vn_process.lift_file_limit();
+    eventually("every probe says serving again", async || readiness(&net, "VN").await == serving).await;
+    submit(&mut vn, advice_request("FR", Precedence::Flash, "after recovery")).await;
+    drop(vn_process);
+}
+
+/// Reads the next datagram on `socket` (within the deadline) as text.
+fn next_state(socket: &std::os::unix::net::UnixDatagram) -> String {
+    let mut buffer = [0u8; 1024];
+    let n = socket.recv(&mut buffer).expect("no notification within the deadline");
+    String::from_utf8_lossy(&buffer[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_the_node_says_ready_pings_the_watchdog_and_says_stopping() {
+    let net = Network::new(&["VN", "FR"]).await;
+    let socket_path = net.dir().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
+    let socket_name = socket_path.to_str().unwrap();
+    // A watchdog of 400 ms: a ping every 200 ms.
+    let vn = net.spawn_with_env("VN", &[("NOTIFY_SOCKET", socket_name), ("WATCHDOG_USEC", "400000")]).await;
+
+    assert_eq!(next_state(&socket), "READY=1", "READY=1 comes first, once the listeners serve");
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        assert_eq!(next_state(&socket), "WATCHDOG=1");
+    }
+    // Three pings at half of 400 ms take at least 400 ms (the first may come at once).
+    assert!(started.elapsed() >= Duration::from_millis(350), "{:?}", started.elapsed());
+
+    let status = vn.terminate().await;
+    assert!(status.success(), "{status:?}");
+    let mut after = next_state(&socket);
+    while after == "WATCHDOG=1" {
+        after = next_state(&socket);
+    }
+    assert_eq!(after, "STOPPING=1");
+    assert!(net.log_of("VN").contains("node stopped"), "{}", net.log_of("VN"));
+}
+
+#[test]
+fn the_systemd_unit_waits_for_ready_and_watches_the_node() {
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/hanoi247.service")).unwrap();
+    for required in ["\nType=notify\n", "\nNotifyAccess=main\n", "\nWatchdogSec=", "AF_UNIX"] {
+        assert!(unit.contains(required), "hanoi247.service lacks {required:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_notify_socket_the_node_runs_as_before() {
+    // WATCHDOG_USEC alone (no NOTIFY_SOCKET) changes nothing: nobody to tell.
+    let net = Network::new(&["VN", "FR"]).await;
+    let vn = net.spawn_with_env("VN", &[("WATCHDOG_USEC", "400000")]).await;
+    assert!(vn.terminate().await.success());
+    assert!(!net.log_of("VN").contains("NOTIFY_SOCKET"), "{}", net.log_of("VN"));
 }
