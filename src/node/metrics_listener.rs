@@ -34,9 +34,10 @@ use crate::runtime::metrics::{Labels, labels};
 pub async fn serve(
     listener: TcpListener,
     context: Arc<NodeContext>,
+    writable: Writable,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let state = (context, stop.clone());
+    let state = (context, writable, stop.clone());
     let router = Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -45,13 +46,19 @@ pub async fn serve(
     axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
 }
 
-type AppState = (Arc<NodeContext>, CancellationToken);
+/// Whether the store takes writes, as the node's store watch last found (false from a failed
+/// write until a reopened store has taken writes for a while).
+pub type Writable = tokio::sync::watch::Receiver<bool>;
 
-async fn ready(State((context, stop)): State<AppState>) -> impl IntoResponse {
+type AppState = (Arc<NodeContext>, Writable, CancellationToken);
+
+async fn ready(State((context, writable, stop)): State<AppState>) -> impl IntoResponse {
     if stop.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned());
     }
-    if let Some(why) = context.store.broken() {
+    if !*writable.borrow() {
+        let why =
+            context.store.broken().unwrap_or_else(|| "reopened after a failed write, not yet settled".into());
         return (StatusCode::SERVICE_UNAVAILABLE, format!("store cannot write: {why}\n"));
     }
     match context.store.size_on_disk() {
@@ -65,7 +72,7 @@ async fn ready(State((context, stop)): State<AppState>) -> impl IntoResponse {
 /// a `# TYPE x counter` line beside `x_total` samples loses the type.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-async fn scrape(State((context, _)): State<AppState>) -> impl IntoResponse {
+async fn scrape(State((context, writable, _)): State<AppState>) -> impl IntoResponse {
     let mut root = Registry::default();
     // The process figures carry the names every Prometheus client library gives them.
     root.register_collector(Box::new(ProcessCollector));
@@ -116,7 +123,8 @@ async fn scrape(State((context, _)): State<AppState>) -> impl IntoResponse {
         "Desk calls refused by the per-client call rate or stream cap, by reason",
         metrics.desk_calls_limited.clone(),
     );
-    registry.register_collector(Box::new(NodeCollector(Arc::clone(&context))));
+    let writable = *writable.borrow();
+    registry.register_collector(Box::new(NodeCollector(Arc::clone(&context), writable)));
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &root) {
         Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text),
@@ -128,8 +136,8 @@ async fn scrape(State((context, _)): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// The figures read at scrape time.
-struct NodeCollector(Arc<NodeContext>);
+/// The figures read at scrape time (and whether the store takes writes).
+struct NodeCollector(Arc<NodeContext>, bool);
 
 impl std::fmt::Debug for NodeCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -303,7 +311,7 @@ impl Collector for NodeCollector {
             None,
             &unacknowledged_age,
         )?;
-        let writable = if context.store.broken().is_none() { 1.0 } else { 0.0 };
+        let writable = if self.1 { 1.0 } else { 0.0 };
         gauge(
             &mut encoder,
             "store_writable",

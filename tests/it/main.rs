@@ -26,6 +26,7 @@ mod lifecycle;
 mod local_network;
 mod operator_view;
 mod pipelining;
+mod prometheus;
 mod references;
 mod resource_bounds;
 mod revocation;
