@@ -11,9 +11,15 @@ use hanoi247::domain::identity::NodeCode;
 use hanoi247::node::RunningNode;
 use tracing_subscriber::EnvFilter;
 
+/// Logs to stderr; colour only when stderr is a terminal, so that files, the journal and log
+/// shippers get plain text.
 fn init_logging(format: LogFormat, default: &str) {
+    use std::io::IsTerminal as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

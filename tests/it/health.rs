@@ -207,7 +207,47 @@ async fn under_systemd_the_node_says_ready_pings_the_watchdog_and_says_stopping(
         after = next_state(&socket);
     }
     assert_eq!(after, "STOPPING=1");
-    assert!(net.log_of("VN").contains("node stopped"), "{}", net.log_of("VN"));
+    let log = net.log_of("VN");
+    assert!(log.contains("node stopped"), "{log}");
+    // A log file (or the journal) is not a terminal: no colour codes in it.
+    assert!(!log.contains('\u{1b}'), "ANSI escape codes in the log file:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_for_log_shippers() {
+    let net = Network::new(&["VN", "FR"]).await;
+    let log_path = net.dir().join("VN.json.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hanoi247"))
+        .args(["--log-format", "json", "node", "--config"])
+        .arg(net.config_path("VN"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    eventually("the node logs that it started", async || {
+        std::fs::read_to_string(&log_path).unwrap().contains("node started")
+    })
+    .await;
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains('\u{1b}'), "{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let started = lines.iter().find(|l| l["fields"]["message"] == "node started").expect("node started");
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["fields"]["node"], "VN");
+    assert!(started["timestamp"].is_string() && started["target"].is_string(), "{started}");
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "node stopped"), "{log}");
 }
 
 #[test]
