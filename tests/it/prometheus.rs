@@ -1,6 +1,7 @@
 //! Issue 15: the alert rules, checked against the runbook and by promtool, and a real Prometheus
 //! (Debian's `prometheus` package) scraping a real node: it keeps every family's type, and the
-//! node-down and store-not-writable alerts fire. Without the binaries: SKIPPED on stderr.
+//! node-down and store-not-writable alerts fire and, through a real Alertmanager (Debian's
+//! `prometheus-alertmanager`), reach a pager webhook. Without the binaries: SKIPPED on stderr.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -149,7 +150,7 @@ impl Drop for Prometheus {
 impl Prometheus {
     /// Starts Prometheus in `dir` scraping `target` every second, with the project's alert rules
     /// (their `for:` shortened to 2 s, so that the test takes seconds, not minutes).
-    async fn start(dir: &Path, target: std::net::SocketAddr) -> Self {
+    async fn start(dir: &Path, target: std::net::SocketAddr, alertmanager: Option<u16>) -> Self {
         let rules = std::fs::read_to_string(deploy("prometheus/alerts.yml")).unwrap();
         let shortened: String = rules
             .lines()
@@ -164,6 +165,12 @@ impl Prometheus {
              rule_files: [alerts.yml]\n\
              scrape_configs:\n  - job_name: hanoi247\n    static_configs:\n      - targets: [\"{target}\"]\n"
         );
+        let config = match alertmanager {
+            Some(port) => format!(
+                "{config}alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"127.0.0.1:{port}\"]\n"
+            ),
+            None => config,
+        };
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let port = free_port().await;
         let log = dir.join("prometheus.log");
@@ -176,16 +183,46 @@ impl Prometheus {
             .spawn()
             .unwrap();
         let mut prometheus = Self { child, port, log };
+        prometheus.until_ready().await;
+        prometheus
+    }
+
+    /// Starts Alertmanager in `dir`, sending every alert at once to a webhook on `webhook_port`
+    /// (the way a pager gateway is wired; deploy/prometheus/alertmanager.example.yml).
+    async fn alertmanager(binary: &str, dir: &Path, webhook_port: u16) -> Self {
+        let config = format!(
+            "route:\n  receiver: pager\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: pager\n    webhook_configs:\n      - url: http://127.0.0.1:{webhook_port}/page\n        send_resolved: true\n"
+        );
+        std::fs::write(dir.join("alertmanager.yml"), config).unwrap();
+        let port = free_port().await;
+        let log = dir.join("alertmanager.log");
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", dir.join("alertmanager.yml").display()))
+            .arg(format!("--storage.path={}", dir.join("alertmanager").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut alertmanager = Self { child, port, log };
+        alertmanager.until_ready().await;
+        alertmanager
+    }
+
+    async fn until_ready(&mut self) {
+        let port = self.port;
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let ready = tokio::task::spawn_blocking(move || http_get(port, "/-/ready")).await.unwrap();
             if ready.is_some_and(|(status, _)| status == 200) {
-                return prometheus;
+                return;
             }
-            if let Some(status) = prometheus.child.try_wait().unwrap() {
-                panic!("prometheus exited with {status}:\n{}", prometheus.log());
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("exited with {status}:\n{}", self.log());
             }
-            assert!(tokio::time::Instant::now() < deadline, "prometheus not ready:\n{}", prometheus.log());
+            assert!(tokio::time::Instant::now() < deadline, "not ready:\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -214,6 +251,61 @@ impl Prometheus {
     }
 }
 
+/// A plain-HTTP webhook receiver (a pager gateway's stand-in): the bodies of the POSTs it got.
+struct Webhook {
+    port: u16,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Webhook {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&bodies);
+        // Ends with the test process; one connection at a time is all Alertmanager needs here.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                if let Some(body) = read_post(&mut stream) {
+                    kept.lock().unwrap().push(body);
+                }
+                let _ =
+                    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        Self { port, bodies }
+    }
+
+    fn received(&self) -> String {
+        self.bodies.lock().unwrap().join("\n")
+    }
+}
+
+/// The body of one HTTP request (by its Content-Length).
+fn read_post(stream: &mut std::net::TcpStream) -> Option<String> {
+    stream.set_read_timeout(Some(DEADLINE)).ok()?;
+    let mut bytes = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buffer).ok()?;
+        if n == 0 {
+            return None;
+        }
+        bytes.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+        let length = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        if body.len() >= length {
+            return Some(body.to_owned());
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_keeps_every_type_and_fires_store_and_node_down_alerts() {
     if !installed("prometheus") {
@@ -231,7 +323,22 @@ async fn a_real_prometheus_keeps_every_type_and_fires_store_and_node_down_alerts
     wait_state(&mut vn, &id, MessageState::Received).await;
 
     let prometheus_dir = tempfile::tempdir().unwrap();
-    let prometheus = Prometheus::start(prometheus_dir.path(), net.config("VN").metrics.listen).await;
+    // With Alertmanager installed, the alerts go on to a pager webhook as well.
+    let webhook = Webhook::start();
+    // Debian names the binary prometheus-alertmanager.
+    let alertmanager_binary = ["prometheus-alertmanager", "alertmanager"].into_iter().find(|b| installed(b));
+    let alertmanager = if let Some(binary) = alertmanager_binary {
+        Some(Prometheus::alertmanager(binary, prometheus_dir.path(), webhook.port).await)
+    } else {
+        skipped("alertmanager not installed (Debian package prometheus-alertmanager): alerts not sent on");
+        None
+    };
+    let prometheus = Prometheus::start(
+        prometheus_dir.path(),
+        net.config("VN").metrics.listen,
+        alertmanager.as_ref().map(|a| a.port),
+    )
+    .await;
     let port = prometheus.port;
 
     // The types Prometheus read from the scrapes: none lost.
@@ -274,5 +381,24 @@ async fn a_real_prometheus_keeps_every_type_and_fires_store_and_node_down_alerts
     // The node dies: the node-down alert fires.
     vn_process.kill9();
     prometheus.until_firing("Hanoi247NodeDown").await;
+    if let Some(alertmanager) = &alertmanager {
+        // Through Alertmanager to the pager: both alerts, with their runbook links.
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let received = webhook.received();
+            if ["Hanoi247NodeDown", "Hanoi247StoreNotWritable", "RUNBOOK.md#hanoi247nodedown"]
+                .iter()
+                .all(|want| received.contains(want))
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the pager webhook got:\n{received}\n{}",
+                alertmanager.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     net.stop("FR").await;
 }
