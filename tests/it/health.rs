@@ -267,3 +267,24 @@ async fn without_notify_socket_the_node_runs_as_before() {
     assert!(vn.terminate().await.success());
     assert!(!net.log_of("VN").contains("NOTIFY_SOCKET"), "{}", net.log_of("VN"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_not_serving_as_soon_as_shutdown_starts() {
+    let net = Network::new(&["VN", "FR"]).await;
+    let config = net.config("VN");
+    let peer = tokio::net::TcpListener::bind(config.listen.peer).await.unwrap();
+    let desk = tokio::net::TcpListener::bind(config.listen.desk).await.unwrap();
+    let node = hanoi247::node::RunningNode::start_on(config, peer, desk).await.unwrap();
+    // A probe watching the node's health, as a load balancer does.
+    let mut client = HealthClient::new(net.peer_channel("FR", "VN"));
+    let mut updates = client.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(updates.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+
+    let stopping = tokio::spawn(node.shutdown());
+    let next = tokio::time::timeout(DEADLINE, updates.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(next.status(), ServingStatus::NotServing, "the probe hears it before the listeners close");
+    // The watch was the last call in flight: the node stops without waiting out its grace period.
+    drop(updates);
+    drop(client);
+    tokio::time::timeout(DEADLINE, stopping).await.unwrap().unwrap().unwrap();
+}
