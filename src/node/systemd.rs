@@ -41,14 +41,19 @@ impl Notifier {
     /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC`, when the watchdog is on for this
     /// process (`WATCHDOG_PID` unset or ours).
     pub fn watchdog_interval() -> Option<Duration> {
-        if let Some(pid) = std::env::var_os("WATCHDOG_PID")
-            && pid.to_str().and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id())
-        {
-            return None;
-        }
-        let micros: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-        (micros > 0).then(|| Duration::from_micros(micros / 2))
+        let usec = std::env::var("WATCHDOG_USEC").ok();
+        let pid = std::env::var("WATCHDOG_PID").ok();
+        watchdog_interval(usec.as_deref(), pid.as_deref(), std::process::id())
     }
+}
+
+/// Half of `usec` (WATCHDOG_USEC), unless `pid` (WATCHDOG_PID) names another process.
+fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
+    if pid.is_some_and(|pid| pid.parse::<u32>().ok() != Some(own_pid)) {
+        return None;
+    }
+    let micros: u64 = usec?.parse().ok()?;
+    (micros > 0).then(|| Duration::from_micros(micros / 2))
 }
 
 /// Connects to a path, or to an abstract socket when the name starts with `@` (Linux).
@@ -74,6 +79,16 @@ fn connect(socket: &UnixDatagram, path: &std::ffi::OsStr) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watchdog_is_pinged_at_half_its_timeout_and_only_by_the_process_it_watches() {
+        assert_eq!(watchdog_interval(Some("30000000"), None, 7), Some(Duration::from_secs(15)));
+        assert_eq!(watchdog_interval(Some("400000"), Some("7"), 7), Some(Duration::from_millis(200)));
+        assert_eq!(watchdog_interval(Some("400000"), Some("8"), 7), None, "another process's watchdog");
+        assert_eq!(watchdog_interval(Some("0"), None, 7), None, "0 turns it off");
+        assert_eq!(watchdog_interval(Some("soon"), None, 7), None);
+        assert_eq!(watchdog_interval(None, None, 7), None);
+    }
 
     #[test]
     fn states_arrive_as_one_datagram_each() {

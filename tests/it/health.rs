@@ -175,7 +175,7 @@ async fn health_says_not_serving_while_the_store_cannot_write_and_serving_once_i
     drop(vn_process);
 }
 
-/// Reads the next datagram on `socket` (within the deadline) as text.
+/// Reads the next datagram on `socket` (within its read timeout) as text.
 fn next_state(socket: &std::os::unix::net::UnixDatagram) -> String {
     let mut buffer = [0u8; 1024];
     let n = socket.recv(&mut buffer).expect("no notification within the deadline");
@@ -193,12 +193,13 @@ async fn under_systemd_the_node_says_ready_pings_the_watchdog_and_says_stopping(
     let vn = net.spawn_with_env("VN", &[("NOTIFY_SOCKET", socket_name), ("WATCHDOG_USEC", "400000")]).await;
 
     assert_eq!(next_state(&socket), "READY=1", "READY=1 comes first, once the listeners serve");
-    let started = std::time::Instant::now();
-    for _ in 0..3 {
+    // The pings keep coming, each well within the watchdog's 400 ms (every 200 ms; the exact
+    // period is the unit test in node::systemd). Generous bound: the machine is shared.
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    for _ in 0..5 {
         assert_eq!(next_state(&socket), "WATCHDOG=1");
     }
-    // Three pings at half of 400 ms take at least 400 ms (the first may come at once).
-    assert!(started.elapsed() >= Duration::from_millis(350), "{:?}", started.elapsed());
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
 
     let status = vn.terminate().await;
     assert!(status.success(), "{status:?}");

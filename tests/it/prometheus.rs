@@ -377,28 +377,35 @@ async fn a_real_prometheus_keeps_every_type_and_fires_store_and_node_down_alerts
         }
     }
     prometheus.until_firing("Hanoi247StoreNotWritable").await;
+    // Through Alertmanager to the pager, with its runbook link.
+    paged(
+        &webhook,
+        alertmanager.as_ref(),
+        &["Hanoi247StoreNotWritable", "RUNBOOK.md#hanoi247storenotwritable"],
+    )
+    .await;
 
-    // The node dies: the node-down alert fires.
+    // The node dies: the node-down alert fires, and pages.
     vn_process.kill9();
     prometheus.until_firing("Hanoi247NodeDown").await;
-    if let Some(alertmanager) = &alertmanager {
-        // Through Alertmanager to the pager: both alerts, with their runbook links.
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let received = webhook.received();
-            if ["Hanoi247NodeDown", "Hanoi247StoreNotWritable", "RUNBOOK.md#hanoi247nodedown"]
-                .iter()
-                .all(|want| received.contains(want))
-            {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the pager webhook got:\n{received}\n{}",
-                alertmanager.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    paged(&webhook, alertmanager.as_ref(), &["Hanoi247NodeDown", "RUNBOOK.md#hanoi247nodedown"]).await;
     net.stop("FR").await;
+}
+
+/// Waits until the pager webhook got every one of `wanted` (when Alertmanager runs).
+async fn paged(webhook: &Webhook, alertmanager: Option<&Prometheus>, wanted: &[&str]) {
+    let Some(alertmanager) = alertmanager else { return };
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let received = webhook.received();
+        if wanted.iter().all(|want| received.contains(want)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pager webhook got:\n{received}\n{}",
+            alertmanager.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
