@@ -96,6 +96,20 @@ fn promtool_checks_and_unit_tests_the_alert_rules() {
         .output();
     let output = output.unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    if !installed("amtool") {
+        skipped(
+            "amtool not installed (Debian package prometheus-alertmanager): Alertmanager example not checked",
+        );
+        return;
+    }
+    let example = deploy("prometheus/alertmanager.example.yml");
+    let output = Command::new("amtool").arg("check-config").arg(example).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// One HTTP/1.0 GET to 127.0.0.1:`port`: (status, body). `None` when nothing answers.
