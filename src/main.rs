@@ -12,9 +12,15 @@ use hanoi247::domain::identity::NodeCode;
 use hanoi247::node::RunningNode;
 use tracing_subscriber::EnvFilter;
 
+/// Logs to stderr; colour only when stderr is a terminal, so that files, the journal and log
+/// shippers get plain text.
 fn init_logging(format: LogFormat, default: &str) {
+    use std::io::IsTerminal as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -100,8 +106,20 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 .await
                 .map_err(|error| failure::node_start(error, &config, &path))?;
             node.forward_hangups(hangups);
+            // systemd (Type=notify) hears READY=1 once every listener is bound and serving.
+            let systemd = hanoi247::node::systemd::Notifier::from_env().map(std::sync::Arc::new);
+            let watchdog = systemd.as_ref().map(|notifier| {
+                notifier.notify("READY=1");
+                tokio::spawn(ping_watchdog(std::sync::Arc::clone(notifier)))
+            });
             shutdown_signal().await?;
             tracing::info!("shutting down");
+            if let Some(notifier) = &systemd {
+                notifier.notify("STOPPING=1");
+            }
+            if let Some(watchdog) = watchdog {
+                watchdog.abort();
+            }
             node.shutdown().await?;
         }
         Command::Directory(command) => {
@@ -173,6 +191,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Sends `WATCHDOG=1` every half of `WATCHDOG_USEC` while the runtime runs (a hung runtime
+/// stops the pings, and systemd restarts the node).
+async fn ping_watchdog(notifier: std::sync::Arc<hanoi247::node::systemd::Notifier>) {
+    let Some(every) = hanoi247::node::systemd::Notifier::watchdog_interval() else { return };
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        notifier.notify("WATCHDOG=1");
+    }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -1,5 +1,7 @@
-//! The metrics listener: Prometheus text at `/metrics`, `/healthz` (the process is alive) and
-//! `/readyz` (store open, listeners serving, not shutting down). Plain HTTP, loopback by default.
+//! The metrics listener: OpenMetrics text at `/metrics` (served as
+//! `application/openmetrics-text`, so Prometheus parses it as what it is and keeps every family's
+//! type), `/healthz` (the process is alive) and `/readyz` (store writable, listeners serving, not
+//! shutting down). Plain HTTP, loopback by default.
 //!
 //! Most figures are read at scrape time from the store and the peer board, so they cannot drift
 //! from what the desk API shows; only what happens in passing (envelopes received, acknowledgement
@@ -32,9 +34,10 @@ use crate::runtime::metrics::{Labels, labels};
 pub async fn serve(
     listener: TcpListener,
     context: Arc<NodeContext>,
+    writable: Writable,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let state = (context, stop.clone());
+    let state = (context, writable, stop.clone());
     let router = Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -43,13 +46,19 @@ pub async fn serve(
     axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
 }
 
-type AppState = (Arc<NodeContext>, CancellationToken);
+/// Whether the store takes writes, as the node's store watch last found (false from a failed
+/// write until a reopened store has taken writes for a while).
+pub type Writable = tokio::sync::watch::Receiver<bool>;
 
-async fn ready(State((context, stop)): State<AppState>) -> impl IntoResponse {
+type AppState = (Arc<NodeContext>, Writable, CancellationToken);
+
+async fn ready(State((context, writable, stop)): State<AppState>) -> impl IntoResponse {
     if stop.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned());
     }
-    if let Some(why) = context.store.broken() {
+    if !*writable.borrow() {
+        let why =
+            context.store.broken().unwrap_or_else(|| "reopened after a failed write, not yet settled".into());
         return (StatusCode::SERVICE_UNAVAILABLE, format!("store cannot write: {why}\n"));
     }
     match context.store.size_on_disk() {
@@ -58,8 +67,16 @@ async fn ready(State((context, stop)): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn scrape(State((context, _)): State<AppState>) -> impl IntoResponse {
-    let mut registry = Registry::with_prefix("hanoi247");
+/// The content type of the OpenMetrics 1.0 text `prometheus_client` encodes (`# EOF` at the end,
+/// counters' samples named `<family>_total`). Under Prometheus's older `text/plain; version=0.0.4`
+/// a `# TYPE x counter` line beside `x_total` samples loses the type.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+async fn scrape(State((context, writable, _)): State<AppState>) -> impl IntoResponse {
+    let mut root = Registry::default();
+    // The process figures carry the names every Prometheus client library gives them.
+    root.register_collector(Box::new(ProcessCollector));
+    let registry = root.sub_registry_with_prefix("hanoi247");
     let metrics = &context.metrics;
     registry.register(
         "envelopes_received",
@@ -106,10 +123,11 @@ async fn scrape(State((context, _)): State<AppState>) -> impl IntoResponse {
         "Desk calls refused by the per-client call rate or stream cap, by reason",
         metrics.desk_calls_limited.clone(),
     );
-    registry.register_collector(Box::new(NodeCollector(Arc::clone(&context))));
+    let writable = *writable.borrow();
+    registry.register_collector(Box::new(NodeCollector(Arc::clone(&context), writable)));
     let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &registry) {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text),
+    match prometheus_client::encoding::text::encode(&mut text, &root) {
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain")],
@@ -118,8 +136,8 @@ async fn scrape(State((context, _)): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// The figures read at scrape time.
-struct NodeCollector(Arc<NodeContext>);
+/// The figures read at scrape time (and whether the store takes writes).
+struct NodeCollector(Arc<NodeContext>, bool);
 
 impl std::fmt::Debug for NodeCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -217,6 +235,7 @@ impl Collector for NodeCollector {
             (labels(&[("side", "receiver")]), count(Direction::Inbound)),
             (labels(&[("side", "sender")]), count(Direction::Outbound)),
         ];
+        let (unacknowledged, unacknowledged_age) = unacknowledged_inbound(context, now);
         let store_size = context.store.size_on_disk().unwrap_or(0) as f64;
         let flushes = vec![(Vec::new(), context.store.flushes())];
         let keys_written = vec![(Vec::new(), context.store.keys_written())];
@@ -280,6 +299,50 @@ impl Collector for NodeCollector {
         )?;
         gauge(
             &mut encoder,
+            "unacknowledged_requests",
+            "Requests received from peers that no one here has acknowledged yet, by precedence",
+            None,
+            &unacknowledged,
+        )?;
+        gauge(
+            &mut encoder,
+            "unacknowledged_oldest_age_seconds",
+            "Age of the oldest request received from a peer and not acknowledged here, by precedence (0 when none)",
+            None,
+            &unacknowledged_age,
+        )?;
+        let writable = if self.1 { 1.0 } else { 0.0 };
+        gauge(
+            &mut encoder,
+            "store_writable",
+            "1 while the store accepts writes; 0 after a write or sync failed (disk full, I/O error) until it is reopened",
+            None,
+            &[(Vec::new(), writable)],
+        )?;
+        gauge(
+            &mut encoder,
+            "build_info",
+            "Always 1; the version of the software serving",
+            None,
+            &[(labels(&[("version", env!("CARGO_PKG_VERSION"))]), 1.0)],
+        )?;
+        let crl_next_updates: Vec<(Labels, f64)> =
+            [("peer", tls.peer_crl.as_deref()), ("client", tls.client_crl.as_deref())]
+                .into_iter()
+                .filter_map(|(name, path)| {
+                    let at = crate::trust::tls::crl_next_update(path?)?;
+                    Some((labels(&[("crl", name)]), seconds_since_epoch(at)))
+                })
+                .collect();
+        gauge(
+            &mut encoder,
+            "crl_next_update_timestamp_seconds",
+            "The nextUpdate of each revocation list in use (the earliest, when a file holds several): publish a new one before",
+            None,
+            &crl_next_updates,
+        )?;
+        gauge(
+            &mut encoder,
             "store_size_bytes",
             "Bytes the sled store takes on disk",
             None,
@@ -298,6 +361,93 @@ impl Collector for NodeCollector {
             &keys_written,
         )?;
         encode_directory_versions(&mut encoder, context)?;
+        Ok(())
+    }
+}
+
+/// The samples of one gauge family.
+type Samples = Vec<(Labels, f64)>;
+
+/// Inbound requests waiting for a person here to acknowledge them: how many, and the age of the
+/// oldest, for every precedence (zero when none, so an alert's series always exists).
+fn unacknowledged_inbound(context: &NodeContext, now: SystemTime) -> (Samples, Samples) {
+    use crate::proto::Precedence;
+    // Every request awaiting acknowledgement has an entry in the deadline index, and no
+    // deadline lies a century ahead: "overdue by then" reads all of them.
+    let horizon = now.checked_add(std::time::Duration::from_secs(100 * 365 * 86_400)).unwrap_or(now);
+    let waiting = context.store.overdue(horizon).unwrap_or_default();
+    let precedences = [Precedence::Flash, Precedence::Immediate, Precedence::Priority, Precedence::Routine];
+    let mut counts = [0usize; 4];
+    let mut oldest = [0f64; 4];
+    for stored in &waiting {
+        let message = view(stored);
+        if message.direction() != Direction::Inbound || !crate::store::awaits_acknowledgement(&message) {
+            continue;
+        }
+        let Some(envelope) = message.envelope.as_ref() else { continue };
+        let Some(slot) = precedences.iter().position(|p| *p == envelope.precedence()) else { continue };
+        counts[slot] += 1;
+        let age = envelope
+            .created_at
+            .as_ref()
+            .map(crate::domain::timestamp::to_system)
+            .map_or(0.0, |created| now.duration_since(created).unwrap_or_default().as_secs_f64());
+        oldest[slot] = oldest[slot].max(age);
+    }
+    let label = |p: Precedence| labels(&[("precedence", p.short_name())]);
+    (
+        precedences.iter().zip(counts).map(|(p, n)| (label(*p), n as f64)).collect(),
+        precedences.iter().zip(oldest).map(|(p, age)| (label(*p), age)).collect(),
+    )
+}
+
+/// The process figures (Linux, from `/proc/self`; nothing elsewhere), under the names every
+/// Prometheus client library uses: `process_resident_memory_bytes`, `process_open_fds`,
+/// `process_max_fds`.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let resident_kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok());
+        if let Some(kib) = resident_kib {
+            gauge(
+                &mut encoder,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                None,
+                &[(Vec::new(), (kib * 1024) as f64)],
+            )?;
+        }
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            // The directory handle being read is one of the entries; it is not the node's.
+            let open = entries.count().saturating_sub(1);
+            gauge(
+                &mut encoder,
+                "process_open_fds",
+                "Open file descriptors",
+                None,
+                &[(Vec::new(), open as f64)],
+            )?;
+        }
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let max_open = limits
+            .lines()
+            .find_map(|line| line.strip_prefix("Max open files"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok());
+        if let Some(max) = max_open {
+            gauge(
+                &mut encoder,
+                "process_max_fds",
+                "Maximum number of open file descriptors (the soft limit)",
+                None,
+                &[(Vec::new(), max as f64)],
+            )?;
+        }
         Ok(())
     }
 }

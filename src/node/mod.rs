@@ -8,6 +8,7 @@
 pub mod deadline_watch;
 pub mod metrics_listener;
 pub mod retention;
+pub mod systemd;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -103,6 +104,7 @@ pub struct RunningNode {
     stop: CancellationToken,
     tasks: TaskTracker,
     tls: Arc<tls::NodeTls>,
+    health: tonic_health::server::HealthReporter,
 }
 
 impl RunningNode {
@@ -218,9 +220,13 @@ impl RunningNode {
         tasks.spawn(reload_clients(Arc::clone(&context), Arc::clone(&node_tls), stop.clone()));
         tasks.spawn(crate::node::deadline_watch::run(Arc::clone(&context), stop.clone()));
         tasks.spawn(crate::node::retention::run(Arc::clone(&context), stop.clone()));
-        tasks.spawn(recover_store(context.store.clone(), stop.clone()));
+        // Whether the store takes writes, as far as anyone can tell: what health, /readyz and
+        // hanoi247_store_writable say.
+        let writable = tokio::sync::watch::Sender::new(true);
+        tasks.spawn(keep_store_writable(context.store.clone(), writable.clone(), stop.clone()));
         tasks.spawn(reload_tls_on_trigger(Arc::clone(&node_tls), Arc::clone(&context), stop.clone()));
-        let metrics_server = metrics_listener::serve(metrics, Arc::clone(&context), stop.clone());
+        let metrics_server =
+            metrics_listener::serve(metrics, Arc::clone(&context), writable.subscribe(), stop.clone());
         let metrics_stop = stop.clone();
         tasks.spawn(async move {
             if let Err(error) = metrics_server.await {
@@ -243,8 +249,19 @@ impl RunningNode {
                 console_stop.cancel();
             }
         });
+        tasks.spawn(report_health(writable.subscribe(), health.clone(), stop.clone()));
         tracing::info!(node = %context.code(), %peer_addr, %desk_addr, %metrics_addr, %console_addr, "node started");
-        Ok(Self { peer_addr, desk_addr, metrics_addr, console_addr, context, stop, tasks, tls: node_tls })
+        Ok(Self {
+            peer_addr,
+            desk_addr,
+            metrics_addr,
+            console_addr,
+            context,
+            stop,
+            tasks,
+            tls: node_tls,
+            health,
+        })
     }
 
     /// Fires the node's reload trigger for every SIGHUP received on `signal`, until the node
@@ -267,6 +284,8 @@ impl RunningNode {
 
     /// Stops accepting, lets in-flight calls and writes finish, and flushes the store.
     pub async fn shutdown(self) -> Result<(), NodeError> {
+        // Probes hear NOT_SERVING before the listeners stop accepting.
+        set_health(&self.health, false).await;
         self.stop.cancel();
         self.tasks.close();
         // In-flight calls get a grace period; a client that never reads its stream (a stalled
@@ -468,21 +487,110 @@ async fn reload_clients(context: Arc<NodeContext>, tls: Arc<tls::NodeTls>, stop:
     }
 }
 
-/// Reopens the store after a write failure (disk full, I/O error), once a second, so the node
-/// recovers by itself once writing works again.
-async fn recover_store(store: crate::store::Store, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+/// How often the store's state is looked at: it marks itself broken on a failed write and has
+/// no other signal, so a probe may lag by this much.
+const STORE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often a broken store is reopened.
+const STORE_RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a reopened store must stay healthy before it counts as writable again.
+const STORE_SETTLE_TIME: Duration = Duration::from_secs(10);
+
+/// Publishes whether the store takes writes, and reopens it after a write failure (disk full,
+/// I/O error) once a second, so the node recovers by itself once writing works again.
+///
+/// Reopening succeeds even while the disk is still full (opening writes nothing), and a small
+/// write may still fit where a request does not, so a reopened store counts as writable only
+/// once a probe write (an empty change, one log frame) synced and no write failed for
+/// [`STORE_SETTLE_TIME`]; otherwise health and `hanoi247_store_writable` would flap back after
+/// every reopen while the node's real writes keep failing.
+async fn keep_store_writable(
+    store: crate::store::Store,
+    writable: tokio::sync::watch::Sender<bool>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(STORE_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_attempt = tokio::time::Instant::now();
+    // Since when the reopened store has taken writes (`None`: not since the last failure).
+    let mut healthy_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if store.broken().is_some() {
-            let store = store.clone();
-            let _ = tokio::task::spawn_blocking(move || store.recover()).await;
+        if store.broken().is_none() {
+            if !*writable.borrow() {
+                match healthy_since {
+                    None if probe_write(&store).await => healthy_since = Some(tokio::time::Instant::now()),
+                    Some(since) if since.elapsed() >= STORE_SETTLE_TIME => {
+                        writable.send_replace(true);
+                    }
+                    _ => {}
+                }
+            }
+            continue;
+        }
+        healthy_since = None;
+        writable.send_if_modified(|w| std::mem::replace(w, false));
+        if last_attempt.elapsed() < STORE_RECOVERY_INTERVAL {
+            continue;
+        }
+        last_attempt = tokio::time::Instant::now();
+        let reopening = store.clone();
+        let reopened = tokio::task::spawn_blocking(move || reopening.recover()).await.unwrap_or(false);
+        if reopened && probe_write(&store).await {
+            healthy_since = Some(tokio::time::Instant::now());
         }
     }
+}
+
+/// Writes an empty change (one log frame, no data) and syncs it: whether the store takes writes.
+async fn probe_write(store: &crate::store::Store) -> bool {
+    store.write(|_| Ok::<_, StoreError>(())).is_ok() && store.persist().await.is_ok()
+}
+
+/// Keeps `grpc.health.v1.Health` truthful: NOT_SERVING (the whole server, `""`, and both
+/// services) while the store cannot write, SERVING again once it takes writes, NOT_SERVING for
+/// good once the node stops.
+async fn report_health(
+    mut writable: tokio::sync::watch::Receiver<bool>,
+    health: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    let mut serving = true;
+    loop {
+        let now = *writable.borrow_and_update();
+        if now != serving {
+            serving = now;
+            set_health(&health, serving).await;
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            changed = writable.changed() => if changed.is_err() { break },
+        }
+    }
+    set_health(&health, false).await;
+}
+
+/// Sets the whole server's and both services' health status.
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic_health::ServingStatus;
+    let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <PeerServiceServer<crate::rpc::peer_service::PeerApi> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health
+        .set_service_status(
+            <DeskServiceServer<crate::rpc::desk_service::DeskApi> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
 }
 
 /// Reloads off the async workers: reading and checking files and CRLs is blocking work.

@@ -393,6 +393,22 @@ pub fn stale_crls(files: &crate::config::TlsConfig) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// The earliest nextUpdate among the revocation lists in `path` (read at each call, like
+/// [`stale_crls`]); `None` when the file cannot be read or no list in it has one.
+pub fn crl_next_update(path: &Path) -> Option<std::time::SystemTime> {
+    let bytes = std::fs::read(path).ok()?;
+    let ders: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&bytes).filter_map(Result::ok).collect();
+    let ders = if ders.is_empty() { vec![CertificateRevocationListDer::from(bytes)] } else { ders };
+    let earliest = ders
+        .iter()
+        .filter_map(|der| {
+            x509_parser::parse_x509_crl(der.as_ref()).ok()?.1.next_update().map(|t| t.timestamp())
+        })
+        .min()?;
+    let seconds = u64::try_from(earliest).ok()?;
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seconds))
+}
+
 /// The verifier of client certificates chaining to `ca`, checked against `crl` when given.
 fn client_verifier(
     ca: &Path,
