@@ -78,6 +78,9 @@ pub enum NodeError {
         /// The highest version used before.
         seen: u64,
     },
+    /// A `[notify]` target cannot be used (a file it names is missing or unreadable).
+    #[error("{0}")]
+    Notify(#[from] crate::runtime::notify::NotifyError),
     /// The node's own certificate does not name this node.
     #[error("certificate {path}: {message}")]
     Identity {
@@ -130,6 +133,7 @@ impl RunningNode {
         desk: TcpListener,
         clock: Clock,
     ) -> Result<Self, NodeError> {
+        let notify_targets = crate::runtime::notify::prepare(&config.notify)?;
         let (context, node_tls) = open(config, clock).await?;
         let client_tls = node_tls.client_config();
         let config = &context.config;
@@ -212,6 +216,7 @@ impl RunningNode {
         tasks.spawn(crate::node::deadline_watch::run(Arc::clone(&context), stop.clone()));
         tasks.spawn(crate::node::retention::run(Arc::clone(&context), stop.clone()));
         tasks.spawn(recover_store(context.store.clone(), stop.clone()));
+        tasks.spawn(crate::runtime::notify::run(Arc::clone(&context), notify_targets, stop.clone()));
         tasks.spawn(reload_tls_on_trigger(Arc::clone(&node_tls), Arc::clone(&context), stop.clone()));
         let metrics_server = metrics_listener::serve(metrics, Arc::clone(&context), stop.clone());
         let metrics_stop = stop.clone();
@@ -291,6 +296,7 @@ async fn open(config: NodeConfig, clock: Clock) -> Result<(NodeContext, Arc<tls:
     let signer =
         crate::trust::signing::Signer::load(&config.tls.cert, &config.tls.key, &config.tls.network_ca)?;
     let store = Store::open_with(&config.data_dir, config.store.checkpoint_interval)?;
+    store.set_notification_plan(config.code.as_str(), crate::store::notifications::plan(&config.notify));
     let (using, seen) = (directory.current().version, store.directory_version()?);
     if using < seen {
         let file = config.directory.file.display().to_string();
@@ -438,9 +444,19 @@ async fn recover_store(store: crate::store::Store, stop: CancellationToken) {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if store.broken().is_some() {
-            let store = store.clone();
-            let _ = tokio::task::spawn_blocking(move || store.recover()).await;
+        if let Some(why) = store.broken() {
+            let reopening = store.clone();
+            let recovered = tokio::task::spawn_blocking(move || reopening.recover()).await.unwrap_or(false);
+            if recovered {
+                // Told once it can write again: a notification cannot be stored before.
+                let notice = crate::store::notifications::Notice {
+                    detail: format!("the store could not write ({why}); it was reopened and writes again"),
+                    ..Default::default()
+                };
+                if let Err(error) = store.notify(crate::config::NotifyEvent::StoreUnwritable, &notice).await {
+                    tracing::error!(%error, "cannot store the store-unwritable notification");
+                }
+            }
         }
     }
 }

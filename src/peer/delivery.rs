@@ -363,6 +363,15 @@ impl PeerDelivery {
                 let error = describe(&status);
                 tracing::warn!(peer = %self.peer.code, %error, attempt = self.failures, retry_in = ?delay, "delivery failed");
                 self.record_peer_failure(&error, delay);
+                if self.failures == self.context.config.notify.peer_unreachable_after {
+                    let notice = crate::store::notifications::Notice {
+                        peer: self.peer.code.to_string(),
+                        // The error text may come from the peer: the queue view shows it, not this.
+                        detail: format!("{} calls in a row failed", self.failures),
+                        ..Default::default()
+                    };
+                    self.context.store.notify(crate::config::NotifyEvent::PeerUnreachable, &notice).await?;
+                }
                 self.record_failures(batch, &error, delay).await
             }
             Err(status) => {

@@ -97,6 +97,23 @@ pub fn server_config(client_ca: &Path, cert: &Path, key: &Path) -> Result<Arc<Se
     Ok(Arc::new(config))
 }
 
+/// A client configuration for notification webhooks (HTTP/1.1 to servers outside the network):
+/// TLS 1.2 or 1.3, the server must chain to `server_ca`; a client certificate only if given.
+pub fn webhook_client_config(
+    server_ca: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(load_roots(server_ca)?);
+    let mut config = match client {
+        Some((cert, key)) => builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A client configuration: TLS 1.3 only, the server must chain to `server_ca`, and we present
 /// `cert`.
 pub fn client_config(server_ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>, TlsError> {
