@@ -93,7 +93,7 @@ pub struct NodeConfig {
 
 /// `[notify]`: webhook and e-mail targets for the events a person on call must hear about. What
 /// is sent is written to the store first and retried with backoff (see `runtime::notify`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyConfig {
     /// The console's address as officers' browsers reach it (`https://host:port`), for the link
@@ -121,6 +121,21 @@ pub struct NotifyConfig {
     /// E-mail over SMTP, one `[[notify.email]]` each.
     #[serde(default)]
     pub email: Vec<EmailTarget>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            console_url: String::new(),
+            retry_initial: default_notify_retry_initial(),
+            retry_max: default_notify_retry_max(),
+            timeout: default_notify_timeout(),
+            peer_unreachable_after: default_unreachable_after(),
+            expiry_warning: default_expiry_warning(),
+            webhook: Vec::new(),
+            email: Vec::new(),
+        }
+    }
 }
 
 fn default_notify_retry_initial() -> Duration {
