@@ -217,6 +217,7 @@ impl RunningNode {
         tasks.spawn(crate::node::retention::run(Arc::clone(&context), stop.clone()));
         tasks.spawn(recover_store(context.store.clone(), stop.clone()));
         tasks.spawn(crate::runtime::notify::run(Arc::clone(&context), notify_targets, stop.clone()));
+        tasks.spawn(crate::runtime::notify::watch_expiry(Arc::clone(&context), stop.clone()));
         tasks.spawn(reload_tls_on_trigger(Arc::clone(&node_tls), Arc::clone(&context), stop.clone()));
         let metrics_server = metrics_listener::serve(metrics, Arc::clone(&context), stop.clone());
         let metrics_stop = stop.clone();

@@ -158,6 +158,46 @@ pub async fn run(context: Arc<NodeContext>, targets: Vec<Target>, stop: Cancella
     }
 }
 
+/// How often certificate and CRL expiry is looked at.
+const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// Announces (`certificate_expiring`) each certificate or CRL that runs out within
+/// `[notify] expiry_warning`, once per file and expiry while the node runs (a renewed file has
+/// another expiry and is announced again when that one nears), until `stop`.
+pub async fn watch_expiry(context: Arc<NodeContext>, stop: CancellationToken) {
+    let mut announced: std::collections::HashSet<(std::path::PathBuf, std::time::SystemTime)> =
+        Default::default();
+    loop {
+        let tls = context.config.tls.clone();
+        let expiries =
+            tokio::task::spawn_blocking(move || crate::trust::tls::expiries(&tls)).await.unwrap_or_default();
+        let horizon =
+            crate::domain::timestamp::plus(context.clock.now(), context.config.notify.expiry_warning);
+        for (path, at) in expiries {
+            if at > horizon || !announced.insert((path.clone(), at)) {
+                continue;
+            }
+            let when = crate::domain::timestamp::rfc3339(&crate::domain::timestamp::from_system(at));
+            let notice = crate::store::notifications::Notice {
+                deadline: when.clone(),
+                detail: format!("{} expires at {when}: renew it", path.display()),
+                ..Default::default()
+            };
+            tracing::warn!(file = %path.display(), expires_at = %when, "certificate or CRL expires soon");
+            if let Err(error) =
+                context.store.notify(crate::config::NotifyEvent::CertificateExpiring, &notice).await
+            {
+                tracing::error!(%error, "cannot store the expiry notification");
+                announced.remove(&(path, at));
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(EXPIRY_CHECK_EVERY) => {}
+        }
+    }
+}
+
 async fn run_target(context: Arc<NodeContext>, target: Target, stop: CancellationToken) {
     let mut durable = context.store.durable_events();
     let config = &context.config.notify;

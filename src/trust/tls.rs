@@ -412,6 +412,29 @@ pub fn stale_crls(files: &crate::config::TlsConfig) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// When each certificate file and revocation list `files` names runs out: the first
+/// certificate's notAfter, each CRL's nextUpdate (unreadable files are left out; the node reports
+/// them elsewhere). Read at each call, so renewed files count without a reload.
+pub fn expiries(files: &crate::config::TlsConfig) -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+    let mut found = Vec::new();
+    for path in [&files.cert, &files.desk_cert, &files.network_ca, &files.local_ca] {
+        let first = load_certs(path).ok().and_then(|certs| certs.into_iter().next());
+        if let Some(at) = first.and_then(|cert| crate::domain::identity::cert_not_after(&cert).ok()) {
+            found.push((path.clone(), at));
+        }
+    }
+    for path in [files.peer_crl.as_deref(), files.client_crl.as_deref()].into_iter().flatten() {
+        let Ok(bytes) = std::fs::read(path) else { continue };
+        for der in CertificateRevocationListDer::pem_slice_iter(&bytes).filter_map(Result::ok) {
+            let next = x509_parser::parse_x509_crl(der.as_ref()).ok().and_then(|(_, crl)| crl.next_update());
+            if let Some(seconds) = next.and_then(|n| u64::try_from(n.timestamp()).ok()) {
+                found.push((path.to_owned(), std::time::UNIX_EPOCH + Duration::from_secs(seconds)));
+            }
+        }
+    }
+    found
+}
+
 /// The verifier of client certificates chaining to `ca`, checked against `crl` when given.
 fn client_verifier(
     ca: &Path,
