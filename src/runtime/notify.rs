@@ -395,3 +395,118 @@ async fn send_email(context: &NodeContext, email: &Email, notification: &Notific
     let message = builder.body(text).map_err(|e| e.to_string())?;
     email.transport.send(message).await.map(drop).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::config::NotifyEvent;
+    use crate::domain::clock::Clock;
+    use crate::node::testing;
+    use crate::proto::{MessageState, Precedence};
+    use crate::store::notifications::TargetWants;
+
+    fn wants(target: &str, events: &[NotifyEvent], precedences: &[Precedence]) -> TargetWants {
+        TargetWants {
+            target: target.into(),
+            events: events.iter().copied().collect(),
+            precedences: precedences.iter().copied().collect::<HashSet<_>>(),
+        }
+    }
+
+    #[tokio::test]
+    async fn request_events_are_stored_for_the_targets_that_want_them_and_sent_only_once_durable() {
+        let start = SystemTime::now();
+        let manual = Clock::manual(start);
+        let (_dir, context) = testing::context(manual.clock()).await;
+        let store = &context.store;
+        store.set_notification_plan(
+            "VN",
+            vec![
+                wants(
+                    "pager",
+                    &[NotifyEvent::RequestArrived, NotifyEvent::RequestOverdue],
+                    &[Precedence::Flash],
+                ),
+                wants("mail", &[NotifyEvent::RequestOverdue], &[Precedence::Routine]),
+            ],
+        );
+        let far = start + Duration::from_secs(365 * 86_400);
+        let inbound = testing::store_request(&context, MessageState::Received, start, far);
+        let outbound = testing::store_request(&context, MessageState::Queued, start, far);
+
+        let pending = store.pending_notifications().unwrap();
+        assert_eq!(pending.len(), 1, "only the inbound FLASH arrived: {pending:?}");
+        let arrived = &pending[0];
+        assert_eq!((arrived.target.as_str(), arrived.event.as_str()), ("pager", "request_arrived"));
+        assert_eq!(arrived.message_id, inbound.to_string());
+        assert_eq!(
+            (arrived.peer.as_str(), arrived.precedence.as_str(), arrived.node.as_str()),
+            ("FR", "FLASH", "VN")
+        );
+        assert!(!arrived.deadline.is_empty());
+        assert!(
+            store.due_notifications("pager", SystemTime::now()).unwrap().is_empty(),
+            "not before its event is durable"
+        );
+        store.persist().await.unwrap();
+        assert_eq!(store.due_notifications("pager", SystemTime::now()).unwrap(), pending);
+
+        manual.advance(context.config.deadlines.flash + Duration::from_secs(1));
+        crate::node::deadline_watch::announce_overdue(&context).await.unwrap();
+        let overdue: Vec<_> = store
+            .pending_notifications()
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.event == "request_overdue")
+            .collect();
+        let mut ids: Vec<_> = overdue.iter().map(|n| (n.target.as_str(), n.message_id.clone())).collect();
+        ids.sort();
+        let mut expected = vec![("pager", inbound.to_string()), ("pager", outbound.to_string())];
+        expected.sort();
+        assert_eq!(ids, expected, "both ends' FLASH overdue, for the pager only (mail wants ROUTINE)");
+
+        // A failed attempt waits for its retry; a sent one leaves the pending set, durably.
+        let failed = store.notification_failed(arrived, "refused", Duration::from_secs(60)).unwrap();
+        assert_eq!(failed.attempts, 1);
+        assert!(
+            store.due_notifications("pager", SystemTime::now()).unwrap().iter().all(|n| n.id != arrived.id)
+        );
+        store.notification_sent(&failed).await.unwrap();
+        assert!(store.pending_notifications().unwrap().iter().all(|n| n.id != arrived.id));
+        let sent = store.sent_notifications().unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].id, arrived.id);
+        assert!(!sent[0].sent_at.is_empty());
+    }
+
+    #[test]
+    fn the_webhook_body_and_headline_carry_no_subject_or_body() {
+        let notification = Notification {
+            id: "0190".into(),
+            target: "pager".into(),
+            event: "request_arrived".into(),
+            node: "FR".into(),
+            at: "2026-12-04T18:00:00Z".into(),
+            message_id: "m1".into(),
+            request_type: "PRESERVATION".into(),
+            precedence: "FLASH".into(),
+            peer: "VN".into(),
+            deadline: "2026-12-04T18:15:00Z".into(),
+            detail: "request received".into(),
+            after_event: 1,
+            attempts: 0,
+            next_attempt_ms: 0,
+            last_error: String::new(),
+            sent_at: String::new(),
+        };
+        assert_eq!(headline(&notification), "[hanoi247 FR] FLASH PRESERVATION request from VN");
+        let body: serde_json::Value =
+            serde_json::from_slice(&webhook_body(&notification, "https://x/message/m1")).unwrap();
+        let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
+        assert!(!keys.iter().any(|k| k == "subject" || k == "body" || k == "case_reference"), "{keys:?}");
+        assert_eq!(body["link"], "https://x/message/m1");
+    }
+}

@@ -336,3 +336,50 @@ async fn a_bad_notify_section_is_refused_naming_the_key() {
     .await;
     assert!(error.contains("notify.email[0].credentials_file"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stays_unreachable_is_announced_once_per_failure_streak() {
+    // DE is in the directory but never started.
+    let mut net = Network::new(&["FR", "DE"]).await;
+    let receiver = webhook_receiver(net.dir()).await;
+    let secret_file = net.dir().join("webhook.secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    append_notify(
+        &net,
+        "FR",
+        &format!(
+            "[notify]\nretry_initial = \"100ms\"\nretry_max = \"300ms\"\npeer_unreachable_after = 2\n\n\
+             [[notify.webhook]]\nname = \"pager\"\nurl = \"https://127.0.0.1:{}/hook\"\nsecret_file = \"{}\"\n\
+             ca_file = \"{}\"\nevents = [\"peer_unreachable\"]\n",
+            receiver.port,
+            secret_file.display(),
+            receiver.ca_file.display()
+        ),
+    );
+    net.start("FR").await;
+    let metrics_port = net.config("FR").metrics.listen.port();
+    let mut fr = net.desk("FR");
+    submit(&mut fr, advice_request("DE", Precedence::Flash, "for a peer that is down")).await;
+
+    eventually("the pager hears that DE is unreachable", async || !receiver.calls.lock().unwrap().is_empty())
+        .await;
+    let call = receiver.calls.lock().unwrap()[0].clone();
+    let json: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(
+        (json["event"].as_str(), json["peer"].as_str()),
+        (Some("peer_unreachable"), Some("DE")),
+        "{json}"
+    );
+    assert!(!String::from_utf8_lossy(&call.body).contains("for a peer that is down"), "no subject");
+    // Delivery keeps failing well past the threshold: still one call, nothing pending.
+    eventually("more failed calls to DE", async || {
+        metric(metrics_port, r#"hanoi247_delivery_failures_total{peer="DE"}"#).await >= 5.0
+    })
+    .await;
+    let sent = r#"hanoi247_notifications_sent_total{target="pager",event="peer_unreachable"}"#;
+    eventually("the call is recorded as sent", async || metric(metrics_port, sent).await == 1.0).await;
+    let pending = r#"hanoi247_notifications_pending{target="pager"}"#;
+    eventually("nothing is pending", async || metric(metrics_port, pending).await == 0.0).await;
+    assert_eq!(receiver.calls.lock().unwrap().len(), 1, "one notification per failure streak");
+    net.stop("FR").await;
+}
