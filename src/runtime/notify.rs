@@ -147,12 +147,14 @@ fn read_secret(path: &std::path::Path) -> Result<String, String> {
     Ok(text)
 }
 
-/// Runs one sending task per target until `stop`.
+/// Runs one sending task per target, and the removal of sent notifications older than
+/// `[retention] events`, until `stop`.
 pub async fn run(context: Arc<NodeContext>, targets: Vec<Target>, stop: CancellationToken) {
-    let tasks: Vec<_> = targets
+    let mut tasks: Vec<_> = targets
         .into_iter()
         .map(|target| tokio::spawn(run_target(Arc::clone(&context), target, stop.clone())))
         .collect();
+    tasks.push(tokio::spawn(prune_sent(Arc::clone(&context), stop.clone())));
     for task in tasks {
         let _ = task.await;
     }
@@ -194,6 +196,23 @@ pub async fn watch_expiry(context: Arc<NodeContext>, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(EXPIRY_CHECK_EVERY) => {}
+        }
+    }
+}
+
+async fn prune_sent(context: Arc<NodeContext>, stop: CancellationToken) {
+    loop {
+        let before = context.clock.now().checked_sub(context.config.retention.events);
+        if let Some(before) = before {
+            match context.store.prune_sent_notifications(before).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "sent notifications past [retention] events removed"),
+                Err(error) => tracing::error!(%error, "cannot remove old sent notifications"),
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(context.config.retention.interval) => {}
         }
     }
 }
@@ -480,6 +499,18 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].id, arrived.id);
         assert!(!sent[0].sent_at.is_empty());
+
+        // Sent ones are removed once old; pending ones never.
+        assert_eq!(
+            store.prune_sent_notifications(SystemTime::now() - Duration::from_secs(3600)).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            store.prune_sent_notifications(SystemTime::now() + Duration::from_secs(1)).await.unwrap(),
+            1
+        );
+        assert!(store.sent_notifications().unwrap().is_empty());
+        assert_eq!(store.pending_notifications().unwrap().len(), 2, "the two overdue ones stay");
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! | `c` "audit" | the chain head: last audit sequence number(8) and its hash(32) |
 //! | `w` node-code(2) | `SignedAuditHead` — the newest audit head that member signed and gave us in `Hello` (its signature checked before it is kept) |
 //! | `n` id(16) | JSON `Notification` — a notification still to be sent (see `notifications`) |
-//! | `d` id(16) | JSON `Notification` — a notification sent |
+//! | `d` id(16) | JSON `Notification` — a notification sent (removed after `[retention] events`) |
 //!
 //! Invariants: an outbound message has an `o` key exactly while it is QUEUED or WAITING_RETRY; a
 //! request has an `a` key exactly while it waits for an acknowledgement; every new timeline entry

@@ -240,6 +240,36 @@ impl Store {
         self.persist().await
     }
 
+    /// Removes sent notifications made before `before` (their id is a UUIDv7, which holds its
+    /// creation time); returns how many. Pending ones are never removed.
+    pub async fn prune_sent_notifications(&self, before: SystemTime) -> Result<usize, StoreError> {
+        let limit = millis(before);
+        let mut old = Vec::new();
+        for entry in self.db()?.scan_prefix([SENT]) {
+            let (key, _) = entry?;
+            let made = Uuid::from_slice(&key[1..]).ok().and_then(|id| id.get_timestamp()).map(|t| {
+                let (seconds, nanos) = t.to_unix();
+                seconds.saturating_mul(1000).saturating_add(u64::from(nanos / 1_000_000))
+            });
+            // Keys are in creation order: the first one young enough ends the scan.
+            if made.is_some_and(|made| made >= limit) {
+                break;
+            }
+            old.push(key.to_vec());
+        }
+        if old.is_empty() {
+            return Ok(0);
+        }
+        self.write(|changes| {
+            for key in &old {
+                changes.batch.remove(key);
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        self.persist().await?;
+        Ok(old.len())
+    }
+
     /// Records a failed attempt and when to try again (not made durable by itself: a crash only
     /// makes the next attempt come sooner).
     pub fn notification_failed(
