@@ -383,3 +383,51 @@ async fn a_peer_that_stays_unreachable_is_announced_once_per_failure_streak() {
     assert_eq!(receiver.calls.lock().unwrap().len(), 1, "one notification per failure streak");
     net.stop("FR").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_could_not_write_is_announced_once_it_writes_again() {
+    let net = Network::new(&["VN", "FR"]).await;
+    let receiver = webhook_receiver(net.dir()).await;
+    let secret_file = net.dir().join("webhook.secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    append_notify(
+        &net,
+        "VN",
+        &format!(
+            "[notify]\nretry_initial = \"100ms\"\nretry_max = \"300ms\"\n\n\
+             [[notify.webhook]]\nname = \"pager\"\nurl = \"https://127.0.0.1:{}/hook\"\nsecret_file = \"{}\"\n\
+             ca_file = \"{}\"\nevents = [\"store_unwritable\"]\n",
+            receiver.port,
+            secret_file.display(),
+            receiver.ca_file.display()
+        ),
+    );
+    // A "disk" that fills up (see storage_failure.rs).
+    let vn_process = net.spawn_with_file_limit("VN", 2048).await;
+    let mut vn = net.desk("VN");
+    let mut submitted = 0;
+    loop {
+        assert!(submitted < 400, "the disk never filled up");
+        let mut request = advice_request("FR", Precedence::Routine, &format!("filler {submitted}"));
+        request.body = "x".repeat(16 * 1024);
+        if vn.submit(request).await.is_err() {
+            break;
+        }
+        submitted += 1;
+    }
+    assert!(
+        receiver.calls.lock().unwrap().is_empty(),
+        "nothing can be stored (or sent) while the store cannot write"
+    );
+    vn_process.lift_file_limit();
+    eventually("the pager hears the store could not write", async || {
+        !receiver.calls.lock().unwrap().is_empty()
+    })
+    .await;
+    let call = receiver.calls.lock().unwrap()[0].clone();
+    let json: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(json["event"], "store_unwritable", "{json}");
+    assert_eq!(json["node"], "VN", "{json}");
+    assert!(json["detail"].as_str().unwrap().contains("could not write"), "{json}");
+    drop(vn_process);
+}
