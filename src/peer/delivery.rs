@@ -363,6 +363,7 @@ impl PeerDelivery {
                 let error = describe(&status);
                 tracing::warn!(peer = %self.peer.code, %error, attempt = self.failures, retry_in = ?delay, "delivery failed");
                 self.record_peer_failure(&error, delay);
+                let recorded = self.record_failures(batch, &error, delay).await;
                 if self.failures == self.context.config.notify.peer_unreachable_after {
                     let notice = crate::store::notifications::Notice {
                         peer: self.peer.code.to_string(),
@@ -370,9 +371,13 @@ impl PeerDelivery {
                         detail: format!("{} calls in a row failed", self.failures),
                         ..Default::default()
                     };
-                    self.context.store.notify(crate::config::NotifyEvent::PeerUnreachable, &notice).await?;
+                    let notified =
+                        self.context.store.notify(crate::config::NotifyEvent::PeerUnreachable, &notice);
+                    if let Err(error) = notified.await {
+                        tracing::error!(peer = %self.peer.code, %error, "cannot store the peer-unreachable notification");
+                    }
                 }
-                self.record_failures(batch, &error, delay).await
+                recorded
             }
             Err(status) => {
                 tracing::debug!(peer = %self.peer.code, error = %describe(&status), "batch of an abandoned session failed; resending");
