@@ -90,6 +90,283 @@ pub struct NodeConfig {
     /// from it again.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// Who is woken when something happens (`[notify]`): webhooks and e-mail.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+}
+
+/// `[notify]`: webhook and e-mail targets for the events a person on call must hear about. What
+/// is sent is written to the store first and retried with backoff (see `runtime::notify`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// The console's address as officers' browsers reach it (`https://host:port`), for the link
+    /// to the message in each notification; empty: no link.
+    #[serde(default)]
+    pub console_url: String,
+    /// Upper bound of the first retry delay of a failed notification; default 5s.
+    #[serde(default = "default_notify_retry_initial", with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Upper bound of any retry delay; default 10 minutes.
+    #[serde(default = "default_notify_retry_max", with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Deadline of one webhook call or one SMTP session; default 20s.
+    #[serde(default = "default_notify_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive failed calls after which a peer is announced unreachable; default 3.
+    #[serde(default = "default_unreachable_after")]
+    pub peer_unreachable_after: u32,
+    /// How long before a certificate or revocation list expires it is announced; default 14 days.
+    #[serde(default = "default_expiry_warning", with = "humantime_serde")]
+    pub expiry_warning: Duration,
+    /// HTTPS webhooks (a pager, a chat bridge), one `[[notify.webhook]]` each.
+    #[serde(default)]
+    pub webhook: Vec<WebhookTarget>,
+    /// E-mail over SMTP, one `[[notify.email]]` each.
+    #[serde(default)]
+    pub email: Vec<EmailTarget>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            console_url: String::new(),
+            retry_initial: default_notify_retry_initial(),
+            retry_max: default_notify_retry_max(),
+            timeout: default_notify_timeout(),
+            peer_unreachable_after: default_unreachable_after(),
+            expiry_warning: default_expiry_warning(),
+            webhook: Vec::new(),
+            email: Vec::new(),
+        }
+    }
+}
+
+fn default_notify_retry_initial() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_notify_retry_max() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_notify_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_unreachable_after() -> u32 {
+    3
+}
+fn default_expiry_warning() -> Duration {
+    Duration::from_secs(14 * 24 * 3600)
+}
+
+/// What a notification target can be told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    /// A request from another member was stored here (filtered by `precedences`).
+    RequestArrived,
+    /// A request passed its acknowledgement deadline (filtered by `precedences`).
+    RequestOverdue,
+    /// Delivery to a peer failed `peer_unreachable_after` times in a row.
+    PeerUnreachable,
+    /// The store failed to write (announced once it is writable again).
+    StoreUnwritable,
+    /// This node's certificate or a revocation list expires within `expiry_warning`.
+    CertificateExpiring,
+}
+
+impl NotifyEvent {
+    /// The name used in config and in notifications.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotifyEvent::RequestArrived => "request_arrived",
+            NotifyEvent::RequestOverdue => "request_overdue",
+            NotifyEvent::PeerUnreachable => "peer_unreachable",
+            NotifyEvent::StoreUnwritable => "store_unwritable",
+            NotifyEvent::CertificateExpiring => "certificate_expiring",
+        }
+    }
+}
+
+/// One HTTPS webhook.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTarget {
+    /// A name for logs, metrics and the store (unique among all targets).
+    pub name: String,
+    /// Where the JSON is POSTed; must be `https://`.
+    pub url: String,
+    /// File holding the HMAC-SHA256 key for `X-Hanoi247-Signature` (its bytes, trailing newline
+    /// removed); read at start.
+    pub secret_file: PathBuf,
+    /// CA certificate(s) (PEM) the webhook server's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// Client certificate (PEM) for servers that require one; with `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// What it is told about.
+    pub events: Vec<NotifyEvent>,
+    /// For `request_arrived` and `request_overdue`: the precedences wanted (`FLASH`, ...);
+    /// empty: all.
+    #[serde(default)]
+    pub precedences: Vec<String>,
+}
+
+/// How an SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (port 587); refused if the server does not offer it.
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No TLS: only for a server on 127.0.0.1 or ::1 (tests, a local relay).
+    Plain,
+}
+
+/// One e-mail target (an SMTP submission server and its recipients).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailTarget {
+    /// A name for logs, metrics and the store (unique among all targets).
+    pub name: String,
+    /// The SMTP server's host name (must match its certificate).
+    pub host: String,
+    /// Its port (587 for STARTTLS, 465 for TLS).
+    pub port: u16,
+    /// `starttls`, `tls` or `plain` (loopback only).
+    pub security: SmtpSecurity,
+    /// CA certificate(s) (PEM) the server's certificate must chain to; unset: the system's CA
+    /// store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// File holding `user:password` for SMTP AUTH; unset: no authentication.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// The From address, e.g. `hanoi247 FR <hanoi247@fr.example>`.
+    pub from: String,
+    /// The recipients.
+    pub to: Vec<String>,
+    /// What it is told about.
+    pub events: Vec<NotifyEvent>,
+    /// As for webhooks: precedences wanted; empty: all.
+    #[serde(default)]
+    pub precedences: Vec<String>,
+}
+
+impl NotifyConfig {
+    /// Every target's name, events and precedences, webhooks first.
+    pub fn targets(&self) -> Vec<(&str, &[NotifyEvent], &[String])> {
+        let webhooks =
+            self.webhook.iter().map(|w| (w.name.as_str(), w.events.as_slice(), w.precedences.as_slice()));
+        let emails =
+            self.email.iter().map(|e| (e.name.as_str(), e.events.as_slice(), e.precedences.as_slice()));
+        webhooks.chain(emails).collect()
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        for webhook in &mut self.webhook {
+            webhook.secret_file = base.join(&webhook.secret_file);
+            webhook.ca_file = base.join(&webhook.ca_file);
+            for file in [webhook.client_cert.as_mut(), webhook.client_key.as_mut()].into_iter().flatten() {
+                *file = base.join(&*file);
+            }
+        }
+        for email in &mut self.email {
+            for file in [email.ca_file.as_mut(), email.credentials_file.as_mut()].into_iter().flatten() {
+                *file = base.join(&*file);
+            }
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
+            return Err("notify.retry_initial/retry_max: need 0 < retry_initial <= retry_max".into());
+        }
+        if self.timeout.is_zero() {
+            return Err("notify.timeout: must be more than 0".into());
+        }
+        if self.peer_unreachable_after == 0 {
+            return Err("notify.peer_unreachable_after: must be at least 1".into());
+        }
+        if !self.console_url.is_empty() && !self.console_url.starts_with("https://") {
+            return Err(format!("notify.console_url: {:?} must start with https://", self.console_url));
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for (name, events, precedences, key) in self
+            .webhook
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (&w.name, &w.events, &w.precedences, format!("notify.webhook[{i}]")))
+            .chain(
+                self.email
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (&e.name, &e.events, &e.precedences, format!("notify.email[{i}]"))),
+            )
+        {
+            crate::domain::identity::validate_client_name(name).map_err(|e| format!("{key}.name: {e}"))?;
+            if names.contains(&name.as_str()) {
+                return Err(format!("{key}.name: {name} names two targets"));
+            }
+            names.push(name);
+            if events.is_empty() {
+                return Err(format!("{key}.events: name at least one event"));
+            }
+            for precedence in precedences {
+                if crate::domain::names::precedence_named(precedence).is_none() {
+                    return Err(format!(
+                        "{key}.precedences: {precedence:?} is not a precedence (FLASH, IMMEDIATE, PRIORITY, ROUTINE)"
+                    ));
+                }
+            }
+        }
+        for (i, webhook) in self.webhook.iter().enumerate() {
+            let key = format!("notify.webhook[{i}]");
+            let Some(rest) = webhook.url.strip_prefix("https://") else {
+                return Err(format!("{key}.url: {:?} must start with https://", webhook.url));
+            };
+            if http::Uri::try_from(webhook.url.as_str()).is_err() || rest.is_empty() {
+                return Err(format!("{key}.url: {:?} is not a URL", webhook.url));
+            }
+            if webhook.client_cert.is_some() != webhook.client_key.is_some() {
+                return Err(format!("{key}.client_cert/client_key: set both or neither"));
+            }
+        }
+        for (i, email) in self.email.iter().enumerate() {
+            let key = format!("notify.email[{i}]");
+            if email.host.is_empty() {
+                return Err(format!("{key}.host: required"));
+            }
+            if email.port == 0 {
+                return Err(format!("{key}.port: required"));
+            }
+            match email.security {
+                SmtpSecurity::Plain => {
+                    let loopback = email.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                    if !loopback {
+                        return Err(format!(
+                            "{key}.security: \"plain\" only for a server on 127.0.0.1 or ::1, not {}; use \"starttls\" or \"tls\"",
+                            email.host
+                        ));
+                    }
+                }
+                SmtpSecurity::Starttls | SmtpSecurity::Tls => {}
+            }
+            if email.to.is_empty() {
+                return Err(format!("{key}.to: name at least one recipient"));
+            }
+            if !email.from.contains('@') {
+                return Err(format!("{key}.from: {:?} is not an e-mail address", email.from));
+            }
+            if let Some(bad) = email.to.iter().find(|to| !to.contains('@')) {
+                return Err(format!("{key}.to: {bad:?} is not an e-mail address"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How long the lifecycle events behind `Watch` are kept. Messages (with their timelines) and
@@ -573,6 +850,7 @@ impl NodeConfig {
         for file in [config.tls.peer_crl.as_mut(), config.tls.client_crl.as_mut()].into_iter().flatten() {
             *file = base.join(&*file);
         }
+        config.notify.resolve(&base);
         config.check().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
         config.source = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
         Ok(config)
@@ -621,6 +899,7 @@ impl NodeConfig {
         if self.reload.poll_interval < Duration::from_millis(100) {
             return Err("reload.poll_interval: at least 100ms".into());
         }
+        self.notify.check()?;
         Ok(())
     }
 

@@ -79,7 +79,8 @@ pub fn layout(frame: &Frame<'_>, page: &str, title: &str, content: &str) -> Stri
                 link rel="stylesheet" href="/assets/console.css";
                 script src="/assets/console.js" defer {}
             }
-            body data-page=(page) data-live-on=(s.live_on) data-live-off=(s.live_off) {
+            body data-page=(page) data-live-on=(s.live_on) data-live-off=(s.live_off)
+                data-attention-title=(s.attention_title) data-attention-from=(s.attention_from) {
                 a.skip href="#main" { (s.skip_to_content) }
                 header {
                     span.brand { (s.product) " · " (frame.node) }
@@ -98,6 +99,11 @@ pub fn layout(frame: &Frame<'_>, page: &str, title: &str, content: &str) -> Stri
                         }
                         " "
                         span #live .live aria-live="polite" {}
+                        " "
+                        // Shown by console.js only while the browser has not been answered.
+                        button #allow-notifications .allow-notifications type="button" hidden {
+                            (s.allow_notifications)
+                        }
                     }
                 }
                 div #flash-banner .flash-banner role="alert" hidden {

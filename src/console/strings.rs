@@ -46,6 +46,13 @@ pub struct Catalogue {
     pub next_page: &'static str,
     /// Banner when a FLASH request arrives.
     pub flash_banner: &'static str,
+    /// The button that asks the browser for permission to show notifications (shown once, until
+    /// the officer answers the browser's question).
+    pub allow_notifications: &'static str,
+    /// Title of the browser notification for a new FLASH or IMMEDIATE request.
+    pub attention_title: &'static str,
+    /// Its text after the precedence ("FLASH request from VN").
+    pub attention_from: &'static str,
     /// Live-update status: connected.
     pub live_on: &'static str,
     /// Live-update status: lost (the browser reconnects by itself).
@@ -201,6 +208,9 @@ pub const ENGLISH: Catalogue = Catalogue {
     search_clear: "Show all",
     next_page: "Next page →",
     flash_banner: "FLASH request received: act now.",
+    allow_notifications: "Allow notifications",
+    attention_title: "New request at the desk",
+    attention_from: "request from",
     live_on: "live",
     live_off: "reconnecting…",
     col_precedence: "Precedence",

@@ -54,6 +54,15 @@ pub fn request_type_named(name: &str) -> Option<RequestType> {
     RequestType::from_str_name(&wire)
 }
 
+/// The precedence named `name` (`FLASH` or `PRECEDENCE_FLASH`, any case); `None` for an unknown
+/// name or UNSPECIFIED.
+pub fn precedence_named(name: &str) -> Option<Precedence> {
+    let upper = name.trim().to_ascii_uppercase();
+    let wire =
+        if upper.starts_with(Precedence::PREFIX) { upper } else { format!("{}{upper}", Precedence::PREFIX) };
+    Precedence::from_str_name(&wire).filter(|p| *p != Precedence::Unspecified)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -123,6 +123,21 @@ async fn scrape(State((context, writable, _)): State<AppState>) -> impl IntoResp
         "Desk calls refused by the per-client call rate or stream cap, by reason",
         metrics.desk_calls_limited.clone(),
     );
+    registry.register(
+        "notifications_sent",
+        "Notifications delivered to a [notify] target, by target and event",
+        metrics.notifications_sent.clone(),
+    );
+    registry.register(
+        "notifications_failed",
+        "Failed notification attempts (each is retried with backoff), by target and event",
+        metrics.notifications_failed.clone(),
+    );
+    registry.register(
+        "notifications_pending",
+        "Notifications waiting to be sent, by target",
+        metrics.notifications_pending.clone(),
+    );
     let writable = *writable.borrow();
     registry.register_collector(Box::new(NodeCollector(Arc::clone(&context), writable)));
     let mut text = String::new();

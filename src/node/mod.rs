@@ -79,6 +79,9 @@ pub enum NodeError {
         /// The highest version used before.
         seen: u64,
     },
+    /// A `[notify]` target cannot be used (a file it names is missing or unreadable).
+    #[error("{0}")]
+    Notify(#[from] crate::runtime::notify::NotifyError),
     /// The node's own certificate does not name this node.
     #[error("certificate {path}: {message}")]
     Identity {
@@ -132,6 +135,7 @@ impl RunningNode {
         desk: TcpListener,
         clock: Clock,
     ) -> Result<Self, NodeError> {
+        let notify_targets = crate::runtime::notify::prepare(&config.notify)?;
         let (context, node_tls) = open(config, clock).await?;
         let client_tls = node_tls.client_config();
         let config = &context.config;
@@ -224,6 +228,8 @@ impl RunningNode {
         // hanoi247_store_writable say.
         let writable = tokio::sync::watch::Sender::new(true);
         tasks.spawn(keep_store_writable(context.store.clone(), writable.clone(), stop.clone()));
+        tasks.spawn(crate::runtime::notify::run(Arc::clone(&context), notify_targets, stop.clone()));
+        tasks.spawn(crate::runtime::notify::watch_expiry(Arc::clone(&context), stop.clone()));
         tasks.spawn(reload_tls_on_trigger(Arc::clone(&node_tls), Arc::clone(&context), stop.clone()));
         let metrics_server =
             metrics_listener::serve(metrics, Arc::clone(&context), writable.subscribe(), stop.clone());
@@ -314,6 +320,7 @@ async fn open(config: NodeConfig, clock: Clock) -> Result<(NodeContext, Arc<tls:
     let signer =
         crate::trust::signing::Signer::load(&config.tls.cert, &config.tls.key, &config.tls.network_ca)?;
     let store = Store::open_with(&config.data_dir, config.store.checkpoint_interval)?;
+    store.set_notification_plan(config.code.as_str(), crate::store::notifications::plan(&config.notify));
     let (using, seen) = (directory.current().version, store.directory_version()?);
     if using < seen {
         let file = config.directory.file.display().to_string();
@@ -515,6 +522,8 @@ async fn keep_store_writable(
     let mut last_attempt = tokio::time::Instant::now();
     // Since when the reopened store has taken writes (`None`: not since the last failure).
     let mut healthy_since: Option<tokio::time::Instant> = None;
+    // Why the store stopped taking writes, until that is announced (`[notify]`).
+    let mut broken_because: Option<String> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -526,6 +535,7 @@ async fn keep_store_writable(
                     None if probe_write(&store).await => healthy_since = Some(tokio::time::Instant::now()),
                     Some(since) if since.elapsed() >= STORE_SETTLE_TIME => {
                         writable.send_replace(true);
+                        announce_writable_again(&store, broken_because.take()).await;
                     }
                     _ => {}
                 }
@@ -533,6 +543,9 @@ async fn keep_store_writable(
             continue;
         }
         healthy_since = None;
+        if broken_because.is_none() {
+            broken_because = store.broken();
+        }
         writable.send_if_modified(|w| std::mem::replace(w, false));
         if last_attempt.elapsed() < STORE_RECOVERY_INTERVAL {
             continue;
@@ -543,6 +556,19 @@ async fn keep_store_writable(
         if reopened && probe_write(&store).await {
             healthy_since = Some(tokio::time::Instant::now());
         }
+    }
+}
+
+/// Tells the `[notify]` targets that want it that the store could not write for a while: only
+/// once it writes again, since a notification cannot be stored before.
+async fn announce_writable_again(store: &crate::store::Store, why: Option<String>) {
+    let why = why.unwrap_or_else(|| "a write failed".into());
+    let notice = crate::store::notifications::Notice {
+        detail: format!("the store could not write ({why}); it was reopened and writes again"),
+        ..Default::default()
+    };
+    if let Err(error) = store.notify(crate::config::NotifyEvent::StoreUnwritable, &notice).await {
+        tracing::error!(%error, "cannot store the store-unwritable notification");
     }
 }
 

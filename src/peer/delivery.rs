@@ -362,7 +362,21 @@ impl PeerDelivery {
                 let error = describe(&status);
                 tracing::warn!(peer = %self.peer.code, %error, attempt = self.failures, retry_in = ?delay, "delivery failed");
                 self.record_peer_failure(&error, delay);
-                self.record_failures(batch, &error, delay).await
+                let recorded = self.record_failures(batch, &error, delay).await;
+                if self.failures == self.context.config.notify.peer_unreachable_after {
+                    let notice = crate::store::notifications::Notice {
+                        peer: self.peer.code.to_string(),
+                        // The error text may come from the peer: the queue view shows it, not this.
+                        detail: format!("{} calls in a row failed", self.failures),
+                        ..Default::default()
+                    };
+                    let notified =
+                        self.context.store.notify(crate::config::NotifyEvent::PeerUnreachable, &notice);
+                    if let Err(error) = notified.await {
+                        tracing::error!(peer = %self.peer.code, %error, "cannot store the peer-unreachable notification");
+                    }
+                }
+                recorded
             }
             Err(status) => {
                 tracing::debug!(peer = %self.peer.code, error = %describe(&status), "batch of an abandoned session failed; resending");

@@ -4,6 +4,7 @@
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 /// Label pairs of one metric family member.
@@ -35,6 +36,12 @@ pub struct Metrics {
     pub connections_refused: Family<Labels, Counter>,
     /// Desk calls refused by the per-client rate (`limits.desk_calls_per_second`) or stream cap.
     pub desk_calls_limited: Family<Labels, Counter>,
+    /// Notifications delivered to a `[notify]` target, by target and event.
+    pub notifications_sent: Family<Labels, Counter>,
+    /// Failed notification attempts (each is retried), by target and event.
+    pub notifications_failed: Family<Labels, Counter>,
+    /// Notifications waiting to be sent, by target (set by each target's sender).
+    pub notifications_pending: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -50,6 +57,9 @@ impl Default for Metrics {
             audit_head_rollbacks: Family::default(),
             connections_refused: Family::default(),
             desk_calls_limited: Family::default(),
+            notifications_sent: Family::default(),
+            notifications_failed: Family::default(),
+            notifications_pending: Family::default(),
         }
     }
 }

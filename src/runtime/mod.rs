@@ -8,4 +8,5 @@
 pub mod catch_panic;
 pub mod context;
 pub mod metrics;
+pub mod notify;
 pub mod peer_board;

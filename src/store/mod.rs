@@ -22,6 +22,8 @@
 //! | `c` "audit" | the chain head: last audit sequence number(8) and its hash(32) |
 //! | `w` node-code(2) | `SignedAuditHead` — the newest audit head that member signed and gave us in `Hello` (its signature checked before it is kept) |
 //! | `q` client-request-id(16) client-name | message id(16) and request digest(32) — the `Submit` a desk client made under that request id (see [`ClientRequest`]) |
+//! | `n` id(16) | JSON `Notification` — a notification still to be sent (see `notifications`) |
+//! | `d` id(16) | JSON `Notification` — a notification sent (removed after `[retention] events`) |
 //!
 //! Invariants: an outbound message has an `o` key exactly while it is QUEUED or WAITING_RETRY; a
 //! request has an `a` key exactly while it waits for an acknowledgement; every new timeline entry
@@ -39,6 +41,7 @@ pub mod backup;
 pub mod crash_point;
 pub mod events;
 pub mod group_commit;
+pub mod notifications;
 pub mod wal;
 
 use std::collections::HashMap;
@@ -204,7 +207,12 @@ pub struct Store {
     durable_events: Arc<watch::Sender<u64>>,
     /// The end of the audit chain as applied (durable or not).
     audit_head: Arc<Mutex<ChainHead>>,
+    /// This node's code and which notification targets want which events (`notifications`).
+    notify_plan: NotifyPlan,
 }
+
+/// This node's code and every notification target's wants.
+type NotifyPlan = Arc<std::sync::RwLock<(String, Arc<Vec<notifications::TargetWants>>)>>;
 
 /// Which listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +274,7 @@ impl Store {
             // What survived a restart is what was on the device.
             durable_events: Arc::new(watch::Sender::new(last_event)),
             audit_head: Arc::new(Mutex::new(audit_head)),
+            notify_plan: NotifyPlan::default(),
         };
         store.start_checkpoints(checkpoint_every)?;
         Ok(store)
@@ -840,6 +849,16 @@ impl Changes<'_> {
             };
             self.audit("OVERDUE", &envelope.id, &event.note);
             self.record_event(event);
+            self.notify(
+                crate::config::NotifyEvent::RequestOverdue,
+                &notice_of(message, "not acknowledged by its deadline"),
+            )?;
+        }
+        let arrived = before.is_none()
+            && message.direction() == Direction::Inbound
+            && envelope.kind() == EnvelopeKind::Request;
+        if arrived {
+            self.notify(crate::config::NotifyEvent::RequestArrived, &notice_of(message, "request received"))?;
         }
         self.batch.insert(message_key(id).as_slice(), stored.encode_to_vec());
         self.pending.insert(id, stored);
@@ -855,6 +874,20 @@ impl Changes<'_> {
         self.last_event += 1;
         event.sequence = self.last_event;
         self.batch.insert(prefixed(b'e', &self.last_event.to_be_bytes()), event.encode_to_vec());
+    }
+}
+
+/// What a notification says of `message`: ids, type, precedence, the other member, the deadline.
+fn notice_of(message: &Message, detail: &str) -> notifications::Notice {
+    use crate::domain::names::ShortName as _;
+    let envelope = message.envelope.clone().unwrap_or_default();
+    notifications::Notice {
+        message_id: envelope.id.clone(),
+        request_type: envelope.request_type().short_name().to_owned(),
+        precedence: Some(envelope.precedence()),
+        peer: peer_of(message).to_owned(),
+        deadline: message.ack_deadline.as_ref().map(timestamp::rfc3339).unwrap_or_default(),
+        detail: detail.to_owned(),
     }
 }
 

@@ -97,6 +97,23 @@ pub fn server_config(client_ca: &Path, cert: &Path, key: &Path) -> Result<Arc<Se
     Ok(Arc::new(config))
 }
 
+/// A client configuration for notification webhooks (HTTP/1.1 to servers outside the network):
+/// TLS 1.2 or 1.3, the server must chain to `server_ca`; a client certificate only if given.
+pub fn webhook_client_config(
+    server_ca: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(load_roots(server_ca)?);
+    let mut config = match client {
+        Some((cert, key)) => builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A client configuration: TLS 1.3 only, the server must chain to `server_ca`, and we present
 /// `cert`.
 pub fn client_config(server_ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>, TlsError> {
@@ -407,6 +424,29 @@ pub fn crl_next_update(path: &Path) -> Option<std::time::SystemTime> {
         .min()?;
     let seconds = u64::try_from(earliest).ok()?;
     std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seconds))
+}
+
+/// When each certificate file and revocation list `files` names runs out: the first
+/// certificate's notAfter, each CRL's nextUpdate (unreadable files are left out; the node reports
+/// them elsewhere). Read at each call, so renewed files count without a reload.
+pub fn expiries(files: &crate::config::TlsConfig) -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+    let mut found = Vec::new();
+    for path in [&files.cert, &files.desk_cert, &files.network_ca, &files.local_ca] {
+        let first = load_certs(path).ok().and_then(|certs| certs.into_iter().next());
+        if let Some(at) = first.and_then(|cert| crate::domain::identity::cert_not_after(&cert).ok()) {
+            found.push((path.clone(), at));
+        }
+    }
+    for path in [files.peer_crl.as_deref(), files.client_crl.as_deref()].into_iter().flatten() {
+        let Ok(bytes) = std::fs::read(path) else { continue };
+        for der in CertificateRevocationListDer::pem_slice_iter(&bytes).filter_map(Result::ok) {
+            let next = x509_parser::parse_x509_crl(der.as_ref()).ok().and_then(|(_, crl)| crl.next_update());
+            if let Some(seconds) = next.and_then(|n| u64::try_from(n.timestamp()).ok()) {
+                found.push((path.to_owned(), std::time::UNIX_EPOCH + Duration::from_secs(seconds)));
+            }
+        }
+    }
+    found
 }
 
 /// The verifier of client certificates chaining to `ca`, checked against `crl` when given.

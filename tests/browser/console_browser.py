@@ -86,6 +86,21 @@ def main():
         assert "default-src 'self'" in csp and "unsafe-inline" not in csp, csp
         expect(officer.locator("#live.on")).to_be_visible(timeout=10_000)
 
+        step("the officer allows browser notifications once, with the button (in another tab)")
+        # Another tab of the same browser, so the keyboard steps below start from a fresh page.
+        other_tab = officer.context.new_page()
+        other_tab.goto(URL + "/inbox")
+        allow = other_tab.locator("#allow-notifications")
+        expect(allow).to_be_visible()
+        officer.context.grant_permissions(["notifications"], origin=URL)
+        allow.click()
+        expect(allow).to_be_hidden()
+        expect(other_tab.locator("body")).to_have_attribute("data-notifications", "granted")
+        other_tab.close()
+        officer.reload()
+        expect(officer.locator("#allow-notifications")).to_be_hidden()
+        expect(officer.locator("#live.on")).to_be_visible(timeout=10_000)
+
         step("VN sends FR a FLASH preservation request")
         message_id = send_flash("Preserve the mailbox of the phishing account")
         sent = time.monotonic()
@@ -95,6 +110,9 @@ def main():
         expect(row.locator(".prec-flash")).to_have_text("FLASH")
         expect(officer.locator("#flash-banner")).to_be_visible()
         assert officer.title().startswith("(1) "), officer.title()
+        # The FLASH called for attention once: a tone and a browser notification.
+        expect(officer.locator("body")).to_have_attribute("data-attention-calls", "1")
+        expect(officer.locator("body")).to_have_attribute("data-notifications-shown", "1")
         officer.wait_for_timeout(1_200)  # let the arrival highlight fade for the picture
         officer.screenshot(path=os.path.join(SHOTS, "console-inbox.png"), full_page=True)
 

@@ -27,6 +27,7 @@ mod in_flight;
 mod layers;
 mod lifecycle;
 mod local_network;
+mod notifications;
 mod operator_view;
 mod pipelining;
 mod prometheus;

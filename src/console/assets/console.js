@@ -60,6 +60,70 @@
     if (banner) banner.hidden = false;
   }
 
+  // Calling for attention on a new FLASH or IMMEDIATE request: a browser notification (once the
+  // officer allowed them with the button), a short tone made with the Web Audio API (no sound
+  // file), and the title count. Each request calls once, however many events it has.
+  const called = new Set();
+  let audio = null;
+
+  // Browsers start audio only after a gesture on the page: the first click prepares it.
+  function unlockAudio() {
+    const Context = window.AudioContext || window.webkitAudioContext;
+    if (!Context || audio) return;
+    try { audio = new Context(); } catch (e) { audio = null; }
+  }
+
+  function tone() {
+    if (!audio) return;
+    if (audio.state === "suspended") audio.resume();
+    const start = audio.currentTime;
+    [880, 660, 880].forEach(function (frequency, i) {
+      const oscillator = audio.createOscillator();
+      const gain = audio.createGain();
+      oscillator.type = "sine";
+      oscillator.frequency.value = frequency;
+      gain.gain.setValueAtTime(0.0001, start + i * 0.18);
+      gain.gain.exponentialRampToValueAtTime(0.3, start + i * 0.18 + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, start + i * 0.18 + 0.16);
+      oscillator.connect(gain).connect(audio.destination);
+      oscillator.start(start + i * 0.18);
+      oscillator.stop(start + i * 0.18 + 0.17);
+    });
+  }
+
+  function permissionButton() {
+    const button = document.getElementById("allow-notifications");
+    if (!button || !("Notification" in window)) return;
+    button.hidden = Notification.permission !== "default";
+    button.addEventListener("click", function () {
+      unlockAudio();
+      Promise.resolve(Notification.requestPermission()).then(function () {
+        button.hidden = Notification.permission !== "default";
+        body.dataset.notifications = Notification.permission;
+      });
+    });
+    body.dataset.notifications = Notification.permission;
+  }
+
+  function callAttention(event) {
+    const urgent = event.precedence === "FLASH" || event.precedence === "IMMEDIATE";
+    if (!urgent || event.state !== "RECEIVED" || called.has(event.message_id)) return;
+    called.add(event.message_id);
+    tone();
+    body.dataset.attentionCalls = String(called.size);
+    if ("Notification" in window && Notification.permission === "granted") {
+      try {
+        const shown = new Notification(body.dataset.attentionTitle, {
+          body: event.precedence + " " + body.dataset.attentionFrom + " " + event.peer,
+          tag: event.message_id,
+          requireInteraction: event.precedence === "FLASH"
+        });
+        shown.onclick = function () { window.focus(); window.location.href = "/message/" + encodeURIComponent(event.message_id); };
+        body.dataset.notificationsShown = String(Number(body.dataset.notificationsShown || 0) + 1);
+      } catch (e) { /* some browsers allow notifications only from a service worker */ }
+    }
+  }
+
   // One refresh at a time; a change that arrives during one is not lost: another follows it.
   let refreshing = null;
   let again = false;
@@ -107,6 +171,7 @@
       let event = {};
       try { event = JSON.parse(message.data); } catch (e) { return; }
       if (event.precedence === "FLASH" && event.state === "RECEIVED") showFlash();
+      callAttention(event);
       refreshInbox();
     });
   }
@@ -115,6 +180,8 @@
   tick();
   badge();
   confirmations();
+  permissionButton();
+  document.addEventListener("click", unlockAudio, { once: true });
   setInterval(tick, 1000);
   if (body.dataset.page !== "error") live();
 })();
