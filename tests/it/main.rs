@@ -11,6 +11,7 @@ mod chaos;
 mod clock;
 mod console;
 mod console_browser;
+mod current_status;
 mod delivery;
 mod demo;
 mod directory;
