@@ -132,6 +132,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 restored.imported.records
             );
         }
+        Command::Inspect(args) => {
+            init_logging(cli.log_format, "warn");
+            hanoi247::cli::inspect::run(&args)?;
+        }
         Command::Certs(args) => {
             init_logging(cli.log_format, "warn");
             hanoi247::cli::run_certs(args)?;

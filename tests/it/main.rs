@@ -24,6 +24,7 @@ mod in_flight;
 mod layers;
 mod lifecycle;
 mod local_network;
+mod operator_tools;
 mod operator_view;
 mod pipelining;
 mod references;
