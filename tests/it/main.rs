@@ -21,6 +21,7 @@ mod faults;
 mod hostile_edges;
 mod identity_checks;
 mod in_flight;
+mod install_list;
 mod layers;
 mod lifecycle;
 mod local_network;
