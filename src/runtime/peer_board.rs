@@ -96,7 +96,9 @@ impl PeerBoard {
     /// Whether `peer` is FAILING from this side (so that a call from it, which shows it is back,
     /// should make the delivery task probe it now instead of after its backoff).
     pub fn is_failing(&self, peer: NodeCode) -> bool {
-        self.get(peer).connection == ConnectionState::Failing
+        // Asked on every received batch: look without cloning the status.
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.get(&peer).is_some_and(|status| status.connection == ConnectionState::Failing)
     }
 
     /// One peer's status (the default for a peer not contacted yet).
