@@ -120,9 +120,24 @@ async fn a_node_starts_from_exactly_the_runbooks_install_list() {
 
     // And the list is not padded: without the CRL it names, the node does not start.
     std::fs::remove_file(etc.path().join("network-ca.crl")).unwrap();
-    let refused =
-        Command::new(env!("CARGO_BIN_EXE_hanoi247")).args(["node", "--config"]).arg(&config).output();
-    let refused = refused.unwrap();
-    assert!(!refused.status.success(), "started without network-ca.crl");
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("network-ca.crl"), "{refused:?}");
+    let mut refused = ChildNode {
+        child: Command::new(env!("CARGO_BIN_EXE_hanoi247"))
+            .args(["node", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    };
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = refused.child.try_wait().unwrap() {
+            break status;
+        }
+        // A node that keeps running here started without the file (it is killed on drop).
+        assert!(tokio::time::Instant::now() < deadline, "started without network-ca.crl");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    assert!(!status.success() && said.contains("network-ca.crl"), "{status}: {said}");
 }
