@@ -287,6 +287,10 @@ pub fn peers_table(p: &crate::proto::ListPeersResponse) -> String {
             line(&i.endpoint),
             line(&i.name)
         );
+        let error = error_note(&i.last_error, i.last_error_at.as_ref(), i.last_contact_at.as_ref());
+        if !error.is_empty() {
+            let _ = writeln!(out, "     {}", line(&error));
+        }
     }
     let own = p.own_certificate_expires_at.as_ref().map(rfc3339).unwrap_or_default();
     let _ = writeln!(out, "this node's certificate expires {own}");

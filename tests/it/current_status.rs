@@ -69,6 +69,9 @@ async fn an_error_before_a_later_delivery_is_shown_as_past() {
     let fr = peers.peers.iter().find(|p| p.peer == "FR").unwrap();
     assert_eq!(fr.connection(), ConnectionState::Connected);
     assert!(to_system(fr.last_error_at.as_ref().unwrap()) <= to_system(fr.last_contact_at.as_ref().unwrap()));
+    let table = cli(&["peers", "--config", client]);
+    let fr_rows: Vec<&str> = table.lines().skip_while(|l| !l.starts_with("FR ")).take(2).collect();
+    assert!(fr_rows[0].contains("CONNECTED") && fr_rows[1].contains("before the last success at"), "{table}");
     let json: serde_json::Value =
         serde_json::from_str(&cli(&["peers", "--config", client, "--json"])).unwrap();
     let fr_json = json["peers"].as_array().unwrap().iter().find(|p| p["peer"] == "FR").unwrap();
