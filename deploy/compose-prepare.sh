@@ -13,9 +13,9 @@
 #                        made with openssl as in certs/README.md ("With an external CA"), whose
 #                        SANs are spiffe://<network>/node/<CC>, DNS:<cc> (the service name),
 #                        DNS:localhost, IP:127.0.0.1 and IP:::1
-#   node.toml            init's node.toml with the peer and desk listeners on 0.0.0.0 (the metrics
-#                        listener and the console stay on the container's loopback: they are not
-#                        for the network), data_dir /var/lib/hanoi247
+#   node.toml            init's node.toml with the peer, desk and console listeners on 0.0.0.0
+#                        (compose.yaml publishes desk and console on the host's loopback only; the
+#                        metrics listener stays on the container's loopback), data_dir /var/lib/hanoi247
 #                        (the container's data volume), network_ca and the directory in the same
 #                        directory
 #   directory.toml       init's signed directory with every member's endpoint host replaced by
@@ -112,6 +112,7 @@ EXT
         /^network_ca[[:space:]]*=/ { print "network_ca = \"network-ca.pem\""; next }
         /^peer_crl[[:space:]]*=/ { print "peer_crl = \"network-ca.crl\""; next }
         /^(peer|desk)[[:space:]]*=[[:space:]]*"127\.0\.0\.1:/ && section ~ /^\[listen\]/ { sub(/"127\.0\.0\.1:/, "\"0.0.0.0:"); print; next }
+        /^listen[[:space:]]*=[[:space:]]*"127\.0\.0\.1:/ && section ~ /^\[console\]/ { sub(/"127\.0\.0\.1:/, "\"0.0.0.0:"); print; next }
         /^file[[:space:]]*=/ && section ~ /^\[directory\]/ { print "file = \"directory.toml\""; next }
         { print }
         ' "$config"

@@ -181,6 +181,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 restored.imported.records
             );
         }
+        Command::Inspect(args) => {
+            init_logging(cli.log_format, "warn");
+            hanoi247::cli::inspect::run(&args)?;
+        }
         Command::Certs(args) => {
             init_logging(cli.log_format, "warn");
             hanoi247::cli::run_certs(args)?;

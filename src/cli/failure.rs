@@ -328,6 +328,9 @@ pub enum CliError {
     /// `directory` failed.
     #[error("{0}")]
     Directory(#[from] crate::trust::directory::DirectoryError),
+    /// `inspect` could not open or read the backup (a damaged backup is [`CliError::Backup`]).
+    #[error("{0}")]
+    Inspect(crate::cli::inspect::InspectError),
     /// `init` failed.
     #[error("{0}")]
     Init(#[from] crate::cli::init::InitError),
@@ -389,6 +392,7 @@ impl CliError {
             CliError::Directory(crate::trust::directory::DirectoryError::Signature { .. }) => {
                 ExitKind::Integrity
             }
+            CliError::Inspect(crate::cli::inspect::InspectError::Message(_)) => ExitKind::NotFound,
             CliError::Directory(crate::trust::directory::DirectoryError::Usage(_))
             | CliError::Certs(crate::cli::certs::CertsError::Invalid(_))
             | CliError::Init(crate::cli::init::InitError::Invalid(_)) => ExitKind::Usage,
@@ -403,6 +407,7 @@ impl CliError {
             | CliError::Node(_)
             | CliError::Certs(_)
             | CliError::Directory(_)
+            | CliError::Inspect(_)
             | CliError::Init(_)
             | CliError::Demo(_)
             | CliError::Bench(_) => ExitKind::Internal,
@@ -797,6 +802,17 @@ pub fn resolve_config(given: Option<&Path>, defaults: &[&str]) -> Result<PathBuf
 pub const CLIENT_CONFIG_DEFAULTS: &[&str] = &["client.toml", "/etc/hanoi247/client.toml"];
 /// Default node configs, in the order looked at.
 pub const NODE_CONFIG_DEFAULTS: &[&str] = &["node.toml", "/etc/hanoi247/node.toml"];
+
+impl From<crate::cli::inspect::InspectError> for CliError {
+    /// A backup that does not check is an integrity failure like `restore`'s; the rest is said
+    /// as it is.
+    fn from(error: crate::cli::inspect::InspectError) -> Self {
+        match error {
+            crate::cli::inspect::InspectError::Backup(backup) => CliError::Backup(backup),
+            other => CliError::Inspect(other),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

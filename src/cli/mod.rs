@@ -10,6 +10,7 @@ pub mod demo;
 pub mod desk_client;
 pub mod failure;
 pub mod init;
+pub mod inspect;
 pub mod render;
 
 use std::path::PathBuf;
@@ -186,6 +187,8 @@ pub enum Command {
     },
     /// Rebuild a node's store from a backup file, offline, into a new or empty directory.
     Restore(RestoreArgs),
+    /// Browse a backup's messages and audit log offline (never delivers, never listens).
+    Inspect(inspect::InspectArgs),
     /// Issue or revoke certificates with the dev CAs that `init` made (see certs/README.md for
     /// the same with an external CA).
     Certs(CertsArgs),
@@ -707,6 +710,9 @@ pub struct SendArgs {
     /// mutual_legal_assistance_to_follow=true, preservation_days=90.
     #[arg(long = "field", value_name = "KEY=VALUE")]
     pub fields: Vec<String>,
+    /// The request's lifetime from now ("2days"); the node's default for its type when omitted.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub expires_in: Option<std::time::Duration>,
 }
 
 /// Request types on the command line.
@@ -1034,6 +1040,7 @@ fn client_args_mut(command: &mut Command) -> Option<&mut ClientArgs> {
         | Command::Verify { .. }
         | Command::Directory(_)
         | Command::Restore(_)
+        | Command::Inspect(_)
         | Command::Certs(_) => None,
     }
 }
@@ -1108,8 +1115,10 @@ pub async fn run_client(
             let response = call.run(desk.get_proof(request)).await?.into_inner();
             let proof = crate::trust::proof::build(&response)?;
             let text = serde_json::to_string_pretty(&proof).map_err(crate::trust::proof::ProofError::from)?;
-            std::fs::write(&path, text + "\n")
-                .map_err(|source| CliError::File { path: path.clone(), source })?;
+            // Case facts: readable by the officer only (0600), never a half-written file.
+            crate::atomic_file::write_private(&path, (text + "\n").as_bytes()).map_err(|source| {
+                CliError::File { path: path.clone(), source: std::io::Error::other(source) }
+            })?;
             println!(
                 "proof of {} written to {}; check it with: hanoi247 verify {}",
                 args.id,
@@ -1203,6 +1212,7 @@ pub async fn run_client(
         | Command::Node { .. }
         | Command::Bench(_)
         | Command::Restore(_)
+        | Command::Inspect(_)
         | Command::Certs(_)
         | Command::Directory(_) => Err(CliError::Usage("not a client command".into())),
     }
@@ -1366,7 +1376,7 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
         subject: args.subject.clone(),
         body,
         language: args.language.clone(),
-        expires_at: None,
+        expires_at: args.expires_in.map(crate::domain::timestamp::after),
         in_reply_to: args.in_reply_to.clone(),
         attachments: Vec::new(),
         handling_code: handling(args.handling) as i32,

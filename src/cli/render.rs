@@ -158,6 +158,9 @@ pub fn queue_json(q: &crate::proto::PeerQueue) -> Value {
         "next_attempt_at": time(q.next_attempt_at.as_ref()),
         "failures": q.failures,
         "last_error": q.last_error,
+        "last_error_at": time(q.last_error_at.as_ref()),
+        "last_success_at": time(q.last_success_at.as_ref()),
+        "last_error_is_past": past(q.last_error_at.as_ref(), q.last_success_at.as_ref()),
         "connection": q.connection().short_name(),
     })
 }
@@ -191,10 +194,31 @@ pub fn queue_table(peers: &[crate::proto::PeerQueue]) -> String {
             next,
             q.failures,
             q.connection().short_name(),
-            line(&q.last_error)
+            line(&error_note(&q.last_error, q.last_error_at.as_ref(), q.last_success_at.as_ref()))
         );
     }
     out
+}
+
+/// Whether an error at `error_at` came before the last success.
+fn past(error_at: Option<&prost_types::Timestamp>, success_at: Option<&prost_types::Timestamp>) -> bool {
+    crate::runtime::peer_board::error_is_past(
+        error_at.map(crate::domain::timestamp::to_system),
+        success_at.map(crate::domain::timestamp::to_system),
+    )
+}
+
+/// The last error, marked as past when a later call succeeded.
+pub fn error_note(
+    error: &str,
+    error_at: Option<&prost_types::Timestamp>,
+    success_at: Option<&prost_types::Timestamp>,
+) -> String {
+    crate::runtime::peer_board::last_error_note(
+        error,
+        error_at.map(crate::domain::timestamp::to_system),
+        success_at.map(crate::domain::timestamp::to_system),
+    )
 }
 
 /// "in 3s" for a future time, "now" for a past one.
@@ -222,6 +246,8 @@ pub fn peers_json(p: &crate::proto::ListPeersResponse) -> Value {
             "software_version": i.software_version,
             "certificate_expires_at": time(i.certificate_expires_at.as_ref()),
             "last_error": i.last_error,
+            "last_error_at": time(i.last_error_at.as_ref()),
+            "last_error_is_past": past(i.last_error_at.as_ref(), i.last_contact_at.as_ref()),
             "directory_version": i.directory_version,
         })).collect::<Vec<_>>(),
         "directory_version": p.directory_version,
@@ -261,6 +287,10 @@ pub fn peers_table(p: &crate::proto::ListPeersResponse) -> String {
             line(&i.endpoint),
             line(&i.name)
         );
+        let error = error_note(&i.last_error, i.last_error_at.as_ref(), i.last_contact_at.as_ref());
+        if !error.is_empty() {
+            let _ = writeln!(out, "     {}", line(&error));
+        }
     }
     let own = p.own_certificate_expires_at.as_ref().map(rfc3339).unwrap_or_default();
     let _ = writeln!(out, "this node's certificate expires {own}");

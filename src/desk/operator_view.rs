@@ -300,6 +300,8 @@ pub fn queue(context: &NodeContext) -> Result<Vec<PeerQueue>, StoreError> {
             last_error: status.last_error,
             connection: status.connection as i32,
             next_attempt_at: status.next_attempt_at.map(timestamp::from_system),
+            last_error_at: status.last_error_at.map(timestamp::from_system),
+            last_success_at: status.last_contact_at.map(timestamp::from_system),
             ..Default::default()
         };
         for (precedence, count, first) in context.store.outbox_summary(code)? {
@@ -362,6 +364,7 @@ pub fn peers(context: &NodeContext) -> ListPeersResponse {
             certificate_expires_at: status.certificate_expires_at.map(timestamp::from_system),
             last_error: status.last_error,
             directory_version: status.directory_version,
+            last_error_at: status.last_error_at.map(timestamp::from_system),
         };
         warn(format!("{}'s certificate", entry.code), info.certificate_expires_at.as_ref());
         response.peers.push(info);

@@ -204,6 +204,13 @@ impl PeerDelivery {
                     if self.waker.urgent.swap(false, Ordering::AcqRel) && self.backoff_until.take().is_some() {
                         tracing::info!(peer = %self.peer.code, "urgent work queued: trying the peer now, ahead of its backoff");
                     }
+                    if self.waker.probe.swap(false, Ordering::AcqRel) {
+                        // The peer called this node: it is back. Probe it now rather than show
+                        // it FAILING until the backoff ends.
+                        tracing::info!(peer = %self.peer.code, "the failing peer called this node: probing it now");
+                        self.backoff_until = None;
+                        self.last_hello = None;
+                    }
                 }
             }
         }
@@ -392,6 +399,7 @@ impl PeerDelivery {
             status.failures = failures;
             status.failed_calls += 1;
             status.last_error = error.to_owned();
+            status.last_error_at = Some(self.context.clock.now());
             status.next_attempt_at = Some(crate::domain::timestamp::plus(self.context.clock.now(), delay));
         });
     }
@@ -439,6 +447,7 @@ impl PeerDelivery {
             Err(error) => {
                 status.connection = ConnectionState::Failing;
                 status.last_error = describe(&error);
+                status.last_error_at = Some(self.context.clock.now());
             }
         });
     }

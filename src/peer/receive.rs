@@ -197,6 +197,7 @@ impl Receiver {
         turn.stored();
         self.context.store.persist().await?;
         self.count(sender, &changed, &results);
+        self.context.heard_from(sender);
         for message in &changed {
             if let Some(envelope) = &message.envelope {
                 tracing::info!(message_id = %envelope.id, peer = %sender, precedence = envelope.precedence().as_str_name(), state = message.state().as_str_name(), "stored from peer");
@@ -208,6 +209,7 @@ impl Receiver {
     /// Answers a peer's `Hello`, noting the directory version it uses.
     pub fn hello(&self, caller: NodeCode, request: &HelloRequest) -> HelloResponse {
         let theirs = request.directory_version;
+        self.context.heard_from(caller);
         if theirs > 0 {
             self.context.peers.update(caller, |status| status.directory_version = theirs);
         }

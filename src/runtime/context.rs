@@ -22,6 +22,8 @@ pub struct DeliveryWaker {
     pub(crate) work: Notify,
     /// FLASH or IMMEDIATE work was queued since the task last looked.
     pub(crate) urgent: AtomicBool,
+    /// The peer, FAILING from here, called this node since the task last looked: probe it now.
+    pub(crate) probe: AtomicBool,
 }
 
 impl DeliveryWaker {
@@ -74,6 +76,18 @@ impl NodeContext {
     pub fn wake(&self, peer: NodeCode, urgent: bool) {
         if let Some(waker) = self.wakers().get(&peer) {
             waker.queued(urgent);
+        }
+    }
+
+    /// `peer` called this node successfully; if this node's calls to it are failing, its
+    /// delivery task probes it now (so `peers` does not show FAILING for a whole backoff after
+    /// the peer is back).
+    pub fn heard_from(&self, peer: NodeCode) {
+        if self.peers.is_failing(peer)
+            && let Some(waker) = self.wakers().get(&peer)
+        {
+            waker.probe.store(true, std::sync::atomic::Ordering::Release);
+            waker.work.notify_one();
         }
     }
 

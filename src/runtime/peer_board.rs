@@ -17,8 +17,11 @@ pub struct PeerStatus {
     pub connection: ConnectionState,
     /// Consecutive failed calls.
     pub failures: u32,
-    /// The last error.
+    /// The last error (kept after a later success; `last_error_at` against `last_contact_at`
+    /// tells whether it is still current).
     pub last_error: String,
+    /// When `last_error` happened.
+    pub last_error_at: Option<SystemTime>,
     /// When the delivery task tries next, while backing off.
     pub next_attempt_at: Option<SystemTime>,
     /// When a call last succeeded.
@@ -51,6 +54,7 @@ impl Default for PeerStatus {
             connection: ConnectionState::Idle,
             failures: 0,
             last_error: String::new(),
+            last_error_at: None,
             next_attempt_at: None,
             last_contact_at: None,
             round_trip: None,
@@ -80,6 +84,23 @@ impl PeerBoard {
         change(peers.entry(peer).or_default());
     }
 
+    /// Records a failed call to `peer` at `now`: FAILING, with the error and its time.
+    pub fn record_error(&self, peer: NodeCode, error: String, now: SystemTime) {
+        self.update(peer, |status| {
+            status.connection = ConnectionState::Failing;
+            status.last_error = error;
+            status.last_error_at = Some(now);
+        });
+    }
+
+    /// Whether `peer` is FAILING from this side (so that a call from it, which shows it is back,
+    /// should make the delivery task probe it now instead of after its backoff).
+    pub fn is_failing(&self, peer: NodeCode) -> bool {
+        // Asked on every received batch: look without cloning the status.
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.get(&peer).is_some_and(|status| status.connection == ConnectionState::Failing)
+    }
+
     /// One peer's status (the default for a peer not contacted yet).
     pub fn get(&self, peer: NodeCode) -> PeerStatus {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
@@ -101,5 +122,76 @@ impl PeerBoard {
             .collect();
         heads.sort_by(|(a, _), (b, _)| a.as_str().cmp(b.as_str()));
         heads
+    }
+}
+
+/// Whether an error at `error_at` is older than the last success at `success_at` (then views show
+/// it as past, never beside CONNECTED as if current).
+pub fn error_is_past(error_at: Option<SystemTime>, success_at: Option<SystemTime>) -> bool {
+    match (error_at, success_at) {
+        (Some(error), Some(success)) => error <= success,
+        (None, Some(_)) => true,
+        _ => false,
+    }
+}
+
+/// The last error as views show it: "" when there is none; "last error 12:03:04Z, before the last
+/// success at 12:05:10Z: …" once a later call succeeded; "since 12:03:04Z: …" while current.
+pub fn last_error_note(error: &str, error_at: Option<SystemTime>, success_at: Option<SystemTime>) -> String {
+    if error.is_empty() {
+        return String::new();
+    }
+    let clock = |at: SystemTime| {
+        let text = humantime::format_rfc3339_seconds(at).to_string();
+        // "2026-12-04T12:03:04Z" -> "12:03:04Z": the date is rarely needed in a live view.
+        text.split_once('T').map_or(text.clone(), |(_, time)| time.to_owned())
+    };
+    match (error_at, success_at) {
+        (error_time, Some(success)) if error_is_past(error_time, Some(success)) => match error_time {
+            Some(at) => {
+                format!("last error {}, before the last success at {}: {error}", clock(at), clock(success))
+            }
+            None => format!("last error before the last success at {}: {error}", clock(success)),
+        },
+        (Some(at), _) => format!("since {}: {error}", clock(at)),
+        (None, _) => error.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_before_the_last_success_is_past() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let later = t + Duration::from_secs(5);
+        assert!(error_is_past(Some(t), Some(later)));
+        assert!(!error_is_past(Some(later), Some(t)));
+        assert!(!error_is_past(Some(t), None));
+    }
+
+    #[test]
+    fn the_note_says_past_or_current() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(12 * 3600 + 3 * 60 + 4);
+        let later = t + Duration::from_secs(126);
+        assert_eq!(
+            last_error_note("refused", Some(t), Some(later)),
+            "last error 12:03:04Z, before the last success at 12:05:10Z: refused"
+        );
+        assert_eq!(last_error_note("refused", Some(later), Some(t)), "since 12:05:10Z: refused");
+        assert_eq!(last_error_note("", Some(t), None), "");
+    }
+
+    #[test]
+    fn record_error_keeps_its_time_and_marks_failing() {
+        let board = PeerBoard::default();
+        let fr: NodeCode = "FR".parse().unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(7);
+        board.record_error(fr, "refused".into(), t);
+        let status = board.get(fr);
+        assert_eq!(status.connection, ConnectionState::Failing);
+        assert_eq!(status.last_error_at, Some(t));
+        assert!(board.is_failing(fr));
     }
 }

@@ -15,10 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::*;
 
 /// What the console answered.
-struct Page {
-    status: u16,
+pub(crate) struct Page {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Page {
@@ -39,14 +39,14 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
 }
 
 /// A browser's TLS: client `name` of `node`, trusting that node's local CA, speaking HTTP/1.1.
-fn browser(net: &Network, node: &str, name: &str) -> Arc<rustls::ClientConfig> {
+pub(crate) fn browser(net: &Network, node: &str, name: &str) -> Arc<rustls::ClientConfig> {
     let client = ClientConfig::load(&net.client_config_path_of(node, name)).unwrap();
     let mut config = (*tls::client_config(&client.ca, &client.cert, &client.key).unwrap()).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
 }
 
-fn console_port(net: &Network, node: &str) -> u16 {
+pub(crate) fn console_port(net: &Network, node: &str) -> u16 {
     net.config(node).console.listen.port()
 }
 
@@ -60,7 +60,12 @@ async fn connect(
 }
 
 /// One request on its own connection; `form` makes it a POST of that urlencoded body.
-async fn fetch(config: Arc<rustls::ClientConfig>, port: u16, path: &str, form: Option<&str>) -> Page {
+pub(crate) async fn fetch(
+    config: Arc<rustls::ClientConfig>,
+    port: u16,
+    path: &str,
+    form: Option<&str>,
+) -> Page {
     fetch_with(config, port, path, form, "").await
 }
 

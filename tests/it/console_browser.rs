@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use hanoi247::domain::access::Role;
 
-use crate::support::python::{Ran, Venv, cached_venv, run_with_deadline};
+use crate::support::python::{Ran, Venv, cached_venv, run_with_deadline, skipped};
 use crate::support::*;
 
 /// The whole browser script.
@@ -46,9 +46,7 @@ fn client(dir: &Path, name: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_in_chromium() {
     let Some(chromium) = chromium() else {
-        println!(
-            "SKIPPED: the console browser tests need chromium (apt-get install chromium, or HANOI247_CHROMIUM)"
-        );
+        skipped("the console browser tests need chromium (apt-get install chromium, or HANOI247_CHROMIUM)");
         return;
     };
     let requirements = browser_dir().join("requirements.txt");
@@ -56,7 +54,11 @@ async fn the_console_in_chromium() {
     let python = match venv.await.unwrap() {
         Venv::Ready(python) => python,
         Venv::PypiUnreachable(reason) => {
-            println!("SKIPPED: the console browser tests need Playwright from PyPI: {reason}");
+            skipped(&format!("the console browser tests need Playwright from PyPI: {reason}"));
+            return;
+        }
+        Venv::Unavailable(reason) => {
+            skipped(&format!("the console browser tests need Python: {reason}"));
             return;
         }
     };

@@ -296,6 +296,10 @@ async fn the_python_kit_retries_with_its_request_id_across_a_node_restart() {
                 let _ = writeln!(std::io::stderr(), "SKIPPED: PyPI unreachable: {reason}");
                 return;
             }
+            Venv::Unavailable(reason) => {
+                let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
+                return;
+            }
         };
     // VN's first client is an officer: `spawn` reads its inbox to know the node is ready.
     let clients = [("VN", "duty", Role::Officer), ("VN", "police-a05", Role::Agency)];

@@ -328,9 +328,9 @@ fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-/// `deploy/compose-prepare.sh` keeps the keys private (0600) and puts only the peer and desk
-/// listeners on the container's interfaces; `deploy/compose.yaml` publishes only the peer port
-/// beyond the host (the desk on the host's loopback, metrics not at all).
+/// `deploy/compose-prepare.sh` keeps the keys private (0600) and puts only the peer, desk and
+/// console listeners on the container's interfaces; `deploy/compose.yaml` publishes only the peer
+/// port beyond the host (desk and console on the host's loopback, metrics not at all).
 #[test]
 fn the_compose_preparation_keeps_keys_private_and_publishes_only_the_peer_port() {
     if Command::new("openssl").arg("version").output().is_err() {
@@ -374,7 +374,12 @@ fn the_compose_preparation_keeps_keys_private_and_publishes_only_the_peer_port()
         assert!(config.listen.peer.ip().is_unspecified(), "{cc}: peers must reach {}", config.listen.peer);
         assert_eq!(config.metrics.listen.port(), metrics);
         assert!(config.metrics.listen.ip().is_loopback(), "{cc}: metrics on {}", config.metrics.listen);
-        assert!(config.console.listen.ip().is_loopback(), "{cc}: console on {}", config.console.listen);
+        let console = config.console.listen;
+        assert!(
+            console.ip().is_unspecified() && console.port() == 7250 + 10 * i,
+            "{cc}: console on {console}"
+        );
+        assert!(published.contains(&format!("127.0.0.1:{0}:{0}", console.port()).as_str()), "{published:?}");
         // Beyond the host: the peer port only. On the host's loopback: the desk.
         assert!(published.contains(&format!("{peer}:{peer}").as_str()), "{published:?}");
         assert!(published.contains(&format!("127.0.0.1:{desk}:{desk}").as_str()), "{published:?}");

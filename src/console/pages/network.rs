@@ -20,7 +20,19 @@ pub fn network(
                 @let q = queue.peers.iter().find(|q| q.peer == peer.peer).cloned().unwrap_or_default();
                 @let depth = q.flash + q.immediate + q.priority + q.routine;
                 @let connection = peer.connection().short_name();
-                @let error = if peer.last_error.is_empty() { &q.last_error } else { &peer.last_error };
+                @let error = if peer.last_error.is_empty() {
+                    crate::runtime::peer_board::last_error_note(
+                        &q.last_error,
+                        q.last_error_at.as_ref().map(crate::domain::timestamp::to_system),
+                        q.last_success_at.as_ref().map(crate::domain::timestamp::to_system),
+                    )
+                } else {
+                    crate::runtime::peer_board::last_error_note(
+                        &peer.last_error,
+                        peer.last_error_at.as_ref().map(crate::domain::timestamp::to_system),
+                        peer.last_contact_at.as_ref().map(crate::domain::timestamp::to_system),
+                    )
+                };
                 article.tile.(format!("conn-{}", connection.to_ascii_lowercase())) data-peer=(peer.peer) {
                     h2 { (foreign(&peer.peer)) " " small { (foreign(&peer.name)) } }
                     dl {
@@ -48,7 +60,7 @@ pub fn network(
                         dt { (s.certificate_expiry) }
                         dd { (time(peer.certificate_expires_at.as_ref())) }
                         dt { (s.col_last_error) }
-                        dd.error { (foreign(error)) }
+                        dd.error { (foreign(&error)) }
                     }
                     figure {
                         figcaption { (s.queue_chart) }

@@ -1,6 +1,8 @@
 //! Python for the tests that run a real Python program against our nodes (the agency example,
 //! the console's browser tests): a virtualenv per requirements file, cached under the target
-//! directory and rebuilt when the file changes, and commands run with a deadline.
+//! directory and rebuilt when the file changes, and commands run with a deadline. Where Python
+//! 3.11 or later with `venv` (Debian: `python3-venv`) is missing, the tests say `SKIPPED: …` on
+//! stderr and return (`.ci/run` installs it when running as root).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,36 @@ pub enum Venv {
     Ready(PathBuf),
     /// pip could not reach the package index; the line that says why.
     PypiUnreachable(String),
+    /// No usable Python on this machine: what is missing and how to get it.
+    Unavailable(String),
+}
+
+/// The oldest Python the tests' programs run on (`tomllib`).
+pub const MIN_PYTHON: (u32, u32) = (3, 11);
+
+/// Says why a test did nothing, straight to stderr (past the harness's capture, which hides a
+/// passing test's stdout) so every run shows it.
+pub fn skipped(why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+}
+
+/// What keeps `python3` from making a virtualenv here, if anything: not installed, older than
+/// [`MIN_PYTHON`], or without `venv`/`ensurepip` (Debian splits them into `python3-venv`).
+pub fn python_missing() -> Option<String> {
+    let (major, minor) = MIN_PYTHON;
+    let probe = format!(
+        "import sys\nif sys.version_info < ({major}, {minor}): print('Python %d.%d is older than {major}.{minor}' % sys.version_info[:2]); sys.exit(1)\n\
+         try:\n    import venv, ensurepip\nexcept ImportError as e: print('no venv/ensurepip (%s): install python3-venv' % e); sys.exit(1)\n"
+    );
+    match Command::new("python3").args(["-c", &probe]).output() {
+        Err(error) => Some(format!("python3 {major}.{minor}+ with venv is needed ({error})")),
+        Ok(output) if !output.status.success() => {
+            let said = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            Some(format!("python3 cannot make a virtualenv: {said}"))
+        }
+        Ok(_) => None,
+    }
 }
 
 /// What a finished command did: its exit status and its stdout and stderr together.
@@ -97,6 +129,9 @@ pub fn cached_venv(name: &str, requirements_path: &Path) -> Venv {
         return Venv::Ready(python(&venv));
     }
 
+    if let Some(missing) = python_missing() {
+        return Venv::Unavailable(missing);
+    }
     let building = venv.with_file_name(format!("{name}.building-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&building);
     std::fs::create_dir_all(building.parent().unwrap()).unwrap();
@@ -140,4 +175,20 @@ fn pip_failures_are_told_apart() {
     let bad_pin = "ERROR: Could not find a version that satisfies the requirement grpcio==0.0.1 \
         (from versions: 1.85.0, 1.85.1)\nERROR: No matching distribution found for grpcio==0.0.1\n";
     assert_eq!(pypi_unreachable(bad_pin), None, "a wrong pin must fail the test, not skip it");
+}
+
+/// The probe finds this machine's Python as it is: when `python3 -m venv` works, nothing is
+/// missing; when the probe says something is, making a venv really fails or Python is too old.
+#[test]
+fn the_python_probe_agrees_with_venv() {
+    let scratch = tempfile::tempdir().unwrap();
+    let made = Command::new("python3").args(["-m", "venv"]).arg(scratch.path().join("v")).output();
+    let venv_works = made.as_ref().is_ok_and(|o| o.status.success());
+    match python_missing() {
+        None => assert!(venv_works, "the probe found Python usable but venv failed: {made:?}"),
+        Some(reason) => {
+            assert!(reason.contains("older than") || !venv_works, "{reason}");
+            skipped(&format!("this machine's Python: {reason}"));
+        }
+    }
 }
