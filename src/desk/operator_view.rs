@@ -202,7 +202,9 @@ impl ListFilter {
     }
 
     fn matches(&self, message: &Message) -> bool {
-        let envelope = message.envelope.clone().unwrap_or_default();
+        // Borrowed, not cloned: this runs for every message a listing scans.
+        let no_envelope = crate::proto::Envelope::default();
+        let envelope = message.envelope.as_ref().unwrap_or(&no_envelope);
         (self.states.is_empty() || self.states.contains(&message.state()))
             && (self.precedences.is_empty() || self.precedences.contains(&envelope.precedence()))
             && (!self.overdue_only || message.overdue)

@@ -703,10 +703,9 @@ impl Store {
     fn queued(&self, destination: NodeCode, precedence: Precedence) -> Result<usize, StoreError> {
         let opened = self.opened.read().unwrap_or_else(|p| p.into_inner());
         let opened = opened.as_ref().ok_or_else(|| StoreError::Recovering("reopening".into()))?;
-        let mut key = vec![b'o'];
-        key.extend_from_slice(destination.as_str().as_bytes());
-        key.push(precedence_rank(precedence));
-        let queue = outbox_queue_of(&key);
+        let queue = <[u8; 2]>::try_from(destination.as_str().as_bytes())
+            .ok()
+            .map(|d| (d, precedence_rank(precedence)));
         Ok(queue.and_then(|q| lock(&opened.outbox_counts).get(&q).copied()).unwrap_or(0))
     }
 

@@ -385,27 +385,27 @@ pub fn load_crls(path: &Path, ca: &Path) -> Result<Vec<CertificateRevocationList
     Ok(crls)
 }
 
+/// The nextUpdate of each revocation list in the file at `path` (PEM, or one DER list), read
+/// now; empty when the file cannot be read or no list in it has one.
+fn crl_next_updates(path: &Path) -> Vec<std::time::SystemTime> {
+    let Ok(bytes) = std::fs::read(path) else { return Vec::new() };
+    let ders: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&bytes).filter_map(Result::ok).collect();
+    let ders = if ders.is_empty() { vec![CertificateRevocationListDer::from(bytes)] } else { ders };
+    ders.iter()
+        .filter_map(|der| x509_parser::parse_x509_crl(der.as_ref()).ok()?.1.next_update())
+        .filter_map(|next| u64::try_from(next.timestamp()).ok())
+        .filter_map(|seconds| std::time::UNIX_EPOCH.checked_add(Duration::from_secs(seconds)))
+        .collect()
+}
+
 /// The revocation lists among `files`' that are past their nextUpdate now (read from the files
 /// at each call, so a list that goes stale while the node runs shows without a reload).
 pub fn stale_crls(files: &crate::config::TlsConfig) -> Vec<std::path::PathBuf> {
-    let now = i64::try_from(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-    )
-    .unwrap_or(i64::MAX);
-    let stale = |path: &Path| {
-        let Ok(bytes) = std::fs::read(path) else { return false };
-        let ders: Vec<_> =
-            CertificateRevocationListDer::pem_slice_iter(&bytes).filter_map(Result::ok).collect();
-        let ders = if ders.is_empty() { vec![CertificateRevocationListDer::from(bytes)] } else { ders };
-        ders.iter().any(|der| {
-            x509_parser::parse_x509_crl(der.as_ref())
-                .is_ok_and(|(_, crl)| crl.next_update().is_some_and(|next| next.timestamp() < now))
-        })
-    };
+    let now = std::time::SystemTime::now();
     [files.peer_crl.as_deref(), files.client_crl.as_deref()]
         .into_iter()
         .flatten()
-        .filter(|p| stale(p))
+        .filter(|path| crl_next_updates(path).iter().any(|next| *next < now))
         .map(Path::to_owned)
         .collect()
 }
@@ -413,17 +413,7 @@ pub fn stale_crls(files: &crate::config::TlsConfig) -> Vec<std::path::PathBuf> {
 /// The earliest nextUpdate among the revocation lists in `path` (read at each call, like
 /// [`stale_crls`]); `None` when the file cannot be read or no list in it has one.
 pub fn crl_next_update(path: &Path) -> Option<std::time::SystemTime> {
-    let bytes = std::fs::read(path).ok()?;
-    let ders: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&bytes).filter_map(Result::ok).collect();
-    let ders = if ders.is_empty() { vec![CertificateRevocationListDer::from(bytes)] } else { ders };
-    let earliest = ders
-        .iter()
-        .filter_map(|der| {
-            x509_parser::parse_x509_crl(der.as_ref()).ok()?.1.next_update().map(|t| t.timestamp())
-        })
-        .min()?;
-    let seconds = u64::try_from(earliest).ok()?;
-    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seconds))
+    crl_next_updates(path).into_iter().min()
 }
 
 /// When each certificate file and revocation list `files` names runs out: the first
@@ -438,13 +428,7 @@ pub fn expiries(files: &crate::config::TlsConfig) -> Vec<(std::path::PathBuf, st
         }
     }
     for path in [files.peer_crl.as_deref(), files.client_crl.as_deref()].into_iter().flatten() {
-        let Ok(bytes) = std::fs::read(path) else { continue };
-        for der in CertificateRevocationListDer::pem_slice_iter(&bytes).filter_map(Result::ok) {
-            let next = x509_parser::parse_x509_crl(der.as_ref()).ok().and_then(|(_, crl)| crl.next_update());
-            if let Some(seconds) = next.and_then(|n| u64::try_from(n.timestamp()).ok()) {
-                found.push((path.to_owned(), std::time::UNIX_EPOCH + Duration::from_secs(seconds)));
-            }
-        }
+        found.extend(crl_next_updates(path).into_iter().map(|at| (path.to_owned(), at)));
     }
     found
 }
