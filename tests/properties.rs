@@ -858,7 +858,7 @@ proptest! {
             ack_deadline: Some(deadline),
             ..Default::default()
         };
-        let event = hanoi247::proto::Event {
+        let event = hanoi247::proto::WatchResponse {
             sequence: 1,
             at: Some(at),
             message_id: texts[0].clone(),

@@ -1322,7 +1322,7 @@ async fn backup(args: &ClientArgs, out: &std::path::Path) -> Result<(), CliError
 
 /// One event on stdout, flushed (a watcher's reader sees it at once); a write error is returned,
 /// never a panic, so that a closed pipe ends `watch` quietly.
-fn print_event(event: &crate::proto::Event, json: bool) -> std::io::Result<()> {
+fn print_event(event: &crate::proto::WatchResponse, json: bool) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     if json {

@@ -349,7 +349,7 @@ pub fn directory_table(directory: &crate::trust::directory::Directory) -> String
 }
 
 /// An audit record as JSON (hashes in hex).
-pub fn audit_json(r: &crate::proto::AuditRecord) -> Value {
+pub fn audit_json(r: &crate::proto::ListAuditResponse) -> Value {
     let mut value = json!({
         "sequence": r.sequence,
         "at": time(r.at.as_ref()),
@@ -367,7 +367,7 @@ pub fn audit_json(r: &crate::proto::AuditRecord) -> Value {
 }
 
 /// One line per audit record: sequence, time, who, action, message, details, start of the hash.
-pub fn audit_table(records: &[crate::proto::AuditRecord]) -> String {
+pub fn audit_table(records: &[crate::proto::ListAuditResponse]) -> String {
     let mut out = format!(
         "{:>6}  {:<24}  {:<24} {:<13} {:<36}  {:<12}  DETAILS\n",
         "SEQ", "TIME", "WHO", "ACTION", "MESSAGE", "HASH"

@@ -11,16 +11,18 @@ use tokio_util::sync::CancellationToken;
 use super::{Desk, DeskError, parse_id_field};
 use crate::domain::access::{self, Action, Caller};
 use crate::domain::validation::FieldError;
-use crate::proto::{AuditRecord, BackupChunk, BackupRequest, Event, ListAuditRequest, WatchRequest};
+use crate::proto::{
+    BackupRequest, BackupResponse, ListAuditRequest, ListAuditResponse, WatchRequest, WatchResponse,
+};
 use crate::store::StoreError;
 use crate::store::audit::ChainHead;
 
 /// Lifecycle events, in sequence order.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, DeskError>> + Send>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, DeskError>> + Send>>;
 /// The chunks of a backup file.
-pub type BackupStream = Pin<Box<dyn Stream<Item = Result<BackupChunk, DeskError>> + Send>>;
+pub type BackupStream = Pin<Box<dyn Stream<Item = Result<BackupResponse, DeskError>> + Send>>;
 /// Audit records, in chain order.
-pub type AuditStream = Pin<Box<dyn Stream<Item = Result<AuditRecord, DeskError>> + Send>>;
+pub type AuditStream = Pin<Box<dyn Stream<Item = Result<ListAuditResponse, DeskError>> + Send>>;
 
 /// A `watch` under way.
 pub struct Watching {
@@ -104,7 +106,7 @@ impl Desk {
         let store = self.context.store.clone();
         let caller = caller.clone();
         // An agency follows only its own messages' events.
-        let visible = move |event: &Event| {
+        let visible = move |event: &WatchResponse| {
             caller.scope == access::Scope::All
                 || event
                     .message_id
@@ -158,7 +160,7 @@ impl Desk {
                 sent += data.len();
                 // A node shutting down, or a client gone, ends the stream; the file is then
                 // incomplete and the client's check says so.
-                if stop.is_cancelled() || sender.blocking_send(Ok(BackupChunk { data })).is_err() {
+                if stop.is_cancelled() || sender.blocking_send(Ok(BackupResponse { data })).is_err() {
                     tracing::warn!(%client, "backup stream ended before the file was complete");
                     return;
                 }
@@ -260,7 +262,7 @@ fn audit_page(
     cursor: AuditCursor,
     message_id: Option<&str>,
     limit: usize,
-) -> Result<(Vec<AuditRecord>, Option<AuditCursor>), StoreError> {
+) -> Result<(Vec<ListAuditResponse>, Option<AuditCursor>), StoreError> {
     let mut kept = Vec::new();
     let mut after = cursor.after;
     while after < cursor.upto {

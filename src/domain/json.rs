@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::domain::lifecycle::state_name;
 use crate::domain::names::ShortName as _;
 use crate::domain::timestamp::rfc3339;
-use crate::proto::Event;
+use crate::proto::WatchResponse;
 
 /// A time as an RFC 3339 string, or `null`.
 pub fn time(t: Option<&prost_types::Timestamp>) -> Value {
@@ -14,7 +14,7 @@ pub fn time(t: Option<&prost_types::Timestamp>) -> Value {
 }
 
 /// An event as JSON.
-pub fn event_json(e: &Event) -> Value {
+pub fn event_json(e: &WatchResponse) -> Value {
     json!({
         "sequence": e.sequence,
         "at": time(e.at.as_ref()),

@@ -13,12 +13,12 @@ use crate::desk::{Desk, DeskError};
 use crate::domain::access::{Action, Caller};
 use crate::proto::desk_service_server::DeskService;
 use crate::proto::{
-    AcknowledgeRequest, AcknowledgeResponse, AuditRecord, BackupChunk, BackupRequest, CancelRequest,
-    CancelResponse, DisputePrecedenceRequest, DisputePrecedenceResponse, Event, GetProofRequest,
-    GetProofResponse, GetQueueRequest, GetQueueResponse, GetRequest, GetResponse, ListAuditRequest,
-    ListInboxRequest, ListInboxResponse, ListOutboxRequest, ListOutboxResponse, ListPeersRequest,
-    ListPeersResponse, RequeueRequest, RequeueResponse, RespondRequest, RespondResponse, SubmitRequest,
-    SubmitResponse, WatchRequest,
+    AcknowledgeRequest, AcknowledgeResponse, BackupRequest, BackupResponse, CancelRequest, CancelResponse,
+    DisputePrecedenceRequest, DisputePrecedenceResponse, GetProofRequest, GetProofResponse, GetQueueRequest,
+    GetQueueResponse, GetRequest, GetResponse, ListAuditRequest, ListAuditResponse, ListInboxRequest,
+    ListInboxResponse, ListOutboxRequest, ListOutboxResponse, ListPeersRequest, ListPeersResponse,
+    RequeueRequest, RequeueResponse, RespondRequest, RespondResponse, SubmitRequest, SubmitResponse,
+    WatchRequest, WatchResponse,
 };
 
 /// Response header of `Watch`: the sequence number the stream starts after.
@@ -149,7 +149,7 @@ impl DeskService for DeskApi {
         Ok(Response::new(self.desk.get_proof(&caller, request.into_inner()).await?))
     }
 
-    type WatchStream = StatusStream<Event>;
+    type WatchStream = StatusStream<WatchResponse>;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let caller = self.authorize(&request, Action::Watch)?;
@@ -160,7 +160,7 @@ impl DeskService for DeskApi {
         Ok(response)
     }
 
-    type BackupStream = StatusStream<BackupChunk>;
+    type BackupStream = StatusStream<BackupResponse>;
 
     async fn backup(&self, request: Request<BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
         let caller = self.authorize(&request, Action::Backup)?;
@@ -168,7 +168,7 @@ impl DeskService for DeskApi {
         Ok(Response::new(with_statuses(chunks)))
     }
 
-    type ListAuditStream = StatusStream<AuditRecord>;
+    type ListAuditStream = StatusStream<ListAuditResponse>;
 
     async fn list_audit(
         &self,

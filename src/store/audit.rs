@@ -18,7 +18,7 @@
 
 use ring::digest;
 
-use crate::proto::AuditRecord;
+use crate::proto::ListAuditResponse;
 
 /// The domain tag that starts every encoding: a hash of this can never be mistaken for a hash of
 /// anything else the node signs or digests.
@@ -129,7 +129,7 @@ impl ChainHead {
 }
 
 /// The canonical encoding of `record` (every field but `hash` and `damaged`).
-pub fn canonical_encoding(record: &AuditRecord) -> Vec<u8> {
+pub fn canonical_encoding(record: &ListAuditResponse) -> Vec<u8> {
     let text_len = record.who.len() + record.action.len() + record.message_id.len() + record.details.len();
     let mut out = Vec::with_capacity(DOMAIN_TAG.len() + 8 + 12 + 5 * 4 + text_len + record.prev_hash.len());
     out.extend_from_slice(DOMAIN_TAG);
@@ -152,7 +152,7 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// SHA-256 of the canonical encoding.
-pub fn record_hash(record: &AuditRecord) -> [u8; 32] {
+pub fn record_hash(record: &ListAuditResponse) -> [u8; 32] {
     let digest = digest::digest(&digest::SHA256, &canonical_encoding(record));
     let mut hash = [0; 32];
     hash.copy_from_slice(digest.as_ref());
@@ -161,7 +161,7 @@ pub fn record_hash(record: &AuditRecord) -> [u8; 32] {
 
 /// Makes the record that follows `head`: sets its sequence number, `prev_hash` and `hash`, and
 /// returns the new head.
-pub fn seal(head: &ChainHead, record: &mut AuditRecord) -> ChainHead {
+pub fn seal(head: &ChainHead, record: &mut ListAuditResponse) -> ChainHead {
     record.sequence = head.sequence + 1;
     record.prev_hash = head.hash.to_vec();
     record.details = cut(&record.details, MAX_DETAILS_CHARS);
@@ -301,7 +301,7 @@ impl Verifier {
 
     /// Checks the next record: present (no gap), decodable, hashing to its stored hash, and
     /// linked to the record before.
-    pub fn push(&mut self, record: &AuditRecord) -> Result<(), BrokenLink> {
+    pub fn push(&mut self, record: &ListAuditResponse) -> Result<(), BrokenLink> {
         let expected = self.head.sequence + 1;
         if !record.damaged.is_empty() && record.sequence >= expected {
             if record.sequence > expected {
@@ -361,7 +361,7 @@ impl Verifier {
 
 /// Checks a record against an anchor noted earlier (`audit verify --anchor`): `None` if the
 /// record is not the anchor's.
-pub fn check_anchor(anchor: &ChainHead, record: &AuditRecord) -> Option<Result<(), BrokenLink>> {
+pub fn check_anchor(anchor: &ChainHead, record: &ListAuditResponse) -> Option<Result<(), BrokenLink>> {
     (record.sequence == anchor.sequence).then(|| {
         if record.hash == anchor.hash {
             Ok(())
@@ -419,7 +419,7 @@ pub fn check_witnessed(
 
 /// Verifies a whole chain against the head the node reported.
 pub fn verify<'a>(
-    records: impl IntoIterator<Item = &'a AuditRecord>,
+    records: impl IntoIterator<Item = &'a ListAuditResponse>,
     reported: Option<&ChainHead>,
 ) -> Result<ChainHead, BrokenLink> {
     let mut verifier = Verifier::new();
@@ -433,11 +433,11 @@ pub fn verify<'a>(
 mod tests {
     use super::*;
 
-    fn chain(n: u64) -> Vec<AuditRecord> {
+    fn chain(n: u64) -> Vec<ListAuditResponse> {
         let mut head = ChainHead::default();
         (1..=n)
             .map(|i| {
-                let mut record = AuditRecord {
+                let mut record = ListAuditResponse {
                     at: Some(prost_types::Timestamp { seconds: 1_700_000_000 + i as i64, nanos: 5 }),
                     who: "alice (officer)".into(),
                     action: "Get".into(),
@@ -451,7 +451,7 @@ mod tests {
             .collect()
     }
 
-    fn head_of(records: &[AuditRecord]) -> ChainHead {
+    fn head_of(records: &[ListAuditResponse]) -> ChainHead {
         let last = records.last().unwrap();
         ChainHead { sequence: last.sequence, hash: last.hash.clone().try_into().unwrap() }
     }
@@ -469,7 +469,7 @@ mod tests {
     #[test]
     fn the_encoding_is_fixed() {
         // Any change to the encoding breaks every stored chain: this pins it.
-        let record = AuditRecord {
+        let record = ListAuditResponse {
             sequence: 1,
             at: Some(prost_types::Timestamp { seconds: 2, nanos: 3 }),
             who: "a".into(),
@@ -486,7 +486,7 @@ mod tests {
         expected.extend_from_slice(&[0, 0, 0, 2, 0xee, 0xee]);
         assert_eq!(canonical_encoding(&record), expected);
         // Moving bytes between neighbouring fields changes the encoding (length prefixes).
-        let shifted = AuditRecord { who: "ab".into(), action: String::new(), ..record.clone() };
+        let shifted = ListAuditResponse { who: "ab".into(), action: String::new(), ..record.clone() };
         assert_ne!(record_hash(&shifted), record_hash(&record));
     }
 
@@ -528,7 +528,8 @@ mod tests {
     #[test]
     fn damaged_and_reordered_records_are_named() {
         let mut records = chain(4);
-        records[1] = AuditRecord { sequence: 2, damaged: "invalid wire type".into(), ..Default::default() };
+        records[1] =
+            ListAuditResponse { sequence: 2, damaged: "invalid wire type".into(), ..Default::default() };
         let error = verify(&records, None).unwrap_err();
         assert!(matches!(&error, BrokenLink::Damaged { sequence: 2, .. }), "{error}");
         let mut records = chain(4);
@@ -563,7 +564,7 @@ mod tests {
     #[test]
     fn heads_peers_witnessed_name_a_cut_or_a_rewrite() {
         let records = chain(5);
-        let hash_at = |records: &[AuditRecord]| {
+        let hash_at = |records: &[ListAuditResponse]| {
             let records = records.to_vec();
             move |sequence: u64| {
                 records.iter().find(|r| r.sequence == sequence).map(|r| r.hash.clone().try_into().unwrap())
@@ -593,8 +594,11 @@ mod tests {
         let mut rewritten = records[..2].to_vec();
         let mut head = head_of(&rewritten);
         for i in 3..=5 {
-            let mut record =
-                AuditRecord { who: "mallory".into(), message_id: format!("x{i}"), ..Default::default() };
+            let mut record = ListAuditResponse {
+                who: "mallory".into(),
+                message_id: format!("x{i}"),
+                ..Default::default()
+            };
             head = seal(&head, &mut record);
             rewritten.push(record);
         }
@@ -605,7 +609,8 @@ mod tests {
 
     #[test]
     fn long_details_are_cut_on_a_character_boundary() {
-        let mut record = AuditRecord { details: "é".repeat(MAX_DETAILS_CHARS + 5), ..Default::default() };
+        let mut record =
+            ListAuditResponse { details: "é".repeat(MAX_DETAILS_CHARS + 5), ..Default::default() };
         seal(&ChainHead::default(), &mut record);
         assert_eq!(record.details.chars().count(), MAX_DETAILS_CHARS + 1);
     }

@@ -689,7 +689,9 @@ mod tests {
                     timelines.insert(message.envelope.unwrap().id, message.timeline.len());
                 }
                 Some(b'e') => {
-                    *events.entry(crate::proto::Event::decode(value).unwrap().message_id).or_default() += 1;
+                    *events
+                        .entry(crate::proto::WatchResponse::decode(value).unwrap().message_id)
+                        .or_default() += 1;
                     event_records += 1;
                 }
                 _ if key == b"cevents" => counter = u64::from_be_bytes(value.try_into().unwrap()),

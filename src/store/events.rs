@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
-use crate::proto::Event;
+use crate::proto::WatchResponse;
 use crate::store::{Store, StoreError};
 
 /// Events read from the store per step, so a long replay does not hold much memory.
@@ -41,10 +41,10 @@ pub struct Follow {
     step: Option<Step>,
 }
 
-type Step = Pin<Box<dyn Future<Output = Option<(Result<Event, StoreError>, Follower)>> + Send>>;
+type Step = Pin<Box<dyn Future<Output = Option<(Result<WatchResponse, StoreError>, Follower)>> + Send>>;
 
 impl Stream for Follow {
-    type Item = Result<Event, StoreError>;
+    type Item = Result<WatchResponse, StoreError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -70,14 +70,14 @@ struct Follower {
     durable: watch::Receiver<u64>,
     last: u64,
     stop: CancellationToken,
-    read: VecDeque<Event>,
+    read: VecDeque<WatchResponse>,
     /// An error was given: nothing follows it.
     ended: bool,
 }
 
 impl Follower {
     /// The next event (or error) and the follower after it; `None` at the end.
-    async fn next(mut self) -> Option<(Result<Event, StoreError>, Self)> {
+    async fn next(mut self) -> Option<(Result<WatchResponse, StoreError>, Self)> {
         loop {
             // A watcher that stops reading must not keep the node from shutting down.
             if self.ended || self.stop.is_cancelled() {

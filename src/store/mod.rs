@@ -15,10 +15,10 @@
 //! | `s` seq(8) | id — outbound envelopes (the outbox listing) |
 //! | `r` parent-id(16) seq(8) | id — envelopes that answer or continue `parent` |
 //! | `a` ack-deadline-seconds(8) id(16) | empty — requests waiting for an acknowledgement |
-//! | `e` event-seq(8) | `Event` — the lifecycle events, gap-free |
+//! | `e` event-seq(8) | `WatchResponse` — the lifecycle events, gap-free |
 //! | `c` "events" | the last event sequence number |
 //! | `c` "pruned" | the last event sequence number removed by retention (none: 0) |
-//! | `h` audit-seq(8) | `AuditRecord` — the audit log's hash chain, gap-free (see `audit`) |
+//! | `h` audit-seq(8) | `ListAuditResponse` — the audit log's hash chain, gap-free (see `audit`) |
 //! | `c` "audit" | the chain head: last audit sequence number(8) and its hash(32) |
 //! | `w` node-code(2) | `SignedAuditHead` — the newest audit head that member signed and gave us in `Hello` (its signature checked before it is kept) |
 //! | `q` client-request-id(16) client-name | message id(16) and request digest(32) — the `Submit` a desk client made under that request id (see [`ClientRequest`]) |
@@ -58,7 +58,9 @@ use uuid::Uuid;
 use crate::domain::identity::NodeCode;
 use crate::domain::order::precedence_rank;
 use crate::domain::timestamp;
-use crate::proto::{AuditRecord, Direction, EnvelopeKind, Event, Message, MessageState, Precedence};
+use crate::proto::{
+    Direction, EnvelopeKind, ListAuditResponse, Message, MessageState, Precedence, WatchResponse,
+};
 use crate::store::audit::ChainHead;
 use crate::store_proto::StoredMessage;
 
@@ -436,7 +438,12 @@ impl Store {
     }
 
     /// Stored events with sequence numbers in `(after, upto]`, oldest first, at most `limit`.
-    pub fn events_between(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    pub fn events_between(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<WatchResponse>, StoreError> {
         if upto <= after {
             return Ok(Vec::new());
         }
@@ -446,7 +453,7 @@ impl Store {
         for item in self.db()?.range(start..=end).take(limit) {
             let (key, bytes) = item?;
             events.push(
-                Event::decode(bytes.as_ref())
+                WatchResponse::decode(bytes.as_ref())
                     .map_err(|e| StoreError::Corrupt { key: format!("{key:02x?}"), reason: e.to_string() })?,
             );
         }
@@ -820,7 +827,7 @@ impl Changes<'_> {
 
         let old_timeline = before.as_ref().and_then(|b| b.message.as_ref()).map_or(0, |m| m.timeline.len());
         for entry in message.timeline.iter().skip(old_timeline) {
-            let event = Event {
+            let event = WatchResponse {
                 sequence: 0,
                 at: entry.at,
                 message_id: envelope.id.clone(),
@@ -836,7 +843,7 @@ impl Changes<'_> {
         }
         if stored.overdue_announced && !before.as_ref().is_some_and(|b| b.overdue_announced) {
             let deadline = message.ack_deadline.as_ref().map(timestamp::rfc3339).unwrap_or_default();
-            let event = Event {
+            let event = WatchResponse {
                 sequence: 0,
                 at: Some(timestamp::now()),
                 message_id: envelope.id.clone(),
@@ -869,7 +876,7 @@ impl Changes<'_> {
         self.batch.insert(DIRECTORY_VERSION_KEY, version.to_be_bytes().as_slice());
     }
 
-    fn record_event(&mut self, mut event: Event) {
+    fn record_event(&mut self, mut event: WatchResponse) {
         self.last_event += 1;
         event.sequence = self.last_event;
         self.batch.insert(prefixed(b'e', &self.last_event.to_be_bytes()), event.encode_to_vec());
@@ -930,7 +937,7 @@ impl Changes<'_> {
                 details = details.replace(note.as_str(), audited);
             }
         }
-        let mut record = AuditRecord {
+        let mut record = ListAuditResponse {
             at: Some(timestamp::now()),
             who: self.actor.clone(),
             action: action.to_owned(),
@@ -958,7 +965,7 @@ impl Store {
         after: u64,
         upto: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+    ) -> Result<Vec<(u64, ListAuditResponse)>, StoreError> {
         if upto <= after {
             return Ok(Vec::new());
         }
@@ -967,10 +974,8 @@ impl Store {
         for item in self.db()?.range(range).take(limit) {
             let (key, bytes) = item?;
             let sequence = key.get(1..9).and_then(|s| s.try_into().ok()).map_or(0, u64::from_be_bytes);
-            let record = AuditRecord::decode(bytes.as_ref()).unwrap_or_else(|error| AuditRecord {
-                sequence,
-                damaged: error.to_string(),
-                ..Default::default()
+            let record = ListAuditResponse::decode(bytes.as_ref()).unwrap_or_else(|error| {
+                ListAuditResponse { sequence, damaged: error.to_string(), ..Default::default() }
             });
             records.push((sequence, record));
         }
@@ -1105,7 +1110,7 @@ fn read_audit_head(db: &sled::Db) -> Result<ChainHead, StoreError> {
     );
     // A damaged newest record has no hash to link to: the next record's link then breaks
     // visibly, after the damaged one.
-    let hash = AuditRecord::decode(bytes.as_ref())
+    let hash = ListAuditResponse::decode(bytes.as_ref())
         .ok()
         .and_then(|record| <[u8; 32]>::try_from(record.hash).ok())
         .unwrap_or(crate::store::audit::GENESIS_HASH);
@@ -1778,7 +1783,7 @@ mod audit_tests {
                 Ok::<_, StoreError>(())
             })
             .unwrap();
-        let records: Vec<AuditRecord> =
+        let records: Vec<ListAuditResponse> =
             store.audit_records(0, 10, 10).unwrap().into_iter().map(|(_, r)| r).collect();
         assert_eq!(records.len(), 2);
         assert_eq!((records[0].who.as_str(), records[0].action.as_str()), ("node", "QUEUED"));
@@ -1814,7 +1819,7 @@ mod audit_tests {
         assert_eq!(note, format!("cancelled by alice: {text}"), "the timeline keeps the text");
         let timeline = view(&store.get(id).unwrap().unwrap()).timeline;
         assert_eq!(timeline.last().unwrap().note, note);
-        let records: Vec<AuditRecord> =
+        let records: Vec<ListAuditResponse> =
             store.audit_records(0, 10, 10).unwrap().into_iter().map(|(_, r)| r).collect();
         let cancelled = records.iter().find(|r| r.action == "CANCELLED").unwrap();
         let digest = crate::store::audit::text_digest(text);
@@ -1881,7 +1886,7 @@ mod audit_tests {
                 Ok::<_, StoreError>(())
             })
             .unwrap();
-        let records: Vec<AuditRecord> =
+        let records: Vec<ListAuditResponse> =
             store.audit_records(0, 10, 10).unwrap().into_iter().map(|(_, r)| r).collect();
         assert_eq!(records[0], first, "record 1 is untouched");
         assert_eq!(

@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use hanoi247::cli::desk_client::DeskClient;
 use hanoi247::domain::access::Role;
 use hanoi247::proto::{
-    AuditRecord, ListAuditRequest, ListInboxRequest, ListOutboxRequest, Message, Precedence, SubmitRequest,
+    ListAuditRequest, ListAuditResponse, ListInboxRequest, ListOutboxRequest, Message, Precedence,
+    SubmitRequest,
 };
 use tokio_stream::StreamExt;
 use tonic_types::StatusExt;
@@ -290,7 +291,7 @@ async fn the_cli_pages_searches_and_names_the_refused_field() {
 }
 
 /// One `ListAudit` call: its records and its next page token ("" when none).
-async fn audit_page(desk: &mut DeskClient, limit: u32, token: &str) -> (Vec<AuditRecord>, String) {
+async fn audit_page(desk: &mut DeskClient, limit: u32, token: &str) -> (Vec<ListAuditResponse>, String) {
     let request = ListAuditRequest { limit, page_token: token.into(), ..Default::default() };
     let response = desk.list_audit(request).await.unwrap();
     let next = response

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use hanoi247::domain::access::Role;
 use hanoi247::proto::{
-    AcknowledgeRequest, AuditRecord, CancelRequest, GetRequest, ListAuditRequest, MessageState, Precedence,
-    RespondRequest,
+    AcknowledgeRequest, CancelRequest, GetRequest, ListAuditRequest, ListAuditResponse, MessageState,
+    Precedence, RespondRequest,
 };
 use prost::Message as _;
 use tokio_stream::StreamExt;
@@ -28,7 +28,10 @@ fn audit_cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) 
     (output.status.success(), text(&output.stdout), text(&output.stderr))
 }
 
-async fn audit_log(desk: &mut hanoi247::cli::desk_client::DeskClient, message_id: &str) -> Vec<AuditRecord> {
+async fn audit_log(
+    desk: &mut hanoi247::cli::desk_client::DeskClient,
+    message_id: &str,
+) -> Vec<ListAuditResponse> {
     let request = ListAuditRequest { message_id: message_id.into(), ..Default::default() };
     let mut stream = desk.list_audit(request).await.unwrap().into_inner();
     let mut records = Vec::new();
@@ -38,7 +41,7 @@ async fn audit_log(desk: &mut hanoi247::cli::desk_client::DeskClient, message_id
     records
 }
 
-fn has(records: &[AuditRecord], who: &str, action: &str, message_id: &str) -> bool {
+fn has(records: &[ListAuditResponse], who: &str, action: &str, message_id: &str) -> bool {
     records.iter().any(|r| r.who == who && r.action == action && r.message_id == message_id)
 }
 
@@ -160,7 +163,7 @@ async fn the_chain_records_who_did_what_and_names_an_edited_or_deleted_record() 
         let db = sled::open(&data_dir).unwrap();
         let key = hanoi247::store::audit_record_key(edited);
         let original = db.get(&key).unwrap().unwrap();
-        let mut record = AuditRecord::decode(original.as_ref()).unwrap();
+        let mut record = ListAuditResponse::decode(original.as_ref()).unwrap();
         record.who = "ops (operator)".into();
         db.insert(&key, record.encode_to_vec()).unwrap();
         db.flush().unwrap();

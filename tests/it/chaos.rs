@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime};
 use hanoi247::cli::desk_client::{self, DeskClient};
 use hanoi247::config::ClientConfig;
 use hanoi247::proto::{
-    AcknowledgeRequest, ConnectionState, Direction, EnvelopeKind, Event, GetQueueRequest, GetRequest,
-    GetResponse, ListInboxRequest, ListOutboxRequest, Message, MessageState, Precedence, WatchRequest,
+    AcknowledgeRequest, ConnectionState, Direction, EnvelopeKind, GetQueueRequest, GetRequest, GetResponse,
+    ListInboxRequest, ListOutboxRequest, Message, MessageState, Precedence, WatchRequest, WatchResponse,
 };
 use hanoi247::rpc::desk_service::WATCH_AFTER_HEADER;
 use tokio::sync::{mpsc, watch};
@@ -1097,7 +1097,7 @@ fn check_precedence(
 }
 
 /// Every event the node stored, from the first to the latest at the time of the call.
-async fn all_events(client: &mut DeskClient) -> Vec<Event> {
+async fn all_events(client: &mut DeskClient) -> Vec<WatchResponse> {
     // A Watch "from now" says where now is.
     let now = client.watch(WatchRequest { after_sequence: None }).await.unwrap();
     let latest: u64 = now.metadata().get(WATCH_AFTER_HEADER).unwrap().to_str().unwrap().parse().unwrap();

@@ -326,10 +326,10 @@ async fn watch_streams_per_client_are_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_reads_and_refusals_are_aggregated_in_the_audit_log() {
     use hanoi247::domain::access::Role;
-    use hanoi247::proto::{AuditRecord, GetRequest, ListAuditRequest};
+    use hanoi247::proto::{GetRequest, ListAuditRequest, ListAuditResponse};
     use tokio_stream::StreamExt;
     const LOOPS: usize = 50;
-    async fn records(auditor: &mut hanoi247::cli::desk_client::DeskClient) -> Vec<AuditRecord> {
+    async fn records(auditor: &mut hanoi247::cli::desk_client::DeskClient) -> Vec<ListAuditResponse> {
         let mut stream = auditor.list_audit(ListAuditRequest::default()).await.unwrap().into_inner();
         let mut records = Vec::new();
         while let Some(record) = tokio::time::timeout(DEADLINE, stream.next()).await.unwrap() {

@@ -60,11 +60,11 @@ async fn each_role_may_do_what_the_table_says_and_agencies_see_only_their_own() 
     denied(police.get_queue(GetQueueRequest {}).await, "agency queue");
     let mut events = police.watch(WatchRequest { after_sequence: Some(0) }).await.unwrap().into_inner();
     let mut seen = Vec::new();
-    while !seen.iter().any(|e: &hanoi247::proto::Event| e.state() == MessageState::Acknowledged) {
+    while !seen.iter().any(|e: &hanoi247::proto::WatchResponse| e.state() == MessageState::Acknowledged) {
         let event = tokio::time::timeout(DEADLINE, events.next()).await.unwrap().unwrap().unwrap();
         seen.push(event);
     }
-    let mine = |e: &hanoi247::proto::Event| e.message_id == of_police || e.message_id == ack_id;
+    let mine = |e: &hanoi247::proto::WatchResponse| e.message_id == of_police || e.message_id == ack_id;
     assert!(seen.iter().all(mine), "only its own request and its replies: {seen:?}");
 
     // The officer: everything but operator work.

@@ -7,7 +7,7 @@
 use std::process::Command;
 
 use hanoi247::domain::access::Role;
-use hanoi247::proto::AuditRecord;
+use hanoi247::proto::ListAuditResponse;
 use hanoi247::store::audit::ChainHead;
 use prost::Message as _;
 
@@ -71,7 +71,7 @@ async fn a_log_cut_short_on_disk_is_named_with_the_head_a_peer_witnessed() {
     {
         let db = sled::open(&data_dir).unwrap();
         let last = db.get(hanoi247::store::audit_record_key(kept)).unwrap().unwrap();
-        let last = AuditRecord::decode(last.as_ref()).unwrap();
+        let last = ListAuditResponse::decode(last.as_ref()).unwrap();
         let mut removed = 0;
         for item in db.scan_prefix(b"h") {
             let (key, _) = item.unwrap();
