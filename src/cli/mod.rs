@@ -774,6 +774,17 @@ pub fn run_directory(
             println!("directory: {} version {}", file.display(), directory.version);
         }
         DirectoryCommand::Add(args) => {
+            // Refused here, where the secretariat types it, not when nodes load the directory:
+            // a node with an older time zone database must not refuse a signed directory.
+            if !args.time_zone.is_empty()
+                && crate::domain::local_time::local_time_in(&args.time_zone, std::time::SystemTime::now())
+                    .is_none()
+            {
+                return Err(DirectoryError::Usage(format!(
+                    "--time-zone: '{}' is not an IANA time zone (e.g. Europe/Paris, Asia/Ho_Chi_Minh)",
+                    args.time_zone
+                )));
+            }
             let mut directory = Directory::read(&args.file)?;
             let entry = crate::config::DirectoryEntry {
                 code: args.code,
@@ -1411,9 +1422,15 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
             "the node had already stored this request (client request id {request_id}): nothing was stored twice"
         );
     }
+    // Stored all the same: the warnings are for the officer, e.g. a language the peer does not list.
+    for warning in &response.warnings {
+        eprintln!("warning: {}", crate::domain::text::printable(warning, false));
+    }
     let message = response.message.unwrap_or_default();
     if args.client.json {
-        print_json(&render::message_json(&message));
+        let mut json = render::message_json(&message);
+        json["warnings"] = serde_json::json!(response.warnings);
+        print_json(&json);
     } else {
         // QUEUED when stored now; a replayed request may have moved on (DELIVERED, ...).
         let state = crate::domain::lifecycle::state_name(message.state());

@@ -249,6 +249,10 @@ pub fn peers_json(p: &crate::proto::ListPeersResponse) -> Value {
             "last_error_at": time(i.last_error_at.as_ref()),
             "last_error_is_past": past(i.last_error_at.as_ref(), i.last_contact_at.as_ref()),
             "directory_version": i.directory_version,
+            "languages": i.languages,
+            "time_zone": i.time_zone,
+            "phone": i.phone,
+            "local_time": if i.local_time.is_empty() { Value::Null } else { json!(i.local_time) },
         })).collect::<Vec<_>>(),
         "directory_version": p.directory_version,
         "own_certificate_expires_at": time(p.own_certificate_expires_at.as_ref()),
@@ -291,11 +295,32 @@ pub fn peers_table(p: &crate::proto::ListPeersResponse) -> String {
         if !error.is_empty() {
             let _ = writeln!(out, "     {}", line(&error));
         }
+        let call = who_to_call(i);
+        if !call.is_empty() {
+            let _ = writeln!(out, "     {}", line(&call));
+        }
     }
     let own = p.own_certificate_expires_at.as_ref().map(rfc3339).unwrap_or_default();
     let _ = writeln!(out, "this node's certificate expires {own}");
     let _ = writeln!(out, "this node's directory is version {}", p.directory_version);
     out
+}
+
+/// "call +33 1 00 00 00 00 · Sat 08:45 UTC+01:00 (Europe/Paris) · fr, en": a peer's contact
+/// details as one line, what the directory lists of them; empty when it lists nothing.
+fn who_to_call(peer: &crate::proto::PeerInfo) -> String {
+    let mut parts = Vec::new();
+    if !peer.phone.is_empty() {
+        parts.push(format!("call {}", peer.phone));
+    }
+    let local = crate::domain::local_time::describe(&peer.local_time, &peer.time_zone);
+    if !local.is_empty() {
+        parts.push(local);
+    }
+    if !peer.languages.is_empty() {
+        parts.push(format!("languages {}", peer.languages.join(", ")));
+    }
+    parts.join(" · ")
 }
 
 /// A peer's directory version, marked when it is behind this node's ("3 (old)"), "-" if unknown.

@@ -115,7 +115,10 @@ pub fn render_for_officer(
         role: Some(crate::domain::access::Role::Officer),
         token: "token",
     };
-    [pages::message(&frame, message, replies, None), pages::inbox_rows(&frame, std::slice::from_ref(message))]
+    [
+        pages::message(&frame, message, replies, None, None),
+        pages::inbox_rows(&frame, std::slice::from_ref(message)),
+    ]
 }
 
 fn router(console: Shared) -> Router {
@@ -417,10 +420,17 @@ async fn message_page(
         Ok(response) => {
             let message = response.message.unwrap_or_default();
             let refusal_text = refusal.map(refusal_text);
+            // Who to call about it, from the directory: for the node's own staff (those who may
+            // read its inbox: officers and operators), not for agencies, which go through them.
+            let peer = console.caller(browser, Action::ListInbox).ok().and_then(|caller| {
+                let peer = crate::store::peer_of(&message);
+                console.desk.list_peers(&caller).peers.into_iter().find(|p| p.peer == peer)
+            });
             let page = pages::message(
                 &viewer.frame(&console.node()),
                 &message,
                 &response.replies,
+                peer.as_ref(),
                 refusal_text.as_deref(),
             );
             html(refusal.map_or(StatusCode::OK, http_status), page)

@@ -160,6 +160,26 @@ fn time(at: Option<&Timestamp>) -> Markup {
 }
 
 /// An age that the script keeps ticking.
+/// A peer's contact details from the signed directory, as `dt`/`dd` pairs: the phone (a `tel:`
+/// link), its local time now and its working languages; "not listed" where the directory is
+/// silent.
+fn who_to_call(strings: &Catalogue, peer: &crate::proto::PeerInfo) -> Markup {
+    let local = crate::domain::local_time::describe(&peer.local_time, &peer.time_zone);
+    html! {
+        dt { (strings.phone) }
+        dd.phone {
+            @if peer.phone.is_empty() { (strings.not_listed) }
+            @else { a href={ "tel:" (peer.phone.replace(' ', "")) } { (foreign(&peer.phone)) } }
+        }
+        dt { (strings.local_time) }
+        dd.local-time { @if local.is_empty() { (strings.not_listed) } @else { (foreign(&local)) } }
+        dt { (strings.working_languages) }
+        dd.languages {
+            @if peer.languages.is_empty() { (strings.not_listed) } @else { (foreign(&peer.languages.join(", "))) }
+        }
+    }
+}
+
 fn ticking_age(at: Option<&Timestamp>) -> Markup {
     html! {
         @match at {
@@ -234,20 +254,30 @@ mod tests {
             e.subject = hostile.to_owned();
             e.body = hostile.to_owned();
         }
+        // Directory values are signed by the secretariat, and escaped all the same.
+        let fr = PeerInfo {
+            peer: "FR".into(),
+            name: hostile.into(),
+            phone: hostile.into(),
+            time_zone: hostile.into(),
+            languages: vec![hostile.into()],
+            ..Default::default()
+        };
         let peers = ListPeersResponse {
-            peers: vec![PeerInfo { peer: "FR".into(), name: hostile.into(), ..Default::default() }],
+            peers: vec![fr.clone()],
             warnings: vec![hostile.into()],
             ..Default::default()
         };
         let pages = [
             super::inbox(&frame, std::slice::from_ref(&from_fr), &super::ListSearch::default(), ""),
-            super::message(&frame, &from_fr, &[], Some(hostile)),
+            super::message(&frame, &from_fr, &[], Some(&fr), Some(hostile)),
             super::network(&frame, &peers, &GetQueueResponse::default(), &|peer| {
                 crate::console::history::chart(&[], std::time::SystemTime::UNIX_EPOCH, peer)
             }),
         ];
         for page in pages {
             assert!(!page.contains("<script>"), "{page}");
+            assert!(!page.contains("tel:<"), "{page}");
             assert!(page.contains(escaped), "{page}");
         }
         let inbox = super::inbox(&frame, std::slice::from_ref(&from_fr), &super::ListSearch::default(), "");

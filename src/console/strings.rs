@@ -163,6 +163,18 @@ pub struct Catalogue {
     pub certificate_expiry: &'static str,
     /// Network page: connection.
     pub connection: &'static str,
+    /// Who to call: the peer's human phone fallback.
+    pub phone: &'static str,
+    /// Who to call: the peer's local time now.
+    pub local_time: &'static str,
+    /// Who to call: the peer's working languages.
+    pub working_languages: &'static str,
+    /// Message page: heading of the peer's contact details.
+    pub who_to_call: &'static str,
+    /// Who to call: nothing listed in the directory.
+    pub not_listed: &'static str,
+    /// Message page: the request's language is not one the peer lists.
+    pub language_not_listed: &'static str,
     /// Network page: nothing known yet.
     pub never: &'static str,
     /// Network page: certificate warnings heading.
@@ -286,6 +298,12 @@ pub const ENGLISH: Catalogue = Catalogue {
     last_contact: "Last contact",
     certificate_expiry: "Certificate expires",
     connection: "Connection",
+    phone: "Phone",
+    local_time: "Local time",
+    working_languages: "Working languages",
+    who_to_call: "Who to call",
+    not_listed: "not listed",
+    language_not_listed: "This request's language is not among the peer's working languages: a translation may be asked for.",
     never: "never",
     warnings: "Warnings",
     csrf_refused: "The form token is missing or out of date (was the node restarted?): reload the page and try again.",

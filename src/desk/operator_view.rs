@@ -367,6 +367,11 @@ pub fn peers(context: &NodeContext) -> ListPeersResponse {
             last_error: status.last_error,
             directory_version: status.directory_version,
             last_error_at: status.last_error_at.map(timestamp::from_system),
+            languages: entry.languages.clone(),
+            time_zone: entry.time_zone.clone(),
+            phone: entry.phone.clone(),
+            local_time: crate::domain::local_time::local_time_in(&entry.time_zone, SystemTime::now())
+                .unwrap_or_default(),
         };
         warn(format!("{}'s certificate", entry.code), info.certificate_expires_at.as_ref());
         response.peers.push(info);

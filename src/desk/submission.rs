@@ -32,6 +32,8 @@ pub struct Submitted {
     pub message: Message,
     /// The call repeated an earlier one: nothing new was stored.
     pub replayed: bool,
+    /// Stored, but worth a second look (e.g. a language the destination does not list).
+    pub warnings: Vec<String>,
 }
 
 /// What the store write of a `Submit` did.
@@ -62,6 +64,34 @@ impl Desk {
     /// `client_request_id` this client already used for the same content, nothing is stored and
     /// the earlier message comes back; for other content, ALREADY_EXISTS.
     pub async fn submit_or_replay(
+        &self,
+        caller: &Caller,
+        request: SubmitRequest,
+    ) -> Result<Submitted, DeskError> {
+        let mut submitted = self.store_or_replay(caller, request).await?;
+        submitted.warnings = self.language_warning(&submitted.message).into_iter().collect();
+        Ok(submitted)
+    }
+
+    /// A warning when the request's language is not one the destination's directory entry lists
+    /// as a working language: the request is stored all the same (a desk may still read it), but
+    /// the officer should know before the peer asks for a translation.
+    fn language_warning(&self, message: &Message) -> Option<String> {
+        let envelope = message.envelope.as_ref()?;
+        let member = self.context.peer(envelope.destination.parse().ok()?)?;
+        if crate::domain::local_time::suits_working_languages(&envelope.language, &member.languages) {
+            return None;
+        }
+        Some(format!(
+            "language: {} lists {} as its working languages, not {:?}; a translation may be asked for",
+            member.code,
+            member.languages.join(", "),
+            envelope.language
+        ))
+    }
+
+    /// Stores the request or finds the one an earlier call with its client request id stored.
+    async fn store_or_replay(
         &self,
         caller: &Caller,
         mut request: SubmitRequest,
@@ -137,7 +167,7 @@ impl Desk {
         // Durable, not yet answered: a crash test kills the node here and retries.
         crate::store::crash_point::reached("submit-answer");
         tracing::info!(message_id = %id, peer = %destination, precedence = precedence.as_str_name(), client = %caller.name, "request submitted");
-        Ok(Submitted { message, replayed: false })
+        Ok(Submitted { message, replayed: false, warnings: Vec::new() })
     }
 
     /// The answer to a replayed `Submit`: the message the earlier call stored, as it stands now.
@@ -148,7 +178,7 @@ impl Desk {
             reason: format!("names message {message_id}, which is not stored"),
         })?;
         tracing::info!(%message_id, %request_id, client = %caller.name, "submit replayed");
-        Ok(Submitted { message: view(&stored), replayed: true })
+        Ok(Submitted { message: view(&stored), replayed: true, warnings: Vec::new() })
     }
 
     /// The envelope a `SubmitRequest` describes, checked against the directory, the store (the

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod identity;
 pub mod json;
 pub mod lifecycle;
+pub mod local_time;
 pub mod names;
 pub mod order;
 pub mod text;

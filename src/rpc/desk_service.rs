@@ -56,7 +56,11 @@ impl DeskService for DeskApi {
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
         let caller = self.authorize(&request, Action::Submit)?;
         let submitted = self.desk.submit_or_replay(&caller, request.into_inner()).await?;
-        Ok(Response::new(SubmitResponse { message: Some(submitted.message), replayed: submitted.replayed }))
+        Ok(Response::new(SubmitResponse {
+            message: Some(submitted.message),
+            replayed: submitted.replayed,
+            warnings: submitted.warnings,
+        }))
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {

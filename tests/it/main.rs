@@ -46,4 +46,5 @@ mod signing;
 mod storage_failure;
 mod tamper_evidence;
 mod tls_policy;
+mod who_to_call;
 mod write_ahead_log;

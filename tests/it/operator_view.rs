@@ -49,7 +49,7 @@ async fn eventually_metric(port: u16, sample: &str, want: f64) {
     }
 }
 
-fn cli_json(args: &[&str]) -> serde_json::Value {
+pub(crate) fn cli_json(args: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_hanoi247")).args(args).output().unwrap();
     assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).unwrap()

@@ -9,7 +9,7 @@ use crate::console::form::PRESERVATION_TEXT_FIELDS;
 use crate::domain::access::Action;
 use crate::domain::names::ShortName as _;
 use crate::domain::timestamp::rfc3339;
-use crate::proto::{Direction, EnvelopeKind, Message, MessageState, Precedence};
+use crate::proto::{Direction, EnvelopeKind, Message, MessageState, PeerInfo, Precedence};
 
 /// One term of a definition list and its value.
 fn definition(term: &str, value: impl Render) -> Markup {
@@ -21,7 +21,13 @@ fn definition(term: &str, value: impl Render) -> Markup {
 
 /// A message with every field, its chain, its timeline and what this role may do with it.
 /// `refusal` is shown above the actions when the last action was refused.
-pub fn message(frame: &Frame<'_>, message: &Message, replies: &[Message], refusal: Option<&str>) -> String {
+pub fn message(
+    frame: &Frame<'_>,
+    message: &Message,
+    replies: &[Message],
+    peer: Option<&PeerInfo>,
+    refusal: Option<&str>,
+) -> String {
     let s = frame.strings;
     let e = message.envelope.clone().unwrap_or_default();
     let outbound = message.direction() == Direction::Outbound;
@@ -53,6 +59,15 @@ pub fn message(frame: &Frame<'_>, message: &Message, replies: &[Message], refusa
                     (definition("next_attempt_at", time(message.next_attempt_at.as_ref())))
                     (definition("last_error", foreign(&message.last_error)))
                 }
+            }
+        }
+        @if let Some(peer) = peer {
+            section.who-to-call {
+                h2 { (s.who_to_call) ": " (foreign(&peer.peer)) " " small { (foreign(&peer.name)) } }
+                @if outbound && !crate::domain::local_time::suits_working_languages(&e.language, &peer.languages) {
+                    p.warning { (s.language_not_listed) }
+                }
+                dl.fields { (super::who_to_call(s, peer)) }
             }
         }
         @if let Some(p) = &e.preservation {

@@ -2,7 +2,7 @@
 
 use maud::{PreEscaped, html};
 
-use super::{Frame, foreign, layout, ticking_age, time};
+use super::{Frame, foreign, layout, ticking_age, time, who_to_call};
 use crate::domain::names::ShortName as _;
 use crate::proto::{GetQueueResponse, ListPeersResponse};
 
@@ -61,6 +61,7 @@ pub fn network(
                         dd { (time(peer.certificate_expires_at.as_ref())) }
                         dt { (s.col_last_error) }
                         dd.error { (foreign(&error)) }
+                        (who_to_call(s, peer))
                     }
                     figure {
                         figcaption { (s.queue_chart) }
