@@ -3,8 +3,8 @@
 #
 #     ./build.sh [OUT]        # OUT defaults to ./build (git ignores it)
 #
-# Needs golang-go, golang-google-grpc-dev, protobuf-compiler, protoc-gen-go and
-# protoc-gen-go-grpc (Debian 12). The generated Go code goes to OUT/gopath/src/<import path>,
+# Needs golang-go, golang-google-grpc-dev, golang-google-protobuf-dev (nothing else pulls it in),
+# protobuf-compiler, protoc-gen-go and protoc-gen-go-grpc (Debian 12). The generated Go code goes to OUT/gopath/src/<import path>,
 # never into the source tree; the program is OUT/agency-go. Go builds in GOPATH mode with
 # Debian's /usr/share/gocode second on GOPATH, so nothing is fetched from a module proxy.
 #
@@ -35,7 +35,7 @@ for dir in /usr/include /usr/local/include; do
 done
 [ -n "$well_known" ] || missing="$missing google/protobuf/timestamp.proto"
 if [ -n "$missing" ]; then
-  echo "build.sh: missing:$missing (apt-get install golang-go golang-google-grpc-dev protobuf-compiler protoc-gen-go protoc-gen-go-grpc)" >&2
+  echo "build.sh: missing:$missing (apt-get install golang-go golang-google-grpc-dev golang-google-protobuf-dev protobuf-compiler protoc-gen-go protoc-gen-go-grpc)" >&2
   exit 77
 fi
 
