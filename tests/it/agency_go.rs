@@ -220,6 +220,10 @@ async fn go_agency_retries_with_its_request_id_across_a_restart_and_gets_the_ans
             .position(|l| l["type"] == "event" && l["state"] == state)
             .unwrap_or_else(|| panic!("no {state} event printed:\n{output}"))
     };
+    assert!(!of_type(&lines, "watch_interrupted").is_empty(), "Watch broke with VN:\n{output}");
+    let sequences: Vec<u64> =
+        of_type(&lines, "event").iter().map(|e| e["sequence"].as_u64().unwrap()).collect();
+    assert!(sequences.windows(2).all(|pair| pair[0] < pair[1]), "an event twice or out of order:\n{output}");
     assert!(position("DELIVERED") < position("ACKNOWLEDGED"), "{output}");
     assert!(position("ACKNOWLEDGED") < position("ANSWERED"), "{output}");
     let answered = of_type(&lines, "answered");
