@@ -2,6 +2,7 @@
 
 mod support;
 
+mod agency_go;
 mod agency_python;
 mod api_paging;
 mod audit;
