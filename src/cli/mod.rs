@@ -169,6 +169,10 @@ pub enum Command {
     Queue(ClientArgs),
     /// Every directory member: reachability, last contact, round trip, version, certificate expiry.
     Peers(ClientArgs),
+    /// Figures for the network's reporting (operator or auditor role): requests sent and received
+    /// by type, precedence, peer and state, and the median and 90th percentile of the time to
+    /// receipt, acknowledgement and answer. Counts and times only, never content.
+    Stats(StatsArgs),
     /// The node's tamper-evident audit log (role `auditor`).
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -192,6 +196,25 @@ pub enum Command {
     /// Issue or revoke certificates with the dev CAs that `init` made (see certs/README.md for
     /// the same with an external CA).
     Certs(CertsArgs),
+}
+
+/// `stats` options: the period and the output.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Client options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Requests created at or after this date (2026-11-01, midnight UTC) or RFC 3339 time
+    /// (default: since the first one stored).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Requests created before this date or time (default: now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// CSV on stdout (one header line; a `record` column says `count` or `time`), for a
+    /// spreadsheet (the global `--json` wins when both are given).
+    #[arg(long)]
+    pub csv: bool,
 }
 
 /// `directory` subcommands (run by the network secretariat; `verify` by anyone).
@@ -1044,6 +1067,7 @@ fn client_args_mut(command: &mut Command) -> Option<&mut ClientArgs> {
             Some(client)
         }
         Command::Queue(client) | Command::Peers(client) => Some(client),
+        Command::Stats(args) => Some(&mut args.client),
         Command::Demo
         | Command::Bench(_)
         | Command::Init(_)
@@ -1117,6 +1141,28 @@ pub async fn run_client(
                 print_json(&render::peers_json(&peers));
             } else {
                 print!("{}", render::peers_table(&peers));
+            }
+            Ok(())
+        }
+        Command::Stats(args) => {
+            let bound = |flag: &str, text: &Option<String>| {
+                text.as_deref()
+                    .map(crate::desk::statistics::period_bound)
+                    .transpose()
+                    .map_err(|e| CliError::Usage(format!("{flag}: {e}")))
+            };
+            let request = crate::proto::GetStatisticsRequest {
+                from: bound("--from", &args.from)?,
+                to: bound("--to", &args.to)?,
+            };
+            let (mut desk, call) = connect(&args.client)?;
+            let figures = call.run(desk.get_statistics(request)).await?.into_inner();
+            if args.client.json {
+                print_json(&render::statistics_json(&figures));
+            } else if args.csv {
+                print!("{}", render::statistics_csv(&figures));
+            } else {
+                print!("{}", render::statistics_table(&figures));
             }
             Ok(())
         }

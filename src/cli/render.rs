@@ -452,3 +452,106 @@ pub fn refusal_details_json(status: &tonic::Status) -> Option<Value> {
             .collect::<Vec<_>>(),
     }))
 }
+
+/// A statistics row's and time's words: direction, and the proto enums' short names.
+fn statistics_words(row: &crate::proto::StatisticsRow) -> [String; 5] {
+    use crate::desk::statistics::direction_word;
+    [
+        direction_word(row.direction()).to_owned(),
+        row.request_type().short_name().to_owned(),
+        row.precedence().short_name().to_owned(),
+        line(&row.peer).into_owned(),
+        state_name(row.state()).to_owned(),
+    ]
+}
+
+/// The statistics as JSON: the period, the rows and the times (seconds).
+pub fn statistics_json(figures: &crate::proto::GetStatisticsResponse) -> Value {
+    use crate::desk::statistics::direction_word;
+    json!({
+        "from": time(figures.from.as_ref()),
+        "to": time(figures.to.as_ref()),
+        "rows": figures.rows.iter().map(|row| {
+            let [direction, request_type, precedence, peer, state] = statistics_words(row);
+            json!({
+                "direction": direction,
+                "request_type": request_type,
+                "precedence": precedence,
+                "peer": peer,
+                "state": state,
+                "count": row.count,
+            })
+        }).collect::<Vec<_>>(),
+        "times": figures.times.iter().map(|t| json!({
+            "direction": direction_word(t.direction()),
+            "measure": t.measure().as_str_name().trim_start_matches("TIME_MEASURE_").to_ascii_lowercase(),
+            "count": t.count,
+            "p50_seconds": t.p50_seconds,
+            "p90_seconds": t.p90_seconds,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The statistics as one CSV table: `record` is `count` (a row) or `time` (a measure).
+pub fn statistics_csv(figures: &crate::proto::GetStatisticsResponse) -> String {
+    use crate::desk::statistics::direction_word;
+    let mut out = String::from(
+        "record,direction,request_type,precedence,peer,state,measure,count,p50_seconds,p90_seconds\n",
+    );
+    for row in &figures.rows {
+        let [direction, request_type, precedence, peer, state] = statistics_words(row);
+        let _ =
+            writeln!(out, "count,{direction},{request_type},{precedence},{peer},{state},,{},,", row.count);
+    }
+    for t in &figures.times {
+        let measure = t.measure().as_str_name().trim_start_matches("TIME_MEASURE_").to_ascii_lowercase();
+        let _ = writeln!(
+            out,
+            "time,{},,,,,{measure},{},{:.3},{:.3}",
+            direction_word(t.direction()),
+            t.count,
+            t.p50_seconds,
+            t.p90_seconds
+        );
+    }
+    out
+}
+
+/// The statistics as two tables: counts, then times.
+pub fn statistics_table(figures: &crate::proto::GetStatisticsResponse) -> String {
+    use crate::desk::statistics::{direction_word, measure_words};
+    let mut out = String::new();
+    let from = figures.from.as_ref().map_or_else(|| "the first".to_owned(), rfc3339);
+    let to = figures.to.as_ref().map(rfc3339).unwrap_or_default();
+    let _ = writeln!(out, "requests created from {from} to {to}");
+    let _ = writeln!(
+        out,
+        "{:<9} {:<24} {:<10} {:<4} {:<14} {:>7}",
+        "DIRECTION", "TYPE", "PRECEDENCE", "PEER", "STATE", "COUNT"
+    );
+    for row in &figures.rows {
+        let [direction, request_type, precedence, peer, state] = statistics_words(row);
+        let _ = writeln!(
+            out,
+            "{direction:<9} {request_type:<24} {precedence:<10} {peer:<4} {state:<14} {:>7}",
+            row.count
+        );
+    }
+    if figures.rows.is_empty() {
+        let _ = writeln!(out, "(no requests in this period)");
+    }
+    let _ = writeln!(out, "\n{:<28} {:>7} {:>10} {:>10}", "TIME FROM CREATION", "COUNT", "MEDIAN", "P90");
+    let seconds =
+        |s: f64| humantime::format_duration(std::time::Duration::from_secs(s.round() as u64)).to_string();
+    for t in &figures.times {
+        let what = format!("{} {}", direction_word(t.direction()), measure_words(t.measure()));
+        let _ = writeln!(
+            out,
+            "{what:<28} {:>7} {:>10} {:>10}",
+            t.count,
+            seconds(t.p50_seconds),
+            seconds(t.p90_seconds)
+        );
+    }
+    out
+}

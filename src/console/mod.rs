@@ -40,7 +40,8 @@ use crate::domain::access::{Action, Caller};
 use crate::domain::identity::{Identity, identity_of_cert};
 use crate::proto::{
     AcknowledgeRequest, CancelRequest, DisputePrecedenceRequest, GetQueueResponse, GetRequest,
-    ListInboxRequest, ListOutboxRequest, Precedence, RequeueRequest, RespondRequest, WatchRequest,
+    GetStatisticsRequest, GetStatisticsResponse, ListInboxRequest, ListOutboxRequest, Precedence,
+    RequeueRequest, RespondRequest, WatchRequest,
 };
 use crate::runtime::context::NodeContext;
 use crate::store::StoreError;
@@ -131,6 +132,7 @@ fn router(console: Shared) -> Router {
         .route("/message/{id}/{action}", post(act))
         .route("/new", get(new_form).post(new_submit))
         .route("/network", get(network))
+        .route("/statistics", get(statistics))
         .route("/events", get(events))
         .route("/assets/console.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/assets/console.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
@@ -610,6 +612,45 @@ async fn new_submit(
                 other => console.refused(&viewer, &other),
             }
         }
+    }
+}
+
+/// The statistics page: the period comes as dates in the query (`from`, `to`), each optional.
+async fn statistics(
+    State(console): State<Shared>,
+    ConnectInfo(browser): ConnectInfo<Browser>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let viewer = console.viewer(&browser, &headers);
+    let node = console.node();
+    let frame = viewer.frame(&node);
+    let form = Form::parse(query.unwrap_or_default().as_bytes());
+    let (from, to) = (form.get("from").trim(), form.get("to").trim());
+    let page =
+        |status: StatusCode, figures: Option<&GetStatisticsResponse>, errors: Vec<(String, String)>| {
+            html(status, pages::statistics(&frame, from, to, figures, &errors))
+        };
+    let bound = |field: &str, text: &str| match text {
+        "" => Ok(None),
+        text => crate::desk::statistics::period_bound(text).map(Some).map_err(|e| (field.to_owned(), e)),
+    };
+    let request = match (bound("from", from), bound("to", to)) {
+        (Ok(from), Ok(to)) => GetStatisticsRequest { from, to },
+        (Err(error), _) | (_, Err(error)) => {
+            return page(StatusCode::UNPROCESSABLE_ENTITY, None, vec![error]);
+        }
+    };
+    let read = async {
+        let caller = console.caller(&browser, Action::GetStatistics)?;
+        console.desk.statistics(&caller, request).await
+    };
+    match read.await {
+        Ok(figures) => page(StatusCode::OK, Some(&figures), Vec::new()),
+        Err(DeskError::Invalid(error)) => {
+            page(StatusCode::UNPROCESSABLE_ENTITY, None, vec![(error.field, error.message)])
+        }
+        Err(error) => console.refused(&viewer, &error),
     }
 }
 

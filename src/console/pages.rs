@@ -7,6 +7,7 @@ mod lists;
 mod message;
 mod network;
 mod new_request;
+mod statistics;
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use prost_types::Timestamp;
@@ -21,6 +22,7 @@ pub use lists::{ListSearch, inbox, inbox_rows, outbox};
 pub use message::message;
 pub use network::network;
 pub use new_request::new_request;
+pub use statistics::statistics;
 
 /// Foreign text for one line of a page: controls and bidi overrides shown as `\u{…}`
 /// (`domain::text`); maud then escapes it for HTML.
@@ -65,6 +67,7 @@ pub fn layout(frame: &Frame<'_>, page: &str, title: &str, content: &str) -> Stri
         ("outbox", s.nav_outbox, "/outbox", "o", Action::ListOutbox),
         ("new", s.nav_new, "/new", "n", Action::Submit),
         ("network", s.nav_network, "/network", "w", Action::ListPeers),
+        ("statistics", s.nav_statistics, "/statistics", "s", Action::GetStatistics),
     ]
     .into_iter()
     .filter(|(.., action)| frame.may(*action));

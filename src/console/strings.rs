@@ -20,6 +20,8 @@ pub struct Catalogue {
     pub nav_new: &'static str,
     /// Navigation: network.
     pub nav_network: &'static str,
+    /// Navigation: statistics.
+    pub nav_statistics: &'static str,
     /// "signed in as" before the client name.
     pub signed_in_as: &'static str,
     /// Shown for a certificate that is no client of this node.
@@ -163,6 +165,27 @@ pub struct Catalogue {
     pub certificate_expiry: &'static str,
     /// Network page: connection.
     pub connection: &'static str,
+    /// Statistics page heading.
+    pub statistics_title: &'static str,
+    /// Statistics page: what it counts, and what it never shows.
+    pub statistics_hint: &'static str,
+    /// Statistics page: the period's first day.
+    pub statistics_from: &'static str,
+    /// Statistics page: the day after the period.
+    pub statistics_to: &'static str,
+    /// Statistics page: the button.
+    pub statistics_show: &'static str,
+    /// Statistics page: heading of the counts.
+    pub statistics_counts: &'static str,
+    /// Statistics page: heading of the times.
+    pub statistics_times: &'static str,
+    /// Statistics page: no request in the period.
+    pub statistics_none: &'static str,
+    /// Statistics page: column headings of the counts (direction, type, precedence, peer, state,
+    /// count).
+    pub statistics_count_columns: [&'static str; 6],
+    /// Statistics page: column headings of the times (what, count, median, 90th percentile).
+    pub statistics_time_columns: [&'static str; 4],
     /// Who to call: the peer's human phone fallback.
     pub phone: &'static str,
     /// Who to call: the peer's local time now.
@@ -207,6 +230,7 @@ pub const ENGLISH: Catalogue = Catalogue {
     nav_outbox: "Outbox",
     nav_new: "New request",
     nav_network: "Network",
+    nav_statistics: "Statistics",
     signed_in_as: "Signed in as",
     no_role: "no role on this node",
     inbox_title: "Inbox",
@@ -298,6 +322,16 @@ pub const ENGLISH: Catalogue = Catalogue {
     last_contact: "Last contact",
     certificate_expiry: "Certificate expires",
     connection: "Connection",
+    statistics_title: "Statistics",
+    statistics_hint: "Requests created in the period, sent and received: counts and times only, never content.",
+    statistics_from: "From (date)",
+    statistics_to: "Before (date)",
+    statistics_show: "Show",
+    statistics_counts: "Requests",
+    statistics_times: "Time from creation",
+    statistics_none: "No request was created in this period.",
+    statistics_count_columns: ["Direction", "Type", "Precedence", "Peer", "State", "Count"],
+    statistics_time_columns: ["Measure", "Requests", "Median", "90th percentile"],
     phone: "Phone",
     local_time: "Local time",
     working_languages: "Working languages",

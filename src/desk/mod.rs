@@ -16,6 +16,7 @@ mod group_signing;
 mod handling;
 pub mod operator_view;
 mod reads;
+pub mod statistics;
 mod streams;
 mod submission;
 

@@ -13,7 +13,7 @@ pub enum Role {
     Operator,
     /// A partner agency's system: submit, and read only what it submitted.
     Agency,
-    /// An auditor: reads the audit log (`ListAudit`); no other desk calls.
+    /// An auditor: reads the audit log (`ListAudit`) and the statistics; no other desk calls.
     Auditor,
 }
 
@@ -47,6 +47,7 @@ pub enum Action {
     ListPeers,
     ListAudit,
     Backup,
+    GetStatistics,
 }
 
 /// What a caller may see when it may call at all.
@@ -83,11 +84,13 @@ pub fn scope(role: Role, action: Action) -> Option<Scope> {
             | A::Watch
             | A::GetQueue
             | A::ListPeers
-            | A::Backup,
+            | A::Backup
+            | A::GetStatistics,
         ) => Some(Scope::All),
         (Role::Agency, A::Submit | A::Get | A::ListOutbox | A::Watch) => Some(Scope::OwnSubmissions),
         // Only the auditor: whoever runs the node (the operator) is among those it checks.
-        (Role::Auditor, A::ListAudit) => Some(Scope::All),
+        // Counts and times, never content: the network's reporting is theirs to check.
+        (Role::Auditor, A::ListAudit | A::GetStatistics) => Some(Scope::All),
         _ => None,
     }
 }
@@ -136,12 +139,13 @@ mod tests {
             A::ListPeers,
             A::ListAudit,
             A::Backup,
+            A::GetStatistics,
         ];
         let allowed = |role| every.iter().filter(|a| scope(role, **a).is_some()).count();
         assert_eq!(allowed(Role::Officer), 8);
-        assert_eq!(allowed(Role::Operator), 9);
+        assert_eq!(allowed(Role::Operator), 10);
         assert_eq!(allowed(Role::Agency), 4);
-        assert_eq!(allowed(Role::Auditor), 1);
+        assert_eq!(allowed(Role::Auditor), 2);
         assert_eq!(scope(Role::Operator, A::ListAudit), None);
         assert_eq!(scope(Role::Agency, A::Get), Some(Scope::OwnSubmissions));
         assert_eq!(scope(Role::Operator, A::Submit), None);

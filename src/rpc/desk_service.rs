@@ -15,10 +15,10 @@ use crate::proto::desk_service_server::DeskService;
 use crate::proto::{
     AcknowledgeRequest, AcknowledgeResponse, BackupRequest, BackupResponse, CancelRequest, CancelResponse,
     DisputePrecedenceRequest, DisputePrecedenceResponse, GetProofRequest, GetProofResponse, GetQueueRequest,
-    GetQueueResponse, GetRequest, GetResponse, ListAuditRequest, ListAuditResponse, ListInboxRequest,
-    ListInboxResponse, ListOutboxRequest, ListOutboxResponse, ListPeersRequest, ListPeersResponse,
-    RequeueRequest, RequeueResponse, RespondRequest, RespondResponse, SubmitRequest, SubmitResponse,
-    WatchRequest, WatchResponse,
+    GetQueueResponse, GetRequest, GetResponse, GetStatisticsRequest, GetStatisticsResponse, ListAuditRequest,
+    ListAuditResponse, ListInboxRequest, ListInboxResponse, ListOutboxRequest, ListOutboxResponse,
+    ListPeersRequest, ListPeersResponse, RequeueRequest, RequeueResponse, RespondRequest, RespondResponse,
+    SubmitRequest, SubmitResponse, WatchRequest, WatchResponse,
 };
 
 /// Response header of `Watch`: the sequence number the stream starts after.
@@ -142,6 +142,14 @@ impl DeskService for DeskApi {
         let caller = self.authorize(&request, Action::Requeue)?;
         let message = self.desk.requeue(&caller, request.into_inner()).await?;
         Ok(Response::new(RequeueResponse { message: Some(message) }))
+    }
+
+    async fn get_statistics(
+        &self,
+        request: Request<GetStatisticsRequest>,
+    ) -> Result<Response<GetStatisticsResponse>, Status> {
+        let caller = self.authorize(&request, Action::GetStatistics)?;
+        Ok(Response::new(self.desk.statistics(&caller, request.into_inner()).await?))
     }
 
     async fn get_proof(

@@ -598,6 +598,18 @@ impl Store {
         Ok(kept)
     }
 
+    /// Every message of a listing, oldest first, handed to `visit` one at a time (a report over
+    /// the whole store never holds it in memory).
+    pub fn visit(&self, listing: Listing, mut visit: impl FnMut(&StoredMessage)) -> Result<(), StoreError> {
+        for item in self.db()?.scan_prefix([listing.prefix()]) {
+            let (_, id) = item?;
+            for message in self.ids_to_messages(std::iter::once(Ok(id)))? {
+                visit(&message);
+            }
+        }
+        Ok(())
+    }
+
     /// One page of a listing, newest first: up to `limit` messages that `keep` accepts, from
     /// the first key below `before` (from the newest when `None`), each with its listing key
     /// (what the next page starts below). New messages take higher keys, so a page that

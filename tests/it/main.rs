@@ -44,6 +44,7 @@ mod roles;
 mod rotation;
 mod shutdown;
 mod signing;
+mod statistics;
 mod storage_failure;
 mod tamper_evidence;
 mod tls_policy;
