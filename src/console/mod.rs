@@ -39,8 +39,8 @@ use crate::desk::{Desk, DeskError};
 use crate::domain::access::{Action, Caller};
 use crate::domain::identity::{Identity, identity_of_cert};
 use crate::proto::{
-    AcknowledgeRequest, CancelRequest, DisputePrecedenceRequest, GetQueueResponse, GetRequest,
-    GetStatisticsRequest, GetStatisticsResponse, ListInboxRequest, ListOutboxRequest, Precedence,
+    AcknowledgeRequest, CancelRequest, DisputePrecedenceRequest, GetProofRequest, GetQueueResponse,
+    GetRequest, GetStatisticsRequest, GetStatisticsResponse, ListInboxRequest, ListOutboxRequest, Precedence,
     RequeueRequest, RespondRequest, WatchRequest,
 };
 use crate::runtime::context::NodeContext;
@@ -132,6 +132,7 @@ fn router(console: Shared) -> Router {
         .route("/message/{id}/{action}", post(act))
         .route("/new", get(new_form).post(new_submit))
         .route("/network", get(network))
+        .route("/print/{id}", get(case_print))
         .route("/statistics", get(statistics))
         .route("/events", get(events))
         .route("/assets/console.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
@@ -649,6 +650,43 @@ async fn statistics(
         Ok(figures) => page(StatusCode::OK, Some(&figures), Vec::new()),
         Err(DeskError::Invalid(error)) => {
             page(StatusCode::UNPROCESSABLE_ENTITY, None, vec![(error.field, error.message)])
+        }
+        Err(error) => console.refused(&viewer, &error),
+    }
+}
+
+/// The printable view of the case a request starts: the request, its replies, and each
+/// envelope's proof (read as `GetProof` is: by whoever may `Get` the message).
+async fn case_print(
+    State(console): State<Shared>,
+    ConnectInfo(browser): ConnectInfo<Browser>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let viewer = console.viewer(&browser, &headers);
+    let read = async {
+        let caller = console.caller(&browser, Action::Get)?;
+        let case = console.desk.get(&caller, GetRequest { id }).await?;
+        let message = case.message.unwrap_or_default();
+        let mut proofs = Vec::new();
+        for each in std::iter::once(&message).chain(&case.replies) {
+            let id = each.envelope.as_ref().map(|e| e.id.clone()).unwrap_or_default();
+            let proof = match console.desk.get_proof(&caller, GetProofRequest { id }).await {
+                Ok(proof) => Some(proof),
+                // Stored before envelopes were signed: printed as such.
+                Err(DeskError::WrongMessage(_)) => None,
+                Err(error) => return Err(error),
+            };
+            proofs.push(proof);
+        }
+        Ok((message, case.replies, proofs))
+    };
+    match read.await {
+        Ok((message, replies, proofs)) => {
+            let request = (&message, proofs.first().and_then(Option::as_ref));
+            let replies: Vec<pages::WithProof<'_>> =
+                replies.iter().zip(proofs.iter().skip(1).map(Option::as_ref)).collect();
+            html(StatusCode::OK, pages::case_print(&viewer.frame(&console.node()), request, &replies))
         }
         Err(error) => console.refused(&viewer, &error),
     }

@@ -7,6 +7,7 @@ mod lists;
 mod message;
 mod network;
 mod new_request;
+mod print;
 mod statistics;
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
@@ -22,6 +23,7 @@ pub use lists::{ListSearch, inbox, inbox_rows, outbox};
 pub use message::message;
 pub use network::network;
 pub use new_request::new_request;
+pub use print::{WithProof, case_print};
 pub use statistics::statistics;
 
 /// Foreign text for one line of a page: controls and bidi overrides shown as `\u{…}`
@@ -162,7 +164,6 @@ fn time(at: Option<&Timestamp>) -> Markup {
     }
 }
 
-/// An age that the script keeps ticking.
 /// A peer's contact details from the signed directory, as `dt`/`dd` pairs: the phone (a `tel:`
 /// link), its local time now and its working languages; "not listed" where the directory is
 /// silent.
@@ -183,6 +184,7 @@ fn who_to_call(strings: &Catalogue, peer: &crate::proto::PeerInfo) -> Markup {
     }
 }
 
+/// An age that the script keeps ticking.
 fn ticking_age(at: Option<&Timestamp>) -> Markup {
     html! {
         @match at {

@@ -165,6 +165,25 @@ pub struct Catalogue {
     pub certificate_expiry: &'static str,
     /// Network page: connection.
     pub connection: &'static str,
+    /// Message page: the link to the case's printable view.
+    pub printable_view: &'static str,
+    /// Print view: heading before the case reference.
+    pub case_title: &'static str,
+    /// Print view: who printed it and when.
+    pub printed: &'static str,
+    /// Print view: how to print it.
+    pub print_hint: &'static str,
+    /// Print view: heading of the proof fingerprints.
+    pub section_proofs: &'static str,
+    /// Print view: how a reader checks the fingerprints.
+    pub proofs_hint: &'static str,
+    /// Print view: column headings of the proofs (envelope, envelope SHA-256, signed by,
+    /// receipt).
+    pub proof_columns: [&'static str; 4],
+    /// Print view: a message without a signature (stored before envelopes were signed).
+    pub no_proof: &'static str,
+    /// Print view: no receipt yet.
+    pub no_receipt: &'static str,
     /// Statistics page heading.
     pub statistics_title: &'static str,
     /// Statistics page: what it counts, and what it never shows.
@@ -322,6 +341,15 @@ pub const ENGLISH: Catalogue = Catalogue {
     last_contact: "Last contact",
     certificate_expiry: "Certificate expires",
     connection: "Connection",
+    printable_view: "Printable view of the case",
+    case_title: "Case",
+    printed: "Printed",
+    print_hint: "Print with the browser (Ctrl+P or ⌘P): navigation and buttons are left out.",
+    section_proofs: "Signatures and receipts",
+    proofs_hint: "Each envelope's SHA-256 is what its origin signed and its receiver receipted; `hanoi247 show ID --proof FILE` writes the proof and `hanoi247 verify FILE` checks it offline.",
+    proof_columns: ["Envelope", "Envelope SHA-256", "Signed by (certificate SHA-256)", "Receipt"],
+    no_proof: "no signature (stored before envelopes were signed)",
+    no_receipt: "no receipt yet",
     statistics_title: "Statistics",
     statistics_hint: "Requests created in the period, sent and received: counts and times only, never content.",
     statistics_from: "From (date)",

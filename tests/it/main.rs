@@ -9,6 +9,7 @@ mod audit;
 mod backup;
 mod bad_input;
 mod batch_signatures;
+mod case_print;
 mod chaos;
 mod cli_errors;
 mod clock;

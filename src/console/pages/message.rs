@@ -115,6 +115,7 @@ pub fn message(
                 }
             }
         }
+        p.no-print { a href={ "/print/" (e.id) } { (s.printable_view) } }
         section {
             h2 { (s.section_chain) }
             @if !e.in_reply_to.is_empty() {
