@@ -163,6 +163,7 @@ pub async fn run() -> Result<(), DemoError> {
         .respond(RespondRequest {
             id: id.clone(),
             text: "Data preserved for 90 days under reference FR-PRES-2026-117. Send the MLA request to the Ministry of Justice.".into(),
+            ..Default::default()
         })
         .await
         .map_err(fail)?;

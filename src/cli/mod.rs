@@ -136,6 +136,12 @@ pub enum Command {
         /// The answer.
         #[arg(long)]
         text: String,
+        /// The handling code this State sets on its answer (default: the request's).
+        #[arg(long, value_enum)]
+        handling: Option<HandlingArg>,
+        /// The restrictions in words (required with --handling h3).
+        #[arg(long, default_value = "")]
+        restrictions: String,
     },
     /// Withdraw a request this node sent.
     Cancel {
@@ -1237,9 +1243,15 @@ pub async fn run_client(
             print_message(&response.into_inner().dispute.unwrap_or_default(), id.client.json);
             Ok(())
         }
-        Command::Respond { id, text } => {
+        Command::Respond { id, text, handling: code, restrictions } => {
             let (mut desk, call) = connect(&id.client)?;
-            let response = call.run(desk.respond(RespondRequest { id: id.id, text })).await?;
+            let request = RespondRequest {
+                id: id.id,
+                text,
+                handling_code: code.map_or(HandlingCode::Unspecified, handling) as i32,
+                handling_restrictions: restrictions,
+            };
+            let response = call.run(desk.respond(request)).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
             Ok(())
         }

@@ -40,8 +40,8 @@ use crate::domain::access::{Action, Caller};
 use crate::domain::identity::{Identity, identity_of_cert};
 use crate::proto::{
     AcknowledgeRequest, CancelRequest, DisputePrecedenceRequest, GetProofRequest, GetQueueResponse,
-    GetRequest, GetStatisticsRequest, GetStatisticsResponse, ListInboxRequest, ListOutboxRequest, Precedence,
-    RequeueRequest, RespondRequest, WatchRequest,
+    GetRequest, GetStatisticsRequest, GetStatisticsResponse, HandlingCode, ListInboxRequest,
+    ListOutboxRequest, Precedence, RequeueRequest, RespondRequest, WatchRequest,
 };
 use crate::runtime::context::NodeContext;
 use crate::store::StoreError;
@@ -504,7 +504,14 @@ impl Button {
                 })
             }
             // Browsers send CRLF line ends; the stored text keeps plain LF.
-            "respond" => Self::Respond(RespondRequest { id, text: form.get("text").replace("\r\n", "\n") }),
+            "respond" => Self::Respond(RespondRequest {
+                id,
+                text: form.get("text").replace("\r\n", "\n"),
+                // "" (the request's conditions) is HANDLING_CODE_UNSPECIFIED.
+                handling_code: HandlingCode::from_str_name(form.get("handling_code")).unwrap_or_default()
+                    as i32,
+                handling_restrictions: form.get("handling_restrictions").replace("\r\n", "\n"),
+            }),
             "cancel" => Self::Cancel(CancelRequest { id, reason: form.get("reason").to_owned() }),
             "requeue" => Self::Requeue(RequeueRequest { id, expires_at: None }),
             _ => return None,

@@ -123,6 +123,12 @@ pub struct Catalogue {
     pub respond: &'static str,
     /// Label: response text.
     pub respond_text: &'static str,
+    /// Respond form: the handling code of the answer, and its default.
+    pub respond_handling: &'static str,
+    /// Respond form: the choice that keeps the request's handling code.
+    pub respond_handling_default: &'static str,
+    /// Respond form: restrictions in words.
+    pub respond_restrictions: &'static str,
     /// Confirmation before responding.
     pub respond_confirm: &'static str,
     /// Button: cancel the request.
@@ -300,6 +306,9 @@ pub const ENGLISH: Catalogue = Catalogue {
     dispute_confirm: "Tell the sender you dispute this request's precedence? It cannot be withdrawn.",
     respond: "Send response",
     respond_text: "Response",
+    respond_handling: "Handling of this answer",
+    respond_handling_default: "as the request",
+    respond_restrictions: "Restrictions (required for H3)",
     respond_confirm: "Send this response? It cannot be withdrawn.",
     cancel: "Cancel request",
     cancel_reason: "Why the request is withdrawn",

@@ -97,9 +97,15 @@ impl Desk {
     /// Answers a received request (acknowledging it first if it was not yet) and queues the
     /// response to its origin. Returns the request as stored now.
     pub async fn respond(&self, caller: &Caller, request: RespondRequest) -> Result<Message, DeskError> {
-        let RespondRequest { id, text } = request;
+        let RespondRequest { id, text, handling_code, handling_restrictions } = request;
         let id = parse_id_field("id", &id)?;
         check_reply_text("text", &text, &self.context.config.limits)?;
+        let conditions = crate::domain::validation::check_response_handling(
+            handling_code,
+            &handling_restrictions,
+            &self.context.config.limits,
+        )?
+        .map(|code| (code, handling_restrictions));
         if text.trim().is_empty() {
             return Err(FieldError::new("text", "required: the answer").into());
         }
@@ -130,7 +136,12 @@ impl Desk {
             let (_, answered) =
                 change(changes, stored, id, Happening::AnsweredHere, format!("answered by {}", caller.name))?;
             changed.push(answered.clone());
-            let response = self.reply(&envelope, EnvelopeKind::Response, &envelope.origin, text);
+            let mut response = self.reply(&envelope, EnvelopeKind::Response, &envelope.origin, text);
+            // The answering State's conditions on its own data; the request's are the default.
+            if let Some((code, restrictions)) = conditions {
+                response.handling_code = code as i32;
+                response.handling_restrictions = restrictions;
+            }
             changed.push(self.queue_reply(changes, response, format!("response to {id}"), String::new())?);
             Ok::<_, DeskError>((answered, changed))
         })?;

@@ -141,9 +141,7 @@ pub fn check_envelope(envelope: &Envelope, limits: &Limits) -> Result<(), FieldE
     if handling == HandlingCode::Unspecified {
         return Err(FieldError::new("handling_code", "required: H0, H1, H2 or H3"));
     }
-    if handling == HandlingCode::H3 && envelope.handling_restrictions.trim().is_empty() {
-        return Err(FieldError::new("handling_restrictions", "required when handling_code is H3"));
-    }
+    check_h3_restrictions(handling, &envelope.handling_restrictions)?;
     let preservation_type = envelope.request_type == RequestType::Preservation as i32;
     match &envelope.preservation {
         Some(preservation) if preservation_type => check_preservation(preservation)?,
@@ -200,6 +198,44 @@ fn check_lengths(envelope: &Envelope, limits: &Limits) -> Result<(), FieldError>
         }
     }
     Ok(())
+}
+
+/// H3 ("restricted as stated") needs the restrictions in words.
+fn check_h3_restrictions(handling: HandlingCode, restrictions: &str) -> Result<(), FieldError> {
+    if handling == HandlingCode::H3 && restrictions.trim().is_empty() {
+        return Err(FieldError::new("handling_restrictions", "required when handling_code is H3"));
+    }
+    Ok(())
+}
+
+/// The handling conditions the one who answers sets for a response (`Respond`): unset, the
+/// request's own apply (returns `None`); set, a known code, with restrictions in words for H3,
+/// within `limits.max_text_chars`. Restrictions without a code are refused: which code they
+/// qualify would be a guess.
+pub fn check_response_handling(
+    code: i32,
+    restrictions: &str,
+    limits: &Limits,
+) -> Result<Option<HandlingCode>, FieldError> {
+    let Ok(handling) = HandlingCode::try_from(code) else {
+        return Err(FieldError::new(
+            "handling_code",
+            format!("{code} is not a handling code (H0, H1, H2 or H3)"),
+        ));
+    };
+    if handling == HandlingCode::Unspecified {
+        if !restrictions.trim().is_empty() {
+            return Err(FieldError::new(
+                "handling_restrictions",
+                "given without handling_code: set the code they qualify (H3 for restrictions in words)",
+            ));
+        }
+        return Ok(None);
+    }
+    check_h3_restrictions(handling, restrictions)?;
+    check_chars("handling_restrictions", restrictions, limits.max_text_chars, "max_text_chars")?;
+    check_safe_text("handling_restrictions", restrictions, true)?;
+    Ok(Some(handling))
 }
 
 /// A text a desk client gives for the body of a reply envelope (`note` of `Acknowledge`, `text`

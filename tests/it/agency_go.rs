@@ -187,7 +187,7 @@ async fn go_agency_retries_with_its_request_id_across_a_restart_and_gets_the_ans
     assert!(preservation.mutual_legal_assistance_to_follow);
     fr.acknowledge(AcknowledgeRequest { id: id.clone(), note: "duty officer has it".into() }).await.unwrap();
     let answer = "Preserved for 90 days under reference FR-PRES-0042";
-    fr.respond(RespondRequest { id: id.clone(), text: answer.into() }).await.unwrap();
+    fr.respond(RespondRequest { id: id.clone(), text: answer.into(), ..Default::default() }).await.unwrap();
 
     let within = Duration::from_secs(AGENCY_TIMEOUT_SECS + 30);
     let status = wait_exit(&mut agency.0, within, "agency-go", &log).await;

@@ -159,7 +159,7 @@ async fn python_agency_submits_preservation_and_follows_it_until_answered() {
 
     fr.acknowledge(AcknowledgeRequest { id: id.clone(), note: "duty officer has it".into() }).await.unwrap();
     let answer = "Preserved for 90 days under reference FR-PRES-0042";
-    fr.respond(RespondRequest { id: id.clone(), text: answer.into() }).await.unwrap();
+    fr.respond(RespondRequest { id: id.clone(), text: answer.into(), ..Default::default() }).await.unwrap();
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(AGENCY_TIMEOUT_SECS + 30);
     let status = loop {

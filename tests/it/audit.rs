@@ -69,7 +69,10 @@ async fn the_chain_records_who_did_what_and_names_an_edited_or_deleted_record() 
     fr_desk.acknowledge(AcknowledgeRequest { id: id.clone(), note: "taken".into() }).await.unwrap();
     wait_state(&mut duty, &id, MessageState::Acknowledged).await;
     ops.get(GetRequest { id: id.clone() }).await.unwrap();
-    fr_desk.respond(RespondRequest { id: id.clone(), text: "preserved".into() }).await.unwrap();
+    fr_desk
+        .respond(RespondRequest { id: id.clone(), text: "preserved".into(), ..Default::default() })
+        .await
+        .unwrap();
     let withdrawn = submit(&mut duty, advice_request("FR", Precedence::Routine, "withdrawn")).await;
     ops.cancel(CancelRequest { id: withdrawn.clone(), reason: "sent in error".into() }).await.unwrap();
 
@@ -276,7 +279,9 @@ async fn the_audit_log_holds_no_content_only_lengths_and_digests() {
     let answered = submit(&mut vn, preservation_request("FR")).await;
     wait_state(&mut fr, &answered, MessageState::Received).await;
     fr.acknowledge(AcknowledgeRequest { id: answered.clone(), note: note.into() }).await.unwrap();
-    fr.respond(RespondRequest { id: answered.clone(), text: answer.into() }).await.unwrap();
+    fr.respond(RespondRequest { id: answered.clone(), text: answer.into(), ..Default::default() })
+        .await
+        .unwrap();
     wait_state(&mut vn, &answered, MessageState::Answered).await;
     // A disputed request, then withdrawn.
     let disputed = submit(&mut vn, advice_request("FR", Precedence::Flash, "disputed")).await;

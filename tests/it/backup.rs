@@ -88,7 +88,13 @@ async fn backup_while_messages_flow_then_restore_keeps_every_confirmed_message()
     // Settled before the backup: an answered request of VN, an acknowledged one from FR.
     let answered = submit(&mut vn, preservation_request("FR")).await;
     wait_state(&mut fr, &answered, MessageState::Received).await;
-    fr.respond(RespondRequest { id: answered.clone(), text: "preserved for 90 days".into() }).await.unwrap();
+    fr.respond(RespondRequest {
+        id: answered.clone(),
+        text: "preserved for 90 days".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let answered_before = wait_state(&mut vn, &answered, MessageState::Answered).await;
     let inbound = submit(&mut fr, advice_request("VN", Precedence::Immediate, "from FR")).await;
     wait_state(&mut vn, &inbound, MessageState::Received).await;

@@ -199,7 +199,10 @@ async fn configured_limits_refuse_naming_field_and_limit_and_store_nothing() {
     let note = vn_over_body_limit();
     let status = fr.acknowledge(AcknowledgeRequest { id: id.clone(), note: note.clone() }).await.unwrap_err();
     assert_over_limit(&status, "note", "max_body_chars");
-    let status = fr.respond(RespondRequest { id: id.clone(), text: note.clone() }).await.unwrap_err();
+    let status = fr
+        .respond(RespondRequest { id: id.clone(), text: note.clone(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_over_limit(&status, "text", "max_body_chars");
     let mut vn_operator = net.desk_as("VN", "operator");
     let status = vn_operator.cancel(CancelRequest { id: id.clone(), reason: note }).await.unwrap_err();

@@ -22,7 +22,7 @@ async fn the_print_view_carries_the_chain_and_the_fingerprints_the_proofs_hold()
     let mut fr = net.desk("FR");
     wait_state(&mut fr, &id, MessageState::Received).await;
     let answer = "Mailbox preserved under reference PRV-2026-117 <b>until</b> 2027-02-03";
-    fr.respond(RespondRequest { id: id.clone(), text: answer.into() }).await.unwrap();
+    fr.respond(RespondRequest { id: id.clone(), text: answer.into(), ..Default::default() }).await.unwrap();
     let answered = wait_state(&mut police, &id, MessageState::Answered).await;
 
     let port = console_port(&net, "VN");

@@ -335,7 +335,13 @@ async fn the_python_kit_retries_with_its_request_id_across_a_node_restart() {
     })
     .await;
     let id = arrived[0].envelope.as_ref().unwrap().id.clone();
-    fr.respond(hanoi247::proto::RespondRequest { id: id.clone(), text: "Preserved".into() }).await.unwrap();
+    fr.respond(hanoi247::proto::RespondRequest {
+        id: id.clone(),
+        text: "Preserved".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let status = wait_exit(&mut agency).await;
     let output = read(&log);
     assert!(status.success(), "agency.py exited {status}:\n{output}");

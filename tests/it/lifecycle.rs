@@ -31,7 +31,9 @@ async fn request_is_received_acknowledged_and_answered() {
     assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
     wait_state(&mut vn, &id, MessageState::Acknowledged).await;
 
-    fr.respond(RespondRequest { id: id.clone(), text: "preserved for 90 days".into() }).await.unwrap();
+    fr.respond(RespondRequest { id: id.clone(), text: "preserved for 90 days".into(), ..Default::default() })
+        .await
+        .unwrap();
     let answered = wait_state(&mut vn, &id, MessageState::Answered).await;
     assert_eq!(
         states(&answered),
@@ -72,7 +74,10 @@ async fn respond_acknowledges_first_and_cancel_follows_a_delivered_request() {
 
     let answered = submit(&mut vn, advice_request("FR", Precedence::Priority, "question")).await;
     wait_state(&mut fr, &answered, MessageState::Received).await;
-    let response = fr.respond(RespondRequest { id: answered.clone(), text: "answer".into() }).await.unwrap();
+    let response = fr
+        .respond(RespondRequest { id: answered.clone(), text: "answer".into(), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(response.into_inner().message.unwrap().state(), MessageState::Answered);
     let done = wait_state(&mut vn, &answered, MessageState::Answered).await;
     assert!(states(&done).contains(&MessageState::Acknowledged), "{:?}", states(&done));
@@ -87,7 +92,10 @@ async fn respond_acknowledges_first_and_cancel_follows_a_delivered_request() {
     assert_eq!(cancelled.into_inner().message.unwrap().state(), MessageState::Cancelled);
     let at_fr = wait_state(&mut fr, &withdrawn, MessageState::Cancelled).await;
     assert!(at_fr.timeline.last().unwrap().note.contains("suspect arrested"));
-    let refused = fr.respond(RespondRequest { id: withdrawn, text: "too late".into() }).await.unwrap_err();
+    let refused = fr
+        .respond(RespondRequest { id: withdrawn, text: "too late".into(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     net.stop("VN").await;
     net.stop("FR").await;

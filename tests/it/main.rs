@@ -40,6 +40,7 @@ mod protos;
 mod references;
 mod reflection;
 mod resource_bounds;
+mod responder_conditions;
 mod revocation;
 mod roles;
 mod rotation;

@@ -166,7 +166,13 @@ async fn a_reply_from_a_node_the_parent_does_not_concern_is_refused_and_not_thre
     assert!(replies.is_empty(), "threaded at VN: {replies:#?}");
 
     // Both still serve: FR's own answer goes through, from the node the request concerns.
-    fr.respond(hanoi247::proto::RespondRequest { id: id.clone(), text: "preserved".into() }).await.unwrap();
+    fr.respond(hanoi247::proto::RespondRequest {
+        id: id.clone(),
+        text: "preserved".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     wait_state(&mut vn, &id, MessageState::Answered).await;
     net.stop("VN").await;
     net.stop("FR").await;

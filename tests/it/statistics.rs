@@ -41,7 +41,8 @@ async fn exchanged() -> (Network, Vec<String>) {
     for id in &ids {
         wait_state(&mut fr, id, MessageState::Received).await;
     }
-    let respond = RespondRequest { id: ids[0].clone(), text: format!("{SECRET} preserved") };
+    let respond =
+        RespondRequest { id: ids[0].clone(), text: format!("{SECRET} preserved"), ..Default::default() };
     fr.respond(respond).await.unwrap();
     fr.acknowledge(AcknowledgeRequest { id: ids[1].clone(), note: String::new() }).await.unwrap();
     wait_state(&mut vn, &ids[0], MessageState::Answered).await;

@@ -9,7 +9,7 @@ use crate::console::form::PRESERVATION_TEXT_FIELDS;
 use crate::domain::access::Action;
 use crate::domain::names::ShortName as _;
 use crate::domain::timestamp::rfc3339;
-use crate::proto::{Direction, EnvelopeKind, Message, MessageState, PeerInfo, Precedence};
+use crate::proto::{Direction, EnvelopeKind, HandlingCode, Message, MessageState, PeerInfo, Precedence};
 
 /// One term of a definition list and its value.
 fn definition(term: &str, value: impl Render) -> Markup {
@@ -226,6 +226,16 @@ fn actions(frame: &Frame<'_>, message: &Message) -> Markup {
                 input type="hidden" name="csrf" value=(frame.token);
                 label for="respond-text" { (s.respond_text) }
                 textarea #respond-text name="text" rows="4" required {}
+                // The answering State sets the conditions on its own data.
+                label for="respond-handling" { (s.respond_handling) }
+                select #respond-handling name="handling_code" {
+                    option value="" selected { (s.respond_handling_default) " (" (e.handling_code().short_name()) ")" }
+                    @for code in [HandlingCode::H0, HandlingCode::H1, HandlingCode::H2, HandlingCode::H3] {
+                        option value=(code.as_str_name()) { (code.short_name()) }
+                    }
+                }
+                label for="respond-restrictions" { (s.respond_restrictions) }
+                input #respond-restrictions name="handling_restrictions" type="text";
                 button type="submit" { (s.respond) }
             }
         }
