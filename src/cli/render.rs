@@ -541,8 +541,7 @@ pub fn statistics_table(figures: &crate::proto::GetStatisticsResponse) -> String
         let _ = writeln!(out, "(no requests in this period)");
     }
     let _ = writeln!(out, "\n{:<28} {:>7} {:>10} {:>10}", "TIME FROM CREATION", "COUNT", "MEDIAN", "P90");
-    let seconds =
-        |s: f64| humantime::format_duration(std::time::Duration::from_secs(s.round() as u64)).to_string();
+    let seconds = crate::desk::statistics::seconds_words;
     for t in &figures.times {
         let what = format!("{} {}", direction_word(t.direction()), measure_words(t.measure()));
         let _ = writeln!(

@@ -355,7 +355,7 @@ pub const ENGLISH: Catalogue = Catalogue {
     printed: "Printed",
     print_hint: "Print with the browser (Ctrl+P or ⌘P): navigation and buttons are left out.",
     section_proofs: "Signatures and receipts",
-    proofs_hint: "Each envelope's SHA-256 is what its origin signed and its receiver receipted; `hanoi247 show ID --proof FILE` writes the proof and `hanoi247 verify FILE` checks it offline.",
+    proofs_hint: "Each envelope's SHA-256 is what its origin signed and its receiver receipted; \"hanoi247 show ID --proof FILE\" writes the proof and \"hanoi247 verify FILE\" checks it offline.",
     proof_columns: ["Envelope", "Envelope SHA-256", "Signed by (certificate SHA-256)", "Receipt"],
     no_proof: "no signature (stored before envelopes were signed)",
     no_receipt: "no receipt yet",

@@ -196,6 +196,14 @@ pub fn measure_words(measure: TimeMeasure) -> &'static str {
     }
 }
 
+/// Seconds as a person reads them: "340 ms" below a second, else "1m 30s" (whole seconds).
+pub fn seconds_words(seconds: f64) -> String {
+    if seconds < 1.0 {
+        return format!("{} ms", (seconds * 1000.0).round());
+    }
+    humantime::format_duration(std::time::Duration::from_secs(seconds.round() as u64)).to_string()
+}
+
 /// A `Timestamp` for a period bound given as an RFC 3339 time or a date (midnight UTC).
 pub fn period_bound(text: &str) -> Result<Timestamp, String> {
     let text = text.trim();
@@ -286,6 +294,7 @@ mod tests {
         assert_eq!(nearest_rank(&values, 0.9), 9.0);
         assert_eq!(nearest_rank(&[], 0.9), 0.0);
         assert_eq!(period_bound("2026-11-01").unwrap().seconds, 1_793_491_200);
+        assert_eq!((seconds_words(0.3404), seconds_words(90.4)), ("340 ms".to_owned(), "1m 30s".to_owned()));
         assert!(period_bound("yesterday").unwrap_err().contains("not a date"));
     }
 }

@@ -175,6 +175,27 @@ def main():
         officer.goto(URL + "/outbox")
         assert officer.locator("tr[data-id]").count() == before + 1
 
+        step("the officer answers with FR's own conditions (H2) and prints the case")
+        officer.goto(URL + f"/message/{message_id}")
+        officer.locator("#respond-text").fill("Mailbox preserved until 2027-03-01 under reference PRV-117")
+        officer.locator("#respond-handling").select_option("HANDLING_CODE_H2")
+        officer.once("dialog", lambda dialog: dialog.accept())
+        officer.get_by_role("button", name="Send response").click()
+        expect(officer.locator("dl.fields .state")).to_have_text("ANSWERED")
+        expect(officer.locator("ul.chain")).to_contain_text("PRV-117")
+        officer.get_by_role("link", name="Printable view of the case").click()
+        expect(officer.locator("section.print-proofs")).to_contain_text("Signatures and receipts")
+        expect(officer.locator("section.print-proofs code.digest").first).not_to_be_empty()
+        expect(officer.locator("article.print-reply").last).to_contain_text("H2")
+        officer.emulate_media(media="print")
+        expect(officer.locator("header")).to_be_hidden()
+        expect(officer.locator("p.no-print")).to_be_hidden()
+        officer.screenshot(path=os.path.join(SHOTS, "console-case-print.png"), full_page=True)
+        officer.emulate_media(media="screen")
+        deadline = time.monotonic() + 30
+        while vn_state(message_id) != "ANSWERED":
+            assert time.monotonic() < deadline, "VN never saw the answer"
+
         step("the auditor cannot acknowledge: refused by the server, not just a hidden button")
         second = send_flash("Second request")
         auditor = context(ARGS["auditor"]).new_page()
@@ -210,6 +231,12 @@ def main():
         expect(operator.locator('article.tile[data-peer="VN"]')).to_be_visible()
         expect(operator.locator('article.tile[data-peer="DE"]')).to_contain_text("1 (FLASH 0, IMMEDIATE 1")
         operator.screenshot(path=os.path.join(SHOTS, "console-network.png"), full_page=True)
+
+        step("the operator's statistics: counts and times, never content")
+        operator.goto(URL + "/statistics")
+        expect(operator.locator("table.statistics").first).to_contain_text("PRESERVATION")
+        expect(operator.locator("main")).not_to_contain_text("phishing account")
+        operator.screenshot(path=os.path.join(SHOTS, "console-statistics.png"), full_page=True)
 
         step("a narrow window")
         narrow = context(ARGS["officer"], width=420, height=800).new_page()

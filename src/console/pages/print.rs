@@ -67,6 +67,11 @@ pub fn case_print(frame: &Frame<'_>, request: WithProof<'_>, replies: &[WithProo
                             (kind_or_type(r.kind(), r.request_type())) " · " (foreign(&r.origin)) " → "
                             (foreign(&r.destination)) " · " (time(r.created_at.as_ref())) " " (state_badge(reply.state()))
                         }
+                        // A response carries the answering State's own conditions.
+                        p.print-meta {
+                            (r.handling_code().short_name())
+                            @if !r.handling_restrictions.is_empty() { " — " (foreign(&r.handling_restrictions)) }
+                        }
                         @if !r.body.is_empty() { pre.body { (foreign_block(&r.body)) } }
                     }
                 }

@@ -4,7 +4,7 @@
 use maud::html;
 
 use super::{Frame, field_id, foreign, layout};
-use crate::desk::statistics::{direction_word, measure_words};
+use crate::desk::statistics::{direction_word, measure_words, seconds_words as seconds};
 use crate::domain::lifecycle::state_name;
 use crate::domain::names::ShortName as _;
 use crate::proto::GetStatisticsResponse;
@@ -78,9 +78,4 @@ pub fn statistics(
         }
     };
     layout(frame, "statistics", s.statistics_title, &content.into_string())
-}
-
-/// Seconds as a person reads them ("1m 30s").
-fn seconds(value: f64) -> String {
-    humantime::format_duration(std::time::Duration::from_secs(value.round() as u64)).to_string()
 }
