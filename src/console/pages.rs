@@ -184,6 +184,31 @@ fn who_to_call(strings: &Catalogue, peer: &crate::proto::PeerInfo) -> Markup {
     }
 }
 
+/// A preservation request's typed fields as `dt`/`dd` pairs, labelled in the viewer's language
+/// (the message page and the printable view).
+fn preservation_definitions(strings: &Catalogue, p: &crate::proto::PreservationRequest) -> Markup {
+    use crate::console::form::PRESERVATION_TEXT_FIELDS;
+    let texts = [
+        &p.requesting_authority,
+        &p.offence,
+        &p.facts,
+        &p.data_to_preserve,
+        &p.link_to_offence,
+        &p.custodian_or_location,
+        &p.necessity,
+    ];
+    html! {
+        @for (name, value) in PRESERVATION_TEXT_FIELDS.iter().zip(texts) {
+            dt { (strings.field_label(name)) }
+            dd { span.pre { (foreign_block(value)) } }
+        }
+        dt { (strings.field_label("preservation.mutual_legal_assistance_to_follow")) }
+        dd { (if p.mutual_legal_assistance_to_follow { strings.yes } else { strings.no }) }
+        dt { (strings.field_label("preservation.preservation_days")) }
+        dd { (p.preservation_days) }
+    }
+}
+
 /// An age that the script keeps ticking.
 fn ticking_age(at: Option<&Timestamp>) -> Markup {
     html! {

@@ -5,7 +5,6 @@ use maud::{Markup, Render, html};
 use super::{
     Frame, foreign, foreign_block, kind_or_type, layout, overdue_badge, precedence_badge, state_badge, time,
 };
-use crate::console::form::PRESERVATION_TEXT_FIELDS;
 use crate::domain::access::Action;
 use crate::domain::names::ShortName as _;
 use crate::domain::timestamp::rfc3339;
@@ -73,24 +72,7 @@ pub fn message(
         @if let Some(p) = &e.preservation {
             section {
                 h2 { (s.section_preservation) }
-                dl.fields {
-                    @for (name, value) in PRESERVATION_TEXT_FIELDS.iter().zip([
-                        &p.requesting_authority,
-                        &p.offence,
-                        &p.facts,
-                        &p.data_to_preserve,
-                        &p.link_to_offence,
-                        &p.custodian_or_location,
-                        &p.necessity,
-                    ]) {
-                        (definition(s.field_label(name), html! { span.pre { (foreign_block(value)) } }))
-                    }
-                    (definition(
-                        s.field_label("preservation.mutual_legal_assistance_to_follow"),
-                        if p.mutual_legal_assistance_to_follow { s.yes } else { s.no },
-                    ))
-                    (definition(s.field_label("preservation.preservation_days"), p.preservation_days))
-                }
+                dl.fields { (super::preservation_definitions(s, p)) }
             }
         }
         @if !e.attachments.is_empty() {

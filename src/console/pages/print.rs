@@ -7,7 +7,6 @@
 use maud::{Markup, html};
 
 use super::{Frame, foreign, foreign_block, kind_or_type, layout, precedence_badge, state_badge, time};
-use crate::console::form::PRESERVATION_TEXT_FIELDS;
 use crate::domain::names::ShortName as _;
 use crate::domain::timestamp::rfc3339;
 use crate::proto::{GetProofResponse, Message};
@@ -40,20 +39,7 @@ pub fn case_print(frame: &Frame<'_>, request: WithProof<'_>, replies: &[WithProo
                 dt { "received_at" } dd { (time(request.0.received_at.as_ref())) }
                 dt { "language" } dd { (foreign(&e.language)) }
                 dt { "body" } dd { pre.body { (foreign_block(&e.body)) } }
-                @if let Some(p) = &e.preservation {
-                    @for (name, value) in PRESERVATION_TEXT_FIELDS.iter().zip([
-                        &p.requesting_authority,
-                        &p.offence,
-                        &p.facts,
-                        &p.data_to_preserve,
-                        &p.link_to_offence,
-                        &p.custodian_or_location,
-                        &p.necessity,
-                    ]) {
-                        dt { (s.field_label(name)) } dd { span.pre { (foreign_block(value)) } }
-                    }
-                    dt { (s.field_label("preservation.preservation_days")) } dd { (p.preservation_days) }
-                }
+                @if let Some(p) = &e.preservation { (super::preservation_definitions(s, p)) }
             }
             (timeline(s.section_timeline, request.0))
         }
