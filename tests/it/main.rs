@@ -26,6 +26,7 @@ mod idempotent_submit;
 mod identity_checks;
 mod in_flight;
 mod install_list;
+mod kubernetes;
 mod layers;
 mod lifecycle;
 mod local_network;
