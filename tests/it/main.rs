@@ -8,6 +8,7 @@ mod audit;
 mod backup;
 mod bad_input;
 mod batch_signatures;
+mod bench_network;
 mod chaos;
 mod cli_errors;
 mod clock;
