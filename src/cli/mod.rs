@@ -503,7 +503,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PEERS")]
     pub peers: Option<usize>,
     /// With --peers: how long the queued FLASHes are retried before the CPU window.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s", requires = "peers")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", requires = "peers")]
     pub settle: std::time::Duration,
     /// With --peers: the CPU window with every peer down.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s", requires = "peers")]
