@@ -456,8 +456,8 @@ impl PeerDelivery {
     /// Exponential backoff with equal jitter: random in [b/2, b], b = min(cap, initial·2^(n-1)).
     /// Not full jitter ([0, b]): with many peers down, draws near 0 made a node retry each of them
     /// about twice per `retry_max`, and every attempt costs a store write and a log sync (193
-    /// members: 0.7 % of a core; docs/benchmarks.md). The fixed half keeps that at most one
-    /// attempt per half bound, and the random half still spreads the peers out.
+    /// members: 0.7 % of a core, 0.37 % with this; docs/benchmarks.md). The fixed half keeps it
+    /// to at most one attempt per half bound; the random half still spreads the peers out.
     fn retry_delay(&self, attempt: u32) -> Duration {
         let delivery = &self.context.config.delivery;
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
