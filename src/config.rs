@@ -559,7 +559,7 @@ pub enum CrlStalePolicy {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
-    /// Upper bound of the first retry delay (full jitter: the delay is random below it).
+    /// Upper bound of the first retry delay (equal jitter: the delay is random between half of it and it).
     #[serde(default = "default_retry_initial", with = "humantime_serde")]
     pub retry_initial: Duration,
     /// Upper bound of any retry delay.

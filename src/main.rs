@@ -34,6 +34,21 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             init_logging(cli.log_format, "error");
             hanoi247::cli::demo::run().await?;
         }
+        Command::Bench(args) if args.peers.is_some() => {
+            init_logging(cli.log_format, "error");
+            let options = hanoi247::cli::bench_network::NetworkBenchOptions {
+                peers: args.peers.unwrap_or_default(),
+                settle: args.settle,
+                window: args.window.max(std::time::Duration::from_secs(1)),
+                keep: args.keep,
+            };
+            let report = hanoi247::cli::bench_network::run(options).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                print!("{}", hanoi247::cli::bench_network::table(&report));
+            }
+        }
         Command::Bench(args) => {
             init_logging(cli.log_format, "error");
             let options = hanoi247::cli::bench::BenchOptions {

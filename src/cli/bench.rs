@@ -53,12 +53,12 @@ pub struct BenchOptions {
 #[error("bench: {0}")]
 pub struct BenchError(String);
 
-fn fail(error: impl std::fmt::Display) -> BenchError {
+pub(super) fn fail(error: impl std::fmt::Display) -> BenchError {
     BenchError(error.to_string())
 }
 
 /// Latency percentiles in milliseconds.
-fn percentiles(samples: &mut [Duration]) -> Value {
+pub(super) fn percentiles(samples: &mut [Duration]) -> Value {
     samples.sort();
     let at = |q: f64| {
         let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
@@ -81,12 +81,14 @@ fn fsync_floor(dir: &Path, samples: usize) -> Result<Value, BenchError> {
     Ok(percentiles(&mut times))
 }
 
-struct NodeProcess {
+/// A node running as a child process of the bench; killed when dropped.
+pub(super) struct NodeProcess {
     child: Child,
 }
 
 impl NodeProcess {
-    fn start(config: &Path, log: &Path) -> Result<Self, BenchError> {
+    /// Starts `hanoi247 node --config <config>`, its stderr into `log`.
+    pub(super) fn start(config: &Path, log: &Path) -> Result<Self, BenchError> {
         let exe = std::env::current_exe().map_err(fail)?;
         let log = std::fs::File::create(log).map_err(fail)?;
         let child = Command::new(exe)
@@ -100,7 +102,7 @@ impl NodeProcess {
     }
 
     /// Peak resident memory (VmHWM) in MiB.
-    fn peak_rss_mib(&self) -> f64 {
+    pub(super) fn peak_rss_mib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
@@ -110,12 +112,29 @@ impl NodeProcess {
     }
 
     /// CPU time (user + system) the process has used so far, from `/proc/<pid>/stat`.
-    fn cpu(&self) -> Duration {
+    pub(super) fn cpu(&self) -> Duration {
         cpu_time(self.child.id())
     }
 
+    /// The process id.
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM without waiting (many nodes stop at once; [`Self::wait`] then).
+    pub(super) fn terminate(&self) -> Result<(), BenchError> {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().map_err(fail)?;
+        Ok(())
+    }
+
+    /// Waits for the process to exit.
+    pub(super) fn wait(mut self) -> Result<(), BenchError> {
+        self.child.wait().map_err(fail)?;
+        Ok(())
+    }
+
     /// SIGTERM and wait: a graceful stop.
-    fn stop(mut self) -> Result<(), BenchError> {
+    pub(super) fn stop(mut self) -> Result<(), BenchError> {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().map_err(fail)?;
         self.child.wait().map_err(fail)?;
@@ -131,7 +150,7 @@ impl Drop for NodeProcess {
 }
 
 /// CPU time (user + system) of process `pid` so far; zero when it cannot be read.
-fn cpu_time(pid: u32) -> Duration {
+pub(super) fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces, so split after its closing paren):
     // state is field 3, utime field 14 and stime field 15, in clock ticks.
@@ -149,7 +168,7 @@ fn cpu_per_message(before: Duration, after: Duration, messages: usize) -> f64 {
     after.saturating_sub(before).as_secs_f64() * 1e6 / messages.max(1) as f64
 }
 
-async fn ready(desk: &mut DeskClient) -> Result<Duration, BenchError> {
+pub(super) async fn ready(desk: &mut DeskClient) -> Result<Duration, BenchError> {
     let started = Instant::now();
     loop {
         if desk.list_inbox(ListInboxRequest { limit: 1, ..Default::default() }).await.is_ok() {
@@ -173,7 +192,7 @@ fn request(options: &BenchOptions, i: usize) -> SubmitRequest {
     }
 }
 
-fn bar(length: usize, what: &str) -> ProgressBar {
+pub(super) fn bar(length: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(length as u64).with_message(what.to_owned());
     if let Ok(style) = ProgressStyle::with_template("{msg:<40} {bar:30} {pos}/{len} {elapsed}") {
         bar.set_style(style);

@@ -336,7 +336,7 @@ peer_crl = "../network-ca.crl"
 client_crl = "local-ca.crl"
 
 [delivery]
-# First retry within this (full jitter), doubling up to retry_max.
+# First retry within this (equal jitter: between half of it and it), doubling up to retry_max.
 retry_initial = "1s"
 retry_max = "60s"
 # Envelopes per Deliver call, and calls in flight per peer (stored in the order sent).

@@ -5,6 +5,7 @@
 //! offline, run by `main`); `demo` runs nodes in process, `bench` as child processes.
 
 pub mod bench;
+pub mod bench_network;
 pub mod certs;
 pub mod demo;
 pub mod desk_client;
@@ -525,6 +526,17 @@ pub struct BenchArgs {
     /// SIGKILL and time its start-up, which replays them from the write-ahead log (0: skip).
     #[arg(long, default_value_t = 100_000)]
     pub recovery_writes: usize,
+    /// Instead: a network of PEERS + 1 members, one node process each (e.g. 192 for the 193
+    /// members of docs/benchmarks.md): start-up and CPU of one node with every peer down, then a
+    /// FLASH from it to every peer at once, and its memory and open files with all connected.
+    #[arg(long, value_name = "PEERS")]
+    pub peers: Option<usize>,
+    /// With --peers: how long the queued FLASHes are retried before the CPU window.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", requires = "peers")]
+    pub settle: std::time::Duration,
+    /// With --peers: the CPU window with every peer down.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s", requires = "peers")]
+    pub window: std::time::Duration,
 }
 
 /// `init` options.

@@ -332,7 +332,7 @@ async fn chaos_a_black_holed_peer_does_not_hold_up_a_healthy_one() {
 /// message keeps its `next_attempt_at`, so newer requests overtook the ones that had been tried.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_a_flash_request_keeps_its_place_after_a_restart_during_backoff() {
-    // The retry delay is random (full jitter): make sure the FLASH request still has a while to
+    // The retry delay is random (equal jitter, at least half the bound): make sure the FLASH request still has a while to
     // wait after the restart, trying again in a fresh network in the rare case it does not.
     for _ in 0..5 {
         let net = Network::new(&["VN", "FR"]).await;

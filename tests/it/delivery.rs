@@ -45,8 +45,9 @@ async fn an_urgent_request_is_tried_at_once_while_the_peer_is_in_backoff() {
     let mut vn = net.desk("VN");
     let routine = submit(&mut vn, advice_request("FR", Precedence::Routine, "routine")).await;
 
-    // Full jitter draws the backoff from [0, 60 s]. A short draw is let run out (the attempt
-    // fails again and draws anew) until the next attempt is at least 20 s away.
+    // The backoff is drawn from [bound/2, bound], the bound doubling from 60 s (capped at 60 s), so
+    // the first draw is at least 30 s away; a short draw would be let run out (the attempt fails
+    // again and draws anew) until the next attempt is at least 20 s away.
     let far = Duration::from_secs(20);
     let mut retry_at = None;
     for _ in 0..10 {

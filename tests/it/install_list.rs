@@ -40,7 +40,7 @@ fn installed_files<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, u32
 }
 
 /// The RUNBOOK's install list: the fenced block after the marker.
-fn runbook_install_list() -> Vec<(String, u32)> {
+pub(crate) fn runbook_install_list() -> Vec<(String, u32)> {
     let runbook = std::fs::read_to_string(deploy("RUNBOOK.md")).unwrap();
     let after = runbook.split_once("<!-- install-list").expect("the RUNBOOK marks its install list").1;
     let block = after.split_once("```sh\n").expect("a fenced block follows the marker").1;
