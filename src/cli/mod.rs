@@ -341,6 +341,59 @@ pub struct RestoreArgs {
     /// anyone can recompute, is checked.
     #[arg(long)]
     pub accept_unsigned: bool,
+    /// Then have the node, when it starts on the restored store, get back from each peer what
+    /// the two exchanged since shortly before the backup (retrying peers that are down until each
+    /// answers), before it sends anything; lists what cannot come back.
+    #[arg(long)]
+    pub recover_from_peers: bool,
+}
+
+/// How long before the backup's time peers are asked from: clocks of members differ, and
+/// recovering more than needed only finds envelopes already held.
+pub const RECOVERY_MARGIN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Marks the store restored in `data_dir` (from a backup made at `backup_at`) as recovering from
+/// its peers (see `peer::recovery`), audited; returns what cannot come back from peers.
+pub async fn ask_recovery(
+    data_dir: &std::path::Path,
+    backup_at: std::time::SystemTime,
+) -> Result<Vec<String>, CliError> {
+    let failed = |error: crate::store::StoreError| {
+        CliError::Backup(crate::store::backup::BackupError::Io {
+            path: data_dir.to_owned(),
+            source: std::io::Error::other(error.to_string()),
+        })
+    };
+    let since = backup_at.checked_sub(RECOVERY_MARGIN).unwrap_or(std::time::UNIX_EPOCH);
+    let since_seconds = since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let pending = crate::store::RecoveryPending {
+        id: uuid::Uuid::now_v7(),
+        since_seconds: i64::try_from(since_seconds).unwrap_or(i64::MAX),
+    };
+    let made = humantime::format_rfc3339_seconds(backup_at);
+    let lost = vec![
+        format!("messages submitted here after the backup ({made}) that no peer received: they were still queued when the machine was lost; submit them again"),
+        format!("who submitted this node's requests after {made} (recovered requests have no submitting client: an agency no longer sees them)"),
+        format!("this node's audit records and events after {made} (the audit log restarts from the backup's head, recorded as RECOVERY_ASKED; peers witness the restart)"),
+        "the intermediate timeline entries of recovered messages (each has its first state and the state it reached)".to_owned(),
+    ];
+    let store = crate::store::Store::open(data_dir).map_err(failed)?;
+    store
+        .write(|changes| {
+            changes.act_as(crate::store::NODE_ACTOR);
+            let details = format!(
+                "restored from a backup made {made}; asking every peer for exchanges since {}; not recoverable: {}",
+                humantime::format_rfc3339_seconds(since),
+                lost.join("; ")
+            );
+            changes.audit("RECOVERY_ASKED", "", &details);
+            changes.mark_recovery_pending(pending);
+            Ok::<_, crate::store::StoreError>(())
+        })
+        .map_err(failed)?;
+    store.persist().await.map_err(failed)?;
+    store.checkpoint().map_err(failed)?;
+    Ok(lost)
 }
 
 /// `certs` subcommands.

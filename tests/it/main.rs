@@ -34,6 +34,7 @@ mod operator_tools;
 mod operator_view;
 mod pipelining;
 mod prometheus;
+mod recovery;
 mod references;
 mod reflection;
 mod resource_bounds;
