@@ -185,6 +185,17 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Get back from every peer what it exchanged with the running node (operator role), as
+    /// `restore --recover-from-peers` does at start: shows each peer's progress until every one
+    /// answered (a peer that is down is retried; Ctrl-C stops watching, not the recovery).
+    Recover {
+        /// Client options.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only exchanges completed since this time (RFC 3339); everything when omitted.
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        since: Option<std::time::SystemTime>,
+    },
     /// Rebuild a node's store from a backup file, offline, into a new or empty directory.
     Restore(RestoreArgs),
     /// Browse a backup's messages and audit log offline (never delivers, never listens).
@@ -1082,6 +1093,7 @@ fn client_args_mut(command: &mut Command) -> Option<&mut ClientArgs> {
         | Command::Requeue { id, .. } => Some(&mut id.client),
         Command::Watch { client, .. }
         | Command::Backup { client, .. }
+        | Command::Recover { client, .. }
         | Command::Audit(AuditCommand::Verify { client, .. } | AuditCommand::List { client, .. }) => {
             Some(client)
         }
@@ -1105,7 +1117,8 @@ pub async fn run_client(
     json: bool,
     timeout: Option<std::time::Duration>,
 ) -> Result<(), CliError> {
-    let watching = matches!(command, Command::Watch { .. });
+    // Both wait for as long as it takes (a recovery waits for peers that are down).
+    let watching = matches!(command, Command::Watch { .. } | Command::Recover { .. });
     if let Some(args) = client_args_mut(&mut command) {
         args.json = json;
         args.timeout = if watching { None } else { Some(timeout.unwrap_or(DEFAULT_TIMEOUT)) };
@@ -1260,6 +1273,7 @@ pub async fn run_client(
             audit_list(&args, message.as_deref()).await
         }
         Command::Backup { client: args, out } => backup(&args, &out).await,
+        Command::Recover { client: args, since } => recover(&args, since).await,
         Command::Demo
         | Command::Init(_)
         | Command::Node { .. }
@@ -1369,6 +1383,44 @@ async fn backup(args: &ClientArgs, out: &std::path::Path) -> Result<(), CliError
             header.record_count,
             out.display()
         );
+    }
+    Ok(())
+}
+
+/// `recover`: asks the node to recover from its peers and shows each peer's progress.
+async fn recover(args: &ClientArgs, since: Option<std::time::SystemTime>) -> Result<(), CliError> {
+    let (mut desk, call) = connect(args)?;
+    let request =
+        crate::proto::RecoverFromPeersRequest { since: since.map(crate::domain::timestamp::from_system) };
+    let mut progress = call.run(desk.recover_from_peers(request)).await?.into_inner();
+    let mut last = std::collections::BTreeMap::new();
+    while let Some(peer) = call.run(progress.message()).await? {
+        if !args.json {
+            let peer_code = crate::domain::text::printable(&peer.peer, false);
+            if peer.done {
+                println!("{peer_code}: done: {}", crate::domain::text::printable(&peer.result, false));
+            } else if peer.last_error.is_empty() {
+                println!("{peer_code}: recovering");
+            } else {
+                println!(
+                    "{peer_code}: waiting, retrying: {}",
+                    crate::domain::text::printable(&peer.last_error, false)
+                );
+            }
+        }
+        last.insert(peer.peer.clone(), peer);
+    }
+    if args.json {
+        let peers: Vec<_> = last
+            .values()
+            .map(|p| {
+                serde_json::json!({"peer": p.peer, "done": p.done, "result": p.result, "last_error": p.last_error})
+            })
+            .collect();
+        print_json(&serde_json::json!({ "peers": peers }));
+    } else {
+        let done = last.values().filter(|p| p.done).count();
+        println!("recovered from {done} of {} peers", last.len());
     }
     Ok(())
 }

@@ -47,6 +47,7 @@ pub enum Action {
     ListPeers,
     ListAudit,
     Backup,
+    RecoverFromPeers,
 }
 
 /// What a caller may see when it may call at all.
@@ -83,7 +84,8 @@ pub fn scope(role: Role, action: Action) -> Option<Scope> {
             | A::Watch
             | A::GetQueue
             | A::ListPeers
-            | A::Backup,
+            | A::Backup
+            | A::RecoverFromPeers,
         ) => Some(Scope::All),
         (Role::Agency, A::Submit | A::Get | A::ListOutbox | A::Watch) => Some(Scope::OwnSubmissions),
         // Only the auditor: whoever runs the node (the operator) is among those it checks.
@@ -136,10 +138,11 @@ mod tests {
             A::ListPeers,
             A::ListAudit,
             A::Backup,
+            A::RecoverFromPeers,
         ];
         let allowed = |role| every.iter().filter(|a| scope(role, **a).is_some()).count();
         assert_eq!(allowed(Role::Officer), 8);
-        assert_eq!(allowed(Role::Operator), 9);
+        assert_eq!(allowed(Role::Operator), 10);
         assert_eq!(allowed(Role::Agency), 4);
         assert_eq!(allowed(Role::Auditor), 1);
         assert_eq!(scope(Role::Operator, A::ListAudit), None);

@@ -234,6 +234,9 @@ impl PeerDelivery {
                 }
                 () = sleep => {}
                 () = woken => {
+                    if self.waker.recover.swap(false, Ordering::AcqRel) {
+                        self.recover(stop).await;
+                    }
                     if self.waker.urgent.swap(false, Ordering::AcqRel) && self.backoff_until.take().is_some() {
                         tracing::info!(peer = %self.peer.code, "urgent work queued: trying the peer now, ahead of its backoff");
                     }

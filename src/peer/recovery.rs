@@ -239,7 +239,7 @@ pub async fn recover_from(
             recovered.held
         );
         changes.audit("RECOVERED_FROM_PEER", "", &details);
-        changes.mark_recovered(peer, pending.id);
+        changes.mark_recovered(peer, pending.id, &details);
         Ok::<_, StoreError>(())
     })?;
     context.store.persist().await?;

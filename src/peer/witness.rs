@@ -163,6 +163,12 @@ pub async fn accept_restart(
         return Err(WitnessError::Signature { node: peer, source });
     }
     let store = |source| WitnessError::Store { node: peer, source };
+    let kept = context.store.witnessed_head(peer).map_err(store)?;
+    if matches!(judge(head, kept.as_ref()), Witnessed::Kept | Witnessed::Same) {
+        // Not behind: no restart to announce (a recovery asked again), an ordinary head.
+        keep(context, peer, head, certificate).await?;
+        return Ok(None);
+    }
     let replaced = context
         .store
         .write(|changes| {

@@ -23,7 +23,7 @@
 //! | `w` node-code(2) | `SignedAuditHead` — the newest audit head that member signed and gave us in `Hello` (its signature checked before it is kept) |
 //! | `q` client-request-id(16) client-name | message id(16) and request digest(32) — the `Submit` a desk client made under that request id (see [`ClientRequest`]) |
 //! | `c` "recovery" | a recovery from peers asked by `restore --recover-from-peers`: its id(16) and since-seconds(8) |
-//! | `c` "recovered" node-code(2) | the id of the recovery done from that peer |
+//! | `c` "recovered" node-code(2) | the id(16) of the recovery done from that peer, then what came back (UTF-8) |
 //! | `n` id(16) | JSON `Notification` — a notification still to be sent (see `notifications`) |
 //! | `d` id(16) | JSON `Notification` — a notification sent (removed after `[retention] events`) |
 //!
@@ -1098,9 +1098,11 @@ impl Changes<'_> {
         self.batch.insert(RECOVERY_KEY, value);
     }
 
-    /// Records that recovery `id` from `peer` is done.
-    pub fn mark_recovered(&mut self, peer: NodeCode, id: Uuid) {
-        self.batch.insert(recovered_key(peer), id.as_bytes().as_slice());
+    /// Records that recovery `id` from `peer` is done, with what came back (`result`).
+    pub fn mark_recovered(&mut self, peer: NodeCode, id: Uuid, result: &str) {
+        let mut value = id.as_bytes().to_vec();
+        value.extend_from_slice(result.as_bytes());
+        self.batch.insert(recovered_key(peer), value);
     }
 }
 
@@ -1119,8 +1121,15 @@ impl Store {
         let corrupt = || StoreError::Corrupt { key: "recovery".into(), reason: "not 24 bytes".into() };
         let id = value.get(..16).and_then(|b| Uuid::from_slice(b).ok()).ok_or_else(corrupt)?;
         let since = value.get(16..24).and_then(|b| <[u8; 8]>::try_from(b).ok()).ok_or_else(corrupt)?;
-        let done = db.get(recovered_key(peer))?.is_some_and(|done| done.as_ref() == id.as_bytes());
+        let done =
+            db.get(recovered_key(peer))?.is_some_and(|done| done.get(..16) == Some(id.as_bytes().as_slice()));
         Ok((!done).then_some(RecoveryPending { id, since_seconds: i64::from_be_bytes(since) }))
+    }
+
+    /// What the last recovery done from `peer` brought back, if one was.
+    pub fn recovery_result(&self, peer: NodeCode) -> Result<Option<String>, StoreError> {
+        let value = self.db()?.get(recovered_key(peer))?;
+        Ok(value.map(|v| String::from_utf8_lossy(v.get(16..).unwrap_or_default()).into_owned()))
     }
 
     /// Every message exchanged with `peer` (sent to it or received from it) that `keep` accepts,

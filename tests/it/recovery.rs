@@ -8,8 +8,8 @@ use std::process::Output;
 
 use hanoi247::domain::access::Role;
 use hanoi247::proto::{
-    AcknowledgeRequest, CancelRequest, GetQueueRequest, ListAuditRequest, ListPeersRequest, MessageState,
-    Precedence, RecoverRequest, RespondRequest,
+    AcknowledgeRequest, CancelRequest, ConnectionState, GetQueueRequest, ListAuditRequest, ListPeersRequest,
+    MessageState, Precedence, RecoverRequest, RespondRequest,
 };
 use hanoi247::store::Store;
 use hanoi247::store_proto::StoredMessage;
@@ -152,6 +152,16 @@ async fn a_node_restored_from_an_old_backup_gets_back_from_its_peers_all_they_ex
     for node in ["VN", "FR", "DE"] {
         settled(&net, node).await;
     }
+    // FR restarts: its Hello gives VN and DE its audit head, now well past the backup's.
+    net.stop("FR").await;
+    net.start("FR").await;
+    let mut operator = net.desk_as("FR", "operator");
+    eventually("FR said Hello to VN and DE", async || {
+        let peers = operator.list_peers(ListPeersRequest {}).await.unwrap().into_inner();
+        let connected = |p: &&hanoi247::proto::PeerInfo| p.connection() == ConnectionState::Connected;
+        peers.peers.iter().filter(connected).count() == 2
+    })
+    .await;
     // A request still queued when the machine is lost (VN is down): it cannot come back.
     net.stop("VN").await;
     let h = submit(&mut fr, advice_request("VN", Precedence::Routine, "h")).await;
@@ -247,6 +257,10 @@ async fn a_node_restored_from_an_old_backup_gets_back_from_its_peers_all_they_ex
     }
     eventually("FR recovered again", async || audit_count(&net, "FR", "RECOVERED_FROM_PEER").await == 4)
         .await;
+    for node in ["VN", "DE"] {
+        let restarts = audit_count(&net, node, "PEER_RESTORED_FROM_BACKUP").await;
+        assert_eq!(restarts, 1, "{node}: asked again with a longer log is no restart");
+    }
     for node in ["VN", "FR", "DE"] {
         net.stop(node).await;
     }
@@ -353,4 +367,59 @@ async fn an_altered_envelope_in_a_recovery_answer_is_refused_and_named() {
     net.stop("VN").await;
     net.stop("FR").await;
     assert_eq!(snapshot(&net, "FR", &["VN"]), fr_before, "nothing of the answer was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_node_recovers_on_command_showing_each_peer_until_all_answered() {
+    let mut net = Network::with_clients(&["VN", "FR", "DE"], &clients(&["VN", "FR", "DE"])).await;
+    net.start("VN").await;
+    net.start("FR").await;
+    let (mut vn, mut fr) = (net.desk("VN"), net.desk("FR"));
+    let sent = submit(&mut vn, advice_request("FR", Precedence::Routine, "before")).await;
+    wait_state(&mut fr, &sent, MessageState::Received).await;
+    settled(&net, "VN").await;
+
+    // Only operators; a `since` that is no time is refused naming it, and nothing is asked.
+    let refused =
+        fr.recover_from_peers(hanoi247::proto::RecoverFromPeersRequest::default()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let mut operator = net.desk_as("FR", "operator");
+    // (A refused call is on the record too.)
+    let recorded = audit_count(&net, "FR", "RecoverFromPeers").await;
+    let bad = hanoi247::proto::RecoverFromPeersRequest {
+        since: Some(prost_types::Timestamp { seconds: 0, nanos: -1 }),
+    };
+    let refused = operator.recover_from_peers(bad).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("since"), "{refused:?}");
+    assert_eq!(audit_count(&net, "FR", "RecoverFromPeers").await, recorded, "nothing asked");
+
+    // DE is down: the command shows VN done and DE retried until DE comes up.
+    let config = net.client_config_path_of("FR", "operator");
+    let command = tokio::spawn(hanoi247(vec![
+        "recover".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--json".into(),
+    ]));
+    eventually("FR recovered from VN", async || audit_count(&net, "FR", "RECOVERED_FROM_PEER").await == 1)
+        .await;
+    eventually("FR retries DE", async || {
+        let peers = operator.list_peers(ListPeersRequest {}).await.unwrap().into_inner();
+        peers.peers.iter().any(|p| p.peer == "DE" && p.last_error.contains("did not answer the recovery"))
+    })
+    .await;
+    net.start("DE").await;
+    let output = tokio::time::timeout(DEADLINE, command).await.unwrap().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let peers = report["peers"].as_array().unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(peers.len(), 2, "{report}");
+    assert!(peers.iter().all(|p| p["done"] == true), "{report}");
+    let from_vn = peers.iter().find(|p| p["peer"] == "VN").unwrap();
+    assert!(from_vn["result"].as_str().unwrap().contains("1 returned, 0 stored"), "{report}");
+    assert_eq!(audit_count(&net, "FR", "RecoverFromPeers").await, recorded + 1);
+    for node in ["VN", "FR", "DE"] {
+        net.stop(node).await;
+    }
 }
