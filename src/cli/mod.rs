@@ -386,6 +386,7 @@ pub async fn ask_recovery(
         format!("messages submitted here after the backup ({made}) that no peer received: they were still queued when the machine was lost; submit them again"),
         format!("who submitted this node's requests after {made} (recovered requests have no submitting client: an agency no longer sees them)"),
         format!("this node's audit records and events after {made} (the audit log restarts from the backup's head, recorded as RECOVERY_ASKED; peers witness the restart)"),
+        format!("requests cancelled here after {made} before they were sent: the backup holds them queued and they are sent once each peer answered; cancel them again at once"),
         "the intermediate timeline entries of recovered messages (each has its first state and the state it reached)".to_owned(),
     ];
     let store = crate::store::Store::open(data_dir).map_err(failed)?;

@@ -632,7 +632,7 @@ pub(super) fn check_parent(
 }
 
 /// Checks an envelope from a peer against this node (`config`); the refusal names the field.
-pub(super) fn check_from_peer(config: &NodeConfig, envelope: &Envelope) -> Result<Uuid, FieldError> {
+fn check_from_peer(config: &NodeConfig, envelope: &Envelope) -> Result<Uuid, FieldError> {
     check_envelope(envelope, &config.limits)?;
     if envelope.destination != config.code.as_str() {
         return Err(FieldError::new(

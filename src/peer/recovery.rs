@@ -8,12 +8,14 @@
 //! the caller and those it sent the caller, each with the origin's certificate and the signed
 //! receipt it holds (an envelope still queued here has no receipt: delivery sends it anyway),
 //! whose exchange completed (the receipt's `received_at`) at or after the point named, in batches
-//! of [`BATCH`]. The request carries the caller's signed audit head: its statement that it
+//! of [`BATCH`] (read in one scan of the store, which recovery, rare, can afford). The request carries the caller's signed audit head: its statement that it
 //! restarted from a backup, which the answering node audits and witnesses
 //! (`witness::accept_restart`), so the shorter log is an announced restart, not a rollback.
 //!
 //! The recovering side ([`recover_from`], run by the delivery task of each peer before it sends
-//! anything, while the store says a recovery is pending for that peer): every envelope is checked
+//! anything more, while the store says a recovery is pending for that peer: marked by
+//! `restore --recover-from-peers` for the node's start, or by the desk's `RecoverFromPeers` on a
+//! running node, which wakes the tasks): every envelope is checked
 //! as `Deliver` checks one (the same validation, origin signature over the origin's certificate
 //! from the network CA naming the origin, receipt signature over the receiver's), and the first
 //! one that does not check out stops the recovery from that peer, named with its id and field,
@@ -38,7 +40,7 @@ use crate::domain::identity::{Identity, NodeCode};
 use crate::domain::lifecycle::{self, Happening};
 use crate::domain::timestamp;
 use crate::domain::validation::FieldError;
-use crate::peer::receive::{BatchSigning, PeerError, check_from_peer, check_parent, receive};
+use crate::peer::receive::{BatchSigning, PeerError, check_parent, receive};
 use crate::proto::peer_service_client::PeerServiceClient;
 use crate::proto::{
     Direction, Envelope, EnvelopeKind, Message, MessageState, Receipt, RecoverRequest, RecoverResponse,
@@ -108,9 +110,12 @@ pub async fn answer(
         )));
     }
     if let Some(head) = &request.audit_head {
-        crate::peer::witness::accept_restart(context, caller, head, certificate)
-            .await
-            .map_err(|error| PeerError::Head(FieldError::new("audit_head", error.to_string())))?;
+        crate::peer::witness::accept_restart(context, caller, head, certificate).await.map_err(|error| {
+            match error {
+                crate::peer::witness::WitnessError::Store { source, .. } => PeerError::Store(source),
+                signature => PeerError::Head(FieldError::new("audit_head", signature.to_string())),
+            }
+        })?;
     }
     let since = request.since.as_ref().map(timestamp::to_system);
     let exchanged = context.store.exchanged_with(caller, |stored| {
@@ -158,7 +163,9 @@ struct Checked {
 fn check(context: &NodeContext, peer: NodeCode, item: RecoveredEnvelope) -> Result<Checked, RecoveryError> {
     let me = context.code();
     let envelope = item.envelope.unwrap_or_default();
-    let refused = |reason: FieldError| RecoveryError::Refused { peer, envelope: envelope.id.clone(), reason };
+    // The id as the answer gave it, safe to print (a hostile peer chooses it).
+    let named = crate::domain::text::printable(&envelope.id, false).into_owned();
+    let refused = |reason: FieldError| RecoveryError::Refused { peer, envelope: named.clone(), reason };
     let network = context.config.network.clone();
     let node = |code| Identity::Node { network: network.clone(), code };
     let mine = envelope.origin == me.as_str() && envelope.destination == peer.as_str();
@@ -173,10 +180,9 @@ fn check(context: &NodeContext, peer: NodeCode, item: RecoveredEnvelope) -> Resu
             ),
         )));
     }
-    // The same checks as a receiver's: well-formed, addressed, a UUID.
-    let as_received =
-        crate::config::NodeConfig { code: if mine { peer } else { me }, ..context.config.clone() };
-    check_from_peer(&as_received, &envelope).map_err(&refused)?;
+    // The same checks as a receiver's (`check_from_peer`): well-formed, a UUID; addressed, above.
+    crate::domain::validation::check_envelope(&envelope, &context.config.limits).map_err(&refused)?;
+    Uuid::parse_str(&envelope.id).map_err(|_| refused(FieldError::new("id", "must be a UUID")))?;
     let (origin, receiver) = if mine { (me, peer) } else { (peer, me) };
     let signer = context.signer.current();
     let created_at =

@@ -115,6 +115,9 @@ async fn a_node_restored_from_an_old_backup_gets_back_from_its_peers_all_they_ex
     wait_state(&mut fr, &b, MessageState::Acknowledged).await;
     let c = submit(&mut de, advice_request("FR", Precedence::Routine, "c")).await;
     wait_state(&mut fr, &c, MessageState::Received).await;
+    // Queued in the backup (VN is down then), delivered after it.
+    net.stop("VN").await;
+    let q = submit(&mut fr, advice_request("VN", Precedence::Routine, "q")).await;
 
     let file = net.dir().join("fr.backup");
     let operator = net.client_config_path_of("FR", "operator");
@@ -127,6 +130,9 @@ async fn a_node_restored_from_an_old_backup_gets_back_from_its_peers_all_they_ex
     ])
     .await;
     assert!(output.status.success(), "{}", text(&output));
+    net.start("VN").await;
+    let mut vn = net.desk("VN");
+    wait_state(&mut fr, &q, MessageState::Delivered).await;
 
     // After the backup: requests both ways, acknowledgements, answers, a cancellation.
     let d = submit(&mut vn, advice_request("FR", Precedence::Flash, "d")).await;
@@ -171,7 +177,7 @@ async fn a_node_restored_from_an_old_backup_gets_back_from_its_peers_all_they_ex
     let fr_before = snapshot(&net, "FR", &["VN", "DE"]);
     let vn_before = snapshot(&net, "VN", &["FR", "DE"]);
     let de_before = snapshot(&net, "DE", &["VN", "FR"]);
-    for id in [&a, &b, &c, &d, &e, &f, &g, &h] {
+    for id in [&a, &b, &c, &d, &e, &f, &g, &h, &q] {
         assert!(fr_before.contains_key(id), "{id} at FR before the loss");
     }
     let waiting = [MessageState::Queued as i32, MessageState::WaitingRetry as i32];
@@ -225,6 +231,13 @@ async fn a_node_restored_from_an_old_backup_gets_back_from_its_peers_all_they_ex
     .await
     .unwrap();
     assert!(rollbacks.is_none_or(|n| n == 0.0), "an announced restart is no rollback: {rollbacks:?}");
+    // q, queued in the backup, became DELIVERED from VN's receipt instead of being sent again.
+    let duplicates = tokio::task::spawn_blocking(move || {
+        crate::operator_view::metric(vn_metrics, "hanoi247_duplicates_received_total{peer=\"FR\"}")
+    })
+    .await
+    .unwrap();
+    assert!(duplicates.is_none_or(|n| n == 0.0), "nothing sent again: {duplicates:?}");
     for node in ["VN", "FR", "DE"] {
         net.stop(node).await;
     }
