@@ -300,6 +300,8 @@ impl Desk {
         if let Some(since) = &request.since {
             crate::domain::validation::check_timestamp("since", since)?;
         }
+        // One of the client's open streams (`limits.max_streams_per_client`) while it runs.
+        let slot = self.open_stream(caller)?;
         let since_seconds = request.since.map_or(0, |since| since.seconds);
         let pending = crate::store::RecoveryPending { id: uuid::Uuid::now_v7(), since_seconds };
         let since =
@@ -322,6 +324,7 @@ impl Desk {
         let stop = self.stop.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(peers.len().max(1));
         self.tasks.spawn(async move {
+            let _slot = slot;
             let mut shown: std::collections::HashMap<_, RecoverFromPeersResponse> = Default::default();
             loop {
                 let mut all_done = true;

@@ -186,6 +186,7 @@ pub async fn accept_restart(
         })
         .map_err(store)?;
     context.store.persist().await.map_err(store)?;
+    context.metrics.audit_head_restarts.get_or_create(&labels(&[("peer", peer.as_str())])).inc();
     tracing::warn!(peer = %peer, given_sequence = head.sequence, "a peer restarted from a backup and recovers from this node; its audit head is taken as it stands now");
     Ok(replaced)
 }

@@ -231,6 +231,12 @@ async fn a_node_restored_from_an_old_backup_gets_back_from_its_peers_all_they_ex
     .await
     .unwrap();
     assert!(rollbacks.is_none_or(|n| n == 0.0), "an announced restart is no rollback: {rollbacks:?}");
+    let restarts = tokio::task::spawn_blocking(move || {
+        crate::operator_view::metric(vn_metrics, "hanoi247_audit_head_restarts_total{peer=\"FR\"}")
+    })
+    .await
+    .unwrap();
+    assert_eq!(restarts, Some(1.0), "the restart is counted");
     // q, queued in the backup, became DELIVERED from VN's receipt instead of being sent again.
     let duplicates = tokio::task::spawn_blocking(move || {
         crate::operator_view::metric(vn_metrics, "hanoi247_duplicates_received_total{peer=\"FR\"}")
