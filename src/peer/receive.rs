@@ -55,9 +55,9 @@ pub enum PeerError {
     /// A `Recover` call asked for another node's exchanges (the message names the field).
     #[error("{0}")]
     OtherNode(String),
-    /// A `Recover` call's signed audit head does not check out.
+    /// A field of a `Recover` call is wrong (its time, its signed audit head); nothing was stored.
     #[error(transparent)]
-    Head(FieldError),
+    Invalid(FieldError),
 }
 
 /// Non-repudiation for one batch: the key of the sender's TLS certificate must have signed every

@@ -109,11 +109,14 @@ pub async fn answer(
             crate::domain::text::printable(&request.node, false)
         )));
     }
+    if let Some(since) = &request.since {
+        crate::domain::validation::check_timestamp("since", since).map_err(PeerError::Invalid)?;
+    }
     if let Some(head) = &request.audit_head {
         crate::peer::witness::accept_restart(context, caller, head, certificate).await.map_err(|error| {
             match error {
                 crate::peer::witness::WitnessError::Store { source, .. } => PeerError::Store(source),
-                signature => PeerError::Head(FieldError::new("audit_head", signature.to_string())),
+                signature => PeerError::Invalid(FieldError::new("audit_head", signature.to_string())),
             }
         })?;
     }

@@ -288,7 +288,7 @@ async fn a_node_restored_from_an_old_backup_gets_back_from_its_peers_all_they_ex
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_answers_only_the_callers_own_exchanges() {
-    let mut net = Network::new(&["VN", "FR", "DE"]).await;
+    let mut net = Network::with_clients(&["VN", "FR", "DE"], &clients(&["VN", "FR", "DE"])).await;
     for node in ["VN", "FR", "DE"] {
         net.start(node).await;
     }
@@ -320,6 +320,19 @@ async fn a_peer_answers_only_the_callers_own_exchanges() {
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     assert!(refused.message().contains("audit head of VN"), "{refused:?}");
 
+    // A time that is no time is refused naming it.
+    let bad = RecoverRequest {
+        node: "VN".into(),
+        since: Some(prost_types::Timestamp { seconds: 0, nanos: 2_000_000_000 }),
+        ..Default::default()
+    };
+    let refused = client.recover(bad).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("since"), "{refused:?}");
+    // None of the refused calls left a trace at FR.
+    assert_eq!(audit_count(&net, "FR", "RECOVERY_ANSWERED").await, 0);
+    assert_eq!(audit_count(&net, "FR", "PEER_RESTORED_FROM_BACKUP").await, 0);
+
     // Asking for its own: only what VN and FR exchanged.
     let mut stream = client
         .recover(RecoverRequest { node: "VN".into(), ..Default::default() })
@@ -336,6 +349,7 @@ async fn a_peer_answers_only_the_callers_own_exchanges() {
         }
     }
     assert_eq!(ids, vec![from_vn.clone()]);
+    assert_eq!(audit_count(&net, "FR", "RECOVERY_ANSWERED").await, 1);
     for node in ["VN", "FR", "DE"] {
         net.stop(node).await;
     }
