@@ -149,6 +149,8 @@ async fn a_node_restored_from_an_old_backup_gets_back_from_its_peers_all_they_ex
     wait_state(&mut fr, &f, MessageState::Received).await;
     let g = submit(&mut fr, advice_request("DE", Precedence::Routine, "g")).await;
     wait_state(&mut de, &g, MessageState::Received).await;
+    // (Cancelled before FR recorded DE's receipt, it would count as never sent: no cancellation.)
+    wait_state(&mut fr, &g, MessageState::Delivered).await;
     net.desk_as("FR", "operator")
         .cancel(CancelRequest { id: g.clone(), reason: "sent in error".into() })
         .await
@@ -355,51 +357,89 @@ async fn a_peer_answers_only_the_callers_own_exchanges() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_altered_envelope_in_a_recovery_answer_is_refused_and_named() {
+/// FR is restored from a backup made before VN sent it a request; someone with VN's files then
+/// changes VN's copy (`alter`); FR's recovery from VN refuses it, naming the envelope and
+/// `field`, stores nothing of it and keeps asking.
+async fn altered_copy_is_refused(alter: fn(&mut StoredMessage), field: &str) {
     let mut net = Network::with_clients(&["VN", "FR"], &clients(&["VN", "FR"])).await;
     net.start("VN").await;
     net.start("FR").await;
+    let file = net.dir().join("fr.backup");
+    let operator = net.client_config_path_of("FR", "operator");
+    let backup = vec![
+        "backup".into(),
+        "--config".into(),
+        operator.display().to_string(),
+        "--out".into(),
+        file.display().to_string(),
+    ];
+    let output = hanoi247(backup).await;
+    assert!(output.status.success(), "{}", text(&output));
     let (mut vn, mut fr) = (net.desk("VN"), net.desk("FR"));
     let sent = submit(&mut vn, advice_request("FR", Precedence::Routine, "the original subject")).await;
     wait_state(&mut fr, &sent, MessageState::Received).await;
-    wait_state(&mut vn, &sent, MessageState::Delivered).await;
+    settled(&net, "VN").await;
     net.stop("VN").await;
-
-    // Someone with VN's files changes the subject of what VN sent; FR is told to recover.
+    net.stop("FR").await;
     {
         let db = sled::open(net.config("VN").data_dir).unwrap();
         let mut key = vec![b'm'];
         key.extend_from_slice(uuid::Uuid::parse_str(&sent).unwrap().as_bytes());
         let mut stored = StoredMessage::decode(db.get(&key).unwrap().unwrap().as_ref()).unwrap();
-        stored.message.as_mut().unwrap().envelope.as_mut().unwrap().subject = "an altered subject".into();
+        alter(&mut stored);
         db.insert(&key, stored.encode_to_vec()).unwrap();
         db.flush().unwrap();
     }
-    settled(&net, "FR").await;
-    net.stop("FR").await;
-    let fr_before = snapshot(&net, "FR", &["VN"]);
-    hanoi247::cli::ask_recovery(&net.config("FR").data_dir, std::time::SystemTime::now()).await.unwrap();
+    std::fs::remove_dir_all(net.config("FR").data_dir).unwrap();
+    let config = net.config_path("FR");
+    let restore = vec![
+        "restore".into(),
+        "--in".into(),
+        file.display().to_string(),
+        "--config".into(),
+        config.display().to_string(),
+        "--recover-from-peers".into(),
+    ];
+    let output = hanoi247(restore).await;
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("cannot come back from peers"),
+        "{}",
+        text(&output)
+    );
     net.start("VN").await;
     net.start("FR").await;
 
-    // FR names the envelope and the field, stores nothing of it and keeps asking.
     let mut operator = net.desk_as("FR", "operator");
     let mut said = String::new();
-    eventually("FR refuses the altered envelope", async || {
+    eventually("FR refuses the altered copy", async || {
         let peers = operator.list_peers(ListPeersRequest {}).await.unwrap().into_inner();
         said = peers.peers.iter().find(|p| p.peer == "VN").map(|p| p.last_error.clone()).unwrap_or_default();
         said.contains("refused")
     })
     .await;
-    assert!(
-        said.contains(&format!("envelope {sent} refused")) && said.contains("origin_signature"),
-        "{said}"
-    );
+    assert!(said.contains(&format!("recovery answer from VN: envelope {sent} refused: {field}")), "{said}");
     assert_eq!(audit_count(&net, "FR", "RECOVERED_FROM_PEER").await, 0);
     net.stop("VN").await;
     net.stop("FR").await;
-    assert_eq!(snapshot(&net, "FR", &["VN"]), fr_before, "nothing of the answer was stored");
+    assert!(!snapshot(&net, "FR", &["VN"]).contains_key(&sent), "nothing of the answer was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_altered_envelope_in_a_recovery_answer_is_refused_and_named() {
+    let alter = |stored: &mut StoredMessage| {
+        stored.message.as_mut().unwrap().envelope.as_mut().unwrap().subject = "an altered subject".into();
+    };
+    altered_copy_is_refused(alter, "origin_signature").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_receipt_in_a_recovery_answer_is_refused_and_named() {
+    let alter = |stored: &mut StoredMessage| {
+        let receipt = stored.receipt.as_mut().unwrap();
+        receipt.received_at.as_mut().unwrap().seconds += 3600;
+    };
+    altered_copy_is_refused(alter, "receipt").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
