@@ -239,6 +239,13 @@ async fn a_node_restored_from_an_old_backup_gets_back_from_its_peers_all_they_ex
     .await
     .unwrap();
     assert_eq!(restarts, Some(1.0), "the restart is counted");
+    // Every listing holds each message once.
+    let mut fr = net.desk("FR");
+    for listed in [ids(&inbox(&mut fr).await), ids(&outbox(&mut fr).await)] {
+        let unique: std::collections::HashSet<_> = listed.iter().collect();
+        assert_eq!(unique.len(), listed.len(), "a message listed twice: {listed:?}");
+        assert!(!listed.is_empty());
+    }
     // q, queued in the backup, became DELIVERED from VN's receipt instead of being sent again.
     let duplicates = tokio::task::spawn_blocking(move || {
         crate::operator_view::metric(vn_metrics, "hanoi247_duplicates_received_total{peer=\"FR\"}")
