@@ -7,30 +7,33 @@
 //! (PERMISSION_DENIED). It returns, in the order it stored them, the envelopes it received from
 //! the caller and those it sent the caller, each with the origin's certificate and the signed
 //! receipt it holds (an envelope still queued here has no receipt: delivery sends it anyway),
-//! whose exchange completed (the receipt's `received_at`) at or after the point named, in batches
-//! of [`BATCH`] (read in one scan of the store, which recovery, rare, can afford). The request carries the caller's signed audit head: its statement that it
-//! restarted from a backup, which the answering node audits and witnesses
-//! (`witness::accept_restart`), so the shorter log is an announced restart, not a rollback.
+//! whose exchange completed (the receipt's `received_at`) at or after the point named, in
+//! batches of [`BATCH`] (read in one scan of the store, which a rare recovery can afford). The
+//! request carries the caller's signed audit head: its statement that it restarted from a
+//! backup, which the answering node audits, counts and witnesses (`witness::accept_restart`), so
+//! the shorter log is an announced restart, not a rollback.
 //!
-//! The recovering side ([`recover_from`], run by the delivery task of each peer before it sends
-//! anything more, while the store says a recovery is pending for that peer: marked by
+//! The recovering side ([`recover_from`]) runs in the delivery task of each peer, before it
+//! sends anything more, while the store says a recovery from that peer is pending: marked by
 //! `restore --recover-from-peers` for the node's start, or by the desk's `RecoverFromPeers` on a
-//! running node, which wakes the tasks): every envelope is checked
-//! as `Deliver` checks one (the same validation, origin signature over the origin's certificate
-//! from the network CA naming the origin, receipt signature over the receiver's), and the first
-//! one that does not check out stops the recovery from that peer, named with its id and field,
-//! with nothing of its batch stored. Records are rebuilt idempotently: an envelope from the peer
-//! is stored as `Deliver` stores it (RECEIVED, and a reply moves the request it answers); one of
-//! this node's own comes back DELIVERED with the peer's receipt, and an acknowledgement, answer
-//! or cancellation of its own moves the request it concerns; a message already held is left as
-//! it is, except one still QUEUED (or WAITING_RETRY) that the peer holds a receipt for, which
-//! becomes DELIVERED instead of being sent again. Running it again changes nothing.
+//! running node (which wakes the tasks); a peer that does not answer is asked again with the
+//! task's backoff. Every envelope is checked as `Deliver` checks one (the same validation, the
+//! origin signature with the origin's certificate from the network CA naming the origin, the
+//! receipt signature with the receiver's), and the first one that does not check out stops the
+//! recovery from that peer, named with its id and field, with nothing of its batch stored.
+//! Records are rebuilt idempotently: an envelope from the peer is stored as `Deliver` stores it
+//! (RECEIVED, and a reply moves the request it answers); one of this node's own comes back
+//! DELIVERED with the peer's receipt, and an acknowledgement, answer or cancellation of its own
+//! moves the request it concerns; a message already held is left as it is, except one still
+//! QUEUED (or WAITING_RETRY) that the peer holds a receipt for, which becomes DELIVERED instead
+//! of being sent again. Running it again changes nothing.
 //!
-//! What cannot come back from peers: what this node sent that no peer stored (still queued when
-//! the machine was lost), who submitted its own requests after the backup (`submitted_by`: an
-//! agency no longer sees those), local audit records and events since the backup, and the
-//! timelines' intermediate entries (a recovered message has its first state and the state it
-//! reached). The audit log records the recovery, per peer.
+//! What cannot come back from peers (`restore` lists it): what this node sent that no peer
+//! stored (still queued when the machine was lost), who submitted its own requests after the
+//! backup (`submitted_by`: an agency no longer sees those), requests cancelled after the backup
+//! before they were sent (queued again), local audit records and events since the backup, and
+//! the timelines' intermediate entries (a recovered message has its first state and the state it
+//! reached). The audit log records the recovery, per peer (`RECOVERED_FROM_PEER`).
 
 use prost_types::Timestamp;
 use tonic::transport::Channel;
