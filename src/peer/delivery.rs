@@ -163,9 +163,11 @@ impl PeerDelivery {
         self.in_flight.shutdown().await;
     }
 
-    /// While the store says a recovery from this peer is pending (`restore --recover-from-peers`),
-    /// asks the peer for what the two exchanged (`recovery`), retrying with backoff until it
-    /// answers, before anything is sent: what the peer already holds is not sent again.
+    /// While the store says a recovery from this peer is pending (`restore --recover-from-peers`,
+    /// or the desk's `RecoverFromPeers`), asks the peer for what the two exchanged (`recovery`),
+    /// retrying with backoff until it answers, before anything more is sent: what the peer
+    /// already holds is not sent again. A stop ends it mid-way (each batch is stored whole, and
+    /// the recovery runs again at the next start).
     async fn recover(&mut self, stop: &CancellationToken) {
         let peer = self.peer.code;
         let mut attempt = 0;
@@ -179,7 +181,11 @@ impl PeerDelivery {
                 }
             };
             tracing::info!(peer = %peer, "recovering from peer");
-            match crate::peer::recovery::recover_from(&self.context, peer, &mut self.client, pending).await {
+            let recovered = tokio::select! {
+                () = stop.cancelled() => return,
+                recovered = crate::peer::recovery::recover_from(&self.context, peer, &mut self.client, pending) => recovered,
+            };
+            match recovered {
                 Ok(_) => return,
                 Err(error) => {
                     attempt += 1;
