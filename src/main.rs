@@ -175,8 +175,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             shown.finish_and_clear();
             let restored = restored?;
             let made = humantime::format_rfc3339_seconds(restored.header.created_at);
+            let not_recoverable = if args.recover_from_peers {
+                Some(hanoi247::cli::ask_recovery(&target, restored.header.created_at).await?)
+            } else {
+                None
+            };
             if cli.json {
                 let value = serde_json::json!({
+                    "recover_from_peers": args.recover_from_peers,
+                    "not_recoverable": not_recoverable,
                     "node": restored.header.node.as_str(),
                     "created_at": made.to_string(),
                     "data_dir": target.display().to_string(),
@@ -195,6 +202,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 restored.imported.events,
                 restored.imported.records
             );
+            if let Some(lost) = not_recoverable {
+                println!(
+                    "recovery from peers: the node asks each peer, when it starts, for what they exchanged since shortly before the backup, retrying peers that are down until each answers (see its log and audit log: RECOVERED_FROM_PEER)"
+                );
+                println!("cannot come back from peers:");
+                for item in lost {
+                    println!("  - {item}");
+                }
+            }
         }
         Command::Inspect(args) => {
             init_logging(cli.log_format, "warn");

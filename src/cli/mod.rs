@@ -196,6 +196,17 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Get back from every peer what it exchanged with the running node (operator role), as
+    /// `restore --recover-from-peers` does at start: shows each peer's progress until every one
+    /// answered (a peer that is down is retried; Ctrl-C stops watching, not the recovery).
+    Recover {
+        /// Client options.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only exchanges completed since this time (RFC 3339); everything when omitted.
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        since: Option<std::time::SystemTime>,
+    },
     /// Rebuild a node's store from a backup file, offline, into a new or empty directory.
     Restore(RestoreArgs),
     /// Browse a backup's messages and audit log offline (never delivers, never listens).
@@ -371,6 +382,60 @@ pub struct RestoreArgs {
     /// anyone can recompute, is checked.
     #[arg(long)]
     pub accept_unsigned: bool,
+    /// Then have the node, when it starts on the restored store, get back from each peer what
+    /// the two exchanged since shortly before the backup (retrying peers that are down until each
+    /// answers), before it sends anything; lists what cannot come back.
+    #[arg(long)]
+    pub recover_from_peers: bool,
+}
+
+/// How long before the backup's time peers are asked from: clocks of members differ, and
+/// recovering more than needed only finds envelopes already held.
+pub const RECOVERY_MARGIN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Marks the store restored in `data_dir` (from a backup made at `backup_at`) as recovering from
+/// its peers (see `peer::recovery`), audited; returns what cannot come back from peers.
+pub async fn ask_recovery(
+    data_dir: &std::path::Path,
+    backup_at: std::time::SystemTime,
+) -> Result<Vec<String>, CliError> {
+    let failed = |error: crate::store::StoreError| {
+        CliError::Backup(crate::store::backup::BackupError::Io {
+            path: data_dir.to_owned(),
+            source: std::io::Error::other(error.to_string()),
+        })
+    };
+    let since = backup_at.checked_sub(RECOVERY_MARGIN).unwrap_or(std::time::UNIX_EPOCH);
+    let since_seconds = since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let pending = crate::store::RecoveryPending {
+        id: uuid::Uuid::now_v7(),
+        since_seconds: i64::try_from(since_seconds).unwrap_or(i64::MAX),
+    };
+    let made = humantime::format_rfc3339_seconds(backup_at);
+    let lost = vec![
+        format!("messages submitted here after the backup ({made}) that no peer received: they were still queued when the machine was lost; submit them again"),
+        format!("who submitted this node's requests after {made} (recovered requests have no submitting client: an agency no longer sees them)"),
+        format!("this node's audit records and events after {made} (the audit log restarts from the backup's head, recorded as RECOVERY_ASKED; peers witness the restart)"),
+        format!("requests cancelled here after {made} before they were sent: the backup holds them queued and they are sent once each peer answered; cancel them again at once"),
+        "the intermediate timeline entries of recovered messages (each has its first state and the state it reached)".to_owned(),
+    ];
+    let store = crate::store::Store::open(data_dir).map_err(failed)?;
+    store
+        .write(|changes| {
+            changes.act_as(crate::store::NODE_ACTOR);
+            let details = format!(
+                "restored from a backup made {made}; asking every peer for exchanges since {}; not recoverable: {}",
+                humantime::format_rfc3339_seconds(since),
+                lost.join("; ")
+            );
+            changes.audit("RECOVERY_ASKED", "", &details);
+            changes.mark_recovery_pending(pending);
+            Ok::<_, crate::store::StoreError>(())
+        })
+        .map_err(failed)?;
+    store.persist().await.map_err(failed)?;
+    store.checkpoint().map_err(failed)?;
+    Ok(lost)
 }
 
 /// `certs` subcommands.
@@ -1081,6 +1146,7 @@ fn client_args_mut(command: &mut Command) -> Option<&mut ClientArgs> {
         | Command::Requeue { id, .. } => Some(&mut id.client),
         Command::Watch { client, .. }
         | Command::Backup { client, .. }
+        | Command::Recover { client, .. }
         | Command::Audit(AuditCommand::Verify { client, .. } | AuditCommand::List { client, .. }) => {
             Some(client)
         }
@@ -1105,7 +1171,8 @@ pub async fn run_client(
     json: bool,
     timeout: Option<std::time::Duration>,
 ) -> Result<(), CliError> {
-    let watching = matches!(command, Command::Watch { .. });
+    // Both wait for as long as it takes (a recovery waits for peers that are down).
+    let watching = matches!(command, Command::Watch { .. } | Command::Recover { .. });
     if let Some(args) = client_args_mut(&mut command) {
         args.json = json;
         args.timeout = if watching { None } else { Some(timeout.unwrap_or(DEFAULT_TIMEOUT)) };
@@ -1288,6 +1355,7 @@ pub async fn run_client(
             audit_list(&args, message.as_deref()).await
         }
         Command::Backup { client: args, out } => backup(&args, &out).await,
+        Command::Recover { client: args, since } => recover(&args, since).await,
         Command::Demo
         | Command::Init(_)
         | Command::Node { .. }
@@ -1397,6 +1465,44 @@ async fn backup(args: &ClientArgs, out: &std::path::Path) -> Result<(), CliError
             header.record_count,
             out.display()
         );
+    }
+    Ok(())
+}
+
+/// `recover`: asks the node to recover from its peers and shows each peer's progress.
+async fn recover(args: &ClientArgs, since: Option<std::time::SystemTime>) -> Result<(), CliError> {
+    let (mut desk, call) = connect(args)?;
+    let request =
+        crate::proto::RecoverFromPeersRequest { since: since.map(crate::domain::timestamp::from_system) };
+    let mut progress = call.run(desk.recover_from_peers(request)).await?.into_inner();
+    let mut last = std::collections::BTreeMap::new();
+    while let Some(peer) = call.run(progress.message()).await? {
+        if !args.json {
+            let peer_code = crate::domain::text::printable(&peer.peer, false);
+            if peer.done {
+                println!("{peer_code}: done: {}", crate::domain::text::printable(&peer.result, false));
+            } else if peer.last_error.is_empty() {
+                println!("{peer_code}: recovering");
+            } else {
+                println!(
+                    "{peer_code}: waiting, retrying: {}",
+                    crate::domain::text::printable(&peer.last_error, false)
+                );
+            }
+        }
+        last.insert(peer.peer.clone(), peer);
+    }
+    if args.json {
+        let peers: Vec<_> = last
+            .values()
+            .map(|p| {
+                serde_json::json!({"peer": p.peer, "done": p.done, "result": p.result, "last_error": p.last_error})
+            })
+            .collect();
+        print_json(&serde_json::json!({ "peers": peers }));
+    } else {
+        let done = last.values().filter(|p| p.done).count();
+        println!("recovered from {done} of {} peers", last.len());
     }
     Ok(())
 }

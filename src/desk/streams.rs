@@ -1,5 +1,5 @@
-//! The desk's streams: lifecycle events (`watch`), the whole store as a backup file (`backup`) and
-//! the audit log (`list_audit`). Each is on the audit record before it starts; every task that
+//! The desk's streams: lifecycle events (`watch`), the whole store as a backup file (`backup`),
+//! the audit log (`list_audit`) and where a recovery from peers stands (`recover_from_peers`). Each is on the audit record before it starts; every task that
 //! feeds one runs on the node's task tracker and ends when the node stops or the reader goes.
 
 use std::pin::Pin;
@@ -12,7 +12,8 @@ use super::{Desk, DeskError, parse_id_field};
 use crate::domain::access::{self, Action, Caller};
 use crate::domain::validation::FieldError;
 use crate::proto::{
-    BackupRequest, BackupResponse, ListAuditRequest, ListAuditResponse, WatchRequest, WatchResponse,
+    BackupRequest, BackupResponse, ListAuditRequest, ListAuditResponse, RecoverFromPeersRequest,
+    RecoverFromPeersResponse, WatchRequest, WatchResponse,
 };
 use crate::store::StoreError;
 use crate::store::audit::ChainHead;
@@ -23,6 +24,12 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, DeskError
 pub type BackupStream = Pin<Box<dyn Stream<Item = Result<BackupResponse, DeskError>> + Send>>;
 /// Audit records, in chain order.
 pub type AuditStream = Pin<Box<dyn Stream<Item = Result<ListAuditResponse, DeskError>> + Send>>;
+
+/// Where the recovery from each peer stands, whenever that changes.
+pub type RecoveryStream = Pin<Box<dyn Stream<Item = Result<RecoverFromPeersResponse, DeskError>> + Send>>;
+
+/// How often a recovery's progress is looked at.
+const RECOVERY_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A `watch` under way.
 pub struct Watching {
@@ -280,4 +287,84 @@ fn audit_page(
         after = last;
     }
     Ok((kept, None))
+}
+
+impl Desk {
+    /// Asks every peer's delivery task to recover from its peer (see `peer::recovery`), on the
+    /// audit record, and streams where each peer stands until every one answered.
+    pub async fn recover_from_peers(
+        &self,
+        caller: &Caller,
+        request: RecoverFromPeersRequest,
+    ) -> Result<RecoveryStream, DeskError> {
+        if let Some(since) = &request.since {
+            crate::domain::validation::check_timestamp("since", since)?;
+        }
+        // One of the client's open streams (`limits.max_streams_per_client`) while it runs.
+        let slot = self.open_stream(caller)?;
+        let since_seconds = request.since.map_or(0, |since| since.seconds);
+        let pending = crate::store::RecoveryPending { id: uuid::Uuid::now_v7(), since_seconds };
+        let since =
+            request.since.as_ref().map_or_else(|| "the start".to_owned(), crate::domain::timestamp::rfc3339);
+        self.context.store.write(|changes| {
+            super::authorization::audit_call(
+                changes,
+                caller,
+                Action::RecoverFromPeers,
+                "",
+                &format!("every peer, exchanges since {since}"),
+            );
+            changes.mark_recovery_pending(pending);
+            Ok::<_, DeskError>(())
+        })?;
+        self.context.store.persist().await?;
+        self.context.wake_for_recovery();
+        let peers: Vec<_> = self.context.peers_listed().into_iter().map(|m| m.code).collect();
+        let context = std::sync::Arc::clone(&self.context);
+        let stop = self.stop.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(peers.len().max(1));
+        self.tasks.spawn(async move {
+            let _slot = slot;
+            let mut shown: std::collections::HashMap<_, RecoverFromPeersResponse> = Default::default();
+            loop {
+                let mut all_done = true;
+                for &peer in &peers {
+                    let now = match context.store.recovery_pending(peer) {
+                        Ok(Some(_)) => RecoverFromPeersResponse {
+                            peer: peer.to_string(),
+                            done: false,
+                            result: String::new(),
+                            last_error: context.peers.get(peer).last_error,
+                        },
+                        Ok(None) => RecoverFromPeersResponse {
+                            peer: peer.to_string(),
+                            done: true,
+                            result: context.store.recovery_result(peer).ok().flatten().unwrap_or_default(),
+                            last_error: String::new(),
+                        },
+                        Err(error) => {
+                            let _ = sender.send(Err(error.into())).await;
+                            return;
+                        }
+                    };
+                    all_done &= now.done;
+                    if shown.get(&peer) != Some(&now) {
+                        shown.insert(peer, now.clone());
+                        if sender.send(Ok(now)).await.is_err() {
+                            // The client went; the recovery goes on.
+                            return;
+                        }
+                    }
+                }
+                if all_done {
+                    return;
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(RECOVERY_POLL) => {}
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(receiver)))
+    }
 }

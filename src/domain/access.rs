@@ -48,6 +48,7 @@ pub enum Action {
     ListAudit,
     Backup,
     GetStatistics,
+    RecoverFromPeers,
 }
 
 /// What a caller may see when it may call at all.
@@ -85,7 +86,8 @@ pub fn scope(role: Role, action: Action) -> Option<Scope> {
             | A::GetQueue
             | A::ListPeers
             | A::Backup
-            | A::GetStatistics,
+            | A::GetStatistics
+            | A::RecoverFromPeers,
         ) => Some(Scope::All),
         (Role::Agency, A::Submit | A::Get | A::ListOutbox | A::Watch) => Some(Scope::OwnSubmissions),
         // Only the auditor: whoever runs the node (the operator) is among those it checks.
@@ -140,10 +142,11 @@ mod tests {
             A::ListAudit,
             A::Backup,
             A::GetStatistics,
+            A::RecoverFromPeers,
         ];
         let allowed = |role| every.iter().filter(|a| scope(role, **a).is_some()).count();
         assert_eq!(allowed(Role::Officer), 8);
-        assert_eq!(allowed(Role::Operator), 10);
+        assert_eq!(allowed(Role::Operator), 11);
         assert_eq!(allowed(Role::Agency), 4);
         assert_eq!(allowed(Role::Auditor), 2);
         assert_eq!(scope(Role::Operator, A::ListAudit), None);

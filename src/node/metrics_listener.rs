@@ -114,6 +114,11 @@ async fn scrape(State((context, writable, _)): State<AppState>) -> impl IntoResp
         metrics.audit_head_rollbacks.clone(),
     );
     registry.register(
+        "audit_head_restarts",
+        "Restarts from a backup a peer announced when recovering from this node, its audit head behind the one witnessed before",
+        metrics.audit_head_restarts.clone(),
+    );
+    registry.register(
         "connections_refused",
         "Connections refused or dropped before they carried a call, by listener and reason",
         metrics.connections_refused.clone(),

@@ -157,10 +157,49 @@ impl PeerDelivery {
     /// Runs until `stop`; picks up whatever the outbox holds (also after a restart). Calls still
     /// in flight at `stop` are abandoned: their messages stay queued and are sent again later.
     pub async fn run(mut self, stop: CancellationToken) {
+        self.recover(&stop).await;
         self.deliver(&stop).await;
         // Ended here rather than when the set drops, so that no call of this task runs on after
         // it: the node's shutdown waits for this task.
         self.in_flight.shutdown().await;
+    }
+
+    /// While the store says a recovery from this peer is pending (`restore --recover-from-peers`,
+    /// or the desk's `RecoverFromPeers`), asks the peer for what the two exchanged (`recovery`),
+    /// retrying with backoff until it answers, before anything more is sent: what the peer
+    /// already holds is not sent again. A stop ends it mid-way (each batch is stored whole, and
+    /// the recovery runs again at the next start).
+    async fn recover(&mut self, stop: &CancellationToken) {
+        let peer = self.peer.code;
+        let mut attempt = 0;
+        loop {
+            let pending = match self.context.store.recovery_pending(peer) {
+                Ok(Some(pending)) => pending,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::error!(peer = %peer, %error, "cannot read whether a recovery is pending");
+                    return;
+                }
+            };
+            tracing::info!(peer = %peer, "recovering from peer");
+            let recovered = tokio::select! {
+                () = stop.cancelled() => return,
+                recovered = crate::peer::recovery::recover_from(&self.context, peer, &mut self.client, pending) => recovered,
+            };
+            match recovered {
+                Ok(_) => return,
+                Err(error) => {
+                    attempt += 1;
+                    let delay = self.retry_delay(attempt);
+                    tracing::error!(peer = %peer, %error, retry_in = ?delay, "recovery from peer failed; retrying");
+                    self.record_peer_failure(&error.to_string(), delay);
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
     }
 
     async fn deliver(&mut self, stop: &CancellationToken) {
@@ -202,6 +241,9 @@ impl PeerDelivery {
                 }
                 () = sleep => {}
                 () = woken => {
+                    if self.waker.recover.swap(false, Ordering::AcqRel) {
+                        self.recover(stop).await;
+                    }
                     if self.waker.urgent.swap(false, Ordering::AcqRel) && self.backoff_until.take().is_some() {
                         tracing::info!(peer = %self.peer.code, "urgent work queued: trying the peer now, ahead of its backoff");
                     }
@@ -415,7 +457,7 @@ impl PeerDelivery {
             time: Some(self.context.clock.timestamp()),
             directory_version: self.context.directory.current().version,
             verifies_batch_signatures: true,
-            audit_head: crate::peer::witness::own_head(&self.context),
+            audit_head: crate::peer::witness::own_head_for(&self.context, self.peer.code),
         };
         let started = std::time::Instant::now();
         let result = self.client.hello(request).await;

@@ -1,6 +1,7 @@
 //! The peer side: one delivery task per directory peer (`delivery`) and the order in which
 //! pipelined batches from a peer are stored (`batch_order`), and receiving batches from peers
-//! (`receive`, behind the gRPC `PeerService`), and witnessing peers' signed audit heads
+//! (`receive`, behind the gRPC `PeerService`), recovering a restored node from its peers
+//! (`recovery`), and witnessing peers' signed audit heads
 //! (`witness`).
 //!
 //! Boundary: may import `runtime` and everything below it; never the desk, the gRPC edge, the
@@ -9,4 +10,5 @@
 pub mod batch_order;
 pub mod delivery;
 pub mod receive;
+pub mod recovery;
 pub mod witness;

@@ -52,6 +52,12 @@ pub enum PeerError {
     /// A receipt could not be signed; nothing was stored.
     #[error(transparent)]
     Signing(#[from] crate::trust::signing::SigningError),
+    /// A `Recover` call asked for another node's exchanges (the message names the field).
+    #[error("{0}")]
+    OtherNode(String),
+    /// A field of a `Recover` call is wrong (its time, its signed audit head); nothing was stored.
+    #[error(transparent)]
+    Invalid(FieldError),
 }
 
 /// Non-repudiation for one batch: the key of the sender's TLS certificate must have signed every
@@ -238,7 +244,7 @@ impl Receiver {
         {
             tracing::warn!(%error, "audit head from Hello not kept");
         }
-        response.audit_head = crate::peer::witness::own_head(&self.context);
+        response.audit_head = crate::peer::witness::own_head_for(&self.context, caller);
         response.witnessed_head = self.context.store.witnessed_head(caller).unwrap_or_else(|error| {
             tracing::warn!(%error, peer = %caller, "reading the witnessed audit head");
             None
@@ -301,7 +307,7 @@ fn check_fingerprint(certificate: &[u8], member: &crate::config::DirectoryEntry)
 /// Stores one new inbound envelope (with the sender's certificate and the signed receipt, when
 /// signing) as received at the receipt's time, and applies it to the message it answers.
 /// Returns the changed messages (for events).
-fn receive(
+pub(super) fn receive(
     changes: &mut Changes<'_>,
     deadlines: &DeadlinesConfig,
     sender: NodeCode,
@@ -603,7 +609,7 @@ fn check_same_envelope(
 /// members nor move their messages. An unknown parent is refused the same way (the sender
 /// retries, so a parent that arrives later is not lost), which also keeps the refusal from
 /// telling whether another pair's message exists.
-fn check_parent(
+pub(super) fn check_parent(
     changes: &Changes<'_>,
     sender: NodeCode,
     envelope: &Envelope,

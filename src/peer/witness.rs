@@ -80,6 +80,20 @@ pub fn own_head(context: &NodeContext) -> Option<SignedAuditHead> {
         .ok()
 }
 
+/// [`own_head`] to give `peer`, or `None` while this node, restored from a backup, has not yet
+/// told that peer so in its `Recover` call: until then its shorter log would look like a
+/// rollback to the peer.
+pub fn own_head_for(context: &NodeContext, peer: NodeCode) -> Option<SignedAuditHead> {
+    match context.store.recovery_pending(peer) {
+        Ok(None) => own_head(context),
+        Ok(Some(_)) => None,
+        Err(error) => {
+            tracing::warn!(%error, peer = %peer, "reading whether a recovery is pending");
+            None
+        }
+    }
+}
+
 /// Checks `head`, given by `peer`, with `certificate` (the peer's, already authenticated), and
 /// keeps it if it is newer than the head kept of `peer`.
 pub async fn keep(
@@ -129,6 +143,52 @@ pub async fn keep(
         _ => {}
     }
     Ok(outcome)
+}
+
+/// Keeps `head`, given by `peer` in a `Recover` call (checked with its authenticated
+/// `certificate`), as the newest head witnessed of it even when it is behind the one kept: the
+/// peer says it restarted from a backup. Not silent: the head it replaces goes into this node's
+/// audit log (`PEER_RESTORED_FROM_BACKUP`), so the restart stays visible to auditors; a node
+/// that was not restored never sends this, and its shorter log in `Hello` is still a rollback.
+/// Returns the head replaced, if any.
+pub async fn accept_restart(
+    context: &NodeContext,
+    peer: NodeCode,
+    head: &SignedAuditHead,
+    certificate: &[u8],
+) -> Result<Option<SignedAuditHead>, WitnessError> {
+    if let Err(source) = crate::trust::witness::verify_audit_head(head, peer, certificate) {
+        let labels = labels(&[("peer", peer.as_str()), ("signed", "audit_head")]);
+        context.metrics.signature_failures.get_or_create(&labels).inc();
+        return Err(WitnessError::Signature { node: peer, source });
+    }
+    let store = |source| WitnessError::Store { node: peer, source };
+    let kept = context.store.witnessed_head(peer).map_err(store)?;
+    if matches!(judge(head, kept.as_ref()), Witnessed::Kept | Witnessed::Same) {
+        // Not behind: no restart to announce (a recovery asked again), an ordinary head.
+        keep(context, peer, head, certificate).await?;
+        return Ok(None);
+    }
+    let replaced = context
+        .store
+        .write(|changes| {
+            let kept = context.store.witnessed_head(peer)?;
+            let described = |h: &SignedAuditHead| format!("{} ({})", h.sequence, hex::encode(&h.hash));
+            let details = format!(
+                "{peer} restarted from a backup: its audit head {} replaces the witnessed {}",
+                described(head),
+                kept.as_ref().map_or_else(|| "(none)".to_owned(), described)
+            );
+            changes.act_as(format!("peer:{peer}"));
+            changes.audit("PEER_RESTORED_FROM_BACKUP", "", &details);
+            changes.keep_witnessed_head(peer, head);
+            Ok::<_, StoreError>(kept)
+        })
+        .map_err(store)?;
+    context.store.persist().await.map_err(store)?;
+    context.metrics.audit_head_restarts.get_or_create(&labels(&[("peer", peer.as_str())])).inc();
+    tracing::warn!(peer = %peer, given_sequence = head.sequence, "a peer restarted from a backup and recovers from this node; its audit head is taken as it stands now");
+    Ok(replaced)
 }
 
 /// The caller's side of `Hello`'s answer: keeps the peer's own head (its certificate checked

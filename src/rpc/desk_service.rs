@@ -17,8 +17,8 @@ use crate::proto::{
     DisputePrecedenceRequest, DisputePrecedenceResponse, GetProofRequest, GetProofResponse, GetQueueRequest,
     GetQueueResponse, GetRequest, GetResponse, GetStatisticsRequest, GetStatisticsResponse, ListAuditRequest,
     ListAuditResponse, ListInboxRequest, ListInboxResponse, ListOutboxRequest, ListOutboxResponse,
-    ListPeersRequest, ListPeersResponse, RequeueRequest, RequeueResponse, RespondRequest, RespondResponse,
-    SubmitRequest, SubmitResponse, WatchRequest, WatchResponse,
+    ListPeersRequest, ListPeersResponse, RecoverFromPeersRequest, RecoverFromPeersResponse, RequeueRequest,
+    RequeueResponse, RespondRequest, RespondResponse, SubmitRequest, SubmitResponse, WatchRequest, WatchResponse,
 };
 
 /// Response header of `Watch`: the sequence number the stream starts after.
@@ -170,6 +170,17 @@ impl DeskService for DeskApi {
         // Tells a watcher that asked for "from now" where now is, so it can resume without a gap.
         response.metadata_mut().insert(WATCH_AFTER_HEADER, watching.after.into());
         Ok(response)
+    }
+
+    type RecoverFromPeersStream = StatusStream<RecoverFromPeersResponse>;
+
+    async fn recover_from_peers(
+        &self,
+        request: Request<RecoverFromPeersRequest>,
+    ) -> Result<Response<Self::RecoverFromPeersStream>, Status> {
+        let caller = self.authorize(&request, Action::RecoverFromPeers)?;
+        let progress = self.desk.recover_from_peers(&caller, request.into_inner()).await?;
+        Ok(Response::new(with_statuses(progress)))
     }
 
     type BackupStream = StatusStream<BackupResponse>;

@@ -1,24 +1,31 @@
 //! The peer service (`PeerService`) on the peer listener: a thin adapter that reads the caller's
 //! certificate from the TLS connection and hands the call to [`Receiver`].
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use crate::peer::receive::Receiver;
 use crate::proto::peer_service_server::PeerService;
-use crate::proto::{DeliverRequest, DeliverResponse, HelloRequest, HelloResponse};
+use crate::proto::{
+    DeliverRequest, DeliverResponse, HelloRequest, HelloResponse, RecoverRequest, RecoverResponse,
+};
 use crate::runtime::context::NodeContext;
 
 /// The peer service of one node.
 pub struct PeerApi {
     receiver: Receiver,
+    context: Arc<NodeContext>,
 }
+
+/// A stream of `Recover` batches.
+type RecoverStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<RecoverResponse, Status>> + Send>>;
 
 impl PeerApi {
     /// The peer service over a node's shared state.
     pub fn new(context: Arc<NodeContext>) -> Self {
-        Self { receiver: Receiver::new(context) }
+        Self { receiver: Receiver::new(Arc::clone(&context)), context }
     }
 }
 
@@ -41,5 +48,16 @@ impl PeerService for PeerApi {
         let caller =
             self.receiver.authenticate(crate::trust::tls::caller_identity(&request), &certificate)?;
         Ok(Response::new(self.receiver.hello_witnessed(caller, &certificate, request.get_ref()).await))
+    }
+
+    type RecoverStream = RecoverStream;
+
+    async fn recover(&self, request: Request<RecoverRequest>) -> Result<Response<RecoverStream>, Status> {
+        let certificate = caller_certificate(&request);
+        let caller =
+            self.receiver.authenticate(crate::trust::tls::caller_identity(&request), &certificate)?;
+        let batches =
+            crate::peer::recovery::answer(&self.context, caller, &certificate, request.get_ref()).await?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(batches.into_iter().map(Ok)))))
     }
 }

@@ -99,7 +99,7 @@ impl From<DeskError> for Status {
 impl From<PeerError> for Status {
     fn from(error: PeerError) -> Self {
         match &error {
-            PeerError::NotAPeer(_) | PeerError::OriginMismatch { .. } => {
+            PeerError::NotAPeer(_) | PeerError::OriginMismatch { .. } | PeerError::OtherNode(_) => {
                 capped(Status::permission_denied(error.to_string()))
             }
             PeerError::EmptyBatch => {
@@ -109,7 +109,7 @@ impl From<PeerError> for Status {
                 field_status(&FieldError::new("sender_session", "not a UUID"), &error.to_string())
             }
             PeerError::OutOfOrder(_) => capped(Status::aborted(error.to_string())),
-            PeerError::Batch(field) => field_status(field, &error.to_string()),
+            PeerError::Batch(field) | PeerError::Invalid(field) => field_status(field, &error.to_string()),
             PeerError::Store(store) => capped(store_status(store)),
             PeerError::Signing(_) => capped(Status::internal(error.to_string())),
         }

@@ -22,6 +22,8 @@ pub struct DeliveryWaker {
     pub(crate) work: Notify,
     /// FLASH or IMMEDIATE work was queued since the task last looked.
     pub(crate) urgent: AtomicBool,
+    /// A recovery from peers was asked (`RecoverFromPeers`): the task recovers before it sends on.
+    pub(crate) recover: AtomicBool,
     /// The peer, FAILING from here, called this node since the task last looked: probe it now.
     pub(crate) probe: AtomicBool,
 }
@@ -87,6 +89,14 @@ impl NodeContext {
             && let Some(waker) = self.wakers().get(&peer)
         {
             waker.probe.store(true, std::sync::atomic::Ordering::Release);
+            waker.work.notify_one();
+        }
+    }
+
+    /// Tells every delivery task that a recovery from peers is pending in the store.
+    pub fn wake_for_recovery(&self) {
+        for waker in self.wakers().values() {
+            waker.recover.store(true, std::sync::atomic::Ordering::Release);
             waker.work.notify_one();
         }
     }

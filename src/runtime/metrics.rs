@@ -30,6 +30,9 @@ pub struct Metrics {
     /// Audit heads a peer gave in `Hello` that are behind, or fork from, the one witnessed of it
     /// before (its log was cut short or rewritten), by peer.
     pub audit_head_rollbacks: Family<Labels, Counter>,
+    /// Restarts from a backup that a peer announced in `Recover` with a head behind the one
+    /// witnessed of it (taken, and audited, instead of counted as a rollback), by peer.
+    pub audit_head_restarts: Family<Labels, Counter>,
     /// Connections refused or dropped before they carried a call, by listener and reason
     /// (`connections`, `handshakes`, `address`: over a `[limits]` cap; `handshake`: TLS
     /// refused; `timeout`: handshake too slow).
@@ -55,6 +58,7 @@ impl Default for Metrics {
             events_pruned: Counter::default(),
             panics: Family::default(),
             audit_head_rollbacks: Family::default(),
+            audit_head_restarts: Family::default(),
             connections_refused: Family::default(),
             desk_calls_limited: Family::default(),
             notifications_sent: Family::default(),

@@ -22,6 +22,8 @@
 //! | `c` "audit" | the chain head: last audit sequence number(8) and its hash(32) |
 //! | `w` node-code(2) | `SignedAuditHead` — the newest audit head that member signed and gave us in `Hello` (its signature checked before it is kept) |
 //! | `q` client-request-id(16) client-name | message id(16) and request digest(32) — the `Submit` a desk client made under that request id (see [`ClientRequest`]) |
+//! | `c` "recovery" | a recovery from peers asked by `restore --recover-from-peers`: its id(16) and since-seconds(8) |
+//! | `c` "recovered" node-code(2) | the id(16) of the recovery done from that peer, then what came back (UTF-8) |
 //! | `n` id(16) | JSON `Notification` — a notification still to be sent (see `notifications`) |
 //! | `d` id(16) | JSON `Notification` — a notification sent (removed after `[retention] events`) |
 //!
@@ -1088,6 +1090,84 @@ impl Store {
             key: format!("witnessed audit head of {node}"),
             reason: e.to_string(),
         })
+    }
+}
+
+/// The recovery from peers that a restore asked for (`restore --recover-from-peers`): its id
+/// (16 bytes) and the point it asks peers from (Unix seconds, i64 BE).
+const RECOVERY_KEY: &[u8] = b"crecovery";
+
+/// A recovery from peers that a restore asked for, as the store holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryPending {
+    /// Names this recovery: a peer is done when its key holds this id (a later restore of a
+    /// backup made after a recovery asks every peer again).
+    pub id: Uuid,
+    /// Peers are asked for exchanges completed since this time (Unix seconds).
+    pub since_seconds: i64,
+}
+
+impl Changes<'_> {
+    /// Asks the node to recover from every peer (see `peer::recovery`).
+    pub fn mark_recovery_pending(&mut self, pending: RecoveryPending) {
+        let mut value = pending.id.as_bytes().to_vec();
+        value.extend_from_slice(&pending.since_seconds.to_be_bytes());
+        self.batch.insert(RECOVERY_KEY, value);
+    }
+
+    /// Records that recovery `id` from `peer` is done, with what came back (`result`).
+    pub fn mark_recovered(&mut self, peer: NodeCode, id: Uuid, result: &str) {
+        let mut value = id.as_bytes().to_vec();
+        value.extend_from_slice(result.as_bytes());
+        self.batch.insert(recovered_key(peer), value);
+    }
+}
+
+/// The key saying which recovery from `peer` is done (`c` "recovered" code(2)).
+fn recovered_key(peer: NodeCode) -> Vec<u8> {
+    let mut key = b"crecovered".to_vec();
+    key.extend_from_slice(peer.as_str().as_bytes());
+    key
+}
+
+impl Store {
+    /// The recovery from `peer` still to do, if a restore asked for one.
+    pub fn recovery_pending(&self, peer: NodeCode) -> Result<Option<RecoveryPending>, StoreError> {
+        let db = self.db()?;
+        let Some(value) = db.get(RECOVERY_KEY)? else { return Ok(None) };
+        let corrupt = || StoreError::Corrupt { key: "recovery".into(), reason: "not 24 bytes".into() };
+        let id = value.get(..16).and_then(|b| Uuid::from_slice(b).ok()).ok_or_else(corrupt)?;
+        let since = value.get(16..24).and_then(|b| <[u8; 8]>::try_from(b).ok()).ok_or_else(corrupt)?;
+        let done =
+            db.get(recovered_key(peer))?.is_some_and(|done| done.get(..16) == Some(id.as_bytes().as_slice()));
+        Ok((!done).then_some(RecoveryPending { id, since_seconds: i64::from_be_bytes(since) }))
+    }
+
+    /// What the last recovery done from `peer` brought back, if one was.
+    pub fn recovery_result(&self, peer: NodeCode) -> Result<Option<String>, StoreError> {
+        let value = self.db()?.get(recovered_key(peer))?;
+        Ok(value.map(|v| String::from_utf8_lossy(v.get(16..).unwrap_or_default()).into_owned()))
+    }
+
+    /// Every message exchanged with `peer` (sent to it or received from it) that `keep` accepts,
+    /// in the order this node stored them (sequence number). A scan of every message: only a
+    /// peer's recovery reads it, once after a restore.
+    pub fn exchanged_with(
+        &self,
+        peer: NodeCode,
+        keep: impl Fn(&StoredMessage) -> bool,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut kept = Vec::new();
+        for item in self.db()?.scan_prefix([b'm']) {
+            let (key, bytes) = item?;
+            let stored = decode(&key, &bytes)?;
+            let ours = stored.message.as_ref().is_some_and(|m| peer_of(m) == peer.as_str());
+            if ours && keep(&stored) {
+                kept.push(stored);
+            }
+        }
+        kept.sort_by_key(|stored| stored.seq);
+        Ok(kept)
     }
 }
 

@@ -39,6 +39,7 @@ mod operator_view;
 mod pipelining;
 mod prometheus;
 mod protos;
+mod recovery;
 mod references;
 mod reflection;
 mod resource_bounds;
