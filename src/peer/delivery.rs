@@ -39,8 +39,23 @@ const MIN_RETRY: Duration = Duration::from_millis(50);
 const SCAN_FACTOR: usize = 4;
 /// How long to wait after the store failed before looking at the outbox again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
-/// How often an idle task says `Hello` (round-trip time, version, certificate for operators).
+/// How often an idle task says `Hello` (round-trip time, version, certificate for operators), at
+/// least; see [`hello_interval`].
 const HELLO_INTERVAL: Duration = Duration::from_secs(30);
+/// The most `Hello`s a node says per second to all its peers together when idle.
+const HELLOS_PER_SECOND: u64 = 1;
+
+/// The pause before an idle task's next `Hello` to one of `peers` peers: [`HELLO_INTERVAL`], or
+/// longer in a large network so the node says at most [`HELLOS_PER_SECOND`] in all (193 members:
+/// every 192 s per peer), jittered by ±25 % so the tasks, started together, do not say it
+/// together. Each `Hello` signs and checks audit heads at both ends; a full mesh of 193 nodes
+/// saying it every 30 s came to ~1,200 calls a second and kept a 2-core machine busy
+/// (docs/benchmarks.md, "193 members"). Delivery needs no `Hello`: a send finds a dead peer, and
+/// a failing peer is probed on its backoff instead.
+fn hello_interval(peers: usize) -> Duration {
+    let spread = Duration::from_secs((peers as u64).div_ceil(HELLOS_PER_SECOND));
+    HELLO_INTERVAL.max(spread).mul_f64(0.75 + 0.5 * fastrand::f64())
+}
 
 /// The delivery task for one peer.
 pub struct PeerDelivery {
@@ -52,6 +67,8 @@ pub struct PeerDelivery {
     failures: u32,
     /// When the last `Hello` was sent.
     last_hello: Option<std::time::Instant>,
+    /// The idle pause before the next one ([`hello_interval`], drawn when the last was sent).
+    hello_every: Duration,
     /// `Deliver` calls sent and not yet answered.
     in_flight: JoinSet<Answer>,
     /// The messages of those calls: never picked again until their call is answered.
@@ -144,6 +161,7 @@ impl PeerDelivery {
             waker,
             failures: 0,
             last_hello: None,
+            hello_every: HELLO_INTERVAL,
             in_flight: JoinSet::new(),
             sending: HashSet::new(),
             session: Session::new(),
@@ -294,8 +312,11 @@ impl PeerDelivery {
                     if self.in_flight.is_empty() {
                         // Idle: say Hello now and then, and while the peer is failing probe it
                         // with the backoff delay, so its status recovers without new work.
-                        let probe_every =
-                            if self.failures > 0 { self.retry_delay(self.failures) } else { HELLO_INTERVAL };
+                        let probe_every = if self.failures > 0 {
+                            self.retry_delay(self.failures)
+                        } else {
+                            self.hello_every
+                        };
                         if self.last_hello.is_none_or(|at| at.elapsed() >= probe_every) {
                             self.hello().await;
                         }
@@ -451,6 +472,7 @@ impl PeerDelivery {
     /// shows in the status; delivery finds out for itself.
     async fn hello(&mut self) {
         self.last_hello = Some(std::time::Instant::now());
+        self.hello_every = hello_interval(self.context.peers_listed().len());
         let request = HelloRequest {
             node: self.context.code().to_string(),
             software_version: SOFTWARE_VERSION.to_owned(),
@@ -768,5 +790,18 @@ mod tests {
         let expired_at = message.timeline.last().and_then(|t| t.at).unwrap();
         assert_eq!(timestamp::to_system(&expired_at), start + expiry, "stamped with the node's clock");
         assert!(context.store.outbox_for(fr, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_node_says_hello_every_30_s_or_at_most_once_a_second_in_all_jittered() {
+        for _ in 0..200 {
+            let small = hello_interval(2);
+            assert!(
+                small >= Duration::from_millis(22_500) && small <= Duration::from_millis(37_500),
+                "{small:?}"
+            );
+            let large = hello_interval(192);
+            assert!(large >= Duration::from_secs(144) && large <= Duration::from_secs(240), "{large:?}");
+        }
     }
 }
