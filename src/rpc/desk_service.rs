@@ -18,7 +18,8 @@ use crate::proto::{
     GetQueueResponse, GetRequest, GetResponse, GetStatisticsRequest, GetStatisticsResponse, ListAuditRequest,
     ListAuditResponse, ListInboxRequest, ListInboxResponse, ListOutboxRequest, ListOutboxResponse,
     ListPeersRequest, ListPeersResponse, RecoverFromPeersRequest, RecoverFromPeersResponse, RequeueRequest,
-    RequeueResponse, RespondRequest, RespondResponse, SubmitRequest, SubmitResponse, WatchRequest, WatchResponse,
+    RequeueResponse, RespondRequest, RespondResponse, SubmitRequest, SubmitResponse, WatchRequest,
+    WatchResponse,
 };
 
 /// Response header of `Watch`: the sequence number the stream starts after.

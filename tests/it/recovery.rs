@@ -107,7 +107,9 @@ async fn a_node_restored_from_an_old_backup_gets_back_from_its_peers_all_they_ex
     // Before the backup: VN's request answered by FR, FR's acknowledged by DE, DE's received.
     let a = submit(&mut vn, preservation_request("FR")).await;
     wait_state(&mut fr, &a, MessageState::Received).await;
-    fr.respond(RespondRequest { id: a.clone(), text: "preserved".into(), ..Default::default() }).await.unwrap();
+    fr.respond(RespondRequest { id: a.clone(), text: "preserved".into(), ..Default::default() })
+        .await
+        .unwrap();
     wait_state(&mut vn, &a, MessageState::Answered).await;
     let b = submit(&mut fr, advice_request("DE", Precedence::Immediate, "b")).await;
     wait_state(&mut de, &b, MessageState::Received).await;
@@ -143,7 +145,9 @@ async fn a_node_restored_from_an_old_backup_gets_back_from_its_peers_all_they_ex
     wait_state(&mut vn, &e, MessageState::Received).await;
     vn.respond(RespondRequest { id: e.clone(), text: "here".into(), ..Default::default() }).await.unwrap();
     wait_state(&mut fr, &e, MessageState::Answered).await;
-    fr.respond(RespondRequest { id: c.clone(), text: "answer to c".into(), ..Default::default() }).await.unwrap();
+    fr.respond(RespondRequest { id: c.clone(), text: "answer to c".into(), ..Default::default() })
+        .await
+        .unwrap();
     wait_state(&mut de, &c, MessageState::Answered).await;
     let f = submit(&mut de, advice_request("FR", Precedence::Routine, "f")).await;
     wait_state(&mut fr, &f, MessageState::Received).await;
