@@ -172,7 +172,12 @@ impl Desk {
             if before.direction() != Direction::Outbound || envelope.kind() != EnvelopeKind::Request {
                 return Err(DeskError::WrongMessage(format!("{id} is not a request this node sent")));
             }
-            let was_sent = !matches!(before.state(), MessageState::Queued | MessageState::WaitingRetry);
+            // Queued but in a `Deliver` call: the peer may hold it already (peer::delivery's
+            // module docs); read under the writer lock, as the delivery task's re-check is.
+            let in_flight =
+                envelope.destination.parse().is_ok_and(|peer| self.context.waker(peer).may_be_at_peer(id));
+            let was_sent =
+                in_flight || !matches!(before.state(), MessageState::Queued | MessageState::WaitingRetry);
             let owner = stored.submitted_by.clone();
             let note = changes.note_with_text(format!("cancelled by {}", caller.name), &reason);
             let (_, cancelled) = change(changes, stored, id, Happening::CancelledHere, note)?;

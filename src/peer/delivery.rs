@@ -4,6 +4,16 @@
 //! and equal jitter (half the bound fixed, half random: every peer's attempts spread out, and an
 //! unreachable peer costs at most two attempts per `retry_max`), and records receipts.
 //!
+//! A request cancelled while its batch is in a `Deliver` call may already be at the peer. The
+//! task marks a batch's messages in its waker's `sending` set before it makes the batch durable
+//! and unmarks them once the call's outcome is stored; the desk's cancellation reads that set
+//! under the store's writer lock and, if the request is in it, queues a cancellation to the
+//! peer (it follows the request, in batch order). After the flush, a batch member found
+//! cancelled with no cancellation queued is dropped unsent: the desk saw it before it was marked,
+//! so the peer never had it. (If the call then fails and the peer never stored the request, its
+//! cancellation is refused as naming an unknown request and retried until it expires: a known
+//! nuisance, the price of never leaving a peer with a request its origin withdrew.)
+//!
 //! Invariants: nothing is sent before it is durable at this node; a message leaves the outbox only when the peer's receipt for it has been stored
 //! (or it expired or was cancelled), so a crash at any moment at most causes a resend, which the
 //! receiver deduplicates. Each peer has its own task and channel: a dead peer slows nobody else.
@@ -248,6 +258,7 @@ impl PeerDelivery {
                         Err(error) => {
                             tracing::error!(peer = %self.peer.code, %error, "a delivery call failed unexpectedly");
                             self.sending.clear();
+                            self.waker.sending().clear();
                             self.in_flight.abort_all();
                             self.session = Session::new();
                             Ok(())
@@ -300,12 +311,24 @@ impl PeerDelivery {
             }
             match self.pick().await? {
                 Pick::Batch(batch) => {
+                    // Marked first: from here a cancellation tells the peer (module docs).
+                    self.waker.sending().extend(batch.iter().map(message_id));
                     // The outbox shows writes as soon as they are applied, before their flush
                     // (a Submit waits for it before it answers). Send only what is on disk: a
                     // crash must never leave the receiver holding what the sender forgot.
                     // Usually this joins the flush already under way; it is free when idle.
-                    self.context.store.persist().await?;
-                    self.send(batch);
+                    let flushed = self.context.store.persist().await;
+                    let ids: Vec<Uuid> = batch.iter().map(message_id).collect();
+                    let batch = match flushed.and_then(|()| self.not_withdrawn(batch)) {
+                        Ok(batch) => batch,
+                        Err(error) => {
+                            self.unmark(ids);
+                            return Err(error);
+                        }
+                    };
+                    if !batch.is_empty() {
+                        self.send(batch);
+                    }
                 }
                 Pick::Nothing(next_retry) => {
                     let mut wake_at = next_retry;
@@ -396,6 +419,49 @@ impl PeerDelivery {
     /// new session; later failures of the same session follow from it (the receiver refuses
     /// what comes after a missing batch) and only release their messages for resending.
     async fn complete(&mut self, answer: Answer) -> Result<(), StoreError> {
+        let ids: Vec<Uuid> = answer.batch.iter().map(message_id).collect();
+        let completed = self.complete_call(answer).await;
+        // Only now, with the outcome stored (or the batch released for resending), may a
+        // cancellation of these messages take them for never sent.
+        self.unmark(ids);
+        completed
+    }
+
+    /// These messages are no longer in a `Deliver` call.
+    fn unmark(&self, ids: impl IntoIterator<Item = Uuid>) {
+        let mut sending = self.waker.sending();
+        for id in ids {
+            sending.remove(&id);
+        }
+    }
+
+    /// `batch` without the messages cancelled since they were picked that the peer is not told
+    /// of (see the module docs): they were never sent and never will be.
+    fn not_withdrawn(&self, batch: Vec<StoredMessage>) -> Result<Vec<StoredMessage>, StoreError> {
+        let own = self.context.code().to_string();
+        let mut kept = Vec::with_capacity(batch.len());
+        for stored in batch {
+            let id = message_id(&stored);
+            let cancelled =
+                self.context.store.get(id)?.is_some_and(|now| view(&now).state() == MessageState::Cancelled);
+            let peer_told = cancelled
+                && self.context.store.replies(id)?.iter().any(|reply| {
+                    reply.message.as_ref().and_then(|m| m.envelope.as_ref()).is_some_and(|e| {
+                        e.kind() == crate::proto::EnvelopeKind::Cancellation && e.origin == own
+                    })
+                });
+            if cancelled && !peer_told {
+                self.waker.sending().remove(&id);
+                tracing::info!(message_id = %id, peer = %self.peer.code, "cancelled before it was sent: not sent");
+            } else {
+                kept.push(stored);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Records the answer to one call (see [`PeerDelivery::complete`]).
+    async fn complete_call(&mut self, answer: Answer) -> Result<(), StoreError> {
         let Answer { session, number, batch, result } = answer;
         for stored in &batch {
             self.sending.remove(&message_id(stored));

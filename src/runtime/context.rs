@@ -26,9 +26,24 @@ pub struct DeliveryWaker {
     pub(crate) recover: AtomicBool,
     /// The peer, FAILING from here, called this node since the task last looked: probe it now.
     pub(crate) probe: AtomicBool,
+    /// Messages in a `Deliver` call to the peer whose outcome is not yet stored: the peer may
+    /// hold them already. A cancellation asks this, under the store's writer lock, to decide
+    /// whether the peer must be told (see `peer::delivery`).
+    pub(crate) sending: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
 }
 
 impl DeliveryWaker {
+    /// The set of messages in flight to the peer.
+    pub(crate) fn sending(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<uuid::Uuid>> {
+        // A poisoned lock means a panic mid-insert of plain data; the set is still usable.
+        self.sending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `id` may be at the peer already: in a `Deliver` call whose outcome is not stored.
+    pub fn may_be_at_peer(&self, id: uuid::Uuid) -> bool {
+        self.sending().contains(&id)
+    }
+
     /// Something was queued; `urgent` (FLASH or IMMEDIATE) work is tried at once even while
     /// the peer is in a retry backoff: the peer may be back, and an urgent request must not wait
     /// for a backoff of up to `retry_max` that ordinary traffic started.

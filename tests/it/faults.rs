@@ -102,3 +102,53 @@ async fn a_slow_network_delays_but_delivers_once() {
     assert_eq!(at_fr.state(), MessageState::Received);
     net.stop("FR").await;
 }
+
+/// A request withdrawn while its batch is in a `Deliver` call — the peer has stored it, its
+/// receipt is still on the way back — is withdrawn at the peer too: the cancellation follows
+/// it. (It used to count as never sent, leaving the peer a live request its origin showed
+/// CANCELLED.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cancelled_while_its_delivery_is_in_flight_is_cancelled_at_the_peer_too() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.start("FR").await;
+    let fr_peer = std::net::SocketAddr::from(([127, 0, 0, 1], net.config("FR").listen.peer.port()));
+    let proxy = Proxy::start(fr_peer).await;
+    net.route_peer("VN", "FR", &format!("127.0.0.1:{}", proxy.port()));
+    net.start("VN").await;
+    let mut vn = net.desk("VN");
+    let mut fr = net.desk("FR");
+    // Every chunk held 1.5 s each way: FR stores the request seconds before VN hears of it.
+    proxy.set(Fault::Delay(Duration::from_millis(1_500)));
+    let id = submit(&mut vn, advice_request("FR", Precedence::Routine, "sent in error")).await;
+    wait_state(&mut fr, &id, MessageState::Received).await;
+    let mut operator = net.desk_as("VN", "operator");
+    let request = hanoi247::proto::CancelRequest { id: id.clone(), reason: "sent in error".into() };
+    let cancelled = operator.cancel(request).await.unwrap().into_inner().message.unwrap();
+    assert!(
+        !states(&cancelled).contains(&MessageState::Delivered),
+        "cancelled while the receipt was still on its way: {:?}",
+        states(&cancelled)
+    );
+    proxy.set(Fault::Pass);
+    wait_state(&mut fr, &id, MessageState::Cancelled).await;
+}
+
+/// A request withdrawn before its batch left is not sent at all, and FR hears nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cancelled_before_it_left_is_never_sent() {
+    let (mut net, proxy, _vn) = through_proxy().await;
+    proxy.set(Fault::Refuse);
+    let mut vn = net.desk("VN");
+    let id = submit(&mut vn, advice_request("FR", Precedence::Routine, "withdrawn at once")).await;
+    wait_state(&mut vn, &id, MessageState::WaitingRetry).await;
+    let mut operator = net.desk_as("VN", "operator");
+    let request = hanoi247::proto::CancelRequest { id: id.clone(), reason: "withdrawn".into() };
+    operator.cancel(request).await.unwrap();
+    let later = advice_request("FR", Precedence::Routine, "sent after it");
+    proxy.set(Fault::Pass);
+    let after = submit(&mut vn, later).await;
+    wait_state(&mut vn, &after, MessageState::Delivered).await;
+    let mut fr = net.desk("FR");
+    assert_eq!(ids(&inbox(&mut fr).await), vec![after], "the withdrawn request never reached FR");
+    net.stop("FR").await;
+}
