@@ -124,14 +124,21 @@ pub async fn answer(
         })?;
     }
     let since = request.since.as_ref().map(timestamp::to_system);
-    let exchanged = context.store.exchanged_with(caller, |stored| {
-        let received_at = stored.receipt.as_ref().and_then(|r| r.received_at.as_ref());
-        match (received_at, since) {
-            (None, _) => false,
-            (Some(at), Some(since)) => timestamp::to_system(at) >= since,
-            (Some(_), None) => true,
-        }
-    })?;
+    // A scan of the whole store: off the async workers, so no other call waits behind it.
+    let store = context.store.clone();
+    let scan = tokio::task::spawn_blocking(move || {
+        store.exchanged_with(caller, |stored| {
+            let received_at = stored.receipt.as_ref().and_then(|r| r.received_at.as_ref());
+            match (received_at, since) {
+                (None, _) => false,
+                (Some(at), Some(since)) => timestamp::to_system(at) >= since,
+                (Some(_), None) => true,
+            }
+        })
+    });
+    let exchanged = scan.await.map_err(|error| {
+        StoreError::Io(std::io::Error::other(format!("the recovery scan failed: {error}")))
+    })??;
     let returned = exchanged.len();
     let envelopes: Vec<RecoveredEnvelope> = exchanged
         .into_iter()

@@ -16,7 +16,6 @@ use crate::runtime::context::NodeContext;
 /// The peer service of one node.
 pub struct PeerApi {
     receiver: Receiver,
-    context: Arc<NodeContext>,
 }
 
 /// A stream of `Recover` batches.
@@ -25,7 +24,7 @@ type RecoverStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<RecoverRespo
 impl PeerApi {
     /// The peer service over a node's shared state.
     pub fn new(context: Arc<NodeContext>) -> Self {
-        Self { receiver: Receiver::new(Arc::clone(&context)), context }
+        Self { receiver: Receiver::new(context) }
     }
 }
 
@@ -56,8 +55,7 @@ impl PeerService for PeerApi {
         let certificate = caller_certificate(&request);
         let caller =
             self.receiver.authenticate(crate::trust::tls::caller_identity(&request), &certificate)?;
-        let batches =
-            crate::peer::recovery::answer(&self.context, caller, &certificate, request.get_ref()).await?;
+        let batches = self.receiver.answer_recovery(caller, &certificate, request.get_ref()).await?;
         Ok(Response::new(Box::pin(tokio_stream::iter(batches.into_iter().map(Ok)))))
     }
 }

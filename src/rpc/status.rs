@@ -112,6 +112,7 @@ impl From<PeerError> for Status {
             PeerError::Batch(field) | PeerError::Invalid(field) => field_status(field, &error.to_string()),
             PeerError::Store(store) => capped(store_status(store)),
             PeerError::Signing(_) => capped(Status::internal(error.to_string())),
+            PeerError::Busy(_) => capped(Status::resource_exhausted(error.to_string())),
         }
     }
 }
