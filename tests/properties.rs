@@ -496,6 +496,7 @@ fn valid_envelope(limits: &Limits) -> impl Strategy<Value = Envelope> + use<> {
                         String::new()
                     },
                     preservation,
+                    exercise: with_preservation,
                     // Signatures are checked by `Deliver`, not by `receive_batch`.
                     origin_signature: Vec::new(),
                     origin_batch: None,
@@ -698,6 +699,7 @@ fn as_desk_would(request: SubmitRequest) -> Envelope {
         },
         handling_restrictions: request.handling_restrictions,
         preservation: request.preservation,
+        exercise: request.exercise,
         origin_signature: Vec::new(),
         origin_batch: None,
     }

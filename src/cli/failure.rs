@@ -236,6 +236,20 @@ pub enum CliError {
         #[source]
         status: Option<Box<tonic::Status>>,
     },
+    /// A drill request was stored but the peer's receipt did not come within the wait.
+    #[error("the drill request {id} to {peer} was not receipted within {}: it is {state}{}; {peer} may be unreachable: see `hanoi247 peers` for its phone fallback", humantime::format_duration(*waited), if last_error.is_empty() { String::new() } else { format!(" (last error: {last_error})") })]
+    DrillUndelivered {
+        /// The drill request.
+        id: String,
+        /// The peer drilled.
+        peer: String,
+        /// How long it waited.
+        waited: Duration,
+        /// Where the request stands.
+        state: String,
+        /// Its last delivery error.
+        last_error: String,
+    },
     /// No answer within the deadline.
     #[error("no answer from the node at {} within {}: it accepts connections but does not answer; check its log, or give a longer --timeout", target.endpoint, humantime::format_duration(*waited))]
     Deadline {
@@ -372,7 +386,9 @@ impl CliError {
             | CliError::MissingFile { .. }
             | CliError::BadFile { .. }
             | CliError::KeyMismatch { .. } => ExitKind::Config,
-            CliError::Unreachable { .. } | CliError::Unavailable { .. } => ExitKind::Unreachable,
+            CliError::Unreachable { .. }
+            | CliError::Unavailable { .. }
+            | CliError::DrillUndelivered { .. } => ExitKind::Unreachable,
             CliError::Deadline { .. } => ExitKind::Deadline,
             CliError::CertificateRefused { .. } | CliError::UntrustedNode { .. } => ExitKind::Certificate,
             CliError::Refused { .. } => ExitKind::Refused,

@@ -180,6 +180,10 @@ pub enum Command {
     /// by type, precedence, peer and state, and the median and 90th percentile of the time to
     /// receipt, acknowledgement and answer. Counts and times only, never content.
     Stats(StatsArgs),
+    /// A connectivity drill: send a peer an EXERCISE request (technical advice, never counted
+    /// in the statistics) and wait for its signed receipt; exit 0 with the time it took, 5 when
+    /// it did not come.
+    Drill(DrillArgs),
     /// The node's tamper-evident audit log (role `auditor`).
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -214,6 +218,20 @@ pub enum Command {
     /// Issue or revoke certificates with the dev CAs that `init` made (see certs/README.md for
     /// the same with an external CA).
     Certs(CertsArgs),
+}
+
+/// `drill` options.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Client options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The peer to drill (node code).
+    #[arg(long)]
+    pub to: String,
+    /// How long to wait for the peer's receipt.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub wait: std::time::Duration,
 }
 
 /// `stats` options: the period and the output.
@@ -802,6 +820,10 @@ pub struct SendArgs {
     /// Language (BCP 47).
     #[arg(long, default_value = "en")]
     pub language: String,
+    /// An exercise (a drill), not a real request: shown as EXERCISE everywhere, left out of the
+    /// statistics.
+    #[arg(long)]
+    pub exercise: bool,
     /// The id of the request this one continues.
     #[arg(long, default_value = "")]
     pub in_reply_to: String,
@@ -1152,6 +1174,7 @@ fn client_args_mut(command: &mut Command) -> Option<&mut ClientArgs> {
         }
         Command::Queue(client) | Command::Peers(client) => Some(client),
         Command::Stats(args) => Some(&mut args.client),
+        Command::Drill(args) => Some(&mut args.client),
         Command::Demo
         | Command::Bench(_)
         | Command::Init(_)
@@ -1229,6 +1252,7 @@ pub async fn run_client(
             }
             Ok(())
         }
+        Command::Drill(args) => drill(args).await,
         Command::Stats(args) => {
             let bound = |flag: &str, text: &Option<String>| {
                 text.as_deref()
@@ -1571,6 +1595,7 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
         preservation: preservation_from_fields(&args.fields)?,
         // One per invocation: every retry below repeats it, so the node stores the request once.
         client_request_id: uuid::Uuid::now_v7().to_string(),
+        exercise: args.exercise,
     };
     let request_id = request.client_request_id.clone();
     let (mut desk, call) = connect(&args.client)?;
@@ -1614,6 +1639,76 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
         println!("{}  {state} for {} (case {})", envelope.id, envelope.destination, envelope.case_reference);
     }
     Ok(())
+}
+
+/// `hanoi247 drill`: an EXERCISE technical-advice request to the peer, then its events
+/// followed (`Watch`, opened first so none is missed) until the peer's receipt is recorded
+/// (DELIVERED or later) or `--wait` passes.
+async fn drill(args: DrillArgs) -> Result<(), CliError> {
+    use tokio_stream::StreamExt as _;
+    let (mut desk, call) = connect(&args.client)?;
+    let mut events = call.run(desk.watch(WatchRequest { after_sequence: None })).await?.into_inner();
+    let started = std::time::Instant::now();
+    let request = SubmitRequest {
+        destination: args.to.clone(),
+        request_type: RequestType::TechnicalAdvice as i32,
+        precedence: Precedence::Routine as i32,
+        subject: "Connectivity drill".into(),
+        body: "A drill of the 24/7 network: no action is needed. Acknowledging it drills the desk too."
+            .into(),
+        handling_code: HandlingCode::H0 as i32,
+        client_request_id: uuid::Uuid::now_v7().to_string(),
+        exercise: true,
+        ..Default::default()
+    };
+    let response = call.run(desk.submit(request)).await?.into_inner();
+    let id = response.message.and_then(|m| m.envelope).map(|e| e.id).unwrap_or_default();
+    let receipted = |state: crate::proto::MessageState| {
+        use crate::proto::MessageState as S;
+        !matches!(state, S::Queued | S::WaitingRetry | S::Unspecified)
+    };
+    let waited = tokio::time::timeout(args.wait, async {
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) if event.message_id == id && receipted(event.state()) => return Ok(event.state()),
+                Ok(_) => {}
+                Err(status) => return Err(status),
+            }
+        }
+        Err(tonic::Status::unavailable("the node ended the event stream"))
+    })
+    .await;
+    match waited {
+        Ok(Ok(state)) => {
+            let took = started.elapsed();
+            let state = crate::domain::lifecycle::state_name(state);
+            if args.client.json {
+                let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+                print_json(
+                    &serde_json::json!({ "id": id, "peer": args.to, "state": state, "receipt_ms": ms }),
+                );
+            } else {
+                println!(
+                    "{} stored the drill request {id} {} ms after it was sent: its signed receipt is recorded ({state})",
+                    args.to,
+                    took.as_millis()
+                );
+            }
+            Ok(())
+        }
+        Ok(Err(status)) => Err(call.fail(&status).await),
+        Err(_) => {
+            let message = call.run(desk.get(GetRequest { id: id.clone() })).await?.into_inner().message;
+            let message = message.unwrap_or_default();
+            Err(CliError::DrillUndelivered {
+                id,
+                peer: args.to,
+                waited: args.wait,
+                state: crate::domain::lifecycle::state_name(message.state()).to_owned(),
+                last_error: crate::domain::text::printable(&message.last_error, false).into_owned(),
+            })
+        }
+    }
 }
 
 /// The proto request type of a command-line one.

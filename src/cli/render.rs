@@ -62,7 +62,11 @@ pub fn message_table(messages: &[Message]) -> String {
             state_name(m.state()),
             if m.overdue { "OVERDUE" } else { "" },
             created.as_ref().map(age).unwrap_or_default(),
-            line(&e.subject)
+            if e.exercise {
+                format!("[EXERCISE] {}", line(&e.subject))
+            } else {
+                line(&e.subject).into_owned()
+            }
         );
     }
     out
@@ -73,6 +77,9 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
     let e = m.envelope.clone().unwrap_or_default();
     let mut out = String::new();
     let _ = writeln!(out, "{}  {}", line(&e.id), state_name(m.state()));
+    if e.exercise {
+        let _ = writeln!(out, "EXERCISE: a drill, not a real request");
+    }
     let rows = [
         ("kind", e.kind().short_name().to_owned()),
         ("from → to", format!("{} → {}", e.origin, e.destination)),
@@ -471,6 +478,7 @@ pub fn statistics_json(figures: &crate::proto::GetStatisticsResponse) -> Value {
     json!({
         "from": time(figures.from.as_ref()),
         "to": time(figures.to.as_ref()),
+        "exercises_excluded": figures.exercises_excluded,
         "rows": figures.rows.iter().map(|row| {
             let [direction, request_type, precedence, peer, state] = statistics_words(row);
             json!({
@@ -539,6 +547,9 @@ pub fn statistics_table(figures: &crate::proto::GetStatisticsResponse) -> String
     }
     if figures.rows.is_empty() {
         let _ = writeln!(out, "(no requests in this period)");
+    }
+    if figures.exercises_excluded > 0 {
+        let _ = writeln!(out, "({} exercise requests not counted)", figures.exercises_excluded);
     }
     let _ = writeln!(out, "\n{:<28} {:>7} {:>10} {:>10}", "TIME FROM CREATION", "COUNT", "MEDIAN", "P90");
     let seconds = crate::desk::statistics::seconds_words;

@@ -233,9 +233,10 @@ fn http_status(error: &DeskError) -> StatusCode {
         DeskError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         DeskError::Invalid(field) if field.over_limit => StatusCode::PAYLOAD_TOO_LARGE,
         DeskError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        DeskError::Lifecycle { .. } | DeskError::WrongMessage(_) | DeskError::AlreadyExists(_) => {
-            StatusCode::CONFLICT
-        }
+        DeskError::Lifecycle { .. }
+        | DeskError::WrongMessage(_)
+        | DeskError::AlreadyExists(_)
+        | DeskError::PeerCannotRead(_) => StatusCode::CONFLICT,
         DeskError::Store(store) if store_unavailable(store) => StatusCode::SERVICE_UNAVAILABLE,
         DeskError::Store(_) | DeskError::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -147,6 +147,15 @@ fn overdue_badge(strings: &Catalogue, overdue: bool) -> Markup {
     }
 }
 
+/// "EXERCISE" beside an exercise's precedence: a drill is never taken for a real request.
+fn exercise_badge(strings: &Catalogue, exercise: bool) -> Markup {
+    html! {
+        @if exercise {
+            " " span.badge-exercise { (strings.exercise) }
+        }
+    }
+}
+
 fn kind_or_type(kind: EnvelopeKind, request_type: RequestType) -> &'static str {
     match kind {
         EnvelopeKind::Request => request_type.short_name(),

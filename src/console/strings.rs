@@ -171,6 +171,12 @@ pub struct Catalogue {
     pub certificate_expiry: &'static str,
     /// Network page: connection.
     pub connection: &'static str,
+    /// The badge of an exercise (a drill), everywhere it is shown.
+    pub exercise: &'static str,
+    /// Message page: an exercise's banner.
+    pub exercise_banner: &'static str,
+    /// Statistics page: exercises left out.
+    pub statistics_exercises: &'static str,
     /// Message page: the link to the case's printable view.
     pub printable_view: &'static str,
     /// Print view: heading before the case reference.
@@ -342,6 +348,7 @@ pub const ENGLISH: Catalogue = Catalogue {
         ("preservation.necessity", "Why preservation is needed"),
         ("preservation.mutual_legal_assistance_to_follow", "A mutual legal assistance request will follow"),
         ("preservation.preservation_days", "Preservation period (days)"),
+        ("exercise", "Exercise (a drill, not a real request)"),
     ],
     network_title: "Network",
     queue_depth: "Queue",
@@ -350,6 +357,9 @@ pub const ENGLISH: Catalogue = Catalogue {
     last_contact: "Last contact",
     certificate_expiry: "Certificate expires",
     connection: "Connection",
+    exercise: "EXERCISE",
+    exercise_banner: "EXERCISE: a drill, not a real request.",
+    statistics_exercises: "Exercise requests not counted:",
     printable_view: "Printable view of the case",
     case_title: "Case",
     printed: "Printed",

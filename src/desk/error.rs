@@ -27,6 +27,10 @@ pub enum DeskError {
     /// The call needs a different kind of message (e.g. acknowledging one this node sent).
     #[error("{0}")]
     WrongMessage(String),
+    /// The destination runs a version that does not read an optional envelope field the request
+    /// sets (the field is named). Nothing was stored.
+    #[error(transparent)]
+    PeerCannotRead(FieldError),
     /// The caller may not make this call or see this message (certificate, role or ownership).
     #[error("{0}")]
     Forbidden(String),

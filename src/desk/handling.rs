@@ -274,6 +274,8 @@ impl Desk {
             handling_code: request.handling_code,
             handling_restrictions: request.handling_restrictions.clone(),
             preservation: None,
+            // A reply to an exercise is part of the exercise.
+            exercise: request.exercise,
             // Signed when it is stored (`queue`).
             origin_signature: Vec::new(),
             origin_batch: None,

@@ -91,13 +91,15 @@ type RowKey = (i32, i32, i32, String, i32);
 struct Tally {
     period: Period,
     rows: BTreeMap<RowKey, u64>,
+    /// Exercises in the period, left out of the figures.
+    exercises: u64,
     /// Seconds from creation, per (direction, measure).
     times: BTreeMap<(i32, i32), Vec<f64>>,
 }
 
 impl Tally {
     fn new(period: Period) -> Self {
-        Self { period, rows: BTreeMap::new(), times: BTreeMap::new() }
+        Self { period, rows: BTreeMap::new(), exercises: 0, times: BTreeMap::new() }
     }
 
     /// Counts `message` if it is a request created in the period.
@@ -105,6 +107,10 @@ impl Tally {
         let Some(envelope) = &message.envelope else { return };
         let Some(created) = envelope.created_at.as_ref().map(timestamp::to_system) else { return };
         if envelope.kind() != EnvelopeKind::Request || !self.period.holds(created) {
+            return;
+        }
+        if envelope.exercise {
+            self.exercises += 1;
             return;
         }
         let key = (
@@ -167,6 +173,7 @@ impl Tally {
             to: Some(timestamp::from_system(self.period.to)),
             rows,
             times,
+            exercises_excluded: self.exercises,
         }
     }
 }

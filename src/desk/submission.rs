@@ -199,6 +199,16 @@ impl Desk {
             .into());
         };
         member.check_accepts(request.request_type())?;
+        if request.exercise && self.context.peers.known_not_to_read(destination, "exercise") {
+            let version = self.context.peers.get(destination).software_version;
+            return Err(DeskError::PeerCannotRead(FieldError::new(
+                "exercise",
+                format!(
+                    "{destination} runs {}, which does not read the exercise flag: it would refuse the envelope as badly signed; send the drill once {destination} is upgraded",
+                    if version.is_empty() { "an older version".to_owned() } else { version }
+                ),
+            )));
+        }
         let parent = match request.in_reply_to.as_str() {
             "" => None,
             id => Some(self.replied_to(caller, id, destination)?),
@@ -243,6 +253,7 @@ impl Desk {
             handling_code,
             handling_restrictions: request.handling_restrictions,
             preservation: request.preservation,
+            exercise: request.exercise,
             // Signed when it is stored (`queue`).
             origin_signature: Vec::new(),
             origin_batch: None,

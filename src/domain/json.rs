@@ -24,5 +24,6 @@ pub fn event_json(e: &WatchResponse) -> Value {
         "precedence": e.precedence().short_name(),
         "note": e.note,
         "overdue": e.overdue,
+        "exercise": e.exercise,
     })
 }

@@ -546,6 +546,7 @@ impl PeerDelivery {
             directory_version: self.context.directory.current().version,
             verifies_batch_signatures: true,
             audit_head: crate::peer::witness::own_head_for(&self.context, self.peer.code),
+            envelope_fields: crate::runtime::context::envelope_fields_read(),
         };
         let started = std::time::Instant::now();
         let result = self.client.hello(request).await;
@@ -574,6 +575,7 @@ impl PeerDelivery {
                 status.software_version = response.software_version;
                 status.directory_version = response.directory_version;
                 status.verifies_batch_signatures = response.verifies_batch_signatures;
+                status.envelope_fields = Some(response.envelope_fields);
             }
             Err(error) => {
                 status.connection = ConnectionState::Failing;

@@ -253,9 +253,16 @@ impl Receiver {
     pub fn hello(&self, caller: NodeCode, request: &HelloRequest) -> HelloResponse {
         let theirs = request.directory_version;
         self.context.heard_from(caller);
-        if theirs > 0 {
-            self.context.peers.update(caller, |status| status.directory_version = theirs);
-        }
+        let (fields, version) = (request.envelope_fields.clone(), request.software_version.clone());
+        self.context.peers.update(caller, |status| {
+            if theirs > 0 {
+                status.directory_version = theirs;
+            }
+            if !version.is_empty() {
+                status.software_version = version;
+            }
+            status.envelope_fields = Some(fields);
+        });
         HelloResponse {
             node: self.context.code().to_string(),
             software_version: SOFTWARE_VERSION.to_owned(),
@@ -264,6 +271,7 @@ impl Receiver {
             verifies_batch_signatures: true,
             audit_head: None,
             witnessed_head: None,
+            envelope_fields: crate::runtime::context::envelope_fields_read(),
         }
     }
 

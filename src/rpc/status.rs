@@ -34,17 +34,21 @@ pub enum Reason {
     WrongMessage,
     /// INVALID_ARGUMENT (peer API): a `Deliver` batch without envelopes.
     EmptyBatch,
+    /// FAILED_PRECONDITION: the destination runs a version that does not read an optional
+    /// envelope field the request sets (`exercise`); `BadRequest` names it.
+    PeerCannotRead,
 }
 
 impl Reason {
     /// Every reason, for the README and its test.
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Reason::InvalidField,
         Reason::FieldOverLimit,
         Reason::MalformedRequest,
         Reason::WrongState,
         Reason::WrongMessage,
         Reason::EmptyBatch,
+        Reason::PeerCannotRead,
     ];
 
     /// The stable SCREAMING_SNAKE name sent in `ErrorInfo.reason`.
@@ -56,6 +60,7 @@ impl Reason {
             Reason::WrongState => "WRONG_STATE",
             Reason::WrongMessage => "WRONG_MESSAGE",
             Reason::EmptyBatch => "EMPTY_BATCH",
+            Reason::PeerCannotRead => "PEER_CANNOT_READ",
         }
     }
 }
@@ -84,6 +89,13 @@ impl From<DeskError> for Status {
                 Reason::WrongState,
                 [("id", id.to_string()), ("state", lifecycle.state.to_owned())].into(),
             ),
+            DeskError::PeerCannotRead(field) => {
+                let mut details = ErrorDetails::new();
+                let metadata = [("field".to_owned(), field.field.clone())];
+                details.set_error_info(Reason::PeerCannotRead.as_str(), ERROR_DOMAIN, metadata);
+                details.add_bad_request_violation(field.field.clone(), cut(&field.message));
+                Status::with_error_details(Code::FailedPrecondition, cut(&field.to_string()), details)
+            }
             DeskError::WrongMessage(_) => {
                 refusal(Code::FailedPrecondition, &error.to_string(), Reason::WrongMessage, HashMap::new())
             }

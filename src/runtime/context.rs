@@ -14,6 +14,14 @@ use crate::store::Store;
 
 /// This software's version as peers and operators see it.
 pub const SOFTWARE_VERSION: &str = concat!("hanoi247 ", env!("CARGO_PKG_VERSION"));
+/// The optional envelope fields this version reads, said in every `Hello` (a peer sets such a
+/// field only for a node that lists it: see `Envelope.exercise`).
+pub const ENVELOPE_FIELDS_READ: &[&str] = &["exercise"];
+
+/// [`ENVELOPE_FIELDS_READ`] as a `Hello` carries it.
+pub fn envelope_fields_read() -> Vec<String> {
+    ENVELOPE_FIELDS_READ.iter().map(|f| (*f).to_owned()).collect()
+}
 
 /// Wakes one peer's delivery task when something is queued for that peer.
 #[derive(Default)]

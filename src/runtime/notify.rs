@@ -306,7 +306,9 @@ pub fn headline(notification: &Notification) -> String {
         "certificate_expiring" => "a certificate or revocation list expires soon".to_owned(),
         other => other.to_owned(),
     };
-    format!("[hanoi247 {node}] {what}")
+    // A drill must never be taken for a real request, nor a real one for a drill.
+    let exercise = if notification.exercise { "EXERCISE " } else { "" };
+    format!("[hanoi247 {node}] {exercise}{what}")
 }
 
 /// The link to the message's console page, if the console URL is configured.
@@ -332,6 +334,7 @@ pub fn webhook_body(notification: &Notification, link: &str) -> Vec<u8> {
         "peer": notification.peer,
         "deadline": notification.deadline,
         "detail": notification.detail,
+        "exercise": notification.exercise,
         "link": link,
     });
     body.to_string().into_bytes()
@@ -527,6 +530,7 @@ mod tests {
             peer: "VN".into(),
             deadline: "2026-12-04T18:15:00Z".into(),
             detail: "request received".into(),
+            exercise: false,
             after_event: 1,
             attempts: 0,
             next_attempt_ms: 0,
@@ -534,6 +538,10 @@ mod tests {
             sent_at: String::new(),
         };
         assert_eq!(headline(&notification), "[hanoi247 FR] FLASH PRESERVATION request from VN");
+        let drill = Notification { exercise: true, ..notification.clone() };
+        assert_eq!(headline(&drill), "[hanoi247 FR] EXERCISE FLASH PRESERVATION request from VN");
+        let drill_body: serde_json::Value = serde_json::from_slice(&webhook_body(&drill, "")).unwrap();
+        assert_eq!(drill_body["exercise"], true);
         let body: serde_json::Value =
             serde_json::from_slice(&webhook_body(&notification, "https://x/message/m1")).unwrap();
         let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();

@@ -42,6 +42,8 @@ pub struct PeerStatus {
     pub retries: u64,
     /// The peer said in `Hello` that it verifies batch signatures (format 2).
     pub verifies_batch_signatures: bool,
+    /// The optional envelope fields the peer said in `Hello` it reads (`None`: no `Hello` yet).
+    pub envelope_fields: Option<Vec<String>>,
     /// The newest head of THIS node's audit log that the peer says it witnessed (its last
     /// `Hello` answer, signature checked with this node's certificate); memory only, so a
     /// rewritten store cannot change it.
@@ -65,6 +67,7 @@ impl Default for PeerStatus {
             failed_calls: 0,
             retries: 0,
             verifies_batch_signatures: false,
+            envelope_fields: None,
             witnessed_my_head: None,
         }
     }
@@ -111,6 +114,17 @@ impl PeerBoard {
     pub fn verifies_batch_signatures(&self, peer: NodeCode) -> bool {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         peers.get(&peer).is_some_and(|status| status.verifies_batch_signatures)
+    }
+
+    /// Whether `peer` is known not to read the optional envelope field `field`: it said in a
+    /// `Hello` which fields it reads, and `field` was not among them. Unknown (no `Hello` yet)
+    /// is not "no": the peer runs this version or newer unless it said otherwise.
+    pub fn known_not_to_read(&self, peer: NodeCode, field: &str) -> bool {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers
+            .get(&peer)
+            .and_then(|status| status.envelope_fields.as_ref())
+            .is_some_and(|fields| !fields.iter().any(|f| f == field))
     }
 
     /// What each peer answered it witnessed of this node's audit log, ordered by peer.

@@ -850,6 +850,7 @@ impl Changes<'_> {
                 precedence: envelope.precedence,
                 note: entry.note.clone(),
                 overdue: false,
+                exercise: envelope.exercise,
             };
             self.record_event(event);
             let state = crate::domain::lifecycle::state_name(entry.state());
@@ -866,6 +867,7 @@ impl Changes<'_> {
                 precedence: envelope.precedence,
                 note: format!("OVERDUE: not acknowledged by its deadline {deadline}"),
                 overdue: true,
+                exercise: envelope.exercise,
             };
             self.audit("OVERDUE", &envelope.id, &event.note);
             self.record_event(event);
@@ -908,6 +910,7 @@ fn notice_of(message: &Message, detail: &str) -> notifications::Notice {
         peer: peer_of(message).to_owned(),
         deadline: message.ack_deadline.as_ref().map(timestamp::rfc3339).unwrap_or_default(),
         detail: detail.to_owned(),
+        exercise: envelope.exercise,
     }
 }
 

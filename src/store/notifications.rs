@@ -58,6 +58,8 @@ pub struct Notice {
     pub precedence: Option<Precedence>,
     /// The other member concerned: the origin of an inbound request, the unreachable peer.
     pub peer: String,
+    /// The message is an exercise (a drill): the notification says EXERCISE.
+    pub exercise: bool,
     /// The acknowledgement deadline (RFC 3339), if any.
     pub deadline: String,
     /// A short description the node wrote (never foreign text).
@@ -89,6 +91,9 @@ pub struct Notification {
     pub deadline: String,
     /// A short description the node wrote.
     pub detail: String,
+    /// The message is an exercise (a drill). Absent in records stored before exercises existed.
+    #[serde(default)]
+    pub exercise: bool,
     /// Not sent before the event with this sequence number is durable (0: no event).
     pub after_event: u64,
     /// Failed attempts so far.
@@ -155,6 +160,7 @@ impl Changes<'_> {
                 peer: notice.peer.clone(),
                 deadline: notice.deadline.clone(),
                 detail: notice.detail.clone(),
+                exercise: notice.exercise,
                 after_event: self.last_event,
                 attempts: 0,
                 next_attempt_ms: 0,

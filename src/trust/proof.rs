@@ -650,6 +650,7 @@ pub fn readable_envelope(e: &Envelope) -> Value {
         })).collect::<Vec<_>>(),
         "handling_code": e.handling_code().short_name(),
         "handling_restrictions": e.handling_restrictions,
+        "exercise": e.exercise,
         "preservation": e.preservation.as_ref().map(|p| json!({
             "requesting_authority": p.requesting_authority,
             "offence": p.offence,

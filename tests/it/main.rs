@@ -21,6 +21,7 @@ mod delivery;
 mod demo;
 mod directory;
 mod durability;
+mod exercise;
 mod expiry;
 mod faults;
 mod health;

@@ -114,7 +114,7 @@
     if ("Notification" in window && Notification.permission === "granted") {
       try {
         const shown = new Notification(body.dataset.attentionTitle, {
-          body: event.precedence + " " + body.dataset.attentionFrom + " " + event.peer,
+          body: (event.exercise ? "EXERCISE " : "") + event.precedence + " " + body.dataset.attentionFrom + " " + event.peer,
           tag: event.message_id,
           requireInteraction: event.precedence === "FLASH"
         });

@@ -31,13 +31,14 @@ pub fn message(
     let e = message.envelope.clone().unwrap_or_default();
     let outbound = message.direction() == Direction::Outbound;
     let content = html! {
+        @if e.exercise { p.exercise-banner role="note" { (s.exercise_banner) } }
         section {
             h2 { (s.section_fields) }
             dl.fields {
                 (definition("id", html! { code { (e.id) } }))
                 (definition("kind", e.kind().short_name()))
                 (definition("request_type", e.request_type().short_name()))
-                (definition("precedence", precedence_badge(e.precedence())))
+                (definition("precedence", html! { (precedence_badge(e.precedence())) (super::exercise_badge(s, e.exercise)) }))
                 (definition("state", html! {
                     (state_badge(message.state())) (overdue_badge(s, message.overdue))
                 }))

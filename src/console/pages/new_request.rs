@@ -109,6 +109,11 @@ pub fn new_request(
             (text("language", false, false))
             (select("handling_code", &codes, chosen("handling_code", "HANDLING_CODE_H0")))
             (text("handling_restrictions", false, false))
+            div.field.check {
+                input #(field_id("exercise")) name="exercise" type="checkbox" value="on"
+                    checked[values.checked("exercise")];
+                label for=(field_id("exercise")) { (s.field_label("exercise")) }
+            }
             fieldset.preservation {
                 legend { (s.preservation_legend) }
                 p.hint { (s.preservation_hint) }

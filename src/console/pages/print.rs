@@ -27,6 +27,7 @@ pub fn case_print(frame: &Frame<'_>, request: WithProof<'_>, replies: &[WithProo
             @if !e.handling_restrictions.is_empty() { " — " (foreign(&e.handling_restrictions)) }
         }
         p.no-print.hint { (s.print_hint) }
+        @if e.exercise { p.exercise-banner role="note" { (s.exercise_banner) } }
         section.print-request {
             h2 { (kind_or_type(e.kind(), e.request_type())) " " (precedence_badge(e.precedence())) " "
                 (state_badge(request.0.state())) }

@@ -35,6 +35,9 @@ pub fn statistics(
             button type="submit" { (s.statistics_show) }
         }
         @if let Some(figures) = figures {
+            @if figures.exercises_excluded > 0 {
+                p.hint { (s.statistics_exercises) " " (figures.exercises_excluded) }
+            }
             section {
                 h2 { (s.statistics_counts) }
                 @if figures.rows.is_empty() {
