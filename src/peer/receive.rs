@@ -116,46 +116,12 @@ pub struct Receiver {
     batch_order: crate::peer::batch_order::BatchOrder,
     /// Peers' batch signatures already verified.
     batches: crate::trust::signing::VerifiedBatches,
-    /// Peers whose `Recover` is being answered: one at a time each, since every answer scans
-    /// the whole store.
-    recovering: std::sync::Mutex<std::collections::HashSet<NodeCode>>,
 }
 
 impl Receiver {
     /// The receiver over a node's shared state.
     pub fn new(context: Arc<NodeContext>) -> Self {
-        Self {
-            context,
-            batch_order: Default::default(),
-            batches: Default::default(),
-            recovering: Default::default(),
-        }
-    }
-
-    /// Answers `caller`'s `Recover` (see `peer::recovery::answer`), one at a time per caller: a
-    /// second while one is under way is RESOURCE_EXHAUSTED (the recovering node retries), so a
-    /// peer calling in a loop costs at most one store scan at a time.
-    pub async fn answer_recovery(
-        &self,
-        caller: NodeCode,
-        certificate: &[u8],
-        request: &crate::proto::RecoverRequest,
-    ) -> Result<Vec<crate::proto::RecoverResponse>, PeerError> {
-        /// Takes `caller` off the set when the answer ends, also when its call is dropped.
-        struct Answering<'a>(&'a std::sync::Mutex<std::collections::HashSet<NodeCode>>, NodeCode);
-        impl Drop for Answering<'_> {
-            fn drop(&mut self) {
-                self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
-            }
-        }
-        // A poisoned lock means a panic mid-insert of plain data; the set is still usable.
-        if !self.recovering.lock().unwrap_or_else(|p| p.into_inner()).insert(caller) {
-            return Err(PeerError::Busy(format!(
-                "a recovery answer for {caller} is under way: ask again once it has ended"
-            )));
-        }
-        let _answering = Answering(&self.recovering, caller);
-        crate::peer::recovery::answer(&self.context, caller, certificate, request).await
+        Self { context, batch_order: Default::default(), batches: Default::default() }
     }
 
     /// The directory peer that `identity` (from the caller's certificate) names, refused unless
@@ -686,25 +652,4 @@ fn check_from_peer(config: &NodeConfig, envelope: &Envelope) -> Result<Uuid, Fie
         ));
     }
     Uuid::parse_str(&envelope.id).map_err(|_| FieldError::new("id", "must be a UUID"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::clock::Clock;
-    use crate::proto::RecoverRequest;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn one_recover_answer_at_a_time_per_peer_and_the_gate_opens_after_it() {
-        let (_dir, context) = crate::node::testing::context(Clock::system()).await;
-        let receiver = Receiver::new(Arc::clone(&context));
-        let fr: NodeCode = "FR".parse().unwrap();
-        receiver.recovering.lock().unwrap().insert(fr);
-        let busy = receiver.answer_recovery(fr, &[], &RecoverRequest::default()).await.unwrap_err();
-        assert!(matches!(busy, PeerError::Busy(ref text) if text.contains("under way")), "{busy}");
-        receiver.recovering.lock().unwrap().clear();
-        let answered = receiver.answer_recovery(fr, &[], &RecoverRequest::default()).await.unwrap();
-        assert!(answered.is_empty(), "nothing exchanged with FR yet");
-        assert!(receiver.recovering.lock().unwrap().is_empty(), "the gate is open again");
-    }
 }

@@ -35,6 +35,8 @@
 //! the timelines' intermediate entries (a recovered message has its first state and the state it
 //! reached). The audit log records the recovery, per peer (`RECOVERED_FROM_PEER`).
 
+use std::sync::Arc;
+
 use prost_types::Timestamp;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -96,6 +98,46 @@ pub struct Recovered {
     pub delivered: usize,
     /// Envelopes already held as they are.
     pub held: usize,
+}
+
+/// The answering side's `Recover` calls, one at a time per caller: every answer scans the whole
+/// store, so a peer calling in a loop costs at most one scan at a time (a second call while one
+/// is under way is RESOURCE_EXHAUSTED; the recovering node retries).
+pub struct RecoveryAnswers {
+    context: Arc<NodeContext>,
+    /// Peers whose `Recover` is being answered.
+    answering: std::sync::Mutex<std::collections::HashSet<NodeCode>>,
+}
+
+impl RecoveryAnswers {
+    /// No answer under way.
+    pub fn new(context: Arc<NodeContext>) -> Self {
+        Self { context, answering: Default::default() }
+    }
+
+    /// [`answer`]s `caller`'s `Recover`, unless one of its calls is being answered already.
+    pub async fn answer(
+        &self,
+        caller: NodeCode,
+        certificate: &[u8],
+        request: &RecoverRequest,
+    ) -> Result<Vec<RecoverResponse>, PeerError> {
+        /// Takes `caller` off the set when the answer ends, also when its call is dropped.
+        struct Answering<'a>(&'a std::sync::Mutex<std::collections::HashSet<NodeCode>>, NodeCode);
+        impl Drop for Answering<'_> {
+            fn drop(&mut self) {
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+            }
+        }
+        // A poisoned lock means a panic mid-insert of plain data; the set is still usable.
+        if !self.answering.lock().unwrap_or_else(|p| p.into_inner()).insert(caller) {
+            return Err(PeerError::Busy(format!(
+                "a recovery answer for {caller} is under way: ask again once it has ended"
+            )));
+        }
+        let _answering = Answering(&self.answering, caller);
+        answer(&self.context, caller, certificate, request).await
+    }
 }
 
 /// The answering side of `Recover`: the exchanges of `caller` (authenticated, with its TLS
@@ -399,4 +441,24 @@ fn store_own(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::clock::Clock;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_recover_answer_at_a_time_per_peer_and_the_gate_opens_after_it() {
+        let (_dir, context) = crate::node::testing::context(Clock::system()).await;
+        let answers = RecoveryAnswers::new(Arc::clone(&context));
+        let fr: NodeCode = "FR".parse().unwrap();
+        answers.answering.lock().unwrap().insert(fr);
+        let busy = answers.answer(fr, &[], &RecoverRequest::default()).await.unwrap_err();
+        assert!(matches!(busy, PeerError::Busy(ref text) if text.contains("under way")), "{busy}");
+        answers.answering.lock().unwrap().clear();
+        let answered = answers.answer(fr, &[], &RecoverRequest::default()).await.unwrap();
+        assert!(answered.is_empty(), "nothing exchanged with FR yet");
+        assert!(answers.answering.lock().unwrap().is_empty(), "the gate is open again");
+    }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::peer::receive::Receiver;
+use crate::peer::recovery::RecoveryAnswers;
 use crate::proto::peer_service_server::PeerService;
 use crate::proto::{
     DeliverRequest, DeliverResponse, HelloRequest, HelloResponse, RecoverRequest, RecoverResponse,
@@ -16,6 +17,8 @@ use crate::runtime::context::NodeContext;
 /// The peer service of one node.
 pub struct PeerApi {
     receiver: Receiver,
+    /// `Recover` answers, one at a time per caller.
+    recovery: RecoveryAnswers,
 }
 
 /// A stream of `Recover` batches.
@@ -24,7 +27,7 @@ type RecoverStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<RecoverRespo
 impl PeerApi {
     /// The peer service over a node's shared state.
     pub fn new(context: Arc<NodeContext>) -> Self {
-        Self { receiver: Receiver::new(context) }
+        Self { receiver: Receiver::new(Arc::clone(&context)), recovery: RecoveryAnswers::new(context) }
     }
 }
 
@@ -55,7 +58,7 @@ impl PeerService for PeerApi {
         let certificate = caller_certificate(&request);
         let caller =
             self.receiver.authenticate(crate::trust::tls::caller_identity(&request), &certificate)?;
-        let batches = self.receiver.answer_recovery(caller, &certificate, request.get_ref()).await?;
+        let batches = self.recovery.answer(caller, &certificate, request.get_ref()).await?;
         Ok(Response::new(Box::pin(tokio_stream::iter(batches.into_iter().map(Ok)))))
     }
 }
