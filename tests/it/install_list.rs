@@ -88,34 +88,7 @@ async fn a_node_starts_from_exactly_the_runbooks_install_list() {
     let metrics = hanoi247::config::NodeConfig::load(&config).unwrap().metrics.listen.port();
 
     let stderr = etc.path().join("node.log");
-    let mut node = ChildNode {
-        child: Command::new(env!("CARGO_BIN_EXE_hanoi247"))
-            .args(["node", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap(),
-    };
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = node.child.try_wait().unwrap() {
-            panic!("the node exited ({status}):\n{}", std::fs::read_to_string(&stderr).unwrap_or_default());
-        }
-        let ready = tokio::task::spawn_blocking(move || {
-            std::net::TcpStream::connect(("127.0.0.1", metrics)).is_ok()
-                && http_get(metrics, "/readyz").0 == 200
-        });
-        if ready.await.unwrap() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not ready:\n{}",
-            std::fs::read_to_string(&stderr).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let node = spawn_until_ready(&config, &stderr, metrics).await;
     assert!(node.terminate().await.success());
 
     // And the list is not padded: without the CRL it names, the node does not start.
@@ -140,4 +113,42 @@ async fn a_node_starts_from_exactly_the_runbooks_install_list() {
     };
     let said = std::fs::read_to_string(&stderr).unwrap();
     assert!(!status.success() && said.contains("network-ca.crl"), "{status}: {said}");
+}
+
+/// `hanoi247 node --config config` as a child process (stderr into `log`), once its metrics
+/// listener on `metrics` answers `/readyz` with 200; panics with the log if it exits or is not
+/// ready within the deadline.
+pub(crate) async fn spawn_until_ready(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    metrics: u16,
+) -> ChildNode {
+    let mut node = ChildNode {
+        child: Command::new(env!("CARGO_BIN_EXE_hanoi247"))
+            .args(["node", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    };
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            panic!("the node exited ({status}):\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        let ready = tokio::task::spawn_blocking(move || {
+            std::net::TcpStream::connect(("127.0.0.1", metrics)).is_ok()
+                && http_get(metrics, "/readyz").0 == 200
+        });
+        if ready.await.unwrap() {
+            return node;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready:\n{}",
+            std::fs::read_to_string(log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -10,8 +10,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use hanoi247::config::NodeConfig;
 
@@ -247,35 +245,7 @@ async fn a_node_from_the_kubernetes_config_answers_the_probes() {
         .unwrap();
     let metrics = NodeConfig::load(&config).unwrap().metrics.listen.port();
 
-    let log = etc.path().join("node.log");
-    let mut node = ChildNode {
-        child: Command::new(env!("CARGO_BIN_EXE_hanoi247"))
-            .args(["node", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    };
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = node.child.try_wait().unwrap() {
-            panic!("the node exited ({status}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        let ready = tokio::task::spawn_blocking(move || {
-            std::net::TcpStream::connect(("127.0.0.1", metrics)).is_ok()
-                && http_get(metrics, "/readyz").0 == 200
-        });
-        if ready.await.unwrap() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not ready:\n{}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let node = crate::install_list::spawn_until_ready(&config, &etc.path().join("node.log"), metrics).await;
     // The paths the StatefulSet's probes ask for, and a path it does not: a misspelt probe
     // would get this 404 and restart the pod for ever.
     let statefulset = manifest("statefulset.yaml");
