@@ -426,10 +426,10 @@ async fn message_page(
             let refusal_text = refusal.map(refusal_text);
             // Who to call about it, from the directory: for the node's own staff (those who may
             // read its inbox: officers and operators), not for agencies, which go through them.
-            let peer = console.caller(browser, Action::ListInbox).ok().and_then(|caller| {
-                let peer = crate::store::peer_of(&message);
-                console.desk.list_peers(&caller).peers.into_iter().find(|p| p.peer == peer)
-            });
+            let peer = console
+                .caller(browser, Action::ListInbox)
+                .ok()
+                .and_then(|caller| console.desk.peer(&caller, crate::store::peer_of(&message)));
             let page = pages::message(
                 &viewer.frame(&console.node()),
                 &message,

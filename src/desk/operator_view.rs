@@ -354,29 +354,35 @@ pub fn peers(context: &NodeContext) -> ListPeersResponse {
     warn("the local CA".into(), response.local_ca_expires_at.clone().as_ref());
     response.directory_version = context.directory.current().version;
     for entry in context.peers_listed() {
-        let status = context.peers.get(entry.code);
-        let info = PeerInfo {
-            peer: entry.code.to_string(),
-            name: entry.name.clone(),
-            endpoint: entry.endpoint.clone(),
-            connection: status.connection as i32,
-            last_contact_at: status.last_contact_at.map(timestamp::from_system),
-            round_trip_ms: status.round_trip.map_or(0.0, |rtt| rtt.as_secs_f64() * 1000.0),
-            software_version: status.software_version,
-            certificate_expires_at: status.certificate_expires_at.map(timestamp::from_system),
-            last_error: status.last_error,
-            directory_version: status.directory_version,
-            last_error_at: status.last_error_at.map(timestamp::from_system),
-            languages: entry.languages.clone(),
-            time_zone: entry.time_zone.clone(),
-            phone: entry.phone.clone(),
-            local_time: crate::domain::local_time::local_time_in(&entry.time_zone, SystemTime::now())
-                .unwrap_or_default(),
-        };
+        let info = peer_info(context, &entry);
         warn(format!("{}'s certificate", entry.code), info.certificate_expires_at.as_ref());
         response.peers.push(info);
     }
     response
+}
+
+/// One member as this node sees it: the directory's entry (who to call included) and the peer
+/// board's status.
+pub fn peer_info(context: &NodeContext, entry: &crate::config::DirectoryEntry) -> PeerInfo {
+    let status = context.peers.get(entry.code);
+    PeerInfo {
+        peer: entry.code.to_string(),
+        name: entry.name.clone(),
+        endpoint: entry.endpoint.clone(),
+        connection: status.connection as i32,
+        last_contact_at: status.last_contact_at.map(timestamp::from_system),
+        round_trip_ms: status.round_trip.map_or(0.0, |rtt| rtt.as_secs_f64() * 1000.0),
+        software_version: status.software_version,
+        certificate_expires_at: status.certificate_expires_at.map(timestamp::from_system),
+        last_error: status.last_error,
+        directory_version: status.directory_version,
+        last_error_at: status.last_error_at.map(timestamp::from_system),
+        languages: entry.languages.clone(),
+        time_zone: entry.time_zone.clone(),
+        phone: entry.phone.clone(),
+        local_time: crate::domain::local_time::local_time_in(&entry.time_zone, SystemTime::now())
+            .unwrap_or_default(),
+    }
 }
 
 /// "…expires in 12 days" / "…expired", or nothing when it is further away than the warning period.

@@ -82,6 +82,13 @@ impl Desk {
         operator_view::peers(&self.context)
     }
 
+    /// One member of the directory as this node sees it (who to call about a message), without
+    /// the certificate files the whole peers view reads; `None` when `code` is not a member.
+    pub fn peer(&self, _caller: &Caller, code: &str) -> Option<crate::proto::PeerInfo> {
+        let entry = self.context.peer(code.parse().ok()?)?;
+        Some(operator_view::peer_info(&self.context, &entry))
+    }
+
     /// What proves a message the caller may see: the canonical envelope, its signature and
     /// certificate, the receipt and the network CAs.
     pub async fn get_proof(

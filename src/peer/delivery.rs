@@ -538,7 +538,7 @@ impl PeerDelivery {
     /// shows in the status; delivery finds out for itself.
     async fn hello(&mut self) {
         self.last_hello = Some(std::time::Instant::now());
-        self.hello_every = hello_interval(self.context.peers_listed().len());
+        self.hello_every = hello_interval(self.context.peer_count());
         let request = HelloRequest {
             node: self.context.code().to_string(),
             software_version: SOFTWARE_VERSION.to_owned(),

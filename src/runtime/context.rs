@@ -148,6 +148,12 @@ impl NodeContext {
         self.directory.current().members.iter().filter(|m| m.code != code).cloned().collect()
     }
 
+    /// How many other members the directory in use lists (without copying them).
+    pub fn peer_count(&self) -> usize {
+        let code = self.code();
+        self.directory.current().members.iter().filter(|m| m.code != code).count()
+    }
+
     /// The peers with a queue to show: the members listed now, then any peer that had a delivery
     /// task since start and was removed from the directory (its queued messages stay visible).
     pub fn peers_with_queues(&self) -> Vec<NodeCode> {

@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 use crate::support::*;
 
 /// Runs the real binary with `args` (off the async workers) and returns what it did.
-async fn hanoi247(args: Vec<String>) -> Output {
+pub(crate) async fn hanoi247(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_hanoi247")).args(&args).output().unwrap()
     })
@@ -32,7 +32,7 @@ fn args(parts: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<String> {
     parts.iter().map(|p| p.as_ref().to_string_lossy().into_owned()).collect()
 }
 
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!(
         "status {:?}\nstdout: {}\nstderr: {}",
         output.status,

@@ -4,7 +4,6 @@
 //! named.
 
 use std::collections::BTreeMap;
-use std::process::Output;
 
 use hanoi247::domain::access::Role;
 use hanoi247::proto::{
@@ -16,25 +15,8 @@ use hanoi247::store_proto::StoredMessage;
 use prost::Message as _;
 use tokio_stream::StreamExt;
 
+use crate::backup::{hanoi247, text};
 use crate::support::*;
-
-/// Runs the real binary with `args` (off the async workers).
-async fn hanoi247(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_hanoi247")).args(&args).output().unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// What must come back of a message: direction, state, the envelope as signed, the receipt and
 /// the certificate that signed it (a proof is made of these).
