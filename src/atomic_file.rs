@@ -105,6 +105,24 @@ impl AtomicFile {
     }
 }
 
+impl AtomicFile {
+    /// [`AtomicFile::commit`] under another name in the same directory: for content whose name
+    /// is known only once it is written (a file named by its digest).
+    pub fn commit_as(mut self, target: &Path) -> Result<(), FileError> {
+        if directory_of(target) != directory_of(&self.target) {
+            return Err(FileError {
+                path: target.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not in the temp file's directory: the rename would not be atomic",
+                ),
+            });
+        }
+        self.target = target.to_owned();
+        self.commit()
+    }
+}
+
 impl Drop for AtomicFile {
     fn drop(&mut self) {
         if !self.temp.as_os_str().is_empty() {
@@ -169,6 +187,20 @@ mod tests {
         drop(file);
         assert_eq!(std::fs::read(&path).unwrap(), b"previous");
         assert_eq!(names(dir.path()), ["vn.backup"]);
+    }
+
+    #[test]
+    fn a_file_committed_under_another_name_appears_only_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = AtomicFile::create(&dir.path().join("upload"), PRIVATE, "partial").unwrap();
+        file.write_all(b"content").unwrap();
+        file.commit_as(&dir.path().join("ab12")).unwrap();
+        assert_eq!(names(dir.path()), ["ab12"]);
+        let elsewhere = dir.path().join("sub");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let file = AtomicFile::create(&dir.path().join("upload"), PRIVATE, "partial").unwrap();
+        assert!(file.commit_as(&elsewhere.join("cd34")).is_err(), "only within one directory");
+        assert_eq!(names(dir.path()), ["ab12", "sub"]);
     }
 
     #[test]

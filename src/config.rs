@@ -381,6 +381,14 @@ pub struct RetentionConfig {
     /// How often old events are looked for; default 1 hour.
     #[serde(default = "default_retention_interval", with = "humantime_serde")]
     pub interval: Duration,
+    /// An uploaded attachment that no message lists is removed this long after its upload
+    /// (looked for every `interval`). Default 24 hours.
+    #[serde(default = "default_upload_retention", with = "humantime_serde")]
+    pub uploads: Duration,
+}
+
+fn default_upload_retention() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 fn default_event_retention() -> Duration {
@@ -392,7 +400,11 @@ fn default_retention_interval() -> Duration {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        Self { events: default_event_retention(), interval: default_retention_interval() }
+        Self {
+            events: default_event_retention(),
+            interval: default_retention_interval(),
+            uploads: default_upload_retention(),
+        }
     }
 }
 

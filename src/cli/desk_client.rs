@@ -178,6 +178,56 @@ pub async fn submit_retrying(
     }
 }
 
+/// Bytes per uploaded piece: well under every desk listener's decode limit.
+pub const UPLOAD_PIECE_BYTES: usize = 256 * 1024;
+
+/// Uploads `content` as an attachment named `name` (`media_type`) in pieces; returns what to
+/// list in `Submit` or `Respond`.
+pub async fn upload_attachment(
+    client: &mut DeskClient,
+    name: &str,
+    media_type: &str,
+    content: Vec<u8>,
+) -> Result<crate::proto::Attachment, tonic::Status> {
+    let mut pieces = Vec::new();
+    let mut chunks = content.chunks(UPLOAD_PIECE_BYTES).peekable();
+    if chunks.peek().is_none() {
+        pieces.push(crate::proto::UploadAttachmentRequest {
+            name: name.to_owned(),
+            media_type: media_type.to_owned(),
+            data: Vec::new(),
+        });
+    }
+    for (i, chunk) in chunks.enumerate() {
+        let first = i == 0;
+        pieces.push(crate::proto::UploadAttachmentRequest {
+            name: if first { name.to_owned() } else { String::new() },
+            media_type: if first { media_type.to_owned() } else { String::new() },
+            data: chunk.to_vec(),
+        });
+    }
+    let response = client.upload_attachment(tokio_stream::iter(pieces)).await?.into_inner();
+    response
+        .attachment
+        .ok_or_else(|| tonic::Status::internal("the node answered the upload without an attachment"))
+}
+
+/// The content of attachment `sha256` of message `id`, whole.
+pub async fn download_attachment(
+    client: &mut DeskClient,
+    id: &str,
+    sha256: &[u8],
+) -> Result<Vec<u8>, tonic::Status> {
+    use tokio_stream::StreamExt as _;
+    let request = crate::proto::DownloadAttachmentRequest { id: id.to_owned(), sha256: sha256.to_vec() };
+    let mut pieces = client.download_attachment(request).await?.into_inner();
+    let mut content = Vec::new();
+    while let Some(piece) = pieces.next().await {
+        content.extend_from_slice(&piece?.data);
+    }
+    Ok(content)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1353,6 +1353,7 @@ pub async fn run_client(
                 text,
                 handling_code: code.map_or(HandlingCode::Unspecified, handling) as i32,
                 handling_restrictions: restrictions,
+                attachments: Vec::new(),
             };
             let response = call.run(desk.respond(request)).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);

@@ -97,7 +97,7 @@ impl Desk {
     /// Answers a received request (acknowledging it first if it was not yet) and queues the
     /// response to its origin. Returns the request as stored now.
     pub async fn respond(&self, caller: &Caller, request: RespondRequest) -> Result<Message, DeskError> {
-        let RespondRequest { id, text, handling_code, handling_restrictions } = request;
+        let RespondRequest { id, text, handling_code, handling_restrictions, attachments } = request;
         let id = parse_id_field("id", &id)?;
         check_reply_text("text", &text, &self.context.config.limits)?;
         let conditions = crate::domain::validation::check_response_handling(
@@ -109,6 +109,7 @@ impl Desk {
         if text.trim().is_empty() {
             return Err(FieldError::new("text", "required: the answer").into());
         }
+        let attachments = self.respond_attachments(id, attachments)?;
         let (answered, changed) = self.context.store.write(|changes| {
             let details = format!("an answer of {}", text_digest(&text));
             audit_call(changes, caller, Action::Respond, &id.to_string(), &details);
@@ -141,6 +142,10 @@ impl Desk {
             if let Some((code, restrictions)) = conditions {
                 response.handling_code = code as i32;
                 response.handling_restrictions = restrictions;
+            }
+            if !attachments.is_empty() {
+                response.attachments = attachments;
+                super::attachments::check_still_held(changes, &response)?;
             }
             changed.push(self.queue_reply(changes, response, format!("response to {id}"), String::new())?);
             Ok::<_, DeskError>((answered, changed))

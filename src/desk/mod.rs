@@ -9,6 +9,7 @@
 //! side, the gRPC edge, the console or the node. Nothing here knows of tonic requests or
 //! statuses: errors become gRPC statuses in `rpc::status` and HTTP statuses in the console.
 
+mod attachments;
 mod authorization;
 mod bounds;
 mod error;
@@ -33,6 +34,7 @@ use crate::runtime::context::NodeContext;
 use crate::store::Changes;
 use crate::store_proto::StoredMessage;
 
+pub use attachments::{ATTACHMENT_CONTENT, DownloadStream};
 pub use error::DeskError;
 pub use streams::{AuditListing, AuditStream, BackupStream, EventStream, Watching};
 pub use submission::Submitted;

@@ -143,6 +143,9 @@ impl Desk {
                 }
                 changes.record_client_request(&caller.name, request_id, ClientRequest { message_id, digest });
             }
+            if let Some(envelope) = Some(&envelope).filter(|e| !e.attachments.is_empty()) {
+                super::attachments::check_still_held(changes, envelope)?;
+            }
             let details = format!("to {destination}, {}", precedence.short_name());
             audit_call(changes, caller, Action::Submit, &id, &details);
             queue_signed(
@@ -260,6 +263,8 @@ impl Desk {
         };
         check_envelope(&envelope, &config.limits)?;
         check_times(&envelope, self.context.clock.now(), &config.limits)?;
+        let mut envelope = envelope;
+        self.resolve_attachments(&mut envelope)?;
         Ok(envelope)
     }
 }

@@ -18,6 +18,8 @@ pub const MIN_PRESERVATION_DAYS: u32 = 60;
 pub const MAX_ENVELOPE_BYTES: usize = 1024 * 1024;
 /// Most attachments one envelope may list (the default of `limits.max_attachments`).
 pub const MAX_ATTACHMENTS: usize = 64;
+/// Largest attachment, in bytes (the default of `limits.max_attachment_bytes`).
+pub const MAX_ATTACHMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Largest `Deliver` batch, encoded: receivers refuse larger calls (their decode limit).
 pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
@@ -137,6 +139,7 @@ pub fn check_envelope(envelope: &Envelope, limits: &Limits) -> Result<(), FieldE
             return Err(FieldError::new(format!("attachments[{i}].sha256"), "must be exactly 32 bytes"));
         }
     }
+    check_attachment_sizes(envelope, limits)?;
     let handling = HandlingCode::try_from(envelope.handling_code).unwrap_or(HandlingCode::Unspecified);
     if handling == HandlingCode::Unspecified {
         return Err(FieldError::new("handling_code", "required: H0, H1, H2 or H3"));
@@ -426,6 +429,53 @@ fn check_language(tag: &str) -> Result<(), FieldError> {
     }
 }
 
+/// Checks what an attachment names: a name and a media type, each short and printable (the
+/// rules of an envelope's attachments); the fields are named after `prefix` (e.g.
+/// "attachments[0].").
+pub fn check_attachment_names(
+    prefix: &str,
+    attachment: &crate::proto::Attachment,
+    limits: &Limits,
+) -> Result<(), FieldError> {
+    for (name, value) in [("name", &attachment.name), ("media_type", &attachment.media_type)] {
+        let field = format!("{prefix}{name}");
+        if value.trim().is_empty() {
+            return Err(FieldError::new(field, "required"));
+        }
+        check_chars(field.clone(), value, limits.max_name_chars, "max_name_chars")?;
+        check_safe_text(&field, value, false)?;
+    }
+    Ok(())
+}
+
+/// Refuses attachments over `limits.max_attachment_bytes` each or
+/// `limits.max_envelope_attachment_bytes` together (the sizes the envelope states).
+pub fn check_attachment_sizes(envelope: &Envelope, limits: &Limits) -> Result<(), FieldError> {
+    let mut total: u64 = 0;
+    for (i, attachment) in envelope.attachments.iter().enumerate() {
+        if attachment.size_bytes > limits.max_attachment_bytes {
+            return Err(FieldError::over_limit(
+                format!("attachments[{i}].size_bytes"),
+                format!(
+                    "{} bytes, at most {} (limits.max_attachment_bytes)",
+                    attachment.size_bytes, limits.max_attachment_bytes
+                ),
+            ));
+        }
+        total = total.saturating_add(attachment.size_bytes);
+    }
+    if total > limits.max_envelope_attachment_bytes {
+        return Err(FieldError::over_limit(
+            "attachments",
+            format!(
+                "{total} bytes together, at most {} (limits.max_envelope_attachment_bytes)",
+                limits.max_envelope_attachment_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a list filter `field` with more than `limits.max_filter_values` values.
 pub fn check_filter(field: &str, values: usize, limits: &Limits) -> Result<(), FieldError> {
     if values > limits.max_filter_values {
@@ -454,6 +504,13 @@ pub struct Limits {
     /// Most attachments one envelope may list. Default 64.
     #[serde(default = "default_max_attachments")]
     pub max_attachments: usize,
+    /// Largest attachment, in bytes: an upload beyond it is refused and nothing kept. Default
+    /// 64 MiB.
+    #[serde(default = "default_max_attachment_bytes")]
+    pub max_attachment_bytes: u64,
+    /// Largest total of one envelope's attachments, in bytes. Default 256 MiB.
+    #[serde(default = "default_max_envelope_attachment_bytes")]
+    pub max_envelope_attachment_bytes: u64,
     /// Longest subject, in characters. Default 200.
     #[serde(default = "default_max_subject_chars")]
     pub max_subject_chars: usize,
@@ -540,6 +597,12 @@ fn default_max_batch_envelopes() -> usize {
 fn default_max_attachments() -> usize {
     MAX_ATTACHMENTS
 }
+fn default_max_attachment_bytes() -> u64 {
+    MAX_ATTACHMENT_BYTES
+}
+fn default_max_envelope_attachment_bytes() -> u64 {
+    4 * MAX_ATTACHMENT_BYTES
+}
 fn default_max_subject_chars() -> usize {
     MAX_SUBJECT_CHARS
 }
@@ -598,6 +661,8 @@ impl Default for Limits {
             max_envelope_bytes: default_max_envelope_bytes(),
             max_batch_envelopes: default_max_batch_envelopes(),
             max_attachments: default_max_attachments(),
+            max_attachment_bytes: default_max_attachment_bytes(),
+            max_envelope_attachment_bytes: default_max_envelope_attachment_bytes(),
             max_subject_chars: default_max_subject_chars(),
             max_case_reference_chars: default_max_case_reference_chars(),
             max_body_chars: default_max_body_chars(),

@@ -14,12 +14,13 @@ use crate::domain::access::{Action, Caller};
 use crate::proto::desk_service_server::DeskService;
 use crate::proto::{
     AcknowledgeRequest, AcknowledgeResponse, BackupRequest, BackupResponse, CancelRequest, CancelResponse,
-    DisputePrecedenceRequest, DisputePrecedenceResponse, GetProofRequest, GetProofResponse, GetQueueRequest,
-    GetQueueResponse, GetRequest, GetResponse, GetStatisticsRequest, GetStatisticsResponse, ListAuditRequest,
+    DisputePrecedenceRequest, DisputePrecedenceResponse, DownloadAttachmentRequest,
+    DownloadAttachmentResponse, GetProofRequest, GetProofResponse, GetQueueRequest, GetQueueResponse,
+    GetRequest, GetResponse, GetStatisticsRequest, GetStatisticsResponse, ListAuditRequest,
     ListAuditResponse, ListInboxRequest, ListInboxResponse, ListOutboxRequest, ListOutboxResponse,
     ListPeersRequest, ListPeersResponse, RecoverFromPeersRequest, RecoverFromPeersResponse, RequeueRequest,
-    RequeueResponse, RespondRequest, RespondResponse, SubmitRequest, SubmitResponse, WatchRequest,
-    WatchResponse,
+    RequeueResponse, RespondRequest, RespondResponse, SubmitRequest, SubmitResponse, UploadAttachmentRequest,
+    UploadAttachmentResponse, WatchRequest, WatchResponse,
 };
 
 /// Response header of `Watch`: the sequence number the stream starts after.
@@ -190,6 +191,35 @@ impl DeskService for DeskApi {
         let caller = self.authorize(&request, Action::Backup)?;
         let chunks = self.desk.backup(&caller, request.into_inner()).await?;
         Ok(Response::new(with_statuses(chunks)))
+    }
+
+    async fn upload_attachment(
+        &self,
+        request: Request<tonic::Streaming<UploadAttachmentRequest>>,
+    ) -> Result<Response<UploadAttachmentResponse>, Status> {
+        let caller = self.authorize(&request, Action::UploadAttachment)?;
+        // A stream that breaks is a client gone: what it sent is dropped, nothing is kept.
+        let pieces = request.into_inner().map(|piece| {
+            piece.map_err(|status| {
+                DeskError::Invalid(crate::domain::validation::FieldError::new(
+                    "data",
+                    format!("the upload did not complete ({}); nothing was kept", status.message()),
+                ))
+            })
+        });
+        let attachment = self.desk.upload_attachment(&caller, pieces).await?;
+        Ok(Response::new(UploadAttachmentResponse { attachment: Some(attachment) }))
+    }
+
+    type DownloadAttachmentStream = StatusStream<DownloadAttachmentResponse>;
+
+    async fn download_attachment(
+        &self,
+        request: Request<DownloadAttachmentRequest>,
+    ) -> Result<Response<Self::DownloadAttachmentStream>, Status> {
+        let caller = self.authorize(&request, Action::DownloadAttachment)?;
+        let pieces = self.desk.download_attachment(&caller, request.into_inner()).await?;
+        Ok(Response::new(with_statuses(pieces)))
     }
 
     type ListAuditStream = StatusStream<ListAuditResponse>;

@@ -26,6 +26,8 @@
 //! | `c` "recovered" node-code(2) | the id(16) of the recovery done from that peer, then what came back (UTF-8) |
 //! | `n` id(16) | JSON `Notification` — a notification still to be sent (see `notifications`) |
 //! | `d` id(16) | JSON `Notification` — a notification sent (removed after `[retention] events`) |
+//! | `u` sha256(32) | when that attachment was last uploaded (see `attachments`) |
+//! | `x` sha256(32) id(16) | empty — message `id` lists that attachment (see `attachments`) |
 //!
 //! Invariants: an outbound message has an `o` key exactly while it is QUEUED or WAITING_RETRY; a
 //! request has an `a` key exactly while it waits for an acknowledgement; every new timeline entry
@@ -38,6 +40,7 @@
 //! message it names, so no crash leaves one without the other. Events are removed only oldest first, so those
 //! kept are always `(pruned, events]` without gaps.
 
+pub mod attachments;
 pub mod audit;
 pub mod backup;
 pub mod crash_point;
@@ -795,6 +798,14 @@ impl Changes<'_> {
         let envelope = message.envelope.as_ref().ok_or(StoreError::Malformed("no envelope"))?;
         let id = Uuid::parse_str(&envelope.id).map_err(|_| StoreError::Malformed("id is not a UUID"))?;
         let before = self.get(id)?;
+        if before.is_none() {
+            // Costs nothing for a message without attachments (no read, no key).
+            for attachment in &envelope.attachments {
+                if let Some(digest) = attachments::digest_of(&attachment.sha256) {
+                    self.reference_attachment(&digest, id);
+                }
+            }
+        }
         let seq = stored.seq.to_be_bytes();
         match message.direction() {
             Direction::Outbound => {

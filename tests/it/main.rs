@@ -5,6 +5,7 @@ mod support;
 mod agency_go;
 mod agency_python;
 mod api_paging;
+mod attachments;
 mod audit;
 mod backup;
 mod bad_input;
