@@ -97,6 +97,10 @@ pub enum Command {
         /// Write the message's proof file (JSON) here.
         #[arg(long)]
         proof: Option<PathBuf>,
+        /// Save the attachments of the message and of its replies in this directory (each
+        /// under its name, its SHA-256 checked).
+        #[arg(long, value_name = "DIR")]
+        save_attachments: Option<PathBuf>,
     },
     /// Check a proof file from `show --proof` offline: signatures, certificate chains,
     /// identities and digests; says what it proves or exactly what fails (exit status 7).
@@ -143,6 +147,9 @@ pub enum Command {
         /// The restrictions in words (required with --handling h3).
         #[arg(long, default_value = "")]
         restrictions: String,
+        /// A file to attach to the answer (repeatable).
+        #[arg(long = "attach", value_name = "FILE")]
+        attach: Vec<PathBuf>,
     },
     /// Withdraw a request this node sent.
     Cancel {
@@ -824,6 +831,9 @@ pub struct SendArgs {
     /// statistics.
     #[arg(long)]
     pub exercise: bool,
+    /// A file to attach (repeatable): uploaded first, then listed by its SHA-256.
+    #[arg(long = "attach", value_name = "FILE")]
+    pub attach: Vec<PathBuf>,
     /// The id of the request this one continues.
     #[arg(long, default_value = "")]
     pub in_reply_to: String,
@@ -1275,7 +1285,7 @@ pub async fn run_client(
             }
             Ok(())
         }
-        Command::Show { id: args, proof: Some(path) } => {
+        Command::Show { id: args, proof: Some(path), .. } => {
             let request = crate::proto::GetProofRequest { id: args.id.clone() };
             let (mut desk, call) = connect(&args.client)?;
             let response = call.run(desk.get_proof(request)).await?.into_inner();
@@ -1319,10 +1329,22 @@ pub async fn run_client(
             }
             Ok(())
         }
-        Command::Show { id: args, proof: None } => {
+        Command::Show { id: args, proof: None, save_attachments } => {
             let (mut desk, call) = connect(&args.client)?;
             let got = call.run(desk.get(GetRequest { id: args.id })).await?.into_inner();
             let message = got.message.unwrap_or_default();
+            if let Some(dir) = save_attachments {
+                let saved = save_attachments_to(
+                    &mut desk,
+                    &call,
+                    &dir,
+                    std::iter::once(&message).chain(&got.replies),
+                )
+                .await?;
+                for path in saved {
+                    eprintln!("saved {} (SHA-256 checked)", path.display());
+                }
+            }
             if args.client.json {
                 let mut value = render::message_json(&message);
                 value["replies"] = got.replies.iter().map(render::message_json).collect();
@@ -1346,14 +1368,15 @@ pub async fn run_client(
             print_message(&response.into_inner().dispute.unwrap_or_default(), id.client.json);
             Ok(())
         }
-        Command::Respond { id, text, handling: code, restrictions } => {
+        Command::Respond { id, text, handling: code, restrictions, attach } => {
             let (mut desk, call) = connect(&id.client)?;
+            let attachments = upload_files(&mut desk, &call, &attach).await?;
             let request = RespondRequest {
                 id: id.id,
                 text,
                 handling_code: code.map_or(HandlingCode::Unspecified, handling) as i32,
                 handling_restrictions: restrictions,
-                attachments: Vec::new(),
+                attachments,
             };
             let response = call.run(desk.respond(request)).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
@@ -1572,6 +1595,93 @@ fn print_list(messages: &[Message], json: bool, next_page_token: &str) {
     }
 }
 
+/// Uploads each file (its name, a media type from its extension) and returns what to list.
+async fn upload_files(
+    desk: &mut DeskClient,
+    call: &Call,
+    paths: &[PathBuf],
+) -> Result<Vec<crate::proto::Attachment>, CliError> {
+    let mut attachments = Vec::new();
+    for path in paths {
+        let content = std::fs::read(path).map_err(|source| CliError::File { path: path.clone(), source })?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let uploaded =
+            call.run(desk_client::upload_attachment(desk, &name, media_type_of(path), content)).await?;
+        attachments.push(uploaded);
+    }
+    Ok(attachments)
+}
+
+/// The media type of a file by its extension (what desks commonly exchange), else
+/// application/octet-stream.
+fn media_type_of(path: &std::path::Path) -> &'static str {
+    let extension = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    match extension.as_str() {
+        "csv" => "text/csv",
+        "txt" | "log" => "text/plain",
+        "json" => "application/json",
+        "pdf" => "application/pdf",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "zip" => "application/zip",
+        "eml" => "message/rfc822",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Downloads the attachments `messages` list into `dir` (created if needed), each under its
+/// file name (a bare name: no directory of the sender's choosing), checking every SHA-256; a
+/// name already taken gets the digest's first hex digits before it. Returns the files written.
+async fn save_attachments_to<'a>(
+    desk: &mut DeskClient,
+    call: &Call,
+    dir: &std::path::Path,
+    messages: impl Iterator<Item = &'a crate::proto::Message>,
+) -> Result<Vec<PathBuf>, CliError> {
+    std::fs::create_dir_all(dir).map_err(|source| CliError::File { path: dir.to_owned(), source })?;
+    let mut saved = Vec::new();
+    for message in messages {
+        let Some(envelope) = message.envelope.as_ref() else { continue };
+        for attachment in &envelope.attachments {
+            let content =
+                call.run(desk_client::download_attachment(desk, &envelope.id, &attachment.sha256)).await?;
+            let digest = ring::digest::digest(&ring::digest::SHA256, &content);
+            if digest.as_ref() != attachment.sha256.as_slice() {
+                return Err(CliError::Proof(format!(
+                    "attachment {} of {}: the content downloaded has SHA-256 {}, the envelope lists {}; nothing saved",
+                    crate::domain::text::printable(&attachment.name, false),
+                    envelope.id,
+                    hex::encode(digest.as_ref()),
+                    hex::encode(&attachment.sha256)
+                )));
+            }
+            let name = safe_file_name(&attachment.name, &attachment.sha256);
+            let mut path = dir.join(&name);
+            if path.exists() || saved.contains(&path) {
+                path = dir.join(format!("{}-{name}", &hex::encode(&attachment.sha256)[..12]));
+            }
+            crate::atomic_file::write_private(&path, &content).map_err(|source| CliError::File {
+                path: path.clone(),
+                source: std::io::Error::other(source),
+            })?;
+            saved.push(path);
+        }
+    }
+    Ok(saved)
+}
+
+/// A file name for a foreign attachment name: its last path component, without leading dots
+/// or characters a shell or file system would take otherwise; the digest when nothing is left.
+fn safe_file_name(name: &str, sha256: &[u8]) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = last
+        .chars()
+        .map(|c| if c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ' ') { c } else { '_' })
+        .collect();
+    let cleaned = cleaned.trim_start_matches('.').trim().to_owned();
+    if cleaned.is_empty() { hex::encode(sha256) } else { cleaned }
+}
+
 async fn send(args: SendArgs) -> Result<(), CliError> {
     let body = match (&args.body, &args.body_file) {
         (Some(body), _) => body.clone(),
@@ -1580,6 +1690,8 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
         }
         (None, None) => String::new(),
     };
+    let (mut desk, call) = connect(&args.client)?;
+    let attachments = upload_files(&mut desk, &call, &args.attach).await?;
     let request = SubmitRequest {
         destination: args.to.clone(),
         request_type: request_type(args.request_type) as i32,
@@ -1590,7 +1702,7 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
         language: args.language.clone(),
         expires_at: args.expires_in.map(crate::domain::timestamp::after),
         in_reply_to: args.in_reply_to.clone(),
-        attachments: Vec::new(),
+        attachments,
         handling_code: handling(args.handling) as i32,
         handling_restrictions: args.restrictions.clone(),
         preservation: preservation_from_fields(&args.fields)?,
@@ -1599,7 +1711,6 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
         exercise: args.exercise,
     };
     let request_id = request.client_request_id.clone();
-    let (mut desk, call) = connect(&args.client)?;
     let mut retry = desk_client::SubmitRetry::default();
     // `--timeout` bounds each attempt; the retries themselves are bounded in count.
     if let Some(limit) = args.client.timeout {

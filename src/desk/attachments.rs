@@ -29,8 +29,7 @@ const PIECE_BYTES: usize = 256 * 1024;
 /// The media type of an upload that names none.
 const DEFAULT_MEDIA_TYPE: &str = "application/octet-stream";
 
-/// The capability a peer's `Hello` lists (in `envelope_fields`) when it takes attachments' content.
-pub const ATTACHMENT_CONTENT: &str = "attachment_content";
+use crate::runtime::context::ATTACHMENT_CONTENT;
 
 impl Desk {
     /// Stores the content `pieces` carry as an attachment and answers what to list for it, once

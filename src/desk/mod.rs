@@ -34,7 +34,7 @@ use crate::runtime::context::NodeContext;
 use crate::store::Changes;
 use crate::store_proto::StoredMessage;
 
-pub use attachments::{ATTACHMENT_CONTENT, DownloadStream};
+pub use attachments::DownloadStream;
 pub use error::DeskError;
 pub use streams::{AuditListing, AuditStream, BackupStream, EventStream, Watching};
 pub use submission::Submitted;

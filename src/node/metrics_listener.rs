@@ -143,6 +143,31 @@ async fn scrape(State((context, writable, _)): State<AppState>) -> impl IntoResp
         "Notifications waiting to be sent, by target",
         metrics.notifications_pending.clone(),
     );
+    registry.register(
+        "attachment_bytes_sent",
+        "Attachment bytes sent to peers",
+        metrics.attachment_bytes_sent.clone(),
+    );
+    registry.register(
+        "attachment_bytes_received",
+        "Attachment bytes received from peers and synced to the disk",
+        metrics.attachment_bytes_received.clone(),
+    );
+    registry.register(
+        "attachment_transfers_in_flight",
+        "Attachment transfers to peers under way",
+        metrics.attachment_transfers_in_flight.clone(),
+    );
+    registry.register(
+        "attachment_transfers_failed",
+        "Attachment transfers to peers that failed (retried with the delivery's backoff)",
+        metrics.attachment_transfers_failed.clone(),
+    );
+    registry.register(
+        "attachment_pieces_refused",
+        "Attachment pieces refused from peers because their SHA-256 did not match",
+        metrics.attachment_pieces_refused.clone(),
+    );
     let writable = *writable.borrow();
     registry.register_collector(Box::new(NodeCollector(Arc::clone(&context), writable)));
     let mut text = String::new();

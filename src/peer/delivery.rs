@@ -43,6 +43,11 @@ use crate::store_proto::StoredMessage;
 use crate::trust::signing::SigningError;
 use crate::trust::tls::{self, Dial};
 
+/// Whether a stored message's envelope lists attachments (no store read).
+fn has_attachments(stored: &StoredMessage) -> bool {
+    stored.message.as_ref().and_then(|m| m.envelope.as_ref()).is_some_and(|e| !e.attachments.is_empty())
+}
+
 /// Never retry sooner than this, so a short bound cannot turn into a busy loop.
 const MIN_RETRY: Duration = Duration::from_millis(50);
 /// How far ahead of the batch the task looks for expired messages.
@@ -326,6 +331,28 @@ impl PeerDelivery {
                             return Err(error);
                         }
                     };
+                    // The content of the batch's attachments first: the peer receipts an
+                    // envelope only once it holds them. Costs nothing without attachments.
+                    if batch.iter().any(has_attachments)
+                        && let Err(error) = self.push_attachments(&batch).await
+                    {
+                        let ids: Vec<Uuid> = batch.iter().map(message_id).collect();
+                        self.unmark(ids);
+                        self.context.metrics.attachment_transfers_failed.inc();
+                        self.failures = self.failures.saturating_add(1);
+                        let delay = self.retry_delay(self.failures);
+                        self.backoff_until = Some(Instant::now() + delay);
+                        let error = match error {
+                            crate::peer::transfer::PushError::Status(status) => {
+                                format!("attachment transfer: {}", describe(&status))
+                            }
+                            other => other.to_string(),
+                        };
+                        tracing::warn!(peer = %self.peer.code, %error, attempt = self.failures, retry_in = ?delay, "attachment transfer failed");
+                        self.record_peer_failure(&error, delay);
+                        self.record_failures(batch, &error, delay).await?;
+                        continue;
+                    }
                     if !batch.is_empty() {
                         self.send(batch);
                     }
@@ -394,6 +421,28 @@ impl PeerDelivery {
             self.expire(expired).await?;
         }
         Ok(if due.is_empty() { Pick::Nothing(next_retry) } else { Pick::Batch(due) })
+    }
+
+    /// Pushes the content of every attachment `batch` lists to the peer (see `transfer`), unless
+    /// the peer said in `Hello` that it does not take attachments' content (an older version: it
+    /// gets the envelopes as before).
+    async fn push_attachments(
+        &mut self,
+        batch: &[StoredMessage],
+    ) -> Result<(), crate::peer::transfer::PushError> {
+        if self.context.peers.known_not_to_read(self.peer.code, crate::runtime::context::ATTACHMENT_CONTENT) {
+            return Ok(());
+        }
+        let mut pushed = HashSet::new();
+        for stored in batch {
+            let Some(envelope) = stored.message.as_ref().and_then(|m| m.envelope.as_ref()) else { continue };
+            for attachment in &envelope.attachments {
+                if pushed.insert(attachment.sha256.clone()) {
+                    crate::peer::transfer::push(&self.context, &mut self.client, attachment).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sends one batch as the next of the current session, without waiting for the answer.

@@ -11,4 +11,5 @@ pub mod batch_order;
 pub mod delivery;
 pub mod receive;
 pub mod recovery;
+pub mod transfer;
 pub mod witness;

@@ -178,7 +178,17 @@ impl Receiver {
             batches: Some(&self.batches),
             batch_receipts: accepts_batch_receipts,
         };
-        let checks = check_envelopes(config, sender, &envelopes, Some(&signing), self.context.clock.now());
+        let mut checks =
+            check_envelopes(config, sender, &envelopes, Some(&signing), self.context.clock.now());
+        for (check, envelope) in checks.iter_mut().zip(&envelopes) {
+            // Only an envelope with attachments costs a look at the disk.
+            if check.is_ok()
+                && !envelope.attachments.is_empty()
+                && let Err(field) = self.context.store.check_held(envelope)
+            {
+                *check = Err(field);
+            }
+        }
         let turn = self
             .batch_order
             .admit(

@@ -8,9 +8,11 @@ use tonic::{Request, Response, Status};
 
 use crate::peer::receive::Receiver;
 use crate::peer::recovery::RecoveryAnswers;
+use crate::peer::transfer::Transfers;
 use crate::proto::peer_service_server::PeerService;
 use crate::proto::{
-    DeliverRequest, DeliverResponse, HelloRequest, HelloResponse, RecoverRequest, RecoverResponse,
+    DeliverRequest, DeliverResponse, HelloRequest, HelloResponse, PutAttachmentRequest,
+    PutAttachmentResponse, RecoverRequest, RecoverResponse,
 };
 use crate::runtime::context::NodeContext;
 
@@ -19,6 +21,8 @@ pub struct PeerApi {
     receiver: Receiver,
     /// `Recover` answers, one at a time per caller.
     recovery: RecoveryAnswers,
+    /// `PutAttachment` pieces, written one at a time.
+    transfers: Transfers,
 }
 
 /// A stream of `Recover` batches.
@@ -27,7 +31,11 @@ type RecoverStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<RecoverRespo
 impl PeerApi {
     /// The peer service over a node's shared state.
     pub fn new(context: Arc<NodeContext>) -> Self {
-        Self { receiver: Receiver::new(Arc::clone(&context)), recovery: RecoveryAnswers::new(context) }
+        Self {
+            receiver: Receiver::new(Arc::clone(&context)),
+            transfers: Transfers::new(Arc::clone(&context)),
+            recovery: RecoveryAnswers::new(context),
+        }
     }
 }
 
@@ -50,6 +58,26 @@ impl PeerService for PeerApi {
         let caller =
             self.receiver.authenticate(crate::trust::tls::caller_identity(&request), &certificate)?;
         Ok(Response::new(self.receiver.hello_witnessed(caller, &certificate, request.get_ref()).await))
+    }
+
+    async fn put_attachment(
+        &self,
+        request: Request<tonic::Streaming<PutAttachmentRequest>>,
+    ) -> Result<Response<PutAttachmentResponse>, Status> {
+        use tokio_stream::StreamExt as _;
+        let certificate = caller_certificate(&request);
+        let sender =
+            self.receiver.authenticate(crate::trust::tls::caller_identity(&request), &certificate)?;
+        // A stream that breaks ends the call; what was synced stays for the sender to resume.
+        let pieces = request.into_inner().map(|piece| {
+            piece.map_err(|status| {
+                crate::peer::receive::PeerError::Invalid(crate::domain::validation::FieldError::new(
+                    "data",
+                    format!("the transfer broke off ({}); what arrived before is kept", status.message()),
+                ))
+            })
+        });
+        Ok(Response::new(self.transfers.take(sender, pieces).await?))
     }
 
     type RecoverStream = RecoverStream;

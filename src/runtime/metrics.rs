@@ -45,6 +45,16 @@ pub struct Metrics {
     pub notifications_failed: Family<Labels, Counter>,
     /// Notifications waiting to be sent, by target (set by each target's sender).
     pub notifications_pending: Family<Labels, Gauge>,
+    /// Attachment bytes sent to peers (`PutAttachment`).
+    pub attachment_bytes_sent: Counter,
+    /// Attachment bytes received from peers and synced to the disk.
+    pub attachment_bytes_received: Counter,
+    /// Attachment pushes to peers under way.
+    pub attachment_transfers_in_flight: Gauge,
+    /// Attachment pushes to peers that failed (each is retried with the delivery's backoff).
+    pub attachment_transfers_failed: Counter,
+    /// Attachment pieces refused from peers because their digest did not match.
+    pub attachment_pieces_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -64,6 +74,11 @@ impl Default for Metrics {
             notifications_sent: Family::default(),
             notifications_failed: Family::default(),
             notifications_pending: Family::default(),
+            attachment_bytes_sent: Counter::default(),
+            attachment_bytes_received: Counter::default(),
+            attachment_transfers_in_flight: Gauge::default(),
+            attachment_transfers_failed: Counter::default(),
+            attachment_pieces_refused: Counter::default(),
         }
     }
 }

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::{Changes, Store, StoreError, prefixed};
 use crate::atomic_file::{AtomicFile, FileError, PRIVATE};
+use crate::domain::validation::FieldError;
 
 /// The directory under the data directory that holds attachments.
 pub const DIRECTORY: &str = "attachments";
@@ -202,6 +203,41 @@ impl Changes<'_> {
         let mut key = prefixed(b'x', digest);
         key.extend_from_slice(id.as_bytes());
         self.batch.insert(key, []);
+    }
+}
+
+impl Store {
+    /// Refuses (naming the field) an envelope that lists an attachment this node does not hold whole.
+    /// Free for an envelope without attachments.
+    pub fn check_held(&self, envelope: &crate::proto::Envelope) -> Result<(), FieldError> {
+        for (i, attachment) in envelope.attachments.iter().enumerate() {
+            let field = format!("attachments[{i}].sha256");
+            let Some(digest) = digest_of(&attachment.sha256) else {
+                return Err(FieldError::new(field, "must be exactly 32 bytes"));
+            };
+            match self.attachment_size(&digest) {
+                Ok(Some(size)) if size == attachment.size_bytes => {}
+                Ok(Some(size)) => {
+                    return Err(FieldError::new(
+                        format!("attachments[{i}].size_bytes"),
+                        format!(
+                            "{} bytes listed, the content with this digest has {size}",
+                            attachment.size_bytes
+                        ),
+                    ));
+                }
+                Ok(None) => {
+                    return Err(FieldError::new(
+                        field,
+                        "this node does not hold the attachment's content yet: send it first (PutAttachment)",
+                    ));
+                }
+                Err(error) => {
+                    return Err(FieldError::new(field, format!("cannot be read here now: {error}")));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,14 @@
 
 use hanoi247::cli::desk_client::{DeskClient, download_attachment, upload_attachment};
 use hanoi247::domain::access::Role;
-use hanoi247::proto::{Attachment, GetRequest, Precedence, SubmitRequest};
+use std::time::Duration;
+
+use hanoi247::domain::timestamp;
+use hanoi247::proto::delivery_result::Outcome;
+use hanoi247::proto::{
+    Attachment, DeliverRequest, Envelope, EnvelopeKind, GetRequest, HandlingCode, MessageState, Precedence,
+    PutAttachmentRequest, RequestType, RespondRequest, SubmitRequest,
+};
 
 use crate::support::*;
 
@@ -155,4 +162,156 @@ async fn oversized_and_too_many_attachments_are_refused_naming_the_limit_and_not
     assert_over_limit(&status, "attachments", "max_envelope_attachment_bytes");
     assert!(outbox(&mut vn).await.is_empty(), "nothing stored");
     submit(&mut vn, with_attachments("FR", vec![a, c])).await;
+}
+
+/// A piece of content for `PutAttachment`.
+fn piece(content: &[u8], offset: usize, len: usize) -> PutAttachmentRequest {
+    let data = content[offset..offset + len].to_vec();
+    PutAttachmentRequest {
+        sha256: sha256(content),
+        size_bytes: content.len() as u64,
+        offset: offset as u64,
+        piece_sha256: sha256(&data),
+        data,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_content_travels_before_its_envelope_and_both_ends_serve_the_same_digest() {
+    let clients = [("VN", "police", Role::Agency), ("FR", "duty", Role::Officer)];
+    let mut net = Network::with_clients(&["VN", "FR"], &clients).await;
+    net.start("VN").await;
+    net.start("FR").await;
+    let (mut police, mut fr) = (net.desk_as("VN", "police"), net.desk_as("FR", "duty"));
+
+    let evidence = content(3 * 1024 * 1024 + 17, 9);
+    let uploaded = upload(&mut police, "subscriber.csv", &evidence).await;
+    let id = submit(&mut police, with_attachments("FR", vec![uploaded.clone()])).await;
+    wait_state(&mut police, &id, MessageState::Delivered).await;
+    // FR receipted it: the content is on its disk, and it serves the digest VN sent.
+    assert_eq!(download_attachment(&mut fr, &id, &uploaded.sha256).await.unwrap(), evidence);
+
+    // The answer carries evidence back, to the agency that asked.
+    let answer = upload(&mut fr, "records.txt", b"the subscriber's records").await;
+    fr.respond(RespondRequest {
+        id: id.clone(),
+        text: "attached".into(),
+        attachments: vec![answer.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let response = {
+        let mut found = None;
+        eventually("the response at VN", async || {
+            let got = police.get(GetRequest { id: id.clone() }).await.unwrap().into_inner();
+            found = got
+                .replies
+                .into_iter()
+                .find(|r| r.envelope.as_ref().is_some_and(|e| e.kind() == EnvelopeKind::Response));
+            found.is_some()
+        })
+        .await;
+        found.unwrap()
+    };
+    let response_id = response.envelope.as_ref().unwrap().id.clone();
+    assert_eq!(response.envelope.unwrap().attachments, std::slice::from_ref(&answer));
+    assert_eq!(
+        download_attachment(&mut police, &response_id, &answer.sha256).await.unwrap(),
+        b"the subscriber's records"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_piece_is_refused_and_content_with_a_wrong_digest_never_gets_a_receipt() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.start("FR").await;
+    let mut peer = net.peer_client("VN", "FR");
+    let fr_dir = net.config("FR").data_dir;
+    let evidence = content(300_000, 5);
+
+    // The first piece goes in; a tampered second piece is refused and nothing of it kept.
+    let answer = peer.put_attachment(tokio_stream::iter([piece(&evidence, 0, 100_000)])).await.unwrap();
+    assert_eq!((answer.get_ref().offset, answer.get_ref().complete), (100_000, false));
+    let mut tampered = piece(&evidence, 100_000, 100_000);
+    tampered.data[7] ^= 1;
+    let status = peer.put_attachment(tokio_stream::iter([tampered])).await.unwrap_err();
+    assert_names(&status, tonic::Code::InvalidArgument, "piece_sha256");
+    // Sent again as it is: taken, from where FR stands.
+    let probe = PutAttachmentRequest { data: Vec::new(), piece_sha256: Vec::new(), ..piece(&evidence, 0, 0) };
+    let answer = peer.put_attachment(tokio_stream::iter([probe])).await.unwrap().into_inner();
+    assert_eq!(answer.offset, 100_000, "the tampered piece left nothing");
+    let rest = [piece(&evidence, 100_000, 100_000), piece(&evidence, 200_000, 100_000)];
+    let answer = peer.put_attachment(tokio_stream::iter(rest)).await.unwrap().into_inner();
+    assert!(answer.complete);
+    assert_eq!(
+        std::fs::read(fr_dir.join("attachments").join(hex::encode(sha256(&evidence)))).unwrap(),
+        evidence
+    );
+
+    // Content that does not have the digest it is sent under is discarded whole...
+    let claimed = sha256(b"what the envelope says");
+    let mut lying = piece(&evidence, 0, 1000);
+    lying.sha256 = claimed.clone();
+    lying.size_bytes = 1000;
+    let status = peer.put_attachment(tokio_stream::iter([lying])).await.unwrap_err();
+    assert_names(&status, tonic::Code::InvalidArgument, "sha256");
+    assert!(!fr_dir.join("attachments").join(hex::encode(&claimed)).exists());
+    assert!(
+        std::fs::read_dir(fr_dir.join("attachments").join("incoming")).unwrap().next().is_none(),
+        "nothing partial kept"
+    );
+
+    // ...and an envelope listing it gets no receipt: refused by field, nothing stored.
+    let listed = Attachment {
+        name: "a.bin".into(),
+        media_type: "application/octet-stream".into(),
+        size_bytes: 1000,
+        sha256: claimed,
+    };
+    let envelope = signed_request(&net, "VN", "FR", |e| e.attachments.push(listed.clone()));
+    let results = peer
+        .deliver(DeliverRequest { envelopes: vec![envelope], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    match &results[0].outcome {
+        Some(Outcome::Refusal(refusal)) => {
+            assert!(refusal.message.starts_with("attachments[0].sha256:"), "{}", refusal.message)
+        }
+        other => panic!("a receipt without the content: {other:?}"),
+    }
+    assert!(inbox(&mut net.desk("FR")).await.is_empty(), "nothing stored");
+}
+
+/// A valid request envelope from `origin` to `destination`, signed as `origin` would sign it.
+fn signed_request(
+    net: &Network,
+    origin: &str,
+    destination: &str,
+    change: impl FnOnce(&mut Envelope),
+) -> Envelope {
+    let mut envelope = Envelope {
+        id: uuid::Uuid::now_v7().to_string(),
+        origin: origin.into(),
+        destination: destination.into(),
+        kind: EnvelopeKind::Request as i32,
+        request_type: RequestType::TechnicalAdvice as i32,
+        precedence: Precedence::Routine as i32,
+        case_reference: format!("{origin}-2026-00000001"),
+        subject: "advice".into(),
+        language: "en".into(),
+        created_at: Some(timestamp::now()),
+        expires_at: Some(timestamp::after(Duration::from_secs(3600))),
+        handling_code: HandlingCode::H0 as i32,
+        ..Default::default()
+    };
+    change(&mut envelope);
+    let config = net.config(origin);
+    let signer =
+        hanoi247::trust::signing::Signer::load(&config.tls.cert, &config.tls.key, &config.tls.network_ca)
+            .unwrap();
+    signer.sign_envelope(&mut envelope).unwrap();
+    envelope
 }
