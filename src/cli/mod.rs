@@ -1631,7 +1631,8 @@ fn media_type_of(path: &std::path::Path) -> &'static str {
 
 /// Downloads the attachments `messages` list into `dir` (created if needed), each under its
 /// file name (a bare name: no directory of the sender's choosing), checking every SHA-256; a
-/// name already taken gets the digest's first hex digits before it. Returns the files written.
+/// name already taken by other content gets the digest's first hex digits before it. Returns
+/// the files written.
 async fn save_attachments_to<'a>(
     desk: &mut DeskClient,
     call: &Call,
@@ -1657,7 +1658,11 @@ async fn save_attachments_to<'a>(
             }
             let name = safe_file_name(&attachment.name, &attachment.sha256);
             let mut path = dir.join(&name);
-            if path.exists() || saved.contains(&path) {
+            // The same content saved before (show run again) is written again under its name.
+            let same = std::fs::read(&path).is_ok_and(|held| {
+                ring::digest::digest(&ring::digest::SHA256, &held).as_ref() == attachment.sha256.as_slice()
+            });
+            if (path.exists() && !same) || saved.contains(&path) {
                 path = dir.join(format!("{}-{name}", &hex::encode(&attachment.sha256)[..12]));
             }
             crate::atomic_file::write_private(&path, &content).map_err(|source| CliError::File {

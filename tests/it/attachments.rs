@@ -315,3 +315,92 @@ fn signed_request(
     signer.sign_envelope(&mut envelope).unwrap();
     envelope
 }
+
+/// Runs the `hanoi247` binary (off the async workers); its success, stdout and stderr.
+async fn cli(args: Vec<String>) -> (bool, String, String) {
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hanoi247")).args(&args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| (*a).to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_attaches_files_to_send_and_respond_and_saves_them_with_their_digests_checked() {
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.start("VN").await;
+    net.start("FR").await;
+    let files = net.dir().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let csv = content(700_000, 1);
+    std::fs::write(files.join("logs.csv"), &csv).unwrap();
+    std::fs::write(files.join("note.txt"), b"see the logs").unwrap();
+    std::fs::write(files.join("answer.bin"), content(1000, 2)).unwrap();
+    let (vn_config, fr_config) = (net.client_config_path("VN"), net.client_config_path("FR"));
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+
+    let mut send = args(&["send", "--to", "FR", "--type", "technical-advice", "--precedence", "routine"]);
+    send.extend(args(&["--subject", "with files", "--config"]));
+    send.push(path(&vn_config));
+    send.extend([
+        "--attach".into(),
+        path(&files.join("logs.csv")),
+        "--attach".into(),
+        path(&files.join("note.txt")),
+    ]);
+    let (ok, stdout, stderr) = cli(send).await;
+    assert!(ok, "send failed: {stderr}");
+    let id = stdout.split_whitespace().next().unwrap().to_owned();
+    let mut fr = net.desk("FR");
+    let received = wait_state(&mut fr, &id, MessageState::Received).await;
+    let listed: Vec<_> = received
+        .envelope
+        .unwrap()
+        .attachments
+        .iter()
+        .map(|a| (a.name.clone(), a.media_type.clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        [("logs.csv".to_owned(), "text/csv".to_owned()), ("note.txt".to_owned(), "text/plain".to_owned())]
+    );
+
+    let mut respond = args(&["respond", &id, "--text", "answered", "--config"]);
+    respond.push(path(&fr_config));
+    respond.extend(["--attach".into(), path(&files.join("answer.bin"))]);
+    let (ok, _, stderr) = cli(respond).await;
+    assert!(ok, "respond failed: {stderr}");
+    let mut vn = net.desk("VN");
+    wait_state(&mut vn, &id, MessageState::Answered).await;
+    let saved = net.dir().join("saved");
+    eventually("the response's attachment at VN", async || {
+        let mut show = args(&["show", &id, "--config"]);
+        show.push(path(&vn_config));
+        show.extend(["--save-attachments".into(), path(&saved)]);
+        let (ok, _, _) = cli(show).await;
+        ok && saved.join("answer.bin").exists()
+    })
+    .await;
+    assert_eq!(std::fs::read(saved.join("logs.csv")).unwrap(), csv);
+    assert_eq!(std::fs::read(saved.join("note.txt")).unwrap(), b"see the logs");
+    assert_eq!(std::fs::read(saved.join("answer.bin")).unwrap(), content(1000, 2));
+    let mut names: Vec<_> = std::fs::read_dir(&saved).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["answer.bin", "logs.csv", "note.txt"], "saved again: the same names");
+
+    // A file that cannot be read: refused before anything is sent.
+    let before = outbox(&mut vn).await.len();
+    let mut missing = args(&["send", "--to", "FR", "--type", "technical-advice", "--precedence", "routine"]);
+    missing.extend(args(&["--subject", "no file", "--config"]));
+    missing.push(path(&vn_config));
+    missing.extend(["--attach".into(), path(&files.join("nowhere.pdf"))]);
+    let (ok, _, stderr) = cli(missing).await;
+    assert!(!ok && stderr.contains("nowhere.pdf"), "{stderr}");
+    assert_eq!(outbox(&mut vn).await.len(), before, "nothing sent");
+}
