@@ -404,3 +404,76 @@ async fn the_cli_attaches_files_to_send_and_respond_and_saves_them_with_their_di
     assert!(!ok && stderr.contains("nowhere.pdf"), "{stderr}");
     assert_eq!(outbox(&mut vn).await.len(), before, "nothing sent");
 }
+
+/// Acceptance 1 of issue 16: 40 MiB from VN to FR through a connection cut every 7 MiB, FR
+/// killed with SIGKILL once mid-transfer. The transfer resumes from what FR's disk holds each
+/// time; FR's receipt arrives, the file FR serves has the digest VN sent, and the proof verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_mib_arrive_through_cuts_and_a_sigkill_and_the_proof_verifies() {
+    use crate::support::proxy::{Fault, Flow, Proxy};
+    let net = Network::new(&["VN", "FR"]).await;
+    let fr_peer = std::net::SocketAddr::from(([127, 0, 0, 1], net.config("FR").listen.peer.port()));
+    let proxy =
+        Proxy::with_fault(fr_peer, Fault::CutAfter { bytes: 7 << 20, direction: Flow::ClientToServer }).await;
+    net.route_peer("VN", "FR", &format!("127.0.0.1:{}", proxy.port()));
+    let fr_process = net.spawn("FR").await;
+    let _vn_process = net.spawn("VN").await;
+    let mut vn = net.desk("VN");
+
+    let evidence = content(40 << 20, 3);
+    let uploaded = upload(&mut vn, "disk-image.bin", &evidence).await;
+    let id = submit(&mut vn, with_attachments("FR", vec![uploaded.clone()])).await;
+
+    // FR is killed once it holds part of the content, and comes back on the same ports.
+    let partial = net
+        .config("FR")
+        .data_dir
+        .join("attachments")
+        .join("incoming")
+        .join(format!("{}.partial", hex::encode(&uploaded.sha256)));
+    eventually("FR holding part of the content", async || {
+        std::fs::metadata(&partial).is_ok_and(|m| m.len() >= 4 << 20)
+    })
+    .await;
+    fr_process.kill9();
+    let held_at_kill = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    let _fr_process = net.spawn("FR").await;
+
+    // Long enough for 40 MiB in a debug build through the cuts and the restart.
+    let deadline = tokio::time::Instant::now() + 4 * DEADLINE;
+    loop {
+        let got = vn.get(GetRequest { id: id.clone() }).await.unwrap().into_inner().message.unwrap();
+        if got.state() == MessageState::Delivered {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not delivered: {:?} {}",
+            got.state(),
+            got.last_error
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("FR held {held_at_kill} bytes when killed; proxy: {}", proxy.stats().summary());
+    let cuts = proxy.stats().cut_after_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(cuts >= 3, "the connection was cut several times: {}", proxy.stats().summary());
+    assert!(held_at_kill > 0, "FR kept what it had synced across the SIGKILL");
+    let up = proxy.stats().bytes_up.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(up < 2 * (40 << 20), "resumed, not sent again from the start each time: {up} bytes up");
+
+    // FR serves the digest VN sent.
+    let served = download_attachment(&mut net.desk("FR"), &id, &uploaded.sha256).await.unwrap();
+    assert_eq!(sha256(&served), uploaded.sha256);
+
+    // The proof of origin and receipt (which covers the digest) verifies offline.
+    let proof = net.dir().join("proof.json");
+    let vn_config = net.client_config_path("VN");
+    let show =
+        args(&["show", &id, "--proof", proof.to_str().unwrap(), "--config", vn_config.to_str().unwrap()]);
+    let (ok, _, stderr) = cli(show).await;
+    assert!(ok, "show --proof: {stderr}");
+    let (ok, stdout, stderr) = cli(args(&["verify", proof.to_str().unwrap()])).await;
+    assert!(ok, "verify: {stdout} {stderr}");
+    let text = std::fs::read_to_string(&proof).unwrap();
+    assert!(text.contains(&hex::encode(&uploaded.sha256)), "the proof shows the attachment's digest");
+}
