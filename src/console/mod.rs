@@ -39,9 +39,9 @@ use crate::desk::{Desk, DeskError};
 use crate::domain::access::{Action, Caller};
 use crate::domain::identity::{Identity, identity_of_cert};
 use crate::proto::{
-    AcknowledgeRequest, CancelRequest, DisputePrecedenceRequest, GetProofRequest, GetQueueResponse,
-    GetRequest, GetStatisticsRequest, GetStatisticsResponse, HandlingCode, ListInboxRequest,
-    ListOutboxRequest, Precedence, RequeueRequest, RespondRequest, WatchRequest,
+    AcknowledgeRequest, CancelRequest, DisputePrecedenceRequest, DownloadAttachmentRequest, GetProofRequest,
+    GetQueueResponse, GetRequest, GetStatisticsRequest, GetStatisticsResponse, HandlingCode,
+    ListInboxRequest, ListOutboxRequest, Precedence, RequeueRequest, RespondRequest, WatchRequest,
 };
 use crate::runtime::context::NodeContext;
 use crate::store::StoreError;
@@ -130,6 +130,7 @@ fn router(console: Shared) -> Router {
         .route("/outbox", get(outbox))
         .route("/message/{id}", get(message))
         .route("/message/{id}/{action}", post(act))
+        .route("/message/{id}/attachment/{sha256}", get(attachment))
         .route("/new", get(new_form).post(new_submit))
         .route("/network", get(network))
         .route("/print/{id}", get(case_print))
@@ -696,6 +697,41 @@ async fn case_print(
             let replies: Vec<pages::WithProof<'_>> =
                 replies.iter().zip(proofs.iter().skip(1).map(Option::as_ref)).collect();
             html(StatusCode::OK, pages::case_print(&viewer.frame(&console.node()), request, &replies))
+        }
+        Err(error) => console.refused(&viewer, &error),
+    }
+}
+
+/// An attachment's content, through the desk's `DownloadAttachment` (so roles and an agency's
+/// scope apply), as a download the browser never renders.
+async fn attachment(
+    State(console): State<Shared>,
+    ConnectInfo(browser): ConnectInfo<Browser>,
+    headers: HeaderMap,
+    Path((id, digest)): Path<(String, String)>,
+) -> Response {
+    let viewer = console.viewer(&browser, &headers);
+    let Ok(sha256) = hex::decode(&digest) else { return StatusCode::NOT_FOUND.into_response() };
+    let read = async {
+        let caller = console.caller(&browser, Action::DownloadAttachment)?;
+        console.desk.download_attachment(&caller, DownloadAttachmentRequest { id, sha256 }).await
+    };
+    match read.await {
+        Ok(pieces) => {
+            let body = axum::body::Body::from_stream(pieces.map(|piece| {
+                piece.map(|p| Bytes::from(p.data)).map_err(|e| std::io::Error::other(e.to_string()))
+            }));
+            let name = format!("attachment; filename=\"{}\"", &digest[..digest.len().min(64)]);
+            let disposition = HeaderValue::from_str(&name).unwrap_or(HeaderValue::from_static("attachment"));
+            (
+                [
+                    (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+                    (header::CONTENT_DISPOSITION, disposition),
+                    (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+                ],
+                body,
+            )
+                .into_response()
         }
         Err(error) => console.refused(&viewer, &error),
     }

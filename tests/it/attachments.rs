@@ -477,3 +477,34 @@ async fn forty_mib_arrive_through_cuts_and_a_sigkill_and_the_proof_verifies() {
     let text = std::fs::read_to_string(&proof).unwrap();
     assert!(text.contains(&hex::encode(&uploaded.sha256)), "the proof shows the attachment's digest");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_links_each_attachment_to_a_download_for_who_may_read_the_message() {
+    use crate::console::{browser, console_port, fetch};
+    let clients =
+        [("VN", "police", Role::Agency), ("VN", "cert", Role::Agency), ("VN", "duty", Role::Officer)];
+    let mut net = Network::with_clients(&["VN", "FR"], &clients).await;
+    net.start("VN").await;
+    let mut police = net.desk_as("VN", "police");
+    let text = b"subscriber,ip\nalice,192.0.2.1\n";
+    let uploaded = upload_attachment(&mut police, "subscriber.csv", "text/csv", text.to_vec()).await.unwrap();
+    let id = submit(&mut police, with_attachments("FR", vec![uploaded.clone()])).await;
+    let port = console_port(&net, "VN");
+    let link = format!("/message/{id}/attachment/{}", hex::encode(&uploaded.sha256));
+
+    let own = browser(&net, "VN", "police");
+    let page = fetch(std::sync::Arc::clone(&own), port, &format!("/message/{id}"), None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&format!("href=\"{link}\"")), "{}", page.body);
+    let download = fetch(own, port, &link, None).await;
+    assert_eq!(download.status, 200);
+    assert_eq!(download.body.as_bytes(), text);
+    let disposition = download.header("content-disposition");
+    assert!(disposition.is_some_and(|v| v.starts_with("attachment")), "never shown inline");
+    assert_eq!(download.header("x-content-type-options"), Some("nosniff"));
+
+    let other = fetch(browser(&net, "VN", "cert"), port, &link, None).await;
+    assert_eq!(other.status, 403, "another agency's request");
+    let officer = fetch(browser(&net, "VN", "duty"), port, &link, None).await;
+    assert_eq!((officer.status, officer.body.as_bytes()), (200, text.as_slice()));
+}

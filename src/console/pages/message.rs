@@ -87,7 +87,7 @@ pub fn message(
                         tbody {
                             @for a in &e.attachments {
                                 tr {
-                                    td { (foreign(&a.name)) }
+                                    td { a href={ "/message/" (e.id) "/attachment/" (hex::encode(&a.sha256)) } { (foreign(&a.name)) } }
                                     td { (foreign(&a.media_type)) }
                                     td { (a.size_bytes) }
                                     td { code.digest { (hex::encode(&a.sha256)) } }
