@@ -86,6 +86,13 @@ impl Transfers {
             match appended {
                 Ok(Incoming::Complete) => {
                     self.context.metrics.attachment_bytes_received.inc_by(length);
+                    // Removed like an unused upload if no envelope ever lists it (the write is
+                    // durable with the next flush; lost, the file is only kept longer).
+                    let now = self.context.clock.now();
+                    self.context.store.write(|changes| {
+                        changes.record_upload(&digest, now);
+                        Ok::<_, StoreError>(())
+                    })?;
                     tracing::info!(peer = %sender, sha256 = %hex::encode(digest), size = size_bytes, "attachment received");
                     return Ok(PutAttachmentResponse { offset: size_bytes, complete: true });
                 }

@@ -126,9 +126,9 @@ impl Store {
         Ok(self.db()?.scan_prefix(prefixed(b'x', digest)).next().transpose()?.is_some())
     }
 
-    /// Removes the uploads uploaded before `before` that no message lists (file and `u` key),
-    /// and upload temp files left by a crash that are older than `before`. Returns how many
-    /// uploads were removed.
+    /// Removes the uploads (and contents from peers) recorded before `before` that no message
+    /// lists (file and `u` key), upload temp files left by a crash and partial files from peers
+    /// not written to since `before`. Returns how many uploads were removed.
     pub fn remove_unreferenced_uploads(&self, before: SystemTime) -> Result<usize, StoreError> {
         let cutoff = before.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut old = Vec::new();
@@ -173,11 +173,21 @@ impl Store {
             Err(error) => return Err(error.into()),
         };
         let prefix = format!(".{UPLOAD_NAME}.");
+        let stale = |entry: &std::fs::DirEntry| {
+            entry.metadata().and_then(|m| m.modified()).is_ok_and(|at| at < before)
+        };
         for entry in entries {
             let entry = entry?;
-            let stale = entry.metadata()?.modified().is_ok_and(|at| at < before);
-            if stale && entry.file_name().to_string_lossy().starts_with(&prefix) {
+            if stale(&entry) && entry.file_name().to_string_lossy().starts_with(&prefix) {
                 let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        // Partial files from peers that stopped sending (the sender starts again from 0).
+        if let Ok(entries) = std::fs::read_dir(self.attachments_dir().join(INCOMING)) {
+            for entry in entries.flatten() {
+                if stale(&entry) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
             }
         }
         Ok(())
@@ -351,4 +361,58 @@ pub enum IncomingError {
     /// The store could not write.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha256(data: &[u8]) -> Digest {
+        digest_of(ring::digest::digest(&ring::digest::SHA256, data).as_ref()).unwrap()
+    }
+
+    #[test]
+    fn a_file_from_a_peer_grows_only_at_its_end_and_is_named_only_with_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let content = b"0123456789".repeat(10);
+        let digest = sha256(&content);
+        assert_eq!(store.incoming(&digest).unwrap(), Incoming::Partial(0));
+        assert_eq!(store.append_incoming(&digest, 100, 0, &content[..40]).unwrap(), Incoming::Partial(40));
+        // Not where the file ends: the answer says where it does; nothing written.
+        assert!(matches!(
+            store.append_incoming(&digest, 100, 10, &content[10..20]),
+            Err(IncomingError::Offset(40))
+        ));
+        assert!(matches!(
+            store.append_incoming(&digest, 100, 40, &[0; 61]),
+            Err(IncomingError::TooLong { size: 100 })
+        ));
+        assert_eq!(store.incoming(&digest).unwrap(), Incoming::Partial(40));
+        assert_eq!(store.attachment_size(&digest).unwrap(), None, "not named before it is whole");
+        assert_eq!(store.append_incoming(&digest, 100, 40, &content[40..]).unwrap(), Incoming::Complete);
+        assert_eq!(std::fs::read(store.attachment_path(&digest)).unwrap(), content);
+        assert_eq!(store.incoming(&digest).unwrap(), Incoming::Complete);
+
+        // Other bytes under a digest: discarded whole, to be sent again from 0.
+        let claimed = sha256(b"something else");
+        assert!(matches!(store.append_incoming(&claimed, 4, 0, b"abcd"), Err(IncomingError::Mismatch)));
+        assert_eq!(store.incoming(&claimed).unwrap(), Incoming::Partial(0));
+        assert_eq!(store.attachment_size(&claimed).unwrap(), None);
+    }
+
+    #[test]
+    fn an_upload_dropped_before_it_is_finished_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut upload = store.begin_upload().unwrap();
+        upload.write(b"half").unwrap();
+        drop(upload);
+        assert_eq!(std::fs::read_dir(store.attachments_dir()).unwrap().count(), 0);
+        let mut upload = store.begin_upload().unwrap();
+        upload.write(b"whole").unwrap();
+        let (digest, size) = upload.finish().unwrap();
+        assert_eq!((digest, size), (sha256(b"whole"), 5));
+        assert_eq!(std::fs::read(store.attachment_path(&digest)).unwrap(), b"whole");
+    }
 }
