@@ -13,7 +13,7 @@
 //! | 8 | created at, milliseconds since the Unix epoch |
 //! | 8 | sequence floor (the store's id generator must continue above it) |
 //! | 8 | record count |
-//! | … | records: key length (4), key, value length (4), value — the store's own key/values |
+//! | … | records: key length (4), key, value length (4), value — the store's own key/values, then one per attachment a message lists: key `0xFF "attachment"` + SHA-256 (32), value the content |
 //! | 32 | SHA-256 of every byte before it |
 //! | L | format 2: the node's signature over that SHA-256 (`trust::witness`: ECDSA P-256, DER, after the prefix `"hanoi247-backup-v1\n"` and the node code) |
 //! | 2 | format 2: L |
@@ -266,9 +266,22 @@ impl Header {
 pub struct Chunks {
     snapshot: Snapshot,
     next_record: usize,
+    /// The attachments to carry after the records, and the next one.
+    attachments: Vec<(crate::store::attachments::Digest, PathBuf, u64)>,
+    next_attachment: usize,
+    /// The attachment being copied, and how many of its bytes are still to come.
+    reading: Option<(std::fs::File, u64)>,
     digest: Option<Context>,
     header: Option<[u8; HEADER_LEN]>,
     sign: Option<SignDigest>,
+}
+
+/// The key of an attachment record: never a store key (those start with a lowercase letter).
+const ATTACHMENT_KEY: &[u8] = b"\xffattachment";
+
+/// The digest an attachment record's key names, `None` for a store record.
+fn attachment_of(key: &[u8]) -> Option<crate::store::attachments::Digest> {
+    key.strip_prefix(ATTACHMENT_KEY).and_then(crate::store::attachments::digest_of)
 }
 
 /// Signs a backup's SHA-256 with the node key (`trust::witness::sign_backup`); an empty
@@ -285,13 +298,18 @@ impl Chunks {
             node,
             created_at,
             sequence_floor: snapshot.sequence_floor(),
-            record_count: snapshot.len() as u64,
+            record_count: 0,
             digest: [0; DIGEST_LEN],
             signature: None,
         };
+        let attachments = snapshot.attachments();
+        let header = Header { record_count: (snapshot.len() + attachments.len()) as u64, ..header };
         Self {
             snapshot,
             next_record: 0,
+            attachments,
+            next_attachment: 0,
+            reading: None,
             digest: Some(Context::new(&SHA256)),
             header: Some(header.encode()),
             sign: Some(sign),
@@ -308,18 +326,46 @@ impl Iterator for Chunks {
         if let Some(header) = self.header.take() {
             chunk.extend_from_slice(&header);
         }
-        while chunk.len() < CHUNK_BYTES
-            && let Some((key, value)) = self.snapshot.record(self.next_record)
-        {
-            // sled keys and values are far below 4 GiB (an envelope is at most 1 MiB).
-            chunk.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());
-            chunk.extend_from_slice(key);
-            chunk.extend_from_slice(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_be_bytes());
-            chunk.extend_from_slice(value);
-            self.next_record += 1;
+        while chunk.len() < CHUNK_BYTES {
+            if let Some((file, left)) = self.reading.as_mut() {
+                let want = (CHUNK_BYTES - chunk.len()).min(usize::try_from(*left).unwrap_or(usize::MAX));
+                let start = chunk.len();
+                chunk.resize(start + want, 0);
+                // A file cut short or unreadable: the stream ends here, and the client's check
+                // finds the file incomplete.
+                file.read_exact(&mut chunk[start..]).ok()?;
+                *left -= want as u64;
+                if *left == 0 {
+                    self.reading = None;
+                }
+            } else if let Some((key, value)) = self.snapshot.record(self.next_record) {
+                // sled keys and values are far below 4 GiB (an envelope is at most 1 MiB).
+                chunk.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());
+                chunk.extend_from_slice(key);
+                chunk.extend_from_slice(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_be_bytes());
+                chunk.extend_from_slice(value);
+                self.next_record += 1;
+            } else if let Some((digest, path, size)) = self.attachments.get(self.next_attachment) {
+                // Attachments are at most `limits.max_attachment_bytes`, far below 4 GiB.
+                let size32 = u32::try_from(*size).ok()?;
+                let file = std::fs::File::open(path).ok()?;
+                let key = [ATTACHMENT_KEY, digest.as_slice()].concat();
+                chunk.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());
+                chunk.extend_from_slice(&key);
+                chunk.extend_from_slice(&size32.to_be_bytes());
+                if *size > 0 {
+                    self.reading = Some((file, *size));
+                }
+                self.next_attachment += 1;
+            } else {
+                break;
+            }
         }
         digest.update(&chunk);
-        if self.next_record < self.snapshot.len() {
+        let more = self.reading.is_some()
+            || self.next_record < self.snapshot.len()
+            || self.next_attachment < self.attachments.len();
+        if more {
             self.digest = Some(digest);
         } else {
             let mut digest_bytes = [0u8; DIGEST_LEN];
@@ -338,7 +384,20 @@ impl Iterator for Chunks {
 /// Checks a backup file completely (magic, format, digest, every record's framing and the
 /// count) without restoring it, and returns its header.
 pub fn verify(path: &Path) -> Result<Header, BackupError> {
-    read_records(path, |_, _| Ok(()))
+    read_records(path, |key, value| check_attachment(path, key, value))
+}
+
+/// Refuses an attachment record whose content does not have the SHA-256 its key names.
+fn check_attachment(path: &Path, key: &[u8], value: &[u8]) -> Result<(), BackupError> {
+    match attachment_of(key) {
+        Some(digest) if ring::digest::digest(&SHA256, value).as_ref() != digest.as_slice() => {
+            Err(BackupError::Damaged {
+                path: path.to_owned(),
+                reason: format!("attachment {}: its content does not have this SHA-256", hex::encode(digest)),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Verifies the file, then hands every record to `visit` in order.
@@ -566,7 +625,20 @@ pub fn restore(
     }
     let store_error = |source| BackupError::Store { path: target.to_owned(), source };
     let mut importer = Importer::create(target, header.sequence_floor).map_err(store_error)?;
-    let again = read_records(input, |key, value| importer.insert(key, value).map_err(store_error))?;
+    let attachments = target.join(crate::store::attachments::DIRECTORY);
+    let mut carried = 0;
+    let again = read_records(input, |key, value| {
+        let Some(digest) = attachment_of(key) else {
+            return importer.insert(key, value).map_err(store_error);
+        };
+        check_attachment(input, key, value)?;
+        if carried == 0 {
+            std::fs::create_dir_all(&attachments)
+                .map_err(|source| BackupError::Io { path: attachments.clone(), source })?;
+        }
+        carried += 1;
+        atomic_file::write_private(&attachments.join(hex::encode(digest)), value).map_err(file_error)
+    })?;
     if again != header {
         return Err(BackupError::Damaged {
             path: input.to_owned(),
@@ -671,6 +743,75 @@ mod tests {
         let listed = copy.list(Listing::Outbox, 1000, |_| true).unwrap();
         assert_eq!(listed.len(), 602, "a new message must not overwrite an old listing key");
         assert_eq!(crate::store::view(&listed[0]).envelope.unwrap().id, newer.to_string());
+    }
+
+    /// Stores a message listing an uploaded attachment of `content`; its digest.
+    fn put_with_attachment(store: &Store, content: &[u8]) -> [u8; 32] {
+        let mut upload = store.begin_upload().unwrap();
+        upload.write(content).unwrap();
+        let (digest, size) = upload.finish().unwrap();
+        let id = put(store, "with an attachment");
+        let mut stored = store.get(id).unwrap().unwrap();
+        let envelope = stored.message.as_mut().unwrap().envelope.as_mut().unwrap();
+        envelope.id = uuid::Uuid::now_v7().to_string();
+        envelope.attachments.push(crate::proto::Attachment {
+            name: "a.bin".into(),
+            media_type: "application/octet-stream".into(),
+            size_bytes: size,
+            sha256: digest.to_vec(),
+        });
+        store
+            .write(|changes| {
+                stored.seq = changes.next_seq()?;
+                changes.put(stored)
+            })
+            .unwrap();
+        digest
+    }
+
+    #[tokio::test]
+    async fn a_backup_carries_the_attachments_messages_list_and_restore_checks_their_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("live")).unwrap();
+        // Larger than a chunk, so the content spans several.
+        let content: Vec<u8> = (0..3 * CHUNK_BYTES + 5).map(|i| (i % 251) as u8).collect();
+        let digest = put_with_attachment(&store, &content);
+        let empty = put_with_attachment(&store, b"");
+        // An upload no message lists is not carried.
+        let mut unused = store.begin_upload().unwrap();
+        unused.write(b"unused").unwrap();
+        let (unused, _) = unused.finish().unwrap();
+        store.persist().await.unwrap();
+        let file = dir.path().join("vn.backup");
+        backup_of(&store, &file);
+
+        let target = dir.path().join("restored");
+        restore(&file, &target, None, &checked()).unwrap();
+        let restored = Store::open(&target).unwrap();
+        assert_eq!(std::fs::read(restored.attachment_path(&digest)).unwrap(), content);
+        assert_eq!(std::fs::read(restored.attachment_path(&empty)).unwrap(), b"");
+        assert!(!restored.attachment_path(&unused).exists(), "an unused upload is not carried");
+
+        // Content changed on the disk before the backup: the file's own digest holds, the
+        // attachment's does not, and restore names it.
+        let mut changed = content.clone();
+        changed[10] ^= 1;
+        std::fs::write(store.attachment_path(&digest), &changed).unwrap();
+        let chunks: Vec<u8> =
+            Chunks::new(store.snapshot().unwrap(), "VN".parse().unwrap(), SystemTime::now(), test_sign())
+                .flatten()
+                .collect();
+        // `backup` checks the file it writes, and refuses it.
+        let mut taken = BackupFile::create(&dir.path().join("taken.backup")).unwrap();
+        taken.write(&chunks).unwrap();
+        let error = taken.finish().unwrap_err();
+        assert!(error.to_string().contains(&format!("attachment {}", hex::encode(digest))), "{error}");
+        // A file written some other way: restore refuses it.
+        let file = dir.path().join("changed.backup");
+        std::fs::write(&file, &chunks).unwrap();
+        let error = restore(&file, &dir.path().join("refused"), None, &checked()).unwrap_err();
+        assert!(error.to_string().contains(&format!("attachment {}", hex::encode(digest))), "{error}");
+        assert!(!dir.path().join("refused").exists(), "refused before anything is written");
     }
 
     /// Per message id: its timeline length (from `m` records) and its events (`e` records), and

@@ -1438,6 +1438,9 @@ pub struct Snapshot {
     records: Vec<(sled::IVec, sled::IVec)>,
     sequence_floor: u64,
     schema_version: u32,
+    /// Where the attachments' content is (a backup carries what messages list: such files are
+    /// never removed, so they are there when the backup is streamed).
+    attachments_dir: std::path::PathBuf,
 }
 
 impl Snapshot {
@@ -1466,6 +1469,24 @@ impl Snapshot {
     pub fn schema_version(&self) -> u32 {
         self.schema_version
     }
+
+    /// The attachments the copy's messages list that this node holds: digest, file and size,
+    /// each once, in digest order.
+    pub fn attachments(&self) -> Vec<(attachments::Digest, std::path::PathBuf, u64)> {
+        let mut listed = Vec::new();
+        for (key, _) in &self.records {
+            if let [b'x', rest @ ..] = key.as_ref()
+                && let Some(digest) = rest.get(..32).and_then(attachments::digest_of)
+                && listed.last().is_none_or(|(last, _, _)| *last != digest)
+            {
+                let path = self.attachments_dir.join(hex::encode(digest));
+                if let Ok(metadata) = std::fs::metadata(&path) {
+                    listed.push((digest, path, metadata.len()));
+                }
+            }
+        }
+        listed
+    }
 }
 
 impl Store {
@@ -1488,7 +1509,7 @@ impl Store {
             .find(|(key, _)| key.as_ref() == SCHEMA_KEY)
             .and_then(|(_, value)| <[u8; 4]>::try_from(value.as_ref()).ok())
             .map_or(SCHEMA_VERSION, u32::from_be_bytes);
-        Ok(Snapshot { records, sequence_floor, schema_version })
+        Ok(Snapshot { records, sequence_floor, schema_version, attachments_dir: self.attachments_dir() })
     }
 }
 
