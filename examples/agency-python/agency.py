@@ -21,9 +21,16 @@ timeout passed; 3 the node could not be reached or refused the call.
 `Submit` carries a client request id (a UUID made once per run) and is retried with it on
 UNAVAILABLE and DEADLINE_EXCEEDED: the node stores the request once however many attempts reach
 it (even across a node restart) and answers a retry with the message already stored.
+
+With `--attach FILE` (repeatable) each file is uploaded first (`UploadAttachment`, in pieces)
+and listed in the request by the SHA-256 the node answers; with `--save-attachments DIR` the
+answer's attachments are downloaded (`DownloadAttachment`) into DIR, each checked against the
+SHA-256 the answer lists.
 """
 
 import argparse
+import hashlib
+import mimetypes
 import pathlib
 import sys
 import time
@@ -46,6 +53,8 @@ SUBMIT_ATTEMPTS, FIRST_PAUSE, LONGEST_PAUSE, ATTEMPT_TIMEOUT = 8, 0.25, 5.0, 30.
 # What may have been cut short on its way (node down or restarting, connection cut, no answer in
 # time): worth sending again under the same client request id. Anything else is an answer.
 RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# Bytes per uploaded piece: well under the desk listener's decode limit.
+PIECE_BYTES = 256 * 1024
 
 
 def say(text: str) -> None:
@@ -151,14 +160,46 @@ def print_event(desk_pb2, event) -> None:
     say(f"event {event.sequence:>6} {at} {what:<14} peer={event.peer}{note}")
 
 
-def answer_text(desk_pb2, envelope_pb2, stub, message_id: str, timeout: float) -> str:
+def answer(desk_pb2, envelope_pb2, stub, message_id: str, timeout: float):
+    """The last response to the request, or None."""
     got = stub.Get(desk_pb2.GetRequest(id=message_id), timeout=timeout)
-    answers = [
-        reply.envelope.body
-        for reply in got.replies
-        if reply.envelope.kind == envelope_pb2.ENVELOPE_KIND_RESPONSE
-    ]
-    return answers[-1] if answers else ""
+    answers = [reply for reply in got.replies if reply.envelope.kind == envelope_pb2.ENVELOPE_KIND_RESPONSE]
+    return answers[-1] if answers else None
+
+
+def upload(desk_pb2, stub, path: pathlib.Path, timeout: float):
+    """Uploads the file in pieces; the `Attachment` (name, media type, size, SHA-256) to list."""
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+    def pieces():
+        with open(path, "rb") as file:
+            first = True
+            while True:
+                data = file.read(PIECE_BYTES)
+                if data or first:
+                    yield desk_pb2.UploadAttachmentRequest(
+                        name=path.name if first else "", media_type=media_type if first else "", data=data)
+                first = False
+                if not data:
+                    return
+
+    return stub.UploadAttachment(pieces(), timeout=timeout).attachment
+
+
+def save_attachments(desk_pb2, stub, message, directory: pathlib.Path, timeout: float) -> list:
+    """Downloads the message's attachments into `directory`, each checked against its SHA-256."""
+    directory.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for attachment in message.envelope.attachments:
+        request = desk_pb2.DownloadAttachmentRequest(id=message.envelope.id, sha256=attachment.sha256)
+        content = b"".join(piece.data for piece in stub.DownloadAttachment(request, timeout=timeout))
+        if hashlib.sha256(content).digest() != attachment.sha256:
+            raise ValueError(f"attachment {attachment.name!r}: the content does not have the SHA-256 the message lists")
+        # A bare name: never a path of the sender's choosing.
+        name = pathlib.Path(attachment.name.replace("\\", "/")).name.lstrip(".") or attachment.sha256.hex()
+        (directory / name).write_bytes(content)
+        saved.append(directory / name)
+    return saved
 
 
 def run(args) -> int:
@@ -182,6 +223,10 @@ def run(args) -> int:
         last_sequence = int(headers[WATCH_AFTER_HEADER]) if WATCH_AFTER_HEADER in headers else None
 
         request = preservation_request(desk_pb2, envelope_pb2, args)
+        for path in args.attach:
+            attachment = upload(desk_pb2, stub, path, remaining())
+            say(f"uploaded {path.name}: {attachment.size_bytes} bytes, sha256 {attachment.sha256.hex()}")
+            request.attachments.append(attachment)
         # One id for this request, the same in every retry: the node stores it once.
         request.client_request_id = str(uuid.uuid4())
         try:
@@ -207,8 +252,12 @@ def run(args) -> int:
                     if event.overdue:
                         continue
                     if event.state == desk_pb2.MESSAGE_STATE_ANSWERED:
-                        text = answer_text(desk_pb2, envelope_pb2, stub, message_id, remaining())
+                        response = answer(desk_pb2, envelope_pb2, stub, message_id, remaining())
+                        text = response.envelope.body if response else ""
                         say(f"ANSWERED by {envelope.destination}: {text}")
+                        if response and args.save_attachments:
+                            for path in save_attachments(desk_pb2, stub, response, args.save_attachments, remaining()):
+                                say(f"saved {path} (SHA-256 checked)")
                         watch.cancel()
                         return EXIT_ANSWERED
                     if event.state in (desk_pb2.MESSAGE_STATE_EXPIRED, desk_pb2.MESSAGE_STATE_CANCELLED):
@@ -248,6 +297,8 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=90, help="preservation period asked (at least 60)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the answer")
     parser.add_argument("--stubs", type=pathlib.Path, default=HERE / "generated", help="generated stubs directory")
+    parser.add_argument("--attach", type=pathlib.Path, action="append", default=[], help="a file to attach (repeatable)")
+    parser.add_argument("--save-attachments", type=pathlib.Path, help="save the answer's attachments in this directory")
     parser.add_argument("--server-name", help="host name to check in the desk certificate instead of the endpoint's")
     args = parser.parse_args()
     try:

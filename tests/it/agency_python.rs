@@ -117,6 +117,11 @@ async fn python_agency_submits_preservation_and_follows_it_until_answered() {
         assert!(stubs.join("hanoi247/v1").join(stub).is_file(), "generate.py did not write {stub}");
     }
 
+    // Evidence to attach, and where the answer's attachments go.
+    let evidence = work.join("mailbox-headers.csv");
+    std::fs::write(&evidence, "received,from\n2026-11-30T10:00Z,phisher@example.net\n").unwrap();
+    let saved = work.join("saved");
+
     let log = work.join("agency.log");
     let log_file = File::create(&log).unwrap();
     let mut agency = KillOnDrop(
@@ -126,6 +131,10 @@ async fn python_agency_submits_preservation_and_follows_it_until_answered() {
             .arg(net.client_config_path_of("VN", "police-a05"))
             .args(["--to", "FR", "--timeout", &AGENCY_TIMEOUT_SECS.to_string(), "--stubs"])
             .arg(&stubs)
+            .arg("--attach")
+            .arg(&evidence)
+            .arg("--save-attachments")
+            .arg(&saved)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::null())
@@ -157,9 +166,28 @@ async fn python_agency_submits_preservation_and_follows_it_until_answered() {
     assert!(preservation.mutual_legal_assistance_to_follow);
     assert_eq!(preservation.preservation_days, 90);
 
+    // The attachment travelled with it: FR serves the content the agency uploaded.
+    let listed = &envelope.attachments;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!((listed[0].name.as_str(), listed[0].media_type.as_str()), ("mailbox-headers.csv", "text/csv"));
+    let content =
+        hanoi247::cli::desk_client::download_attachment(&mut fr, &id, &listed[0].sha256).await.unwrap();
+    assert_eq!(content, std::fs::read(&evidence).unwrap());
+
     fr.acknowledge(AcknowledgeRequest { id: id.clone(), note: "duty officer has it".into() }).await.unwrap();
     let answer = "Preserved for 90 days under reference FR-PRES-0042";
-    fr.respond(RespondRequest { id: id.clone(), text: answer.into(), ..Default::default() }).await.unwrap();
+    let order = b"preservation order FR-PRES-0042".to_vec();
+    let attached =
+        hanoi247::cli::desk_client::upload_attachment(&mut fr, "order.txt", "text/plain", order.clone())
+            .await
+            .unwrap();
+    let respond = RespondRequest {
+        id: id.clone(),
+        text: answer.into(),
+        attachments: vec![attached],
+        ..Default::default()
+    };
+    fr.respond(respond).await.unwrap();
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(AGENCY_TIMEOUT_SECS + 30);
     let status = loop {
@@ -178,6 +206,9 @@ async fn python_agency_submits_preservation_and_follows_it_until_answered() {
 
     assert!(output.contains(&format!("submitted {id}")), "agency.py submitted another id:\n{output}");
     assert!(output.contains(&format!("ANSWERED by FR: {answer}")), "no answer printed:\n{output}");
+    assert!(output.contains("uploaded mailbox-headers.csv"), "{output}");
+    assert!(output.contains("(SHA-256 checked)"), "{output}");
+    assert_eq!(std::fs::read(saved.join("order.txt")).unwrap(), order, "the answer's attachment, saved");
     // Every step arrived on Watch, in order, for this request.
     let position = |state: &str| {
         output
