@@ -60,6 +60,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 keep: args.keep,
                 startup_messages: args.startup_messages,
                 recovery_writes: args.recovery_writes,
+                attachment_mib: args.attachment_mib,
             };
             let report = hanoi247::cli::bench::run(options).await?;
             if cli.json {

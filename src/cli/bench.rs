@@ -46,6 +46,9 @@ pub struct BenchOptions {
     /// Then this many Submits to VN with checkpoints held off, SIGKILL, and VN's start-up timed
     /// (it replays them from the log); 0 skips it.
     pub recovery_writes: usize,
+    /// With FR up, one attachment of this many MiB end to end, beside the disk's sequential
+    /// write speed; 0 skips it.
+    pub attachment_mib: usize,
 }
 
 /// The bench failed to run (not: a target was missed).
@@ -65,6 +68,64 @@ pub(super) fn percentiles(samples: &mut [Duration]) -> Value {
         samples.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     json!({ "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1.0), "samples": samples.len() })
+}
+
+/// Sequential write of `mib` MiB to a file on the bench's disk, synced: MiB/s.
+fn disk_sequential_write(dir: &Path, mib: usize) -> Result<f64, BenchError> {
+    let path = dir.join("sequential-probe");
+    let block = vec![0xa5_u8; 1 << 20];
+    let started = Instant::now();
+    let mut file = std::fs::File::create(&path).map_err(fail)?;
+    for _ in 0..mib {
+        file.write_all(&block).map_err(fail)?;
+    }
+    file.sync_all().map_err(fail)?;
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_file(&path).map_err(fail)?;
+    Ok(mib as f64 / seconds.max(f64::EPSILON))
+}
+
+/// One attachment of `mib` MiB from VN to FR: uploaded, listed by a request, pushed before it,
+/// receipted. Its MiB/s from the upload's start to DELIVERED, and the disk's sequential write
+/// speed (both ends write the content once, synced, on this one disk).
+async fn attachment_end_to_end(vn: &mut DeskClient, dir: &Path, mib: usize) -> Result<Value, BenchError> {
+    let disk = disk_sequential_write(dir, mib)?;
+    let content: Vec<u8> = (0..mib << 20).map(|i| (i % 251) as u8).collect();
+    let started = Instant::now();
+    let attachment = desk_client::upload_attachment(vn, "bench.bin", "application/octet-stream", content)
+        .await
+        .map_err(fail)?;
+    let uploaded = started.elapsed();
+    let request = SubmitRequest {
+        attachments: vec![attachment],
+        ..request(&BenchOptions { size: 0, ..bench_defaults() }, 0)
+    };
+    let message = vn.submit(request).await.map_err(fail)?.into_inner().message.unwrap_or_default();
+    let id = message.envelope.map(|e| e.id).unwrap_or_default();
+    desk_client::wait_for_state(vn, &id, MessageState::Delivered, PHASE_DEADLINE).await.map_err(fail)?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "mib": mib,
+        "seconds": seconds,
+        "upload_seconds": uploaded.as_secs_f64(),
+        "mib_per_s": mib as f64 / seconds.max(f64::EPSILON),
+        "disk_sequential_write_mib_per_s": disk,
+    }))
+}
+
+/// Options for building one request outside the throughput phases.
+fn bench_defaults() -> BenchOptions {
+    BenchOptions {
+        messages: 0,
+        concurrency: 1,
+        size: 0,
+        precedence: Precedence::Routine,
+        latency_samples: 0,
+        keep: false,
+        startup_messages: None,
+        recovery_writes: 0,
+        attachment_mib: 0,
+    }
 }
 
 /// fsync of a small append on the bench's own disk: the physical floor of "stored".
@@ -453,6 +514,12 @@ pub async fn run(options: BenchOptions) -> Result<Value, BenchError> {
         cpu_per_message(fr_cpu, fr.cpu(), options.messages),
     );
 
+    // 6b. One attachment end to end (uploaded, pushed to FR, receipted), beside the disk.
+    let attachment = match options.attachment_mib {
+        0 => None,
+        mib => Some(attachment_end_to_end(&mut vn_desk, dir.path(), mib).await?),
+    };
+
     let (vn_rss, fr_rss) = (vn.peak_rss_mib(), fr.peak_rss_mib());
     vn.stop()?;
     fr.stop()?;
@@ -516,6 +583,7 @@ pub async fn run(options: BenchOptions) -> Result<Value, BenchError> {
             "latency_samples": options.latency_samples,
         },
         "fsync_floor": floor,
+        "attachment_end_to_end": attachment,
         "submit_to_stored": stored_latency,
         "submit_throughput_destination_down_per_s": submit_rate,
         "store_flushes_per_message": flushes_per_message,
@@ -619,6 +687,19 @@ pub fn table(report: &Value) -> String {
             "≤ 2 s".into(),
         ),
     ];
+    if let Some(attachment) = report["attachment_end_to_end"].as_object() {
+        rows.push((
+            "attachment end to end (upload to receipt)",
+            format!(
+                "{:.1} MiB/s for {} MiB (disk sequential write {:.0} MiB/s)",
+                attachment["mib_per_s"].as_f64().unwrap_or(0.0),
+                attachment["mib"],
+                attachment["disk_sequential_write_mib_per_s"].as_f64().unwrap_or(0.0)
+            ),
+            String::new(),
+            String::new(),
+        ));
+    }
     if let Some(large) = report["receiver_startup_large"].as_object() {
         rows.push((
             "receiver start-up, large store",

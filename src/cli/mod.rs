@@ -616,6 +616,11 @@ pub struct BenchArgs {
     /// SIGKILL and time its start-up, which replays them from the write-ahead log (0: skip).
     #[arg(long, default_value_t = 100_000)]
     pub recovery_writes: usize,
+    /// With the receiver up: send one attachment of this many MiB and report its throughput
+    /// end to end (upload, push to the receiver, receipt) beside this disk's sequential write
+    /// speed (0: skip).
+    #[arg(long, value_name = "MIB", default_value_t = 40)]
+    pub attachment_mib: usize,
     /// Instead: a network of PEERS + 1 members, one node process each (e.g. 192 for the 193
     /// members of docs/benchmarks.md): start-up and CPU of one node with every peer down, then a
     /// FLASH from it to every peer at once, and its memory and open files with all connected.
