@@ -127,6 +127,19 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
         );
         let _ = writeln!(out, "    {:<21} {} days", "period", p.preservation_days);
     }
+    if !e.attachments.is_empty() {
+        let _ = writeln!(out, "  attachments");
+        for a in &e.attachments {
+            let _ = writeln!(
+                out,
+                "    {}  {}  {} bytes  sha256 {}",
+                line(&a.name),
+                line(&a.media_type),
+                a.size_bytes,
+                hex::encode(&a.sha256)
+            );
+        }
+    }
     let _ = writeln!(out, "  timeline");
     for t in &m.timeline {
         let _ = writeln!(

@@ -371,6 +371,10 @@ async fn the_cli_attaches_files_to_send_and_respond_and_saves_them_with_their_di
         [("logs.csv".to_owned(), "text/csv".to_owned()), ("note.txt".to_owned(), "text/plain".to_owned())]
     );
 
+    let (ok, shown, stderr) = cli(vec!["show".into(), id.clone(), "--config".into(), path(&vn_config)]).await;
+    assert!(ok, "{stderr}");
+    assert!(shown.contains("  attachments\n    logs.csv  text/csv  700000 bytes  sha256 "), "{shown}");
+
     let mut respond = args(&["respond", &id, "--text", "answered", "--config"]);
     respond.push(path(&fr_config));
     respond.extend(["--attach".into(), path(&files.join("answer.bin"))]);
