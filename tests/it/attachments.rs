@@ -512,3 +512,47 @@ async fn the_console_links_each_attachment_to_a_download_for_who_may_read_the_me
     let officer = fetch(browser(&net, "VN", "duty"), port, &link, None).await;
     assert_eq!((officer.status, officer.body.as_bytes()), (200, text.as_slice()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_are_refused_for_an_older_peer_and_an_answer_listing_unknown_content_changes_nothing() {
+    use tonic_types::StatusExt as _;
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.start("VN").await;
+    // FR as an older version says Hello: no `envelope_fields`, so no attachments' content.
+    let older = hanoi247::proto::HelloRequest {
+        node: "FR".into(),
+        software_version: "hanoi247 0.0.9".into(),
+        ..Default::default()
+    };
+    net.peer_client("FR", "VN").hello(older).await.unwrap();
+    let mut vn = net.desk("VN");
+    let uploaded = upload(&mut vn, "a.bin", b"for a peer that cannot take it").await;
+    let status = vn.submit(with_attachments("FR", vec![uploaded])).await.unwrap_err();
+    assert_names(&status, tonic::Code::FailedPrecondition, "attachments");
+    assert_eq!(status.get_details_error_info().unwrap().reason, "PEER_CANNOT_READ");
+    assert!(outbox(&mut vn).await.is_empty(), "nothing stored");
+
+    // An answer listing content nobody uploaded: refused by field, the request not answered.
+    net.start("FR").await;
+    let mut fr = net.desk("FR");
+    let mut vn_to_fr = net.desk("VN");
+    let id = submit(&mut vn_to_fr, advice_request("FR", Precedence::Routine, "asks")).await;
+    wait_state(&mut fr, &id, MessageState::Received).await;
+    let unknown = Attachment {
+        name: "x.bin".into(),
+        media_type: "application/octet-stream".into(),
+        size_bytes: 0,
+        sha256: sha256(b"never uploaded at FR"),
+    };
+    let answer = RespondRequest {
+        id: id.clone(),
+        text: "see attached".into(),
+        attachments: vec![unknown],
+        ..Default::default()
+    };
+    let status = fr.respond(answer).await.unwrap_err();
+    assert_names(&status, tonic::Code::InvalidArgument, "attachments[0].sha256");
+    let still = fr.get(GetRequest { id: id.clone() }).await.unwrap().into_inner();
+    assert_eq!(still.message.unwrap().state(), MessageState::Received, "nothing answered");
+    assert!(still.replies.is_empty(), "nothing queued");
+}
