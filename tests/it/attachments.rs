@@ -556,3 +556,38 @@ async fn attachments_are_refused_for_an_older_peer_and_an_answer_listing_unknown
     assert_eq!(still.message.unwrap().state(), MessageState::Received, "nothing answered");
     assert!(still.replies.is_empty(), "nothing queued");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_without_pieces_or_cut_off_midway_keeps_nothing() {
+    use hanoi247::proto::UploadAttachmentRequest;
+    let mut net = Network::new(&["VN", "FR"]).await;
+    // A call may take this long (limits.request_timeout), an upload too.
+    limits(&net, "VN", "request_timeout = \"1s\"\n");
+    net.start("VN").await;
+    let mut vn = net.desk("VN");
+    let status =
+        vn.upload_attachment(tokio_stream::iter(Vec::<UploadAttachmentRequest>::new())).await.unwrap_err();
+    assert_names(&status, tonic::Code::InvalidArgument, "name");
+
+    // A client that stops sending after two pieces (its stream neither ends nor goes on): the
+    // node gives up at limits.request_timeout and drops what it wrote.
+    let (pieces, receiver) = tokio::sync::mpsc::channel(4);
+    let mut client = net.desk("VN");
+    let call = tokio::spawn(async move {
+        client.upload_attachment(tokio_stream::wrappers::ReceiverStream::new(receiver)).await
+    });
+    for i in 0..2 {
+        let first = i == 0;
+        let piece = UploadAttachmentRequest {
+            name: if first { "cut.bin".into() } else { String::new() },
+            media_type: String::new(),
+            data: content(100_000, i),
+        };
+        pieces.send(piece).await.unwrap();
+    }
+    eventually("the upload under way", async || !attachment_files(&net, "VN").is_empty()).await;
+    let status = call.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Cancelled, "{status:?}");
+    eventually("nothing kept of the cut upload", async || attachment_files(&net, "VN").is_empty()).await;
+    drop(pieces);
+}
