@@ -39,6 +39,78 @@ impl Form {
     }
 }
 
+/// A file a `multipart/form-data` form sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentFile {
+    /// The name the browser gave (its own file name).
+    pub name: String,
+    /// The media type the browser gave ("" when none).
+    pub media_type: String,
+    /// The content.
+    pub data: Vec<u8>,
+}
+
+/// Decodes a `multipart/form-data` body (RFC 7578) sent with `content_type`: its text fields as a
+/// [`Form`] and the files of the field `files_field` (those with a file name). `None` when the
+/// body is not multipart or does not parse.
+pub fn parse_multipart(content_type: &str, body: &[u8], files_field: &str) -> Option<(Form, Vec<SentFile>)> {
+    let (kind, params) = content_type.split_once(';')?;
+    if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    let boundary = params.split(';').find_map(|param| {
+        let (key, value) = param.split_once('=')?;
+        key.trim().eq_ignore_ascii_case("boundary").then(|| value.trim().trim_matches('"').to_owned())
+    })?;
+    let delimiter = format!("--{boundary}").into_bytes();
+    let between = [b"\r\n".as_slice(), &delimiter].concat();
+    let mut rest = &body[find(body, &delimiter)? + delimiter.len()..];
+    let (mut fields, mut files) = (Vec::new(), Vec::new());
+    while !rest.starts_with(b"--") {
+        rest = rest.strip_prefix(b"\r\n")?;
+        let head_end = find(rest, b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&rest[..head_end]).into_owned();
+        rest = &rest[head_end + 4..];
+        let end = find(rest, &between)?;
+        let value = &rest[..end];
+        rest = &rest[end + between.len()..];
+        let (mut name, mut file_name, mut media_type) = (None, None, String::new());
+        for line in head.split("\r\n") {
+            let Some((header, content)) = line.split_once(':') else { continue };
+            if header.trim().eq_ignore_ascii_case("content-disposition") {
+                name = disposition_param(content, "name");
+                file_name = disposition_param(content, "filename");
+            } else if header.trim().eq_ignore_ascii_case("content-type") {
+                media_type = content.trim().to_owned();
+            }
+        }
+        match (name?, file_name) {
+            (name, Some(file_name)) if name == files_field => {
+                // A file input left empty sends a part with an empty file name.
+                if !file_name.is_empty() {
+                    files.push(SentFile { name: file_name, media_type, data: value.to_vec() });
+                }
+            }
+            (_, Some(_)) => {}
+            (name, None) => fields.push((name, String::from_utf8_lossy(value).into_owned())),
+        }
+    }
+    Some((Form(fields), files))
+}
+
+/// A quoted parameter of a Content-Disposition header (`name="subject"`).
+fn disposition_param(header: &str, key: &str) -> Option<String> {
+    header.split(';').find_map(|param| {
+        let (k, v) = param.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').replace("%22", "\""))
+    })
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
 fn decode(raw: &[u8]) -> String {
     let mut bytes = Vec::with_capacity(raw.len());
     let mut i = 0;
@@ -163,6 +235,31 @@ mod tests {
         assert_eq!(form.get("e"), "50%");
         assert_eq!(form.get("missing"), "");
         assert_eq!(Form::parse(b"x=%4").get("x"), "%4");
+    }
+
+    #[test]
+    fn decodes_multipart_forms_with_their_files() {
+        let body = b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"subject\"\r\n\r\nline one\r\nline two\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"attachments\"; filename=\"logs.csv\"\r\nContent-Type: text/csv\r\n\r\n\
+a,b\r\n--X\r\n\x00\xff\r\n--XyZ\r\nContent-Disposition: form-data; name=\"attachments\"; filename=\"\"\r\n\
+Content-Type: application/octet-stream\r\n\r\n\r\n--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\ntok\r\n--XyZ--\r\n";
+        let (form, files) =
+            parse_multipart("multipart/form-data; boundary=XyZ", body, "attachments").unwrap();
+        assert_eq!(form.get("subject"), "line one\r\nline two");
+        assert_eq!(form.get("csrf"), "tok");
+        assert_eq!(
+            files,
+            [SentFile {
+                name: "logs.csv".into(),
+                media_type: "text/csv".into(),
+                data: b"a,b\r\n--X\r\n\x00\xff".to_vec()
+            }],
+            "an empty file input sends nothing"
+        );
+        assert!(parse_multipart("application/x-www-form-urlencoded", b"a=1", "attachments").is_none());
+        assert!(
+            parse_multipart("multipart/form-data; boundary=XyZ", b"--XyZ\r\nno end", "attachments").is_none()
+        );
     }
 
     #[test]

@@ -122,6 +122,11 @@ pub fn render_for_officer(
     ]
 }
 
+/// The largest new-request form: every attachment an envelope may carry, and the fields.
+fn form_body_limit(limits: &crate::config::Limits) -> usize {
+    usize::try_from(limits.max_envelope_attachment_bytes).unwrap_or(usize::MAX).saturating_add(4 << 20)
+}
+
 fn router(console: Shared) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/inbox") }))
@@ -131,7 +136,13 @@ fn router(console: Shared) -> Router {
         .route("/message/{id}", get(message))
         .route("/message/{id}/{action}", post(act))
         .route("/message/{id}/attachment/{sha256}", get(attachment))
-        .route("/new", get(new_form).post(new_submit))
+        // The new-request form may carry its attachments (multipart): room for them.
+        .route(
+            "/new",
+            get(new_form).post(new_submit).layer(axum::extract::DefaultBodyLimit::max(form_body_limit(
+                &console.desk.context().config.limits,
+            ))),
+        )
         .route("/network", get(network))
         .route("/print/{id}", get(case_print))
         .route("/statistics", get(statistics))
@@ -592,7 +603,10 @@ async fn new_submit(
     body: Bytes,
 ) -> Response {
     let viewer = console.viewer(&browser, &headers);
-    let form = Form::parse(&body);
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    // The form is multipart when it carries files (the page's form), urlencoded otherwise.
+    let (form, files) = form::parse_multipart(content_type, &body, "attachments")
+        .unwrap_or_else(|| (Form::parse(&body), Vec::new()));
     if let Some(refused) = console.post_refusal(&browser, &headers, &form, &viewer) {
         return refused;
     }
@@ -600,12 +614,24 @@ async fn new_submit(
     let again = |status: StatusCode, errors: Vec<(String, String)>| {
         html(status, pages::new_request(&viewer.frame(&node), &destinations(&console), &form, &errors))
     };
-    let request = match form::submit_request(&form) {
+    let mut request = match form::submit_request(&form) {
         Ok(request) => request,
         Err(error) => return again(StatusCode::UNPROCESSABLE_ENTITY, vec![(error.field, error.message)]),
     };
     let submitted = async {
         let caller = console.caller(&browser, Action::Submit)?;
+        if !files.is_empty() {
+            let uploader = console.caller(&browser, Action::UploadAttachment)?;
+            for file in files {
+                let piece = crate::proto::UploadAttachmentRequest {
+                    name: file.name,
+                    media_type: file.media_type,
+                    data: file.data,
+                };
+                let pieces = tokio_stream::iter([Ok::<_, DeskError>(piece)]);
+                request.attachments.push(console.desk.upload_attachment(&uploader, pieces).await?);
+            }
+        }
         console.desk.submit(&caller, request).await
     };
     match submitted.await {

@@ -349,6 +349,7 @@ pub const ENGLISH: Catalogue = Catalogue {
         ("preservation.mutual_legal_assistance_to_follow", "A mutual legal assistance request will follow"),
         ("preservation.preservation_days", "Preservation period (days)"),
         ("exercise", "Exercise (a drill, not a real request)"),
+        ("attachments", "Attachments (files: evidence, logs, records)"),
     ],
     network_title: "Network",
     queue_depth: "Queue",

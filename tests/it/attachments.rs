@@ -591,3 +591,51 @@ async fn an_upload_without_pieces_or_cut_off_midway_keeps_nothing() {
     eventually("nothing kept of the cut upload", async || attachment_files(&net, "VN").is_empty()).await;
     drop(pieces);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_form_sends_its_files_as_attachments() {
+    use crate::console::{browser, console_port, fetch, post_multipart};
+    let mut net = Network::new(&["VN", "FR"]).await;
+    net.start("VN").await;
+    let port = console_port(&net, "VN");
+    let officer = browser(&net, "VN", "officer");
+    let form = fetch(std::sync::Arc::clone(&officer), port, "/new", None).await;
+    assert!(form.body.contains("enctype=\"multipart/form-data\""), "{}", form.body);
+    assert!(form.body.contains("type=\"file\""), "{}", form.body);
+    let token = form.token();
+
+    let evidence = content(300_000, 4);
+    let boundary = "----hanoi247test";
+    let mut body = Vec::new();
+    let mut field = |name: &str, value: &str| {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    };
+    field("csrf", &token);
+    field("destination", "FR");
+    field("request_type", "REQUEST_TYPE_TECHNICAL_ADVICE");
+    field("precedence", "PRECEDENCE_ROUTINE");
+    field("subject", "logs attached");
+    field("handling_code", "HANDLING_CODE_H0");
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"attachments\"; filename=\"logs.bin\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&evidence);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let sent = post_multipart(std::sync::Arc::clone(&officer), port, "/new", boundary, &body).await;
+    assert_eq!(sent.status, 303, "{}", sent.body);
+    let id = sent.header("location").unwrap().trim_start_matches("/message/").to_owned();
+
+    let mut vn = net.desk("VN");
+    let stored = vn.get(GetRequest { id: id.clone() }).await.unwrap().into_inner().message.unwrap();
+    let listed = stored.envelope.unwrap().attachments;
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].name.as_str(), listed[0].size_bytes), ("logs.bin", 300_000));
+    assert_eq!(download_attachment(&mut vn, &id, &listed[0].sha256).await.unwrap(), evidence);
+}

@@ -27,7 +27,7 @@ impl Page {
     }
 
     /// The form token the page carries for scripts (every page has it).
-    fn token(&self) -> String {
+    pub(crate) fn token(&self) -> String {
         between(&self.body, "<meta name=\"csrf-token\" content=\"", "\"").to_owned()
     }
 }
@@ -57,6 +57,31 @@ async fn connect(
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap()
+}
+
+/// A POST of a `multipart/form-data` `body` (parts separated by `boundary`) on its own connection.
+pub(crate) async fn post_multipart(
+    config: Arc<rustls::ClientConfig>,
+    port: u16,
+    path: &str,
+    boundary: &str,
+    body: &[u8],
+) -> Page {
+    let mut stream = connect(config, port).await;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    let read =
+        tokio::time::timeout(DEADLINE, stream.read_to_end(&mut raw)).await.expect("the console answers");
+    if let Err(error) = read {
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{error}");
+    }
+    parse(&String::from_utf8(raw).unwrap())
 }
 
 /// One request on its own connection; `form` makes it a POST of that urlencoded body.

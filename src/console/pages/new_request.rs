@@ -97,7 +97,7 @@ pub fn new_request(
         @for (field, message) in unknown_errors {
             p.refusal role="alert" { strong { (s.refused) ":" } " " (field) ": " (message) }
         }
-        form.request method="post" action="/new" novalidate {
+        form.request method="post" action="/new" enctype="multipart/form-data" novalidate {
             input type="hidden" name="csrf" value=(frame.token);
             (select("destination", &blank, values.get("destination")))
             (select("request_type", &types, chosen("request_type", "REQUEST_TYPE_PRESERVATION")))
@@ -109,6 +109,12 @@ pub fn new_request(
             (text("language", false, false))
             (select("handling_code", &codes, chosen("handling_code", "HANDLING_CODE_H0")))
             (text("handling_restrictions", false, false))
+            div.field {
+                label for=(field_id("attachments")) { (s.field_label("attachments")) }
+                input #(field_id("attachments")) name="attachments" type="file" multiple
+                    aria-invalid=[invalid("attachments")] aria-describedby=[described_by("attachments")];
+                (error_for("attachments"))
+            }
             div.field.check {
                 input #(field_id("exercise")) name="exercise" type="checkbox" value="on"
                     checked[values.checked("exercise")];
@@ -153,6 +159,7 @@ fn field_names() -> Vec<&'static str> {
         "language",
         "handling_code",
         "handling_restrictions",
+        "attachments",
         "preservation",
         "preservation.mutual_legal_assistance_to_follow",
         "preservation.preservation_days",
