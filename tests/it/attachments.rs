@@ -7,11 +7,10 @@ use hanoi247::cli::desk_client::{DeskClient, download_attachment, upload_attachm
 use hanoi247::domain::access::Role;
 use std::time::Duration;
 
-use hanoi247::domain::timestamp;
 use hanoi247::proto::delivery_result::Outcome;
 use hanoi247::proto::{
-    Attachment, DeliverRequest, Envelope, EnvelopeKind, GetRequest, HandlingCode, MessageState, Precedence,
-    PutAttachmentRequest, RequestType, RespondRequest, SubmitRequest,
+    Attachment, DeliverRequest, EnvelopeKind, GetRequest, MessageState, Precedence, PutAttachmentRequest,
+    RespondRequest, SubmitRequest,
 };
 
 use crate::support::*;
@@ -283,37 +282,6 @@ async fn a_tampered_piece_is_refused_and_content_with_a_wrong_digest_never_gets_
         other => panic!("a receipt without the content: {other:?}"),
     }
     assert!(inbox(&mut net.desk("FR")).await.is_empty(), "nothing stored");
-}
-
-/// A valid request envelope from `origin` to `destination`, signed as `origin` would sign it.
-fn signed_request(
-    net: &Network,
-    origin: &str,
-    destination: &str,
-    change: impl FnOnce(&mut Envelope),
-) -> Envelope {
-    let mut envelope = Envelope {
-        id: uuid::Uuid::now_v7().to_string(),
-        origin: origin.into(),
-        destination: destination.into(),
-        kind: EnvelopeKind::Request as i32,
-        request_type: RequestType::TechnicalAdvice as i32,
-        precedence: Precedence::Routine as i32,
-        case_reference: format!("{origin}-2026-00000001"),
-        subject: "advice".into(),
-        language: "en".into(),
-        created_at: Some(timestamp::now()),
-        expires_at: Some(timestamp::after(Duration::from_secs(3600))),
-        handling_code: HandlingCode::H0 as i32,
-        ..Default::default()
-    };
-    change(&mut envelope);
-    let config = net.config(origin);
-    let signer =
-        hanoi247::trust::signing::Signer::load(&config.tls.cert, &config.tls.key, &config.tls.network_ca)
-            .unwrap();
-    signer.sign_envelope(&mut envelope).unwrap();
-    envelope
 }
 
 /// Runs the `hanoi247` binary (off the async workers); its success, stdout and stderr.

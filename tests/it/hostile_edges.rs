@@ -12,10 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use hanoi247::domain::timestamp;
 use hanoi247::proto::delivery_result::Outcome;
-use hanoi247::proto::{
-    AcknowledgeRequest, DeliverRequest, DeliveryResult, Envelope, EnvelopeKind, HandlingCode,
-    ListInboxRequest, Precedence, RequestType,
-};
+use hanoi247::proto::{AcknowledgeRequest, DeliverRequest, DeliveryResult, ListInboxRequest, Precedence};
 use prost_types::Timestamp;
 
 use crate::support::*;
@@ -24,32 +21,6 @@ use crate::support::*;
 fn assert_names(status: &tonic::Status, field: &str) {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().starts_with(&format!("{field}:")), "should name {field}: {}", status.message());
-}
-
-/// A valid request envelope from `origin` to `destination`, signed as `origin` would sign it.
-fn signed(net: &Network, origin: &str, destination: &str, change: impl FnOnce(&mut Envelope)) -> Envelope {
-    let mut envelope = Envelope {
-        id: uuid::Uuid::now_v7().to_string(),
-        origin: origin.into(),
-        destination: destination.into(),
-        kind: EnvelopeKind::Request as i32,
-        request_type: RequestType::TechnicalAdvice as i32,
-        precedence: Precedence::Routine as i32,
-        case_reference: format!("{origin}-2026-00000001"),
-        subject: "advice".into(),
-        language: "en".into(),
-        created_at: Some(timestamp::now()),
-        expires_at: Some(timestamp::after(Duration::from_secs(3600))),
-        handling_code: HandlingCode::H0 as i32,
-        ..Default::default()
-    };
-    change(&mut envelope);
-    let config = net.config(origin);
-    let signer =
-        hanoi247::trust::signing::Signer::load(&config.tls.cert, &config.tls.key, &config.tls.network_ca)
-            .unwrap();
-    signer.sign_envelope(&mut envelope).unwrap();
-    envelope
 }
 
 /// Each result is a refusal naming the field given for it (INVALID_ARGUMENT), or a receipt for `None`.
@@ -104,15 +75,15 @@ async fn out_of_range_times_are_refused_at_both_edges_naming_the_field() {
 
     // From a peer: each envelope refused on its own, the good one stored.
     let batch = vec![
-        signed(&net, "FR", "VN", |e| e.created_at = at(now + Duration::from_secs(3600))),
-        signed(&net, "FR", "VN", |e| e.expires_at = Some(year_10000)),
-        signed(&net, "FR", "VN", |e| {
+        signed_request(&net, "FR", "VN", |e| e.created_at = at(now + Duration::from_secs(3600))),
+        signed_request(&net, "FR", "VN", |e| e.expires_at = Some(year_10000)),
+        signed_request(&net, "FR", "VN", |e| {
             e.created_at = Some(Timestamp { nanos: 2_000_000_000, ..timestamp::now() })
         }),
-        signed(&net, "FR", "VN", |e| e.expires_at = at(now + 400 * day)),
-        signed(&net, "FR", "VN", |e| e.expires_at = at(now - day)),
+        signed_request(&net, "FR", "VN", |e| e.expires_at = at(now + 400 * day)),
+        signed_request(&net, "FR", "VN", |e| e.expires_at = at(now - day)),
         // Created long ago (it waited in a queue): fine.
-        signed(&net, "FR", "VN", |e| e.created_at = at(now - 30 * day)),
+        signed_request(&net, "FR", "VN", |e| e.created_at = at(now - 30 * day)),
     ];
     let good = batch[5].id.clone();
     let results = net
@@ -166,9 +137,9 @@ async fn control_characters_and_bidi_overrides_are_refused_at_both_edges() {
     assert!(outbox(&mut vn).await.is_empty(), "nothing stored");
 
     let batch = vec![
-        signed(&net, "FR", "VN", |e| e.subject = osc.into()),
-        signed(&net, "FR", "VN", |e| e.body = "look \u{2066}here\u{2069}".into()),
-        signed(&net, "FR", "VN", |e| {
+        signed_request(&net, "FR", "VN", |e| e.subject = osc.into()),
+        signed_request(&net, "FR", "VN", |e| e.body = "look \u{2066}here\u{2069}".into()),
+        signed_request(&net, "FR", "VN", |e| {
             e.attachments.push(hanoi247::proto::Attachment {
                 name: "a\u{9b}b.csv".into(),
                 media_type: "text/csv".into(),
@@ -177,7 +148,7 @@ async fn control_characters_and_bidi_overrides_are_refused_at_both_edges() {
             })
         }),
         // Tabs, CRLF newlines and right-to-left marks are text.
-        signed(&net, "FR", "VN", |e| {
+        signed_request(&net, "FR", "VN", |e| {
             e.subject = "طلب \u{200F}(RLM)".into();
             e.body = "one\r\n\ttwo\n".into();
         }),

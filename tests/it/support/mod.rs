@@ -529,3 +529,34 @@ pub async fn burst_then_kill9(
     }
     confirmed.lock().await.clone()
 }
+
+/// A valid request envelope from `origin` to `destination`, signed as `origin` would sign it.
+pub fn signed_request(
+    net: &Network,
+    origin: &str,
+    destination: &str,
+    change: impl FnOnce(&mut hanoi247::proto::Envelope),
+) -> hanoi247::proto::Envelope {
+    let mut envelope = hanoi247::proto::Envelope {
+        id: uuid::Uuid::now_v7().to_string(),
+        origin: origin.into(),
+        destination: destination.into(),
+        kind: hanoi247::proto::EnvelopeKind::Request as i32,
+        request_type: hanoi247::proto::RequestType::TechnicalAdvice as i32,
+        precedence: hanoi247::proto::Precedence::Routine as i32,
+        case_reference: format!("{origin}-2026-00000001"),
+        subject: "advice".into(),
+        language: "en".into(),
+        created_at: Some(hanoi247::domain::timestamp::now()),
+        expires_at: Some(hanoi247::domain::timestamp::after(std::time::Duration::from_secs(3600))),
+        handling_code: hanoi247::proto::HandlingCode::H0 as i32,
+        ..Default::default()
+    };
+    change(&mut envelope);
+    let config = net.config(origin);
+    let signer =
+        hanoi247::trust::signing::Signer::load(&config.tls.cert, &config.tls.key, &config.tls.network_ca)
+            .unwrap();
+    signer.sign_envelope(&mut envelope).unwrap();
+    envelope
+}
