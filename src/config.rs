@@ -369,8 +369,9 @@ impl NotifyConfig {
     }
 }
 
-/// How long the lifecycle events behind `Watch` are kept. Messages (with their timelines) and
-/// the audit log are never removed by the node.
+/// How long the lifecycle events behind `Watch` are kept, and the content of closed cases. The
+/// messages themselves (ids, states, times, digests, receipts, signatures) and the audit log are
+/// never removed by the node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
@@ -381,6 +382,10 @@ pub struct RetentionConfig {
     /// How often old events are looked for; default 1 hour.
     #[serde(default = "default_retention_interval", with = "humantime_serde")]
     pub interval: Duration,
+    /// How long after a case is closed (`CloseCase`) its content (bodies, subjects, free text,
+    /// attachments) is removed; default 365 days.
+    #[serde(default = "default_closed_content_retention", with = "humantime_serde")]
+    pub closed_content: Duration,
 }
 
 fn default_event_retention() -> Duration {
@@ -389,10 +394,17 @@ fn default_event_retention() -> Duration {
 fn default_retention_interval() -> Duration {
     Duration::from_secs(3600)
 }
+fn default_closed_content_retention() -> Duration {
+    Duration::from_secs(365 * 24 * 3600)
+}
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        Self { events: default_event_retention(), interval: default_retention_interval() }
+        Self {
+            events: default_event_retention(),
+            interval: default_retention_interval(),
+            closed_content: default_closed_content_retention(),
+        }
     }
 }
 
@@ -888,6 +900,9 @@ impl NodeConfig {
         if self.retention.events.is_zero() || self.retention.interval.is_zero() {
             return Err("retention.events/interval: must be more than 0".into());
         }
+        if self.retention.closed_content.is_zero() {
+            return Err("retention.closed_content: must be more than 0".into());
+        }
         for (i, client) in self.clients.iter().enumerate() {
             crate::domain::identity::validate_client_name(&client.name)
                 .map_err(|e| format!("clients[{i}].name: {e}"))?;
@@ -996,11 +1011,18 @@ public_key = "0000000000000000000000000000000000000000000000000000000000000000"
         let config = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
         assert_eq!(config.retention.events, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(config.retention.interval, Duration::from_secs(3600));
+        assert_eq!(config.retention.closed_content, Duration::from_secs(365 * 24 * 3600));
         for bad in ["events = \"0s\"", "interval = \"0s\""] {
             let text = format!("{MINIMAL}\n[retention]\n{bad}\n");
             let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
             assert!(err.contains("retention.events/interval: must be more than 0"), "{err}");
         }
+        let text = format!("{MINIMAL}\n[retention]\nclosed_content = \"0s\"\n");
+        let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
+        assert!(err.contains("retention.closed_content: must be more than 0"), "{err}");
+        let text = format!("{MINIMAL}\n[retention]\nclosed_content = \"90days\"\n");
+        let config = NodeConfig::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(config.retention.closed_content, Duration::from_secs(90 * 24 * 3600));
     }
 
     #[test]

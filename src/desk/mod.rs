@@ -11,6 +11,7 @@
 
 mod authorization;
 mod bounds;
+mod closing;
 mod error;
 mod group_signing;
 mod handling;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// A 24/7 desk officer: submit, read, acknowledge, respond.
+    /// A 24/7 desk officer: submit, read, acknowledge, respond, close a case.
     Officer,
     /// An operator: read everything, requeue, cancel, see queues and peers, take backups.
     Operator,
@@ -49,6 +49,7 @@ pub enum Action {
     Backup,
     GetStatistics,
     RecoverFromPeers,
+    CloseCase,
 }
 
 /// What a caller may see when it may call at all.
@@ -73,7 +74,8 @@ pub fn scope(role: Role, action: Action) -> Option<Scope> {
             | A::Acknowledge
             | A::DisputePrecedence
             | A::Respond
-            | A::Watch,
+            | A::Watch
+            | A::CloseCase,
         ) => Some(Scope::All),
         (
             Role::Operator,
@@ -89,6 +91,8 @@ pub fn scope(role: Role, action: Action) -> Option<Scope> {
             | A::GetStatistics
             | A::RecoverFromPeers,
         ) => Some(Scope::All),
+        // Not `CloseCase`: closing starts the clock that removes a case's content at this node,
+        // the State's decision (its 24/7 officers), and a case holds the peer's replies too.
         (Role::Agency, A::Submit | A::Get | A::ListOutbox | A::Watch) => Some(Scope::OwnSubmissions),
         // Only the auditor: whoever runs the node (the operator) is among those it checks.
         // Counts and times, never content: the network's reporting is theirs to check.
@@ -143,9 +147,10 @@ mod tests {
             A::Backup,
             A::GetStatistics,
             A::RecoverFromPeers,
+            A::CloseCase,
         ];
         let allowed = |role| every.iter().filter(|a| scope(role, **a).is_some()).count();
-        assert_eq!(allowed(Role::Officer), 8);
+        assert_eq!(allowed(Role::Officer), 9);
         assert_eq!(allowed(Role::Operator), 11);
         assert_eq!(allowed(Role::Agency), 4);
         assert_eq!(allowed(Role::Auditor), 2);
@@ -154,5 +159,8 @@ mod tests {
         assert_eq!(scope(Role::Operator, A::Submit), None);
         assert_eq!(scope(Role::Officer, A::Cancel), None);
         assert_eq!(scope(Role::Officer, A::Backup), None, "a backup holds every case: operators only");
+        assert_eq!(scope(Role::Officer, A::CloseCase), Some(Scope::All));
+        assert_eq!(scope(Role::Agency, A::CloseCase), None, "closing a case is the State's decision");
+        assert_eq!(scope(Role::Operator, A::CloseCase), None);
     }
 }

@@ -1,6 +1,13 @@
-//! Retention of lifecycle events: once an hour (`[retention] interval`) the events older than
-//! `[retention] events` (30 days) are removed, oldest first, in bounded steps, each with an audit
-//! record. Messages, their timelines and the audit log are never removed here.
+//! Retention: once an hour (`[retention] interval`) the events older than `[retention] events`
+//! (30 days) are removed, oldest first, in bounded steps, each with an audit record; and the
+//! content of cases closed more than `[retention] closed_content` (365 days) ago is removed
+//! (`domain::closing` says what goes), each envelope's removal an audit record. Messages (ids,
+//! states, times, digests, receipts, signatures) and the audit log are never removed here.
+//!
+//! Attachment files: the attachment store, once there is one, removes the files of every
+//! attachment of an envelope whose `content_removed` lists `attachments.content`
+//! (`domain::closing::ATTACHMENT_CONTENT`) in [`remove_attachment_files`], called for each
+//! envelope whose content was removed.
 //!
 //! Invariant: the events kept are always the gap-free run after `Store::events_pruned_through`,
 //! so a watcher either gets every event after the one it names or is told (OUT_OF_RANGE) that
@@ -25,8 +32,69 @@ pub async fn run(context: Arc<NodeContext>, stop: CancellationToken) {
             _ = ticker.tick() => {}
         }
         prune(&context, &stop).await;
+        remove_closed_content(&context, &stop).await;
     }
 }
+
+/// Closed cases handled per pass step, so one step stays small.
+const CASES_PER_STEP: usize = 100;
+
+/// One pass: removes the content of every case closed before the retention period.
+async fn remove_closed_content(context: &Arc<NodeContext>, stop: &CancellationToken) {
+    let keep = context.config.retention.closed_content;
+    let now = context.clock.now();
+    let Some(before) = now.checked_sub(keep) else { return };
+    let why = format!(
+        "case closed more than {} ago ([retention] closed_content)",
+        humantime::format_duration(keep)
+    );
+    let store = context.store.clone();
+    let due = match tokio::task::spawn_blocking(move || store.closed_cases_due(before, CASES_PER_STEP)).await
+    {
+        Ok(Ok(due)) => due,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "closed cases could not be read; trying again at the next interval");
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the closed-case retention task failed; trying again at the next interval");
+            return;
+        }
+    };
+    for (first, closed_at) in due {
+        if stop.is_cancelled() {
+            return;
+        }
+        let store = context.store.clone();
+        let reason = why.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            store.remove_case_content(first, closed_at, now, &reason, crate::trust::signing::envelope_digest)
+        })
+        .await;
+        match removed {
+            Ok(Ok(done)) => {
+                if let Err(error) = context.store.persist().await {
+                    tracing::warn!(%error, "removing a closed case's content is not durable yet");
+                }
+                for id in &done.ids {
+                    remove_attachment_files(context, id);
+                }
+                tracing::info!(case = %first, removed = done.ids.len(), waiting = done.waiting, "closed case content removed");
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, case = %first, "a closed case's content could not be removed; trying again at the next interval");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the closed-case retention task failed; trying again at the next interval");
+            }
+        }
+    }
+}
+
+/// The hook for attachment files: removes the stored files of envelope `id`'s attachments, whose
+/// content was just removed. There is no attachment store yet (attachments travel out of band,
+/// described by their digest), so there is nothing to remove.
+fn remove_attachment_files(_context: &NodeContext, _id: &str) {}
 
 /// One pass: removes every event older than the retention period, a step at a time.
 async fn prune(context: &Arc<NodeContext>, stop: &CancellationToken) {

@@ -26,6 +26,7 @@
 //! | `c` "recovered" node-code(2) | the id(16) of the recovery done from that peer, then what came back (UTF-8) |
 //! | `n` id(16) | JSON `Notification` — a notification still to be sent (see `notifications`) |
 //! | `d` id(16) | JSON `Notification` — a notification sent (removed after `[retention] events`) |
+//! | `k` closed-at-seconds(8) id(16) | empty — a closed case (its first request) whose content is still to be removed (see `closed_cases`) |
 //!
 //! Invariants: an outbound message has an `o` key exactly while it is QUEUED or WAITING_RETRY; a
 //! request has an `a` key exactly while it waits for an acknowledgement; every new timeline entry
@@ -40,6 +41,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod closed_cases;
 pub mod crash_point;
 pub mod events;
 pub mod group_commit;

@@ -3,8 +3,8 @@
 use maud::{Markup, html};
 
 use super::{
-    Frame, exercise_badge, foreign, kind_or_type, layout, overdue_badge, precedence_badge, state_badge,
-    ticking_age, time,
+    Frame, closed_badge, exercise_badge, foreign, kind_or_type, layout, overdue_badge, precedence_badge,
+    state_badge, ticking_age, time,
 };
 use crate::domain::names::ShortName as _;
 use crate::proto::Message;
@@ -82,7 +82,7 @@ fn rows(frame: &Frame<'_>, messages: &[Message]) -> Markup {
                 tr.(format!("row-{}", precedence.to_ascii_lowercase())).overdue[m.overdue]
                     data-id=(e.id) data-precedence=(precedence) data-state=(m.state().short_name())
                 {
-                    td { (precedence_badge(e.precedence())) (overdue_badge(frame.strings, m.overdue)) (exercise_badge(frame.strings, e.exercise)) }
+                    td { (precedence_badge(e.precedence())) (overdue_badge(frame.strings, m.overdue)) (closed_badge(frame.strings, m)) (exercise_badge(frame.strings, e.exercise)) }
                     td { (state_badge(m.state())) }
                     td { (foreign(&e.origin)) }
                     td { (kind_or_type(e.kind(), e.request_type())) }
@@ -153,7 +153,7 @@ pub fn outbox(frame: &Frame<'_>, messages: &[Message], search: &ListSearch, next
                     @for m in messages {
                         @if let Some(e) = m.envelope.as_ref() {
                             tr data-id=(e.id) {
-                                td { (precedence_badge(e.precedence())) (overdue_badge(s, m.overdue)) (exercise_badge(s, e.exercise)) }
+                                td { (precedence_badge(e.precedence())) (overdue_badge(s, m.overdue)) (closed_badge(s, m)) (exercise_badge(s, e.exercise)) }
                                 td { (state_badge(m.state())) }
                                 td { (foreign(&e.destination)) }
                                 td { (kind_or_type(e.kind(), e.request_type())) }
