@@ -162,4 +162,67 @@ mod tests {
         assert_eq!(context.store.events_pruned_through().unwrap(), 1);
         assert_eq!(context.metrics.events_pruned.get(), 1);
     }
+
+    /// Marks the case of `id` closed at `at` as `CloseCase` does (body and all).
+    fn close(context: &NodeContext, id: uuid::Uuid, at: SystemTime) {
+        context
+            .store
+            .write(|changes| {
+                let mut stored = changes.get(id)?.unwrap();
+                let message = stored.message.as_mut().unwrap();
+                message.envelope.as_mut().unwrap().body = "the name of a witness".into();
+                message.closed_at = Some(crate::domain::timestamp::from_system(at));
+                changes.put(stored)?;
+                changes.mark_case_closed(id, at);
+                Ok::<_, crate::store::StoreError>(())
+            })
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn closed_cases_lose_their_content_once_the_period_is_over_and_waiting_ones_keep_it() {
+        let start = SystemTime::now();
+        let manual = Clock::manual(start);
+        let (_dir, context) = testing::context(manual.clock()).await;
+        let far = start + Duration::from_secs(800 * 86_400);
+        let received = testing::store_request(&context, MessageState::Received, start, far);
+        let open = testing::store_request(&context, MessageState::Received, start, far);
+        // Closed while still queued (only possible by a store edit): its content must stay.
+        let queued = testing::store_request(&context, MessageState::Queued, start, far);
+        close(&context, received, start);
+        close(&context, queued, start);
+        let stop = CancellationToken::new();
+        let body = |id| {
+            let stored = context.store.get(id).unwrap().unwrap();
+            let message = stored.message.unwrap();
+            (message.envelope.unwrap().body, message.content_removed_at.is_some())
+        };
+
+        remove_closed_content(&context, &stop).await;
+        assert_eq!(body(received), ("the name of a witness".into(), false), "not yet");
+
+        manual.advance(context.config.retention.closed_content + Duration::from_secs(1));
+        remove_closed_content(&context, &stop).await;
+        assert_eq!(body(received), (String::new(), true));
+        assert!(!body(open).1, "never closed: kept");
+        assert_eq!(body(queued), ("the name of a witness".into(), false), "still to be sent: kept");
+        let due = context.store.closed_cases_due(manual.now(), 10).unwrap();
+        assert_eq!(
+            due.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [queued],
+            "the waiting case is tried again"
+        );
+        let head = context.store.audit_head().sequence;
+        let removals = context.store.audit_records(0, head, usize::MAX).unwrap();
+        let removals: Vec<_> = removals.iter().filter(|(_, r)| r.action == "CONTENT_REMOVED").collect();
+        assert_eq!(removals.len(), 1);
+        assert_eq!(removals[0].1.message_id, received.to_string());
+        assert!(removals[0].1.details.starts_with("body: case closed more than"), "{:?}", removals[0].1);
+
+        // A second pass removes nothing twice.
+        remove_closed_content(&context, &stop).await;
+        let head_after = context.store.audit_head().sequence;
+        let again = context.store.audit_records(head, head_after, usize::MAX).unwrap();
+        assert!(again.iter().all(|(_, r)| r.action != "CONTENT_REMOVED"), "{again:?}");
+    }
 }

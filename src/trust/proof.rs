@@ -429,7 +429,7 @@ impl std::fmt::Display for Verified {
         if let Some((at, fields)) = &self.removed {
             writeln!(
                 f,
-                "  content removed at {at} ({}): the signatures cover the digest above; the fields below are as the node kept them, and only the id is signed (by the receipt)",
+                "  content removed at {at} ({}): the signatures cover the digest above; the fields below are as the node kept them, not signed (but for the id, which a receipt binds)",
                 fields.join(", ")
             )?;
         }
@@ -804,6 +804,50 @@ mod tests {
         let error = check_readable(&serde_json::json!({"note": "added"}), &signed).unwrap_err();
         assert!(error.to_string().contains("which say nothing"), "{error}");
         assert!(check_readable(&serde_json::json!([]), &signed).is_err());
+    }
+
+    /// A proof file of `format` whose envelope part has (or not) a `removed` part; its
+    /// signatures are not real (the checks before them are what these tests reach).
+    fn file(format: &str, removed: bool) -> String {
+        let proof = ProofFile {
+            format: format.into(),
+            network: "net".into(),
+            envelope: EnvelopePart {
+                id: "id".into(),
+                sha256: "00".repeat(32),
+                canonical_base64: if removed { String::new() } else { BASE64.encode(b"") },
+                readable: json!({}),
+                removed: removed.then(|| RemovedPart {
+                    at: "2026-12-05T09:00:00Z".into(),
+                    fields: vec!["body".into()],
+                    kept_base64: BASE64
+                        .encode(Envelope { id: "id".into(), ..Default::default() }.encode_to_vec()),
+                }),
+            },
+            origin: OriginPart {
+                node: "VN".into(),
+                signature_base64: String::new(),
+                certificate_chain: Vec::new(),
+                batch: None,
+            },
+            receipt: None,
+        };
+        serde_json::to_string(&proof).unwrap()
+    }
+
+    #[test]
+    fn the_removed_part_belongs_to_v3_only_and_v3_needs_it() {
+        let error = verify(&file(FORMAT, true), None).unwrap_err().to_string();
+        assert!(error.starts_with("envelope.removed: only a hanoi247-proof-v3 file"), "{error}");
+        let error = verify(&file(FORMAT_V3, false), None).unwrap_err().to_string();
+        assert!(error.starts_with("envelope.removed: required"), "{error}");
+        // A v3 file gets past the envelope to the signatures (here: no certificate chain).
+        let error = verify(&file(FORMAT_V3, true), None).unwrap_err().to_string();
+        assert!(error.starts_with("origin.certificate_chain: expected 2 certificates"), "{error}");
+        let error = verify(&file("hanoi247-proof-v4", true), None).unwrap_err().to_string();
+        assert!(error.starts_with("format: 'hanoi247-proof-v4' is none of"), "{error}");
+        // v1 and v2 files are written without the new keys, as before.
+        assert!(!file(FORMAT, false).contains("removed"));
     }
 
     #[test]

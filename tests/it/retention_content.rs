@@ -378,3 +378,70 @@ async fn a_closed_case_loses_its_content_after_the_period_and_its_proofs_still_v
     net.stop("VN").await;
     net.stop("FR").await;
 }
+
+/// The text between `start` and the next `end` in `text`.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text.find(start).unwrap_or_else(|| panic!("{start} not in {text}")) + start.len();
+    let to = text[from..].find(end).unwrap() + from;
+    &text[from..to]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_closes_a_case_with_the_form_token_and_shows_what_was_removed() {
+    use crate::console::{browser, console_port, fetch};
+    let mut net = Network::with_clients(&["VN", "FR"], &CLIENTS).await;
+    net.edit_config(
+        "VN",
+        "events = \"30days\"\ninterval = \"1h\"",
+        "events = \"30days\"\ninterval = \"100ms\"",
+    );
+    net.edit_config("VN", "closed_content = \"365days\"", "closed_content = \"30days\"");
+    let manual = Clock::manual(SystemTime::now());
+    net.start_with_clock("VN", manual.clock()).await;
+    net.start("FR").await;
+    let id = answered_request(&net).await;
+    let mut desk = net.desk_as("VN", "officer");
+    let (port, officer) = (console_port(&net, "VN"), browser(&net, "VN", "officer"));
+    let page_path = format!("/message/{id}");
+    let close_path = format!("/message/{id}/close");
+
+    let page = fetch(officer.clone(), port, &page_path, None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&format!("action=\"{close_path}\"")), "{}", page.body);
+    let token = between(&page.body, "name=\"csrf\" value=\"", "\"").to_owned();
+    // The operator's page has no such button: closing is for officers.
+    let operator = browser(&net, "VN", "operator");
+    let operator_page = fetch(operator.clone(), port, &page_path, None).await;
+    assert!(!operator_page.body.contains(&close_path), "{}", operator_page.body);
+
+    // Without the form token: refused, nothing closed.
+    let refused = fetch(officer.clone(), port, &close_path, Some("reason=x")).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(get(&mut desk, &id).await.0.closed_at.is_none());
+
+    let form = format!("csrf={token}&reason=case+over");
+    let done = fetch(officer.clone(), port, &close_path, Some(&form)).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let (closed, _) = get(&mut desk, &id).await;
+    assert!(closed.closed_at.is_some());
+    assert_eq!((closed.closed_by.as_str(), closed.close_reason.as_str()), ("officer", "case over"));
+    let page = fetch(officer.clone(), port, &page_path, None).await;
+    assert!(page.body.contains("badge-closed") && page.body.contains("closed_at"), "{}", page.body);
+    assert!(!page.body.contains(&format!("action=\"{close_path}\"")), "closed once: {}", page.body);
+    let outbox = fetch(officer.clone(), port, "/outbox", None).await;
+    assert!(outbox.body.contains("badge-closed"), "{}", outbox.body);
+    // Twice (a stale page): the desk's refusal is shown, nothing changes.
+    let again = fetch(officer.clone(), port, &close_path, Some(&form)).await;
+    assert!(again.body.contains("already closed"), "{} {}", again.status, again.body);
+
+    // `[retention] closed_content = "30days"` later, the page says what was removed and when.
+    manual.advance(Duration::from_secs(31 * 86_400));
+    eventually("the content is removed", async || get(&mut desk, &id).await.0.content_removed_at.is_some())
+        .await;
+    let page = fetch(officer, port, &page_path, None).await;
+    assert!(page.body.contains("content_removed_at"), "{}", page.body);
+    assert!(page.body.contains("Content removed (retention of closed cases)"), "{}", page.body);
+    assert!(!page.body.contains("jane.doe") && !page.body.contains("Jane Doe"), "{}", page.body);
+    net.stop("VN").await;
+    net.stop("FR").await;
+}
