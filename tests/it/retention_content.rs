@@ -438,10 +438,12 @@ async fn the_console_closes_a_case_with_the_form_token_and_shows_what_was_remove
     manual.advance(Duration::from_secs(31 * 86_400));
     eventually("the content is removed", async || get(&mut desk, &id).await.0.content_removed_at.is_some())
         .await;
-    let page = fetch(officer, port, &page_path, None).await;
+    let page = fetch(officer.clone(), port, &page_path, None).await;
     assert!(page.body.contains("content_removed_at"), "{}", page.body);
     assert!(page.body.contains("Content removed (retention of closed cases)"), "{}", page.body);
     assert!(!page.body.contains("jane.doe") && !page.body.contains("Jane Doe"), "{}", page.body);
+    let outbox = fetch(officer, port, "/outbox", None).await;
+    assert!(outbox.body.contains("<em>Content removed (retention of closed cases)</em>"), "{}", outbox.body);
     net.stop("VN").await;
     net.stop("FR").await;
 }

@@ -86,7 +86,7 @@ fn rows(frame: &Frame<'_>, messages: &[Message]) -> Markup {
                     td { (state_badge(m.state())) }
                     td { (foreign(&e.origin)) }
                     td { (kind_or_type(e.kind(), e.request_type())) }
-                    td { a href={ "/message/" (e.id) } { (foreign(&e.subject)) } }
+                    td { a href={ "/message/" (e.id) } { (subject_or_removed(frame.strings, m, &e.subject)) } }
                     td { (ticking_age(e.created_at.as_ref())) }
                     td { (time(m.ack_deadline.as_ref())) }
                 }
@@ -157,7 +157,7 @@ pub fn outbox(frame: &Frame<'_>, messages: &[Message], search: &ListSearch, next
                                 td { (state_badge(m.state())) }
                                 td { (foreign(&e.destination)) }
                                 td { (kind_or_type(e.kind(), e.request_type())) }
-                                td { a href={ "/message/" (e.id) } { (foreign(&e.subject)) } }
+                                td { a href={ "/message/" (e.id) } { (subject_or_removed(s, m, &e.subject)) } }
                                 td { (ticking_age(e.created_at.as_ref())) }
                                 td { (time(m.ack_deadline.as_ref())) }
                                 td { (m.attempts) }
@@ -175,4 +175,19 @@ pub fn outbox(frame: &Frame<'_>, messages: &[Message], search: &ListSearch, next
         (next_link(frame, "/outbox", search, next_page_token))
     };
     layout(frame, "outbox", s.outbox_title, &content.into_string())
+}
+
+/// A list's subject cell: the subject, or that retention removed it (a closed case).
+fn subject_or_removed(
+    strings: &crate::console::strings::Catalogue,
+    message: &crate::proto::Message,
+    subject: &str,
+) -> maud::Markup {
+    maud::html! {
+        @if message.content_removed_at.is_some() {
+            em { (strings.content_removed) }
+        } @else {
+            (foreign(subject))
+        }
+    }
 }
