@@ -375,6 +375,28 @@ async fn a_closed_case_loses_its_content_after_the_period_and_its_proofs_still_v
     assert!(at_fr.closed_at.is_none() && at_fr.content_removed_at.is_none());
     assert!(at_fr.envelope.as_ref().unwrap().body.contains("jane.doe"));
 
+    // FR resending its response (a receipt it never got): still the duplicate, by the digest kept.
+    let response_id = response_envelope.id.clone();
+    let original = get(&mut fr, &response_id).await.0.envelope.unwrap();
+    assert!(!original.body.is_empty());
+    let config = net.config("FR");
+    let signer =
+        hanoi247::trust::signing::Signer::load(&config.tls.cert, &config.tls.key, &config.tls.network_ca)
+            .unwrap();
+    let mut resent = original.clone();
+    resent.origin_signature.clear();
+    resent.origin_batch = None;
+    signer.sign_envelope(&mut resent).unwrap();
+    let request = hanoi247::proto::DeliverRequest { envelopes: vec![resent], ..Default::default() };
+    let results = net.peer_client("FR", "VN").deliver(request).await.unwrap().into_inner().results;
+    match &results[0].outcome {
+        Some(hanoi247::proto::delivery_result::Outcome::Receipt(receipt)) => {
+            assert!(receipt.duplicate, "{receipt:?}")
+        }
+        other => panic!("the resent response: {other:?}"),
+    }
+    assert!(get(&mut officer, &response_id).await.0.content_removed_at.is_some(), "nothing restored");
+
     net.stop("VN").await;
     net.stop("FR").await;
 }
