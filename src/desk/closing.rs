@@ -1,5 +1,6 @@
 //! Closing a case: the request an officer names (sent or received), the chain it belongs to
-//! from its first request down, marked closed with the time and who closed it. Nothing goes to
+//! from its first request down (what is not closed yet: a follow-up that joined a closed case is
+//! closed by naming it), marked closed with the time and who closed it. Nothing goes to
 //! the peer: closing is this node's decision about what it keeps (`node::retention` removes the
 //! content once `[retention] closed_content` is over).
 
@@ -38,16 +39,22 @@ impl Desk {
                     "{id} is not a request: close the case by its request's id"
                 )));
             }
-            let first = first_request(changes, id)?;
-            let first_message = view(&stored_for(changes, first)?);
-            if let Some(at) = &first_message.closed_at {
+            if let Some(at) = &named.closed_at {
                 return Err(DeskError::WrongMessage(format!(
                     "the case of {id} was already closed at {} by {}",
                     timestamp::rfc3339(at),
-                    first_message.closed_by
+                    named.closed_by
                 )));
             }
-            let case = self.context.store.case_envelopes(first)?;
+            let first = first_request(changes, id)?;
+            // What is closed already (before a follow-up joined) keeps its closing.
+            let case: Vec<_> = self
+                .context
+                .store
+                .case_envelopes(first)?
+                .into_iter()
+                .filter(|stored| stored.message.as_ref().is_some_and(|m| m.closed_at.is_none()))
+                .collect();
             if let Some(waiting) = case.iter().map(view).find(|m| {
                 m.direction() == Direction::Outbound
                     && matches!(m.state(), MessageState::Queued | MessageState::WaitingRetry)

@@ -140,6 +140,7 @@ mod tests {
     use crate::domain::clock::Clock;
     use crate::node::testing;
     use crate::proto::MessageState;
+    use crate::store::view;
 
     #[tokio::test]
     async fn events_are_removed_once_the_clock_passes_the_retention_period() {
@@ -161,6 +162,90 @@ mod tests {
         // Every event is old now; the last one stays (watchers count from it).
         assert_eq!(context.store.events_pruned_through().unwrap(), 1);
         assert_eq!(context.metrics.events_pruned.get(), 1);
+    }
+
+    /// Stores an envelope from FR answering or continuing `parent`, with a body; returns its id.
+    fn store_reply(
+        context: &NodeContext,
+        parent: uuid::Uuid,
+        kind: crate::proto::EnvelopeKind,
+    ) -> uuid::Uuid {
+        let id = uuid::Uuid::now_v7();
+        let at = crate::domain::timestamp::now();
+        let envelope = crate::proto::Envelope {
+            id: id.to_string(),
+            origin: "FR".into(),
+            destination: "VN".into(),
+            kind: kind as i32,
+            in_reply_to: parent.to_string(),
+            body: "a reply naming a witness".into(),
+            created_at: Some(at),
+            ..Default::default()
+        };
+        let mut message = crate::proto::Message {
+            envelope: Some(envelope),
+            direction: crate::proto::Direction::Inbound as i32,
+            ..Default::default()
+        };
+        crate::domain::lifecycle::enter(&mut message, MessageState::Received, at, "test".into());
+        context
+            .store
+            .write(|changes| {
+                let seq = changes.next_seq()?;
+                changes.put(crate::store_proto::StoredMessage {
+                    message: Some(message),
+                    seq,
+                    ..Default::default()
+                })
+            })
+            .unwrap();
+        id
+    }
+
+    /// Marks `id` closed at `at` as `CloseCase` does, the case's key under `first`.
+    fn close_in(context: &NodeContext, first: uuid::Uuid, id: uuid::Uuid, at: SystemTime) {
+        context
+            .store
+            .write(|changes| {
+                let mut stored = changes.get(id)?.unwrap();
+                stored.message.as_mut().unwrap().closed_at = Some(crate::domain::timestamp::from_system(at));
+                changes.put(stored)?;
+                changes.mark_case_closed(first, at);
+                Ok::<_, crate::store::StoreError>(())
+            })
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn replies_that_join_a_closed_case_go_with_it_and_a_follow_up_waits_for_its_own_closing() {
+        use crate::proto::EnvelopeKind;
+        let start = SystemTime::now();
+        let manual = Clock::manual(start);
+        let (_dir, context) = testing::context(manual.clock()).await;
+        let far = start + Duration::from_secs(800 * 86_400);
+        let first = testing::store_request(&context, MessageState::Received, start, far);
+        close(&context, first, start);
+        let late_ack = store_reply(&context, first, EnvelopeKind::Acknowledgement);
+        let follow_up = store_reply(&context, first, EnvelopeKind::Request);
+        let follow_up_ack = store_reply(&context, follow_up, EnvelopeKind::Acknowledgement);
+        let removed =
+            |id| context.store.get(id).unwrap().unwrap().message.unwrap().content_removed_at.is_some();
+        let stop = CancellationToken::new();
+
+        let period = context.config.retention.closed_content + Duration::from_secs(1);
+        manual.advance(period);
+        remove_closed_content(&context, &stop).await;
+        assert!(removed(first) && removed(late_ack), "the case and what joined it");
+        assert!(!removed(follow_up) && !removed(follow_up_ack), "an open follow-up and its reply stay");
+
+        // The follow-up closed now: its own period, then it goes too.
+        close_in(&context, first, follow_up, manual.now());
+        remove_closed_content(&context, &stop).await;
+        assert!(!removed(follow_up), "not before its own period");
+        manual.advance(period);
+        remove_closed_content(&context, &stop).await;
+        assert!(removed(follow_up) && removed(follow_up_ack));
+        assert!(context.store.closed_cases_due(manual.now(), 10).unwrap().is_empty());
     }
 
     /// Marks the case of `id` closed at `at` as `CloseCase` does (body and all).
@@ -200,6 +285,10 @@ mod tests {
 
         remove_closed_content(&context, &stop).await;
         assert_eq!(body(received), ("the name of a witness".into(), false), "not yet");
+        // A closed request waits for nobody: never overdue, unlike the open one.
+        let overdue: Vec<_> =
+            context.store.overdue(far).unwrap().iter().map(|m| view(m).envelope.unwrap().id).collect();
+        assert_eq!(overdue, [open.to_string()]);
 
         manual.advance(context.config.retention.closed_content + Duration::from_secs(1));
         remove_closed_content(&context, &stop).await;

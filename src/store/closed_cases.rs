@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Changes, Store, StoreError, prefixed, view};
 use crate::domain::timestamp;
-use crate::proto::{Direction, Envelope, Message, MessageState, WatchResponse};
+use crate::proto::{Direction, Envelope, EnvelopeKind, Message, MessageState, WatchResponse};
 use crate::store_proto::StoredMessage;
 
 /// The most envelopes one case may hold for closing and removal (a chain is a handful; this
@@ -106,8 +106,10 @@ impl Store {
         Ok(case)
     }
 
-    /// Removes the content of every envelope of the closed case that starts with `first`, each
-    /// with an audit record (`CONTENT_REMOVED`, which fields, `why`), at `now`. `digest` gives an
+    /// Removes the content of the envelopes of the case that starts with `first` that were closed
+    /// at `closed_at` or before (those closed later have their own key) and of the replies that
+    /// joined them after the closing, each with an audit record (`CONTENT_REMOVED`, which fields,
+    /// `why`), at `now`. `digest` gives an
     /// envelope's SHA-256 as signed (`trust::signing`, above the store). An envelope that still
     /// waits to be sent keeps its content, and so does the case's index key, for the next pass;
     /// otherwise the key goes in the same write.
@@ -119,10 +121,27 @@ impl Store {
         why: &str,
         digest: impl Fn(&Envelope) -> [u8; 32],
     ) -> Result<CaseRemoval, StoreError> {
+        let closed_seconds = closed_at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         self.write(|changes| {
             let mut done = CaseRemoval::default();
+            // Parents come before their replies (`case_envelopes`), so a reply that joined the
+            // case after the closing goes with the envelope it answers.
+            let mut removable = std::collections::HashSet::new();
             for mut stored in self.case_envelopes(first)? {
                 let message = view(&stored);
+                let envelope = message.envelope.clone().unwrap_or_default();
+                let closed_then = message
+                    .closed_at
+                    .is_some_and(|at| u64::try_from(at.seconds).is_ok_and(|s| s <= closed_seconds));
+                // Not closed: an answer or acknowledgement that joined after the closing goes;
+                // a request that did (a follow-up) is open until it is closed itself.
+                let joined = message.closed_at.is_none()
+                    && envelope.kind() != EnvelopeKind::Request
+                    && removable.contains(&envelope.in_reply_to);
+                if !(closed_then || joined) {
+                    continue;
+                }
+                removable.insert(envelope.id.clone());
                 let waiting = message.direction() == Direction::Outbound
                     && matches!(message.state(), MessageState::Queued | MessageState::WaitingRetry);
                 if waiting {

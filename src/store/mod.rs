@@ -1223,10 +1223,12 @@ pub fn peer_of(message: &Message) -> &str {
     }
 }
 
-/// Whether a request still waits for a person at its destination to take it.
+/// Whether a request still waits for a person at its destination to take it (a closed case waits
+/// for nobody: it is never overdue).
 pub fn awaits_acknowledgement(message: &Message) -> bool {
     let is_request = message.envelope.as_ref().is_some_and(|e| e.kind() == EnvelopeKind::Request);
     is_request
+        && message.closed_at.is_none()
         && match message.direction() {
             Direction::Outbound => {
                 matches!(

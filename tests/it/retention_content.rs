@@ -179,6 +179,26 @@ async fn closing_a_case_marks_its_chain_and_bad_input_changes_nothing() {
     let mut fr = net.desk_as("FR", "officer");
     assert!(get(&mut fr, &id).await.0.closed_at.is_none(), "closing is this node's own decision");
 
+    // A closed case takes no more actions: cancelling it at VN, acknowledging or answering a
+    // received request closed at FR are refused, and nothing changes.
+    let cancel = hanoi247::proto::CancelRequest { id: id.clone(), reason: "late".into() };
+    let status = net.desk_as("VN", "operator").cancel(cancel).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("was closed at"), "{status:?}");
+    let received =
+        submit(&mut officer, advice_request("FR", hanoi247::proto::Precedence::Routine, "closed unanswered"))
+            .await;
+    wait_state(&mut fr, &received, MessageState::Received).await;
+    fr.close_case(close(&received, "handled by phone")).await.unwrap();
+    let ack = hanoi247::proto::AcknowledgeRequest { id: received.clone(), note: String::new() };
+    let status = fr.acknowledge(ack).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("nothing more is done in it"), "{status:?}");
+    let answer = RespondRequest { id: received.clone(), text: "late".into(), ..Default::default() };
+    assert_eq!(fr.respond(answer).await.unwrap_err().code(), Code::FailedPrecondition);
+    let (at_fr, replies) = get(&mut fr, &received).await;
+    assert_eq!((at_fr.state(), replies.len()), (MessageState::Received, 0), "nothing queued");
+
     // A case with an envelope still to be sent cannot be closed: it would lose its content.
     net.stop("FR").await;
     let waiting =

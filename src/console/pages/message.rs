@@ -178,8 +178,10 @@ fn actions(frame: &Frame<'_>, message: &Message) -> Markup {
     let e = message.envelope.clone().unwrap_or_default();
     let is_request = e.kind() == EnvelopeKind::Request;
     let state = message.state();
-    let inbound_request = is_request && message.direction() == Direction::Inbound;
-    let outbound_request = is_request && message.direction() == Direction::Outbound;
+    // A closed case takes no more actions (the desk refuses them too).
+    let closed = message.closed_at.is_some();
+    let inbound_request = is_request && !closed && message.direction() == Direction::Inbound;
+    let outbound_request = is_request && !closed && message.direction() == Direction::Outbound;
     let answerable = matches!(state, MessageState::Received | MessageState::Acknowledged);
     let open = !matches!(state, MessageState::Cancelled | MessageState::Expired | MessageState::Answered);
     let acknowledge = inbound_request && state == MessageState::Received && frame.may(Action::Acknowledge);
@@ -190,8 +192,7 @@ fn actions(frame: &Frame<'_>, message: &Message) -> Markup {
         && state == MessageState::Expired
         && frame.may(Action::Requeue);
     let waits_to_be_sent = matches!(state, MessageState::Queued | MessageState::WaitingRetry);
-    let close =
-        is_request && message.closed_at.is_none() && !waits_to_be_sent && frame.may(Action::CloseCase);
+    let close = is_request && !closed && !waits_to_be_sent && frame.may(Action::CloseCase);
     let current = e.precedence();
     let others = [Precedence::Flash, Precedence::Immediate, Precedence::Priority, Precedence::Routine]
         .into_iter()
