@@ -369,8 +369,9 @@ impl NotifyConfig {
     }
 }
 
-/// How long the lifecycle events behind `Watch` are kept. Messages (with their timelines) and
-/// the audit log are never removed by the node.
+/// How long the lifecycle events behind `Watch` are kept, and the content of closed cases. The
+/// messages themselves (ids, states, times, digests, receipts, signatures) and the audit log are
+/// never removed by the node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
@@ -385,6 +386,10 @@ pub struct RetentionConfig {
     /// (looked for every `interval`). Default 24 hours.
     #[serde(default = "default_upload_retention", with = "humantime_serde")]
     pub uploads: Duration,
+    /// How long after a case is closed (`CloseCase`) its content (bodies, subjects, free text,
+    /// attachments) is removed; default 365 days.
+    #[serde(default = "default_closed_content_retention", with = "humantime_serde")]
+    pub closed_content: Duration,
 }
 
 fn default_upload_retention() -> Duration {
@@ -397,6 +402,9 @@ fn default_event_retention() -> Duration {
 fn default_retention_interval() -> Duration {
     Duration::from_secs(3600)
 }
+fn default_closed_content_retention() -> Duration {
+    Duration::from_secs(365 * 24 * 3600)
+}
 
 impl Default for RetentionConfig {
     fn default() -> Self {
@@ -404,6 +412,7 @@ impl Default for RetentionConfig {
             events: default_event_retention(),
             interval: default_retention_interval(),
             uploads: default_upload_retention(),
+            closed_content: default_closed_content_retention(),
         }
     }
 }
@@ -900,6 +909,9 @@ impl NodeConfig {
         if self.retention.events.is_zero() || self.retention.interval.is_zero() {
             return Err("retention.events/interval: must be more than 0".into());
         }
+        if self.retention.closed_content.is_zero() {
+            return Err("retention.closed_content: must be more than 0".into());
+        }
         for (i, client) in self.clients.iter().enumerate() {
             crate::domain::identity::validate_client_name(&client.name)
                 .map_err(|e| format!("clients[{i}].name: {e}"))?;
@@ -1008,11 +1020,18 @@ public_key = "0000000000000000000000000000000000000000000000000000000000000000"
         let config = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
         assert_eq!(config.retention.events, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(config.retention.interval, Duration::from_secs(3600));
+        assert_eq!(config.retention.closed_content, Duration::from_secs(365 * 24 * 3600));
         for bad in ["events = \"0s\"", "interval = \"0s\""] {
             let text = format!("{MINIMAL}\n[retention]\n{bad}\n");
             let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
             assert!(err.contains("retention.events/interval: must be more than 0"), "{err}");
         }
+        let text = format!("{MINIMAL}\n[retention]\nclosed_content = \"0s\"\n");
+        let err = NodeConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
+        assert!(err.contains("retention.closed_content: must be more than 0"), "{err}");
+        let text = format!("{MINIMAL}\n[retention]\nclosed_content = \"90days\"\n");
+        let config = NodeConfig::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(config.retention.closed_content, Duration::from_secs(90 * 24 * 3600));
     }
 
     #[test]

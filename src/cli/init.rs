@@ -267,6 +267,9 @@ poll_interval = "2s"
 # `interval`; a watcher resuming from before them is told so. Messages and the audit log stay.
 events = "30days"
 interval = "1h"
+# The content (texts, subjects) of a case closed (`hanoi247 close`) this long ago is removed;
+# ids, states, times, digests, receipts, signatures and the audit log stay.
+closed_content = "365days"
 
 [store]
 # Writes are durable in the write-ahead log (data_dir/wal); the database is checkpointed behind

@@ -160,6 +160,16 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Close a case: the request (sent or received) and its whole chain. Its content (bodies,
+    /// subjects, free text) is removed at this node after `[retention] closed_content`.
+    Close {
+        /// Message and client options.
+        #[command(flatten)]
+        id: IdArgs,
+        /// Why, for the record (optional; removed with the content).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Queue an EXPIRED request again with a new expiry.
     Requeue {
         /// Message and client options.
@@ -1180,6 +1190,7 @@ fn client_args_mut(command: &mut Command) -> Option<&mut ClientArgs> {
         | Command::Dispute { id, .. }
         | Command::Respond { id, .. }
         | Command::Cancel { id, .. }
+        | Command::Close { id, .. }
         | Command::Requeue { id, .. } => Some(&mut id.client),
         Command::Watch { client, .. }
         | Command::Backup { client, .. }
@@ -1328,6 +1339,7 @@ pub async fn run_client(
                     "ca_given": verified.ca_given,
                     "origin": verified.origin,
                     "receipt": verified.receipt.as_ref().map(|(by, at)| serde_json::json!({ "by": by, "at": at })),
+                    "content_removed": verified.removed.as_ref().map(|(at, fields)| serde_json::json!({ "at": at, "fields": fields })),
                 }));
             } else {
                 print!("{verified}");
@@ -1391,6 +1403,24 @@ pub async fn run_client(
             let (mut desk, call) = connect(&id.client)?;
             let response = call.run(desk.cancel(CancelRequest { id: id.id, reason })).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
+            Ok(())
+        }
+        Command::Close { id, reason } => {
+            let (mut desk, call) = connect(&id.client)?;
+            let request = crate::proto::CloseCaseRequest { id: id.id, reason };
+            let closed = call.run(desk.close_case(request)).await?.into_inner();
+            if id.client.json {
+                let mut value = render::message_json(&closed.message.unwrap_or_default());
+                value["closed_ids"] = serde_json::json!(closed.closed_ids);
+                print_json(&value);
+            } else {
+                print!("{}", render::message_details(&closed.message.unwrap_or_default(), &[]));
+                println!(
+                    "case closed: {} envelopes ({})",
+                    closed.closed_ids.len(),
+                    closed.closed_ids.join(", ")
+                );
+            }
             Ok(())
         }
         Command::Requeue { id, expires_in } => {

@@ -40,13 +40,37 @@ pub fn message_json(m: &Message) -> Value {
         "received_at": time(m.received_at.as_ref()),
         "ack_deadline": time(m.ack_deadline.as_ref()),
         "overdue": m.overdue,
+        "closed": m.closed_at.is_some(),
+        "closed_at": time(m.closed_at.as_ref()),
+        "closed_by": m.closed_by,
+        "close_reason": m.close_reason,
+        "content_removed_at": time(m.content_removed_at.as_ref()),
+        "content_removed": m.content_removed,
+        "envelope_sha256": hex::encode(&m.envelope_sha256),
     })
+}
+
+/// The state column: the state, with CLOSED after it for a closed case.
+fn state_column(m: &Message) -> String {
+    match m.closed_at {
+        Some(_) => format!("{} CLOSED", state_name(m.state())),
+        None => state_name(m.state()).to_owned(),
+    }
+}
+
+/// The subject as lists show it: "(content removed)" once retention removed it.
+fn subject_of(m: &Message, e: &crate::proto::Envelope) -> String {
+    if m.content_removed_at.is_some() {
+        "(content removed)".to_owned()
+    } else {
+        line(&e.subject).into_owned()
+    }
 }
 
 /// One line per message: id, peer, precedence, state, age, subject.
 pub fn message_table(messages: &[Message]) -> String {
     let mut out = format!(
-        "{:<36}  {:<4} {:<9} {:<13} {:<7} {:>8}  SUBJECT\n",
+        "{:<36}  {:<4} {:<9} {:<20} {:<7} {:>8}  SUBJECT\n",
         "ID", "PEER", "PREC", "STATE", "OVERDUE", "AGE"
     );
     for m in messages {
@@ -55,18 +79,14 @@ pub fn message_table(messages: &[Message]) -> String {
         let created = m.timeline.first().and_then(|t| t.at);
         let _ = writeln!(
             out,
-            "{:<36}  {:<4} {:<9} {:<13} {:<7} {:>8}  {}",
+            "{:<36}  {:<4} {:<9} {:<20} {:<7} {:>8}  {}",
             line(&e.id),
             line(peer),
             e.precedence().short_name(),
-            state_name(m.state()),
+            state_column(m),
             if m.overdue { "OVERDUE" } else { "" },
             created.as_ref().map(age).unwrap_or_default(),
-            if e.exercise {
-                format!("[EXERCISE] {}", line(&e.subject))
-            } else {
-                line(&e.subject).into_owned()
-            }
+            if e.exercise { format!("[EXERCISE] {}", subject_of(m, &e)) } else { subject_of(m, &e) }
         );
     }
     out
@@ -76,9 +96,23 @@ pub fn message_table(messages: &[Message]) -> String {
 pub fn message_details(m: &Message, replies: &[Message]) -> String {
     let e = m.envelope.clone().unwrap_or_default();
     let mut out = String::new();
-    let _ = writeln!(out, "{}  {}", line(&e.id), state_name(m.state()));
+    let _ = writeln!(out, "{}  {}", line(&e.id), state_column(m));
     if e.exercise {
         let _ = writeln!(out, "EXERCISE: a drill, not a real request");
+    }
+    if let Some(at) = &m.closed_at {
+        let reason =
+            if m.close_reason.is_empty() { String::new() } else { format!(": {}", line(&m.close_reason)) };
+        let _ = writeln!(out, "CLOSED at {} by {}{reason}", rfc3339(at), line(&m.closed_by));
+    }
+    if let Some(at) = &m.content_removed_at {
+        let _ = writeln!(
+            out,
+            "CONTENT REMOVED at {} (retention of closed cases): {}; the envelope as signed had SHA-256 {}",
+            rfc3339(at),
+            m.content_removed.join(", "),
+            hex::encode(&m.envelope_sha256)
+        );
     }
     let rows = [
         ("kind", e.kind().short_name().to_owned()),
@@ -161,8 +195,12 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
                 re.kind().short_name(),
                 line(&re.origin),
                 line(&re.destination),
-                state_name(r.state()),
-                line(if re.body.is_empty() { &re.subject } else { &re.body })
+                state_column(r),
+                if r.content_removed_at.is_some() {
+                    "(content removed)".into()
+                } else {
+                    line(if re.body.is_empty() { &re.subject } else { &re.body })
+                }
             );
         }
     }

@@ -499,6 +499,7 @@ enum Button {
     Respond(RespondRequest),
     Cancel(CancelRequest),
     Requeue(RequeueRequest),
+    Close(crate::proto::CloseCaseRequest),
 }
 
 impl Button {
@@ -528,6 +529,9 @@ impl Button {
             }),
             "cancel" => Self::Cancel(CancelRequest { id, reason: form.get("reason").to_owned() }),
             "requeue" => Self::Requeue(RequeueRequest { id, expires_at: None }),
+            "close" => {
+                Self::Close(crate::proto::CloseCaseRequest { id, reason: form.get("reason").to_owned() })
+            }
             _ => return None,
         })
     }
@@ -540,6 +544,7 @@ impl Button {
             Self::Respond(_) => Action::Respond,
             Self::Cancel(_) => Action::Cancel,
             Self::Requeue(_) => Action::Requeue,
+            Self::Close(_) => Action::CloseCase,
         }
     }
 
@@ -551,6 +556,7 @@ impl Button {
             Self::Respond(request) => desk.respond(caller, request).await.map(drop),
             Self::Cancel(request) => desk.cancel(caller, request).await.map(drop),
             Self::Requeue(request) => desk.requeue(caller, request).await.map(drop),
+            Self::Close(request) => desk.close_case(caller, request).await.map(drop),
         }
     }
 }

@@ -147,6 +147,15 @@ fn overdue_badge(strings: &Catalogue, overdue: bool) -> Markup {
     }
 }
 
+/// "CLOSED" beside a closed case's state.
+fn closed_badge(strings: &Catalogue, message: &crate::proto::Message) -> Markup {
+    html! {
+        @if message.closed_at.is_some() {
+            " " span.badge-closed { (strings.closed) }
+        }
+    }
+}
+
 /// "EXERCISE" beside an exercise's precedence: a drill is never taken for a real request.
 fn exercise_badge(strings: &Catalogue, exercise: bool) -> Markup {
     html! {

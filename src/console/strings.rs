@@ -141,6 +141,16 @@ pub struct Catalogue {
     pub requeue: &'static str,
     /// Confirmation before requeueing.
     pub requeue_confirm: &'static str,
+    /// Button: close the case.
+    pub close_case: &'static str,
+    /// Label: why the case is closed.
+    pub close_reason: &'static str,
+    /// Confirmation before closing a case.
+    pub close_confirm: &'static str,
+    /// Badge of a closed case.
+    pub closed: &'static str,
+    /// What a removed content field shows.
+    pub content_removed: &'static str,
     /// When the role may do nothing with this message.
     pub no_actions: &'static str,
     /// New request heading.
@@ -321,6 +331,11 @@ pub const ENGLISH: Catalogue = Catalogue {
     cancel_confirm: "Cancel this request? The other side is told and it cannot be undone.",
     requeue: "Requeue",
     requeue_confirm: "Send this expired request again, with a new expiry?",
+    close_case: "Close case",
+    close_reason: "Why the case is closed (optional)",
+    close_confirm: "Close this case? Its content (texts, subjects) is removed from this node once the retention period is over.",
+    closed: "CLOSED",
+    content_removed: "Content removed (retention of closed cases)",
     no_actions: "Your role has nothing to do with this message.",
     new_title: "New request",
     new_intro: "Fields marked * are required. The node checks the request before anything is stored.",

@@ -177,6 +177,7 @@ impl Desk {
             if before.direction() != Direction::Outbound || envelope.kind() != EnvelopeKind::Request {
                 return Err(DeskError::WrongMessage(format!("{id} is not a request this node sent")));
             }
+            refuse_closed(&before, id)?;
             // Queued but in a `Deliver` call: the peer may hold it already (peer::delivery's
             // module docs); read under the writer lock, as the delivery task's re-check is.
             let in_flight =
@@ -312,5 +313,19 @@ fn inbound_request(changes: &Changes<'_>, id: Uuid) -> Result<(StoredMessage, En
     if message.direction() != Direction::Inbound || envelope.kind() != EnvelopeKind::Request {
         return Err(DeskError::WrongMessage(format!("{id} is not a request this node received")));
     }
+    refuse_closed(&message, id)?;
     Ok((stored, envelope))
+}
+
+/// A closed case takes no more acknowledgements, answers, disputes or cancellations: its content
+/// is on its way out (`CloseCase`).
+fn refuse_closed(message: &Message, id: Uuid) -> Result<(), DeskError> {
+    match &message.closed_at {
+        Some(at) => Err(DeskError::WrongMessage(format!(
+            "the case of {id} was closed at {} by {}: nothing more is done in it",
+            timestamp::rfc3339(at),
+            message.closed_by
+        ))),
+        None => Ok(()),
+    }
 }

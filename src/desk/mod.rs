@@ -12,6 +12,7 @@
 mod attachments;
 mod authorization;
 mod bounds;
+mod closing;
 mod error;
 mod group_signing;
 mod handling;

@@ -115,9 +115,23 @@ fn proof_of(context: &NodeContext, id: Uuid, stored: &StoredMessage) -> Result<G
             "{id} was stored before this node signed envelopes: there is no signature to prove it"
         )));
     }
+    // Content removed (a closed case): the bytes that were signed are gone; the digest is kept.
+    let removed = message.content_removed_at.is_some();
     Ok(GetProofResponse {
         network: context.config.network.clone(),
-        envelope_canonical: crate::trust::signing::canonical_envelope(&envelope),
+        envelope_canonical: if removed {
+            Vec::new()
+        } else {
+            crate::trust::signing::canonical_envelope(&envelope)
+        },
+        envelope_sha256: if removed { message.envelope_sha256.clone() } else { Vec::new() },
+        envelope_kept: removed.then(|| crate::proto::Envelope {
+            origin_signature: Vec::new(),
+            origin_batch: None,
+            ..envelope.clone()
+        }),
+        content_removed_at: message.content_removed_at,
+        content_removed: message.content_removed.clone(),
         origin_signature: envelope.origin_signature.clone(),
         origin_batch: envelope.origin_batch.clone(),
         origin_certificate: stored.origin_certificate.clone(),

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// A 24/7 desk officer: submit, read, acknowledge, respond.
+    /// A 24/7 desk officer: submit, read, acknowledge, respond, close a case.
     Officer,
     /// An operator: read everything, requeue, cancel, see queues and peers, take backups.
     Operator,
@@ -51,6 +51,7 @@ pub enum Action {
     RecoverFromPeers,
     UploadAttachment,
     DownloadAttachment,
+    CloseCase,
 }
 
 /// What a caller may see when it may call at all.
@@ -77,7 +78,8 @@ pub fn scope(role: Role, action: Action) -> Option<Scope> {
             | A::Respond
             | A::Watch
             | A::UploadAttachment
-            | A::DownloadAttachment,
+            | A::DownloadAttachment
+            | A::CloseCase,
         ) => Some(Scope::All),
         (
             Role::Operator,
@@ -94,6 +96,8 @@ pub fn scope(role: Role, action: Action) -> Option<Scope> {
             | A::RecoverFromPeers
             | A::DownloadAttachment,
         ) => Some(Scope::All),
+        // Not `CloseCase`: closing starts the clock that removes a case's content at this node,
+        // the State's decision (its 24/7 officers), and a case holds the peer's replies too.
         (
             Role::Agency,
             A::Submit | A::Get | A::ListOutbox | A::Watch | A::UploadAttachment | A::DownloadAttachment,
@@ -153,9 +157,10 @@ mod tests {
             A::RecoverFromPeers,
             A::UploadAttachment,
             A::DownloadAttachment,
+            A::CloseCase,
         ];
         let allowed = |role| every.iter().filter(|a| scope(role, **a).is_some()).count();
-        assert_eq!(allowed(Role::Officer), 10);
+        assert_eq!(allowed(Role::Officer), 11);
         assert_eq!(allowed(Role::Operator), 12);
         assert_eq!(allowed(Role::Agency), 6);
         assert_eq!(scope(Role::Operator, A::UploadAttachment), None, "operators do not send");
@@ -165,5 +170,8 @@ mod tests {
         assert_eq!(scope(Role::Operator, A::Submit), None);
         assert_eq!(scope(Role::Officer, A::Cancel), None);
         assert_eq!(scope(Role::Officer, A::Backup), None, "a backup holds every case: operators only");
+        assert_eq!(scope(Role::Officer, A::CloseCase), Some(Scope::All));
+        assert_eq!(scope(Role::Agency, A::CloseCase), None, "closing a case is the State's decision");
+        assert_eq!(scope(Role::Operator, A::CloseCase), None);
     }
 }

@@ -2,13 +2,15 @@
 //! (`identity`), who may do what (`access`), what makes an envelope acceptable (`validation`),
 //! the message lifecycle (`lifecycle`), time (`timestamp`), the names of proto values
 //! (`names`) and their JSON views (`json`), precedence ranks and the desk's inbox order
-//! (`order`), and which characters foreign text may hold (`text`).
+//! (`order`), which characters foreign text may hold (`text`), and what closing a case
+//! removes once its retention period is over (`closing`).
 //!
 //! Boundary: imports nothing of this crate but the generated `proto` types; never touches the
 //! store, the network, TLS or files.
 
 pub mod access;
 pub mod clock;
+pub mod closing;
 pub mod identity;
 pub mod json;
 pub mod lifecycle;

@@ -612,11 +612,14 @@ fn check_same_envelope(
     envelope: &Envelope,
 ) -> Result<(), FieldError> {
     let stored = view(existing);
+    // Content removed (a closed case): the digest as signed is kept beside what is left.
+    let removed = stored.content_removed_at.is_some().then_some(stored.envelope_sha256.as_slice());
     let same = stored.direction() == Direction::Inbound
-        && stored.envelope.as_ref().is_some_and(|stored| {
-            stored.origin == sender.as_str()
-                && crate::trust::signing::envelope_digest(stored)
-                    == crate::trust::signing::envelope_digest(envelope)
+        && stored.envelope.as_ref().is_some_and(|kept| {
+            let digest = crate::trust::signing::envelope_digest(envelope);
+            kept.origin == sender.as_str()
+                && removed
+                    .map_or_else(|| crate::trust::signing::envelope_digest(kept) == digest, |d| d == digest)
         });
     if same {
         Ok(())

@@ -170,6 +170,11 @@ pub async fn answer(
     let store = context.store.clone();
     let scan = tokio::task::spawn_blocking(move || {
         store.exchanged_with(caller, |stored| {
+            // Content removed (a closed case): what is left no longer matches its signature, and
+            // this node chose not to keep it; the peer keeps its own copy by its own rules.
+            if stored.message.as_ref().is_some_and(|m| m.content_removed_at.is_some()) {
+                return false;
+            }
             let received_at = stored.receipt.as_ref().and_then(|r| r.received_at.as_ref());
             match (received_at, since) {
                 (None, _) => false,

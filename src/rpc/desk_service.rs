@@ -140,6 +140,15 @@ impl DeskService for DeskApi {
         Ok(Response::new(CancelResponse { message: Some(message) }))
     }
 
+    async fn close_case(
+        &self,
+        request: Request<crate::proto::CloseCaseRequest>,
+    ) -> Result<Response<crate::proto::CloseCaseResponse>, Status> {
+        let caller = self.authorize(&request, Action::CloseCase)?;
+        let (message, closed_ids) = self.desk.close_case(&caller, request.into_inner()).await?;
+        Ok(Response::new(crate::proto::CloseCaseResponse { message: Some(message), closed_ids }))
+    }
+
     async fn requeue(&self, request: Request<RequeueRequest>) -> Result<Response<RequeueResponse>, Status> {
         let caller = self.authorize(&request, Action::Requeue)?;
         let message = self.desk.requeue(&caller, request.into_inner()).await?;

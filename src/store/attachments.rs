@@ -214,6 +214,20 @@ impl Changes<'_> {
         key.extend_from_slice(id.as_bytes());
         self.batch.insert(key, []);
     }
+
+    /// Drops message `id`'s references to its attachments (its content was removed): content no
+    /// other message lists is then removed with the unused uploads at the next retention pass
+    /// (its `u` key is dated at the epoch, so no grace period applies).
+    pub(super) fn release_attachments(&mut self, envelope: &crate::proto::Envelope, id: Uuid) {
+        for attachment in &envelope.attachments {
+            if let Some(digest) = digest_of(&attachment.sha256) {
+                let mut key = prefixed(b'x', &digest);
+                key.extend_from_slice(id.as_bytes());
+                self.batch.remove(key);
+                self.record_upload(&digest, SystemTime::UNIX_EPOCH);
+            }
+        }
+    }
 }
 
 impl Store {

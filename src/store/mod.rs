@@ -28,6 +28,7 @@
 //! | `d` id(16) | JSON `Notification` — a notification sent (removed after `[retention] events`) |
 //! | `u` sha256(32) | when that attachment was last uploaded (see `attachments`) |
 //! | `x` sha256(32) id(16) | empty — message `id` lists that attachment (see `attachments`) |
+//! | `k` closed-at-seconds(8) id(16) | empty — a closed case (its first request) whose content is still to be removed (see `closed_cases`) |
 //!
 //! Invariants: an outbound message has an `o` key exactly while it is QUEUED or WAITING_RETRY; a
 //! request has an `a` key exactly while it waits for an acknowledgement; every new timeline entry
@@ -43,6 +44,7 @@
 pub mod attachments;
 pub mod audit;
 pub mod backup;
+pub mod closed_cases;
 pub mod crash_point;
 pub mod events;
 pub mod group_commit;
@@ -1232,10 +1234,12 @@ pub fn peer_of(message: &Message) -> &str {
     }
 }
 
-/// Whether a request still waits for a person at its destination to take it.
+/// Whether a request still waits for a person at its destination to take it (a closed case waits
+/// for nobody: it is never overdue).
 pub fn awaits_acknowledgement(message: &Message) -> bool {
     let is_request = message.envelope.as_ref().is_some_and(|e| e.kind() == EnvelopeKind::Request);
     is_request
+        && message.closed_at.is_none()
         && match message.direction() {
             Direction::Outbound => {
                 matches!(

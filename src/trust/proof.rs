@@ -14,6 +14,15 @@
 //! both single is written as v1, and v1 files verify as they always did. A failed check names
 //! the part: the leaf, a step of the path, the root, the signature or the certificate.
 //!
+//! Format `hanoi247-proof-v3` is for a message whose content the node removed (retention of a
+//! closed case): the bytes the origin signed are gone, so the file carries their digest
+//! (`envelope.sha256`) instead of `canonical_base64`, and a `removed` part: when, which fields,
+//! and the envelope as the node keeps it (`kept_base64`, protobuf; `readable` shows it). The
+//! signatures cover the digest (the origin's, alone or through the batch path; the receipt's,
+//! which also binds the id), so they verify without the content; the kept fields other than the
+//! id are the node's word, not signed, and the output says so. Whoever holds the content (an
+//! earlier v1/v2 file, the peer) can check it against the digest. v1 and v2 files verify as before.
+//!
 //! **Boundary:** pure: builds from a `GetProofResponse` and verifies bytes; never talks to a node.
 
 use std::time::SystemTime;
@@ -37,12 +46,15 @@ use crate::trust::{merkle, signing};
 pub const FORMAT: &str = "hanoi247-proof-v1";
 /// The `format` of proof files with a signature over a batch (a `batch` part beside it).
 pub const FORMAT_V2: &str = "hanoi247-proof-v2";
+/// The `format` of proof files of a message whose content was removed (digest, no bytes).
+pub const FORMAT_V3: &str = "hanoi247-proof-v3";
 
 /// A proof file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProofFile {
-    /// [`FORMAT`], or [`FORMAT_V2`] when a signature covers a batch.
+    /// [`FORMAT`], [`FORMAT_V2`] when a signature covers a batch, [`FORMAT_V3`] when the
+    /// content was removed.
     pub format: String,
     /// The network name in both nodes' `spiffe://<network>/node/<CC>` identities.
     pub network: String,
@@ -62,10 +74,28 @@ pub struct EnvelopePart {
     pub id: String,
     /// SHA-256 of the canonical encoding (hex): the envelope's digest.
     pub sha256: String,
-    /// The canonical encoding (base64): what the origin signed.
+    /// The canonical encoding (base64): what the origin signed. Absent in v3 (removed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub canonical_base64: String,
-    /// The same envelope for people (as `show --json` prints it); must match the bytes.
+    /// The same envelope for people (as `show --json` prints it); must match the bytes (v3: the
+    /// kept envelope).
     pub readable: Value,
+    /// v3 only: the content was removed; what is left of the envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<RemovedPart>,
+}
+
+/// What a node removed from a closed case's envelope, and what it kept (proof format v3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemovedPart {
+    /// When the content was removed (RFC 3339).
+    pub at: String,
+    /// The fields removed (proto names, as `Message.content_removed`).
+    pub fields: Vec<String>,
+    /// The envelope as the node keeps it (protobuf, base64): not what was signed, and not
+    /// covered by any signature but for its id (bound by the receipt).
+    pub kept_base64: String,
 }
 
 /// The origin's signature.
@@ -160,9 +190,17 @@ fn exact_time(timestamp: &prost_types::Timestamp) -> String {
 
 /// The proof file for what a node's `GetProof` returned.
 pub fn build(response: &GetProofResponse) -> Result<ProofFile, ProofError> {
-    let envelope = Envelope::decode(response.envelope_canonical.as_slice())
-        .map_err(|e| invalid("envelope_canonical", format!("not an envelope: {e}")))?;
-    let digest = signing::sha256(&response.envelope_canonical);
+    let removed = response.envelope_canonical.is_empty() && !response.envelope_sha256.is_empty();
+    let (envelope, digest) = if removed {
+        let digest = merkle::Hash::try_from(response.envelope_sha256.as_slice()).map_err(|_| {
+            invalid("envelope_sha256", format!("{} bytes, not 32", response.envelope_sha256.len()))
+        })?;
+        (response.envelope_kept.clone().unwrap_or_default(), digest)
+    } else {
+        let envelope = Envelope::decode(response.envelope_canonical.as_slice())
+            .map_err(|e| invalid("envelope_canonical", format!("not an envelope: {e}")))?;
+        (envelope, signing::sha256(&response.envelope_canonical))
+    };
     let ca = pem(&response.network_ca_certificate);
     let receiver_ca = match response.receiver_network_ca_certificate.as_slice() {
         [] => ca.clone(),
@@ -195,14 +233,25 @@ pub fn build(response: &GetProofResponse) -> Result<ProofFile, ProofError> {
         Some(inclusion) => Some(batch_part("origin_batch", &digest, inclusion)?),
     };
     let batched = origin_batch.is_some() || receipt.as_ref().is_some_and(|r| r.batch.is_some());
+    let format = match (removed, batched) {
+        (true, _) => FORMAT_V3,
+        (false, true) => FORMAT_V2,
+        (false, false) => FORMAT,
+    };
+    let removed = removed.then(|| RemovedPart {
+        at: response.content_removed_at.as_ref().map(exact_time).unwrap_or_default(),
+        fields: response.content_removed.clone(),
+        kept_base64: BASE64.encode(envelope.encode_to_vec()),
+    });
     Ok(ProofFile {
-        format: if batched { FORMAT_V2 } else { FORMAT }.to_owned(),
+        format: format.to_owned(),
         network: response.network.clone(),
         envelope: EnvelopePart {
             id: envelope.id.clone(),
             sha256: hex::encode(digest),
             canonical_base64: BASE64.encode(&response.envelope_canonical),
             readable: readable_envelope(&envelope),
+            removed,
         },
         origin: OriginPart {
             node: envelope.origin.clone(),
@@ -347,6 +396,9 @@ pub struct Verified {
     pub receipt_ca: Option<String>,
     /// The origin's and the receipt's batch (leaf index, tree size), when signed in one.
     pub batches: [Option<(u64, u64)>; 2],
+    /// v3: when the content was removed and which fields; `envelope` is then the kept envelope
+    /// (only its id is covered by a signature, the receipt's).
+    pub removed: Option<(String, Vec<String>)>,
 }
 
 /// A batch as people read it: "member 3 of a batch of 17".
@@ -374,6 +426,13 @@ impl std::fmt::Display for Verified {
             self.sha256,
             describe_batch(self.batches[0])
         )?;
+        if let Some((at, fields)) = &self.removed {
+            writeln!(
+                f,
+                "  content removed at {at} ({}): the signatures cover the digest above; the fields below are as the node kept them, not signed (but for the id, which a receipt binds)",
+                fields.join(", ")
+            )?;
+        }
         let readable = readable_envelope(e);
         let field = |name: &str| readable[name].as_str().unwrap_or_default().to_owned();
         writeln!(
@@ -450,8 +509,11 @@ fn anchor(leaf: &[u8], chain_ca: Vec<u8>, trusted: Option<&[Vec<u8>]>) -> Vec<u8
 /// that the file is consistent, so the output says so).
 pub fn verify(text: &str, trusted_cas: Option<&[Vec<u8>]>) -> Result<Verified, ProofError> {
     let proof: ProofFile = serde_json::from_str(text)?;
-    if proof.format != FORMAT && proof.format != FORMAT_V2 {
-        return Err(invalid("format", format!("'{}' is neither {FORMAT} nor {FORMAT_V2}", proof.format)));
+    if ![FORMAT, FORMAT_V2, FORMAT_V3].contains(&proof.format.as_str()) {
+        return Err(invalid(
+            "format",
+            format!("'{}' is none of {FORMAT}, {FORMAT_V2} and {FORMAT_V3}", proof.format),
+        ));
     }
     let batched = proof.origin.batch.is_some() || proof.receipt.as_ref().is_some_and(|r| r.batch.is_some());
     if proof.format == FORMAT && batched {
@@ -460,27 +522,19 @@ pub fn verify(text: &str, trusted_cas: Option<&[Vec<u8>]>) -> Result<Verified, P
             format!("{FORMAT} has no batch parts; a file with them is {FORMAT_V2}"),
         ));
     }
-    // The envelope: the signed bytes decide; everything else must agree with them.
-    let canonical = decode_base64("envelope.canonical_base64", &proof.envelope.canonical_base64)?;
-    let envelope = Envelope::decode(canonical.as_slice())
-        .map_err(|e| invalid("envelope.canonical_base64", format!("not a protobuf envelope: {e}")))?;
-    if signing::canonical_envelope(&envelope) != canonical {
-        return Err(invalid(
-            "envelope.canonical_base64",
-            "not the canonical encoding of an envelope (fields out of order, defaults or a signature inside)",
-        ));
-    }
-    let digest = signing::sha256(&canonical);
-    if proof.envelope.sha256 != hex::encode(digest) {
-        return Err(invalid(
-            "envelope.sha256",
-            format!(
-                "{} is not the SHA-256 of the canonical bytes ({})",
-                proof.envelope.sha256,
-                hex::encode(digest)
-            ),
-        ));
-    }
+    let (envelope, digest) = match (&proof.envelope.removed, proof.format == FORMAT_V3) {
+        (Some(removed), true) => removed_envelope(&proof.envelope, removed)?,
+        (None, false) => signed_envelope(&proof.envelope)?,
+        (Some(_), false) => {
+            return Err(invalid(
+                "envelope.removed",
+                format!("only a {FORMAT_V3} file (content removed) has this part"),
+            ));
+        }
+        (None, true) => {
+            return Err(invalid("envelope.removed", format!("required in a {FORMAT_V3} file")));
+        }
+    };
     if proof.envelope.id != envelope.id {
         return Err(invalid(
             "envelope.id",
@@ -488,6 +542,7 @@ pub fn verify(text: &str, trusted_cas: Option<&[Vec<u8>]>) -> Result<Verified, P
         ));
     }
     check_readable(&proof.envelope.readable, &readable_envelope(&envelope))?;
+    let removed = proof.envelope.removed.as_ref().map(|r| (r.at.clone(), r.fields.clone()));
 
     // The origin's signature, by a certificate of the network CA naming the origin.
     let (origin_cert, file_ca) = chain("origin.certificate_chain", &proof.origin.certificate_chain)?;
@@ -542,7 +597,11 @@ pub fn verify(text: &str, trusted_cas: Option<&[Vec<u8>]>) -> Result<Verified, P
                 receiver_certificate: receiver_cert,
                 receipt_batch: part.batch.as_ref().map(|b| inclusion_of("receipt.batch", b)).transpose()?,
             };
-            let checked = signing::verify_receipt(&receipt, &envelope, &receiver, &receiver_ca);
+            let checked = if removed.is_some() {
+                signing::verify_receipt_of_digest(&receipt, &envelope.id, &digest, &receiver, &receiver_ca)
+            } else {
+                signing::verify_receipt(&receipt, &envelope, &receiver, &receiver_ca)
+            };
             // A batch receipt that matches and chains: its batch part names what fails, if anything.
             if let (
                 Some(batch),
@@ -597,7 +656,51 @@ pub fn verify(text: &str, trusted_cas: Option<&[Vec<u8>]>) -> Result<Verified, P
             proof.origin.batch.as_ref().map(|b| (b.leaf_index, b.tree_size)),
             proof.receipt.as_ref().and_then(|r| r.batch.as_ref()).map(|b| (b.leaf_index, b.tree_size)),
         ],
+        removed,
     })
+}
+
+/// The envelope of a v1/v2 file and its digest: the signed bytes decide; everything else must
+/// agree with them.
+fn signed_envelope(part: &EnvelopePart) -> Result<(Envelope, merkle::Hash), ProofError> {
+    let canonical = decode_base64("envelope.canonical_base64", &part.canonical_base64)?;
+    let envelope = Envelope::decode(canonical.as_slice())
+        .map_err(|e| invalid("envelope.canonical_base64", format!("not a protobuf envelope: {e}")))?;
+    if signing::canonical_envelope(&envelope) != canonical {
+        return Err(invalid(
+            "envelope.canonical_base64",
+            "not the canonical encoding of an envelope (fields out of order, defaults or a signature inside)",
+        ));
+    }
+    let digest = signing::sha256(&canonical);
+    if part.sha256 != hex::encode(digest) {
+        return Err(invalid(
+            "envelope.sha256",
+            format!("{} is not the SHA-256 of the canonical bytes ({})", part.sha256, hex::encode(digest)),
+        ));
+    }
+    Ok((envelope, digest))
+}
+
+/// The kept envelope of a v3 file and the digest it states: the signatures over the digest decide
+/// (checked by the caller); the kept envelope only has to be one and agree with `readable`.
+fn removed_envelope(
+    part: &EnvelopePart,
+    removed: &RemovedPart,
+) -> Result<(Envelope, merkle::Hash), ProofError> {
+    if !part.canonical_base64.is_empty() {
+        return Err(invalid(
+            "envelope.canonical_base64",
+            format!("a {FORMAT_V3} file carries the digest only (the content was removed)"),
+        ));
+    }
+    let digest = hash32("envelope.sha256", &part.sha256)?;
+    let kept = decode_base64("envelope.removed.kept_base64", &removed.kept_base64)?;
+    let envelope = Envelope::decode(kept.as_slice())
+        .map_err(|e| invalid("envelope.removed.kept_base64", format!("not a protobuf envelope: {e}")))?;
+    humantime::parse_rfc3339(&removed.at)
+        .map_err(|e| invalid("envelope.removed.at", format!("not an RFC 3339 time: {e}")))?;
+    Ok((envelope, digest))
 }
 
 /// Every field of the readable copy must be what the signed bytes say. Fields the copy leaves out
@@ -701,6 +804,50 @@ mod tests {
         let error = check_readable(&serde_json::json!({"note": "added"}), &signed).unwrap_err();
         assert!(error.to_string().contains("which say nothing"), "{error}");
         assert!(check_readable(&serde_json::json!([]), &signed).is_err());
+    }
+
+    /// A proof file of `format` whose envelope part has (or not) a `removed` part; its
+    /// signatures are not real (the checks before them are what these tests reach).
+    fn file(format: &str, removed: bool) -> String {
+        let proof = ProofFile {
+            format: format.into(),
+            network: "net".into(),
+            envelope: EnvelopePart {
+                id: "id".into(),
+                sha256: "00".repeat(32),
+                canonical_base64: if removed { String::new() } else { BASE64.encode(b"") },
+                readable: json!({}),
+                removed: removed.then(|| RemovedPart {
+                    at: "2026-12-05T09:00:00Z".into(),
+                    fields: vec!["body".into()],
+                    kept_base64: BASE64
+                        .encode(Envelope { id: "id".into(), ..Default::default() }.encode_to_vec()),
+                }),
+            },
+            origin: OriginPart {
+                node: "VN".into(),
+                signature_base64: String::new(),
+                certificate_chain: Vec::new(),
+                batch: None,
+            },
+            receipt: None,
+        };
+        serde_json::to_string(&proof).unwrap()
+    }
+
+    #[test]
+    fn the_removed_part_belongs_to_v3_only_and_v3_needs_it() {
+        let error = verify(&file(FORMAT, true), None).unwrap_err().to_string();
+        assert!(error.starts_with("envelope.removed: only a hanoi247-proof-v3 file"), "{error}");
+        let error = verify(&file(FORMAT_V3, false), None).unwrap_err().to_string();
+        assert!(error.starts_with("envelope.removed: required"), "{error}");
+        // A v3 file gets past the envelope to the signatures (here: no certificate chain).
+        let error = verify(&file(FORMAT_V3, true), None).unwrap_err().to_string();
+        assert!(error.starts_with("origin.certificate_chain: expected 2 certificates"), "{error}");
+        let error = verify(&file("hanoi247-proof-v4", true), None).unwrap_err().to_string();
+        assert!(error.starts_with("format: 'hanoi247-proof-v4' is none of"), "{error}");
+        // v1 and v2 files are written without the new keys, as before.
+        assert!(!file(FORMAT, false).contains("removed"));
     }
 
     #[test]

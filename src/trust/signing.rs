@@ -424,11 +424,43 @@ pub fn verify_receipt_with(
     chains: Option<&CheckedChains>,
     batches: Option<&VerifiedBatches>,
 ) -> Result<(), SigningError> {
-    let digest = envelope_digest(envelope);
-    if receipt.envelope_id != envelope.id {
+    verify_receipt_of_digest_with(
+        receipt,
+        &envelope.id,
+        &envelope_digest(envelope),
+        receiver,
+        network_ca,
+        chains,
+        batches,
+    )
+}
+
+/// [`verify_receipt`] for an envelope known only by its id and digest (its content was removed:
+/// proof format v3).
+pub fn verify_receipt_of_digest(
+    receipt: &Receipt,
+    envelope_id: &str,
+    digest: &[u8; 32],
+    receiver: &Identity,
+    network_ca: &[u8],
+) -> Result<(), SigningError> {
+    verify_receipt_of_digest_with(receipt, envelope_id, digest, receiver, network_ca, None, None)
+}
+
+fn verify_receipt_of_digest_with(
+    receipt: &Receipt,
+    envelope_id: &str,
+    digest: &[u8; 32],
+    receiver: &Identity,
+    network_ca: &[u8],
+    chains: Option<&CheckedChains>,
+    batches: Option<&VerifiedBatches>,
+) -> Result<(), SigningError> {
+    let digest = *digest;
+    if receipt.envelope_id != envelope_id {
         return Err(SigningError::Mismatch(format!(
             "it is for {}, not {}",
-            receipt.envelope_id, envelope.id
+            receipt.envelope_id, envelope_id
         )));
     }
     let Identity::Node { code, .. } = receiver else {

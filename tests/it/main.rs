@@ -46,6 +46,7 @@ mod references;
 mod reflection;
 mod resource_bounds;
 mod responder_conditions;
+mod retention_content;
 mod revocation;
 mod roles;
 mod rotation;

@@ -3,8 +3,8 @@
 use maud::{Markup, html};
 
 use super::{
-    Frame, exercise_badge, foreign, kind_or_type, layout, overdue_badge, precedence_badge, state_badge,
-    ticking_age, time,
+    Frame, closed_badge, exercise_badge, foreign, kind_or_type, layout, overdue_badge, precedence_badge,
+    state_badge, ticking_age, time,
 };
 use crate::domain::names::ShortName as _;
 use crate::proto::Message;
@@ -82,11 +82,11 @@ fn rows(frame: &Frame<'_>, messages: &[Message]) -> Markup {
                 tr.(format!("row-{}", precedence.to_ascii_lowercase())).overdue[m.overdue]
                     data-id=(e.id) data-precedence=(precedence) data-state=(m.state().short_name())
                 {
-                    td { (precedence_badge(e.precedence())) (overdue_badge(frame.strings, m.overdue)) (exercise_badge(frame.strings, e.exercise)) }
+                    td { (precedence_badge(e.precedence())) (overdue_badge(frame.strings, m.overdue)) (closed_badge(frame.strings, m)) (exercise_badge(frame.strings, e.exercise)) }
                     td { (state_badge(m.state())) }
                     td { (foreign(&e.origin)) }
                     td { (kind_or_type(e.kind(), e.request_type())) }
-                    td { a href={ "/message/" (e.id) } { (foreign(&e.subject)) } }
+                    td { a href={ "/message/" (e.id) } { (subject_or_removed(frame.strings, m, &e.subject)) } }
                     td { (ticking_age(e.created_at.as_ref())) }
                     td { (time(m.ack_deadline.as_ref())) }
                 }
@@ -153,11 +153,11 @@ pub fn outbox(frame: &Frame<'_>, messages: &[Message], search: &ListSearch, next
                     @for m in messages {
                         @if let Some(e) = m.envelope.as_ref() {
                             tr data-id=(e.id) {
-                                td { (precedence_badge(e.precedence())) (overdue_badge(s, m.overdue)) (exercise_badge(s, e.exercise)) }
+                                td { (precedence_badge(e.precedence())) (overdue_badge(s, m.overdue)) (closed_badge(s, m)) (exercise_badge(s, e.exercise)) }
                                 td { (state_badge(m.state())) }
                                 td { (foreign(&e.destination)) }
                                 td { (kind_or_type(e.kind(), e.request_type())) }
-                                td { a href={ "/message/" (e.id) } { (foreign(&e.subject)) } }
+                                td { a href={ "/message/" (e.id) } { (subject_or_removed(s, m, &e.subject)) } }
                                 td { (ticking_age(e.created_at.as_ref())) }
                                 td { (time(m.ack_deadline.as_ref())) }
                                 td { (m.attempts) }
@@ -175,4 +175,19 @@ pub fn outbox(frame: &Frame<'_>, messages: &[Message], search: &ListSearch, next
         (next_link(frame, "/outbox", search, next_page_token))
     };
     layout(frame, "outbox", s.outbox_title, &content.into_string())
+}
+
+/// A list's subject cell: the subject, or that retention removed it (a closed case).
+fn subject_or_removed(
+    strings: &crate::console::strings::Catalogue,
+    message: &crate::proto::Message,
+    subject: &str,
+) -> maud::Markup {
+    maud::html! {
+        @if message.content_removed_at.is_some() {
+            em { (strings.content_removed) }
+        } @else {
+            (foreign(subject))
+        }
+    }
 }

@@ -3,7 +3,8 @@
 use maud::{Markup, Render, html};
 
 use super::{
-    Frame, foreign, foreign_block, kind_or_type, layout, overdue_badge, precedence_badge, state_badge, time,
+    Frame, closed_badge, foreign, foreign_block, kind_or_type, layout, overdue_badge, precedence_badge,
+    state_badge, time,
 };
 use crate::domain::access::Action;
 use crate::domain::names::ShortName as _;
@@ -40,8 +41,20 @@ pub fn message(
                 (definition("request_type", e.request_type().short_name()))
                 (definition("precedence", html! { (precedence_badge(e.precedence())) (super::exercise_badge(s, e.exercise)) }))
                 (definition("state", html! {
-                    (state_badge(message.state())) (overdue_badge(s, message.overdue))
+                    (state_badge(message.state())) (overdue_badge(s, message.overdue)) (closed_badge(s, message))
                 }))
+                @if let Some(at) = &message.closed_at {
+                    (definition("closed_at", time(Some(at))))
+                    (definition("closed_by", foreign(&message.closed_by)))
+                    @if !message.close_reason.is_empty() {
+                        (definition("close_reason", foreign(&message.close_reason)))
+                    }
+                }
+                @if let Some(at) = &message.content_removed_at {
+                    (definition("content_removed_at", html! { (time(Some(at))) " " span.badge-closed { (s.content_removed) } }))
+                    (definition("content_removed", message.content_removed.join(", ")))
+                    (definition("envelope_sha256", html! { code.digest { (hex::encode(&message.envelope_sha256)) } }))
+                }
                 (definition("origin", foreign(&e.origin)))
                 (definition("destination", foreign(&e.destination)))
                 (definition("case_reference", foreign(&e.case_reference)))
@@ -165,8 +178,10 @@ fn actions(frame: &Frame<'_>, message: &Message) -> Markup {
     let e = message.envelope.clone().unwrap_or_default();
     let is_request = e.kind() == EnvelopeKind::Request;
     let state = message.state();
-    let inbound_request = is_request && message.direction() == Direction::Inbound;
-    let outbound_request = is_request && message.direction() == Direction::Outbound;
+    // A closed case takes no more actions (the desk refuses them too).
+    let closed = message.closed_at.is_some();
+    let inbound_request = is_request && !closed && message.direction() == Direction::Inbound;
+    let outbound_request = is_request && !closed && message.direction() == Direction::Outbound;
     let answerable = matches!(state, MessageState::Received | MessageState::Acknowledged);
     let open = !matches!(state, MessageState::Cancelled | MessageState::Expired | MessageState::Answered);
     let acknowledge = inbound_request && state == MessageState::Received && frame.may(Action::Acknowledge);
@@ -176,6 +191,8 @@ fn actions(frame: &Frame<'_>, message: &Message) -> Markup {
     let requeue = message.direction() == Direction::Outbound
         && state == MessageState::Expired
         && frame.may(Action::Requeue);
+    let waits_to_be_sent = matches!(state, MessageState::Queued | MessageState::WaitingRetry);
+    let close = is_request && !closed && !waits_to_be_sent && frame.may(Action::CloseCase);
     let current = e.precedence();
     let others = [Precedence::Flash, Precedence::Immediate, Precedence::Priority, Precedence::Routine]
         .into_iter()
@@ -236,7 +253,15 @@ fn actions(frame: &Frame<'_>, message: &Message) -> Markup {
                 button type="submit" { (s.requeue) }
             }
         }
-        @if !(acknowledge || dispute || respond || cancel || requeue) {
+        @if close {
+            form.action method="post" action=(action("close")) data-confirm=(s.close_confirm) {
+                input type="hidden" name="csrf" value=(frame.token);
+                label for="close-reason" { (s.close_reason) }
+                input #close-reason name="reason" type="text";
+                button.danger type="submit" { (s.close_case) }
+            }
+        }
+        @if !(acknowledge || dispute || respond || cancel || requeue || close) {
             p.empty { (s.no_actions) }
         }
     }
