@@ -143,6 +143,9 @@ pub enum Command {
         /// The restrictions in words (required with --handling h3).
         #[arg(long, default_value = "")]
         restrictions: String,
+        /// The typed outcome beside the answer's text.
+        #[command(flatten)]
+        outcome: OutcomeArgs,
     },
     /// Withdraw a request this node sent.
     Cancel {
@@ -1346,13 +1349,14 @@ pub async fn run_client(
             print_message(&response.into_inner().dispute.unwrap_or_default(), id.client.json);
             Ok(())
         }
-        Command::Respond { id, text, handling: code, restrictions } => {
+        Command::Respond { id, text, handling: code, restrictions, outcome } => {
             let (mut desk, call) = connect(&id.client)?;
             let request = RespondRequest {
                 id: id.id,
                 text,
                 handling_code: code.map_or(HandlingCode::Unspecified, handling) as i32,
                 handling_restrictions: restrictions,
+                outcome: outcome.into_outcome(),
             };
             let response = call.run(desk.respond(request)).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
@@ -1732,6 +1736,72 @@ pub fn precedence(arg: PrecedenceArg) -> Precedence {
         PrecedenceArg::Priority => Precedence::Priority,
         PrecedenceArg::Routine => Precedence::Routine,
     }
+}
+
+/// `respond`'s typed outcome: `--outcome` and the fields its kind takes (the node checks which
+/// are required and refuses naming the field).
+#[derive(Debug, Args)]
+pub struct OutcomeArgs {
+    /// executed, partly-executed, refused, preservation-not-possible, more-information-needed
+    /// or forwarded.
+    #[arg(long, value_parser = outcome_kind_arg)]
+    outcome: Option<crate::proto::OutcomeKind>,
+    /// Until when the data is preserved (executed preservations): a date (the end of that day,
+    /// UTC) or an RFC 3339 time.
+    #[arg(long, value_parser = preserved_until_arg, requires = "outcome")]
+    preserved_until: Option<prost_types::Timestamp>,
+    /// The provider's or the authority's reference.
+    #[arg(long, default_value = "", requires = "outcome")]
+    reference: String,
+    /// The grounds of a refusal (required with --outcome refused).
+    #[arg(long, default_value = "", requires = "outcome")]
+    grounds: String,
+    /// The authority the request was passed to (required with --outcome forwarded).
+    #[arg(long, default_value = "", requires = "outcome")]
+    forwarded_to: String,
+    /// Traffic data disclosed: the provider or path identified.
+    #[arg(long, default_value = "", requires = "outcome")]
+    provider_or_path: String,
+    /// Traffic data disclosed: the third State the communication came through (e.g. DE).
+    #[arg(long, default_value = "", requires = "provider_or_path")]
+    third_state: String,
+}
+
+impl OutcomeArgs {
+    /// The outcome to send, if `--outcome` was given.
+    fn into_outcome(self) -> Option<crate::proto::Outcome> {
+        let kind = self.outcome?;
+        let traffic_data = (!self.provider_or_path.is_empty()).then(|| crate::proto::TrafficDataDisclosure {
+            provider_or_path: self.provider_or_path,
+            third_state: self.third_state,
+            preservation_id: String::new(),
+        });
+        Some(crate::proto::Outcome {
+            kind: kind as i32,
+            reference: self.reference,
+            refusal_grounds: self.grounds,
+            preserved_until: self.preserved_until,
+            forwarded_to: self.forwarded_to,
+            traffic_data,
+        })
+    }
+}
+
+/// `--outcome`'s value by its short name (dashes or underscores, any case).
+fn outcome_kind_arg(name: &str) -> Result<crate::proto::OutcomeKind, String> {
+    crate::domain::names::outcome_kind_named(name).ok_or_else(|| {
+        "one of executed, partly-executed, refused, preservation-not-possible, more-information-needed, forwarded"
+            .to_owned()
+    })
+}
+
+/// `--preserved-until`: a date means the end of that day in UTC (the data is kept through it).
+fn preserved_until_arg(text: &str) -> Result<prost_types::Timestamp, String> {
+    let text = text.trim();
+    let full = if text.len() == 10 { format!("{text}T23:59:59Z") } else { text.to_owned() };
+    humantime::parse_rfc3339_weak(&full)
+        .map(crate::domain::timestamp::from_system)
+        .map_err(|e| format!("{e}: a date (2027-03-01) or an RFC 3339 time"))
 }
 
 fn handling(arg: HandlingArg) -> HandlingCode {

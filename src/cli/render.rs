@@ -40,14 +40,16 @@ pub fn message_json(m: &Message) -> Value {
         "received_at": time(m.received_at.as_ref()),
         "ack_deadline": time(m.ack_deadline.as_ref()),
         "overdue": m.overdue,
+        "outcome": crate::domain::json::outcome_json(m.outcome.as_ref()),
+        "preserved_until": time(m.preserved_until.as_ref()),
     })
 }
 
 /// One line per message: id, peer, precedence, state, age, subject.
 pub fn message_table(messages: &[Message]) -> String {
     let mut out = format!(
-        "{:<36}  {:<4} {:<9} {:<13} {:<7} {:>8}  SUBJECT\n",
-        "ID", "PEER", "PREC", "STATE", "OVERDUE", "AGE"
+        "{:<36}  {:<4} {:<9} {:<13} {:<7} {:>8}  {:<25} SUBJECT\n",
+        "ID", "PEER", "PREC", "STATE", "OVERDUE", "AGE", "OUTCOME"
     );
     for m in messages {
         let e = m.envelope.clone().unwrap_or_default();
@@ -55,13 +57,14 @@ pub fn message_table(messages: &[Message]) -> String {
         let created = m.timeline.first().and_then(|t| t.at);
         let _ = writeln!(
             out,
-            "{:<36}  {:<4} {:<9} {:<13} {:<7} {:>8}  {}",
+            "{:<36}  {:<4} {:<9} {:<13} {:<7} {:>8}  {:<25} {}",
             line(&e.id),
             line(peer),
             e.precedence().short_name(),
             state_name(m.state()),
             if m.overdue { "OVERDUE" } else { "" },
             created.as_ref().map(age).unwrap_or_default(),
+            m.outcome.as_ref().map(|o| o.kind().short_name()).unwrap_or(""),
             if e.exercise {
                 format!("[EXERCISE] {}", line(&e.subject))
             } else {
@@ -95,12 +98,17 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
         ("ack by", m.ack_deadline.as_ref().map(rfc3339).unwrap_or_default()),
         ("overdue", if m.overdue { "YES: not acknowledged by its deadline".into() } else { String::new() }),
         ("last error", m.last_error.clone()),
+        ("outcome", m.outcome.as_ref().map(|o| o.kind().short_name().to_owned()).unwrap_or_default()),
+        ("preserved to", m.preserved_until.as_ref().map(rfc3339).unwrap_or_default()),
     ];
     for (label, value) in rows.iter().filter(|(_, v)| !v.is_empty()) {
         let _ = writeln!(out, "  {label:<12} {}", line(value));
     }
     if !e.body.is_empty() {
         let _ = writeln!(out, "  body\n    {}", block(&e.body).replace('\n', "\n    "));
+    }
+    if let Some(o) = m.outcome.as_ref().or(e.outcome.as_ref()) {
+        outcome_details(&mut out, o);
     }
     if let Some(p) = &e.preservation {
         let _ = writeln!(out, "  preservation");
@@ -154,6 +162,29 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
         }
     }
     out
+}
+
+/// A typed outcome's fields under `show`'s "outcome" heading (only those set).
+fn outcome_details(out: &mut String, o: &crate::proto::Outcome) {
+    let _ = writeln!(out, "  outcome      {}", o.kind().short_name());
+    let traffic = o.traffic_data.clone().unwrap_or_default();
+    for (label, value) in [
+        ("reference", o.reference.clone()),
+        ("grounds", o.refusal_grounds.clone()),
+        ("preserved until", o.preserved_until.as_ref().map(rfc3339).unwrap_or_default()),
+        ("forwarded to", o.forwarded_to.clone()),
+        ("provider/path", traffic.provider_or_path),
+        ("third State", traffic.third_state),
+        ("preservation", traffic.preservation_id),
+    ] {
+        if !value.is_empty() {
+            let _ = writeln!(
+                out,
+                "    {label:<21} {}",
+                block(&value).replace('\n', "\n                          ")
+            );
+        }
+    }
 }
 
 /// One peer's queue as JSON.
@@ -461,7 +492,7 @@ pub fn refusal_details_json(status: &tonic::Status) -> Option<Value> {
 }
 
 /// A statistics row's and time's words: direction, and the proto enums' short names.
-fn statistics_words(row: &crate::proto::StatisticsRow) -> [String; 5] {
+fn statistics_words(row: &crate::proto::StatisticsRow) -> [String; 6] {
     use crate::desk::statistics::direction_word;
     [
         direction_word(row.direction()).to_owned(),
@@ -469,6 +500,10 @@ fn statistics_words(row: &crate::proto::StatisticsRow) -> [String; 5] {
         row.precedence().short_name().to_owned(),
         line(&row.peer).into_owned(),
         state_name(row.state()).to_owned(),
+        match row.outcome() {
+            crate::proto::OutcomeKind::Unspecified => String::new(),
+            kind => kind.short_name().to_owned(),
+        },
     ]
 }
 
@@ -480,13 +515,14 @@ pub fn statistics_json(figures: &crate::proto::GetStatisticsResponse) -> Value {
         "to": time(figures.to.as_ref()),
         "exercises_excluded": figures.exercises_excluded,
         "rows": figures.rows.iter().map(|row| {
-            let [direction, request_type, precedence, peer, state] = statistics_words(row);
+            let [direction, request_type, precedence, peer, state, outcome] = statistics_words(row);
             json!({
                 "direction": direction,
                 "request_type": request_type,
                 "precedence": precedence,
                 "peer": peer,
                 "state": state,
+                "outcome": outcome,
                 "count": row.count,
             })
         }).collect::<Vec<_>>(),
@@ -504,18 +540,21 @@ pub fn statistics_json(figures: &crate::proto::GetStatisticsResponse) -> Value {
 pub fn statistics_csv(figures: &crate::proto::GetStatisticsResponse) -> String {
     use crate::desk::statistics::direction_word;
     let mut out = String::from(
-        "record,direction,request_type,precedence,peer,state,measure,count,p50_seconds,p90_seconds\n",
+        "record,direction,request_type,precedence,peer,state,outcome,measure,count,p50_seconds,p90_seconds\n",
     );
     for row in &figures.rows {
-        let [direction, request_type, precedence, peer, state] = statistics_words(row);
-        let _ =
-            writeln!(out, "count,{direction},{request_type},{precedence},{peer},{state},,{},,", row.count);
+        let [direction, request_type, precedence, peer, state, outcome] = statistics_words(row);
+        let _ = writeln!(
+            out,
+            "count,{direction},{request_type},{precedence},{peer},{state},{outcome},,{},,",
+            row.count
+        );
     }
     for t in &figures.times {
         let measure = t.measure().as_str_name().trim_start_matches("TIME_MEASURE_").to_ascii_lowercase();
         let _ = writeln!(
             out,
-            "time,{},,,,,{measure},{},{:.3},{:.3}",
+            "time,{},,,,,,{measure},{},{:.3},{:.3}",
             direction_word(t.direction()),
             t.count,
             t.p50_seconds,
@@ -534,14 +573,14 @@ pub fn statistics_table(figures: &crate::proto::GetStatisticsResponse) -> String
     let _ = writeln!(out, "requests created from {from} to {to}");
     let _ = writeln!(
         out,
-        "{:<9} {:<24} {:<10} {:<4} {:<14} {:>7}",
-        "DIRECTION", "TYPE", "PRECEDENCE", "PEER", "STATE", "COUNT"
+        "{:<9} {:<24} {:<10} {:<4} {:<14} {:<25} {:>7}",
+        "DIRECTION", "TYPE", "PRECEDENCE", "PEER", "STATE", "OUTCOME", "COUNT"
     );
     for row in &figures.rows {
-        let [direction, request_type, precedence, peer, state] = statistics_words(row);
+        let [direction, request_type, precedence, peer, state, outcome] = statistics_words(row);
         let _ = writeln!(
             out,
-            "{direction:<9} {request_type:<24} {precedence:<10} {peer:<4} {state:<14} {:>7}",
+            "{direction:<9} {request_type:<24} {precedence:<10} {peer:<4} {state:<14} {outcome:<25} {:>7}",
             row.count
         );
     }

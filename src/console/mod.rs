@@ -512,6 +512,7 @@ impl Button {
                 handling_code: HandlingCode::from_str_name(form.get("handling_code")).unwrap_or_default()
                     as i32,
                 handling_restrictions: form.get("handling_restrictions").replace("\r\n", "\n"),
+                outcome: form::outcome(form),
             }),
             "cancel" => Self::Cancel(CancelRequest { id, reason: form.get("reason").to_owned() }),
             "requeue" => Self::Requeue(RequeueRequest { id, expires_at: None }),

@@ -193,6 +193,46 @@ fn who_to_call(strings: &Catalogue, peer: &crate::proto::PeerInfo) -> Markup {
     }
 }
 
+/// A request's typed outcome beside its state in the lists (nothing when it has none).
+fn outcome_badge(message: &crate::proto::Message) -> Markup {
+    html! {
+        @if let Some(o) = &message.outcome {
+            " " span.badge-outcome { (o.kind().short_name()) }
+        }
+    }
+}
+
+/// A request's typed outcome (from its latest response that had one) and, for a preservation,
+/// until when the data is kept, as `dt`/`dd` pairs (the message page and the printable view).
+fn outcome_definitions(strings: &Catalogue, message: &crate::proto::Message) -> Markup {
+    let label = |name| strings.field_label(name);
+    html! {
+        @if let Some(o) = &message.outcome {
+            dt { (label("outcome.kind")) }
+            dd { span.outcome { (o.kind().short_name()) } }
+            @if !o.reference.is_empty() { dt { (label("outcome.reference")) } dd { (foreign(&o.reference)) } }
+            @if !o.refusal_grounds.is_empty() {
+                dt { (label("outcome.refusal_grounds")) } dd { span.pre { (foreign_block(&o.refusal_grounds)) } }
+            }
+            @if !o.forwarded_to.is_empty() { dt { (label("outcome.forwarded_to")) } dd { (foreign(&o.forwarded_to)) } }
+            @if let Some(t) = &o.traffic_data {
+                dt { (label("outcome.traffic_data.provider_or_path")) } dd { (foreign_block(&t.provider_or_path)) }
+                @if !t.third_state.is_empty() {
+                    dt { (label("outcome.traffic_data.third_state")) } dd { (foreign(&t.third_state)) }
+                }
+                @if !t.preservation_id.is_empty() {
+                    dt { (label("outcome.traffic_data.preservation_id")) }
+                    dd { a href={ "/message/" (t.preservation_id) } { code { (t.preservation_id) } } }
+                }
+            }
+        }
+        @if message.preserved_until.is_some() {
+            dt { (label("outcome.preserved_until")) }
+            dd.preserved-until { (time(message.preserved_until.as_ref())) }
+        }
+    }
+}
+
 /// A preservation request's typed fields as `dt`/`dd` pairs, labelled in the viewer's language
 /// (the message page and the printable view).
 fn preservation_definitions(strings: &Catalogue, p: &crate::proto::PreservationRequest) -> Markup {

@@ -131,6 +131,12 @@ pub struct Catalogue {
     pub respond_restrictions: &'static str,
     /// Confirmation before responding.
     pub respond_confirm: &'static str,
+    /// Respond form: the outcome choice that sends text only.
+    pub respond_outcome_none: &'static str,
+    /// Respond form: which fields each outcome takes.
+    pub respond_outcome_hint: &'static str,
+    /// Message and print pages: the typed outcome's heading.
+    pub section_outcome: &'static str,
     /// Button: cancel the request.
     pub cancel: &'static str,
     /// Label: cancellation reason.
@@ -214,7 +220,7 @@ pub struct Catalogue {
     pub statistics_none: &'static str,
     /// Statistics page: column headings of the counts (direction, type, precedence, peer, state,
     /// count).
-    pub statistics_count_columns: [&'static str; 6],
+    pub statistics_count_columns: [&'static str; 7],
     /// Statistics page: column headings of the times (what, count, median, 90th percentile).
     pub statistics_time_columns: [&'static str; 4],
     /// Who to call: the peer's human phone fallback.
@@ -316,6 +322,9 @@ pub const ENGLISH: Catalogue = Catalogue {
     respond_handling_default: "as the request",
     respond_restrictions: "Restrictions (required for H3)",
     respond_confirm: "Send this response? It cannot be withdrawn.",
+    respond_outcome_none: "none (text only)",
+    respond_outcome_hint: "Executed preservation: preserved until (at least 60 days after the request). Refused: grounds. Forwarded: the authority. More information needed keeps the case open.",
+    section_outcome: "Outcome",
     cancel: "Cancel request",
     cancel_reason: "Why the request is withdrawn",
     cancel_confirm: "Cancel this request? The other side is told and it cannot be undone.",
@@ -349,6 +358,14 @@ pub const ENGLISH: Catalogue = Catalogue {
         ("preservation.mutual_legal_assistance_to_follow", "A mutual legal assistance request will follow"),
         ("preservation.preservation_days", "Preservation period (days)"),
         ("exercise", "Exercise (a drill, not a real request)"),
+        ("outcome.kind", "Outcome"),
+        ("outcome.preserved_until", "Preserved until"),
+        ("outcome.reference", "Provider's or authority's reference"),
+        ("outcome.refusal_grounds", "Grounds (required to refuse)"),
+        ("outcome.forwarded_to", "Forwarded to (authority)"),
+        ("outcome.traffic_data.provider_or_path", "Traffic data: provider or path identified"),
+        ("outcome.traffic_data.third_state", "Traffic data: third State (e.g. DE)"),
+        ("outcome.traffic_data.preservation_id", "Traffic data: the preservation"),
     ],
     network_title: "Network",
     queue_depth: "Queue",
@@ -377,7 +394,7 @@ pub const ENGLISH: Catalogue = Catalogue {
     statistics_counts: "Requests",
     statistics_times: "Time from creation",
     statistics_none: "No request was created in this period.",
-    statistics_count_columns: ["Direction", "Type", "Precedence", "Peer", "State", "Count"],
+    statistics_count_columns: ["Direction", "Type", "Precedence", "Peer", "State", "Outcome", "Count"],
     statistics_time_columns: ["Measure", "Requests", "Median", "90th percentile"],
     phone: "Phone",
     local_time: "Local time",

@@ -254,6 +254,8 @@ impl Desk {
             handling_restrictions: request.handling_restrictions,
             preservation: request.preservation,
             exercise: request.exercise,
+            // Requests carry no outcome: responses do.
+            outcome: None,
             // Signed when it is stored (`queue`).
             origin_signature: Vec::new(),
             origin_batch: None,

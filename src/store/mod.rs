@@ -61,7 +61,7 @@ use crate::domain::identity::NodeCode;
 use crate::domain::order::precedence_rank;
 use crate::domain::timestamp;
 use crate::proto::{
-    Direction, EnvelopeKind, ListAuditResponse, Message, MessageState, Precedence, WatchResponse,
+    Direction, Envelope, EnvelopeKind, ListAuditResponse, Message, MessageState, Precedence, WatchResponse,
 };
 use crate::store::audit::ChainHead;
 use crate::store_proto::StoredMessage;
@@ -851,6 +851,7 @@ impl Changes<'_> {
                 note: entry.note.clone(),
                 overdue: false,
                 exercise: envelope.exercise,
+                outcome: outcome_name(message),
             };
             self.record_event(event);
             let state = crate::domain::lifecycle::state_name(entry.state());
@@ -868,6 +869,7 @@ impl Changes<'_> {
                 note: format!("OVERDUE: not acknowledged by its deadline {deadline}"),
                 overdue: true,
                 exercise: envelope.exercise,
+                outcome: outcome_name(message),
             };
             self.audit("OVERDUE", &envelope.id, &event.note);
             self.record_event(event);
@@ -887,6 +889,29 @@ impl Changes<'_> {
         Ok(())
     }
 
+    /// An executed extension (a PRESERVATION request that continues a preservation, answered
+    /// with `outcome`) moves the preservation's `preserved_until` too, at either end. Returns the
+    /// preservation if it changed.
+    pub fn extend_preservation(
+        &mut self,
+        request: &Envelope,
+        outcome: Option<&crate::proto::Outcome>,
+    ) -> Result<Option<Message>, StoreError> {
+        let Some(until) = outcome.and_then(|o| o.preserved_until) else { return Ok(None) };
+        let Ok(parent_id) = Uuid::parse_str(&request.in_reply_to) else { return Ok(None) };
+        let Some(mut parent) = self.get(parent_id)? else { return Ok(None) };
+        let message = parent.message.get_or_insert_default();
+        let is_preservation = message.envelope.as_ref().is_some_and(|e| {
+            e.kind() == EnvelopeKind::Request && e.request_type() == crate::proto::RequestType::Preservation
+        });
+        if !is_preservation || !crate::domain::lifecycle::record_preserved_until(message, Some(until)) {
+            return Ok(None);
+        }
+        let message = message.clone();
+        self.put(parent)?;
+        Ok(Some(message))
+    }
+
     /// Records that this node now uses signed-directory `version` (the caller never lowers it).
     pub fn record_directory_version(&mut self, version: u64) {
         self.batch.insert(DIRECTORY_VERSION_KEY, version.to_be_bytes().as_slice());
@@ -900,6 +925,12 @@ impl Changes<'_> {
 }
 
 /// What a notification says of `message`: ids, type, precedence, the other member, the deadline.
+/// The short name of a request's typed outcome, for its events (empty when none).
+fn outcome_name(message: &Message) -> String {
+    use crate::domain::names::ShortName as _;
+    message.outcome.as_ref().map(|o| o.kind().short_name().to_owned()).unwrap_or_default()
+}
+
 fn notice_of(message: &Message, detail: &str) -> notifications::Notice {
     use crate::domain::names::ShortName as _;
     let envelope = message.envelope.clone().unwrap_or_default();

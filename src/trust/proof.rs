@@ -651,6 +651,7 @@ pub fn readable_envelope(e: &Envelope) -> Value {
         "handling_code": e.handling_code().short_name(),
         "handling_restrictions": e.handling_restrictions,
         "exercise": e.exercise,
+        "outcome": crate::domain::json::outcome_json(e.outcome.as_ref()),
         "preservation": e.preservation.as_ref().map(|p| json!({
             "requesting_authority": p.requesting_authority,
             "offence": p.offence,

@@ -27,7 +27,7 @@ impl Page {
     }
 
     /// The form token the page carries for scripts (every page has it).
-    fn token(&self) -> String {
+    pub(crate) fn token(&self) -> String {
         between(&self.body, "<meta name=\"csrf-token\" content=\"", "\"").to_owned()
     }
 }
@@ -124,7 +124,7 @@ fn unchunk(mut body: &str) -> String {
 }
 
 /// Form fields, urlencoded.
-fn urlencode(fields: &[(&str, &str)]) -> String {
+pub(crate) fn urlencode(fields: &[(&str, &str)]) -> String {
     let escape = |text: &str| -> String {
         text.bytes()
             .map(|b| match b {

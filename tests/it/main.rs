@@ -37,6 +37,7 @@ mod local_network;
 mod notifications;
 mod operator_tools;
 mod operator_view;
+mod outcomes;
 mod pipelining;
 mod prometheus;
 mod protos;

@@ -41,6 +41,7 @@ async fn the_answering_state_sets_the_conditions_on_its_answer_and_the_requests_
         text: "preserved".into(),
         handling_code: HandlingCode::H3 as i32,
         handling_restrictions: restrictions.into(),
+        outcome: None,
     };
     fr.respond(answer).await.unwrap();
     fr.respond(RespondRequest { id: default.clone(), text: "preserved".into(), ..Default::default() })
@@ -74,6 +75,7 @@ async fn a_bad_condition_is_refused_naming_the_field_and_nothing_is_answered() {
         text: "preserved".into(),
         handling_code: code,
         handling_restrictions: restrictions.into(),
+        outcome: None,
     };
     for (request, field, words) in [
         (with(HandlingCode::H3 as i32, " "), "handling_restrictions", "required when handling_code is H3"),
