@@ -12,6 +12,7 @@ pub mod desk_client;
 pub mod failure;
 pub mod init;
 pub mod inspect;
+mod preservation;
 pub mod render;
 
 use std::path::PathBuf;
@@ -187,6 +188,15 @@ pub enum Command {
     /// in the statistics) and wait for its signed receipt; exit 0 with the time it took, 5 when
     /// it did not come.
     Drill(DrillArgs),
+    /// The preservation clock: preservations (sent and received) by the date their data is
+    /// preserved until, soonest first.
+    Cases(preservation::CasesArgs),
+    /// Ask for an extension of a preservation this node sent: a follow-up request with the new
+    /// date (its executed answer moves the preservation's date at both ends).
+    Extend(preservation::ExtendArgs),
+    /// Record that the mutual legal assistance request of a preservation was sent, with its
+    /// reference: a follow-up request tells the other end, and both record it on the case.
+    MlaSent(preservation::MlaSentArgs),
     /// The node's tamper-evident audit log (role `auditor`).
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -1178,6 +1188,9 @@ fn client_args_mut(command: &mut Command) -> Option<&mut ClientArgs> {
         Command::Queue(client) | Command::Peers(client) => Some(client),
         Command::Stats(args) => Some(&mut args.client),
         Command::Drill(args) => Some(&mut args.client),
+        Command::Cases(args) => Some(&mut args.client),
+        Command::Extend(args) => Some(&mut args.id.client),
+        Command::MlaSent(args) => Some(&mut args.id.client),
         Command::Demo
         | Command::Bench(_)
         | Command::Init(_)
@@ -1256,6 +1269,9 @@ pub async fn run_client(
             Ok(())
         }
         Command::Drill(args) => drill(args).await,
+        Command::Cases(args) => preservation::cases(args).await,
+        Command::Extend(args) => preservation::extend(args).await,
+        Command::MlaSent(args) => preservation::mla_sent(args).await,
         Command::Stats(args) => {
             let bound = |flag: &str, text: &Option<String>| {
                 text.as_deref()
@@ -1600,6 +1616,7 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
         // One per invocation: every retry below repeats it, so the node stores the request once.
         client_request_id: uuid::Uuid::now_v7().to_string(),
         exercise: args.exercise,
+        follow_up: None,
     };
     let request_id = request.client_request_id.clone();
     let (mut desk, call) = connect(&args.client)?;
@@ -1796,7 +1813,7 @@ fn outcome_kind_arg(name: &str) -> Result<crate::proto::OutcomeKind, String> {
 }
 
 /// `--preserved-until`: a date means the end of that day in UTC (the data is kept through it).
-fn preserved_until_arg(text: &str) -> Result<prost_types::Timestamp, String> {
+pub(crate) fn preserved_until_arg(text: &str) -> Result<prost_types::Timestamp, String> {
     let text = text.trim();
     let full = if text.len() == 10 { format!("{text}T23:59:59Z") } else { text.to_owned() };
     humantime::parse_rfc3339_weak(&full)

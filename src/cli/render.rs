@@ -42,6 +42,8 @@ pub fn message_json(m: &Message) -> Value {
         "overdue": m.overdue,
         "outcome": crate::domain::json::outcome_json(m.outcome.as_ref()),
         "preserved_until": time(m.preserved_until.as_ref()),
+        "mla_reference": m.mla_reference,
+        "mla_sent_at": time(m.mla_sent_at.as_ref()),
     })
 }
 
@@ -100,6 +102,7 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
         ("last error", m.last_error.clone()),
         ("outcome", m.outcome.as_ref().map(|o| o.kind().short_name().to_owned()).unwrap_or_default()),
         ("preserved to", m.preserved_until.as_ref().map(rfc3339).unwrap_or_default()),
+        ("MLA sent", m.mla_reference.clone()),
     ];
     for (label, value) in rows.iter().filter(|(_, v)| !v.is_empty()) {
         let _ = writeln!(out, "  {label:<12} {}", line(value));

@@ -148,6 +148,7 @@ pub fn submit_request(form: &Form) -> Result<SubmitRequest, FieldError> {
         // A browser never retries a POST by itself; an officer sees the outcome.
         client_request_id: String::new(),
         exercise: form.checked("exercise"),
+        follow_up: None,
     })
 }
 

@@ -134,6 +134,7 @@ fn router(console: Shared) -> Router {
         .route("/network", get(network))
         .route("/print/{id}", get(case_print))
         .route("/statistics", get(statistics))
+        .route("/expiring", get(expiring))
         .route("/events", get(events))
         .route("/assets/console.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/assets/console.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
@@ -659,6 +660,43 @@ async fn statistics(
         Ok(figures) => page(StatusCode::OK, Some(&figures), Vec::new()),
         Err(DeskError::Invalid(error)) => {
             page(StatusCode::UNPROCESSABLE_ENTITY, None, vec![(error.field, error.message)])
+        }
+        Err(error) => console.refused(&viewer, &error),
+    }
+}
+
+/// The preservation clock: preservations by days left, optionally only those lapsing `within`.
+async fn expiring(
+    State(console): State<Shared>,
+    ConnectInfo(browser): ConnectInfo<Browser>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let viewer = console.viewer(&browser, &headers);
+    let node = console.node();
+    let frame = viewer.frame(&node);
+    let form = Form::parse(query.unwrap_or_default().as_bytes());
+    let within_text = form.get("within").trim().to_owned();
+    let now = console.context.clock.now();
+    let within = match within_text.as_str() {
+        "" => None,
+        text => match humantime::parse_duration(text) {
+            Ok(within) => Some(within),
+            Err(error) => {
+                let error = format!("{error}: a duration such as 14d");
+                let page = pages::preservations(&frame, &within_text, &[], now, Some(&error));
+                return html(StatusCode::UNPROCESSABLE_ENTITY, page);
+            }
+        },
+    };
+    let read = async {
+        let caller = console.caller(&browser, Action::ListPreservations)?;
+        let within = within.map(|d| prost_types::Duration::try_from(d).unwrap_or_default());
+        console.desk.list_preservations(&caller, crate::proto::ListPreservationsRequest { within }).await
+    };
+    match read.await {
+        Ok(messages) => {
+            html(StatusCode::OK, pages::preservations(&frame, &within_text, &messages, now, None))
         }
         Err(error) => console.refused(&viewer, &error),
     }

@@ -7,6 +7,7 @@ mod lists;
 mod message;
 mod network;
 mod new_request;
+mod preservations;
 mod print;
 mod statistics;
 
@@ -23,6 +24,7 @@ pub use lists::{ListSearch, inbox, inbox_rows, outbox};
 pub use message::message;
 pub use network::network;
 pub use new_request::new_request;
+pub use preservations::preservations;
 pub use print::{WithProof, case_print};
 pub use statistics::statistics;
 
@@ -70,6 +72,7 @@ pub fn layout(frame: &Frame<'_>, page: &str, title: &str, content: &str) -> Stri
         ("new", s.nav_new, "/new", "n", Action::Submit),
         ("network", s.nav_network, "/network", "w", Action::ListPeers),
         ("statistics", s.nav_statistics, "/statistics", "s", Action::GetStatistics),
+        ("expiring", s.nav_expiring, "/expiring", "p", Action::ListPreservations),
     ]
     .into_iter()
     .filter(|(.., action)| frame.may(*action));
@@ -229,6 +232,10 @@ fn outcome_definitions(strings: &Catalogue, message: &crate::proto::Message) -> 
         @if message.preserved_until.is_some() {
             dt { (label("outcome.preserved_until")) }
             dd.preserved-until { (time(message.preserved_until.as_ref())) }
+        }
+        @if !message.mla_reference.is_empty() {
+            dt { (label("follow_up.mla_reference")) }
+            dd.mla-sent { (foreign(&message.mla_reference)) " · " (time(message.mla_sent_at.as_ref())) }
         }
     }
 }

@@ -22,6 +22,21 @@ pub struct Catalogue {
     pub nav_network: &'static str,
     /// Navigation: statistics.
     pub nav_statistics: &'static str,
+    /// Navigation: the preservation clock.
+    pub nav_expiring: &'static str,
+    /// Preservations page: title, what it shows, when empty, the "within" filter.
+    pub expiring_title: &'static str,
+    /// Preservations page: what it shows.
+    pub expiring_hint: &'static str,
+    /// Preservations page: none.
+    pub expiring_none: &'static str,
+    /// Preservations page: the "within" filter's label and button.
+    pub expiring_within: &'static str,
+    /// Preservations page: show button.
+    pub expiring_show: &'static str,
+    /// Preservations page: column headings (days left, preserved until, direction, peer,
+    /// subject, outcome, mutual legal assistance request).
+    pub expiring_columns: [&'static str; 7],
     /// "signed in as" before the client name.
     pub signed_in_as: &'static str,
     /// Shown for a certificate that is no client of this node.
@@ -268,6 +283,21 @@ pub const ENGLISH: Catalogue = Catalogue {
     nav_new: "New request",
     nav_network: "Network",
     nav_statistics: "Statistics",
+    nav_expiring: "Preservations",
+    expiring_title: "Preservations by days left",
+    expiring_hint: "Preservations sent and received, the soonest to lapse first: file the mutual legal assistance request or ask for an extension before the date.",
+    expiring_none: "No preservation with a date in this period.",
+    expiring_within: "Lapsing within (e.g. 14d; empty: all)",
+    expiring_show: "Show",
+    expiring_columns: [
+        "Days left",
+        "Preserved until",
+        "Direction",
+        "Peer",
+        "Subject",
+        "Outcome",
+        "MLA request sent",
+    ],
     signed_in_as: "Signed in as",
     no_role: "no role on this node",
     inbox_title: "Inbox",
@@ -366,6 +396,8 @@ pub const ENGLISH: Catalogue = Catalogue {
         ("outcome.traffic_data.provider_or_path", "Traffic data: provider or path identified"),
         ("outcome.traffic_data.third_state", "Traffic data: third State (e.g. DE)"),
         ("outcome.traffic_data.preservation_id", "Traffic data: the preservation"),
+        ("follow_up.mla_reference", "Mutual legal assistance request sent"),
+        ("follow_up.extend_until", "Extension asked until"),
     ],
     network_title: "Network",
     queue_depth: "Queue",

@@ -316,8 +316,9 @@ impl Desk {
             subject,
             body,
             language: request.language.clone(),
-            created_at: Some(timestamp::now()),
-            expires_at: Some(timestamp::after(self.context.config.delivery.default_expiry)),
+            // The node's clock, as every deadline and expiry here reads it.
+            created_at: Some(self.context.clock.timestamp()),
+            expires_at: Some(self.context.clock.after(self.context.config.delivery.default_expiry)),
             in_reply_to: request.id.clone(),
             attachments: Vec::new(),
             handling_code: request.handling_code,
@@ -326,6 +327,7 @@ impl Desk {
             // A reply to an exercise is part of the exercise.
             exercise: request.exercise,
             outcome: None,
+            follow_up: None,
             // Signed when it is stored (`queue`).
             origin_signature: Vec::new(),
             origin_batch: None,

@@ -49,6 +49,7 @@ pub enum Action {
     Backup,
     GetStatistics,
     RecoverFromPeers,
+    ListPreservations,
 }
 
 /// What a caller may see when it may call at all.
@@ -73,7 +74,8 @@ pub fn scope(role: Role, action: Action) -> Option<Scope> {
             | A::Acknowledge
             | A::DisputePrecedence
             | A::Respond
-            | A::Watch,
+            | A::Watch
+            | A::ListPreservations,
         ) => Some(Scope::All),
         (
             Role::Operator,
@@ -87,9 +89,12 @@ pub fn scope(role: Role, action: Action) -> Option<Scope> {
             | A::ListPeers
             | A::Backup
             | A::GetStatistics
-            | A::RecoverFromPeers,
+            | A::RecoverFromPeers
+            | A::ListPreservations,
         ) => Some(Scope::All),
-        (Role::Agency, A::Submit | A::Get | A::ListOutbox | A::Watch) => Some(Scope::OwnSubmissions),
+        (Role::Agency, A::Submit | A::Get | A::ListOutbox | A::Watch | A::ListPreservations) => {
+            Some(Scope::OwnSubmissions)
+        }
         // Only the auditor: whoever runs the node (the operator) is among those it checks.
         // Counts and times, never content: the network's reporting is theirs to check.
         (Role::Auditor, A::ListAudit | A::GetStatistics) => Some(Scope::All),
@@ -143,11 +148,12 @@ mod tests {
             A::Backup,
             A::GetStatistics,
             A::RecoverFromPeers,
+            A::ListPreservations,
         ];
         let allowed = |role| every.iter().filter(|a| scope(role, **a).is_some()).count();
-        assert_eq!(allowed(Role::Officer), 8);
-        assert_eq!(allowed(Role::Operator), 11);
-        assert_eq!(allowed(Role::Agency), 4);
+        assert_eq!(allowed(Role::Officer), 9);
+        assert_eq!(allowed(Role::Operator), 12);
+        assert_eq!(allowed(Role::Agency), 5);
         assert_eq!(allowed(Role::Auditor), 2);
         assert_eq!(scope(Role::Operator, A::ListAudit), None);
         assert_eq!(scope(Role::Agency, A::Get), Some(Scope::OwnSubmissions));

@@ -26,6 +26,7 @@ pub fn event_json(e: &WatchResponse) -> Value {
         "overdue": e.overdue,
         "exercise": e.exercise,
         "outcome": e.outcome,
+        "preservation_reminder": e.preservation_reminder,
     })
 }
 

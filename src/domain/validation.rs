@@ -4,7 +4,8 @@
 use uuid::Uuid;
 
 use crate::proto::{
-    Envelope, EnvelopeKind, HandlingCode, Outcome, OutcomeKind, Precedence, PreservationRequest, RequestType,
+    Envelope, EnvelopeKind, HandlingCode, Outcome, OutcomeKind, Precedence, PreservationFollowUp,
+    PreservationRequest, RequestType,
 };
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +145,9 @@ pub fn check_envelope(envelope: &Envelope, limits: &Limits) -> Result<(), FieldE
         return Err(FieldError::new("handling_code", "required: H0, H1, H2 or H3"));
     }
     check_h3_restrictions(handling, &envelope.handling_restrictions)?;
+    if let Some(follow_up) = &envelope.follow_up {
+        check_follow_up(follow_up, envelope, kind, limits)?;
+    }
     let preservation_type = envelope.request_type == RequestType::Preservation as i32;
     match &envelope.preservation {
         Some(preservation) if preservation_type => check_preservation(preservation)?,
@@ -163,6 +167,40 @@ pub fn check_envelope(envelope: &Envelope, limits: &Limits) -> Result<(), FieldE
         check_outcome(outcome, envelope.request_type(), limits)?;
     }
     Ok(())
+}
+
+/// A follow-up of a preservation: on a PRESERVATION request that continues a chain, exactly one
+/// of an extension's date and the mutual legal assistance request's reference.
+fn check_follow_up(
+    follow_up: &PreservationFollowUp,
+    envelope: &Envelope,
+    kind: EnvelopeKind,
+    limits: &Limits,
+) -> Result<(), FieldError> {
+    let reference = &follow_up.mla_reference;
+    check_chars("follow_up.mla_reference", reference, limits.max_text_chars, "max_text_chars")?;
+    check_safe_text("follow_up.mla_reference", reference, false)?;
+    if kind != EnvelopeKind::Request
+        || envelope.request_type() != RequestType::Preservation
+        || envelope.in_reply_to.is_empty()
+    {
+        return Err(FieldError::new(
+            "follow_up",
+            "only on a PRESERVATION request that continues a preservation (in_reply_to)",
+        ));
+    }
+    match (&follow_up.extend_until, reference.trim().is_empty()) {
+        (Some(until), true) => check_timestamp("follow_up.extend_until", until),
+        (None, false) => Ok(()),
+        (Some(_), false) => Err(FieldError::new(
+            "follow_up.mla_reference",
+            "an extension (extend_until) or the mutual legal assistance request sent, not both",
+        )),
+        (None, true) => Err(FieldError::new(
+            "follow_up.extend_until",
+            "required: the new date (an extension), or mla_reference (the mutual legal assistance request sent)",
+        )),
+    }
 }
 
 /// Whether `kind` says the request was carried out (wholly or in part).

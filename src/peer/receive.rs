@@ -332,6 +332,8 @@ pub(super) fn receive(
     let parent_id = Uuid::parse_str(&envelope.in_reply_to).ok();
     let body = envelope.body.clone();
     let outcome = envelope.outcome.clone();
+    // The note that the mutual legal assistance request was sent goes on the case at once.
+    let follow_up = changes.record_follow_up(&envelope)?;
     let owner = match parent_id {
         Some(parent) => changes.get(parent)?.map(|p| p.submitted_by).unwrap_or_default(),
         None => String::new(),
@@ -366,8 +368,11 @@ pub(super) fn receive(
         submitted_by: owner,
         receipt: signing.map(|_| receipt.clone()),
         origin_certificate: signing.map(|s| s.sender_certificate.to_vec()).unwrap_or_default(),
+        reminded_until: None,
+        reminded_lead_seconds: 0,
     })?;
     changed.push(message);
+    changed.extend(follow_up);
 
     let answered = match &outcome {
         Some(o) => format!("answered {}", o.kind().short_name()),

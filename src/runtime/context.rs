@@ -16,7 +16,7 @@ use crate::store::Store;
 pub const SOFTWARE_VERSION: &str = concat!("hanoi247 ", env!("CARGO_PKG_VERSION"));
 /// The optional envelope fields this version reads, said in every `Hello` (a peer sets such a
 /// field only for a node that lists it: see `Envelope.exercise`).
-pub const ENVELOPE_FIELDS_READ: &[&str] = &["exercise", "outcome"];
+pub const ENVELOPE_FIELDS_READ: &[&str] = &["exercise", "outcome", "follow_up"];
 
 /// [`ENVELOPE_FIELDS_READ`] as a `Hello` carries it.
 pub fn envelope_fields_read() -> Vec<String> {

@@ -652,6 +652,10 @@ pub fn readable_envelope(e: &Envelope) -> Value {
         "handling_restrictions": e.handling_restrictions,
         "exercise": e.exercise,
         "outcome": crate::domain::json::outcome_json(e.outcome.as_ref()),
+        "follow_up": e.follow_up.as_ref().map(|f| json!({
+            "extend_until": crate::domain::json::time(f.extend_until.as_ref()),
+            "mla_reference": f.mla_reference,
+        })),
         "preservation": e.preservation.as_ref().map(|p| json!({
             "requesting_authority": p.requesting_authority,
             "offence": p.offence,

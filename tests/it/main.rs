@@ -39,6 +39,7 @@ mod operator_tools;
 mod operator_view;
 mod outcomes;
 mod pipelining;
+mod preservation_case;
 mod prometheus;
 mod protos;
 mod recovery;

@@ -72,7 +72,7 @@ pub fn message(
                 dl.fields { (super::who_to_call(s, peer)) }
             }
         }
-        @if message.outcome.is_some() || message.preserved_until.is_some() {
+        @if message.outcome.is_some() || message.preserved_until.is_some() || !message.mla_reference.is_empty() {
             section.outcome {
                 h2 { (s.section_outcome) }
                 dl.fields { (super::outcome_definitions(s, message)) }
