@@ -86,6 +86,9 @@ pub struct NodeConfig {
     /// How the store keeps its state (`[store]`).
     #[serde(default)]
     pub store: StoreConfig,
+    /// The preservation clock's reminders (`[preservation]`).
+    #[serde(default)]
+    pub preservation: PreservationConfig,
     /// The file this was loaded from (set by [`NodeConfig::load`]): a reload reads `[[clients]]`
     /// from it again.
     #[serde(skip)]
@@ -172,6 +175,8 @@ pub enum NotifyEvent {
     StoreUnwritable,
     /// This node's certificate or a revocation list expires within `expiry_warning`.
     CertificateExpiring,
+    /// A preservation lapses soon (`[preservation] reminders`; filtered by `precedences`).
+    PreservationExpiring,
 }
 
 impl NotifyEvent {
@@ -183,6 +188,7 @@ impl NotifyEvent {
             NotifyEvent::PeerUnreachable => "peer_unreachable",
             NotifyEvent::StoreUnwritable => "store_unwritable",
             NotifyEvent::CertificateExpiring => "certificate_expiring",
+            NotifyEvent::PreservationExpiring => "preservation_expiring",
         }
     }
 }
@@ -414,6 +420,46 @@ impl Default for RetentionConfig {
             uploads: default_upload_retention(),
             closed_content: default_closed_content_retention(),
         }
+    }
+}
+
+/// The preservation clock: how long before a preservation lapses (`preserved_until`) a reminder
+/// is given, as a lifecycle event on `Watch` and a `preservation_expiring` notification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreservationConfig {
+    /// The lead times, e.g. `["14d", "7d", "1d"]` (the default); each given once per date.
+    #[serde(default = "default_preservation_reminders")]
+    pub reminders: Vec<humantime_serde::Serde<Duration>>,
+}
+
+fn default_preservation_reminders() -> Vec<humantime_serde::Serde<Duration>> {
+    [14, 7, 1].into_iter().map(|days| Duration::from_secs(days * 86_400).into()).collect()
+}
+
+impl Default for PreservationConfig {
+    fn default() -> Self {
+        Self { reminders: default_preservation_reminders() }
+    }
+}
+
+impl PreservationConfig {
+    /// The lead times, longest first.
+    pub fn leads(&self) -> Vec<Duration> {
+        let mut leads: Vec<Duration> = self.reminders.iter().map(|lead| **lead).collect();
+        leads.sort_unstable_by(|a, b| b.cmp(a));
+        leads.dedup();
+        leads
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.reminders.iter().any(|lead| lead.is_zero()) {
+            return Err("preservation.reminders: a lead time must be more than 0".into());
+        }
+        if self.reminders.len() > 16 {
+            return Err("preservation.reminders: at most 16 lead times".into());
+        }
+        Ok(())
     }
 }
 
@@ -924,6 +970,7 @@ impl NodeConfig {
             return Err("reload.poll_interval: at least 100ms".into());
         }
         self.notify.check()?;
+        self.preservation.check()?;
         Ok(())
     }
 

@@ -497,6 +497,8 @@ fn valid_envelope(limits: &Limits) -> impl Strategy<Value = Envelope> + use<> {
                     },
                     preservation,
                     exercise: with_preservation,
+                    outcome: None,
+                    follow_up: None,
                     // Signatures are checked by `Deliver`, not by `receive_batch`.
                     origin_signature: Vec::new(),
                     origin_batch: None,
@@ -700,6 +702,8 @@ fn as_desk_would(request: SubmitRequest) -> Envelope {
         handling_restrictions: request.handling_restrictions,
         preservation: request.preservation,
         exercise: request.exercise,
+        outcome: None,
+        follow_up: None,
         origin_signature: Vec::new(),
         origin_batch: None,
     }

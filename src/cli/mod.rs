@@ -12,6 +12,7 @@ pub mod desk_client;
 pub mod failure;
 pub mod init;
 pub mod inspect;
+mod preservation;
 pub mod render;
 
 use std::path::PathBuf;
@@ -150,6 +151,9 @@ pub enum Command {
         /// A file to attach to the answer (repeatable).
         #[arg(long = "attach", value_name = "FILE")]
         attach: Vec<PathBuf>,
+        /// The typed outcome beside the answer's text.
+        #[command(flatten)]
+        outcome: OutcomeArgs,
     },
     /// Withdraw a request this node sent.
     Cancel {
@@ -201,6 +205,15 @@ pub enum Command {
     /// in the statistics) and wait for its signed receipt; exit 0 with the time it took, 5 when
     /// it did not come.
     Drill(DrillArgs),
+    /// The preservation clock: preservations (sent and received) by the date their data is
+    /// preserved until, soonest first.
+    Cases(preservation::CasesArgs),
+    /// Ask for an extension of a preservation this node sent: a follow-up request with the new
+    /// date (its executed answer moves the preservation's date at both ends).
+    Extend(preservation::ExtendArgs),
+    /// Record that the mutual legal assistance request of a preservation was sent, with its
+    /// reference: a follow-up request tells the other end, and both record it on the case.
+    MlaSent(preservation::MlaSentArgs),
     /// The node's tamper-evident audit log (role `auditor`).
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -1201,6 +1214,9 @@ fn client_args_mut(command: &mut Command) -> Option<&mut ClientArgs> {
         Command::Queue(client) | Command::Peers(client) => Some(client),
         Command::Stats(args) => Some(&mut args.client),
         Command::Drill(args) => Some(&mut args.client),
+        Command::Cases(args) => Some(&mut args.client),
+        Command::Extend(args) => Some(&mut args.id.client),
+        Command::MlaSent(args) => Some(&mut args.id.client),
         Command::Demo
         | Command::Bench(_)
         | Command::Init(_)
@@ -1279,6 +1295,9 @@ pub async fn run_client(
             Ok(())
         }
         Command::Drill(args) => drill(args).await,
+        Command::Cases(args) => preservation::cases(args).await,
+        Command::Extend(args) => preservation::extend(args).await,
+        Command::MlaSent(args) => preservation::mla_sent(args).await,
         Command::Stats(args) => {
             let bound = |flag: &str, text: &Option<String>| {
                 text.as_deref()
@@ -1385,7 +1404,7 @@ pub async fn run_client(
             print_message(&response.into_inner().dispute.unwrap_or_default(), id.client.json);
             Ok(())
         }
-        Command::Respond { id, text, handling: code, restrictions, attach } => {
+        Command::Respond { id, text, handling: code, restrictions, attach, outcome } => {
             let (mut desk, call) = connect(&id.client)?;
             let attachments = upload_files(&mut desk, &call, &attach).await?;
             let request = RespondRequest {
@@ -1394,6 +1413,7 @@ pub async fn run_client(
                 handling_code: code.map_or(HandlingCode::Unspecified, handling) as i32,
                 handling_restrictions: restrictions,
                 attachments,
+                outcome: outcome.into_outcome(),
             };
             let response = call.run(desk.respond(request)).await?;
             print_message(&response.into_inner().message.unwrap_or_default(), id.client.json);
@@ -1749,6 +1769,7 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
         // One per invocation: every retry below repeats it, so the node stores the request once.
         client_request_id: uuid::Uuid::now_v7().to_string(),
         exercise: args.exercise,
+        follow_up: None,
     };
     let request_id = request.client_request_id.clone();
     let mut retry = desk_client::SubmitRetry::default();
@@ -1884,6 +1905,72 @@ pub fn precedence(arg: PrecedenceArg) -> Precedence {
         PrecedenceArg::Priority => Precedence::Priority,
         PrecedenceArg::Routine => Precedence::Routine,
     }
+}
+
+/// `respond`'s typed outcome: `--outcome` and the fields its kind takes (the node checks which
+/// are required and refuses naming the field).
+#[derive(Debug, Args)]
+pub struct OutcomeArgs {
+    /// executed, partly-executed, refused, preservation-not-possible, more-information-needed
+    /// or forwarded.
+    #[arg(long, value_parser = outcome_kind_arg)]
+    outcome: Option<crate::proto::OutcomeKind>,
+    /// Until when the data is preserved (executed preservations): a date (the end of that day,
+    /// UTC) or an RFC 3339 time.
+    #[arg(long, value_parser = preserved_until_arg, requires = "outcome")]
+    preserved_until: Option<prost_types::Timestamp>,
+    /// The provider's or the authority's reference.
+    #[arg(long, default_value = "", requires = "outcome")]
+    reference: String,
+    /// The grounds of a refusal (required with --outcome refused).
+    #[arg(long, default_value = "", requires = "outcome")]
+    grounds: String,
+    /// The authority the request was passed to (required with --outcome forwarded).
+    #[arg(long, default_value = "", requires = "outcome")]
+    forwarded_to: String,
+    /// Traffic data disclosed: the provider or path identified.
+    #[arg(long, default_value = "", requires = "outcome")]
+    provider_or_path: String,
+    /// Traffic data disclosed: the third State the communication came through (e.g. DE).
+    #[arg(long, default_value = "", requires = "provider_or_path")]
+    third_state: String,
+}
+
+impl OutcomeArgs {
+    /// The outcome to send, if `--outcome` was given.
+    fn into_outcome(self) -> Option<crate::proto::Outcome> {
+        let kind = self.outcome?;
+        let traffic_data = (!self.provider_or_path.is_empty()).then(|| crate::proto::TrafficDataDisclosure {
+            provider_or_path: self.provider_or_path,
+            third_state: self.third_state,
+            preservation_id: String::new(),
+        });
+        Some(crate::proto::Outcome {
+            kind: kind as i32,
+            reference: self.reference,
+            refusal_grounds: self.grounds,
+            preserved_until: self.preserved_until,
+            forwarded_to: self.forwarded_to,
+            traffic_data,
+        })
+    }
+}
+
+/// `--outcome`'s value by its short name (dashes or underscores, any case).
+fn outcome_kind_arg(name: &str) -> Result<crate::proto::OutcomeKind, String> {
+    crate::domain::names::outcome_kind_named(name).ok_or_else(|| {
+        "one of executed, partly-executed, refused, preservation-not-possible, more-information-needed, forwarded"
+            .to_owned()
+    })
+}
+
+/// `--preserved-until`: a date means the end of that day in UTC (the data is kept through it).
+pub(crate) fn preserved_until_arg(text: &str) -> Result<prost_types::Timestamp, String> {
+    let text = text.trim();
+    let full = if text.len() == 10 { format!("{text}T23:59:59Z") } else { text.to_owned() };
+    humantime::parse_rfc3339_weak(&full)
+        .map(crate::domain::timestamp::from_system)
+        .map_err(|e| format!("{e}: a date (2027-03-01) or an RFC 3339 time"))
 }
 
 fn handling(arg: HandlingArg) -> HandlingCode {

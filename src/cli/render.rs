@@ -47,6 +47,10 @@ pub fn message_json(m: &Message) -> Value {
         "content_removed_at": time(m.content_removed_at.as_ref()),
         "content_removed": m.content_removed,
         "envelope_sha256": hex::encode(&m.envelope_sha256),
+        "outcome": crate::domain::json::outcome_json(m.outcome.as_ref()),
+        "preserved_until": time(m.preserved_until.as_ref()),
+        "mla_reference": m.mla_reference,
+        "mla_sent_at": time(m.mla_sent_at.as_ref()),
     })
 }
 
@@ -70,8 +74,8 @@ fn subject_of(m: &Message, e: &crate::proto::Envelope) -> String {
 /// One line per message: id, peer, precedence, state, age, subject.
 pub fn message_table(messages: &[Message]) -> String {
     let mut out = format!(
-        "{:<36}  {:<4} {:<9} {:<20} {:<7} {:>8}  SUBJECT\n",
-        "ID", "PEER", "PREC", "STATE", "OVERDUE", "AGE"
+        "{:<36}  {:<4} {:<9} {:<20} {:<7} {:>8}  {:<25} SUBJECT\n",
+        "ID", "PEER", "PREC", "STATE", "OVERDUE", "AGE", "OUTCOME"
     );
     for m in messages {
         let e = m.envelope.clone().unwrap_or_default();
@@ -79,13 +83,14 @@ pub fn message_table(messages: &[Message]) -> String {
         let created = m.timeline.first().and_then(|t| t.at);
         let _ = writeln!(
             out,
-            "{:<36}  {:<4} {:<9} {:<20} {:<7} {:>8}  {}",
+            "{:<36}  {:<4} {:<9} {:<20} {:<7} {:>8}  {:<25} {}",
             line(&e.id),
             line(peer),
             e.precedence().short_name(),
             state_column(m),
             if m.overdue { "OVERDUE" } else { "" },
             created.as_ref().map(age).unwrap_or_default(),
+            m.outcome.as_ref().map(|o| o.kind().short_name()).unwrap_or(""),
             if e.exercise { format!("[EXERCISE] {}", subject_of(m, &e)) } else { subject_of(m, &e) }
         );
     }
@@ -129,12 +134,18 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
         ("ack by", m.ack_deadline.as_ref().map(rfc3339).unwrap_or_default()),
         ("overdue", if m.overdue { "YES: not acknowledged by its deadline".into() } else { String::new() }),
         ("last error", m.last_error.clone()),
+        ("outcome", m.outcome.as_ref().map(|o| o.kind().short_name().to_owned()).unwrap_or_default()),
+        ("preserved to", m.preserved_until.as_ref().map(rfc3339).unwrap_or_default()),
+        ("MLA sent", m.mla_reference.clone()),
     ];
     for (label, value) in rows.iter().filter(|(_, v)| !v.is_empty()) {
         let _ = writeln!(out, "  {label:<12} {}", line(value));
     }
     if !e.body.is_empty() {
         let _ = writeln!(out, "  body\n    {}", block(&e.body).replace('\n', "\n    "));
+    }
+    if let Some(o) = m.outcome.as_ref().or(e.outcome.as_ref()) {
+        outcome_details(&mut out, o);
     }
     if let Some(p) = &e.preservation {
         let _ = writeln!(out, "  preservation");
@@ -205,6 +216,29 @@ pub fn message_details(m: &Message, replies: &[Message]) -> String {
         }
     }
     out
+}
+
+/// A typed outcome's fields under `show`'s "outcome" heading (only those set).
+fn outcome_details(out: &mut String, o: &crate::proto::Outcome) {
+    let _ = writeln!(out, "  outcome      {}", o.kind().short_name());
+    let traffic = o.traffic_data.clone().unwrap_or_default();
+    for (label, value) in [
+        ("reference", o.reference.clone()),
+        ("grounds", o.refusal_grounds.clone()),
+        ("preserved until", o.preserved_until.as_ref().map(rfc3339).unwrap_or_default()),
+        ("forwarded to", o.forwarded_to.clone()),
+        ("provider/path", traffic.provider_or_path),
+        ("third State", traffic.third_state),
+        ("preservation", traffic.preservation_id),
+    ] {
+        if !value.is_empty() {
+            let _ = writeln!(
+                out,
+                "    {label:<21} {}",
+                block(&value).replace('\n', "\n                          ")
+            );
+        }
+    }
 }
 
 /// One peer's queue as JSON.
@@ -512,7 +546,7 @@ pub fn refusal_details_json(status: &tonic::Status) -> Option<Value> {
 }
 
 /// A statistics row's and time's words: direction, and the proto enums' short names.
-fn statistics_words(row: &crate::proto::StatisticsRow) -> [String; 5] {
+fn statistics_words(row: &crate::proto::StatisticsRow) -> [String; 6] {
     use crate::desk::statistics::direction_word;
     [
         direction_word(row.direction()).to_owned(),
@@ -520,6 +554,10 @@ fn statistics_words(row: &crate::proto::StatisticsRow) -> [String; 5] {
         row.precedence().short_name().to_owned(),
         line(&row.peer).into_owned(),
         state_name(row.state()).to_owned(),
+        match row.outcome() {
+            crate::proto::OutcomeKind::Unspecified => String::new(),
+            kind => kind.short_name().to_owned(),
+        },
     ]
 }
 
@@ -531,13 +569,14 @@ pub fn statistics_json(figures: &crate::proto::GetStatisticsResponse) -> Value {
         "to": time(figures.to.as_ref()),
         "exercises_excluded": figures.exercises_excluded,
         "rows": figures.rows.iter().map(|row| {
-            let [direction, request_type, precedence, peer, state] = statistics_words(row);
+            let [direction, request_type, precedence, peer, state, outcome] = statistics_words(row);
             json!({
                 "direction": direction,
                 "request_type": request_type,
                 "precedence": precedence,
                 "peer": peer,
                 "state": state,
+                "outcome": outcome,
                 "count": row.count,
             })
         }).collect::<Vec<_>>(),
@@ -555,18 +594,21 @@ pub fn statistics_json(figures: &crate::proto::GetStatisticsResponse) -> Value {
 pub fn statistics_csv(figures: &crate::proto::GetStatisticsResponse) -> String {
     use crate::desk::statistics::direction_word;
     let mut out = String::from(
-        "record,direction,request_type,precedence,peer,state,measure,count,p50_seconds,p90_seconds\n",
+        "record,direction,request_type,precedence,peer,state,outcome,measure,count,p50_seconds,p90_seconds\n",
     );
     for row in &figures.rows {
-        let [direction, request_type, precedence, peer, state] = statistics_words(row);
-        let _ =
-            writeln!(out, "count,{direction},{request_type},{precedence},{peer},{state},,{},,", row.count);
+        let [direction, request_type, precedence, peer, state, outcome] = statistics_words(row);
+        let _ = writeln!(
+            out,
+            "count,{direction},{request_type},{precedence},{peer},{state},{outcome},,{},,",
+            row.count
+        );
     }
     for t in &figures.times {
         let measure = t.measure().as_str_name().trim_start_matches("TIME_MEASURE_").to_ascii_lowercase();
         let _ = writeln!(
             out,
-            "time,{},,,,,{measure},{},{:.3},{:.3}",
+            "time,{},,,,,,{measure},{},{:.3},{:.3}",
             direction_word(t.direction()),
             t.count,
             t.p50_seconds,
@@ -585,14 +627,14 @@ pub fn statistics_table(figures: &crate::proto::GetStatisticsResponse) -> String
     let _ = writeln!(out, "requests created from {from} to {to}");
     let _ = writeln!(
         out,
-        "{:<9} {:<24} {:<10} {:<4} {:<14} {:>7}",
-        "DIRECTION", "TYPE", "PRECEDENCE", "PEER", "STATE", "COUNT"
+        "{:<9} {:<24} {:<10} {:<4} {:<14} {:<25} {:>7}",
+        "DIRECTION", "TYPE", "PRECEDENCE", "PEER", "STATE", "OUTCOME", "COUNT"
     );
     for row in &figures.rows {
-        let [direction, request_type, precedence, peer, state] = statistics_words(row);
+        let [direction, request_type, precedence, peer, state, outcome] = statistics_words(row);
         let _ = writeln!(
             out,
-            "{direction:<9} {request_type:<24} {precedence:<10} {peer:<4} {state:<14} {:>7}",
+            "{direction:<9} {request_type:<24} {precedence:<10} {peer:<4} {state:<14} {outcome:<25} {:>7}",
             row.count
         );
     }

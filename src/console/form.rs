@@ -5,7 +5,9 @@
 use ring::hmac;
 
 use crate::domain::validation::FieldError;
-use crate::proto::{HandlingCode, Precedence, PreservationRequest, RequestType, SubmitRequest};
+use crate::proto::{
+    HandlingCode, Outcome, Precedence, PreservationRequest, RequestType, SubmitRequest, TrafficDataDisclosure,
+};
 
 /// A decoded form: its fields in the order sent (a name may repeat).
 #[derive(Debug, Default, Clone)]
@@ -218,6 +220,40 @@ pub fn submit_request(form: &Form) -> Result<SubmitRequest, FieldError> {
         // A browser never retries a POST by itself; an officer sees the outcome.
         client_request_id: String::new(),
         exercise: form.checked("exercise"),
+        follow_up: None,
+    })
+}
+
+/// The typed outcome the answer form describes (`None`: text only). Like `submit_request`, it
+/// leaves judging to the desk: an unknown kind is sent as UNSPECIFIED and a date that is no date
+/// as an impossible time, so the refusal names `outcome.kind` or `outcome.preserved_until`.
+pub fn outcome(form: &Form) -> Option<Outcome> {
+    let kind = form.get("outcome").trim();
+    if kind.is_empty() {
+        return None;
+    }
+    let kind = crate::domain::names::outcome_kind_named(kind).unwrap_or_default();
+    let text = |name: &str| form.get(name).trim().to_owned();
+    let preserved_until = match form.get("outcome.preserved_until").trim() {
+        "" => None,
+        // A date (what `<input type=date>` sends) means the end of that day, UTC.
+        day => Some(
+            humantime::parse_rfc3339_weak(&format!("{day}T23:59:59Z"))
+                .map(crate::domain::timestamp::from_system)
+                .unwrap_or(prost_types::Timestamp { seconds: 0, nanos: -1 }),
+        ),
+    };
+    let provider_or_path = text("outcome.traffic_data.provider_or_path");
+    let third_state = text("outcome.traffic_data.third_state");
+    let traffic_data = (!provider_or_path.is_empty() || !third_state.is_empty())
+        .then(|| TrafficDataDisclosure { provider_or_path, third_state, preservation_id: String::new() });
+    Some(Outcome {
+        kind: kind as i32,
+        reference: text("outcome.reference"),
+        refusal_grounds: form.get("outcome.refusal_grounds").replace("\r\n", "\n").trim().to_owned(),
+        preserved_until,
+        forwarded_to: text("outcome.forwarded_to"),
+        traffic_data,
     })
 }
 

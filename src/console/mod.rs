@@ -146,6 +146,7 @@ fn router(console: Shared) -> Router {
         .route("/network", get(network))
         .route("/print/{id}", get(case_print))
         .route("/statistics", get(statistics))
+        .route("/expiring", get(expiring))
         .route("/events", get(events))
         .route("/assets/console.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/assets/console.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
@@ -496,7 +497,8 @@ async fn act(
 enum Button {
     Acknowledge(AcknowledgeRequest),
     Dispute(DisputePrecedenceRequest),
-    Respond(RespondRequest),
+    // Boxed: a response with its typed outcome is several times larger than the other requests.
+    Respond(Box<RespondRequest>),
     Cancel(CancelRequest),
     Requeue(RequeueRequest),
     Close(crate::proto::CloseCaseRequest),
@@ -518,7 +520,7 @@ impl Button {
                 })
             }
             // Browsers send CRLF line ends; the stored text keeps plain LF.
-            "respond" => Self::Respond(RespondRequest {
+            "respond" => Self::Respond(Box::new(RespondRequest {
                 id,
                 text: form.get("text").replace("\r\n", "\n"),
                 // "" (the request's conditions) is HANDLING_CODE_UNSPECIFIED.
@@ -526,7 +528,8 @@ impl Button {
                     as i32,
                 handling_restrictions: form.get("handling_restrictions").replace("\r\n", "\n"),
                 attachments: Vec::new(),
-            }),
+                outcome: form::outcome(form),
+            })),
             "cancel" => Self::Cancel(CancelRequest { id, reason: form.get("reason").to_owned() }),
             "requeue" => Self::Requeue(RequeueRequest { id, expires_at: None }),
             "close" => {
@@ -553,7 +556,7 @@ impl Button {
         match self {
             Self::Acknowledge(request) => desk.acknowledge(caller, request).await.map(drop),
             Self::Dispute(request) => desk.dispute_precedence(caller, request).await.map(drop),
-            Self::Respond(request) => desk.respond(caller, request).await.map(drop),
+            Self::Respond(request) => desk.respond(caller, *request).await.map(drop),
             Self::Cancel(request) => desk.cancel(caller, request).await.map(drop),
             Self::Requeue(request) => desk.requeue(caller, request).await.map(drop),
             Self::Close(request) => desk.close_case(caller, request).await.map(drop),
@@ -692,6 +695,43 @@ async fn statistics(
         Ok(figures) => page(StatusCode::OK, Some(&figures), Vec::new()),
         Err(DeskError::Invalid(error)) => {
             page(StatusCode::UNPROCESSABLE_ENTITY, None, vec![(error.field, error.message)])
+        }
+        Err(error) => console.refused(&viewer, &error),
+    }
+}
+
+/// The preservation clock: preservations by days left, optionally only those lapsing `within`.
+async fn expiring(
+    State(console): State<Shared>,
+    ConnectInfo(browser): ConnectInfo<Browser>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let viewer = console.viewer(&browser, &headers);
+    let node = console.node();
+    let frame = viewer.frame(&node);
+    let form = Form::parse(query.unwrap_or_default().as_bytes());
+    let within_text = form.get("within").trim().to_owned();
+    let now = console.context.clock.now();
+    let within = match within_text.as_str() {
+        "" => None,
+        text => match humantime::parse_duration(text) {
+            Ok(within) => Some(within),
+            Err(error) => {
+                let error = format!("{error}: a duration such as 14d");
+                let page = pages::preservations(&frame, &within_text, &[], now, Some(&error));
+                return html(StatusCode::UNPROCESSABLE_ENTITY, page);
+            }
+        },
+    };
+    let read = async {
+        let caller = console.caller(&browser, Action::ListPreservations)?;
+        let within = within.map(|d| prost_types::Duration::try_from(d).unwrap_or_default());
+        console.desk.list_preservations(&caller, crate::proto::ListPreservationsRequest { within }).await
+    };
+    match read.await {
+        Ok(messages) => {
+            html(StatusCode::OK, pages::preservations(&frame, &within_text, &messages, now, None))
         }
         Err(error) => console.refused(&viewer, &error),
     }

@@ -7,6 +7,7 @@ mod lists;
 mod message;
 mod network;
 mod new_request;
+mod preservations;
 mod print;
 mod statistics;
 
@@ -23,6 +24,7 @@ pub use lists::{ListSearch, inbox, inbox_rows, outbox};
 pub use message::message;
 pub use network::network;
 pub use new_request::new_request;
+pub use preservations::preservations;
 pub use print::{WithProof, case_print};
 pub use statistics::statistics;
 
@@ -70,6 +72,7 @@ pub fn layout(frame: &Frame<'_>, page: &str, title: &str, content: &str) -> Stri
         ("new", s.nav_new, "/new", "n", Action::Submit),
         ("network", s.nav_network, "/network", "w", Action::ListPeers),
         ("statistics", s.nav_statistics, "/statistics", "s", Action::GetStatistics),
+        ("expiring", s.nav_expiring, "/expiring", "p", Action::ListPreservations),
     ]
     .into_iter()
     .filter(|(.., action)| frame.may(*action));
@@ -198,6 +201,50 @@ fn who_to_call(strings: &Catalogue, peer: &crate::proto::PeerInfo) -> Markup {
         dt { (strings.working_languages) }
         dd.languages {
             @if peer.languages.is_empty() { (strings.not_listed) } @else { (foreign(&peer.languages.join(", "))) }
+        }
+    }
+}
+
+/// A request's typed outcome beside its state in the lists (nothing when it has none).
+fn outcome_badge(message: &crate::proto::Message) -> Markup {
+    html! {
+        @if let Some(o) = &message.outcome {
+            " " span.badge-outcome { (o.kind().short_name()) }
+        }
+    }
+}
+
+/// A request's typed outcome (from its latest response that had one) and, for a preservation,
+/// until when the data is kept, as `dt`/`dd` pairs (the message page and the printable view).
+fn outcome_definitions(strings: &Catalogue, message: &crate::proto::Message) -> Markup {
+    let label = |name| strings.field_label(name);
+    html! {
+        @if let Some(o) = &message.outcome {
+            dt { (label("outcome.kind")) }
+            dd { span.outcome { (o.kind().short_name()) } }
+            @if !o.reference.is_empty() { dt { (label("outcome.reference")) } dd { (foreign(&o.reference)) } }
+            @if !o.refusal_grounds.is_empty() {
+                dt { (label("outcome.refusal_grounds")) } dd { span.pre { (foreign_block(&o.refusal_grounds)) } }
+            }
+            @if !o.forwarded_to.is_empty() { dt { (label("outcome.forwarded_to")) } dd { (foreign(&o.forwarded_to)) } }
+            @if let Some(t) = &o.traffic_data {
+                dt { (label("outcome.traffic_data.provider_or_path")) } dd { (foreign_block(&t.provider_or_path)) }
+                @if !t.third_state.is_empty() {
+                    dt { (label("outcome.traffic_data.third_state")) } dd { (foreign(&t.third_state)) }
+                }
+                @if !t.preservation_id.is_empty() {
+                    dt { (label("outcome.traffic_data.preservation_id")) }
+                    dd { a href={ "/message/" (t.preservation_id) } { code { (t.preservation_id) } } }
+                }
+            }
+        }
+        @if message.preserved_until.is_some() {
+            dt { (label("outcome.preserved_until")) }
+            dd.preserved-until { (time(message.preserved_until.as_ref())) }
+        }
+        @if !message.mla_reference.is_empty() {
+            dt { (label("follow_up.mla_reference")) }
+            dd.mla-sent { (foreign(&message.mla_reference)) " · " (time(message.mla_sent_at.as_ref())) }
         }
     }
 }

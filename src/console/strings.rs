@@ -22,6 +22,21 @@ pub struct Catalogue {
     pub nav_network: &'static str,
     /// Navigation: statistics.
     pub nav_statistics: &'static str,
+    /// Navigation: the preservation clock.
+    pub nav_expiring: &'static str,
+    /// Preservations page: title, what it shows, when empty, the "within" filter.
+    pub expiring_title: &'static str,
+    /// Preservations page: what it shows.
+    pub expiring_hint: &'static str,
+    /// Preservations page: none.
+    pub expiring_none: &'static str,
+    /// Preservations page: the "within" filter's label and button.
+    pub expiring_within: &'static str,
+    /// Preservations page: show button.
+    pub expiring_show: &'static str,
+    /// Preservations page: column headings (days left, preserved until, direction, peer,
+    /// subject, outcome, mutual legal assistance request).
+    pub expiring_columns: [&'static str; 7],
     /// "signed in as" before the client name.
     pub signed_in_as: &'static str,
     /// Shown for a certificate that is no client of this node.
@@ -131,6 +146,12 @@ pub struct Catalogue {
     pub respond_restrictions: &'static str,
     /// Confirmation before responding.
     pub respond_confirm: &'static str,
+    /// Respond form: the outcome choice that sends text only.
+    pub respond_outcome_none: &'static str,
+    /// Respond form: which fields each outcome takes.
+    pub respond_outcome_hint: &'static str,
+    /// Message and print pages: the typed outcome's heading.
+    pub section_outcome: &'static str,
     /// Button: cancel the request.
     pub cancel: &'static str,
     /// Label: cancellation reason.
@@ -224,7 +245,7 @@ pub struct Catalogue {
     pub statistics_none: &'static str,
     /// Statistics page: column headings of the counts (direction, type, precedence, peer, state,
     /// count).
-    pub statistics_count_columns: [&'static str; 6],
+    pub statistics_count_columns: [&'static str; 7],
     /// Statistics page: column headings of the times (what, count, median, 90th percentile).
     pub statistics_time_columns: [&'static str; 4],
     /// Who to call: the peer's human phone fallback.
@@ -272,6 +293,21 @@ pub const ENGLISH: Catalogue = Catalogue {
     nav_new: "New request",
     nav_network: "Network",
     nav_statistics: "Statistics",
+    nav_expiring: "Preservations",
+    expiring_title: "Preservations by days left",
+    expiring_hint: "Preservations sent and received, the soonest to lapse first: file the mutual legal assistance request or ask for an extension before the date.",
+    expiring_none: "No preservation with a date in this period.",
+    expiring_within: "Lapsing within (e.g. 14d; empty: all)",
+    expiring_show: "Show",
+    expiring_columns: [
+        "Days left",
+        "Preserved until",
+        "Direction",
+        "Peer",
+        "Subject",
+        "Outcome",
+        "MLA request sent",
+    ],
     signed_in_as: "Signed in as",
     no_role: "no role on this node",
     inbox_title: "Inbox",
@@ -326,6 +362,9 @@ pub const ENGLISH: Catalogue = Catalogue {
     respond_handling_default: "as the request",
     respond_restrictions: "Restrictions (required for H3)",
     respond_confirm: "Send this response? It cannot be withdrawn.",
+    respond_outcome_none: "none (text only)",
+    respond_outcome_hint: "Executed preservation: preserved until (at least 60 days after the request). Refused: grounds. Forwarded: the authority. More information needed keeps the case open.",
+    section_outcome: "Outcome",
     cancel: "Cancel request",
     cancel_reason: "Why the request is withdrawn",
     cancel_confirm: "Cancel this request? The other side is told and it cannot be undone.",
@@ -365,6 +404,16 @@ pub const ENGLISH: Catalogue = Catalogue {
         ("preservation.preservation_days", "Preservation period (days)"),
         ("exercise", "Exercise (a drill, not a real request)"),
         ("attachments", "Attachments (files: evidence, logs, records)"),
+        ("outcome.kind", "Outcome"),
+        ("outcome.preserved_until", "Preserved until"),
+        ("outcome.reference", "Provider's or authority's reference"),
+        ("outcome.refusal_grounds", "Grounds (required to refuse)"),
+        ("outcome.forwarded_to", "Forwarded to (authority)"),
+        ("outcome.traffic_data.provider_or_path", "Traffic data: provider or path identified"),
+        ("outcome.traffic_data.third_state", "Traffic data: third State (e.g. DE)"),
+        ("outcome.traffic_data.preservation_id", "Traffic data: the preservation"),
+        ("follow_up.mla_reference", "Mutual legal assistance request sent"),
+        ("follow_up.extend_until", "Extension asked until"),
     ],
     network_title: "Network",
     queue_depth: "Queue",
@@ -393,7 +442,7 @@ pub const ENGLISH: Catalogue = Catalogue {
     statistics_counts: "Requests",
     statistics_times: "Time from creation",
     statistics_none: "No request was created in this period.",
-    statistics_count_columns: ["Direction", "Type", "Precedence", "Peer", "State", "Count"],
+    statistics_count_columns: ["Direction", "Type", "Precedence", "Peer", "State", "Outcome", "Count"],
     statistics_time_columns: ["Measure", "Requests", "Median", "90th percentile"],
     phone: "Phone",
     local_time: "Local time",

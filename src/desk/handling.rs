@@ -13,7 +13,7 @@ use crate::domain::timestamp;
 use crate::domain::validation::{FieldError, check_reply_text};
 use crate::proto::{
     AcknowledgeRequest, CancelRequest, Direction, DisputePrecedenceRequest, Envelope, EnvelopeKind, Message,
-    MessageState, Precedence, RequeueRequest, RespondRequest,
+    MessageState, Outcome, Precedence, RequestType, RequeueRequest, RespondRequest,
 };
 use crate::store::audit::text_digest;
 use crate::store::{Changes, view};
@@ -95,9 +95,10 @@ impl Desk {
     }
 
     /// Answers a received request (acknowledging it first if it was not yet) and queues the
-    /// response to its origin. Returns the request as stored now.
+    /// response to its origin, with its typed outcome if one is given (which the request's state
+    /// follows: `lifecycle::response_happening`). Returns the request as stored now.
     pub async fn respond(&self, caller: &Caller, request: RespondRequest) -> Result<Message, DeskError> {
-        let RespondRequest { id, text, handling_code, handling_restrictions, attachments } = request;
+        let RespondRequest { id, text, handling_code, handling_restrictions, attachments, outcome } = request;
         let id = parse_id_field("id", &id)?;
         check_reply_text("text", &text, &self.context.config.limits)?;
         let conditions = crate::domain::validation::check_response_handling(
@@ -111,9 +112,11 @@ impl Desk {
         }
         let attachments = self.respond_attachments(id, attachments)?;
         let (answered, changed) = self.context.store.write(|changes| {
-            let details = format!("an answer of {}", text_digest(&text));
+            let kind = outcome.as_ref().map(|o| o.kind().short_name()).unwrap_or("none");
+            let details = format!("an answer of {}, outcome {kind}", text_digest(&text));
             audit_call(changes, caller, Action::Respond, &id.to_string(), &details);
             let (mut stored, envelope) = inbound_request(changes, id)?;
+            let outcome = outcome.map(|o| self.checked_outcome(o, &envelope)).transpose()?;
             let mut changed = Vec::new();
             if view(&stored).state() == MessageState::Received {
                 let (after, updated) = change(
@@ -134,15 +137,30 @@ impl Desk {
                     String::new(),
                 )?);
             }
-            let (_, answered) =
-                change(changes, stored, id, Happening::AnsweredHere, format!("answered by {}", caller.name))?;
-            changed.push(answered.clone());
+            let happening = lifecycle::response_happening(outcome.as_ref().map(|o| o.kind()), true);
+            let verb = match &outcome {
+                Some(o) => format!("answered {} by {}", o.kind().short_name(), caller.name),
+                None => format!("answered by {}", caller.name),
+            };
+            let message = stored.message.get_or_insert_default();
+            let moved = lifecycle::apply(message, happening, timestamp::now(), verb)
+                .map_err(|error| DeskError::Lifecycle { id, error })?;
+            let recorded = outcome.as_ref().is_some_and(|o| lifecycle::record_outcome(message, o));
+            let answered = message.clone();
+            changes.put(stored)?;
+            if moved || recorded {
+                changed.push(answered.clone());
+            }
+            if let Some(extended) = changes.extend_preservation(&envelope, outcome.as_ref())? {
+                changed.push(extended);
+            }
             let mut response = self.reply(&envelope, EnvelopeKind::Response, &envelope.origin, text);
             // The answering State's conditions on its own data; the request's are the default.
             if let Some((code, restrictions)) = conditions {
                 response.handling_code = code as i32;
                 response.handling_restrictions = restrictions;
             }
+            response.outcome = outcome;
             if !attachments.is_empty() {
                 response.attachments = attachments;
                 super::attachments::check_still_held(changes, &response)?;
@@ -152,6 +170,37 @@ impl Desk {
         })?;
         self.announce(&changed).await?;
         Ok(answered)
+    }
+
+    /// A typed outcome a desk client gave for an answer to `request`, checked (shape, the
+    /// clock, whether the origin reads it) and linked: a traffic data disclosure names its
+    /// preservation (the request, or the one it continues) unless the client did.
+    fn checked_outcome(&self, mut outcome: Outcome, request: &Envelope) -> Result<Outcome, DeskError> {
+        let limits = &self.context.config.limits;
+        crate::domain::validation::check_outcome(&outcome, request.request_type(), limits)?;
+        crate::domain::validation::check_preserved_until(&outcome, request, self.context.clock.now())?;
+        if let Ok(origin) = request.origin.parse()
+            && self.context.peers.known_not_to_read(origin, "outcome")
+        {
+            let version = self.context.peers.get(origin).software_version;
+            return Err(DeskError::PeerCannotRead(FieldError::new(
+                "outcome",
+                format!(
+                    "{origin} runs {}, which does not read typed outcomes: it would refuse the response as badly signed; answer in text only until {origin} is upgraded",
+                    if version.is_empty() { "an older version".to_owned() } else { version }
+                ),
+            )));
+        }
+        if let Some(traffic) = outcome.traffic_data.as_mut()
+            && traffic.preservation_id.is_empty()
+        {
+            traffic.preservation_id = if request.request_type() == RequestType::Preservation {
+                request.id.clone()
+            } else {
+                request.in_reply_to.clone()
+            };
+        }
+        Ok(outcome)
     }
 
     /// Withdraws a request this node sent; if it already left, queues a cancellation to its
@@ -273,8 +322,9 @@ impl Desk {
             subject,
             body,
             language: request.language.clone(),
-            created_at: Some(timestamp::now()),
-            expires_at: Some(timestamp::after(self.context.config.delivery.default_expiry)),
+            // The node's clock, as every deadline and expiry here reads it.
+            created_at: Some(self.context.clock.timestamp()),
+            expires_at: Some(self.context.clock.after(self.context.config.delivery.default_expiry)),
             in_reply_to: request.id.clone(),
             attachments: Vec::new(),
             handling_code: request.handling_code,
@@ -282,6 +332,8 @@ impl Desk {
             preservation: None,
             // A reply to an exercise is part of the exercise.
             exercise: request.exercise,
+            outcome: None,
+            follow_up: None,
             // Signed when it is stored (`queue`).
             origin_signature: Vec::new(),
             origin_batch: None,

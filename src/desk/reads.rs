@@ -7,9 +7,10 @@ use uuid::Uuid;
 use super::operator_view::{self, ListFilter, Page};
 use super::{Desk, DeskError, list_limit};
 use crate::domain::access::{Action, Caller};
+use crate::domain::validation::FieldError;
 use crate::proto::{
     GetProofRequest, GetProofResponse, GetRequest, GetResponse, ListInboxRequest, ListOutboxRequest,
-    ListPeersResponse, Message, PeerQueue,
+    ListPeersResponse, ListPreservationsRequest, Message, PeerQueue,
 };
 use crate::runtime::context::NodeContext;
 use crate::store::{Listing, view};
@@ -67,6 +68,34 @@ impl Desk {
         crate::domain::validation::check_filter("precedences", precedences.len(), limits)?;
         crate::domain::validation::check_filter("text", text.split_whitespace().count(), limits)?;
         Ok(())
+    }
+
+    /// The preservation clock: requests the caller may see whose data is preserved until a date,
+    /// soonest first; with `within`, only those that lapse by then.
+    pub async fn list_preservations(
+        &self,
+        caller: &Caller,
+        request: ListPreservationsRequest,
+    ) -> Result<Vec<Message>, DeskError> {
+        let until = match request.within {
+            None => None,
+            Some(within) => {
+                let within = std::time::Duration::try_from(within)
+                    .map_err(|_| FieldError::new("within", "must be a positive duration"))?;
+                Some(crate::domain::timestamp::plus(self.context.clock.now(), within))
+            }
+        };
+        let messages: Vec<Message> = self
+            .context
+            .store
+            .preservations(until)?
+            .iter()
+            .filter(|stored| caller.may_see(&stored.submitted_by))
+            .map(view)
+            .collect();
+        let details = format!("{} preservations", messages.len());
+        self.audit_read(caller, Action::ListPreservations, "", &details).await?;
+        Ok(messages)
     }
 
     /// What waits for each peer, by precedence.

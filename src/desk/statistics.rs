@@ -84,8 +84,8 @@ impl Period {
     }
 }
 
-/// A row's key: direction, request type, precedence, peer, state.
-type RowKey = (i32, i32, i32, String, i32);
+/// A row's key: direction, request type, precedence, peer, state, outcome kind.
+type RowKey = (i32, i32, i32, String, i32, i32);
 
 /// The figures, gathered one request at a time.
 struct Tally {
@@ -119,6 +119,7 @@ impl Tally {
             envelope.precedence,
             peer_of(message).to_owned(),
             message.state,
+            message.outcome.as_ref().map_or(0, |o| o.kind),
         );
         *self.rows.entry(key).or_default() += 1;
         let first_entered = |state: MessageState| {
@@ -144,13 +145,14 @@ impl Tally {
         let mut rows: Vec<StatisticsRow> = self
             .rows
             .into_iter()
-            .map(|((direction, request_type, precedence, peer, state), count)| StatisticsRow {
+            .map(|((direction, request_type, precedence, peer, state, outcome), count)| StatisticsRow {
                 direction,
                 request_type,
                 precedence,
                 peer,
                 state,
                 count,
+                outcome,
             })
             .collect();
         rows.sort_by_key(|row| std::cmp::Reverse(row.count));

@@ -148,6 +148,8 @@ impl Desk {
             }
             let details = format!("to {destination}, {}", precedence.short_name());
             audit_call(changes, caller, Action::Submit, &id, &details);
+            // The note that the mutual legal assistance request was sent goes on the case here too.
+            changes.record_follow_up(&envelope)?;
             queue_signed(
                 changes,
                 &self.context.config.deadlines,
@@ -216,6 +218,9 @@ impl Desk {
             "" => None,
             id => Some(self.replied_to(caller, id, destination)?),
         };
+        if let Some(follow_up) = &request.follow_up {
+            self.check_follow_up(follow_up, destination, parent.as_ref())?;
+        }
         let case_reference = match (request.case_reference.trim(), &parent) {
             ("", Some(parent)) => {
                 parent.envelope.as_ref().map(|e| e.case_reference.clone()).unwrap_or_default()
@@ -249,7 +254,9 @@ impl Desk {
             language: if request.language.is_empty() { "en".into() } else { request.language },
             created_at: Some(now),
             expires_at: Some(
-                request.expires_at.unwrap_or_else(|| timestamp::after(config.delivery.default_expiry)),
+                request
+                    .expires_at
+                    .unwrap_or_else(|| self.context.clock.after(config.delivery.default_expiry)),
             ),
             in_reply_to: request.in_reply_to,
             attachments: request.attachments,
@@ -257,6 +264,9 @@ impl Desk {
             handling_restrictions: request.handling_restrictions,
             preservation: request.preservation,
             exercise: request.exercise,
+            // Requests carry no outcome: responses do.
+            outcome: None,
+            follow_up: request.follow_up,
             // Signed when it is stored (`queue`).
             origin_signature: Vec::new(),
             origin_batch: None,
@@ -270,6 +280,46 @@ impl Desk {
 }
 
 impl Desk {
+    /// What the desk checks of a preservation's follow-up beyond its shape: the destination reads
+    /// it, it continues a preservation, and an extension's date is in the future.
+    fn check_follow_up(
+        &self,
+        follow_up: &crate::proto::PreservationFollowUp,
+        destination: NodeCode,
+        parent: Option<&crate::proto::Message>,
+    ) -> Result<(), DeskError> {
+        if self.context.peers.known_not_to_read(destination, "follow_up") {
+            let version = self.context.peers.get(destination).software_version;
+            return Err(DeskError::PeerCannotRead(FieldError::new(
+                "follow_up",
+                format!(
+                    "{destination} runs {}, which does not read preservation follow-ups: it would refuse the envelope as badly signed; send the extension or the note in a plain request",
+                    if version.is_empty() { "an older version".to_owned() } else { version }
+                ),
+            )));
+        }
+        // Without a parent, the envelope's own check names `follow_up`.
+        let Some(parent) = parent else { return Ok(()) };
+        let continues_preservation = parent
+            .envelope
+            .as_ref()
+            .is_some_and(|e| e.request_type() == crate::proto::RequestType::Preservation);
+        if !continues_preservation {
+            return Err(FieldError::new(
+                "in_reply_to",
+                "a follow-up (extension, mutual legal assistance request sent) continues a PRESERVATION request",
+            )
+            .into());
+        }
+        if let Some(until) = &follow_up.extend_until {
+            check_timestamp("follow_up.extend_until", until)?;
+            if timestamp::to_system(until) <= self.context.clock.now() {
+                return Err(FieldError::new("follow_up.extend_until", "must be in the future").into());
+            }
+        }
+        Ok(())
+    }
+
     /// The message a new request to `destination` answers (`in_reply_to`): one the caller may
     /// see (the rule of `Get`) and exchanged with `destination`. Anything else is refused as if
     /// the id were unknown, so that `Submit` tells nobody whether a message they may not see
@@ -394,6 +444,8 @@ fn queue_signed(
         submitted_by,
         receipt: None,
         origin_certificate: signer.certificate().to_vec(),
+        reminded_until: None,
+        reminded_lead_seconds: 0,
     })?;
     Ok(message)
 }

@@ -52,6 +52,7 @@ pub enum Action {
     UploadAttachment,
     DownloadAttachment,
     CloseCase,
+    ListPreservations,
 }
 
 /// What a caller may see when it may call at all.
@@ -79,7 +80,8 @@ pub fn scope(role: Role, action: Action) -> Option<Scope> {
             | A::Watch
             | A::UploadAttachment
             | A::DownloadAttachment
-            | A::CloseCase,
+            | A::CloseCase
+            | A::ListPreservations,
         ) => Some(Scope::All),
         (
             Role::Operator,
@@ -94,13 +96,20 @@ pub fn scope(role: Role, action: Action) -> Option<Scope> {
             | A::Backup
             | A::GetStatistics
             | A::RecoverFromPeers
-            | A::DownloadAttachment,
+            | A::DownloadAttachment
+            | A::ListPreservations,
         ) => Some(Scope::All),
         // Not `CloseCase`: closing starts the clock that removes a case's content at this node,
         // the State's decision (its 24/7 officers), and a case holds the peer's replies too.
         (
             Role::Agency,
-            A::Submit | A::Get | A::ListOutbox | A::Watch | A::UploadAttachment | A::DownloadAttachment,
+            A::Submit
+            | A::Get
+            | A::ListOutbox
+            | A::Watch
+            | A::UploadAttachment
+            | A::DownloadAttachment
+            | A::ListPreservations,
         ) => Some(Scope::OwnSubmissions),
         // Only the auditor: whoever runs the node (the operator) is among those it checks.
         // Counts and times, never content: the network's reporting is theirs to check.
@@ -158,11 +167,12 @@ mod tests {
             A::UploadAttachment,
             A::DownloadAttachment,
             A::CloseCase,
+            A::ListPreservations,
         ];
         let allowed = |role| every.iter().filter(|a| scope(role, **a).is_some()).count();
-        assert_eq!(allowed(Role::Officer), 11);
-        assert_eq!(allowed(Role::Operator), 12);
-        assert_eq!(allowed(Role::Agency), 6);
+        assert_eq!(allowed(Role::Officer), 12);
+        assert_eq!(allowed(Role::Operator), 13);
+        assert_eq!(allowed(Role::Agency), 7);
         assert_eq!(scope(Role::Operator, A::UploadAttachment), None, "operators do not send");
         assert_eq!(allowed(Role::Auditor), 2);
         assert_eq!(scope(Role::Operator, A::ListAudit), None);

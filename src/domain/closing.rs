@@ -48,6 +48,11 @@ pub fn remove_content(message: &mut Message, at: Timestamp, envelope_sha256: Vec
             }
             removed.push("preservation");
         }
+        if let Some(outcome) = envelope.outcome.as_mut()
+            && clear_outcome_words(outcome)
+        {
+            removed.push("outcome");
+        }
         if !envelope.attachments.is_empty() {
             // Size, type and SHA-256 stay: they are what a kept copy is checked against.
             for attachment in &mut envelope.attachments {
@@ -69,6 +74,10 @@ pub fn remove_content(message: &mut Message, at: Timestamp, envelope_sha256: Vec
     if notes {
         removed.push("timeline.note");
     }
+    // The request's copy of its latest outcome (`Message.outcome`) carries the same words.
+    if let Some(outcome) = message.outcome.as_mut() {
+        clear_outcome_words(outcome);
+    }
     if !message.close_reason.is_empty() {
         message.close_reason.clear();
         removed.push("close_reason");
@@ -88,6 +97,19 @@ pub fn remove_content(message: &mut Message, at: Timestamp, envelope_sha256: Vec
 /// references to them, and the files no other message lists go with the unused uploads.
 pub const ATTACHMENT_CONTENT: &str = "attachments.content";
 
+/// Clears an outcome's words (grounds, the authority forwarded to, the provider or path); its
+/// kind, reference, dates and the third State's code stay. Whether there were any.
+fn clear_outcome_words(outcome: &mut crate::proto::Outcome) -> bool {
+    [&mut outcome.refusal_grounds, &mut outcome.forwarded_to]
+        .into_iter()
+        .chain(outcome.traffic_data.as_mut().map(|t| &mut t.provider_or_path))
+        .fold(false, |any, text| {
+            let had = !text.is_empty();
+            text.clear();
+            any || had
+        })
+}
+
 /// A note that carries text ("summary: text", as the store writes officer and foreign text into
 /// timelines) with the text replaced by [`REMOVED`]; `None` for a note without any.
 fn note_without_text(note: &str) -> Option<String> {
@@ -98,7 +120,9 @@ fn note_without_text(note: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Attachment, Envelope, PreservationRequest, TimelineEntry};
+    use crate::proto::{
+        Attachment, Envelope, Outcome, OutcomeKind, PreservationRequest, TimelineEntry, TrafficDataDisclosure,
+    };
 
     #[test]
     fn content_goes_and_the_facts_of_the_case_stay() {
@@ -122,7 +146,22 @@ mod tests {
                     sha256: vec![1; 32],
                     ..Default::default()
                 }],
+                outcome: Some(Outcome {
+                    kind: OutcomeKind::Refused as i32,
+                    reference: "REF-9".into(),
+                    refusal_grounds: "Jane is a minister".into(),
+                    ..Default::default()
+                }),
                 origin_signature: vec![9],
+                ..Default::default()
+            }),
+            outcome: Some(Outcome {
+                kind: OutcomeKind::Executed as i32,
+                traffic_data: Some(TrafficDataDisclosure {
+                    provider_or_path: "mail.example.org".into(),
+                    third_state: "DE".into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             timeline: vec![
@@ -141,6 +180,7 @@ mod tests {
                 "body",
                 "handling_restrictions",
                 "preservation",
+                "outcome",
                 "attachments.name",
                 "attachments.content",
                 "timeline.note",
@@ -156,6 +196,10 @@ mod tests {
         );
         assert_eq!((e.attachments[0].name.as_str(), e.attachments[0].size_bytes), ("", 3));
         assert_eq!(e.origin_signature, [9]);
+        let refused = e.outcome.as_ref().unwrap();
+        assert_eq!((refused.refusal_grounds.as_str(), refused.reference.as_str()), ("", "REF-9"));
+        let traffic = message.outcome.as_ref().unwrap().traffic_data.as_ref().unwrap();
+        assert_eq!((traffic.provider_or_path.as_str(), traffic.third_state.as_str()), ("", "DE"));
         assert_eq!(message.timeline[0].note, "stored");
         assert_eq!(message.timeline[1].note, "cancelled by alice: (removed)");
         assert_eq!(message.content_removed_at, Some(at));

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::domain::lifecycle::state_name;
 use crate::domain::names::ShortName as _;
 use crate::domain::timestamp::rfc3339;
-use crate::proto::WatchResponse;
+use crate::proto::{Outcome, WatchResponse};
 
 /// A time as an RFC 3339 string, or `null`.
 pub fn time(t: Option<&prost_types::Timestamp>) -> Value {
@@ -25,5 +25,25 @@ pub fn event_json(e: &WatchResponse) -> Value {
         "note": e.note,
         "overdue": e.overdue,
         "exercise": e.exercise,
+        "outcome": e.outcome,
+        "preservation_reminder": e.preservation_reminder,
+    })
+}
+
+/// A typed outcome as JSON (the kind by its short name), or `null`.
+pub fn outcome_json(o: Option<&Outcome>) -> Value {
+    o.map_or(Value::Null, |o| {
+        json!({
+            "kind": o.kind().short_name(),
+            "reference": o.reference,
+            "refusal_grounds": o.refusal_grounds,
+            "preserved_until": time(o.preserved_until.as_ref()),
+            "forwarded_to": o.forwarded_to,
+            "traffic_data": o.traffic_data.as_ref().map(|t| json!({
+                "provider_or_path": t.provider_or_path,
+                "third_state": t.third_state,
+                "preservation_id": t.preservation_id,
+            })),
+        })
     })
 }

@@ -33,6 +33,23 @@ pub enum Happening {
     AcknowledgedHere,
     /// This node's desk answered a received request.
     AnsweredHere,
+    /// The destination's desk answers that it needs more information (a response whose outcome
+    /// is MORE_INFORMATION_NEEDED): the case stays open.
+    InformationRequestArrived,
+    /// This node's desk answered a received request that it needs more information first.
+    InformationRequestedHere,
+}
+
+/// What a response does to its request: one with the outcome MORE_INFORMATION_NEEDED keeps the
+/// case open (ACKNOWLEDGED), any other answers it. `here`: this node's desk answers.
+pub fn response_happening(outcome: Option<crate::proto::OutcomeKind>, here: bool) -> Happening {
+    let more_information = outcome == Some(crate::proto::OutcomeKind::MoreInformationNeeded);
+    match (more_information, here) {
+        (true, true) => Happening::InformationRequestedHere,
+        (true, false) => Happening::InformationRequestArrived,
+        (false, true) => Happening::AnsweredHere,
+        (false, false) => Happening::ResponseArrived,
+    }
 }
 
 /// What a happening does to a message.
@@ -80,13 +97,23 @@ pub fn next(
             (S::Queued | S::WaitingRetry, H::DeadlinePassed) => Ok(Enter(S::Expired)),
             // A late failure report or receipt for something already past that point.
             (_, H::SendFailed | H::ReceiptArrived | H::DeadlinePassed) => Ok(Stay),
-            (_, H::AcknowledgementArrived | H::ResponseArrived | H::CancelledHere) if !is_request => {
-                refuse("only requests are acknowledged, answered or cancelled")
-            }
+            (
+                _,
+                H::AcknowledgementArrived
+                | H::ResponseArrived
+                | H::InformationRequestArrived
+                | H::CancelledHere,
+            ) if !is_request => refuse("only requests are acknowledged, answered or cancelled"),
             (S::Queued | S::WaitingRetry | S::Delivered | S::Expired, H::AcknowledgementArrived) => {
                 Ok(Enter(S::Acknowledged))
             }
             (_, H::AcknowledgementArrived) => Ok(Stay),
+            // Asked for more information, the case stays open: at least ACKNOWLEDGED, never
+            // back from ANSWERED (a later answer may still ask for more).
+            (S::Queued | S::WaitingRetry | S::Delivered | S::Expired, H::InformationRequestArrived) => {
+                Ok(Enter(S::Acknowledged))
+            }
+            (_, H::InformationRequestArrived) => Ok(Stay),
             (
                 S::Queued | S::WaitingRetry | S::Delivered | S::Acknowledged | S::Expired,
                 H::ResponseArrived,
@@ -101,19 +128,24 @@ pub fn next(
             (_, H::CancelledHere) => refuse("it cannot be cancelled"),
             (S::Expired, H::RequeuedHere) => Ok(Enter(S::Queued)),
             (_, H::RequeuedHere) => refuse("only an EXPIRED message can be requeued"),
-            (_, H::CancellationArrived | H::AcknowledgedHere | H::AnsweredHere) => {
-                refuse("this node sent it; only its destination can acknowledge or answer it")
-            }
+            (
+                _,
+                H::CancellationArrived | H::AcknowledgedHere | H::AnsweredHere | H::InformationRequestedHere,
+            ) => refuse("this node sent it; only its destination can acknowledge or answer it"),
         },
         Direction::Inbound => match (current, happening) {
-            (_, H::AcknowledgedHere | H::AnsweredHere | H::CancellationArrived) if !is_request => {
-                refuse("only requests can be acknowledged, answered or cancelled")
-            }
+            (
+                _,
+                H::AcknowledgedHere | H::AnsweredHere | H::InformationRequestedHere | H::CancellationArrived,
+            ) if !is_request => refuse("only requests can be acknowledged, answered or cancelled"),
             (S::Received, H::AcknowledgedHere) => Ok(Enter(S::Acknowledged)),
             (S::Acknowledged | S::Answered, H::AcknowledgedHere) => refuse("it is already acknowledged"),
             (S::Received | S::Acknowledged, H::AnsweredHere) => Ok(Enter(S::Answered)),
             // Further answers (partial, then complete) are normal between 24/7 desks.
             (S::Answered, H::AnsweredHere) => Ok(Stay),
+            (S::Received, H::InformationRequestedHere) => Ok(Enter(S::Acknowledged)),
+            (S::Acknowledged | S::Answered, H::InformationRequestedHere) => Ok(Stay),
+            (S::Cancelled, H::InformationRequestedHere) => refuse("its origin withdrew it"),
             (S::Cancelled, H::AcknowledgedHere | H::AnsweredHere) => refuse("its origin withdrew it"),
             (S::Received | S::Acknowledged | S::Answered, H::CancellationArrived) => Ok(Enter(S::Cancelled)),
             (S::Cancelled, H::CancellationArrived) => Ok(Stay),
@@ -138,6 +170,28 @@ pub fn apply(
             enter(message, state, at, note);
             Ok(true)
         }
+    }
+}
+
+/// Records a response's typed outcome on the request it answers (not a state change: the state
+/// follows [`response_happening`]): the latest outcome, and `preserved_until` when it says one.
+/// Returns whether the record changed.
+pub fn record_outcome(request: &mut Message, outcome: &crate::proto::Outcome) -> bool {
+    let mut changed = request.outcome.as_ref() != Some(outcome);
+    request.outcome = Some(outcome.clone());
+    changed |= record_preserved_until(request, outcome.preserved_until);
+    changed
+}
+
+/// Moves a preservation's `preserved_until` to `until` (from its own outcome or an executed
+/// extension's). Returns whether it changed.
+pub fn record_preserved_until(request: &mut Message, until: Option<Timestamp>) -> bool {
+    match until {
+        Some(until) if request.preserved_until != Some(until) => {
+            request.preserved_until = Some(until);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -176,6 +230,9 @@ mod tests {
             (S::Delivered, H::CancelledHere, Some(S::Cancelled)),
             (S::Cancelled, H::ReceiptArrived, None),
             (S::Expired, H::RequeuedHere, Some(S::Queued)),
+            (S::Delivered, H::InformationRequestArrived, Some(S::Acknowledged)),
+            (S::Acknowledged, H::InformationRequestArrived, None),
+            (S::Answered, H::InformationRequestArrived, None),
         ];
         for (from, happening, to) in cases {
             let got = next(Direction::Outbound, true, from, happening).unwrap();
@@ -213,6 +270,11 @@ mod tests {
             let got = next(Direction::Inbound, true, from, happening).unwrap();
             assert_eq!(got, to.map_or(Outcome::Stay, Outcome::Enter), "{from:?} + {happening:?}");
         }
+        for (from, to) in [(S::Acknowledged, None), (S::Answered, None)] {
+            let got = next(Direction::Inbound, true, from, H::InformationRequestedHere).unwrap();
+            assert_eq!(got, to.map_or(Outcome::Stay, Outcome::Enter));
+        }
+        assert!(next(Direction::Inbound, true, S::Cancelled, H::InformationRequestedHere).is_err());
         let err = next(Direction::Inbound, true, S::Acknowledged, H::AcknowledgedHere).unwrap_err();
         assert_eq!(err.to_string(), "message is ACKNOWLEDGED: it is already acknowledged");
         assert!(next(Direction::Inbound, true, S::Cancelled, H::AnsweredHere).is_err());

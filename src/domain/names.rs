@@ -3,7 +3,8 @@
 //! protobuf style asks for and nobody wants to read.
 
 use crate::proto::{
-    ConnectionState, Direction, EnvelopeKind, HandlingCode, MessageState, Precedence, RequestType,
+    ConnectionState, Direction, EnvelopeKind, HandlingCode, MessageState, OutcomeKind, Precedence,
+    RequestType,
 };
 
 /// A proto enum's value by its short name: the wire name without the enum's prefix.
@@ -40,6 +41,19 @@ short_name! {
     Direction => "DIRECTION_",
     MessageState => "MESSAGE_STATE_",
     ConnectionState => "CONNECTION_STATE_",
+    OutcomeKind => "OUTCOME_KIND_",
+}
+
+/// The outcome kind named `name` (`executed`, `partly-executed`, `OUTCOME_KIND_REFUSED`, any
+/// case, `-` for `_`); `None` for an unknown name or UNSPECIFIED.
+pub fn outcome_kind_named(name: &str) -> Option<OutcomeKind> {
+    let upper = name.trim().to_ascii_uppercase().replace('-', "_");
+    let wire = if upper.starts_with(OutcomeKind::PREFIX) {
+        upper
+    } else {
+        format!("{}{upper}", OutcomeKind::PREFIX)
+    };
+    OutcomeKind::from_str_name(&wire).filter(|k| *k != OutcomeKind::Unspecified)
 }
 
 /// The request type named `name`, short (`PRESERVATION`) or wire (`REQUEST_TYPE_PRESERVATION`),
@@ -83,5 +97,13 @@ mod tests {
         assert_eq!(request_type_named("preservation"), Some(RequestType::Preservation));
         assert_eq!(request_type_named("REQUEST_TYPE_PRESERVATION"), Some(RequestType::Preservation));
         assert_eq!(request_type_named("nonsense"), None);
+    }
+
+    #[test]
+    fn outcome_kinds_are_found_with_dashes() {
+        assert_eq!(outcome_kind_named("partly-executed"), Some(OutcomeKind::PartlyExecuted));
+        assert_eq!(outcome_kind_named("OUTCOME_KIND_REFUSED"), Some(OutcomeKind::Refused));
+        assert_eq!(outcome_kind_named("unspecified"), None);
+        assert_eq!(OutcomeKind::PreservationNotPossible.short_name(), "PRESERVATION_NOT_POSSIBLE");
     }
 }

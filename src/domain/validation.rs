@@ -3,7 +3,10 @@
 
 use uuid::Uuid;
 
-use crate::proto::{Envelope, EnvelopeKind, HandlingCode, Precedence, PreservationRequest, RequestType};
+use crate::proto::{
+    Envelope, EnvelopeKind, HandlingCode, Outcome, OutcomeKind, Precedence, PreservationFollowUp,
+    PreservationRequest, RequestType,
+};
 use serde::{Deserialize, Serialize};
 
 /// Longest subject, in characters (the default of `limits.max_subject_chars`).
@@ -145,6 +148,9 @@ pub fn check_envelope(envelope: &Envelope, limits: &Limits) -> Result<(), FieldE
         return Err(FieldError::new("handling_code", "required: H0, H1, H2 or H3"));
     }
     check_h3_restrictions(handling, &envelope.handling_restrictions)?;
+    if let Some(follow_up) = &envelope.follow_up {
+        check_follow_up(follow_up, envelope, kind, limits)?;
+    }
     let preservation_type = envelope.request_type == RequestType::Preservation as i32;
     match &envelope.preservation {
         Some(preservation) if preservation_type => check_preservation(preservation)?,
@@ -156,6 +162,196 @@ pub fn check_envelope(envelope: &Envelope, limits: &Limits) -> Result<(), FieldE
             ));
         }
         None => {}
+    }
+    if let Some(outcome) = &envelope.outcome {
+        if kind != EnvelopeKind::Response {
+            return Err(FieldError::new("outcome", "only on responses"));
+        }
+        check_outcome(outcome, envelope.request_type(), limits)?;
+    }
+    Ok(())
+}
+
+/// A follow-up of a preservation: on a PRESERVATION request that continues a chain, exactly one
+/// of an extension's date and the mutual legal assistance request's reference.
+fn check_follow_up(
+    follow_up: &PreservationFollowUp,
+    envelope: &Envelope,
+    kind: EnvelopeKind,
+    limits: &Limits,
+) -> Result<(), FieldError> {
+    let reference = &follow_up.mla_reference;
+    check_chars("follow_up.mla_reference", reference, limits.max_text_chars, "max_text_chars")?;
+    check_safe_text("follow_up.mla_reference", reference, false)?;
+    if kind != EnvelopeKind::Request
+        || envelope.request_type() != RequestType::Preservation
+        || envelope.in_reply_to.is_empty()
+    {
+        return Err(FieldError::new(
+            "follow_up",
+            "only on a PRESERVATION request that continues a preservation (in_reply_to)",
+        ));
+    }
+    match (&follow_up.extend_until, reference.trim().is_empty()) {
+        (Some(until), true) => check_timestamp("follow_up.extend_until", until),
+        (None, false) => Ok(()),
+        (Some(_), false) => Err(FieldError::new(
+            "follow_up.mla_reference",
+            "an extension (extend_until) or the mutual legal assistance request sent, not both",
+        )),
+        (None, true) => Err(FieldError::new(
+            "follow_up.extend_until",
+            "required: the new date (an extension), or mla_reference (the mutual legal assistance request sent)",
+        )),
+    }
+}
+
+/// Whether `kind` says the request was carried out (wholly or in part).
+pub fn is_executed(kind: OutcomeKind) -> bool {
+    matches!(kind, OutcomeKind::Executed | OutcomeKind::PartlyExecuted)
+}
+
+/// The shape of a response's typed outcome for a request of `request_type`, the same at the desk
+/// (`Respond`) and from a peer (`Deliver`): a kind, the fields that kind needs and no field it
+/// does not take. Times against the clock are [`check_preserved_until`]'s, at the desk only (a
+/// response may arrive long after it was made).
+pub fn check_outcome(
+    outcome: &Outcome,
+    request_type: RequestType,
+    limits: &Limits,
+) -> Result<(), FieldError> {
+    let texts = [
+        ("outcome.reference", &outcome.reference, false),
+        ("outcome.refusal_grounds", &outcome.refusal_grounds, true),
+        ("outcome.forwarded_to", &outcome.forwarded_to, false),
+    ];
+    for (field, value, multiline) in texts {
+        check_chars(field, value, limits.max_text_chars, "max_text_chars")?;
+        check_safe_text(field, value, multiline)?;
+    }
+    let kind = match OutcomeKind::try_from(outcome.kind) {
+        Ok(OutcomeKind::Unspecified) | Err(_) => {
+            return Err(FieldError::new(
+                "outcome.kind",
+                "required: one of EXECUTED, PARTLY_EXECUTED, REFUSED, PRESERVATION_NOT_POSSIBLE, MORE_INFORMATION_NEEDED, FORWARDED",
+            ));
+        }
+        Ok(kind) => kind,
+    };
+    let grounds = !outcome.refusal_grounds.trim().is_empty();
+    match kind {
+        OutcomeKind::Refused if !grounds => {
+            return Err(FieldError::new("outcome.refusal_grounds", "required when the outcome is REFUSED"));
+        }
+        OutcomeKind::Refused | OutcomeKind::PreservationNotPossible => {}
+        _ if grounds => {
+            return Err(FieldError::new(
+                "outcome.refusal_grounds",
+                "only for REFUSED or PRESERVATION_NOT_POSSIBLE",
+            ));
+        }
+        _ => {}
+    }
+    let forwarded = !outcome.forwarded_to.trim().is_empty();
+    if kind == OutcomeKind::Forwarded && !forwarded {
+        return Err(FieldError::new(
+            "outcome.forwarded_to",
+            "required when the outcome is FORWARDED: the authority",
+        ));
+    }
+    if kind != OutcomeKind::Forwarded && forwarded {
+        return Err(FieldError::new("outcome.forwarded_to", "only for FORWARDED"));
+    }
+    let executed_preservation = is_executed(kind) && request_type == RequestType::Preservation;
+    match &outcome.preserved_until {
+        None if executed_preservation => {
+            return Err(FieldError::new(
+                "outcome.preserved_until",
+                "required when a preservation is EXECUTED or PARTLY_EXECUTED: until when the data is kept",
+            ));
+        }
+        Some(_) if !executed_preservation => {
+            return Err(FieldError::new(
+                "outcome.preserved_until",
+                "only for an EXECUTED or PARTLY_EXECUTED preservation",
+            ));
+        }
+        Some(until) => check_timestamp("outcome.preserved_until", until)?,
+        None => {}
+    }
+    if let Some(traffic) = &outcome.traffic_data {
+        let field = "outcome.traffic_data.provider_or_path";
+        check_chars(field, &traffic.provider_or_path, limits.max_text_chars, "max_text_chars")?;
+        check_safe_text(field, &traffic.provider_or_path, true)?;
+        for (field, value) in [
+            ("outcome.traffic_data.third_state", &traffic.third_state),
+            ("outcome.traffic_data.preservation_id", &traffic.preservation_id),
+        ] {
+            if value.len() > MAX_IDENTIFIER_BYTES {
+                return Err(FieldError::new(
+                    field,
+                    format!("{} bytes: not a UUID or country code", value.len()),
+                ));
+            }
+        }
+        if !is_executed(kind)
+            || !matches!(request_type, RequestType::Preservation | RequestType::TrafficDataDisclosure)
+        {
+            return Err(FieldError::new(
+                "outcome.traffic_data",
+                "only with an EXECUTED or PARTLY_EXECUTED preservation or traffic data disclosure",
+            ));
+        }
+        if traffic.provider_or_path.trim().is_empty() {
+            return Err(FieldError::new(field, "required: the provider or path the traffic data identifies"));
+        }
+        if !traffic.third_state.is_empty() {
+            traffic.third_state.parse::<crate::domain::identity::NodeCode>().map_err(|_| {
+                FieldError::new(
+                    "outcome.traffic_data.third_state",
+                    "an ISO 3166-1 alpha-2 code in capitals, e.g. DE",
+                )
+            })?;
+        }
+        if !traffic.preservation_id.is_empty() {
+            Uuid::parse_str(&traffic.preservation_id)
+                .map_err(|_| FieldError::new("outcome.traffic_data.preservation_id", "must be a UUID"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `outcome.preserved_until` against the answering desk's clock: in the future, and for a
+/// preservation that starts a case ([`Envelope::in_reply_to`] empty) at least
+/// [`MIN_PRESERVATION_DAYS`] after `request` was made, the Convention's minimum period (refused,
+/// not warned: a shorter period must be an extension, which chains to the preservation).
+pub fn check_preserved_until(
+    outcome: &Outcome,
+    request: &Envelope,
+    now: std::time::SystemTime,
+) -> Result<(), FieldError> {
+    let Some(until) = &outcome.preserved_until else { return Ok(()) };
+    let until = crate::domain::timestamp::to_system(until);
+    let field = "outcome.preserved_until";
+    if until <= now {
+        return Err(FieldError::new(field, "must be in the future"));
+    }
+    if request.in_reply_to.is_empty()
+        && let Some(created) = &request.created_at
+    {
+        let minimum = crate::domain::timestamp::plus(
+            crate::domain::timestamp::to_system(created),
+            std::time::Duration::from_secs(u64::from(MIN_PRESERVATION_DAYS) * 86_400),
+        );
+        if until < minimum {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "at least {MIN_PRESERVATION_DAYS} days after the request was made ({} or later)",
+                    crate::domain::timestamp::rfc3339(&crate::domain::timestamp::from_system(minimum))
+                ),
+            ));
+        }
     }
     Ok(())
 }

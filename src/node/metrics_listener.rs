@@ -8,7 +8,7 @@
 //! lead time) is counted as it happens, in [`Metrics`].
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::State;
@@ -281,6 +281,17 @@ impl Collector for NodeCollector {
             (labels(&[("side", "sender")]), count(Direction::Outbound)),
         ];
         let (unacknowledged, unacknowledged_age) = unacknowledged_inbound(context, now);
+        let week = crate::domain::timestamp::plus(now, Duration::from_secs(7 * 86_400));
+        let expiring = context
+            .store
+            .preservations(Some(week))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| {
+                m.message.as_ref()?.preserved_until.as_ref().map(crate::domain::timestamp::to_system)
+            })
+            .filter(|until| *until > now)
+            .count() as f64;
         let store_size = context.store.size_on_disk().unwrap_or(0) as f64;
         let flushes = vec![(Vec::new(), context.store.flushes())];
         let keys_written = vec![(Vec::new(), context.store.keys_written())];
@@ -326,6 +337,13 @@ impl Collector for NodeCollector {
             "Requests past their acknowledgement deadline, not acknowledged",
             None,
             &overdue_counts,
+        )?;
+        gauge(
+            &mut encoder,
+            "preservations_expiring_7d",
+            "Preservations (sent and received) whose data is preserved until a date within the next 7 days: file the mutual legal assistance request or an extension",
+            None,
+            &[(Vec::new(), expiring)],
         )?;
         let stale_crls = crate::trust::tls::stale_crls(tls);
         gauge(

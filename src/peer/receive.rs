@@ -341,6 +341,9 @@ pub(super) fn receive(
     let kind = envelope.kind();
     let parent_id = Uuid::parse_str(&envelope.in_reply_to).ok();
     let body = envelope.body.clone();
+    let outcome = envelope.outcome.clone();
+    // The note that the mutual legal assistance request was sent goes on the case at once.
+    let follow_up = changes.record_follow_up(&envelope)?;
     let owner = match parent_id {
         Some(parent) => changes.get(parent)?.map(|p| p.submitted_by).unwrap_or_default(),
         None => String::new(),
@@ -375,13 +378,22 @@ pub(super) fn receive(
         submitted_by: owner,
         receipt: signing.map(|_| receipt.clone()),
         origin_certificate: signing.map(|s| s.sender_certificate.to_vec()).unwrap_or_default(),
+        reminded_until: None,
+        reminded_lead_seconds: 0,
     })?;
     changed.push(message);
+    changed.extend(follow_up);
 
+    let answered = match &outcome {
+        Some(o) => format!("answered {}", o.kind().short_name()),
+        None => "answered".to_owned(),
+    };
     let happening = match kind {
-        EnvelopeKind::Acknowledgement => Some((Happening::AcknowledgementArrived, "acknowledged")),
-        EnvelopeKind::Response => Some((Happening::ResponseArrived, "answered")),
-        EnvelopeKind::Cancellation => Some((Happening::CancellationArrived, "withdrawn")),
+        EnvelopeKind::Acknowledgement => Some((Happening::AcknowledgementArrived, "acknowledged".to_owned())),
+        EnvelopeKind::Response => {
+            Some((lifecycle::response_happening(outcome.as_ref().map(|o| o.kind()), false), answered))
+        }
+        EnvelopeKind::Cancellation => Some((Happening::CancellationArrived, "withdrawn".to_owned())),
         _ => None,
     };
     if let (Some((happening, verb)), Some(parent_id)) = (happening, parent_id)
@@ -397,15 +409,27 @@ pub(super) fn receive(
         };
         let note = changes.note_with_text(format!("{verb} by {sender}"), &body);
         if concerned {
-            match lifecycle::apply(target, happening, now, note) {
-                Ok(true) => {
-                    changed.push(target.clone());
-                    changes.put(parent)?;
-                }
-                Ok(false) => {}
+            let moved = match lifecycle::apply(target, happening, now, note) {
+                Ok(moved) => moved,
                 Err(error) => {
-                    tracing::warn!(message_id = %parent_id, peer = %sender, %error, "reply does not apply")
+                    tracing::warn!(message_id = %parent_id, peer = %sender, %error, "reply does not apply");
+                    false
                 }
+            };
+            // The outcome of our own request, from the node that answers it (both ends then
+            // show the same outcome and `preserved_until`).
+            let recorded = match &outcome {
+                Some(o) if target.direction() == Direction::Outbound => lifecycle::record_outcome(target, o),
+                _ => false,
+            };
+            if moved || recorded {
+                changed.push(target.clone());
+                changes.put(parent)?;
+            }
+            if recorded
+                && let Some(extended) = changes.extend_preservation(&parent_envelope, outcome.as_ref())?
+            {
+                changed.push(extended);
             }
         } else {
             tracing::warn!(message_id = %parent_id, peer = %sender, "reply from a node the request does not concern");

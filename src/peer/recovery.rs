@@ -422,6 +422,8 @@ fn store_own(
         submitted_by: parent.as_ref().map(|p| p.submitted_by.clone()).unwrap_or_default(),
         receipt: Some(receipt),
         origin_certificate,
+        reminded_until: None,
+        reminded_lead_seconds: 0,
     })?;
     let happening = match kind {
         EnvelopeKind::Acknowledgement => Happening::AcknowledgedHere,

@@ -18,9 +18,10 @@ use crate::proto::{
     DownloadAttachmentResponse, GetProofRequest, GetProofResponse, GetQueueRequest, GetQueueResponse,
     GetRequest, GetResponse, GetStatisticsRequest, GetStatisticsResponse, ListAuditRequest,
     ListAuditResponse, ListInboxRequest, ListInboxResponse, ListOutboxRequest, ListOutboxResponse,
-    ListPeersRequest, ListPeersResponse, RecoverFromPeersRequest, RecoverFromPeersResponse, RequeueRequest,
-    RequeueResponse, RespondRequest, RespondResponse, SubmitRequest, SubmitResponse, UploadAttachmentRequest,
-    UploadAttachmentResponse, WatchRequest, WatchResponse,
+    ListPeersRequest, ListPeersResponse, ListPreservationsRequest, ListPreservationsResponse,
+    RecoverFromPeersRequest, RecoverFromPeersResponse, RequeueRequest, RequeueResponse, RespondRequest,
+    RespondResponse, SubmitRequest, SubmitResponse, UploadAttachmentRequest, UploadAttachmentResponse,
+    WatchRequest, WatchResponse,
 };
 
 /// Response header of `Watch`: the sequence number the stream starts after.
@@ -161,6 +162,15 @@ impl DeskService for DeskApi {
     ) -> Result<Response<GetStatisticsResponse>, Status> {
         let caller = self.authorize(&request, Action::GetStatistics)?;
         Ok(Response::new(self.desk.statistics(&caller, request.into_inner()).await?))
+    }
+
+    async fn list_preservations(
+        &self,
+        request: Request<ListPreservationsRequest>,
+    ) -> Result<Response<ListPreservationsResponse>, Status> {
+        let caller = self.authorize(&request, Action::ListPreservations)?;
+        let messages = self.desk.list_preservations(&caller, request.into_inner()).await?;
+        Ok(Response::new(ListPreservationsResponse { messages }))
     }
 
     async fn get_proof(

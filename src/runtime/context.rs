@@ -16,7 +16,7 @@ use crate::store::Store;
 pub const SOFTWARE_VERSION: &str = concat!("hanoi247 ", env!("CARGO_PKG_VERSION"));
 /// The optional envelope fields this version reads, said in every `Hello` (a peer sets such a
 /// field only for a node that lists it: see `Envelope.exercise`).
-pub const ENVELOPE_FIELDS_READ: &[&str] = &["exercise", ATTACHMENT_CONTENT];
+pub const ENVELOPE_FIELDS_READ: &[&str] = &["exercise", ATTACHMENT_CONTENT, "outcome", "follow_up"];
 /// Said in `Hello` (among the envelope fields) by a node that takes attachments' content
 /// (`PutAttachment`) and receipts an envelope only once it holds its attachments.
 pub const ATTACHMENT_CONTENT: &str = "attachment_content";

@@ -304,6 +304,10 @@ pub fn headline(notification: &Notification) -> String {
         "peer_unreachable" => format!("peer {} unreachable", notification.peer),
         "store_unwritable" => "the store could not write".to_owned(),
         "certificate_expiring" => "a certificate or revocation list expires soon".to_owned(),
+        "preservation_expiring" => format!(
+            "preservation {} request (peer {}) lapses soon",
+            notification.precedence, notification.peer
+        ),
         other => other.to_owned(),
     };
     // A drill must never be taken for a real request, nor a real one for a drill.

@@ -46,6 +46,8 @@ impl Changes<'_> {
             note: note.to_owned(),
             overdue: false,
             exercise: envelope.exercise,
+            outcome: super::outcome_name(message),
+            preservation_reminder: false,
         };
         self.audit(action, &envelope.id, note);
         self.record_event(event);

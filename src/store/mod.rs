@@ -66,7 +66,7 @@ use crate::domain::identity::NodeCode;
 use crate::domain::order::precedence_rank;
 use crate::domain::timestamp;
 use crate::proto::{
-    Direction, EnvelopeKind, ListAuditResponse, Message, MessageState, Precedence, WatchResponse,
+    Direction, Envelope, EnvelopeKind, ListAuditResponse, Message, MessageState, Precedence, WatchResponse,
 };
 use crate::store::audit::ChainHead;
 use crate::store_proto::StoredMessage;
@@ -483,6 +483,23 @@ impl Store {
         self.ids_to_messages(ids)
     }
 
+    /// Requests whose data is preserved until a date (`preserved_until`), soonest first; with
+    /// `until`, only those whose date is at or before it. Cancelled ones and closed cases are not
+    /// kept here.
+    pub fn preservations(&self, until: Option<SystemTime>) -> Result<Vec<StoredMessage>, StoreError> {
+        let limit = until.map(|t| t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs());
+        let ids = self
+            .db()?
+            .scan_prefix([b'p'])
+            .take_while(|kv| {
+                kv.as_ref().map_or(true, |(key, _)| {
+                    limit.is_none_or(|l| key.get(1..9).is_some_and(|s| s <= l.to_be_bytes().as_slice()))
+                })
+            })
+            .map(|kv| kv.map(|(key, _)| sled::IVec::from(key.get(9..).unwrap_or_default())));
+        self.ids_to_messages(ids)
+    }
+
     /// The highest signed-directory version this node has used; 0 when none is recorded. A
     /// node refuses to start on an older directory, so a replayed old file cannot roll it back.
     pub fn directory_version(&self) -> Result<u64, StoreError> {
@@ -851,6 +868,14 @@ impl Changes<'_> {
         if let Some(new) = new_ack_key {
             self.batch.insert(new, &[] as &[u8]);
         }
+        let old_clock_key = before.as_ref().and_then(|b| b.message.as_ref()).and_then(|m| clock_key(m, id));
+        let new_clock_key = clock_key(message, id);
+        if let Some(old) = old_clock_key.filter(|old| Some(old) != new_clock_key.as_ref()) {
+            self.batch.remove(old);
+        }
+        if let Some(new) = new_clock_key {
+            self.batch.insert(new, &[] as &[u8]);
+        }
 
         let old_timeline = before.as_ref().and_then(|b| b.message.as_ref()).map_or(0, |m| m.timeline.len());
         for entry in message.timeline.iter().skip(old_timeline) {
@@ -864,6 +889,8 @@ impl Changes<'_> {
                 note: entry.note.clone(),
                 overdue: false,
                 exercise: envelope.exercise,
+                outcome: outcome_name(message),
+                preservation_reminder: false,
             };
             self.record_event(event);
             let state = crate::domain::lifecycle::state_name(entry.state());
@@ -881,12 +908,39 @@ impl Changes<'_> {
                 note: format!("OVERDUE: not acknowledged by its deadline {deadline}"),
                 overdue: true,
                 exercise: envelope.exercise,
+                outcome: outcome_name(message),
+                preservation_reminder: false,
             };
             self.audit("OVERDUE", &envelope.id, &event.note);
             self.record_event(event);
             self.notify(
                 crate::config::NotifyEvent::RequestOverdue,
                 &notice_of(message, "not acknowledged by its deadline"),
+            )?;
+        }
+        let reminded = |s: &StoredMessage| (s.reminded_until, s.reminded_lead_seconds);
+        if stored.reminded_lead_seconds > 0 && before.as_ref().map(reminded) != Some(reminded(&stored)) {
+            let until = stored.reminded_until.as_ref().map(timestamp::rfc3339).unwrap_or_default();
+            let lead =
+                humantime::format_duration(std::time::Duration::from_secs(stored.reminded_lead_seconds));
+            let event = WatchResponse {
+                sequence: 0,
+                at: Some(timestamp::now()),
+                message_id: envelope.id.clone(),
+                state: message.state,
+                peer: peer_of(message).to_owned(),
+                precedence: envelope.precedence,
+                note: format!("PRESERVATION LAPSES {until}: the {lead} reminder"),
+                overdue: false,
+                exercise: envelope.exercise,
+                outcome: outcome_name(message),
+                preservation_reminder: true,
+            };
+            self.audit("PRESERVATION_REMINDER", &envelope.id, &event.note);
+            self.record_event(event);
+            self.notify(
+                crate::config::NotifyEvent::PreservationExpiring,
+                &notice_of(message, &format!("preserved until {until}")),
             )?;
         }
         let arrived = before.is_none()
@@ -898,6 +952,67 @@ impl Changes<'_> {
         self.batch.insert(message_key(id).as_slice(), stored.encode_to_vec());
         self.pending.insert(id, stored);
         Ok(())
+    }
+
+    /// The preservation a follow-up (`request`, a PRESERVATION request with `in_reply_to`)
+    /// continues: up the chain of PRESERVATION requests to the one that started it.
+    fn preservation_of(&self, request: &Envelope) -> Result<Option<StoredMessage>, StoreError> {
+        let mut parent_id = request.in_reply_to.clone();
+        // A chain of follow-ups is short; the bound keeps a malformed loop finite.
+        for _ in 0..32 {
+            let Ok(id) = Uuid::parse_str(&parent_id) else { return Ok(None) };
+            let Some(parent) = self.get(id)? else { return Ok(None) };
+            let Some(envelope) = parent.message.as_ref().and_then(|m| m.envelope.as_ref()) else {
+                return Ok(None);
+            };
+            if envelope.kind() != EnvelopeKind::Request
+                || envelope.request_type() != crate::proto::RequestType::Preservation
+            {
+                return Ok(None);
+            }
+            if envelope.in_reply_to.is_empty() || envelope.preservation.is_some() {
+                return Ok(Some(parent));
+            }
+            parent_id = envelope.in_reply_to.clone();
+        }
+        Ok(None)
+    }
+
+    /// An executed follow-up of a preservation (an extension, or the answer to the note that
+    /// the mutual legal assistance request was sent: `request`, answered with `outcome`) moves
+    /// the preservation's `preserved_until` too, at either end. Returns the preservation if it
+    /// changed.
+    pub fn extend_preservation(
+        &mut self,
+        request: &Envelope,
+        outcome: Option<&crate::proto::Outcome>,
+    ) -> Result<Option<Message>, StoreError> {
+        let Some(until) = outcome.and_then(|o| o.preserved_until) else { return Ok(None) };
+        let Some(mut root) = self.preservation_of(request)? else { return Ok(None) };
+        let message = root.message.get_or_insert_default();
+        if !crate::domain::lifecycle::record_preserved_until(message, Some(until)) {
+            return Ok(None);
+        }
+        let message = message.clone();
+        self.put(root)?;
+        Ok(Some(message))
+    }
+
+    /// A follow-up that says the mutual legal assistance request was sent (`request`, new here:
+    /// submitted or received) records its reference on the preservation, at either end.
+    /// Returns the preservation if it changed.
+    pub fn record_follow_up(&mut self, request: &Envelope) -> Result<Option<Message>, StoreError> {
+        let Some(follow_up) = &request.follow_up else { return Ok(None) };
+        if follow_up.mla_reference.is_empty() {
+            return Ok(None);
+        }
+        let Some(mut root) = self.preservation_of(request)? else { return Ok(None) };
+        let message = root.message.get_or_insert_default();
+        message.mla_reference = follow_up.mla_reference.clone();
+        message.mla_sent_at = request.created_at;
+        let message = message.clone();
+        self.put(root)?;
+        Ok(Some(message))
     }
 
     /// Records that this node now uses signed-directory `version` (the caller never lowers it).
@@ -913,6 +1028,12 @@ impl Changes<'_> {
 }
 
 /// What a notification says of `message`: ids, type, precedence, the other member, the deadline.
+/// The short name of a request's typed outcome, for its events (empty when none).
+fn outcome_name(message: &Message) -> String {
+    use crate::domain::names::ShortName as _;
+    message.outcome.as_ref().map(|o| o.kind().short_name().to_owned()).unwrap_or_default()
+}
+
 fn notice_of(message: &Message, detail: &str) -> notifications::Notice {
     use crate::domain::names::ShortName as _;
     let envelope = message.envelope.clone().unwrap_or_default();
@@ -1250,6 +1371,20 @@ pub fn awaits_acknowledgement(message: &Message) -> bool {
             Direction::Inbound => message.state() == MessageState::Received,
             Direction::Unspecified => false,
         }
+}
+
+/// The preservation clock's index key: requests with a `preserved_until` that are neither
+/// cancelled nor closed (a closed case asks for no reminder), by that time (seconds, rounded
+/// down) then id.
+fn clock_key(message: &Message, id: Uuid) -> Option<Vec<u8>> {
+    let until = message.preserved_until.as_ref()?;
+    let is_request = message.envelope.as_ref().is_some_and(|e| e.kind() == EnvelopeKind::Request);
+    if !is_request || message.state() == MessageState::Cancelled || message.closed_at.is_some() {
+        return None;
+    }
+    let mut key = prefixed(b'p', &u64::try_from(until.seconds).unwrap_or(0).to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    Some(key)
 }
 
 fn ack_key(message: &Message, id: Uuid) -> Option<Vec<u8>> {
@@ -1693,6 +1828,8 @@ mod tests {
                     submitted_by: String::new(),
                     receipt: None,
                     origin_certificate: Vec::new(),
+                    reminded_until: None,
+                    reminded_lead_seconds: 0,
                 })
             })
             .unwrap();

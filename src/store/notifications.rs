@@ -138,7 +138,10 @@ impl Changes<'_> {
     /// Returns how many were written.
     pub fn notify(&mut self, event: NotifyEvent, notice: &Notice) -> Result<usize, StoreError> {
         let wants = self.store.notification_plan();
-        let by_precedence = matches!(event, NotifyEvent::RequestArrived | NotifyEvent::RequestOverdue);
+        let by_precedence = matches!(
+            event,
+            NotifyEvent::RequestArrived | NotifyEvent::RequestOverdue | NotifyEvent::PreservationExpiring
+        );
         let now = SystemTime::now();
         let mut written = 0;
         for target in wants.iter().filter(|t| t.events.contains(&event)) {

@@ -754,6 +754,11 @@ pub fn readable_envelope(e: &Envelope) -> Value {
         "handling_code": e.handling_code().short_name(),
         "handling_restrictions": e.handling_restrictions,
         "exercise": e.exercise,
+        "outcome": crate::domain::json::outcome_json(e.outcome.as_ref()),
+        "follow_up": e.follow_up.as_ref().map(|f| json!({
+            "extend_until": crate::domain::json::time(f.extend_until.as_ref()),
+            "mla_reference": f.mla_reference,
+        })),
         "preservation": e.preservation.as_ref().map(|p| json!({
             "requesting_authority": p.requesting_authority,
             "offence": p.offence,

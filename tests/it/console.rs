@@ -149,7 +149,7 @@ fn unchunk(mut body: &str) -> String {
 }
 
 /// Form fields, urlencoded.
-fn urlencode(fields: &[(&str, &str)]) -> String {
+pub(crate) fn urlencode(fields: &[(&str, &str)]) -> String {
     let escape = |text: &str| -> String {
         text.bytes()
             .map(|b| match b {

@@ -147,10 +147,12 @@ async fn the_cli_prints_a_table_json_and_csv_and_the_console_a_page() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("record,direction,request_type,precedence,peer,state,measure,count,p50_seconds,p90_seconds")
+        Some(
+            "record,direction,request_type,precedence,peer,state,outcome,measure,count,p50_seconds,p90_seconds"
+        )
     );
-    assert!(lines.all(|l| l.split(',').count() == 10), "{csv}");
-    assert!(csv.contains("count,sent,PRESERVATION,FLASH,FR,ANSWERED,,1,,"), "{csv}");
+    assert!(lines.all(|l| l.split(',').count() == 11), "{csv}");
+    assert!(csv.contains("count,sent,PRESERVATION,FLASH,FR,ANSWERED,,,1,,"), "{csv}");
 
     let table = String::from_utf8(stats_cli(&config, &["stats"]).stdout).unwrap();
     assert!(table.contains("sent to answer"), "{table}");

@@ -83,7 +83,7 @@ fn rows(frame: &Frame<'_>, messages: &[Message]) -> Markup {
                     data-id=(e.id) data-precedence=(precedence) data-state=(m.state().short_name())
                 {
                     td { (precedence_badge(e.precedence())) (overdue_badge(frame.strings, m.overdue)) (closed_badge(frame.strings, m)) (exercise_badge(frame.strings, e.exercise)) }
-                    td { (state_badge(m.state())) }
+                    td { (state_badge(m.state())) (super::outcome_badge(m)) }
                     td { (foreign(&e.origin)) }
                     td { (kind_or_type(e.kind(), e.request_type())) }
                     td { a href={ "/message/" (e.id) } { (subject_or_removed(frame.strings, m, &e.subject)) } }
@@ -154,7 +154,7 @@ pub fn outbox(frame: &Frame<'_>, messages: &[Message], search: &ListSearch, next
                         @if let Some(e) = m.envelope.as_ref() {
                             tr data-id=(e.id) {
                                 td { (precedence_badge(e.precedence())) (overdue_badge(s, m.overdue)) (closed_badge(s, m)) (exercise_badge(s, e.exercise)) }
-                                td { (state_badge(m.state())) }
+                                td { (state_badge(m.state())) (super::outcome_badge(m)) }
                                 td { (foreign(&e.destination)) }
                                 td { (kind_or_type(e.kind(), e.request_type())) }
                                 td { a href={ "/message/" (e.id) } { (subject_or_removed(s, m, &e.subject)) } }

@@ -9,7 +9,9 @@ use super::{
 use crate::domain::access::Action;
 use crate::domain::names::ShortName as _;
 use crate::domain::timestamp::rfc3339;
-use crate::proto::{Direction, EnvelopeKind, HandlingCode, Message, MessageState, PeerInfo, Precedence};
+use crate::proto::{
+    Direction, EnvelopeKind, HandlingCode, Message, MessageState, OutcomeKind, PeerInfo, Precedence,
+};
 
 /// One term of a definition list and its value.
 fn definition(term: &str, value: impl Render) -> Markup {
@@ -81,6 +83,12 @@ pub fn message(
                     p.warning { (s.language_not_listed) }
                 }
                 dl.fields { (super::who_to_call(s, peer)) }
+            }
+        }
+        @if message.outcome.is_some() || message.preserved_until.is_some() || !message.mla_reference.is_empty() {
+            section.outcome {
+                h2 { (s.section_outcome) }
+                dl.fields { (super::outcome_definitions(s, message)) }
             }
         }
         @if let Some(p) = &e.preservation {
@@ -172,6 +180,27 @@ pub fn message(
     layout(frame, "message", &title, &content.into_string())
 }
 
+/// The outcomes the answer form offers, in the order an officer thinks of them.
+const OUTCOME_KINDS: [OutcomeKind; 6] = [
+    OutcomeKind::Executed,
+    OutcomeKind::PartlyExecuted,
+    OutcomeKind::Refused,
+    OutcomeKind::PreservationNotPossible,
+    OutcomeKind::MoreInformationNeeded,
+    OutcomeKind::Forwarded,
+];
+
+/// The outcome's fields on the answer form: proto name (the form field's name), element id,
+/// input type.
+const OUTCOME_FORM_FIELDS: [(&str, &str, &str); 6] = [
+    ("outcome.preserved_until", "respond-preserved-until", "date"),
+    ("outcome.reference", "respond-reference", "text"),
+    ("outcome.refusal_grounds", "respond-grounds", "text"),
+    ("outcome.forwarded_to", "respond-forwarded-to", "text"),
+    ("outcome.traffic_data.provider_or_path", "respond-provider-or-path", "text"),
+    ("outcome.traffic_data.third_state", "respond-third-state", "text"),
+];
+
 /// The buttons this viewer's role may use on this message in its state.
 fn actions(frame: &Frame<'_>, message: &Message) -> Markup {
     let s = frame.strings;
@@ -236,6 +265,22 @@ fn actions(frame: &Frame<'_>, message: &Message) -> Markup {
                 }
                 label for="respond-restrictions" { (s.respond_restrictions) }
                 input #respond-restrictions name="handling_restrictions" type="text";
+                // The typed outcome beside the text; the desk says which field is missing.
+                fieldset.outcome {
+                    legend { (s.field_label("outcome.kind")) }
+                    p.hint { (s.respond_outcome_hint) }
+                    label for="respond-outcome" { (s.field_label("outcome.kind")) }
+                    select #respond-outcome name="outcome" {
+                        option value="" selected { (s.respond_outcome_none) }
+                        @for kind in OUTCOME_KINDS {
+                            option value=(kind.short_name()) { (kind.short_name()) }
+                        }
+                    }
+                    @for (name, id, kind) in OUTCOME_FORM_FIELDS {
+                        label for=(id) { (s.field_label(name)) }
+                        input id=(id) name=(name) type=(kind);
+                    }
+                }
                 button type="submit" { (s.respond) }
             }
         }

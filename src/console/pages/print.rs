@@ -41,6 +41,7 @@ pub fn case_print(frame: &Frame<'_>, request: WithProof<'_>, replies: &[WithProo
                 dt { "language" } dd { (foreign(&e.language)) }
                 dt { "body" } dd { pre.body { (foreign_block(&e.body)) } }
                 @if let Some(p) = &e.preservation { (super::preservation_definitions(s, p)) }
+                (super::outcome_definitions(s, request.0))
             }
             (timeline(s.section_timeline, request.0))
         }
@@ -58,6 +59,12 @@ pub fn case_print(frame: &Frame<'_>, request: WithProof<'_>, replies: &[WithProo
                         p.print-meta {
                             (r.handling_code().short_name())
                             @if !r.handling_restrictions.is_empty() { " — " (foreign(&r.handling_restrictions)) }
+                        }
+                        @if r.outcome.is_some() {
+                            dl.fields { (super::outcome_definitions(s, &crate::proto::Message {
+                                outcome: r.outcome.clone(),
+                                ..Default::default()
+                            })) }
                         }
                         @if !r.body.is_empty() { pre.body { (foreign_block(&r.body)) } }
                     }

@@ -53,6 +53,7 @@ pub fn statistics(
                                     td { (row.precedence().short_name()) }
                                     td { (foreign(&row.peer)) }
                                     td { (state_name(row.state())) }
+                                    td { @if row.outcome() != crate::proto::OutcomeKind::Unspecified { (row.outcome().short_name()) } }
                                     td.count { (row.count) }
                                 }
                             }
