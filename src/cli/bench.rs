@@ -290,6 +290,53 @@ async fn submit_many(
     Ok(started.elapsed())
 }
 
+/// What a call costs with nothing behind it: `Health/Check` on VN's desk listener over mTLS,
+/// `latency_samples` at concurrency 1 (latency) and `messages` at `concurrency` (rate, and the
+/// CPU per call of VN and of the bench's own client). The floor under every `Submit` figure.
+async fn call_floor(
+    channel: &tonic::transport::Channel,
+    vn: &NodeProcess,
+    options: &BenchOptions,
+) -> Result<Value, BenchError> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let client = HealthClient::new(channel.clone());
+    let check = |mut client: HealthClient<tonic::transport::Channel>| async move {
+        client.check(HealthCheckRequest::default()).await.map(drop).map_err(fail)
+    };
+    let vn_cpu = vn.cpu();
+    let mut latencies = Vec::with_capacity(options.latency_samples);
+    for _ in 0..options.latency_samples {
+        let started = Instant::now();
+        check(client.clone()).await?;
+        latencies.push(started.elapsed());
+    }
+    let sequential_cpu = cpu_per_message(vn_cpu, vn.cpu(), options.latency_samples);
+    let permits = Arc::new(Semaphore::new(options.concurrency));
+    let (vn_cpu, client_cpu) = (vn.cpu(), cpu_time(std::process::id()));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(options.messages);
+    for _ in 0..options.messages {
+        let permit = Arc::clone(&permits).acquire_owned().await.map_err(fail)?;
+        let call = check(client.clone());
+        tasks.push(tokio::spawn(async move {
+            let result = call.await;
+            drop(permit);
+            result
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(fail)??;
+    }
+    let rate = options.messages as f64 / started.elapsed().as_secs_f64();
+    Ok(json!({
+        "sequential": percentiles(&mut latencies),
+        "sequential_vn_cpu_us": sequential_cpu,
+        "rate_per_s": rate,
+        "vn_cpu_us": cpu_per_message(vn_cpu, vn.cpu(), options.messages),
+        "client_cpu_us": cpu_per_message(client_cpu, cpu_time(std::process::id()), options.messages),
+    }))
+}
+
 /// Waits until VN's queue to FR is empty; returns how long it took.
 async fn drained(operator: &mut DeskClient) -> Result<Duration, BenchError> {
     let started = Instant::now();
@@ -425,6 +472,19 @@ pub async fn run(options: BenchOptions) -> Result<Value, BenchError> {
     let mut vn_operator = client("VN", "operator")?;
     ready(&mut vn_desk).await?;
 
+    // 0. The edge alone: `grpc.health.v1.Health/Check` on the desk listener, the same mTLS
+    //    channel and the same concurrencies, with no store, signature or desk check behind it.
+    let floor_channel = desk_client::channel(
+        &ClientConfig::load(
+            report
+                .client_config_named("VN".parse().map_err(fail)?, "officer")
+                .ok_or_else(|| fail("no client config"))?,
+        )
+        .map_err(fail)?,
+    )
+    .map_err(fail)?;
+    let call_floor = call_floor(&floor_channel, &vn, &options).await?;
+
     // 1. Submit → stored, one durable hop, concurrency 1 (FR is down, so VN only stores).
     let vn_cpu = vn.cpu();
     let mut stored = Vec::with_capacity(options.latency_samples);
@@ -441,13 +501,14 @@ pub async fn run(options: BenchOptions) -> Result<Value, BenchError> {
 
     // 2. Submit throughput with the destination down, and flushes per message.
     let before = tokio::task::spawn_blocking(move || store_counts(vn_metrics)).await.map_err(fail)?;
-    let vn_cpu = vn.cpu();
+    let (vn_cpu, client_cpu) = (vn.cpu(), cpu_time(std::process::id()));
     let elapsed =
         submit_many(&vn_desk, &options, options.messages, options.concurrency, "Submit throughput, FR down")
             .await?;
     let after = tokio::task::spawn_blocking(move || store_counts(vn_metrics)).await.map_err(fail)?;
     let submit_rate = options.messages as f64 / elapsed.as_secs_f64();
     let submit_cpu = cpu_per_message(vn_cpu, vn.cpu(), options.messages);
+    let submit_client_cpu = cpu_per_message(client_cpu, cpu_time(std::process::id()), options.messages);
     let flushes_per_message = (after.0 - before.0) / options.messages as f64;
     let keys_per_message = (after.1 - before.1) / options.messages as f64;
 
@@ -584,6 +645,7 @@ pub async fn run(options: BenchOptions) -> Result<Value, BenchError> {
         },
         "fsync_floor": floor,
         "attachment_end_to_end": attachment,
+        "call_floor": call_floor,
         "submit_to_stored": stored_latency,
         "submit_throughput_destination_down_per_s": submit_rate,
         "store_flushes_per_message": flushes_per_message,
@@ -598,7 +660,7 @@ pub async fn run(options: BenchOptions) -> Result<Value, BenchError> {
         // User + system CPU of each node process over the phase, per message of the phase.
         "cpu_us_per_message": {
             "submit_to_stored": { "VN": stored_cpu },
-            "submit_throughput_destination_down": { "VN": submit_cpu },
+            "submit_throughput_destination_down": { "VN": submit_cpu, "bench client": submit_client_cpu },
             "backlog_drain": { "VN": drain_cpu.0, "FR": drain_cpu.1 },
             "submit_to_receipt": { "VN": receipt_cpu.0, "FR": receipt_cpu.1 },
             "sustained_end_to_end": { "VN": sustained_cpu.0, "FR": sustained_cpu.1 },
@@ -619,10 +681,14 @@ pub fn table(report: &Value) -> String {
     };
     let cpu = |phase: &str| {
         let of = |node: &str| report["cpu_us_per_message"][phase][node].as_f64();
-        match (of("VN"), of("FR")) {
+        let nodes = match (of("VN"), of("FR")) {
             (Some(vn), Some(fr)) => format!("VN {vn:.0} + FR {fr:.0} µs"),
             (Some(vn), None) => format!("VN {vn:.0} µs"),
             _ => String::new(),
+        };
+        match of("bench client") {
+            Some(client) => format!("{nodes} (client {client:.0} µs)"),
+            None => nodes,
         }
     };
     let fsync_p50 = report["fsync_floor"]["p50_ms"].as_f64().unwrap_or(0.0);
@@ -634,6 +700,26 @@ pub fn table(report: &Value) -> String {
     let backlog_rate = report["backlog_messages"].as_f64().unwrap_or(0.0) / backlog_s.max(f64::EPSILON);
     let mut rows = vec![
         ("fsync of a 1 KiB append (the floor)", ms(&report["fsync_floor"]), String::new(), String::new()),
+        (
+            "mTLS call with nothing behind, concurrency 1",
+            ms(&report["call_floor"]["sequential"]),
+            format!("VN {:.0} µs", report["call_floor"]["sequential_vn_cpu_us"].as_f64().unwrap_or(0.0)),
+            "(the floor under Submit)".into(),
+        ),
+        (
+            "mTLS call with nothing behind, throughput",
+            format!(
+                "{:.0} /s at concurrency {}",
+                report["call_floor"]["rate_per_s"].as_f64().unwrap_or(0.0),
+                options["concurrency"]
+            ),
+            format!(
+                "VN {:.0} + client {:.0} µs",
+                report["call_floor"]["vn_cpu_us"].as_f64().unwrap_or(0.0),
+                report["call_floor"]["client_cpu_us"].as_f64().unwrap_or(0.0)
+            ),
+            String::new(),
+        ),
         (
             "Submit → stored, concurrency 1",
             ms(&report["submit_to_stored"]),
