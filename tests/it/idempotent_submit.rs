@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Command, Stdio};
 
-use hanoi247::cli::desk_client::DeskClient;
+use hanoi247::cli::desk_client::{DeskClient, download_attachment, upload_attachment};
 use hanoi247::domain::access::Role;
 use hanoi247::proto::{ListAuditRequest, Message, MessageState, Precedence, SubmitRequest, SubmitResponse};
 use tokio_stream::StreamExt as _;
@@ -199,6 +199,40 @@ async fn killed_between_the_store_and_the_answer_a_retry_gets_the_stored_message
     assert!(!before.replayed);
     // A second retry, after the restart, is the same answer again.
     assert_eq!(id_of(&submit_answer(&mut vn, request("lost answer", &request_id)).await), id_of(&retry));
+}
+
+/// Issue 16, acceptance 3: the same, by an agency, for a request listing an attachment: the
+/// retry yields one message, listing the attachment, whose content the agency downloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agencys_submit_with_an_attachment_killed_before_its_answer_is_one_message_on_retry() {
+    // `duty`: the officer the harness asks whether the node is ready.
+    let clients = [("VN", "duty", Role::Officer), ("VN", "police", Role::Agency)];
+    let net = Network::with_clients(&["VN", "FR"], &clients).await;
+    let armed = "submit-answer:1";
+    let vn_process = net.spawn_with_env("VN", &[(hanoi247::store::crash_point::VARIABLE, armed)]).await;
+    let mut police = net.desk_as("VN", "police");
+    let evidence = b"subscriber,ip\njane,192.0.2.7\n".repeat(1000);
+    let attachment =
+        upload_attachment(&mut police, "subscribers.csv", "text/csv", evidence.clone()).await.unwrap();
+    let request_id = Uuid::now_v7().to_string();
+    let with_file =
+        || SubmitRequest { attachments: vec![attachment.clone()], ..request("with a file", &request_id) };
+    let lost = police.submit(with_file()).await.unwrap_err();
+    eprintln!("the caller saw: {lost:?}");
+    let mut vn_process = vn_process;
+    let status = wait_exit(&mut vn_process.child).await;
+    assert_eq!(status.signal(), Some(9), "killed by its crash point: {status:?}");
+
+    let _vn_process = net.spawn("VN").await;
+    let mut police = net.desk_as("VN", "police");
+    let retry = submit_answer(&mut police, with_file()).await;
+    assert!(retry.replayed, "stored before the crash: the retry replays it");
+    let stored = outbox_with(&mut police, "with a file").await;
+    assert_eq!(stored.len(), 1, "exactly one message");
+    let listed = &stored[0].envelope.as_ref().unwrap().attachments;
+    assert_eq!(listed.as_slice(), std::slice::from_ref(&attachment));
+    let id = id_of(&retry);
+    assert_eq!(download_attachment(&mut police, &id, &attachment.sha256).await.unwrap(), evidence);
 }
 
 /// The exit status of a node that is about to die (within the deadline).
