@@ -8,12 +8,10 @@ use clap::Args;
 use serde_json::Value;
 
 use super::{CliError, ClientArgs, IdArgs, connect, print_json, print_message, render};
+use crate::domain::follow_up::{FollowUp, FollowUpError};
 use crate::domain::names::ShortName as _;
 use crate::domain::timestamp::{self, rfc3339};
-use crate::proto::{
-    Direction, GetRequest, ListPreservationsRequest, Message, PreservationFollowUp, RequestType,
-    SubmitRequest,
-};
+use crate::proto::{Direction, GetRequest, ListPreservationsRequest, Message};
 
 /// `cases` options.
 #[derive(Debug, Args)]
@@ -110,36 +108,21 @@ fn cases_table(messages: &[Message]) -> String {
     out
 }
 
-/// Submits a follow-up of the preservation `id` names (to its destination, same precedence).
-async fn follow_up(
-    id: &IdArgs,
-    follow_up: PreservationFollowUp,
-    subject: String,
-    body: String,
-) -> Result<(), CliError> {
+/// Submits the follow-up of the preservation `id` names (`domain::follow_up`, the same request
+/// the console's forms make); `flag` is the option that gave the follow-up's field.
+async fn follow_up(id: &IdArgs, follow_up: FollowUp, text: String, flag: &str) -> Result<(), CliError> {
     let (mut desk, call) = connect(&id.client)?;
     let got = call.run(desk.get(GetRequest { id: id.id.clone() })).await?.into_inner();
     let message = got.message.unwrap_or_default();
-    let envelope = message.envelope.unwrap_or_default();
-    if message.direction != Direction::Outbound as i32 || envelope.request_type() != RequestType::Preservation
-    {
-        return Err(CliError::Usage(format!("{} is not a preservation request this node sent", id.id)));
-    }
-    let request = SubmitRequest {
-        destination: envelope.destination,
-        request_type: RequestType::Preservation as i32,
-        precedence: envelope.precedence,
-        subject,
-        body,
-        language: envelope.language,
-        in_reply_to: envelope.id,
-        handling_code: envelope.handling_code,
-        handling_restrictions: envelope.handling_restrictions,
-        // One per invocation: the node stores it once even if this call is repeated by a retry.
-        client_request_id: uuid::Uuid::now_v7().to_string(),
-        follow_up: Some(follow_up),
-        ..Default::default()
-    };
+    let mut request =
+        crate::domain::follow_up::request(&message, follow_up, text).map_err(|error| match error {
+            FollowUpError::NotSentPreservation(_) => {
+                CliError::Usage(format!("{} is not a preservation request this node sent", id.id))
+            }
+            FollowUpError::Invalid(field) => CliError::Usage(format!("{flag}: {}", field.message)),
+        })?;
+    // One per invocation: the node stores it once even if this call is repeated by a retry.
+    request.client_request_id = uuid::Uuid::now_v7().to_string();
     let submitted = call.run(desk.submit(request)).await?.into_inner();
     print_message(&submitted.message.unwrap_or_default(), id.client.json);
     Ok(())
@@ -147,14 +130,10 @@ async fn follow_up(
 
 /// `hanoi247 extend ID --until DATE`.
 pub(super) async fn extend(args: ExtendArgs) -> Result<(), CliError> {
-    let subject = format!("Extension of the preservation until {}", rfc3339(&args.until));
-    let asked = PreservationFollowUp { extend_until: Some(args.until), ..Default::default() };
-    follow_up(&args.id, asked, subject, args.text).await
+    follow_up(&args.id, FollowUp::Extension(Some(args.until)), args.text, "--until").await
 }
 
 /// `hanoi247 mla-sent ID --reference R`.
 pub(super) async fn mla_sent(args: MlaSentArgs) -> Result<(), CliError> {
-    let subject = format!("Mutual legal assistance request sent: {}", args.reference);
-    let sent = PreservationFollowUp { mla_reference: args.reference, ..Default::default() };
-    follow_up(&args.id, sent, subject, args.text).await
+    follow_up(&args.id, FollowUp::MlaSent(args.reference), args.text, "--reference").await
 }

@@ -4,6 +4,7 @@
 
 use ring::hmac;
 
+use crate::domain::follow_up::FollowUp;
 use crate::domain::validation::FieldError;
 use crate::proto::{
     HandlingCode, Outcome, Precedence, PreservationRequest, RequestType, SubmitRequest, TrafficDataDisclosure,
@@ -236,12 +237,7 @@ pub fn outcome(form: &Form) -> Option<Outcome> {
     let text = |name: &str| form.get(name).trim().to_owned();
     let preserved_until = match form.get("outcome.preserved_until").trim() {
         "" => None,
-        // A date (what `<input type=date>` sends) means the end of that day, UTC.
-        day => Some(
-            humantime::parse_rfc3339_weak(&format!("{day}T23:59:59Z"))
-                .map(crate::domain::timestamp::from_system)
-                .unwrap_or(prost_types::Timestamp { seconds: 0, nanos: -1 }),
-        ),
+        day => Some(end_of_day(day).unwrap_or(prost_types::Timestamp { seconds: 0, nanos: -1 })),
     };
     let provider_or_path = text("outcome.traffic_data.provider_or_path");
     let third_state = text("outcome.traffic_data.third_state");
@@ -254,6 +250,29 @@ pub fn outcome(form: &Form) -> Option<Outcome> {
         preserved_until,
         forwarded_to: text("outcome.forwarded_to"),
         traffic_data,
+    })
+}
+
+/// The end of `day` (what `<input type=date>` sends, 2027-03-01), UTC: the time a preservation
+/// date stands for, as the command line's `--preserved-until` and `--until` take it.
+fn end_of_day(day: &str) -> Option<prost_types::Timestamp> {
+    humantime::parse_rfc3339_weak(&format!("{day}T23:59:59Z")).ok().map(crate::domain::timestamp::from_system)
+}
+
+/// The follow-up a message page's form `name` describes: "extend" (the new date,
+/// `follow_up.extend_until`) or "mla-sent" (`follow_up.mla_reference`); `None` for another form.
+/// A date that is no date is refused here, naming the field; the rest is
+/// `domain::follow_up`'s to judge.
+pub fn follow_up(name: &str, form: &Form) -> Option<Result<FollowUp, FieldError>> {
+    Some(match name {
+        "extend" => match form.get("follow_up.extend_until").trim() {
+            "" => Ok(FollowUp::Extension(None)),
+            day => end_of_day(day).map(|until| FollowUp::Extension(Some(until))).ok_or_else(|| {
+                FieldError::new("follow_up.extend_until", "not a date: a date such as 2027-03-01")
+            }),
+        },
+        "mla-sent" => Ok(FollowUp::MlaSent(form.get("follow_up.mla_reference").trim().to_owned())),
+        _ => return None,
     })
 }
 
@@ -307,6 +326,22 @@ Content-Type: application/octet-stream\r\n\r\n\r\n--XyZ\r\nContent-Disposition: 
         assert!(!tokens.verify(b"certificate A", ""));
         assert!(!tokens.verify(b"certificate A", "zz"));
         assert!(!FormTokens::new().unwrap().verify(b"certificate A", &token), "another node start");
+    }
+
+    #[test]
+    fn the_follow_up_forms_become_follow_ups() {
+        let extend = follow_up("extend", &Form::parse(b"follow_up.extend_until=2027-03-01")).unwrap();
+        let until = end_of_day("2027-03-01").unwrap();
+        assert_eq!(extend, Ok(FollowUp::Extension(Some(until))));
+        assert_eq!(
+            follow_up("extend", &Form::parse(b"follow_up.extend_until=")),
+            Some(Ok(FollowUp::Extension(None)))
+        );
+        let bad = follow_up("extend", &Form::parse(b"follow_up.extend_until=soon")).unwrap();
+        assert_eq!(bad.unwrap_err().field, "follow_up.extend_until");
+        let mla = follow_up("mla-sent", &Form::parse(b"follow_up.mla_reference=+MLA-1+")).unwrap();
+        assert_eq!(mla, Ok(FollowUp::MlaSent("MLA-1".into())));
+        assert!(follow_up("respond", &Form::default()).is_none());
     }
 
     #[test]

@@ -37,7 +37,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::desk::{Desk, DeskError};
 use crate::domain::access::{Action, Caller};
+use crate::domain::follow_up::{FollowUp, FollowUpError};
 use crate::domain::identity::{Identity, identity_of_cert};
+use crate::domain::validation::FieldError;
 use crate::proto::{
     AcknowledgeRequest, CancelRequest, DisputePrecedenceRequest, DownloadAttachmentRequest, GetProofRequest,
     GetQueueResponse, GetRequest, GetStatisticsRequest, GetStatisticsResponse, HandlingCode,
@@ -480,6 +482,13 @@ async fn act(
     if let Some(refused) = console.post_refusal(&browser, &headers, &form, &viewer) {
         return refused;
     }
+    if let Some(asked) = form::follow_up(&action, &form) {
+        let text = form.get("text").replace("\r\n", "\n");
+        return match follow_up(&console, &browser, &id, asked, text).await {
+            Ok(()) => Redirect::to(&format!("/message/{}", percent_path(&id))).into_response(),
+            Err(error) => message_page(&console, &browser, &viewer, id, Some(&error)).await,
+        };
+    }
     let Some(button) = Button::of(&action, &id, &form) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -491,6 +500,32 @@ async fn act(
         Ok(()) => Redirect::to(&format!("/message/{}", percent_path(&id))).into_response(),
         Err(error) => message_page(&console, &browser, &viewer, id, Some(&error)).await,
     }
+}
+
+/// The follow-up forms of a preservation this node sent ("Ask for an extension", "MLA request
+/// sent"): the request the command line's `extend` and `mla-sent` make (`domain::follow_up`),
+/// read and submitted as the browser's caller. A refusal stores nothing.
+async fn follow_up(
+    console: &Console,
+    browser: &Browser,
+    id: &str,
+    asked: Result<FollowUp, FieldError>,
+    text: String,
+) -> Result<(), DeskError> {
+    let caller = console.caller(browser, Action::Submit)?;
+    let asked = asked?;
+    let reader = console.caller(browser, Action::Get)?;
+    let case = console.desk.get(&reader, GetRequest { id: id.to_owned() }).await?;
+    let request = crate::domain::follow_up::request(&case.message.unwrap_or_default(), asked, text).map_err(
+        |error| match error {
+            FollowUpError::NotSentPreservation(what) => {
+                DeskError::WrongMessage(format!("{what} is not a preservation request this node sent"))
+            }
+            FollowUpError::Invalid(field) => DeskError::Invalid(field),
+        },
+    )?;
+    // No client_request_id: a browser never repeats a POST by itself.
+    console.desk.submit(&caller, request).await.map(drop)
 }
 
 /// A button of the message page, with the desk request its form makes.

@@ -170,6 +170,22 @@ pub struct Catalogue {
     pub close_confirm: &'static str,
     /// Badge of a closed case.
     pub closed: &'static str,
+    /// Message page of a preservation this node sent: what its follow-ups are for.
+    pub follow_up_hint: &'static str,
+    /// Button: ask for an extension of the preservation.
+    pub extend: &'static str,
+    /// Label: the new date the data should be preserved until.
+    pub extend_until: &'static str,
+    /// Confirmation before asking for an extension.
+    pub extend_confirm: &'static str,
+    /// Button: record that the mutual legal assistance request was sent.
+    pub mla_sent: &'static str,
+    /// Label: the mutual legal assistance request's reference.
+    pub mla_reference: &'static str,
+    /// Confirmation before telling the other State the MLA request was sent.
+    pub mla_sent_confirm: &'static str,
+    /// Label: free text sent with a follow-up.
+    pub follow_up_text: &'static str,
     /// What a removed content field shows.
     pub content_removed: &'static str,
     /// When the role may do nothing with this message.
@@ -374,6 +390,14 @@ pub const ENGLISH: Catalogue = Catalogue {
     close_reason: "Why the case is closed (optional)",
     close_confirm: "Close this case? Its content (texts, subjects) is removed from this node once the retention period is over.",
     closed: "CLOSED",
+    follow_up_hint: "Before the data lapses: ask the other State for an extension, or tell it the mutual legal assistance request was sent (the data is then kept until it is answered).",
+    extend: "Ask for an extension",
+    extend_until: "Preserve until (a later date than now)",
+    extend_confirm: "Ask the other State to keep the data until this date?",
+    mla_sent: "MLA request sent",
+    mla_reference: "Reference of the mutual legal assistance request",
+    mla_sent_confirm: "Tell the other State the mutual legal assistance request was sent, under this reference?",
+    follow_up_text: "Note for the other desk (optional)",
     content_removed: "Content removed (retention of closed cases)",
     no_actions: "Your role has nothing to do with this message.",
     new_title: "New request",

@@ -175,18 +175,50 @@ def main():
         officer.goto(URL + "/outbox")
         assert officer.locator("tr[data-id]").count() == before + 1
 
-        step("the officer answers with FR's own conditions (H2) and prints the case")
+        step("the officer answers with the outcome form (EXECUTED, preserved 90 days) and FR's own conditions (H2)")
+        # The end of the day 90 days from now (UTC), what the node makes of the date the form sends.
+        until_day = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 90 * 86_400))
+        until_time = f"{until_day}T23:59:59"
         officer.goto(URL + f"/message/{message_id}")
-        officer.locator("#respond-text").fill("Mailbox preserved until 2027-03-01 under reference PRV-117")
+        officer.locator("#respond-text").fill(f"Mailbox preserved until {until_day} under reference PRV-117")
         officer.locator("#respond-handling").select_option("HANDLING_CODE_H2")
+        officer.locator("#respond-outcome").select_option("EXECUTED")
+        officer.locator("#respond-preserved-until").fill(until_day)
+        officer.locator("#respond-reference").fill("PRV-117")
         officer.once("dialog", lambda dialog: dialog.accept())
         officer.get_by_role("button", name="Send response").click()
         expect(officer.locator("dl.fields .state")).to_have_text("ANSWERED")
         expect(officer.locator("ul.chain")).to_contain_text("PRV-117")
+        outcome = officer.locator("section.outcome")
+        expect(outcome.locator("span.outcome")).to_have_text("EXECUTED")
+        expect(outcome.locator("dd.preserved-until")).to_contain_text(until_time)
+        expect(outcome).to_contain_text("PRV-117")
+        outcome.scroll_into_view_if_needed()
+        officer.screenshot(path=os.path.join(SHOTS, "console-outcome.png"), full_page=True)
+
+        step("the preservations view lists it with its days left")
+        officer.get_by_role("link", name="Preservations").click()
+        listed = officer.locator(f'table.preservations tr[data-id="{message_id}"]')
+        expect(listed).to_be_visible()
+        days = int(listed.locator("td.days-left").inner_text())
+        # 90 whole days and some hours left, unless the day ended (UTC) since the answer.
+        assert days in (89, 90), f"{days} days left, not 90"
+        expect(listed).to_contain_text(until_time)
+        expect(listed).to_contain_text("EXECUTED")
+        expect(officer.locator(f'tr[data-id="{message_id}"] a')).to_have_text(re.compile("Preserve the mailbox"))
+        officer.screenshot(path=os.path.join(SHOTS, "console-expiring.png"), full_page=True)
+        officer.goto(URL + "/expiring?within=14d")
+        expect(officer.locator("p.empty")).to_be_visible()
+        expect(officer.locator(f'tr[data-id="{message_id}"]')).to_have_count(0)
+
+        step("the print view shows the outcome")
+        officer.goto(URL + f"/message/{message_id}")
         officer.get_by_role("link", name="Printable view of the case").click()
         expect(officer.locator("section.print-proofs")).to_contain_text("Signatures and receipts")
         expect(officer.locator("section.print-proofs code.digest").first).not_to_be_empty()
         expect(officer.locator("article.print-reply").last).to_contain_text("H2")
+        expect(officer.locator("article.print-reply").last.locator("span.outcome")).to_have_text("EXECUTED")
+        expect(officer.locator("main")).to_contain_text(until_time)
         officer.emulate_media(media="print")
         expect(officer.locator("header")).to_be_hidden()
         expect(officer.locator("p.no-print")).to_be_hidden()
@@ -195,6 +227,17 @@ def main():
         deadline = time.monotonic() + 30
         while vn_state(message_id) != "ANSWERED":
             assert time.monotonic() < deadline, "VN never saw the answer"
+
+        step("the officer closes the case: the page says closed, and it is off the preservations view")
+        officer.goto(URL + f"/message/{message_id}")
+        officer.locator("#close-reason").fill("MLA request answered")
+        officer.once("dialog", lambda dialog: dialog.accept())
+        officer.get_by_role("button", name="Close case").click()
+        expect(officer.locator("dl.fields .badge-closed")).to_have_text("CLOSED")
+        expect(officer.locator("main")).to_contain_text("MLA request answered")
+        expect(officer.get_by_role("button", name="Close case")).to_have_count(0)
+        officer.goto(URL + "/expiring")
+        expect(officer.locator(f'tr[data-id="{message_id}"]')).to_have_count(0)
 
         step("the auditor cannot acknowledge: refused by the server, not just a hidden button")
         second = send_flash("Second request")

@@ -5,8 +5,11 @@
 //! the message page and ACKNOWLEDGED at VN; the new-request form naming the missing field with
 //! nothing stored; the auditor refused by the server; an agency seeing none of the others'
 //! messages; a request sent from the form; the network page; no request to any other host;
-//! the CSP header; keyboard only; a narrow window. It saves screenshots: under the
-//! target directory, or into `docs/` when `HANOI247_UPDATE_SCREENSHOTS=1`.
+//! the CSP header; keyboard only; a narrow window. And issue 17's: the answer form's typed
+//! outcome (EXECUTED, preserved 90 days) shown on the message page, the preservations view with
+//! its days left, the print view with the outcome, and "Close case" (the page then says CLOSED
+//! and the case is off the preservation clock). It saves screenshots: under the target
+//! directory, or into `docs/` when `HANOI247_UPDATE_SCREENSHOTS=1`.
 //!
 //! Needs `chromium` (`apt-get install chromium`; or `HANOI247_CHROMIUM=/path`) and PyPI for the
 //! pinned Playwright (a virtualenv cached under the target directory). Without either the test

@@ -17,6 +17,7 @@ mod cli_errors;
 mod clock;
 mod console;
 mod console_browser;
+mod console_follow_ups;
 mod current_status;
 mod delivery;
 mod demo;

@@ -374,3 +374,51 @@ async fn the_console_answer_form_sends_the_outcome() {
     let until = timestamp::rfc3339(&at_vn.preserved_until.unwrap());
     assert_eq!(until, format!("{day}T23:59:59.000Z"), "the end of the day chosen");
 }
+
+/// Acceptance 2: an exercise, even one answered with an outcome, is kept out of `hanoi247 stats`
+/// at both ends; the real request beside it is counted, with its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exercise_is_kept_out_of_stats_and_the_real_answer_counted_by_its_outcome() {
+    let clients = [
+        ("VN", "officer", Role::Officer),
+        ("VN", "operator", Role::Operator),
+        ("FR", "officer", Role::Officer),
+        ("FR", "operator", Role::Operator),
+    ];
+    let mut net = Network::with_clients(&["VN", "FR"], &clients).await;
+    net.start("VN").await;
+    net.start("FR").await;
+    let (mut vn, mut fr) = (net.desk("VN"), net.desk("FR"));
+    let drill =
+        submit(&mut vn, hanoi247::proto::SubmitRequest { exercise: true, ..preservation_request("FR") })
+            .await;
+    let real = submit(&mut vn, preservation_request("FR")).await;
+    for id in [&drill, &real] {
+        wait_state(&mut fr, id, MessageState::Received).await;
+        fr.respond(answer(id, executed(in_days(90)))).await.unwrap();
+        wait_state(&mut vn, id, MessageState::Answered).await;
+    }
+    for (node, direction) in [("VN", "sent"), ("FR", "received")] {
+        let config = net.client_config_path_of(node, "operator");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hanoi247"))
+            .args(["stats", "--json", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{node}: {}", String::from_utf8_lossy(&out.stderr));
+        let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(figures["exercises_excluded"], 1, "{node}: {figures}");
+        let rows = figures["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{node}: only the real request: {figures}");
+        let row = &rows[0];
+        assert_eq!(
+            (
+                row["direction"].as_str(),
+                row["state"].as_str(),
+                row["outcome"].as_str(),
+                row["count"].as_u64()
+            ),
+            (Some(direction), Some("ANSWERED"), Some("EXECUTED"), Some(1)),
+            "{node}: {figures}"
+        );
+    }
+}

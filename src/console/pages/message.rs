@@ -11,6 +11,7 @@ use crate::domain::names::ShortName as _;
 use crate::domain::timestamp::rfc3339;
 use crate::proto::{
     Direction, EnvelopeKind, HandlingCode, Message, MessageState, OutcomeKind, PeerInfo, Precedence,
+    RequestType,
 };
 
 /// One term of a definition list and its value.
@@ -69,6 +70,15 @@ pub fn message(
                 (definition("received_at", time(message.received_at.as_ref())))
                 (definition("handling_code", e.handling_code().short_name()))
                 (definition("handling_restrictions", foreign_block(&e.handling_restrictions)))
+                // A follow-up of a preservation: what the other desk asks or tells.
+                @if let Some(f) = &e.follow_up {
+                    @if let Some(until) = &f.extend_until {
+                        (definition("follow_up.extend_until", html! { span.extend-until { (time(Some(until))) } }))
+                    }
+                    @if !f.mla_reference.is_empty() {
+                        (definition("follow_up.mla_reference", foreign(&f.mla_reference)))
+                    }
+                }
                 @if outbound {
                     (definition("attempts", message.attempts))
                     (definition("next_attempt_at", time(message.next_attempt_at.as_ref())))
@@ -222,6 +232,13 @@ fn actions(frame: &Frame<'_>, message: &Message) -> Markup {
         && frame.may(Action::Requeue);
     let waits_to_be_sent = matches!(state, MessageState::Queued | MessageState::WaitingRetry);
     let close = is_request && !closed && !waits_to_be_sent && frame.may(Action::CloseCase);
+    // The follow-ups go on the preservation itself (where its date is), once it reached the
+    // other State and while the case is open.
+    let follow_up = outbound_request
+        && e.request_type() == RequestType::Preservation
+        && e.follow_up.is_none()
+        && matches!(state, MessageState::Delivered | MessageState::Acknowledged | MessageState::Answered)
+        && frame.may(Action::Submit);
     let current = e.precedence();
     let others = [Precedence::Flash, Precedence::Immediate, Precedence::Priority, Precedence::Routine]
         .into_iter()
@@ -306,7 +323,26 @@ fn actions(frame: &Frame<'_>, message: &Message) -> Markup {
                 button.danger type="submit" { (s.close_case) }
             }
         }
-        @if !(acknowledge || dispute || respond || cancel || requeue || close) {
+        @if follow_up {
+            p.hint { (s.follow_up_hint) }
+            form.action method="post" action=(action("extend")) data-confirm=(s.extend_confirm) {
+                input type="hidden" name="csrf" value=(frame.token);
+                label for="extend-until" { (s.extend_until) }
+                input #extend-until name="follow_up.extend_until" type="date" required;
+                label for="extend-text" { (s.follow_up_text) }
+                input #extend-text name="text" type="text";
+                button type="submit" { (s.extend) }
+            }
+            form.action method="post" action=(action("mla-sent")) data-confirm=(s.mla_sent_confirm) {
+                input type="hidden" name="csrf" value=(frame.token);
+                label for="mla-reference" { (s.mla_reference) }
+                input #mla-reference name="follow_up.mla_reference" type="text" required;
+                label for="mla-text" { (s.follow_up_text) }
+                input #mla-text name="text" type="text";
+                button type="submit" { (s.mla_sent) }
+            }
+        }
+        @if !(acknowledge || dispute || respond || cancel || requeue || close || follow_up) {
             p.empty { (s.no_actions) }
         }
     }
