@@ -1788,6 +1788,74 @@ mod tests {
         assert_eq!(store.db().unwrap().get(b"xkey").unwrap().unwrap(), b"value".as_slice());
     }
 
+    /// Every key of the store, with its value.
+    fn all_keys(store: &Store) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+        store.db().unwrap().iter().map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect()
+    }
+
+    /// A key as the table in the module doc names it: its prefix letter, and the rest of a `c` key.
+    fn key_name(key: &[u8]) -> String {
+        match key {
+            [b'c', rest @ ..] => format!("c{}", String::from_utf8_lossy(rest)),
+            [prefix, ..] => char::from(*prefix).to_string(),
+            [] => String::new(),
+        }
+    }
+
+    /// Issue 13: the keys the write of one `Submit` (destination down, so nothing is delivered)
+    /// sets, as `desk::submission` makes it: the call's audit record, then the new outbound
+    /// request, QUEUED, with an acknowledgement deadline. Each sled key costs ~70–100 µs of CPU
+    /// to persist, so this list is what a stored message costs.
+    #[test]
+    fn the_keys_one_submit_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        outbound(&store, "FR", Precedence::Routine);
+        let before = all_keys(&store);
+        let written = store.keys_written();
+        let id = Uuid::now_v7();
+        store
+            .write(|changes| {
+                changes.act_as("duty (officer)");
+                changes.audit("Submit", &id.to_string(), "to FR, ROUTINE");
+                let now = timestamp::now();
+                let mut message = Message {
+                    envelope: Some(Envelope {
+                        id: id.to_string(),
+                        destination: "FR".into(),
+                        kind: EnvelopeKind::Request as i32,
+                        precedence: Precedence::Routine as i32,
+                        created_at: Some(now),
+                        ..Default::default()
+                    }),
+                    direction: Direction::Outbound as i32,
+                    ack_deadline: Some(timestamp::from_system(
+                        SystemTime::now() + std::time::Duration::from_secs(3600),
+                    )),
+                    ..Default::default()
+                };
+                crate::domain::lifecycle::enter(&mut message, MessageState::Queued, now, "submitted".into());
+                let seq = changes.next_seq()?;
+                changes.put(StoredMessage {
+                    message: Some(message),
+                    seq,
+                    submitted_by: "duty".into(),
+                    origin_certificate: vec![0x30; 600],
+                    ..Default::default()
+                })
+            })
+            .unwrap();
+        let after = all_keys(&store);
+        let mut set: Vec<String> =
+            after.iter().filter(|(k, v)| before.get(*k) != Some(*v)).map(|(k, _)| key_name(k)).collect();
+        set.sort();
+        // h ×2: the call's audit record and the QUEUED change's; m the message; o its outbox
+        // entry; s its outbox listing entry; a its acknowledgement deadline; e the QUEUED event;
+        // clsn the applied log sequence number (recovery needs it in every batch).
+        assert_eq!(set, ["a", "caudit", "cevents", "clsn", "e", "h", "h", "m", "o", "s"]);
+        assert_eq!(store.keys_written() - written, set.len() as u64);
+    }
+
     fn outbound(store: &Store, destination: &str, precedence: Precedence) -> Uuid {
         outbound_to(store, destination, precedence, |_, _| {})
     }
