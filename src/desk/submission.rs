@@ -436,7 +436,9 @@ fn queue_signed(
         ..Default::default()
     };
     lifecycle::enter(&mut message, MessageState::Queued, timestamp::now(), note);
-    changes.put(StoredMessage {
+    // Every envelope queued here was made with a new `Uuid::now_v7` (`submit_envelope`,
+    // `Desk::reply`), so there is no previous record to read back.
+    changes.put_new(StoredMessage {
         message: Some(message.clone()),
         seq: changes.next_seq()?,
         overdue_announced: false,

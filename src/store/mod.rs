@@ -822,10 +822,29 @@ impl Changes<'_> {
     /// Stores a message, keeps its index keys true to its state, and records an event for each
     /// new timeline entry and for a new overdue announcement.
     pub fn put(&mut self, stored: StoredMessage) -> Result<(), StoreError> {
+        let id = id_of(&stored)?;
+        let before = self.get(id)?;
+        self.put_after(stored, id, before)
+    }
+
+    /// [`Changes::put`] for a message whose id was made just now (a UUIDv7 of this process, so no
+    /// stored record has it): the previous record is not read back from sled, only from this
+    /// operation's own writes. A `Submit` then reads nothing of the store to store its message.
+    pub fn put_new(&mut self, stored: StoredMessage) -> Result<(), StoreError> {
+        let id = id_of(&stored)?;
+        let before = self.pending.get(&id).cloned();
+        self.put_after(stored, id, before)
+    }
+
+    /// Stores `stored` (message `id`) over `before`, what it replaces.
+    fn put_after(
+        &mut self,
+        stored: StoredMessage,
+        id: Uuid,
+        before: Option<StoredMessage>,
+    ) -> Result<(), StoreError> {
         let message = stored.message.as_ref().ok_or(StoreError::Malformed("no message"))?;
         let envelope = message.envelope.as_ref().ok_or(StoreError::Malformed("no envelope"))?;
-        let id = Uuid::parse_str(&envelope.id).map_err(|_| StoreError::Malformed("id is not a UUID"))?;
-        let before = self.get(id)?;
         if before.is_none() {
             // Costs nothing for a message without attachments (no read, no key).
             for attachment in &envelope.attachments {
@@ -1587,6 +1606,13 @@ fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
     key
 }
 
+/// The id of a message to store.
+fn id_of(stored: &StoredMessage) -> Result<Uuid, StoreError> {
+    let message = stored.message.as_ref().ok_or(StoreError::Malformed("no message"))?;
+    let envelope = message.envelope.as_ref().ok_or(StoreError::Malformed("no envelope"))?;
+    Uuid::parse_str(&envelope.id).map_err(|_| StoreError::Malformed("id is not a UUID"))
+}
+
 fn message_key(id: Uuid) -> [u8; 17] {
     let mut key = [b'm'; 17];
     key[1..].copy_from_slice(id.as_bytes());
@@ -1878,7 +1904,7 @@ mod tests {
                 };
                 crate::domain::lifecycle::enter(&mut message, MessageState::Queued, now, "submitted".into());
                 let seq = changes.next_seq()?;
-                changes.put(StoredMessage {
+                changes.put_new(StoredMessage {
                     message: Some(message),
                     seq,
                     submitted_by: "duty".into(),
@@ -1897,6 +1923,31 @@ mod tests {
         // counter and the audit chain head are derived from `e` and `h` on open instead.
         assert_eq!(set, ["a", "clsn", "e", "h", "h", "m", "o", "s"]);
         assert_eq!(store.keys_written() - written, set.len() as u64);
+        // Stored without reading a previous record, it is indexed as `put` would have it.
+        assert_eq!(ids(&store.outbox_for("FR".parse().unwrap(), 10).unwrap())[1], id);
+        assert_eq!(store.queued("FR".parse().unwrap(), Precedence::Routine).unwrap(), 2);
+    }
+
+    #[test]
+    fn put_new_sees_what_its_own_operation_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = outbound_with(&store, |_, _| {});
+        let mut stored = store.get(id).unwrap().unwrap();
+        let fresh = Uuid::now_v7();
+        store
+            .write(|changes| {
+                let envelope = stored.message.as_mut().unwrap().envelope.as_mut().unwrap();
+                envelope.id = fresh.to_string();
+                stored.seq = changes.next_seq()?;
+                changes.put_new(stored.clone())?;
+                // The same new message moved on in the same operation: its outbox key goes.
+                stored.message.as_mut().unwrap().state = MessageState::Delivered as i32;
+                changes.put_new(stored)
+            })
+            .unwrap();
+        assert_eq!(ids(&store.outbox_for("FR".parse().unwrap(), 10).unwrap()), [id]);
+        assert_eq!(store.queued("FR".parse().unwrap(), Precedence::Routine).unwrap(), 1);
     }
 
     fn outbound(store: &Store, destination: &str, precedence: Precedence) -> Uuid {
