@@ -446,6 +446,7 @@ fn queue_signed(
         submitted_by,
         receipt: None,
         origin_certificate: signer.certificate().to_vec(),
+        origin_certificate_sha256: Vec::new(),
         reminded_until: None,
         reminded_lead_seconds: 0,
     })?;

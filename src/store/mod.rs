@@ -9,7 +9,8 @@
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `m` id(16) | `StoredMessage` |
+//! | `m` id(16) | `StoredMessage` (its origin certificate as a SHA-256 naming an `f` key; older records hold the certificate) |
+//! | `f` sha256(32) | an origin certificate (DER), stored once for every message it signed (see `certificates`) |
 //! | `o` destination(2) precedence-rank(1) seq(8) | id — outbound messages still to be sent (rank: `domain::order::precedence_rank`) |
 //! | `i` seq(8) | id — inbound requests (the inbox listing) |
 //! | `s` seq(8) | id — outbound envelopes (the outbox listing) |
@@ -49,6 +50,7 @@
 pub mod attachments;
 pub mod audit;
 pub mod backup;
+mod certificates;
 pub mod closed_cases;
 pub mod crash_point;
 pub mod events;
@@ -225,6 +227,8 @@ pub struct Store {
     audit_head: Arc<Mutex<ChainHead>>,
     /// This node's code and which notification targets want which events (`notifications`).
     notify_plan: NotifyPlan,
+    /// Origin certificates known to be stored (`certificates`).
+    certificates: Arc<certificates::Known>,
 }
 
 /// This node's code and every notification target's wants.
@@ -291,6 +295,7 @@ impl Store {
             durable_events: Arc::new(watch::Sender::new(last_event)),
             audit_head: Arc::new(Mutex::new(audit_head)),
             notify_plan: NotifyPlan::default(),
+            certificates: Arc::default(),
         };
         store.start_checkpoints(checkpoint_every)?;
         Ok(store)
@@ -379,6 +384,7 @@ impl Store {
                     }
                 }
                 *opened = Some(reopened);
+                self.certificates.clear();
                 self.last_event.store(last_event, Ordering::Release);
                 self.durable_events.send_if_modified(|durable| {
                     let advanced = last_event > *durable;
@@ -555,12 +561,19 @@ impl Store {
             audit_head,
             kept_out_of_audit: Vec::new(),
             outbox_delta: HashMap::new(),
+            new_certificates: Vec::new(),
         };
         let result = operation(&mut changes)?;
         // The event counter and the audit head are not written here: the batch's own `e` keys
         // and `h` records say where they stand (checkpoints write them, as floors).
-        let Changes { batch, last_event: new_last_event, audit_head: new_audit_head, outbox_delta, .. } =
-            changes;
+        let Changes {
+            batch,
+            last_event: new_last_event,
+            audit_head: new_audit_head,
+            outbox_delta,
+            new_certificates,
+            ..
+        } = changes;
         if let Some(why) = self.broken() {
             return Err(StoreError::Recovering(why).into());
         }
@@ -575,6 +588,7 @@ impl Store {
             return Err(self.broke(error.into()).into());
         }
         self.count_queued(outbox_delta);
+        self.certificates.extend(new_certificates);
         // Appended in the order applied (both under the writer lock, so the LSN is the one read
         // above), and a replay applies the records in the same order.
         wal.append(&record);
@@ -602,7 +616,11 @@ impl Store {
     /// One message by id.
     pub fn get(&self, id: Uuid) -> Result<Option<StoredMessage>, StoreError> {
         let key = message_key(id);
-        self.db()?.get(key)?.map(|bytes| decode(&key, &bytes)).transpose()
+        let db = self.db()?;
+        let Some(bytes) = db.get(key)? else { return Ok(None) };
+        let mut stored = decode(&key, &bytes)?;
+        certificates::resolve(&self.certificates, &db, &mut stored)?;
+        Ok(Some(stored))
     }
 
     /// The envelopes that answer or continue `parent`, in the order they were stored.
@@ -803,6 +821,8 @@ pub struct Changes<'a> {
     kept_out_of_audit: Vec<(String, String)>,
     /// How this operation changes each queue's length (applied with the batch).
     outbox_delta: HashMap<OutboxQueue, isize>,
+    /// Origin certificates this operation found stored or stores (known once it is applied).
+    new_certificates: Vec<([u8; 32], Arc<[u8]>)>,
 }
 
 impl Changes<'_> {
@@ -839,7 +859,7 @@ impl Changes<'_> {
     /// Stores `stored` (message `id`) over `before`, what it replaces.
     fn put_after(
         &mut self,
-        stored: StoredMessage,
+        mut stored: StoredMessage,
         id: Uuid,
         before: Option<StoredMessage>,
     ) -> Result<(), StoreError> {
@@ -977,7 +997,8 @@ impl Changes<'_> {
         if arrived {
             self.notify(crate::config::NotifyEvent::RequestArrived, &notice_of(message, "request received"))?;
         }
-        self.batch.insert(message_key(id).as_slice(), stored.encode_to_vec());
+        let record = self.encode_record(&mut stored)?;
+        self.batch.insert(message_key(id).as_slice(), record);
         self.pending.insert(id, stored);
         Ok(())
     }
@@ -1325,7 +1346,8 @@ impl Store {
         let mut kept = Vec::new();
         for item in self.db()?.scan_prefix([b'm']) {
             let (key, bytes) = item?;
-            let stored = decode(&key, &bytes)?;
+            let mut stored = decode(&key, &bytes)?;
+            certificates::resolve(&self.certificates, &self.db()?, &mut stored)?;
             let ours = stored.message.as_ref().is_some_and(|m| peer_of(m) == peer.as_str());
             if ours && keep(&stored) {
                 kept.push(stored);
@@ -1879,53 +1901,114 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         outbound(&store, "FR", Precedence::Routine);
-        let before = all_keys(&store);
-        let written = store.keys_written();
-        let id = Uuid::now_v7();
-        store
-            .write(|changes| {
-                changes.act_as("duty (officer)");
-                changes.audit("Submit", &id.to_string(), "to FR, ROUTINE");
-                let now = timestamp::now();
-                let mut message = Message {
-                    envelope: Some(Envelope {
-                        id: id.to_string(),
-                        destination: "FR".into(),
-                        kind: EnvelopeKind::Request as i32,
-                        precedence: Precedence::Routine as i32,
-                        created_at: Some(now),
+        let certificate = vec![0x30; 600];
+        let submit = |store: &Store| {
+            let before = all_keys(store);
+            let written = store.keys_written();
+            let id = Uuid::now_v7();
+            store
+                .write(|changes| {
+                    changes.act_as("duty (officer)");
+                    changes.audit("Submit", &id.to_string(), "to FR, ROUTINE");
+                    let now = timestamp::now();
+                    let mut message = Message {
+                        envelope: Some(Envelope {
+                            id: id.to_string(),
+                            destination: "FR".into(),
+                            kind: EnvelopeKind::Request as i32,
+                            precedence: Precedence::Routine as i32,
+                            created_at: Some(now),
+                            ..Default::default()
+                        }),
+                        direction: Direction::Outbound as i32,
+                        ack_deadline: Some(timestamp::from_system(
+                            SystemTime::now() + std::time::Duration::from_secs(3600),
+                        )),
                         ..Default::default()
-                    }),
-                    direction: Direction::Outbound as i32,
-                    ack_deadline: Some(timestamp::from_system(
-                        SystemTime::now() + std::time::Duration::from_secs(3600),
-                    )),
-                    ..Default::default()
-                };
-                crate::domain::lifecycle::enter(&mut message, MessageState::Queued, now, "submitted".into());
-                let seq = changes.next_seq()?;
-                changes.put_new(StoredMessage {
-                    message: Some(message),
-                    seq,
-                    submitted_by: "duty".into(),
-                    origin_certificate: vec![0x30; 600],
-                    ..Default::default()
+                    };
+                    crate::domain::lifecycle::enter(
+                        &mut message,
+                        MessageState::Queued,
+                        now,
+                        "submitted".into(),
+                    );
+                    let seq = changes.next_seq()?;
+                    changes.put_new(StoredMessage {
+                        message: Some(message),
+                        seq,
+                        submitted_by: "duty".into(),
+                        origin_certificate: certificate.clone(),
+                        ..Default::default()
+                    })
                 })
-            })
-            .unwrap();
-        let after = all_keys(&store);
-        let mut set: Vec<String> =
-            after.iter().filter(|(k, v)| before.get(*k) != Some(*v)).map(|(k, _)| key_name(k)).collect();
-        set.sort();
+                .unwrap();
+            let after = all_keys(store);
+            let mut set: Vec<String> =
+                after.iter().filter(|(k, v)| before.get(*k) != Some(*v)).map(|(k, _)| key_name(k)).collect();
+            set.sort();
+            assert_eq!(store.keys_written() - written, set.len() as u64);
+            (id, set)
+        };
         // h ×2: the call's audit record and the QUEUED change's; m the message; o its outbox
         // entry; s its outbox listing entry; a its acknowledgement deadline; e the QUEUED event;
         // clsn the applied log sequence number (recovery needs it in every batch). The event
-        // counter and the audit chain head are derived from `e` and `h` on open instead.
+        // counter and the audit chain head are derived from `e` and `h` on open instead; the
+        // origin certificate (f) is written by the first message it signed only.
+        let (_, first) = submit(&store);
+        assert_eq!(first, ["a", "clsn", "e", "f", "h", "h", "m", "o", "s"]);
+        let (id, set) = submit(&store);
         assert_eq!(set, ["a", "clsn", "e", "h", "h", "m", "o", "s"]);
-        assert_eq!(store.keys_written() - written, set.len() as u64);
         // Stored without reading a previous record, it is indexed as `put` would have it.
-        assert_eq!(ids(&store.outbox_for("FR".parse().unwrap(), 10).unwrap())[1], id);
-        assert_eq!(store.queued("FR".parse().unwrap(), Precedence::Routine).unwrap(), 2);
+        assert_eq!(ids(&store.outbox_for("FR".parse().unwrap(), 10).unwrap())[2], id);
+        assert_eq!(store.queued("FR".parse().unwrap(), Precedence::Routine).unwrap(), 3);
+        // The record holds the certificate's digest, a read gives the certificate back.
+        let record =
+            StoredMessage::decode(store.db().unwrap().get(message_key(id)).unwrap().unwrap().as_ref())
+                .unwrap();
+        assert!(record.origin_certificate.is_empty());
+        assert_eq!(record.origin_certificate_sha256.len(), 32);
+        assert_eq!(store.get(id).unwrap().unwrap().origin_certificate, certificate);
+    }
+
+    #[test]
+    fn a_certificate_is_stored_once_and_old_records_with_the_whole_certificate_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let certificate = vec![0x31; 700];
+        let (kept, old) = {
+            let store = Store::open(dir.path()).unwrap();
+            let kept = outbound_with(&store, |_, _| {});
+            let mut stored = store.get(kept).unwrap().unwrap();
+            stored.origin_certificate = certificate.clone();
+            store.write(|changes| changes.put(stored)).unwrap();
+            // A record as written before certificates were kept apart: the whole certificate.
+            let old = outbound_with(&store, |_, _| {});
+            let mut stored = store.get(old).unwrap().unwrap();
+            stored.origin_certificate = vec![0x32; 650];
+            store.db().unwrap().insert(message_key(old), stored.encode_to_vec()).unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(store.persist()).unwrap();
+            (kept, old)
+        };
+        // Reopened, nothing cached: the certificate is read from its own key (after a replay).
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.get(kept).unwrap().unwrap().origin_certificate, certificate);
+        assert_eq!(store.get(old).unwrap().unwrap().origin_certificate, vec![0x32; 650]);
+        let certificates = store.db().unwrap().scan_prefix([b'f']).count();
+        assert_eq!(certificates, 1);
+        // Its key gone (damage), the message names the certificate it misses.
+        let digest =
+            StoredMessage::decode(store.db().unwrap().get(message_key(kept)).unwrap().unwrap().as_ref())
+                .unwrap()
+                .origin_certificate_sha256;
+        drop(store);
+        {
+            let db = open_sled(&sled::Config::new().path(dir.path())).unwrap();
+            db.remove(prefixed(b'f', &digest)).unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let error = store.get(kept).unwrap_err().to_string();
+        assert!(error.contains(&format!("certificate {}", hex::encode(&digest))), "{error}");
     }
 
     #[test]
@@ -1990,6 +2073,7 @@ mod tests {
                     submitted_by: String::new(),
                     receipt: None,
                     origin_certificate: Vec::new(),
+                    origin_certificate_sha256: Vec::new(),
                     reminded_until: None,
                     reminded_lead_seconds: 0,
                 })
