@@ -436,7 +436,9 @@ fn queue_signed(
         ..Default::default()
     };
     lifecycle::enter(&mut message, MessageState::Queued, timestamp::now(), note);
-    changes.put(StoredMessage {
+    // Every envelope queued here was made with a new `Uuid::now_v7` (`submit_envelope`,
+    // `Desk::reply`), so there is no previous record to read back.
+    changes.put_new(StoredMessage {
         message: Some(message.clone()),
         seq: changes.next_seq()?,
         overdue_announced: false,
@@ -444,6 +446,7 @@ fn queue_signed(
         submitted_by,
         receipt: None,
         origin_certificate: signer.certificate().to_vec(),
+        origin_certificate_sha256: Vec::new(),
         reminded_until: None,
         reminded_lead_seconds: 0,
     })?;

@@ -378,6 +378,7 @@ pub(super) fn receive(
         submitted_by: owner,
         receipt: signing.map(|_| receipt.clone()),
         origin_certificate: signing.map(|s| s.sender_certificate.to_vec()).unwrap_or_default(),
+        origin_certificate_sha256: Vec::new(),
         reminded_until: None,
         reminded_lead_seconds: 0,
     })?;

@@ -422,6 +422,7 @@ fn store_own(
         submitted_by: parent.as_ref().map(|p| p.submitted_by.clone()).unwrap_or_default(),
         receipt: Some(receipt),
         origin_certificate,
+        origin_certificate_sha256: Vec::new(),
         reminded_until: None,
         reminded_lead_seconds: 0,
     })?;

@@ -815,7 +815,8 @@ mod tests {
     }
 
     /// Per message id: its timeline length (from `m` records) and its events (`e` records), and
-    /// the event counter: a copy with a write by halves has them disagree.
+    /// the newest event's number against their count: a copy with a write by halves has them
+    /// disagree.
     fn check_whole(snapshot: &Snapshot) {
         use prost::Message as _;
         let mut timelines = std::collections::HashMap::new();
@@ -830,12 +831,12 @@ mod tests {
                     timelines.insert(message.envelope.unwrap().id, message.timeline.len());
                 }
                 Some(b'e') => {
+                    counter = counter.max(u64::from_be_bytes(key[1..9].try_into().unwrap()));
                     *events
                         .entry(crate::proto::WatchResponse::decode(value).unwrap().message_id)
                         .or_default() += 1;
                     event_records += 1;
                 }
-                _ if key == b"cevents" => counter = u64::from_be_bytes(value.try_into().unwrap()),
                 _ => {}
             }
         }

@@ -9,17 +9,19 @@
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `m` id(16) | `StoredMessage` |
+//! | `m` id(16) | `StoredMessage` (its origin certificate as a SHA-256 naming an `f` key; older records hold the certificate) |
+//! | `f` sha256(32) | an origin certificate (DER), stored once for every message it signed (see `certificates`) |
 //! | `o` destination(2) precedence-rank(1) seq(8) | id — outbound messages still to be sent (rank: `domain::order::precedence_rank`) |
 //! | `i` seq(8) | id — inbound requests (the inbox listing) |
 //! | `s` seq(8) | id — outbound envelopes (the outbox listing) |
 //! | `r` parent-id(16) seq(8) | id — envelopes that answer or continue `parent` |
 //! | `a` ack-deadline-seconds(8) id(16) | empty — requests waiting for an acknowledgement |
 //! | `e` event-seq(8) | `WatchResponse` — the lifecycle events, gap-free |
-//! | `c` "events" | the last event sequence number |
+//! | `c` "events" | the last event sequence number as of the last checkpoint (a floor: the newest `e` key says where events stand) |
 //! | `c` "pruned" | the last event sequence number removed by retention (none: 0) |
 //! | `h` audit-seq(8) | `ListAuditResponse` — the audit log's hash chain, gap-free (see `audit`) |
-//! | `c` "audit" | the chain head: last audit sequence number(8) and its hash(32) |
+//! | `c` "audit" | the chain head as of the last checkpoint: last audit sequence number(8) and its hash(32) (a floor: the newest `h` record past it is the head) |
+//! | `c` "lsn" | the write-ahead log sequence number of the last record applied, in every write's batch |
 //! | `w` node-code(2) | `SignedAuditHead` — the newest audit head that member signed and gave us in `Hello` (its signature checked before it is kept) |
 //! | `q` client-request-id(16) client-name | message id(16) and request digest(32) — the `Submit` a desk client made under that request id (see [`ClientRequest`]) |
 //! | `c` "recovery" | a recovery from peers asked by `restore --recover-from-peers`: its id(16) and since-seconds(8) |
@@ -30,20 +32,25 @@
 //! | `x` sha256(32) id(16) | empty — message `id` lists that attachment (see `attachments`) |
 //! | `k` closed-at-seconds(8) id(16) | empty — a closed case (its first request) whose content is still to be removed (see `closed_cases`) |
 //!
+//! Every write sets its own keys and `c` "lsn", nothing else: the event counter and the audit chain
+//! head are kept in memory, derived on open from the newest `e` key and `h` record, and written
+//! only at checkpoints (each sled key costs ~70–100 µs of CPU to persist; issue 13). The newest
+//! event is never pruned, so the newest `e` key is always the last event.
+//!
 //! Invariants: an outbound message has an `o` key exactly while it is QUEUED or WAITING_RETRY; a
 //! request has an `a` key exactly while it waits for an acknowledgement; every new timeline entry
 //! and every overdue announcement is recorded as an event in the same batch as the change; every
 //! change of a message, its keys and its events is applied in one atomic sled batch; nobody is
 //! told that something is stored (and no event is visible to watchers) before
 //! [`Store::persist`] has returned after the change. Every new timeline entry and overdue
-//! announcement also appends an audit record in the same batch, and the audit chain head is
-//! written in the batch that appends to it. A `q` key is written in the batch that stores the
+//! announcement also appends an audit record in the same batch. A `q` key is written in the batch that stores the
 //! message it names, so no crash leaves one without the other. Events are removed only oldest first, so those
 //! kept are always `(pruned, events]` without gaps.
 
 pub mod attachments;
 pub mod audit;
 pub mod backup;
+mod certificates;
 pub mod closed_cases;
 pub mod crash_point;
 pub mod events;
@@ -71,10 +78,12 @@ use crate::proto::{
 use crate::store::audit::ChainHead;
 use crate::store_proto::StoredMessage;
 
+/// The last event sequence number at the last checkpoint (big-endian u64); see [`last_event_of`].
 const EVENT_COUNTER_KEY: &[u8] = b"cevents";
 /// The last event sequence number removed by retention (big-endian u64).
 const EVENTS_PRUNED_KEY: &[u8] = b"cpruned";
 const SCHEMA_KEY: &[u8] = b"cschema";
+/// The audit chain head at the last checkpoint; see [`read_audit_head`].
 const AUDIT_HEAD_KEY: &[u8] = b"caudit";
 /// The highest signed-directory version this node has used (big-endian u64).
 const DIRECTORY_VERSION_KEY: &[u8] = b"cdirectory";
@@ -218,6 +227,8 @@ pub struct Store {
     audit_head: Arc<Mutex<ChainHead>>,
     /// This node's code and which notification targets want which events (`notifications`).
     notify_plan: NotifyPlan,
+    /// Origin certificates known to be stored (`certificates`).
+    certificates: Arc<certificates::Known>,
 }
 
 /// This node's code and every notification target's wants.
@@ -259,7 +270,7 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         let opened = open_db(dir)?;
         check_schema(&opened.db)?;
-        let last_event = event_counter(&opened.db)?;
+        let last_event = last_event_of(&opened.db)?;
         let audit_head = read_audit_head(&opened.db)?;
         let opened = Arc::new(std::sync::RwLock::new(Some(opened)));
         let flushed = Arc::downgrade(&opened);
@@ -284,6 +295,7 @@ impl Store {
             durable_events: Arc::new(watch::Sender::new(last_event)),
             audit_head: Arc::new(Mutex::new(audit_head)),
             notify_plan: NotifyPlan::default(),
+            certificates: Arc::default(),
         };
         store.start_checkpoints(checkpoint_every)?;
         Ok(store)
@@ -296,18 +308,24 @@ impl Store {
     fn start_checkpoints(&self, interval: std::time::Duration) -> std::io::Result<()> {
         let (opened, writer, broken) =
             (Arc::downgrade(&self.opened), Arc::downgrade(&self.writer), Arc::downgrade(&self.broken));
+        let (last_event, audit_head) = (Arc::downgrade(&self.last_event), Arc::downgrade(&self.audit_head));
         std::thread::Builder::new().name("hanoi247-checkpoint".into()).spawn(move || {
             loop {
                 std::thread::sleep(interval);
-                let (Some(opened), Some(writer), Some(broken)) =
-                    (opened.upgrade(), writer.upgrade(), broken.upgrade())
-                else {
+                let (Some(opened), Some(writer), Some(broken), Some(last_event), Some(audit_head)) = (
+                    opened.upgrade(),
+                    writer.upgrade(),
+                    broken.upgrade(),
+                    last_event.upgrade(),
+                    audit_head.upgrade(),
+                ) else {
                     return;
                 };
                 if !lock(&broken).is_empty() {
                     continue;
                 }
-                if let Err(error) = checkpoint(&opened, &writer) {
+                let heads = Heads { last_event: &last_event, audit_head: &audit_head };
+                if let Err(error) = checkpoint(&opened, &writer, heads) {
                     mark_broken(&broken, error);
                 }
             }
@@ -318,7 +336,8 @@ impl Store {
     /// Makes sled hold every write applied so far durably, then deletes the write-ahead log
     /// segments it no longer needs (see [`checkpoint`]).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        checkpoint(&self.opened, &self.writer).map_err(|error| self.broke(error))
+        let heads = Heads { last_event: &self.last_event, audit_head: &self.audit_head };
+        checkpoint(&self.opened, &self.writer, heads).map_err(|error| self.broke(error))
     }
 
     /// The write-ahead log in use.
@@ -355,7 +374,7 @@ impl Store {
         // sled's directory lock is released when the last handle goes; readers hold clones only
         // for one operation, so a later attempt succeeds if this one finds it still held.
         drop(opened.take());
-        match open_db(&self.dir).and_then(|o| Ok((event_counter(&o.db)?, o))) {
+        match open_db(&self.dir).and_then(|o| Ok((last_event_of(&o.db)?, o))) {
             Ok((last_event, reopened)) => {
                 match read_audit_head(&reopened.db) {
                     Ok(head) => *self.audit_head.lock().unwrap_or_else(|p| p.into_inner()) = head,
@@ -365,6 +384,7 @@ impl Store {
                     }
                 }
                 *opened = Some(reopened);
+                self.certificates.clear();
                 self.last_event.store(last_event, Ordering::Release);
                 self.durable_events.send_if_modified(|durable| {
                     let advanced = last_event > *durable;
@@ -541,17 +561,19 @@ impl Store {
             audit_head,
             kept_out_of_audit: Vec::new(),
             outbox_delta: HashMap::new(),
+            new_certificates: Vec::new(),
         };
         let result = operation(&mut changes)?;
+        // The event counter and the audit head are not written here: the batch's own `e` keys
+        // and `h` records say where they stand (checkpoints write them, as floors).
         let Changes {
-            mut batch, last_event: new_last_event, audit_head: new_audit_head, outbox_delta, ..
+            batch,
+            last_event: new_last_event,
+            audit_head: new_audit_head,
+            outbox_delta,
+            new_certificates,
+            ..
         } = changes;
-        if new_last_event != last_event {
-            batch.insert(EVENT_COUNTER_KEY, new_last_event.to_be_bytes().as_slice());
-        }
-        if new_audit_head != audit_head {
-            batch.insert(AUDIT_HEAD_KEY, new_audit_head.to_bytes().as_slice());
-        }
         if let Some(why) = self.broken() {
             return Err(StoreError::Recovering(why).into());
         }
@@ -566,6 +588,7 @@ impl Store {
             return Err(self.broke(error.into()).into());
         }
         self.count_queued(outbox_delta);
+        self.certificates.extend(new_certificates);
         // Appended in the order applied (both under the writer lock, so the LSN is the one read
         // above), and a replay applies the records in the same order.
         wal.append(&record);
@@ -593,7 +616,11 @@ impl Store {
     /// One message by id.
     pub fn get(&self, id: Uuid) -> Result<Option<StoredMessage>, StoreError> {
         let key = message_key(id);
-        self.db()?.get(key)?.map(|bytes| decode(&key, &bytes)).transpose()
+        let db = self.db()?;
+        let Some(bytes) = db.get(key)? else { return Ok(None) };
+        let mut stored = decode(&key, &bytes)?;
+        certificates::resolve(&self.certificates, &db, &mut stored)?;
+        Ok(Some(stored))
     }
 
     /// The envelopes that answer or continue `parent`, in the order they were stored.
@@ -794,6 +821,8 @@ pub struct Changes<'a> {
     kept_out_of_audit: Vec<(String, String)>,
     /// How this operation changes each queue's length (applied with the batch).
     outbox_delta: HashMap<OutboxQueue, isize>,
+    /// Origin certificates this operation found stored or stores (known once it is applied).
+    new_certificates: Vec<([u8; 32], Arc<[u8]>)>,
 }
 
 impl Changes<'_> {
@@ -813,10 +842,29 @@ impl Changes<'_> {
     /// Stores a message, keeps its index keys true to its state, and records an event for each
     /// new timeline entry and for a new overdue announcement.
     pub fn put(&mut self, stored: StoredMessage) -> Result<(), StoreError> {
+        let id = id_of(&stored)?;
+        let before = self.get(id)?;
+        self.put_after(stored, id, before)
+    }
+
+    /// [`Changes::put`] for a message whose id was made just now (a UUIDv7 of this process, so no
+    /// stored record has it): the previous record is not read back from sled, only from this
+    /// operation's own writes. A `Submit` then reads nothing of the store to store its message.
+    pub fn put_new(&mut self, stored: StoredMessage) -> Result<(), StoreError> {
+        let id = id_of(&stored)?;
+        let before = self.pending.get(&id).cloned();
+        self.put_after(stored, id, before)
+    }
+
+    /// Stores `stored` (message `id`) over `before`, what it replaces.
+    fn put_after(
+        &mut self,
+        mut stored: StoredMessage,
+        id: Uuid,
+        before: Option<StoredMessage>,
+    ) -> Result<(), StoreError> {
         let message = stored.message.as_ref().ok_or(StoreError::Malformed("no message"))?;
         let envelope = message.envelope.as_ref().ok_or(StoreError::Malformed("no envelope"))?;
-        let id = Uuid::parse_str(&envelope.id).map_err(|_| StoreError::Malformed("id is not a UUID"))?;
-        let before = self.get(id)?;
         if before.is_none() {
             // Costs nothing for a message without attachments (no read, no key).
             for attachment in &envelope.attachments {
@@ -949,7 +997,8 @@ impl Changes<'_> {
         if arrived {
             self.notify(crate::config::NotifyEvent::RequestArrived, &notice_of(message, "request received"))?;
         }
-        self.batch.insert(message_key(id).as_slice(), stored.encode_to_vec());
+        let record = self.encode_record(&mut stored)?;
+        self.batch.insert(message_key(id).as_slice(), record);
         self.pending.insert(id, stored);
         Ok(())
     }
@@ -1297,7 +1346,8 @@ impl Store {
         let mut kept = Vec::new();
         for item in self.db()?.scan_prefix([b'm']) {
             let (key, bytes) = item?;
-            let stored = decode(&key, &bytes)?;
+            let mut stored = decode(&key, &bytes)?;
+            certificates::resolve(&self.certificates, &self.db()?, &mut stored)?;
             let ours = stored.message.as_ref().is_some_and(|m| peer_of(m) == peer.as_str());
             if ours && keep(&stored) {
                 kept.push(stored);
@@ -1314,9 +1364,10 @@ pub fn audit_record_key(sequence: u64) -> Vec<u8> {
     prefixed(b'h', &sequence.to_be_bytes())
 }
 
-/// The audit chain head as stored; but never behind the newest stored record, so that a head
-/// that was deleted or rolled back cannot make the node overwrite records (it appends after the
-/// newest one, and `audit verify` shows whatever was done to the chain).
+/// The audit chain head: the newest `h` record, or the head the last checkpoint wrote if that is
+/// further (records after it were deleted: the node appends after the head, so the gap shows in
+/// `audit verify`). Never behind the newest record, so that a head that was deleted or rolled
+/// back cannot make the node overwrite records.
 fn read_audit_head(db: &sled::Db) -> Result<ChainHead, StoreError> {
     let stored = match db.get(AUDIT_HEAD_KEY)? {
         Some(bytes) => ChainHead::from_bytes(&bytes).ok_or_else(|| StoreError::Corrupt {
@@ -1332,10 +1383,12 @@ fn read_audit_head(db: &sled::Db) -> Result<ChainHead, StoreError> {
     if sequence <= stored.sequence {
         return Ok(stored);
     }
-    tracing::warn!(
-        stored = stored.sequence,
+    // The usual case since writes stopped writing the head (issue 13): records appended after
+    // the last checkpoint.
+    tracing::debug!(
+        checkpointed = stored.sequence,
         newest = sequence,
-        "the audit chain head is behind its newest record; appending after the record"
+        "audit chain head from its newest record"
     );
     // A damaged newest record has no hash to link to: the next record's link then breaks
     // visibly, after the damaged one.
@@ -1420,7 +1473,17 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A checkpoint: makes sled hold every write applied so far durably, then deletes the write-ahead
 /// log segments it no longer needs. The log stays the durability point; this only bounds how much
 /// of it a restart replays and how much disk it takes.
-fn checkpoint(opened: &std::sync::RwLock<Option<Opened>>, writer: &Mutex<()>) -> Result<(), StoreError> {
+/// The event counter and audit chain head in memory, which a checkpoint writes as floors.
+struct Heads<'a> {
+    last_event: &'a AtomicU64,
+    audit_head: &'a Mutex<ChainHead>,
+}
+
+fn checkpoint(
+    opened: &std::sync::RwLock<Option<Opened>>,
+    writer: &Mutex<()>,
+    heads: Heads<'_>,
+) -> Result<(), StoreError> {
     let (db, file, wal) = {
         let opened = opened.read().unwrap_or_else(|p| p.into_inner());
         let opened = opened.as_ref().ok_or_else(|| StoreError::Recovering("reopening".into()))?;
@@ -1428,8 +1491,14 @@ fn checkpoint(opened: &std::sync::RwLock<Option<Opened>>, writer: &Mutex<()>) ->
     };
     // Under the writer lock, every record up to `through` is applied to sled (each with its LSN):
     // after the flush, sled holds them durably and the log before them can go.
+    // The counters go in outside the log: they only say where the `e` keys and `h` records
+    // written up to `through` end, which a replay of the log after a crash derives again.
     let through = {
         let _writer = lock(writer);
+        let mut counters = sled::Batch::default();
+        counters.insert(EVENT_COUNTER_KEY, heads.last_event.load(Ordering::Acquire).to_be_bytes().as_slice());
+        counters.insert(AUDIT_HEAD_KEY, lock(heads.audit_head).to_bytes().as_slice());
+        db.apply_batch(counters)?;
         wal.last_appended()
     };
     db.flush()?;
@@ -1521,8 +1590,22 @@ fn check_schema(db: &sled::Db) -> Result<(), StoreError> {
     }
 }
 
-fn event_counter(db: &sled::Db) -> Result<u64, StoreError> {
-    read_u64(db, EVENT_COUNTER_KEY, "event counter")
+/// The last event's sequence number: the newest `e` key, or the counter a checkpoint wrote if that
+/// is higher (retention never removes the newest event, so it is not, short of damage).
+fn last_event_of(db: &sled::Db) -> Result<u64, StoreError> {
+    let counted = read_u64(db, EVENT_COUNTER_KEY, "event counter")?;
+    let newest = match db.scan_prefix([b'e']).keys().next_back().transpose()? {
+        Some(key) => {
+            key.get(1..9).and_then(|s| s.try_into().ok()).map(u64::from_be_bytes).ok_or_else(|| {
+                StoreError::Corrupt {
+                    key: format!("{key:02x?}"),
+                    reason: "an event key is not 9 bytes".into(),
+                }
+            })?
+        }
+        None => 0,
+    };
+    Ok(counted.max(newest))
 }
 
 /// A big-endian u64 under `key` (absent: 0); `name` says what it is when it is damaged.
@@ -1543,6 +1626,13 @@ fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
     key.push(prefix);
     key.extend_from_slice(rest);
     key
+}
+
+/// The id of a message to store.
+fn id_of(stored: &StoredMessage) -> Result<Uuid, StoreError> {
+    let message = stored.message.as_ref().ok_or(StoreError::Malformed("no message"))?;
+    let envelope = message.envelope.as_ref().ok_or(StoreError::Malformed("no envelope"))?;
+    Uuid::parse_str(&envelope.id).map_err(|_| StoreError::Malformed("id is not a UUID"))
 }
 
 fn message_key(id: Uuid) -> [u8; 17] {
@@ -1788,6 +1878,161 @@ mod tests {
         assert_eq!(store.db().unwrap().get(b"xkey").unwrap().unwrap(), b"value".as_slice());
     }
 
+    /// Every key of the store, with its value.
+    fn all_keys(store: &Store) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+        store.db().unwrap().iter().map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect()
+    }
+
+    /// A key as the table in the module doc names it: its prefix letter, and the rest of a `c` key.
+    fn key_name(key: &[u8]) -> String {
+        match key {
+            [b'c', rest @ ..] => format!("c{}", String::from_utf8_lossy(rest)),
+            [prefix, ..] => char::from(*prefix).to_string(),
+            [] => String::new(),
+        }
+    }
+
+    /// Issue 13: the keys the write of one `Submit` (destination down, so nothing is delivered)
+    /// sets, as `desk::submission` makes it: the call's audit record, then the new outbound
+    /// request, QUEUED, with an acknowledgement deadline. Each sled key costs ~70–100 µs of CPU
+    /// to persist, so this list is what a stored message costs.
+    #[test]
+    fn the_keys_one_submit_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        outbound(&store, "FR", Precedence::Routine);
+        let certificate = vec![0x30; 600];
+        let submit = |store: &Store| {
+            let before = all_keys(store);
+            let written = store.keys_written();
+            let id = Uuid::now_v7();
+            store
+                .write(|changes| {
+                    changes.act_as("duty (officer)");
+                    changes.audit("Submit", &id.to_string(), "to FR, ROUTINE");
+                    let now = timestamp::now();
+                    let mut message = Message {
+                        envelope: Some(Envelope {
+                            id: id.to_string(),
+                            destination: "FR".into(),
+                            kind: EnvelopeKind::Request as i32,
+                            precedence: Precedence::Routine as i32,
+                            created_at: Some(now),
+                            ..Default::default()
+                        }),
+                        direction: Direction::Outbound as i32,
+                        ack_deadline: Some(timestamp::from_system(
+                            SystemTime::now() + std::time::Duration::from_secs(3600),
+                        )),
+                        ..Default::default()
+                    };
+                    crate::domain::lifecycle::enter(
+                        &mut message,
+                        MessageState::Queued,
+                        now,
+                        "submitted".into(),
+                    );
+                    let seq = changes.next_seq()?;
+                    changes.put_new(StoredMessage {
+                        message: Some(message),
+                        seq,
+                        submitted_by: "duty".into(),
+                        origin_certificate: certificate.clone(),
+                        ..Default::default()
+                    })
+                })
+                .unwrap();
+            let after = all_keys(store);
+            let mut set: Vec<String> =
+                after.iter().filter(|(k, v)| before.get(*k) != Some(*v)).map(|(k, _)| key_name(k)).collect();
+            set.sort();
+            assert_eq!(store.keys_written() - written, set.len() as u64);
+            (id, set)
+        };
+        // h ×2: the call's audit record and the QUEUED change's; m the message; o its outbox
+        // entry; s its outbox listing entry; a its acknowledgement deadline; e the QUEUED event;
+        // clsn the applied log sequence number (recovery needs it in every batch). The event
+        // counter and the audit chain head are derived from `e` and `h` on open instead; the
+        // origin certificate (f) is written by the first message it signed only.
+        let (_, first) = submit(&store);
+        assert_eq!(first, ["a", "clsn", "e", "f", "h", "h", "m", "o", "s"]);
+        let (id, set) = submit(&store);
+        assert_eq!(set, ["a", "clsn", "e", "h", "h", "m", "o", "s"]);
+        // Stored without reading a previous record, it is indexed as `put` would have it.
+        assert_eq!(ids(&store.outbox_for("FR".parse().unwrap(), 10).unwrap())[2], id);
+        assert_eq!(store.queued("FR".parse().unwrap(), Precedence::Routine).unwrap(), 3);
+        // The record holds the certificate's digest, a read gives the certificate back.
+        let record =
+            StoredMessage::decode(store.db().unwrap().get(message_key(id)).unwrap().unwrap().as_ref())
+                .unwrap();
+        assert!(record.origin_certificate.is_empty());
+        assert_eq!(record.origin_certificate_sha256.len(), 32);
+        assert_eq!(store.get(id).unwrap().unwrap().origin_certificate, certificate);
+    }
+
+    #[test]
+    fn a_certificate_is_stored_once_and_old_records_with_the_whole_certificate_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let certificate = vec![0x31; 700];
+        let (kept, old) = {
+            let store = Store::open(dir.path()).unwrap();
+            let kept = outbound_with(&store, |_, _| {});
+            let mut stored = store.get(kept).unwrap().unwrap();
+            stored.origin_certificate = certificate.clone();
+            store.write(|changes| changes.put(stored)).unwrap();
+            // A record as written before certificates were kept apart: the whole certificate.
+            let old = outbound_with(&store, |_, _| {});
+            let mut stored = store.get(old).unwrap().unwrap();
+            stored.origin_certificate = vec![0x32; 650];
+            store.db().unwrap().insert(message_key(old), stored.encode_to_vec()).unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(store.persist()).unwrap();
+            (kept, old)
+        };
+        // Reopened, nothing cached: the certificate is read from its own key (after a replay).
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.get(kept).unwrap().unwrap().origin_certificate, certificate);
+        assert_eq!(store.get(old).unwrap().unwrap().origin_certificate, vec![0x32; 650]);
+        let certificates = store.db().unwrap().scan_prefix([b'f']).count();
+        assert_eq!(certificates, 1);
+        // Its key gone (damage), the message names the certificate it misses.
+        let digest =
+            StoredMessage::decode(store.db().unwrap().get(message_key(kept)).unwrap().unwrap().as_ref())
+                .unwrap()
+                .origin_certificate_sha256;
+        drop(store);
+        {
+            let db = open_sled(&sled::Config::new().path(dir.path())).unwrap();
+            db.remove(prefixed(b'f', &digest)).unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let error = store.get(kept).unwrap_err().to_string();
+        assert!(error.contains(&format!("certificate {}", hex::encode(&digest))), "{error}");
+    }
+
+    #[test]
+    fn put_new_sees_what_its_own_operation_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = outbound_with(&store, |_, _| {});
+        let mut stored = store.get(id).unwrap().unwrap();
+        let fresh = Uuid::now_v7();
+        store
+            .write(|changes| {
+                let envelope = stored.message.as_mut().unwrap().envelope.as_mut().unwrap();
+                envelope.id = fresh.to_string();
+                stored.seq = changes.next_seq()?;
+                changes.put_new(stored.clone())?;
+                // The same new message moved on in the same operation: its outbox key goes.
+                stored.message.as_mut().unwrap().state = MessageState::Delivered as i32;
+                changes.put_new(stored)
+            })
+            .unwrap();
+        assert_eq!(ids(&store.outbox_for("FR".parse().unwrap(), 10).unwrap()), [id]);
+        assert_eq!(store.queued("FR".parse().unwrap(), Precedence::Routine).unwrap(), 1);
+    }
+
     fn outbound(store: &Store, destination: &str, precedence: Precedence) -> Uuid {
         outbound_to(store, destination, precedence, |_, _| {})
     }
@@ -1828,6 +2073,7 @@ mod tests {
                     submitted_by: String::new(),
                     receipt: None,
                     origin_certificate: Vec::new(),
+                    origin_certificate_sha256: Vec::new(),
                     reminded_until: None,
                     reminded_lead_seconds: 0,
                 })
