@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Changes, Store, StoreError, prefixed, view};
 use crate::domain::timestamp;
-use crate::proto::{Direction, Envelope, EnvelopeKind, Message, MessageState, WatchResponse};
+use crate::proto::{Direction, Envelope, EnvelopeKind, Message, MessageState};
 use crate::store_proto::StoredMessage;
 
 /// The most envelopes one case may hold for closing and removal (a chain is a handful; this
@@ -35,21 +35,8 @@ impl Changes<'_> {
     /// Records a lifecycle event (and its audit record, `action`) about `message` that changes
     /// no state: the event carries the state it is in and `note` (no content).
     pub fn record_note_event(&mut self, message: &Message, action: &str, note: &str) {
-        let envelope = message.envelope.clone().unwrap_or_default();
-        let event = WatchResponse {
-            sequence: 0,
-            at: Some(timestamp::now()),
-            message_id: envelope.id.clone(),
-            state: message.state,
-            peer: super::peer_of(message).to_owned(),
-            precedence: envelope.precedence,
-            note: note.to_owned(),
-            overdue: false,
-            exercise: envelope.exercise,
-            outcome: super::outcome_name(message),
-            preservation_reminder: false,
-        };
-        self.audit(action, &envelope.id, note);
+        let event = super::message_event(message, note.to_owned());
+        self.audit(action, &event.message_id, note);
         self.record_event(event);
     }
 }

@@ -928,17 +928,9 @@ impl Changes<'_> {
         let old_timeline = before.as_ref().and_then(|b| b.message.as_ref()).map_or(0, |m| m.timeline.len());
         for entry in message.timeline.iter().skip(old_timeline) {
             let event = WatchResponse {
-                sequence: 0,
                 at: entry.at,
-                message_id: envelope.id.clone(),
                 state: entry.state,
-                peer: peer_of(message).to_owned(),
-                precedence: envelope.precedence,
-                note: entry.note.clone(),
-                overdue: false,
-                exercise: envelope.exercise,
-                outcome: outcome_name(message),
-                preservation_reminder: false,
+                ..message_event(message, entry.note.clone())
             };
             self.record_event(event);
             let state = crate::domain::lifecycle::state_name(entry.state());
@@ -946,19 +938,8 @@ impl Changes<'_> {
         }
         if stored.overdue_announced && !before.as_ref().is_some_and(|b| b.overdue_announced) {
             let deadline = message.ack_deadline.as_ref().map(timestamp::rfc3339).unwrap_or_default();
-            let event = WatchResponse {
-                sequence: 0,
-                at: Some(timestamp::now()),
-                message_id: envelope.id.clone(),
-                state: message.state,
-                peer: peer_of(message).to_owned(),
-                precedence: envelope.precedence,
-                note: format!("OVERDUE: not acknowledged by its deadline {deadline}"),
-                overdue: true,
-                exercise: envelope.exercise,
-                outcome: outcome_name(message),
-                preservation_reminder: false,
-            };
+            let note = format!("OVERDUE: not acknowledged by its deadline {deadline}");
+            let event = WatchResponse { overdue: true, ..message_event(message, note) };
             self.audit("OVERDUE", &envelope.id, &event.note);
             self.record_event(event);
             self.notify(
@@ -971,19 +952,8 @@ impl Changes<'_> {
             let until = stored.reminded_until.as_ref().map(timestamp::rfc3339).unwrap_or_default();
             let lead =
                 humantime::format_duration(std::time::Duration::from_secs(stored.reminded_lead_seconds));
-            let event = WatchResponse {
-                sequence: 0,
-                at: Some(timestamp::now()),
-                message_id: envelope.id.clone(),
-                state: message.state,
-                peer: peer_of(message).to_owned(),
-                precedence: envelope.precedence,
-                note: format!("PRESERVATION LAPSES {until}: the {lead} reminder"),
-                overdue: false,
-                exercise: envelope.exercise,
-                outcome: outcome_name(message),
-                preservation_reminder: true,
-            };
+            let note = format!("PRESERVATION LAPSES {until}: the {lead} reminder");
+            let event = WatchResponse { preservation_reminder: true, ..message_event(message, note) };
             self.audit("PRESERVATION_REMINDER", &envelope.id, &event.note);
             self.record_event(event);
             self.notify(
@@ -1076,13 +1046,27 @@ impl Changes<'_> {
     }
 }
 
-/// What a notification says of `message`: ids, type, precedence, the other member, the deadline.
-/// The short name of a request's typed outcome, for its events (empty when none).
-fn outcome_name(message: &Message) -> String {
+/// The lifecycle event about `message` now, in its current state, with `note` (not overdue, not
+/// a reminder); callers change what differs.
+fn message_event(message: &Message, note: String) -> WatchResponse {
     use crate::domain::names::ShortName as _;
-    message.outcome.as_ref().map(|o| o.kind().short_name().to_owned()).unwrap_or_default()
+    let envelope = message.envelope.as_ref();
+    WatchResponse {
+        sequence: 0,
+        at: Some(timestamp::now()),
+        message_id: envelope.map(|e| e.id.clone()).unwrap_or_default(),
+        state: message.state,
+        peer: peer_of(message).to_owned(),
+        precedence: envelope.map_or(0, |e| e.precedence),
+        note,
+        overdue: false,
+        exercise: envelope.is_some_and(|e| e.exercise),
+        outcome: message.outcome.as_ref().map(|o| o.kind().short_name().to_owned()).unwrap_or_default(),
+        preservation_reminder: false,
+    }
 }
 
+/// What a notification says of `message`: ids, type, precedence, the other member, the deadline.
 fn notice_of(message: &Message, detail: &str) -> notifications::Notice {
     use crate::domain::names::ShortName as _;
     let envelope = message.envelope.clone().unwrap_or_default();
