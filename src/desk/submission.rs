@@ -122,6 +122,8 @@ impl Desk {
         request: SubmitRequest,
         client_request: Option<(Uuid, [u8; 32])>,
     ) -> Result<Submitted, DeskError> {
+        // Concurrent Submits on their way to the store share the next log sync.
+        let intent = self.context.store.intend_write();
         let envelope = self.submit_envelope(caller, request)?;
         let (id, destination, precedence) =
             (envelope.id.clone(), envelope.destination.clone(), envelope.precedence());
@@ -160,6 +162,7 @@ impl Desk {
             )
             .map(|message| Stored::New(Box::new(message)))
         })?;
+        drop(intent);
         let message = match stored {
             Stored::New(message) => *message,
             Stored::Earlier { request_id, message_id } => {

@@ -275,7 +275,7 @@ impl Store {
         let opened = Arc::new(std::sync::RwLock::new(Some(opened)));
         let flushed = Arc::downgrade(&opened);
         // The flusher holds the database weakly: dropping the last `Store` closes it.
-        let commit = crate::store::group_commit::GroupCommit::start(move || {
+        let commit = group_commit::GroupCommit::start(group_commit::HOLD_AT_MOST, move || {
             let opened = flushed.upgrade().ok_or("the store is closed")?;
             let wal = {
                 let opened = opened.read().unwrap_or_else(|p| p.into_inner());
@@ -524,6 +524,12 @@ impl Store {
     /// node refuses to start on an older directory, so a replayed old file cannot roll it back.
     pub fn directory_version(&self) -> Result<u64, StoreError> {
         read_u64(&self.db()?, DIRECTORY_VERSION_KEY, "directory version")
+    }
+
+    /// Says a write is on its way, so a flush requested meanwhile may wait briefly for it (see
+    /// `group_commit`); drop the guard once the write is applied.
+    pub fn intend_write(&self) -> group_commit::WriteIntent {
+        self.commit.intend()
     }
 
     /// How many syncs of the write-ahead log the store has made since it opened.
